@@ -1,0 +1,85 @@
+"""``curate``: the command line.  ``curate run`` is the product's main job."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+
+from pipeline.config import build_config
+
+SAMPLE = Path(__file__).parent / "sample_data" / "common_voice_sample.parquet"
+
+
+def _config_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--profile", choices=["local", "cluster"], default="local")
+    p.add_argument("--config", help="YAML or TOML file of config overrides")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.FIELD=VALUE")
+    p.add_argument("--threshold", type=float)
+    p.add_argument("--threshold-on", choices=["score", "score_expected"])
+    p.add_argument("--limit", type=int)
+    p.add_argument("--ray-address", help="Ray address; default: a local Ray on this machine")
+    p.add_argument("--no-audio", action="store_true", help="leave audio_bytes out of curated/")
+
+
+def _build(args: argparse.Namespace):
+    return build_config(
+        args.profile,
+        file=args.config,
+        overrides=args.overrides,
+        threshold=args.threshold,
+        threshold_on=args.threshold_on,
+        limit=args.limit,
+        ray_address=args.ray_address,
+        keep_audio=False if args.no_audio else None,
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="curate", description="Curate Common Voice audio into Parquet.")
+    sub = parser.add_subparsers(dest="cmd", required=True)
+
+    run = sub.add_parser("run", help="run the curation pipeline once")
+    run.add_argument("--input", help="Parquet file, directory, glob or s3:// URI (default: bundled sample)")
+    run.add_argument("--output", required=True, help="output directory or s3:// URI")
+    _config_args(run)
+
+    show = sub.add_parser("config", help="print the resolved config as JSON")
+    _config_args(show)
+
+    sub.add_parser("prepare-models", help="assemble and convert the bundled models once")
+
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+    if args.cmd == "prepare-models":
+        from pipeline.models import resolve_model
+
+        for ref in ("bundled:whisper-tiny.en", "bundled:qwen2.5-coder-0.5b-instruct"):
+            print(ref, "->", resolve_model(ref).path)
+        return 0
+
+    cfg = _build(args)
+    if args.cmd == "config":
+        print(json.dumps(cfg.public_dict(), indent=2))
+        return 0
+
+    from pipeline.run import run_curation
+
+    source = args.input or str(SAMPLE)
+    manifest = run_curation(cfg, source, args.output)
+    c = manifest["counts"]
+    print(
+        f"\ncurated {c['in']} clips ({manifest['audio_seconds'] / 3600:.3f} audio hours) in "
+        f"{manifest['wall_time_s']:.0f} s: kept {c['kept']}, rejected {c['rejected']}, "
+        f"quarantined {c['quarantined']}"
+    )
+    print("scores 1..5:", manifest["histogram"]["score"])
+    print(f"output: {args.output}/manifest.json")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

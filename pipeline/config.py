@@ -1,0 +1,183 @@
+"""One typed config object for every stage, with defaults per profile.
+
+``local`` is the embedded default: CPU only, bundled models, a local Ray.
+``cluster`` is the seed's setup: GPU workers, hub models, pools sized for GPUs.
+Every field can be overridden from a YAML/TOML file and from ``--set section.field=value``.
+"""
+
+from __future__ import annotations
+
+import json
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field
+
+# The seed notebook's judge prompt, kept verbatim as the default.
+SEED_SYSTEM_PROMPT = (
+    "You are an assistant that rates educational quality of a given text from a scale of 1 "
+    "(not educational) to 5 (very educational). Only output your score, nothing else (no "
+    "explanation, no comments, no other text). Acceptable outputs: 1, 2, 3, 4, 5"
+)
+
+Profile = Literal["local", "cluster"]
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class AudioConfig(_Section):
+    target_sample_rate: int = 16_000
+    # Far above any real Common Voice clip (~100 KB); larger payloads are quarantined undecoded.
+    max_clip_bytes: int = 20 * 1024 * 1024
+    # Decoded audio longer than this is quarantined rather than transcribed.
+    max_duration_s: float = 600.0
+    decode_batch_size: int = 16
+    decode_num_cpus: float = 1.0
+
+
+class TranscriberConfig(_Section):
+    backend: Literal["ctranslate2", "transformers"] = "ctranslate2"
+    model: str = "bundled:whisper-tiny.en"
+    language: str | None = "en"
+    batch_size: int = 8
+    num_actors: int = 1
+    num_cpus_per_actor: float = 1.0
+    num_gpus_per_actor: float = 0.0
+    # ctranslate2 backend
+    compute_type: str = "int8"
+    cpu_threads: int = 2
+    beam_size: int = 1
+    # transformers backend: features and token decoding run as separate CPU stages, as in the seed.
+    dtype: Literal["float32", "float16", "bfloat16"] = "float32"
+    feature_batch_size: int = 16
+    feature_actors: int = 1
+    decoder_batch_size: int = 32
+    decoder_actors: int = 1
+    max_new_tokens: int = 200
+
+
+class JudgeConfig(_Section):
+    model: str = "bundled:qwen2.5-coder-0.5b-instruct"
+    system_prompt: str = SEED_SYSTEM_PROMPT
+    batch_size: int = 16
+    concurrency: int = 1
+    num_gpus_per_actor: float = 0.0
+    num_cpus_per_actor: float = 1.0
+    max_model_len: int = 1024
+    dtype: str = "bfloat16"
+    # On vLLM's CPU backend this is the fraction of host memory for the KV cache; 0.2 failed its check.
+    gpu_memory_utilization: float = 0.5
+    max_concurrent_batches: int = 4
+    enable_prefix_caching: bool = True
+    # Long transcripts are cut before prompting so a row never overflows max_model_len.
+    max_transcript_chars: int = 2000
+    top_logprobs: int = 5
+    engine_kwargs: dict[str, Any] = Field(default_factory=dict)
+
+
+class StorageConfig(_Section):
+    # For S3-compatible stores (MinIO, moto); credentials always come from the environment.
+    s3_endpoint_url: str | None = None
+    s3_region: str | None = None
+
+
+class CurationConfig(_Section):
+    profile: Profile = "local"
+    audio: AudioConfig = Field(default_factory=AudioConfig)
+    transcriber: TranscriberConfig = Field(default_factory=TranscriberConfig)
+    judge: JudgeConfig = Field(default_factory=JudgeConfig)
+    storage: StorageConfig = Field(default_factory=StorageConfig)
+    threshold: float = 3.0
+    threshold_on: Literal["score", "score_expected"] = "score"
+    keep_audio: bool = True
+    limit: int | None = None
+    ray_address: str | None = None
+    rows_per_file: int = 5_000
+
+    def public_dict(self) -> dict[str, Any]:
+        """The config as recorded in manifests and artifacts (it holds no secrets by design)."""
+        return json.loads(self.model_dump_json())
+
+
+def _cluster_overrides() -> dict[str, Any]:
+    # Sized for one L4/A10-class GPU per actor; see README "Cluster profile" for the reasoning.
+    return {
+        "profile": "cluster",
+        "audio": {"decode_batch_size": 32},
+        "transcriber": {
+            "backend": "transformers",
+            "model": "openai/whisper-large-v3-turbo",
+            "dtype": "float16",
+            "batch_size": 16,
+            "num_actors": 2,
+            "num_gpus_per_actor": 1.0,
+            "feature_batch_size": 32,
+            "feature_actors": 4,
+            "decoder_batch_size": 64,
+            "decoder_actors": 2,
+        },
+        "judge": {
+            "model": "unsloth/Meta-Llama-3.1-8B-Instruct",
+            "batch_size": 64,
+            "concurrency": 2,
+            "num_gpus_per_actor": 1.0,
+            "max_model_len": 4096,
+            "dtype": "float16",
+            "gpu_memory_utilization": 0.9,
+            "max_concurrent_batches": 8,
+        },
+    }
+
+
+def deep_merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in update.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = deep_merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def parse_override(item: str) -> dict[str, Any]:
+    """``judge.batch_size=32`` -> ``{"judge": {"batch_size": 32}}``; values are parsed as YAML."""
+    if "=" not in item:
+        raise ValueError(f"override {item!r} must look like section.field=value")
+    dotted, raw = item.split("=", 1)
+    value = yaml.safe_load(raw) if raw != "" else None
+    for key in reversed(dotted.strip().split(".")):
+        value = {key: value}
+    return value
+
+
+def load_config_file(path: str | Path) -> dict[str, Any]:
+    path = Path(path)
+    text = path.read_text()
+    if path.suffix == ".toml":
+        return tomllib.loads(text)
+    data = yaml.safe_load(text) or {}
+    if not isinstance(data, dict):
+        raise ValueError(f"{path}: config file must hold a mapping")
+    return data
+
+
+def build_config(
+    profile: Profile = "local",
+    file: str | Path | None = None,
+    overrides: list[str] | None = None,
+    **fields: Any,
+) -> CurationConfig:
+    """Profile defaults, then the file, then ``--set`` overrides, then explicit keyword fields."""
+    data: dict[str, Any] = {"profile": profile}
+    if profile == "cluster":
+        data = deep_merge(data, _cluster_overrides())
+    if file is not None:
+        data = deep_merge(data, load_config_file(file))
+    for item in overrides or []:
+        data = deep_merge(data, parse_override(item))
+    data = deep_merge(data, {k: v for k, v in fields.items() if v is not None})
+    return CurationConfig.model_validate(data)

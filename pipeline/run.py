@@ -1,0 +1,137 @@
+"""Run the curation DAG once over a set of input files into one committed output root."""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+import uuid
+from datetime import UTC, datetime
+from typing import Any
+
+import pyarrow.parquet as pq
+import ray
+
+from pipeline import commit as commits
+from pipeline.config import CurationConfig
+from pipeline.dag import Models, build_curation_dataset
+from pipeline.metrics import SCORE_CHOICES, expected_score_bins
+from pipeline.models import resolve_model
+from pipeline.schema import InputLayout, check_consistent, inspect_schema
+from pipeline.stages.write import CurationSink, output_schemas
+from pipeline.storage import list_parquet_files, resolve_filesystem
+
+log = logging.getLogger("pipeline")
+
+
+class RowAccountingError(RuntimeError):
+    """Rows out did not equal rows in: something was lost or duplicated."""
+
+
+def inspect_inputs(files: list[str], cfg: CurationConfig) -> tuple[InputLayout, Any, int]:
+    """Check every input's schema from its footer (cheap) before any work starts."""
+    layouts, schema, total = {}, None, 0
+    for f in files:
+        fs, path = resolve_filesystem(f, cfg.storage)
+        meta = pq.read_metadata(path, filesystem=fs)
+        schema = meta.schema.to_arrow_schema() if schema is None else schema
+        layouts[f] = inspect_schema(meta.schema.to_arrow_schema(), f)
+        total += meta.num_rows
+    return check_consistent(layouts), schema, total
+
+
+def ensure_ray(cfg: CurationConfig) -> None:
+    if ray.is_initialized():
+        return
+    address = cfg.ray_address or os.environ.get("RAY_ADDRESS")
+    if address:
+        ray.init(address=address, log_to_driver=True)
+    else:
+        # Logical CPUs above the core count: the Whisper and vLLM actors sit on theirs while the
+        # decode tasks and vLLM's tokenizer stages still need slots, or the stream deadlocks.
+        ray.init(num_cpus=max(8, os.cpu_count() or 1), include_dashboard=False)
+
+
+def resolve_models(cfg: CurationConfig) -> Models:
+    return Models(transcriber=resolve_model(cfg.transcriber.model), judge=resolve_model(cfg.judge.model))
+
+
+def summarize(written: list[dict[str, Any]]) -> dict[str, Any]:
+    files = [w for w in written if not w["kind"].startswith("_")]
+    rows = {k: sum(w["rows"] for w in files if w["kind"] == k) for k in ("curated", "scores", "quarantine")}
+    score_counts = {k: sum(w["score_counts"][k] for w in files if w["kind"] == "scores") for k in SCORE_CHOICES}
+    n_bins = len(expected_score_bins([]))
+    bins = [sum(w["expected_bins"][i] for w in files if w["kind"] == "scores") for i in range(n_bins)]
+    edges = [(lo, hi) for lo, hi, _ in expected_score_bins([])]
+    return {
+        "files": sorted(files, key=lambda w: w["path"]),
+        "counts": {
+            "in": sum(w["rows"] for w in written if w["kind"] == "_stats"),
+            "kept": rows["curated"],
+            "rejected": rows["scores"] - rows["curated"],
+            "quarantined": rows["quarantine"],
+        },
+        "audio_seconds": sum(w.get("audio_s", 0.0) for w in written if w["kind"] == "_stats"),
+        "histogram": {
+            "score": {str(k): v for k, v in score_counts.items()},
+            "score_expected": [{"lo": lo, "hi": hi, "count": c} for (lo, hi), c in zip(edges, bins, strict=True)],
+        },
+    }
+
+
+def run_curation(
+    cfg: CurationConfig,
+    source: str,
+    output: str,
+    *,
+    files: list[str] | None = None,
+    run_id: str | None = None,
+    extra_manifest: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Curate ``files`` (or every Parquet file under ``source``) into ``output``; return the manifest."""
+    started = time.time()
+    run_id = run_id or uuid.uuid4().hex[:12]
+    files = files or list_parquet_files(source, cfg.storage)
+    layout, input_schema, total_rows = inspect_inputs(files, cfg)
+    expected_in = total_rows if cfg.limit is None else min(cfg.limit, total_rows)
+    models = resolve_models(cfg)
+    ensure_ray(cfg)
+
+    commits.clear_staging(output, cfg.storage)
+    sink = CurationSink(
+        commits.staging_uri(output, run_id),
+        cfg.storage,
+        output_schemas(input_schema, layout.passthrough, layout.has_sentence, cfg.keep_audio),
+    )
+    build_curation_dataset(files, cfg, layout, models).write_datasink(sink)
+
+    summary = summarize(sink.written)
+    if summary["counts"]["in"] != expected_in:
+        raise RowAccountingError(f"read {expected_in} rows but accounted for {summary['counts']['in']}")
+    wall = time.time() - started
+    manifest = {
+        "format": "audio-curate/1",
+        "run_id": run_id,
+        "created_at": datetime.now(UTC).isoformat(),
+        "source": source,
+        "inputs": files,
+        **summary,
+        "wall_time_s": round(wall, 2),
+        "throughput": {
+            "clips_per_s": round(expected_in / wall, 3) if wall else None,
+            "audio_s_per_s": round(summary["audio_seconds"] / wall, 3) if wall else None,
+        },
+        "models": {
+            "transcriber": {
+                "backend": cfg.transcriber.backend,
+                "ref": models.transcriber.ref,
+                "revision": models.transcriber.revision,
+            },
+            "judge": {"ref": models.judge.ref, "revision": models.judge.revision, "engine": "vllm"},
+        },
+        "config": cfg.public_dict(),
+        **(extra_manifest or {}),
+    }
+    commits.commit(output, run_id, manifest, cfg.storage)
+    log.info("committed %s: %s", output, manifest["counts"])
+    return manifest

