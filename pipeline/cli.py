@@ -42,7 +42,12 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="cmd", required=True)
 
     run = sub.add_parser("run", help="run the curation pipeline once")
-    run.add_argument("--input", help="Parquet file, directory, glob or s3:// URI (default: bundled sample)")
+    run.add_argument(
+        "--input",
+        action="append",
+        help="Parquet file, directory, glob or s3:// URI; repeat for a list of files (default: bundled sample)",
+    )
+    run.add_argument("--config-json", help="a whole resolved config as JSON (used by Ray Jobs)")
     run.add_argument("--output", required=True, help="output directory or s3:// URI")
     _config_args(run)
 
@@ -61,15 +66,22 @@ def main(argv: list[str] | None = None) -> int:
             print(ref, "->", resolve_model(ref).path)
         return 0
 
-    cfg = _build(args)
+    if getattr(args, "config_json", None):
+        from pipeline.config import CurationConfig
+
+        cfg = CurationConfig.model_validate_json(args.config_json)
+    else:
+        cfg = _build(args)
     if args.cmd == "config":
         print(json.dumps(cfg.public_dict(), indent=2))
         return 0
 
     from pipeline.run import run_curation
+    from pipeline.storage import list_parquet_files
 
-    source = args.input or str(SAMPLE)
-    manifest = run_curation(cfg, source, args.output)
+    sources = args.input or [str(SAMPLE)]
+    files = [f for src in sources for f in list_parquet_files(src, cfg.storage)]
+    manifest = run_curation(cfg, sources[0], args.output, files=files)
     c = manifest["counts"]
     print(
         f"\ncurated {c['in']} clips ({manifest['audio_seconds'] / 3600:.3f} audio hours) in "

@@ -6,6 +6,7 @@ import logging
 import os
 import time
 import uuid
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -87,6 +88,7 @@ def run_curation(
     files: list[str] | None = None,
     run_id: str | None = None,
     extra_manifest: dict[str, Any] | None = None,
+    before_commit: Callable[[], None] | None = None,
 ) -> dict[str, Any]:
     """Curate ``files`` (or every Parquet file under ``source``) into ``output``; return the manifest."""
     started = time.time()
@@ -132,6 +134,8 @@ def run_curation(
         "config": cfg.public_dict(),
         **(extra_manifest or {}),
     }
+    if before_commit is not None:
+        before_commit()  # fault-injection point: data staged, nothing committed yet
     commits.commit(output, run_id, manifest, cfg.storage)
     log.info("committed %s: %s", output, manifest["counts"])
     return manifest

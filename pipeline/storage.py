@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-import fnmatch
 import os
+import re
 from urllib.parse import urlparse
 
 import pyarrow.fs as pafs
@@ -11,6 +11,28 @@ import pyarrow.fs as pafs
 from pipeline.config import StorageConfig
 
 _GLOB_CHARS = set("*?[")
+
+
+def glob_regex(pattern: str) -> re.Pattern[str]:
+    """Shell-style glob where ``*``/``?`` stay inside one path segment and ``**`` spans segments."""
+    out, i = [], 0
+    while i < len(pattern):
+        if pattern.startswith("**/", i):
+            out.append("(?:.*/)?")
+            i += 3
+        elif pattern.startswith("**", i):
+            out.append(".*")
+            i += 2
+        elif pattern[i] == "*":
+            out.append("[^/]*")
+            i += 1
+        elif pattern[i] == "?":
+            out.append("[^/]")
+            i += 1
+        else:
+            out.append(re.escape(pattern[i]))
+            i += 1
+    return re.compile("".join(out) + r"\Z")
 
 
 def is_remote(uri: str) -> bool:
@@ -55,10 +77,11 @@ def list_parquet_files(source: str, storage: StorageConfig | None = None) -> lis
     fs, path = resolve_filesystem(source, storage)
     if any(c in path for c in _GLOB_CHARS):
         base = path
-        while any(c in os.path.basename(base) for c in _GLOB_CHARS) or any(c in base for c in _GLOB_CHARS):
+        while any(c in base for c in _GLOB_CHARS):
             base = os.path.dirname(base)
+        rx = glob_regex(path)
         infos = fs.get_file_info(pafs.FileSelector(base, recursive=True, allow_not_found=True))
-        found = [i.path for i in infos if i.type == pafs.FileType.File and fnmatch.fnmatch(i.path, path)]
+        found = [i.path for i in infos if i.type == pafs.FileType.File and rx.match(i.path)]
     else:
         info = fs.get_file_info(path)
         if info.type == pafs.FileType.File:

@@ -63,6 +63,7 @@ def add_judge_stage(ds: Dataset, cfg: JudgeConfig, model_path: str, keep: tuple[
         "dtype": cfg.dtype,
         "gpu_memory_utilization": cfg.gpu_memory_utilization,
         "enable_prefix_caching": cfg.enable_prefix_caching,
+        "enforce_eager": cfg.enforce_eager,
         "structured_outputs_config": {"backend": "xgrammar"},
         **cfg.engine_kwargs,
     }

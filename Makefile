@@ -1,0 +1,28 @@
+# The product's front door.  `make demo` and `make test` each install everything they need first.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+export HF_HUB_OFFLINE := 1
+
+.PHONY: install demo test test-fast lint bench
+
+$(VENV)/.installed: pyproject.toml scripts/install.sh
+	VENV=$(VENV) bash scripts/install.sh
+	touch $@
+
+install: $(VENV)/.installed
+
+## Set up, then curate the bundled sample on the embedded default (local Ray, CPU, bundled models).
+demo: install
+	$(VENV)/bin/curate run --output output/demo
+
+## Set up, then run lint and the whole test suite (unit + real-engine integration tests).
+test: install
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(PY) -m pytest
+
+test-fast: install
+	$(PY) -m pytest -m "not slow"
+
+bench: install
+	$(PY) bench/run.py

@@ -1,0 +1,130 @@
+"""The curation flow: plan deterministic shards, map the shard task over them, publish artifacts."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from prefect import flow, get_run_logger, task, unmapped
+from prefect.artifacts import (
+    create_link_artifact,
+    create_markdown_artifact,
+    create_progress_artifact,
+    create_table_artifact,
+    update_progress_artifact,
+)
+from prefect.futures import as_completed
+from prefect.task_runners import ThreadPoolTaskRunner
+
+from pipeline import report
+from pipeline.config import Profile, StorageConfig, build_config
+from pipeline.shards import ShardSpec, plan_shards, slug
+from pipeline.storage import list_parquet_files, resolve_filesystem
+from tasks.curate_shard import curate_shard
+
+
+@task
+def plan(
+    source: str,
+    output_root: str,
+    dataset: str,
+    split: str,
+    num_shards: int | None,
+    files: list[str] | None,
+    storage: dict[str, Any],
+) -> list[ShardSpec]:
+    found = files or list_parquet_files(source, StorageConfig.model_validate(storage))
+    return plan_shards(found, output_root, dataset, split, num_shards)
+
+
+def run_shards(
+    specs: list[ShardSpec], config: dict[str, Any], ray_address: str | None, force: bool, progress_id
+) -> list[dict[str, Any]]:
+    futures = curate_shard.map(specs, config=unmapped(config), ray_address=unmapped(ray_address), force=unmapped(force))
+    results, done = [], 0
+    # Raise after every shard has had its chance: one bad shard must not hide the others' results.
+    for fut in as_completed(futures):
+        done += 1
+        update_progress_artifact(progress_id, progress=100 * done / len(specs))
+        results.append(fut.result())
+    return sorted(results, key=lambda m: m["shard"]["shard_id"])
+
+
+@flow(name="run-shards-on-ray", log_prints=True)
+def run_shards_on_ray(specs: list[ShardSpec], config: dict[str, Any], force: bool, progress_id) -> list[dict]:
+    """Subflow for ``ray_address="auto"``: shards run as Ray tasks through prefect-ray."""
+    return run_shards(specs, config, "auto", force, progress_id)
+
+
+@task
+def publish(
+    results: list[dict[str, Any]],
+    specs: list[ShardSpec],
+    output_root: str,
+    dataset: str,
+    split: str,
+    wall_s: float,
+    storage: dict[str, Any],
+) -> dict[str, Any]:
+    key = slug(f"{dataset}-{split}")
+    roots = {s.shard_id: s.output for s in specs}
+    agg = report.aggregate(results)
+    rows = report.file_rows(results, [roots[m["shard"]["shard_id"]] for m in results])
+    create_table_artifact(key=f"{key}-files", table=rows, description=f"Output files of {dataset}/{split}")
+    create_markdown_artifact(
+        key=f"{key}-histogram", markdown=report.histogram_markdown(agg), description="Judge score histogram"
+    )
+    png_uri = f"{output_root.rstrip('/')}/_reports/{slug(dataset)}/{slug(split)}/histogram.png"
+    fs, path = resolve_filesystem(png_uri, StorageConfig.model_validate(storage))
+    fs.create_dir(path.rsplit("/", 1)[0], recursive=True)
+    with fs.open_output_stream(path) as out:
+        out.write(report.render_histogram_png(agg))
+    link = png_uri if "://" in png_uri else f"file://{path}"
+    create_link_artifact(key=f"{key}-histogram-png", link=link, link_text="score histogram (PNG)")
+    skipped = sum(1 for m in results if m.get("skipped"))
+    create_markdown_artifact(
+        key=f"{key}-summary",
+        markdown=report.summary_markdown(agg, wall_s, f"Curation of {dataset}/{split}")
+        + f"\n\n{skipped} of {len(results)} shards were already committed and skipped.",
+    )
+    return {**agg, "files": rows, "histogram_png": png_uri, "skipped_shards": skipped}
+
+
+@flow(name="curate-common-voice", log_prints=True, task_runner=ThreadPoolTaskRunner(max_workers=1))
+def curate_dataset(
+    source: str,
+    output_root: str,
+    dataset: str = "common-voice",
+    split: str = "validated",
+    num_shards: int | None = None,
+    files: list[str] | None = None,
+    limit: int | None = None,
+    threshold: float | None = None,
+    profile: Profile = "local",
+    ray_address: str | None = None,
+    config_overrides: list[str] | None = None,
+    force: bool = False,
+) -> dict[str, Any]:
+    """Curate one split: ``source`` is a file, directory, glob or s3:// prefix of Parquet.
+
+    ``limit`` caps clips per shard.  ``ray_address``: none (embedded local Ray), ``auto`` (inside the
+    cluster, via prefect-ray), or ``http://HEAD:8265`` (Ray Jobs).
+    """
+    started = time.time()
+    logger = get_run_logger()
+    cfg = build_config(profile, overrides=config_overrides, threshold=threshold, limit=limit)
+    config = cfg.public_dict()
+    specs = plan(source, output_root, dataset, split, num_shards, files, config["storage"])
+    logger.info("planned %d shards for %s/%s", len(specs), dataset, split)
+    progress_id = create_progress_artifact(
+        progress=0.0, key=slug(f"{dataset}-{split}-progress"), description="shards finished"
+    )
+    if ray_address == "auto":
+        from prefect_ray import RayTaskRunner
+
+        results = run_shards_on_ray.with_options(task_runner=RayTaskRunner(address="auto"))(
+            specs, config, force, progress_id
+        )
+    else:
+        results = run_shards(specs, config, ray_address, force, progress_id)
+    return publish(results, specs, output_root, dataset, split, time.time() - started, config["storage"])

@@ -1,0 +1,80 @@
+"""Deterministic shard planning and the ledger of committed shards.  Pure: no Prefect, no Ray.
+
+Shard ids hash the shard's file list, so the same input always gives the same ids and output
+directories, and a committed shard is recognised on any later run.  The ledger is not a separate
+file that could drift: it *is* the set of shard directories whose manifest is committed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+from dataclasses import asdict, dataclass
+
+from pipeline.commit import is_committed, read_manifest
+from pipeline.config import StorageConfig
+from pipeline.storage import list_parquet_files
+
+
+@dataclass(frozen=True)
+class ShardSpec:
+    dataset: str
+    split: str
+    shard_id: str
+    files: tuple[str, ...]
+    output: str
+
+    def to_dict(self) -> dict:
+        return {**asdict(self), "files": list(self.files)}
+
+
+def slug(text: str) -> str:
+    return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-") or "x"
+
+
+def shard_dir(output_root: str, dataset: str, split: str, shard_id: str) -> str:
+    return f"{output_root.rstrip('/')}/{slug(dataset)}/{slug(split)}/{shard_id}"
+
+
+def plan_shards(
+    files: list[str],
+    output_root: str,
+    dataset: str,
+    split: str,
+    num_shards: int | None = None,
+) -> list[ShardSpec]:
+    """Split the sorted file list into ``num_shards`` contiguous groups (default: one file each)."""
+    files = sorted(files)
+    if not files:
+        raise ValueError(f"no input files for {dataset}/{split}")
+    n = len(files) if num_shards is None else max(1, min(num_shards, len(files)))
+    groups = [files[i * len(files) // n : (i + 1) * len(files) // n] for i in range(n)]
+    specs = []
+    for i, group in enumerate(groups):
+        digest = hashlib.sha1("\n".join(os.path.basename(f) for f in group).encode()).hexdigest()[:10]
+        shard_id = f"shard-{i:05d}-{digest}"
+        specs.append(
+            ShardSpec(dataset, split, shard_id, tuple(group), shard_dir(output_root, dataset, split, shard_id))
+        )
+    return specs
+
+
+def discover_splits(source_root: str, storage: StorageConfig | None = None) -> dict[str, list[str]]:
+    """``<root>/<split>/*.parquet`` -> {split: files}.  Files directly under the root are ignored."""
+    root = source_root.rstrip("/")
+    splits: dict[str, list[str]] = {}
+    for f in list_parquet_files(root, storage):
+        rel = f[len(root) :].lstrip("/") if f.startswith(root) else f.split(root.split("://")[-1], 1)[-1].lstrip("/")
+        parts = rel.split("/")
+        if len(parts) >= 2:
+            splits.setdefault(parts[0], []).append(f)
+    return splits
+
+
+def pending_shards(specs: list[ShardSpec], storage: StorageConfig | None = None) -> list[ShardSpec]:
+    return [s for s in specs if not is_committed(s.output, storage)]
+
+
+def committed_manifests(specs: list[ShardSpec], storage: StorageConfig | None = None) -> list[dict]:
+    return [m for s in specs if (m := read_manifest(s.output, storage)) is not None]

@@ -1,0 +1,43 @@
+"""Shared fixtures.  Tests never reach a model hub: HF_HUB_OFFLINE is forced here."""
+
+from __future__ import annotations
+
+import io
+import os
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+import soundfile as sf
+
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ["TRANSFORMERS_OFFLINE"] = "1"
+os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+
+REPO = Path(__file__).resolve().parents[1]
+SAMPLE = REPO / "pipeline" / "sample_data" / "common_voice_sample.parquet"
+
+
+def tone(seconds: float = 1.0, rate: int = 16_000, channels: int = 1, freq: float = 440.0) -> np.ndarray:
+    t = np.arange(int(seconds * rate)) / rate
+    mono = (0.3 * np.sin(2 * np.pi * freq * t)).astype(np.float32)
+    return np.stack([mono] * channels, axis=1) if channels > 1 else mono
+
+
+def encode(audio: np.ndarray, rate: int, fmt: str = "FLAC", subtype: str | None = None) -> bytes:
+    buf = io.BytesIO()
+    sf.write(buf, audio, rate, format=fmt, subtype=subtype)
+    return buf.getvalue()
+
+
+@pytest.fixture(scope="session")
+def sample_table() -> pa.Table:
+    return pq.read_table(SAMPLE)
+
+
+def write_parquet(rows: list[dict], path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    pq.write_table(pa.Table.from_pylist(rows), path)
+    return path

@@ -1,0 +1,83 @@
+import json
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from pipeline import commit
+from pipeline.stages.write import output_schemas, split_block
+from pipeline.storage import list_parquet_files
+from tests.conftest import write_parquet
+
+
+def _stage(root, run_id, rel, rows):
+    path = root / "_staging" / run_id / rel
+    path.parent.mkdir(parents=True, exist_ok=True)
+    pq.write_table(pa.table({"id": [str(i) for i in range(rows)]}), path)
+    return {"kind": rel.split("/")[0], "path": rel, "rows": rows}
+
+
+def test_commit_replaces_and_never_appends(tmp_path):
+    root = tmp_path / "out"
+    f1 = _stage(root, "r1", "curated/part-a.parquet", 3)
+    commit.commit(str(root), "r1", {"files": [f1]})
+    assert commit.is_committed(str(root))
+    f2 = _stage(root, "r2", "curated/part-b.parquet", 2)
+    commit.commit(str(root), "r2", {"files": [f2]})
+    assert sorted(p.name for p in (root / "curated").iterdir()) == ["part-b.parquet"]
+    assert json.loads((root / "manifest.json").read_text())["files"] == [f2]
+    assert not (root / "_staging").exists()
+
+
+def test_unlisted_staging_files_from_a_failed_attempt_are_not_committed(tmp_path):
+    root = tmp_path / "out"
+    _stage(root, "r1", "curated/part-retried-task-leftover.parquet", 5)
+    f = _stage(root, "r1", "curated/part-ok.parquet", 3)
+    commit.commit(str(root), "r1", {"files": [f]})
+    assert [p.name for p in (root / "curated").iterdir()] == ["part-ok.parquet"]
+
+
+def test_missing_manifest_or_file_means_not_committed(tmp_path):
+    root = tmp_path / "out"
+    assert not commit.is_committed(str(root))
+    f = _stage(root, "r1", "scores/part-a.parquet", 1)
+    commit.commit(str(root), "r1", {"files": [f]})
+    (root / "scores" / "part-a.parquet").unlink()
+    assert not commit.is_committed(str(root))
+
+
+def test_split_block_routes_every_row_exactly_once():
+    schemas = output_schemas(pa.schema([]), (), has_sentence=False, keep_audio=False)
+    table = pa.table(
+        {
+            "id": ["k", "r", "q"],
+            "transcription": ["a", "b", ""],
+            "score": [4, 1, None],
+            "score_expected": [3.9, 1.2, None],
+            "duration_s": [1.0, 1.0, 0.0],
+            "error": ["", "", "bad"],
+            "stage": ["", "", "decode"],
+            "kept": [True, False, False],
+        }
+    )
+    parts = split_block(table, schemas)
+    assert parts["curated"].column("id").to_pylist() == ["k"]
+    assert parts["scores"].column("id").to_pylist() == ["k", "r"]
+    assert parts["quarantine"].to_pylist() == [{"id": "q", "error": "bad", "stage": "decode"}]
+
+
+def test_listing_is_sorted_and_skips_private_dirs(tmp_path):
+    for name in ["b.parquet", "a.parquet", "_staging/x.parquet", "sub/c.parquet"]:
+        write_parquet([{"id": "1"}], tmp_path / name)
+    found = list_parquet_files(str(tmp_path))
+    assert [p.split(str(tmp_path))[1] for p in found] == ["/a.parquet", "/b.parquet", "/sub/c.parquet"]
+    assert list_parquet_files(str(tmp_path / "*.parquet")) == found[:2]
+    with pytest.raises(FileNotFoundError):
+        list_parquet_files(str(tmp_path / "nope"))
+
+
+def test_double_star_glob_spans_directories(tmp_path):
+    for name in ["cv/en/dev/a.parquet", "cv/en/test/b.parquet", "cv/en/test/notes.txt"]:
+        write_parquet([{"id": "1"}], tmp_path / name)
+    found = list_parquet_files(str(tmp_path / "cv/**/*.parquet"))
+    assert [p.rsplit("/", 1)[1] for p in found] == ["a.parquet", "b.parquet"]

@@ -1,0 +1,49 @@
+import pytest
+from pydantic import ValidationError
+
+from pipeline.config import SEED_SYSTEM_PROMPT, build_config, parse_override
+
+
+def test_local_profile_is_cpu_with_bundled_models():
+    cfg = build_config("local")
+    assert cfg.transcriber.backend == "ctranslate2" and cfg.transcriber.model.startswith("bundled:")
+    assert cfg.judge.model.startswith("bundled:") and cfg.judge.num_gpus_per_actor == 0
+    assert cfg.threshold == 3 and cfg.judge.system_prompt == SEED_SYSTEM_PROMPT
+
+
+def test_cluster_profile_uses_seed_models_on_gpus():
+    cfg = build_config("cluster")
+    assert cfg.transcriber.model == "openai/whisper-large-v3-turbo"
+    assert cfg.transcriber.backend == "transformers" and cfg.transcriber.dtype == "float16"
+    assert cfg.judge.model == "unsloth/Meta-Llama-3.1-8B-Instruct"
+    assert cfg.transcriber.num_gpus_per_actor == 1 and cfg.judge.num_gpus_per_actor == 1
+
+
+def test_override_order_profile_then_file_then_set_then_fields(tmp_path):
+    f = tmp_path / "c.yaml"
+    f.write_text("judge:\n  batch_size: 7\n  system_prompt: custom\nthreshold: 2\n")
+    cfg = build_config("cluster", file=f, overrides=["judge.batch_size=9"], threshold=4.5)
+    assert cfg.judge.batch_size == 9
+    assert cfg.judge.system_prompt == "custom"
+    assert cfg.threshold == 4.5
+    assert cfg.judge.model == "unsloth/Meta-Llama-3.1-8B-Instruct"  # untouched profile default
+
+
+def test_toml_file(tmp_path):
+    f = tmp_path / "c.toml"
+    f.write_text('[transcriber]\nbackend = "transformers"\n')
+    assert build_config(file=f).transcriber.backend == "transformers"
+
+
+def test_parse_override_types_values():
+    assert parse_override("judge.engine_kwargs.enforce_eager=true") == {
+        "judge": {"engine_kwargs": {"enforce_eager": True}}
+    }
+    assert parse_override("limit=5") == {"limit": 5}
+
+
+def test_unknown_fields_are_errors_not_silently_ignored():
+    with pytest.raises(ValidationError):
+        build_config(overrides=["judge.batchsize=3"])
+    with pytest.raises(ValueError):
+        parse_override("novalue")

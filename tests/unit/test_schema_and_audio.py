@@ -1,0 +1,99 @@
+import numpy as np
+import pyarrow as pa
+import pytest
+
+from pipeline.config import AudioConfig
+from pipeline.schema import InputSchemaError, check_consistent, inspect_schema, to_canonical
+from pipeline.stages.audio import DecodeError, decode_audio, decode_clip
+from tests.conftest import encode, tone
+
+
+def test_common_voice_layout_and_passthrough():
+    schema = pa.schema(
+        [("id", pa.string()), ("audio_bytes", pa.binary()), ("sentence", pa.string()), ("age", pa.string())]
+    )
+    layout = inspect_schema(schema)
+    assert layout.audio_column == "audio_bytes" and layout.has_sentence and layout.passthrough == ("age",)
+
+
+def test_hf_struct_is_mapped_to_audio_bytes():
+    audio_t = pa.struct([("bytes", pa.binary()), ("path", pa.string())])
+    table = pa.table(
+        {"id": [1, 2], "audio": pa.array([{"bytes": b"ab", "path": "x"}, {"bytes": b"c", "path": "y"}], audio_t)}
+    )
+    layout = inspect_schema(table.schema)
+    out = to_canonical(table, layout)
+    assert out.column("audio_bytes").to_pylist() == [b"ab", b"c"]
+    assert out.column("id").to_pylist() == ["1", "2"]
+    assert "audio" not in out.schema.names
+
+
+@pytest.mark.parametrize(
+    "schema,msg",
+    [
+        (pa.schema([("audio_bytes", pa.binary())]), "missing required column 'id'"),
+        (pa.schema([("id", pa.string()), ("path", pa.string())]), "no audio column"),
+        (pa.schema([("id", pa.string()), ("audio_bytes", pa.string())]), "must be binary"),
+        (pa.schema([("id", pa.string()), ("audio_bytes", pa.binary()), ("score", pa.int64())]), "clash"),
+    ],
+)
+def test_wrong_schemas_fail_clearly(schema, msg):
+    with pytest.raises(InputSchemaError, match=msg):
+        inspect_schema(schema)
+
+
+def test_mixed_layouts_are_rejected():
+    a = inspect_schema(pa.schema([("id", pa.string()), ("audio_bytes", pa.binary())]))
+    b = inspect_schema(pa.schema([("id", pa.string()), ("audio_bytes", pa.binary()), ("x", pa.int8())]))
+    with pytest.raises(InputSchemaError):
+        check_consistent({"a": a, "b": b})
+
+
+CFG = AudioConfig()
+
+
+@pytest.mark.parametrize("rate", [8_000, 16_000, 22_050, 44_100, 48_000])
+@pytest.mark.parametrize("channels", [1, 2])
+def test_decode_resamples_any_rate_and_channels_to_16k_mono(rate, channels):
+    out = decode_clip(encode(tone(1.0, rate, channels), rate), CFG)
+    assert out.dtype == np.float32 and out.ndim == 1
+    assert abs(len(out) - 16_000) <= 2
+
+
+@pytest.mark.parametrize(
+    "fmt,subtype", [("WAV", "PCM_16"), ("FLAC", None), ("OGG", "VORBIS"), ("MP3", "MPEG_LAYER_III")]
+)
+def test_decode_all_four_formats(fmt, subtype):
+    out = decode_clip(encode(tone(1.0, 44_100), 44_100, fmt, subtype), CFG)
+    assert abs(len(out) / 16_000 - 1.0) < 0.1
+
+
+@pytest.mark.parametrize(
+    "data,reason",
+    [
+        (None, "null"),
+        (b"", "empty"),
+        (b"\x00garbage" * 50, "cannot decode"),
+        (encode(np.zeros(16_000, np.float32), 16_000), "silent"),
+    ],
+)
+def test_decode_failures_have_reasons(data, reason):
+    with pytest.raises(DecodeError, match=reason):
+        decode_clip(data, CFG)
+
+
+def test_oversized_payload_is_rejected_before_decoding():
+    with pytest.raises(DecodeError, match="max_clip_bytes"):
+        decode_clip(b"\x00" * 2048, AudioConfig(max_clip_bytes=1024))
+
+
+def test_decode_stage_marks_errors_and_missing_ids():
+    good = encode(tone(0.5, 48_000), 48_000)
+    batch = pa.table({"id": ["a", None, "c"], "audio_bytes": [good, good, b"junk"]})
+    out = decode_audio(batch, CFG)
+    assert out.column("error").to_pylist()[0] == ""
+    assert out.column("error").to_pylist()[1] == "missing id"
+    assert out.column("id").to_pylist()[1].startswith("missing-id:")
+    assert "cannot decode" in out.column("error").to_pylist()[2]
+    assert out.column("stage").to_pylist() == ["", "decode", "decode"]
+    assert out.column("duration_s").to_pylist()[0] == pytest.approx(0.5, abs=0.01)
