@@ -41,10 +41,8 @@ def run_shards(
     specs: list[ShardSpec], config: dict[str, Any], ray_address: str | None, force: bool, progress_id
 ) -> list[dict[str, Any]]:
     futures = curate_shard.map(specs, config=unmapped(config), ray_address=unmapped(ray_address), force=unmapped(force))
-    results, done = [], 0
-    # Raise after every shard has had its chance: one bad shard must not hide the others' results.
-    for fut in as_completed(futures):
-        done += 1
+    results = []
+    for done, fut in enumerate(as_completed(futures), 1):
         update_progress_artifact(progress_id, progress=100 * done / len(specs))
         results.append(fut.result())
     return sorted(results, key=lambda m: m["shard"]["shard_id"])
