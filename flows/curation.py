@@ -41,10 +41,15 @@ def run_shards(
     specs: list[ShardSpec], config: dict[str, Any], ray_address: str | None, force: bool, progress_id
 ) -> list[dict[str, Any]]:
     futures = curate_shard.map(specs, config=unmapped(config), ray_address=unmapped(ray_address), force=unmapped(force))
-    results = []
+    results, failures = [], []
     for done, fut in enumerate(as_completed(futures), 1):
         update_progress_artifact(progress_id, progress=100 * done / len(specs))
-        results.append(fut.result())
+        try:
+            results.append(fut.result())
+        except Exception as exc:  # wait for every shard: one failure must not orphan the others
+            failures.append(exc)
+    if failures:
+        raise RuntimeError(f"{len(failures)} of {len(specs)} shards failed after retries") from failures[0]
     return sorted(results, key=lambda m: m["shard"]["shard_id"])
 
 

@@ -76,12 +76,20 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(cfg.public_dict(), indent=2))
         return 0
 
+    from pipeline.commit import OutputNotWritableError
+    from pipeline.models import ModelUnavailableError
     from pipeline.run import run_curation
+    from pipeline.schema import InputSchemaError
     from pipeline.storage import list_parquet_files
 
     sources = args.input or [str(SAMPLE)]
-    files = [f for src in sources for f in list_parquet_files(src, cfg.storage)]
-    manifest = run_curation(cfg, sources[0], args.output, files=files)
+    try:
+        files = [f for src in sources for f in list_parquet_files(src, cfg.storage)]
+        manifest = run_curation(cfg, sources[0], args.output, files=files)
+    except (InputSchemaError, FileNotFoundError, ModelUnavailableError, OutputNotWritableError) as exc:
+        # User-fixable problems: one clear line, no traceback, nothing started.
+        print(f"curate: error: {exc}", file=sys.stderr)
+        return 2
     c = manifest["counts"]
     print(
         f"\ncurated {c['in']} clips ({manifest['audio_seconds'] / 3600:.3f} audio hours) in "

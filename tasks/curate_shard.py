@@ -14,6 +14,7 @@ retry replaces.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shlex
 import sys
@@ -22,6 +23,7 @@ from typing import Any
 
 from prefect import get_run_logger, task
 from prefect.context import TaskRunContext
+from prefect.exceptions import MissingContextError
 from prefect.tasks import exponential_backoff
 
 from pipeline.commit import is_committed, read_manifest
@@ -49,6 +51,14 @@ class InjectedFault(RuntimeError):
 
 class RayJobFailed(RuntimeError):
     pass
+
+
+def _logger():
+    """The run's logger inside Prefect, a plain one outside (e.g. called from a script)."""
+    try:
+        return get_run_logger()
+    except MissingContextError:
+        return logging.getLogger("tasks.curate_shard")
 
 
 def _attempt() -> int:
@@ -88,7 +98,7 @@ def run_as_ray_job(spec: ShardSpec, cfg: CurationConfig, address: str, poll_s: f
     """Submit the shard as a Ray Job, stream its logs into this run, stop it if we are cancelled."""
     from ray.job_submission import JobStatus, JobSubmissionClient
 
-    logger = get_run_logger()
+    logger = _logger()
     client = JobSubmissionClient(address)
     job_cfg = cfg.model_copy(update={"ray_address": None})  # the job's driver joins its own cluster
     args = ["run", "--output", spec.output, "--config-json", job_cfg.model_dump_json()]

@@ -9,6 +9,7 @@ import socket
 import subprocess
 import tempfile
 import time
+import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
@@ -34,18 +35,24 @@ def wait_http(url: str, timeout: float, proc: subprocess.Popen | None = None) ->
             with urllib.request.urlopen(url, timeout=2) as r:
                 if r.status < 500:
                     return
+        except urllib.error.HTTPError as exc:
+            if exc.code < 500:  # e.g. 401 from an auth-enabled server: it is up
+                return
+            time.sleep(0.5)
         except OSError:
             time.sleep(0.5)
     raise TimeoutError(f"{url} not up after {timeout} s")
 
 
-def stop_tree(pid: int, timeout: float = 15) -> None:
-    """SIGTERM a process and all its descendants, then SIGKILL what is left."""
-    try:
-        root = psutil.Process(pid)
-    except psutil.NoSuchProcess:
-        return
-    procs = [*root.children(recursive=True), root]
+def stop_tree(*pids: int, timeout: float = 15) -> None:
+    """SIGTERM processes and all their descendants at once, then SIGKILL what is left."""
+    procs = []
+    for pid in pids:
+        try:
+            root = psutil.Process(pid)
+        except psutil.NoSuchProcess:
+            continue
+        procs += [*root.children(recursive=True), root]
     for p in procs:
         with suppress(psutil.NoSuchProcess):
             p.send_signal(signal.SIGTERM)
@@ -111,9 +118,8 @@ def ray_head(num_cpus: int = 8) -> Iterator[dict[str, str]]:
         wait_http(f"http://127.0.0.1:{dash}/api/version", 60)
         yield {"gcs": f"127.0.0.1:{port}", "dashboard": f"http://127.0.0.1:{dash}", "temp_dir": temp}
     finally:
-        mine = [p for p in psutil.process_iter(["pid", "cmdline"]) if temp in " ".join(p.info["cmdline"] or [])]
-        for p in mine:
-            stop_tree(p.pid, timeout=10)
+        mine = [p.pid for p in psutil.process_iter(["pid", "cmdline"]) if temp in " ".join(p.info["cmdline"] or [])]
+        stop_tree(*mine, timeout=10)
         shutil.rmtree(temp, ignore_errors=True)
 
 
@@ -126,3 +132,99 @@ def background(cmd: list[str], env: dict[str, str], log_path: Path) -> Iterator[
     finally:
         stop_tree(proc.pid)
         log.close()
+
+
+@contextmanager
+def moto_s3(log_dir: Path) -> Iterator[str]:
+    """moto's S3 server mode on 127.0.0.1; yields its endpoint URL."""
+    port = free_port()
+    log = open(log_dir / "moto.log", "w")  # noqa: SIM115
+    proc = subprocess.Popen(
+        [str(VENV_BIN / "moto_server"), "-H", "127.0.0.1", "-p", str(port)],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    try:
+        wait_http(f"http://127.0.0.1:{port}/moto-api/", 60, proc)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        stop_tree(proc.pid)
+        log.close()
+
+
+class FlakyProxy:
+    """A TCP proxy on 127.0.0.1 that can be cut (connections reset, new ones refused) and restored.
+
+    It stands between a client and a real server to make a real network outage, which the client
+    must retry through.
+    """
+
+    def __init__(self, target_port: int):
+        import threading
+
+        self.target = ("127.0.0.1", target_port)
+        self.port = free_port()
+        self.up = threading.Event()
+        self.conns: list[socket.socket] = []
+        self.lock = threading.Lock()
+        self.listener: socket.socket | None = None
+        self.cuts = 0
+
+    def start(self) -> FlakyProxy:
+        self._listen()
+        return self
+
+    def _listen(self) -> None:
+        import threading
+
+        self.listener = socket.socket()
+        self.listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.listener.bind(("127.0.0.1", self.port))
+        self.listener.listen(64)
+        self.up.set()
+        threading.Thread(target=self._accept, args=(self.listener,), daemon=True).start()
+
+    def _accept(self, listener: socket.socket) -> None:
+        import threading
+
+        while self.up.is_set():
+            try:
+                client, _ = listener.accept()
+            except OSError:
+                return
+            upstream = socket.create_connection(self.target)
+            with self.lock:
+                self.conns += [client, upstream]
+            for a, b in ((client, upstream), (upstream, client)):
+                threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
+
+    @staticmethod
+    def _pipe(src: socket.socket, dst: socket.socket) -> None:
+        try:
+            while data := src.recv(65536):
+                dst.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for s in (src, dst):
+                with suppress(OSError):
+                    s.shutdown(socket.SHUT_RDWR)
+
+    def cut(self) -> None:
+        self.cuts += 1
+        self.up.clear()
+        if self.listener:
+            self.listener.close()
+        with self.lock:
+            for s in self.conns:
+                with suppress(OSError):
+                    s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
+                    s.close()
+            self.conns.clear()
+
+    def restore(self) -> None:
+        self._listen()
+
+    def stop(self) -> None:
+        self.cut()

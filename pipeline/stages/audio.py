@@ -56,8 +56,12 @@ def fallback_id(data: bytes | None) -> str:
     return "missing-id:" + hashlib.sha1(data or b"").hexdigest()[:16]
 
 
-def decode_audio(batch: pa.Table, cfg: AudioConfig) -> pa.Table:
-    """Stage: add ``arr`` (16 kHz samples), ``duration_s``, and ``error``/``stage`` for failures."""
+def decode_audio(batch: pa.Table, cfg: AudioConfig, duplicate_ids: frozenset[str] = frozenset()) -> pa.Table:
+    """Stage: add ``arr`` (16 kHz samples), ``duration_s``, and ``error``/``stage`` for failures.
+
+    Ids that occur more than once in the shard are quarantined, every copy: which copy is "first"
+    is not defined in a distributed stream, and keeping an arbitrary one would be silent loss.
+    """
     ids = batch.column("id").to_pylist()
     blobs = batch.column("audio_bytes").to_pylist()
     arrs, durations, errors, stages = [], [], [], []
@@ -67,6 +71,8 @@ def decode_audio(batch: pa.Table, cfg: AudioConfig) -> pa.Table:
         if ids[i] is None or ids[i] == "":
             ids[i] = fallback_id(data)
             err = "missing id"
+        elif ids[i] in duplicate_ids:
+            err = "duplicate id within the shard (every copy quarantined)"
         else:
             try:
                 arr = decode_clip(data, cfg)

@@ -97,3 +97,21 @@ def test_decode_stage_marks_errors_and_missing_ids():
     assert "cannot decode" in out.column("error").to_pylist()[2]
     assert out.column("stage").to_pylist() == ["", "decode", "decode"]
     assert out.column("duration_s").to_pylist()[0] == pytest.approx(0.5, abs=0.01)
+
+
+def test_duplicate_ids_are_quarantined_every_copy():
+    good = encode(tone(0.5, 16_000), 16_000)
+    batch = pa.table({"id": ["a", "dup", "dup"], "audio_bytes": [good, good, good]})
+    out = decode_audio(batch, CFG, duplicate_ids=frozenset({"dup"}))
+    errors = out.column("error").to_pylist()
+    assert errors[0] == "" and all(e.startswith("duplicate id") for e in errors[1:])
+
+
+def test_find_duplicate_ids_spans_the_shards_files(tmp_path):
+    from pipeline.config import build_config
+    from pipeline.run import find_duplicate_ids
+    from tests.conftest import write_parquet
+
+    a = write_parquet([{"id": "x"}, {"id": "y"}], tmp_path / "a.parquet")
+    b = write_parquet([{"id": "y"}, {"id": None}, {"id": "z"}], tmp_path / "b.parquet")
+    assert find_duplicate_ids([str(a), str(b)], build_config()) == {"y"}

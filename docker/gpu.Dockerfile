@@ -1,0 +1,31 @@
+# GPU worker image for the cluster profile: CUDA, vLLM, Ray, the project.  Used for Ray head/worker
+# pods and as the Prefect worker's job image.  Models load by hub id (HF_TOKEN from a Secret).
+FROM nvidia/cuda:12.8.1-cudnn-runtime-ubuntu22.04
+
+ENV DEBIAN_FRONTEND=noninteractive \
+    PYTHONUNBUFFERED=1 \
+    PIP_NO_CACHE_DIR=1 \
+    VENV=/opt/venv \
+    EXTRAS=gpu \
+    EDITABLE=0 \
+    PREPARE_MODELS=0 \
+    PATH=/opt/venv/bin:$PATH
+
+# hadolint ignore=DL3008
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends python3.11 python3.11-venv python3-pip curl \
+    && ln -sf /usr/bin/python3.11 /usr/local/bin/python3 \
+    && rm -rf /var/lib/apt/lists/* \
+    && useradd --create-home --uid 10001 curate \
+    && mkdir -p /app /data \
+    && chown curate:curate /app /data
+
+WORKDIR /app
+COPY --chown=curate:curate . /app
+RUN bash scripts/install.sh && chown -R curate:curate /opt/venv
+
+USER curate
+ENV CURATE_PROFILE=cluster
+HEALTHCHECK --interval=60s --timeout=10s --start-period=60s --retries=3 \
+    CMD ["python", "-c", "import vllm, ray, pipeline.config"]
+CMD ["ray", "start", "--head", "--block", "--dashboard-host=0.0.0.0"]

@@ -1,0 +1,144 @@
+"""A mixed input with >10% bad clips, a Ray worker SIGKILLed mid-run, compared with a clean run.
+
+The promise: the run finishes, every bad clip is in quarantine with a reason, and the good clips'
+ids and transcripts equal those of a clean run of the same good clips.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+
+import numpy as np
+import psutil
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+import soundfile as sf
+import soxr
+
+from tests.conftest import REPO, encode
+
+pytestmark = pytest.mark.slow
+
+
+def _reencode(flac: bytes, rate: int, fmt: str, subtype: str | None, stereo: bool) -> bytes:
+    audio, sr = sf.read(io.BytesIO(flac), dtype="float32")
+    audio = soxr.resample(audio, sr, rate)
+    if stereo:
+        audio = np.stack([audio, audio * 0.9], axis=1)
+    return encode(audio, rate, fmt, subtype)
+
+
+def good_and_bad(sample: pa.Table) -> tuple[list[dict], dict[str, str]]:
+    rows = sample.slice(0, 16).to_pylist()
+    # Same clips in every format and common rate, mono and stereo: all must decode.
+    variants = [
+        (44_100, "MP3", "MPEG_LAYER_III", True),
+        (22_050, "OGG", "VORBIS", False),
+        (8_000, "WAV", "PCM_16", False),
+        (16_000, "FLAC", None, True),
+    ]
+    for row, (rate, fmt, subtype, stereo) in zip(rows, variants, strict=False):
+        row["audio_bytes"] = _reencode(row["audio_bytes"], rate, fmt, subtype, stereo)
+    rng = np.random.default_rng(1)
+    proto = {"sentence": "x", "label": "bad", "voice": "-"}
+    noise = (0.2 * rng.standard_normal(16_000 * 3)).astype(np.float32)
+    bad = {
+        "random": ("random", rng.bytes(5000), "cannot decode"),
+        "truncated": ("truncated", sample.column("audio_bytes")[20].as_py()[:300], "cannot decode"),
+        "empty": ("empty", b"", "audio is empty"),
+        "null": ("null", None, "audio is null"),
+        "silent": ("silent", encode(np.zeros(32_000, np.float32), 16_000), "audio is silent"),
+        "noise": ("noise", encode(noise, 16_000), "empty transcript"),
+        "huge": ("huge", rng.bytes(100 * 1024 * 1024), "over max_clip_bytes"),
+        "dup-a": ("dup", sample.column("audio_bytes")[21].as_py(), "duplicate id"),
+        "dup-b": ("dup", sample.column("audio_bytes")[22].as_py(), "duplicate id"),
+        "no-id": (None, sample.column("audio_bytes")[23].as_py(), "missing id"),
+    }
+    bad_rows = [{**proto, "id": rid, "audio_bytes": blob} for rid, blob, _ in bad.values()]
+    reasons = {k: r for k, (_, _, r) in bad.items()}
+    return rows, {"rows": bad_rows, "reasons": reasons}
+
+
+def _run(src, out, env):
+    return subprocess.Popen(
+        [sys.executable, "-m", "pipeline.cli", "run", "--input", str(src), "--output", str(out)],
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+
+
+def _read(out, kind):
+    manifest = json.loads((out / "manifest.json").read_text())
+    rows = []
+    for f in manifest["files"]:
+        if f["kind"] == kind:
+            rows += pq.read_table(out / f["path"]).to_pylist()
+    return manifest, rows
+
+
+def _kill_whisper_worker_once(parent: int, killed: list[int], stop: threading.Event) -> None:
+    """SIGKILL the Ray worker running Whisper once it has been busy for a moment."""
+    while not stop.is_set():
+        for p in psutil.process_iter(["pid", "cmdline", "create_time"]):
+            cmd = " ".join(p.info["cmdline"] or [])
+            if "FasterWhisperTranscriber" in cmd and time.time() - p.info["create_time"] > 8:
+                os.kill(p.info["pid"], signal.SIGKILL)
+                killed.append(p.info["pid"])
+                return
+        time.sleep(0.5)
+
+
+def test_mixed_input_with_a_killed_worker_equals_a_clean_run(tmp_path, sample_table):
+    good, bad = good_and_bad(sample_table)
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    schema = sample_table.schema
+    pq.write_table(pa.Table.from_pylist(good, schema=schema), tmp_path / "clean.parquet")
+    mixed = good[:8] + bad["rows"][:5] + good[8:] + bad["rows"][5:]
+    pq.write_table(pa.Table.from_pylist(mixed, schema=schema), tmp_path / "mixed.parquet")
+    assert len(bad["rows"]) / len(mixed) >= 0.10
+
+    clean = _run(tmp_path / "clean.parquet", tmp_path / "clean-out", env)
+    assert clean.wait(timeout=900) == 0, clean.stdout.read()[-4000:]
+
+    killed: list[int] = []
+    stop = threading.Event()
+    proc = _run(tmp_path / "mixed.parquet", tmp_path / "mixed-out", env)
+    killer = threading.Thread(target=_kill_whisper_worker_once, args=(proc.pid, killed, stop), daemon=True)
+    killer.start()
+    code = proc.wait(timeout=900)
+    stop.set()
+    log = proc.stdout.read()
+    assert code == 0, log[-5000:]
+    assert killed, "no Whisper worker was killed; the test did not exercise recovery"
+
+    _, clean_scores = _read(tmp_path / "clean-out", "scores")
+    manifest, scores = _read(tmp_path / "mixed-out", "scores")
+    _, quarantine = _read(tmp_path / "mixed-out", "quarantine")
+
+    # Good clips: the same ids and transcripts as the clean run, each exactly once.
+    assert sorted(r["id"] for r in scores) == sorted(r["id"] for r in clean_scores)
+    assert {r["id"]: r["transcription"] for r in scores} == {r["id"]: r["transcription"] for r in clean_scores}
+
+    # Bad clips: every one in quarantine, with its reason.
+    assert manifest["counts"]["in"] == len(mixed)
+    assert manifest["counts"]["quarantined"] == len(bad["rows"]) == len(quarantine)
+    by_id: dict[str, list[str]] = {}
+    for r in quarantine:
+        by_id.setdefault(r["id"], []).append(r["error"])
+    for key, reason in bad["reasons"].items():
+        rid = {"dup-a": "dup", "dup-b": "dup", "no-id": None}.get(key, key)
+        missing = [e for k, es in by_id.items() if k.startswith("missing-id:") for e in es]
+        errs = missing if rid is None else by_id[rid]
+        assert any(reason in e for e in errs), (key, errs)
+    assert len(by_id["dup"]) == 2

@@ -1,0 +1,113 @@
+"""S3 faults against a real S3-compatible server (moto, 127.0.0.1) behind a proxy we can cut."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+
+import boto3
+import pyarrow.parquet as pq
+import pytest
+
+from tests.conftest import REPO
+from tests.services import FlakyProxy, moto_s3
+
+pytestmark = pytest.mark.slow
+
+
+def _s3(endpoint):
+    return boto3.client(
+        "s3", endpoint_url=endpoint, aws_access_key_id="k", aws_secret_access_key="s", region_name="us-east-1"
+    )
+
+
+def _env(endpoint):
+    return {
+        **os.environ,
+        "AWS_ACCESS_KEY_ID": "k",
+        "AWS_SECRET_ACCESS_KEY": "s",
+        "AWS_REGION": "us-east-1",
+        "AWS_ENDPOINT_URL": endpoint,
+        "HF_HUB_OFFLINE": "1",
+    }
+
+
+def test_transient_outage_is_retried_and_output_is_complete(tmp_path, sample_table):
+    with moto_s3(tmp_path) as endpoint:
+        s3 = _s3(endpoint)
+        s3.create_bucket(Bucket="cv")
+        buf = io.BytesIO()
+        pq.write_table(sample_table.slice(0, 4), buf)
+        s3.put_object(Bucket="cv", Key="in/part-0.parquet", Body=buf.getvalue())
+        proxy = FlakyProxy(int(endpoint.rsplit(":", 1)[1])).start()
+        proxy_url = f"http://127.0.0.1:{proxy.port}"
+
+        def outage_when_staging_starts():
+            # Cut the store as soon as the run starts writing its data, for 4 s.
+            deadline = time.time() + 600
+            while time.time() < deadline:
+                keys = s3.list_objects_v2(Bucket="cv", Prefix="out/_staging/").get("KeyCount", 0)
+                if keys:
+                    proxy.cut()
+                    time.sleep(4)
+                    proxy.restore()
+                    return
+                time.sleep(0.2)
+
+        cutter = threading.Thread(target=outage_when_staging_starts, daemon=True)
+        cutter.start()
+        proc = subprocess.run(
+            [sys.executable, "-m", "pipeline.cli", "run", "--input", "s3://cv/in/", "--output", "s3://cv/out"],
+            cwd=REPO,
+            env=_env(proxy_url),
+            capture_output=True,
+            text=True,
+            timeout=900,
+        )
+        cutter.join(timeout=5)
+        assert proc.returncode == 0, proc.stderr[-4000:]
+        assert proxy.cuts == 1, "the outage never happened; the test exercised nothing"
+
+        manifest = json.loads(s3.get_object(Bucket="cv", Key="out/manifest.json")["Body"].read())
+        ids = []
+        for f in manifest["files"]:
+            body = s3.get_object(Bucket="cv", Key=f"out/{f['path']}")["Body"].read()
+            if f["kind"] in ("scores", "quarantine"):
+                ids += pq.read_table(io.BytesIO(body)).column("id").to_pylist()
+        assert sorted(ids) == sorted(sample_table.slice(0, 4).column("id").to_pylist())
+        proxy.stop()
+
+
+def test_permanent_errors_fail_clearly_before_any_work(tmp_path, sample_table):
+    with moto_s3(tmp_path) as endpoint:
+        s3 = _s3(endpoint)
+        s3.create_bucket(Bucket="cv")
+        buf = io.BytesIO()
+        pq.write_table(sample_table.slice(0, 2), buf)
+        s3.put_object(Bucket="cv", Key="in/part-0.parquet", Body=buf.getvalue())
+        env = _env(endpoint)
+
+        def run(*args):
+            t0 = time.time()
+            p = subprocess.run(
+                [sys.executable, "-m", "pipeline.cli", "run", *args],
+                cwd=REPO,
+                env=env,
+                capture_output=True,
+                text=True,
+                timeout=300,
+            )
+            return p, time.time() - t0
+
+        missing_bucket, _ = run("--input", "s3://cv/in/", "--output", "s3://no-such-bucket/out")
+        assert missing_bucket.returncode == 2
+        assert "cannot write to output 's3://no-such-bucket/out'" in missing_bucket.stderr
+        assert "Started a local Ray instance" not in missing_bucket.stderr
+
+        missing_input, _ = run("--input", "s3://cv/nothing-here/", "--output", "s3://cv/out")
+        assert missing_input.returncode == 2 and "does not exist" in missing_input.stderr

@@ -1,0 +1,89 @@
+"""What can be checked of docker/ without a Docker engine: structure, lint, shared install script."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.conftest import REPO
+
+DOCKER = REPO / "docker"
+
+
+@pytest.fixture(scope="module")
+def compose() -> dict:
+    return yaml.safe_load((DOCKER / "compose.yaml").read_text())
+
+
+def test_compose_has_the_full_stack(compose):
+    assert {"postgres", "prefect-server", "prefect-worker", "ray-head", "ray-worker", "minio", "register"} <= set(
+        compose["services"]
+    )
+
+
+def test_compose_references_existing_files_and_declared_volumes(compose):
+    for name, svc in compose["services"].items():
+        build = svc.get("build")
+        if build:
+            context = (DOCKER / build["context"]).resolve()
+            assert context == REPO, name
+            assert (context / build["dockerfile"]).is_file(), name
+        for vol in svc.get("volumes", []):
+            source = vol.split(":")[0]
+            assert source in compose["volumes"], (name, source)
+    register = compose["services"]["register"]
+    assert register["entrypoint"][-1] == "deployments.deploy" and (REPO / "deployments" / "deploy.py").is_file()
+    sample = register["command"][register["command"].index("--source") + 1]
+    assert (REPO / sample.removeprefix("/app/")).is_file()
+
+
+def test_prefect_server_uses_postgres_and_api_auth(compose):
+    env = compose["services"]["prefect-server"]["environment"]
+    assert env["PREFECT_API_DATABASE_CONNECTION_URL"].startswith("postgresql+asyncpg://")
+    assert "PREFECT_SERVER_API_AUTH_STRING" in env
+    # Clients (worker, register) send the same auth string.
+    assert "PREFECT_API_AUTH_STRING" in compose["services"]["prefect-worker"]["environment"]
+
+
+def test_ports_bind_loopback_only(compose):
+    for name, svc in compose["services"].items():
+        for port in svc.get("ports", []):
+            assert port.startswith("127.0.0.1:"), (name, port)
+
+
+@pytest.mark.parametrize("dockerfile", ["cpu.Dockerfile", "gpu.Dockerfile"])
+def test_dockerfiles_pass_hadolint_and_run_non_root(dockerfile):
+    hadolint = shutil.which("hadolint") or str(Path(__import__("sys").executable).parent / "hadolint")
+    proc = subprocess.run(
+        [hadolint, "--failure-threshold", "warning", str(DOCKER / dockerfile)], capture_output=True, text=True
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    text = (DOCKER / dockerfile).read_text()
+    assert "USER curate" in text and "HEALTHCHECK" in text
+    # The image is built by the same script the README's commands run, so they cannot drift.
+    assert "RUN bash scripts/install.sh" in text
+    assert "bash scripts/install.sh" in (REPO / "Makefile").read_text()
+
+
+def test_kuberay_manifest_has_required_fields():
+    rc = yaml.safe_load((DOCKER / "k8s" / "raycluster.yaml").read_text())
+    assert rc["apiVersion"] == "ray.io/v1" and rc["kind"] == "RayCluster"
+    head = rc["spec"]["headGroupSpec"]
+    assert head["template"]["spec"]["containers"][0]["image"]
+    groups = {g["groupName"]: g for g in rc["spec"]["workerGroupSpecs"]}
+    gpu = groups["gpu-l4"]["template"]["spec"]["containers"][0]["resources"]["limits"]
+    assert gpu["nvidia.com/gpu"] == "1"
+    for g in groups.values():
+        assert g["minReplicas"] <= g["replicas"] <= g["maxReplicas"]
+
+
+def test_prefect_k8s_job_template_drives_ray_in_cluster():
+    tpl = json.loads((DOCKER / "k8s" / "prefect-work-pool.json").read_text())
+    container = tpl["job_configuration"]["job_manifest"]["spec"]["template"]["spec"]["containers"][0]
+    assert "ray start --address=" in container["args"][0] and "{{ command }}" in container["args"][0]
+    assert set(tpl["variables"]["properties"]) >= {"image", "namespace", "command"}
