@@ -9,6 +9,7 @@ from prefect import flow, get_run_logger
 from flows.curation import curate_dataset
 from pipeline.config import Profile, StorageConfig
 from pipeline.shards import discover_splits, pending_shards, plan_shards
+from tasks.credentials import apply_credentials_block
 
 
 @flow(name="backfill-common-voice", log_prints=True)
@@ -23,9 +24,12 @@ def backfill(
     profile: Profile = "local",
     ray_address: str | None = None,
     config_overrides: list[str] | None = None,
+    credentials_block: str | None = None,
 ) -> dict[str, Any]:
     """``source_root`` looks like ``…/cv-corpus-<version>/<lang>``, holding ``<split>/*.parquet``."""
     logger = get_run_logger()
+    if credentials_block:
+        apply_credentials_block(credentials_block)
     found = discover_splits(source_root, StorageConfig())
     if splits:
         found = {k: v for k, v in found.items() if k in splits}
@@ -50,5 +54,6 @@ def backfill(
             profile=profile,
             ray_address=ray_address,
             config_overrides=config_overrides,
+            credentials_block=credentials_block,
         )
     return {"splits_found": sorted(found), "splits_processed": sorted(processed)}

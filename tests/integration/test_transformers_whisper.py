@@ -107,3 +107,29 @@ def test_transformers_backend_matches_direct_generate(tmp_path, tiny_whisper, ra
             assert row["error"] == "" and row["transcription"] == want
         else:
             assert row["error"] == "empty transcript"
+
+
+def test_transformers_backend_with_real_tiny_en_weights(tmp_path, ray_local, sample_table):
+    """The bundled tiny.en, converted from CTranslate2, through the same three Ray stages: real text."""
+    from pipeline.metrics import corpus_wer
+    from pipeline.models import resolve_model
+
+    rows = sample_table.slice(0, 8)
+    src = tmp_path / "in.parquet"
+    pq.write_table(rows, src)
+    cfg = build_config(
+        overrides=[
+            "transcriber.backend=transformers",
+            "transcriber.model=bundled:whisper-tiny.en-hf",
+            "transcriber.batch_size=4",
+        ]
+    )
+    model = resolve_model(cfg.transcriber.model)
+    assert "converted to transformers" in model.revision
+    layout = inspect_schema(pq.read_schema(src))
+    ds = read_clips([str(src)], cfg, layout)
+    ds = ds.map_batches(lambda b: decode_audio(b, cfg.audio), batch_format="pyarrow")
+    got = add_transcription_stages(ds, cfg, model.path).take_all()
+    refs = dict(zip(rows.column("id").to_pylist(), rows.column("sentence").to_pylist(), strict=True))
+    assert all(r["error"] == "" for r in got)
+    assert corpus_wer((refs[r["id"]], r["transcription"]) for r in got) <= 0.15

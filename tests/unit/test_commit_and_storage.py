@@ -81,3 +81,21 @@ def test_double_star_glob_spans_directories(tmp_path):
         write_parquet([{"id": "1"}], tmp_path / name)
     found = list_parquet_files(str(tmp_path / "cv/**/*.parquet"))
     assert [p.rsplit("/", 1)[1] for p in found] == ["a.parquet", "b.parquet"]
+
+
+def test_shard_plan_is_deterministic_and_splits_are_discovered(tmp_path, monkeypatch):
+    from pipeline.shards import discover_splits, plan_shards
+
+    for name in ["en/dev/b.parquet", "en/dev/a.parquet", "en/test/c.parquet", "en/readme.parquet"]:
+        write_parquet([{"id": "1"}], tmp_path / name)
+    monkeypatch.chdir(tmp_path)
+    splits = discover_splits("en")  # a relative root works like an absolute one
+    assert sorted(splits) == ["dev", "test"]
+    assert [f.rsplit("/", 1)[1] for f in splits["dev"]] == ["a.parquet", "b.parquet"]
+
+    one = plan_shards(splits["dev"], "out", "Common Voice", "dev", num_shards=2)
+    again = plan_shards(list(reversed(splits["dev"])), "out", "Common Voice", "dev", num_shards=2)
+    assert one == again
+    assert [s.shard_id[:11] for s in one] == ["shard-00000", "shard-00001"]
+    assert one[0].output == f"out/common-voice/dev/{one[0].shard_id}"
+    assert plan_shards(splits["dev"], "out", "cv", "dev", num_shards=5)[-1].files == (splits["dev"][1],)
