@@ -67,34 +67,28 @@ def deploy_all(
         "limit": limit,
     }
     no_overlap = ConcurrencyLimitConfig(limit=1, collision_strategy=ConcurrencyLimitStrategy.ENQUEUE)
+    # Both run from this checkout on a process pool; neither may overlap with itself.
+    shared = dict(work_pool_name=pool, build=False, push=False, print_next_steps=False, concurrency_limit=no_overlap)
     ids = []
     nightly = Flow.from_source(source=str(REPO), entrypoint="flows/curation.py:curate_dataset")
     ids.append(
         nightly.deploy(
             name="nightly",
-            work_pool_name=pool,
-            build=False,
-            push=False,
-            print_next_steps=False,
             schedules=[Cron(cron, timezone=timezone)],
             parameters={**common, "source": source, "split": split, "num_shards": num_shards},
-            concurrency_limit=no_overlap,
             tags=["audio-curation", "nightly"],
             description="Nightly curation of a Common Voice split.",
+            **shared,
         )
     )
     backfill = Flow.from_source(source=str(REPO), entrypoint="flows/backfill.py:backfill")
     ids.append(
         backfill.deploy(
             name="backfill",
-            work_pool_name=pool,
-            build=False,
-            push=False,
-            print_next_steps=False,
             parameters={**common, "source_root": source_root or str(Path(source).parent)},
-            concurrency_limit=no_overlap,
             tags=["audio-curation", "backfill"],
             description="Curate every split under source_root that the ledger has not committed yet.",
+            **shared,
         )
     )
     return ids

@@ -111,6 +111,12 @@ def ray_head(num_cpus: int = 8) -> Iterator[dict[str, str]]:
         f"--temp-dir={temp}",
         "--disable-usage-stats",
         "--include-dashboard=true",
+        # Every agent on its own free port: the defaults (e.g. 52365) may be held by another Ray on
+        # this machine, and a head without its job agent never accepts a job.
+        f"--dashboard-agent-listen-port={free_port()}",
+        f"--dashboard-agent-grpc-port={free_port()}",
+        f"--runtime-env-agent-port={free_port()}",
+        f"--metrics-export-port={free_port()}",
     ]
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
     subprocess.run(cmd, check=True, env=env, capture_output=True, timeout=120)
