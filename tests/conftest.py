@@ -15,6 +15,9 @@ import soundfile as sf
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["TRANSFORMERS_OFFLINE"] = "1"
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+# Ray 2.60 clusters (embedded ones too) use token auth, and Ray reads this once, at import: a client
+# made later without it gets "Authentication required" from a `ray start` head.
+os.environ.setdefault("RAY_AUTH_MODE", "token")
 
 REPO = Path(__file__).resolve().parents[1]
 SAMPLE = REPO / "pipeline" / "sample_data" / "common_voice_sample.parquet"

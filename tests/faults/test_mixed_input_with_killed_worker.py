@@ -14,6 +14,7 @@ import subprocess
 import sys
 import threading
 import time
+from pathlib import Path
 
 import numpy as np
 import psutil
@@ -67,15 +68,18 @@ def good_and_bad(sample: pa.Table) -> tuple[list[dict], dict[str, str]]:
     return rows, {"rows": bad_rows, "reasons": reasons}
 
 
-def _run(src, out, env):
-    return subprocess.Popen(
-        [sys.executable, "-m", "pipeline.cli", "run", "--input", str(src), "--output", str(out)],
-        cwd=REPO,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
+def _run(src, out, env) -> tuple[subprocess.Popen, Path]:
+    # Output to a file, not a pipe: a pipe nobody reads until exit fills up and blocks the run.
+    log = out.with_suffix(".log")
+    with open(log, "w") as f:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "pipeline.cli", "run", "--input", str(src), "--output", str(out)],
+            cwd=REPO,
+            env=env,
+            stdout=f,
+            stderr=subprocess.STDOUT,
+        )
+    return proc, log
 
 
 def _read(out, kind):
@@ -108,17 +112,17 @@ def test_mixed_input_with_a_killed_worker_equals_a_clean_run(tmp_path, sample_ta
     pq.write_table(pa.Table.from_pylist(mixed, schema=schema), tmp_path / "mixed.parquet")
     assert len(bad["rows"]) / len(mixed) >= 0.10
 
-    clean = _run(tmp_path / "clean.parquet", tmp_path / "clean-out", env)
-    assert clean.wait(timeout=900) == 0, clean.stdout.read()[-4000:]
+    clean, clean_log = _run(tmp_path / "clean.parquet", tmp_path / "clean-out", env)
+    assert clean.wait(timeout=900) == 0, clean_log.read_text()[-4000:]
 
     killed: list[int] = []
     stop = threading.Event()
-    proc = _run(tmp_path / "mixed.parquet", tmp_path / "mixed-out", env)
+    proc, log_path = _run(tmp_path / "mixed.parquet", tmp_path / "mixed-out", env)
     killer = threading.Thread(target=_kill_whisper_worker_once, args=(proc.pid, killed, stop), daemon=True)
     killer.start()
     code = proc.wait(timeout=900)
     stop.set()
-    log = proc.stdout.read()
+    log = log_path.read_text()
     assert code == 0, log[-5000:]
     assert killed, "no Whisper worker was killed; the test did not exercise recovery"
 

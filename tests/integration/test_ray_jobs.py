@@ -24,8 +24,6 @@ def test_flow_submits_shards_as_ray_jobs(tmp_path, sample_table, monkeypatch):
     split_sample(sample_table, src, parts=1, rows_each=6)
     out = tmp_path / "out"
     with ray_head() as head:
-        # Ray 2.60 heads require the token in ~/.ray/auth_token; the client opts in by env.
-        monkeypatch.setenv("RAY_AUTH_MODE", "token")
         # Forwarded into the job's runtime env: it must still appear in no log, artifact or manifest.
         monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", SECRET)
         state = curate_dataset(
