@@ -46,11 +46,11 @@ def _env(endpoint):
 def test_transient_outage_is_retried_and_output_is_complete(tmp_path, sample_table):
     with moto_s3(tmp_path) as endpoint:
         s3 = _s3(endpoint)
-        s3.create_bucket(Bucket="cv")
+        s3.create_bucket(Bucket="cv-data")
         for i in range(2):  # a prefix of two files, listed and read lazily from S3
             buf = io.BytesIO()
             pq.write_table(sample_table.slice(2 * i, 2), buf)
-            s3.put_object(Bucket="cv", Key=f"in/part-{i}.parquet", Body=buf.getvalue())
+            s3.put_object(Bucket="cv-data", Key=f"in/part-{i}.parquet", Body=buf.getvalue())
         proxy = FlakyProxy(int(endpoint.rsplit(":", 1)[1])).start()
         proxy_url = f"http://127.0.0.1:{proxy.port}"
 
@@ -58,7 +58,7 @@ def test_transient_outage_is_retried_and_output_is_complete(tmp_path, sample_tab
             # Cut the store as soon as the run starts writing its data, for 4 s.
             deadline = time.time() + 600
             while time.time() < deadline:
-                listed = s3.list_objects_v2(Bucket="cv", Prefix="out/_staging/").get("Contents", [])
+                listed = s3.list_objects_v2(Bucket="cv-data", Prefix="out/_staging/").get("Contents", [])
                 if any(o["Key"].endswith(".parquet") for o in listed):  # data, not the preflight probe
                     proxy.cut()
                     time.sleep(4)
@@ -69,7 +69,16 @@ def test_transient_outage_is_retried_and_output_is_complete(tmp_path, sample_tab
         cutter = threading.Thread(target=outage_when_staging_starts, daemon=True)
         cutter.start()
         proc = subprocess.run(
-            [sys.executable, "-m", "pipeline.cli", "run", "--input", "s3://cv/in/", "--output", "s3://cv/out"],
+            [
+                sys.executable,
+                "-m",
+                "pipeline.cli",
+                "run",
+                "--input",
+                "s3://cv-data/in/",
+                "--output",
+                "s3://cv-data/out",
+            ],
             cwd=REPO,
             env=_env(proxy_url),
             capture_output=True,
@@ -80,17 +89,17 @@ def test_transient_outage_is_retried_and_output_is_complete(tmp_path, sample_tab
         assert proc.returncode == 0, proc.stderr[-4000:]
         assert proxy.cuts == 1, "the outage never happened; the test exercised nothing"
 
-        manifest = json.loads(s3.get_object(Bucket="cv", Key="out/manifest.json")["Body"].read())
-        assert manifest["inputs"] == ["s3://cv/in/part-0.parquet", "s3://cv/in/part-1.parquet"]
-        keys = [o["Key"] for o in s3.list_objects_v2(Bucket="cv", Prefix="out/")["Contents"]]
+        manifest = json.loads(s3.get_object(Bucket="cv-data", Key="out/manifest.json")["Body"].read())
+        assert manifest["inputs"] == ["s3://cv-data/in/part-0.parquet", "s3://cv-data/in/part-1.parquet"]
+        keys = [o["Key"] for o in s3.list_objects_v2(Bucket="cv-data", Prefix="out/")["Contents"]]
         listed = {f["path"] for f in manifest["files"]}
         assert {k.removeprefix("out/") for k in keys if k.endswith(".parquet")} == listed
         assert not any("_staging" in k for k in keys)
         ids, everything = [], proc.stdout + proc.stderr
         for k in keys:
-            body = s3.get_object(Bucket="cv", Key=k)["Body"].read()
+            body = s3.get_object(Bucket="cv-data", Key=k)["Body"].read()
             everything += body.decode("latin-1")
-            if k.startswith(("out/scores/", "out/quarantine/")):
+            if k.startswith(("out/scores/", "out/quarantine/")) and k.endswith(".parquet"):
                 ids += pq.read_table(io.BytesIO(body)).column("id").to_pylist()
         assert sorted(ids) == sorted(sample_table.slice(0, 4).column("id").to_pylist())
         assert SECRET not in everything
@@ -100,10 +109,10 @@ def test_transient_outage_is_retried_and_output_is_complete(tmp_path, sample_tab
 def test_permanent_errors_fail_clearly_before_any_work(tmp_path, sample_table):
     with moto_s3(tmp_path) as endpoint:
         s3 = _s3(endpoint)
-        s3.create_bucket(Bucket="cv")
+        s3.create_bucket(Bucket="cv-data")
         buf = io.BytesIO()
         pq.write_table(sample_table.slice(0, 2), buf)
-        s3.put_object(Bucket="cv", Key="in/part-0.parquet", Body=buf.getvalue())
+        s3.put_object(Bucket="cv-data", Key="in/part-0.parquet", Body=buf.getvalue())
         env = _env(endpoint)
 
         def run(*args):
@@ -118,10 +127,10 @@ def test_permanent_errors_fail_clearly_before_any_work(tmp_path, sample_table):
             )
             return p, time.time() - t0
 
-        missing_bucket, _ = run("--input", "s3://cv/in/", "--output", "s3://no-such-bucket/out")
+        missing_bucket, _ = run("--input", "s3://cv-data/in/", "--output", "s3://no-such-bucket/out")
         assert missing_bucket.returncode == 2
         assert "cannot write to output 's3://no-such-bucket/out'" in missing_bucket.stderr
         assert "Started a local Ray instance" not in missing_bucket.stderr
 
-        missing_input, _ = run("--input", "s3://cv/nothing-here/", "--output", "s3://cv/out")
+        missing_input, _ = run("--input", "s3://cv-data/nothing-here/", "--output", "s3://cv-data/out")
         assert missing_input.returncode == 2 and "does not exist" in missing_input.stderr

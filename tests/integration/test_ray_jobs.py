@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 import pytest
@@ -53,12 +54,23 @@ def test_flow_submits_shards_as_ray_jobs(tmp_path, sample_table, monkeypatch):
     async def logs_and_artifacts():
         async with get_client() as client:
             run_id = state.state_details.flow_run_id
-            logs = await client.read_logs(log_filter=LogFilter(flow_run_id=LogFilterFlowRunId(any_=[run_id])))
+            logs, page = [], None
+            while page is None or page:  # the API pages at 200; the job's progress lines are many
+                page = await client.read_logs(
+                    log_filter=LogFilter(flow_run_id=LogFilterFlowRunId(any_=[run_id])), limit=200, offset=len(logs)
+                )
+                logs += page
             arts = await client.read_artifacts()
             return logs, arts
 
-    logs, artifacts = run_coro_as_sync(logs_and_artifacts())
-    messages = [log.message for log in logs]
+    # Logs ship to the API in batches, so the job's last lines can land a moment after the flow ends.
+    deadline = time.time() + 60
+    while True:
+        logs, artifacts = run_coro_as_sync(logs_and_artifacts())
+        messages = [log.message for log in logs]
+        if any(m.startswith("[ray job") and "committed" in m for m in messages) or time.time() > deadline:
+            break
+        time.sleep(3)
     everything = "\n".join(messages) + job_logs + manifest_path.read_text()
     everything += "".join(json.dumps(a.data, default=str) + (a.description or "") for a in artifacts)
     assert SECRET not in everything
