@@ -12,7 +12,7 @@ import os
 import re
 from dataclasses import asdict, dataclass
 
-from pipeline.commit import is_committed, read_manifest
+from pipeline.commit import is_committed
 from pipeline.config import StorageConfig
 from pipeline.storage import list_parquet_files, resolve_filesystem, to_uri
 
@@ -74,7 +74,3 @@ def discover_splits(source_root: str, storage: StorageConfig | None = None) -> d
 
 def pending_shards(specs: list[ShardSpec], storage: StorageConfig | None = None) -> list[ShardSpec]:
     return [s for s in specs if not is_committed(s.output, storage)]
-
-
-def committed_manifests(specs: list[ShardSpec], storage: StorageConfig | None = None) -> list[dict]:
-    return [m for s in specs if (m := read_manifest(s.output, storage)) is not None]
