@@ -61,6 +61,13 @@ def timed(ds) -> dict:
     }
 
 
+T0 = time.perf_counter()
+
+
+def note(msg: str) -> None:
+    print(f"[bench {time.perf_counter() - T0:6.0f}s] {msg}", file=sys.stderr, flush=True)
+
+
 def spread(values: list[float]) -> dict:
     values = [v for v in values if v is not None]
     if not values:
@@ -149,6 +156,8 @@ def main() -> None:
     p.add_argument("--e2e-reps", type=int, default=1)
     p.add_argument("--skip-seed", action="store_true")
     p.add_argument("--skip-standalone-judge", action="store_true")
+    # Logical CPUs for Ray: the seed's fixed pools (1 + 2 + 5 actors + the judge) must all fit, or it waits forever.
+    p.add_argument("--ray-cpus", type=int, default=16)
     args = p.parse_args()
 
     data = build(args.clips, REPO / "bench" / "data" / f"clips-{args.clips}.parquet")
@@ -163,13 +172,14 @@ def main() -> None:
     cfg = build_config("local")
     models = Models(transcriber=resolve_model(cfg.transcriber.model), judge=resolve_model(cfg.judge.model))
     whisper_hf = resolve_model("bundled:whisper-tiny.en-hf").path
-    ray.init(num_cpus=max(8, os.cpu_count() or 1), include_dashboard=False, _node_ip_address="127.0.0.1")
+    ray.init(num_cpus=args.ray_cpus, include_dashboard=False, _node_ip_address="127.0.0.1")
     results: dict = {"stages": {}, "e2e": {}, "standalone": {}}
 
     # Per stage, in Ray, each on the materialised output of the previous one.
     layout, _, _ = inspect_inputs([str(stage_file)], cfg)
     from pipeline.dag import read_clips
 
+    note("per-stage measurements in Ray")
     dec_rates, asr_rates, asr_first, judge_rates, judge_first, wers = [], [], [], [], [], []
     for _ in range(args.reps):
         ds = read_clips([str(stage_file)], cfg, layout).materialize()
@@ -199,6 +209,7 @@ def main() -> None:
         "wer": spread(wers),
     }
 
+    note("standalone limits")
     # Standalone limits over the same bytes / arrays / texts, outside Ray.
     blobs = pq.read_table(stage_file).column("audio_bytes").to_pylist()
     arrays = [decode_clip(b, cfg.audio) for b in blobs]
@@ -217,7 +228,7 @@ def main() -> None:
         results["standalone"]["judge_engine_start_s"] = spread([sj["engine_start_s"]])
 
     # End to end, ours and the seed's, on the same clips in the same run.
-    ray.init(num_cpus=max(8, os.cpu_count() or 1), include_dashboard=False, _node_ip_address="127.0.0.1")
+    ray.init(num_cpus=args.ray_cpus, include_dashboard=False, _node_ip_address="127.0.0.1")
     layout_e2e, _, _ = inspect_inputs([str(e2e_file)], cfg)
     audio_s = sum(pq.read_table(e2e_file).column("source_duration_s").to_pylist())
     ways = {"ours": lambda: build_curation_dataset([str(e2e_file)], cfg, layout_e2e, models)}
@@ -228,6 +239,7 @@ def main() -> None:
     for name, make in ways.items():
         runs = []
         for _ in range(args.e2e_reps):
+            note(f"end to end: {name}")
             r = timed(make())
             runs.append(
                 {

@@ -69,7 +69,9 @@ class Decoder:
 
     def __call__(self, batch):
         token_ids = batch.pop("token_ids")
-        batch["transcription"] = self.processor.batch_decode(list(token_ids), skip_special_tokens=True)
+        # Blocks of different padded widths arrive as an object array; the tokenizer wants lists of ints.
+        ids = [np.asarray(t).astype(np.int64).tolist() for t in token_ids]
+        batch["transcription"] = self.processor.batch_decode(ids, skip_special_tokens=True)
         return batch
 
 

@@ -1,7 +1,7 @@
 """Whisper transcription behind one interface, two backends.
 
-- ``ctranslate2``: faster-whisper in one actor stage.  Clips over 30 s are transcribed window by
-  window, so nothing is truncated.
+- ``ctranslate2``: faster-whisper in one actor stage, batched.  Clips over 30 s are transcribed
+  window by window, so nothing is truncated.
 - ``transformers``: the seed's path as three stages: log-mel features (CPU), ``generate`` (GPU in
   fp16, or CPU), token decoding (CPU).  It does not chunk, so clips over 30 s are quarantined.
 
@@ -10,10 +10,14 @@ Rows that already carry an ``error`` pass through untouched.  The output drops `
 
 from __future__ import annotations
 
+import logging
+
 import numpy as np
 import pyarrow as pa
 
 from pipeline.config import TranscriberConfig
+
+log = logging.getLogger(__name__)
 
 WHISPER_WINDOW_S = 30.0
 SAMPLE_RATE = 16_000
@@ -35,38 +39,48 @@ def _finish(batch: pa.Table, texts: list[str], errors: list[str], stages: list[s
 
 
 class FasterWhisperTranscriber:
-    """Stage (actor): faster-whisper over each clip of the batch."""
+    """Stage (actor): faster-whisper on CTranslate2, a whole batch of clips per encoder call.
+
+    With ``cfg.batched`` the clips are sorted by duration, encoded together with the mel padded to
+    the longest clip (at least ``cfg.min_window_s``), and decoded greedily as one batch; clips over
+    30 s and failed-looking decodes take faster-whisper's own per-clip path (see ``whisper_batch``).
+    """
 
     def __init__(self, cfg: TranscriberConfig, model_path: str):
-        from faster_whisper import WhisperModel
+        from pipeline.whisper_batch import BatchedWhisper
 
         self.cfg = cfg
-        device = "cuda" if cfg.num_gpus_per_actor > 0 else "cpu"
-        self.model = WhisperModel(model_path, device=device, compute_type=cfg.compute_type, cpu_threads=cfg.cpu_threads)
+        self.engine = BatchedWhisper(
+            model_path,
+            device="cuda" if cfg.num_gpus_per_actor > 0 else "cpu",
+            compute_type=cfg.compute_type,
+            cpu_threads=cfg.cpu_threads,
+            language=cfg.language,
+            beam_size=cfg.beam_size,
+        )
 
     def __call__(self, batch: pa.Table) -> pa.Table:
         errors = batch.column("error").to_pylist()
         stages = batch.column("stage").to_pylist()
         arrs = batch.column("arr")
-        texts = []
-        for i in range(batch.num_rows):
-            if errors[i]:
-                texts.append("")
-                continue
-            audio = arrs[i].values.to_numpy(zero_copy_only=False).astype(np.float32, copy=False)
+        texts = [""] * batch.num_rows
+        todo = [i for i in range(batch.num_rows) if not errors[i]]
+        clips = [arrs[i].values.to_numpy(zero_copy_only=False).astype(np.float32, copy=False) for i in todo]
+        if self.cfg.batched and clips:
             try:
-                segments, _ = self.model.transcribe(
-                    audio,
-                    language=self.cfg.language,
-                    beam_size=self.cfg.beam_size,
-                    # Independent clips: no carried context, no VAD trimming, no timestamps.
-                    condition_on_previous_text=False,
-                    vad_filter=False,
-                    without_timestamps=True,
-                )
-                texts.append(" ".join(s.text.strip() for s in segments).strip())
+                for i, text in zip(
+                    todo,
+                    self.engine.transcribe(clips, self.cfg.batch_size, min_window_s=self.cfg.min_window_s),
+                    strict=True,
+                ):
+                    texts[i] = text
+                return _finish(batch, texts, errors, stages)
+            except Exception as exc:  # retried clip by clip below, so the bad clip gets its own error
+                log.warning("batched transcription failed (%s: %s); retrying clip by clip", type(exc).__name__, exc)
+        for i, audio in zip(todo, clips, strict=True):
+            try:
+                texts[i] = self.engine.transcribe_one(audio)
             except Exception as exc:  # one bad clip must not fail its whole batch
-                texts.append("")
                 errors[i], stages[i] = f"transcription failed: {type(exc).__name__}: {exc}", "transcribe"
         return _finish(batch, texts, errors, stages)
 
