@@ -55,9 +55,8 @@ def finalize_judgement(row: dict[str, Any], keep: tuple[str, ...]) -> dict[str, 
     return out
 
 
-def add_judge_stage(ds: Dataset, cfg: JudgeConfig, model_path: str, keep: tuple[str, ...]) -> Dataset:
-    from ray.data.llm import build_processor, vLLMEngineProcessorConfig
-
+def vllm_engine_kwargs(cfg: JudgeConfig) -> dict[str, Any]:
+    """The vLLM engine arguments for the judge; the benchmark's standalone engine uses the same."""
     engine_kwargs = {
         "max_model_len": cfg.max_model_len,
         "dtype": cfg.dtype,
@@ -65,8 +64,18 @@ def add_judge_stage(ds: Dataset, cfg: JudgeConfig, model_path: str, keep: tuple[
         "enable_prefix_caching": cfg.enable_prefix_caching,
         "enforce_eager": cfg.enforce_eager,
         "structured_outputs_config": {"backend": "xgrammar"},
-        **cfg.engine_kwargs,
     }
+    for key in ("kv_cache_memory_bytes", "block_size"):
+        if getattr(cfg, key) is not None:
+            engine_kwargs[key] = getattr(cfg, key)
+    engine_kwargs.update(cfg.engine_kwargs)
+    return engine_kwargs
+
+
+def add_judge_stage(ds: Dataset, cfg: JudgeConfig, model_path: str, keep: tuple[str, ...]) -> Dataset:
+    from ray.data.llm import build_processor, vLLMEngineProcessorConfig
+
+    engine_kwargs = vllm_engine_kwargs(cfg)
     extra: dict[str, Any] = {}
     if cfg.num_gpus_per_actor == 0:
         # Without a CPU-only bundle the engine stage asks for a GPU and waits forever.

@@ -1,0 +1,116 @@
+"""Judge engine variants, outside Ray: engine start and rows/s after warm-up, each in a fresh process.
+
+    .venv/bin/python bench/judge_variants.py [--rows 64]
+
+- ``kv``: vLLM-CPU sizes its KV cache from ``gpu_memory_utilization`` (auto, after a warm-up
+  forward pass) unless ``kv_cache_memory_bytes`` is given, which also skips that warm-up;
+- ``bind``: ``VLLM_CPU_OMP_THREADS_BIND`` (vLLM's default ``auto`` reserves one core of two);
+- ``prefix``: prefix caching of the shared system prompt.
+Scores are compared with the first variant's, so a faster setting that changes answers shows.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+VARIANTS = {
+    "default (auto KV, bind auto, prefix on)": {},
+    "kv 1 GiB": {"kv_cache_memory_bytes": 1 << 30},
+    "kv 1 GiB, prefix off": {"kv_cache_memory_bytes": 1 << 30, "enable_prefix_caching": False},
+    "kv 1 GiB, both cores": {
+        "kv_cache_memory_bytes": 1 << 30,
+        "env": {"VLLM_CPU_OMP_THREADS_BIND": "0-1", "VLLM_CPU_NUM_OF_RESERVED_CPU": "0"},
+    },
+    # vLLM-CPU's default 128-token blocks are longer than the ~65-token system prompt, so nothing is shared.
+    "kv 1 GiB, block 32": {"kv_cache_memory_bytes": 1 << 30, "block_size": 32},
+    "kv 1 GiB, block 32, prefix off": {
+        "kv_cache_memory_bytes": 1 << 30,
+        "block_size": 32,
+        "enable_prefix_caching": False,
+    },
+}
+
+
+def one(spec: dict, rows: int) -> dict:
+    import pyarrow.parquet as pq
+    from vllm import LLM, SamplingParams
+    from vllm.sampling_params import StructuredOutputsParams
+
+    from bench.data import build
+    from pipeline.config import build_config
+    from pipeline.judge_logic import CHOICES, build_messages, parse_score
+    from pipeline.models import resolve_model
+    from pipeline.stages.judge import vllm_engine_kwargs
+
+    j = build_config("local").judge
+    texts = pq.read_table(build(200, REPO / "bench" / "data" / "clips-200.parquet")).column("sentence").to_pylist()
+    texts = (texts * (rows // len(texts) + 1))[:rows]
+    # vLLM's own defaults first (the product's config sets both keys), then the variant's settings.
+    kwargs = {k: v for k, v in vllm_engine_kwargs(j).items() if k not in ("kv_cache_memory_bytes", "block_size")}
+    kwargs["model"] = resolve_model(j.model).path
+    for key in ("kv_cache_memory_bytes", "block_size", "enable_prefix_caching"):
+        if key in spec:
+            kwargs[key] = spec[key]
+    t0 = time.perf_counter()
+    llm = LLM(**kwargs)
+    start = time.perf_counter() - t0
+    params = SamplingParams(
+        max_tokens=1,
+        temperature=0,
+        logprobs=j.top_logprobs,
+        structured_outputs=StructuredOutputsParams(choice=list(CHOICES)),
+    )
+    chats = [build_messages(j.system_prompt, t, j.max_transcript_chars) for t in texts]
+    llm.chat(chats[:4], params, use_tqdm=False)
+    t1 = time.perf_counter()
+    outs = llm.chat(chats, params, use_tqdm=False)
+    rate = len(chats) / (time.perf_counter() - t1)
+    return {"engine_start_s": start, "rows_per_s": rate, "scores": [parse_score(o.outputs[0].text) for o in outs]}
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--rows", type=int, default=64)
+    p.add_argument("--variants", help="names separated by semicolons (default: all)")
+    p.add_argument("--only", help=argparse.SUPPRESS)
+    args = p.parse_args()
+    if args.only is not None:
+        print("RESULT " + json.dumps(one(VARIANTS[args.only], args.rows)), flush=True)
+        return
+    results, base = {}, None
+    chosen = args.variants.split(";") if args.variants else list(VARIANTS)
+    for name in chosen:
+        spec = VARIANTS[name]
+        env = {**os.environ, "HF_HUB_OFFLINE": "1", **spec.get("env", {})}
+        cmd = [sys.executable, __file__, "--rows", str(args.rows), "--only", name]
+        proc = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False)
+        line = next((x for x in proc.stdout.splitlines() if x.startswith("RESULT ")), None)
+        if line is None:
+            print(f"{name}: failed\n{proc.stderr[-3000:]}", flush=True)
+            continue
+        r = json.loads(line[len("RESULT ") :])
+        base = base or r["scores"]
+        r["same_scores_as_first"] = sum(a == b for a, b in zip(r.pop("scores"), base, strict=True)) / len(base)
+        results[name] = r
+        print(
+            f"{name:42s} start {r['engine_start_s']:5.1f} s  {r['rows_per_s']:6.2f} rows/s"
+            f"  same scores {r['same_scores_as_first']:.0%}",
+            flush=True,
+        )
+    out = REPO / "bench" / "results" / f"judge-variants-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps({"args": vars(args), "variants": results}, indent=2))
+    print(f"wrote {out}")
+
+
+if __name__ == "__main__":
+    main()
