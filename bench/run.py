@@ -25,6 +25,7 @@ sys.path.insert(0, str(REPO))
 
 import numpy as np  # noqa: E402
 import pyarrow as pa  # noqa: E402
+import pyarrow.compute  # noqa: E402  (makes pa.compute available)
 import pyarrow.parquet as pq  # noqa: E402
 import ray  # noqa: E402
 
@@ -35,8 +36,10 @@ from pipeline.judge_logic import CHOICES, build_messages  # noqa: E402
 from pipeline.metrics import corpus_wer  # noqa: E402
 from pipeline.models import resolve_model  # noqa: E402
 from pipeline.run import inspect_inputs  # noqa: E402
+from pipeline.schema import to_canonical  # noqa: E402
 from pipeline.stages.audio import decode_audio, decode_clip  # noqa: E402
-from pipeline.stages.judge import add_judge_stage  # noqa: E402
+from pipeline.stages.judge import add_judge_stage, vllm_engine_kwargs  # noqa: E402
+from pipeline.whisper_batch import BatchedWhisper  # noqa: E402
 
 
 def timed(ds) -> dict:
@@ -66,6 +69,15 @@ T0 = time.perf_counter()
 
 def note(msg: str) -> None:
     print(f"[bench {time.perf_counter() - T0:6.0f}s] {msg}", file=sys.stderr, flush=True)
+
+
+def judge_input(transcribed: pa.Table, rows: int) -> pa.Table:
+    """The transcripts repeated to ``rows`` rows with unique ids: enough batches for a steady state
+    (the engine takes max_concurrent_batches x batch_size rows at once, so fewer arrive in one burst)."""
+    reps = -(-rows // transcribed.num_rows)
+    table = pa.concat_tables([transcribed] * reps).slice(0, rows)
+    ids = [f"{i}-{n}" for n, i in enumerate(table.column("id").to_pylist())]
+    return table.set_column(table.schema.get_field_index("id"), "id", pa.array(ids, pa.string()))
 
 
 def spread(values: list[float]) -> dict:
@@ -105,12 +117,24 @@ def standalone_whisper(arrays: list[np.ndarray], cfg, model_path: str) -> dict:
     )
     load = time.perf_counter() - t0
     t1 = time.perf_counter()
+    texts = []
     for a in arrays:
         segs, _ = model.transcribe(
             a, language="en", beam_size=1, condition_on_previous_text=False, vad_filter=False, without_timestamps=True
         )
-        " ".join(s.text for s in segs)
-    return {"load_s": load, "clips_per_s": len(arrays) / (time.perf_counter() - t1)}
+        texts.append(" ".join(s.text.strip() for s in segs).strip())
+    return {"load_s": load, "clips_per_s": len(arrays) / (time.perf_counter() - t1), "texts": texts}
+
+
+def standalone_batched_whisper(arrays: list[np.ndarray], cfg, model_path: str) -> dict:
+    """The stage's own engine and settings, outside Ray: the limit the stage itself can reach."""
+    t = cfg.transcriber
+    engine = BatchedWhisper(model_path, compute_type=t.compute_type, cpu_threads=t.cpu_threads, language=t.language)
+    t1 = time.perf_counter()
+    texts = []
+    for i in range(0, len(arrays), t.batch_size):  # the stage sees one batch per call, so batch here too
+        texts += engine.transcribe(arrays[i : i + t.batch_size], t.batch_size, min_window_s=t.min_window_s)
+    return {"clips_per_s": len(arrays) / (time.perf_counter() - t1), "texts": texts}
 
 
 def standalone_judge(texts: list[str], cfg, model_path: str) -> dict:
@@ -119,15 +143,7 @@ def standalone_judge(texts: list[str], cfg, model_path: str) -> dict:
 
     j = cfg.judge
     t0 = time.perf_counter()
-    llm = LLM(
-        model=model_path,
-        max_model_len=j.max_model_len,
-        dtype=j.dtype,
-        gpu_memory_utilization=j.gpu_memory_utilization,
-        enforce_eager=j.enforce_eager,
-        enable_prefix_caching=j.enable_prefix_caching,
-        structured_outputs_config={"backend": "xgrammar"},
-    )
+    llm = LLM(model=model_path, **vllm_engine_kwargs(j))
     start = time.perf_counter() - t0
     params = SamplingParams(
         max_tokens=1,
@@ -150,11 +166,20 @@ def standalone_judge(texts: list[str], cfg, model_path: str) -> dict:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--clips", type=int, default=200, help="clips generated (the data set)")
-    p.add_argument("--e2e-clips", type=int, default=60, help="clips per end-to-end run (both ways)")
-    p.add_argument("--stage-clips", type=int, default=40, help="clips per per-stage measurement")
+    # The defaults fit in 15 minutes on 2 cores; both engines' start-up weighs heavily at this size.
+    p.add_argument("--e2e-clips", type=int, default=32, help="clips per end-to-end run (every way)")
+    p.add_argument("--stage-clips", type=int, default=48, help="clips per per-stage measurement")
+    p.add_argument("--judge-rows", type=int, default=96, help="rows per judge-stage measurement")
     p.add_argument("--reps", type=int, default=3)
-    p.add_argument("--e2e-reps", type=int, default=1)
+    p.add_argument("--e2e-reps", type=int, default=3)
     p.add_argument("--skip-seed", action="store_true")
+    p.add_argument(
+        "--also",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="also run our pipeline end to end with this config override (a before/after in one run)",
+    )
     p.add_argument("--skip-standalone-judge", action="store_true")
     # Logical CPUs for Ray: the seed's fixed pools (1 + 2 + 5 actors + the judge) must all fit, or it waits forever.
     p.add_argument("--ray-cpus", type=int, default=16)
@@ -175,50 +200,65 @@ def main() -> None:
     ray.init(num_cpus=args.ray_cpus, include_dashboard=False, _node_ip_address="127.0.0.1")
     results: dict = {"stages": {}, "e2e": {}, "standalone": {}}
 
-    # Per stage, in Ray, each on the materialised output of the previous one.
+    # Per stage, in Ray, each on the materialised output of the previous one, cut into blocks of the
+    # stage's batch size so rows stream (one big block would arrive all at once: no steady state).
     layout, _, _ = inspect_inputs([str(stage_file)], cfg)
-    from pipeline.dag import read_clips
+    canonical = to_canonical(pq.read_table(stage_file), layout)
+
+    def blocks(table: pa.Table, rows: int) -> ray.data.Dataset:
+        return ray.data.from_arrow([table.slice(i, rows) for i in range(0, table.num_rows, rows)]).materialize()
 
     note("per-stage measurements in Ray")
-    dec_rates, asr_rates, asr_first, judge_rates, judge_first, wers = [], [], [], [], [], []
+    runs: dict[str, list] = {k: [] for k in ("decode", "transcribe", "judge")}
     for _ in range(args.reps):
-        ds = read_clips([str(stage_file)], cfg, layout).materialize()
         d = timed(
-            ds.map_batches(
+            blocks(canonical, cfg.audio.decode_batch_size).map_batches(
                 functools.partial(decode_audio, cfg=cfg.audio),
                 batch_size=cfg.audio.decode_batch_size,
                 batch_format="pyarrow",
+                num_cpus=cfg.audio.decode_num_cpus,
             )
         )
-        dec_rates.append(d["rows"] / d["total_s"])
-        decoded = ray.data.from_arrow(d["table"]).materialize()
-        t = timed(add_transcription_stages(decoded, cfg, models.transcriber.path))
-        asr_rates.append(t["steady_rows_per_s"])
-        asr_first.append(t["first_row_s"])
-        wers.append(wer_of(t["table"], refs))
-        transcribed = ray.data.from_arrow(t["table"]).materialize()
-        j = timed(add_judge_stage(transcribed, cfg.judge, models.judge.path, keep=judged_columns(layout)))
-        judge_rates.append(j["steady_rows_per_s"])
-        judge_first.append(j["first_row_s"])
+        asr_in = blocks(d["table"], cfg.transcriber.batch_size)
+        t = timed(add_transcription_stages(asr_in, cfg, models.transcriber.path))
+        t["wer"] = wer_of(t["table"], refs)
+        j = timed(
+            add_judge_stage(
+                blocks(judge_input(t["table"], args.judge_rows), cfg.judge.batch_size),
+                cfg.judge,
+                models.judge.path,
+                keep=judged_columns(layout),
+            )
+        )
+        for name, r in (("decode", d), ("transcribe", t), ("judge", j)):
+            runs[name].append({k: v for k, v in r.items() if k != "table"})
     results["stages"] = {
-        "decode_clips_per_s": spread(dec_rates),
-        "transcribe_clips_per_s": spread(asr_rates),
-        "transcribe_first_row_s": spread(asr_first),
-        "judge_rows_per_s": spread(judge_rates),
-        "judge_first_row_s (engine start)": spread(judge_first),
-        "wer": spread(wers),
+        name: {
+            "rows": rs[0]["rows"],
+            "steady_rows_per_s": spread([r["steady_rows_per_s"] for r in rs]),
+            "rows_per_s_incl_start": spread([r["rows"] / r["total_s"] for r in rs]),
+            "first_row_s": spread([r["first_row_s"] for r in rs]),
+        }
+        for name, rs in runs.items()
     }
+    results["stages"]["transcribe"]["wer"] = spread([r["wer"] for r in runs["transcribe"]])
 
     note("standalone limits")
     # Standalone limits over the same bytes / arrays / texts, outside Ray.
-    blobs = pq.read_table(stage_file).column("audio_bytes").to_pylist()
+    blobs = canonical.column("audio_bytes").to_pylist()
     arrays = [decode_clip(b, cfg.audio) for b in blobs]
-    texts = t["table"].column("transcription").to_pylist()
+    texts = judge_input(t["table"], args.judge_rows).column("transcription").to_pylist()
     sa_dec = [standalone_decode(blobs, cfg) for _ in range(args.reps)]
-    sa_asr = [standalone_whisper(arrays, cfg, models.transcriber.path) for _ in range(args.reps)]
+    # One repetition: the library's per-clip path is the slow reference, not the limit the stage aims at.
+    sa_asr = [standalone_whisper(arrays, cfg, models.transcriber.path)]
+    sa_batched = [standalone_batched_whisper(arrays, cfg, models.transcriber.path) for _ in range(args.reps)]
+    stage_refs = canonical.column("sentence").to_pylist()
     results["standalone"] = {
         "decode_clips_per_s": spread(sa_dec),
-        "whisper_clips_per_s": spread([r["clips_per_s"] for r in sa_asr]),
+        "faster_whisper_transcribe_clips_per_s": spread([r["clips_per_s"] for r in sa_asr]),
+        "faster_whisper_transcribe_wer": corpus_wer(list(zip(stage_refs, sa_asr[0]["texts"], strict=True))),
+        "batched_whisper_clips_per_s": spread([r["clips_per_s"] for r in sa_batched]),
+        "batched_whisper_wer": corpus_wer(list(zip(stage_refs, sa_batched[0]["texts"], strict=True))),
         "whisper_load_s": spread([r["load_s"] for r in sa_asr]),
     }
     ray.shutdown()  # free the cores and memory for the standalone engine
@@ -232,44 +272,65 @@ def main() -> None:
     layout_e2e, _, _ = inspect_inputs([str(e2e_file)], cfg)
     audio_s = sum(pq.read_table(e2e_file).column("source_duration_s").to_pylist())
     ways = {"ours": lambda: build_curation_dataset([str(e2e_file)], cfg, layout_e2e, models)}
+    for item in args.also:
+        alt = build_config("local", overrides=[item])
+        ways[f"ours {item}"] = lambda alt=alt: build_curation_dataset([str(e2e_file)], alt, layout_e2e, models)
     if not args.skip_seed:
         from bench.seed_way import seed_dataset
 
         ways["seed"] = lambda: seed_dataset([str(e2e_file)], whisper_hf, models.judge.path)
-    for name, make in ways.items():
-        runs = []
-        for _ in range(args.e2e_reps):
-            note(f"end to end: {name}")
+    last_tables: dict[str, pa.Table] = {}
+    for rep in range(args.e2e_reps):
+        for name, make in ways.items():  # interleaved, so drift on this noisy machine hits every way alike
+            note(f"end to end: {name} (rep {rep + 1}/{args.e2e_reps})")
             r = timed(make())
-            runs.append(
+            last_tables[name] = r["table"]
+            results["e2e"].setdefault(name, {"clips": args.e2e_clips, "audio_s": audio_s, "runs": []})["runs"].append(
                 {
                     "total_s": r["total_s"],
                     "first_row_s": r["first_row_s"],
                     "rows_out": r["rows"],
-                    "wer": wer_of(r["table"], refs),
+                    "wer_of_rows_out": wer_of(r["table"], refs),
                 }
             )
-        results["e2e"][name] = {
-            "clips": args.e2e_clips,
-            "audio_s": audio_s,
-            "clips_per_s": spread([args.e2e_clips / x["total_s"] for x in runs]),
-            "audio_s_per_s": spread([audio_s / x["total_s"] for x in runs]),
-            "first_row_s": spread([x["first_row_s"] for x in runs]),
-            "wer_of_rows_out": spread([x["wer"] for x in runs]),
-            "runs": runs,
-        }
     ray.shutdown()
-    if "seed" in results["e2e"]:
-        results["e2e"]["ratio_ours_over_seed"] = (
-            results["e2e"]["ours"]["clips_per_s"]["median"] / results["e2e"]["seed"]["clips_per_s"]["median"]
-        )
+    # Quality on the same clips for every way: the ids that every way put out.
+    common = set.intersection(*(set(t.column("id").to_pylist()) for t in last_tables.values()))
+    for name, e in results["e2e"].items():
+        runs = e["runs"]
+        table = last_tables[name]
+        e["clips_per_s"] = spread([args.e2e_clips / x["total_s"] for x in runs])
+        e["audio_s_per_s"] = spread([audio_s / x["total_s"] for x in runs])
+        e["first_row_s"] = spread([x["first_row_s"] for x in runs])
+        e["wer_of_rows_out"] = spread([x["wer_of_rows_out"] for x in runs])
+        keep = pa.compute.is_in(table.column("id"), pa.array(sorted(common), pa.string()))
+        e["wer_on_common_ids"] = wer_of(table.filter(keep), refs)
+        e["common_ids"] = len(common)
+    base = results["e2e"].get("seed")
+    results["ratios_over_seed"] = (
+        {
+            name: {
+                "clips_per_s": e["clips_per_s"]["median"] / base["clips_per_s"]["median"],
+                # Per repetition (the ways run interleaved), so drift between repetitions cancels.
+                "per_rep": [b["total_s"] / x["total_s"] for x, b in zip(e["runs"], base["runs"], strict=True)],
+            }
+            for name, e in results["e2e"].items()
+            if name != "seed"
+        }
+        if base
+        else {}
+    )
     s, sa = results["stages"], results["standalone"]
+    med = {k: v["steady_rows_per_s"]["median"] or 0 for k, v in s.items()}
     results["fraction_of_standalone"] = {
-        "decode": s["decode_clips_per_s"]["median"] / sa["decode_clips_per_s"]["median"],
-        "transcribe": (s["transcribe_clips_per_s"]["median"] or 0) / sa["whisper_clips_per_s"]["median"],
+        "decode vs soundfile+soxr": med["decode"] / sa["decode_clips_per_s"]["median"],
+        "transcribe vs bare faster-whisper transcribe()": med["transcribe"]
+        / sa["faster_whisper_transcribe_clips_per_s"]["median"],
+        "transcribe vs its own batched engine outside Ray": med["transcribe"]
+        / sa["batched_whisper_clips_per_s"]["median"],
     }
-    if "judge_rows_per_s" in sa and s["judge_rows_per_s"]["median"]:
-        results["fraction_of_standalone"]["judge"] = s["judge_rows_per_s"]["median"] / sa["judge_rows_per_s"]["median"]
+    if "judge_rows_per_s" in sa:
+        results["fraction_of_standalone"]["judge vs offline vLLM LLM"] = med["judge"] / sa["judge_rows_per_s"]["median"]
 
     import ctranslate2
     import vllm
@@ -296,18 +357,29 @@ def print_table(r: dict) -> None:
     def f(x, digits=2):
         return "-" if x is None else f"{x:.{digits}f}"
 
+    def row(label: str, v: dict) -> None:
+        print(f"| {label} | {f(v['median'])} | {f(v['min'])} | {f(v['max'])} |")
+
     print("\n| measure | median | min | max |\n|---|---:|---:|---:|")
-    for section in ("stages", "standalone"):
-        for k, v in r[section].items():
-            print(f"| {section}: {k} | {f(v['median'])} | {f(v['min'])} | {f(v['max'])} |")
+    for name, st in r["stages"].items():
+        for k, v in st.items():
+            if isinstance(v, dict):
+                row(f"stage {name}: {k}", v)
+    for k, v in r["standalone"].items():
+        if isinstance(v, dict):
+            row(f"standalone: {k}", v)
+        else:
+            print(f"| standalone: {k} | {f(v, 3)} | | |")
     for name, e in r["e2e"].items():
-        if isinstance(e, dict):
-            for k in ("clips_per_s", "audio_s_per_s", "first_row_s", "wer_of_rows_out"):
-                v = e[k]
-                print(f"| e2e {name}: {k} | {f(v['median'])} | {f(v['min'])} | {f(v['max'])} |")
-    if "ratio_ours_over_seed" in r["e2e"]:
-        print(f"\nend to end, ours / seed: {r['e2e']['ratio_ours_over_seed']:.2f}x")
-    print("fraction of standalone limit:", {k: round(v, 2) for k, v in r["fraction_of_standalone"].items()})
+        for k in ("clips_per_s", "audio_s_per_s", "first_row_s", "wer_of_rows_out"):
+            row(f"e2e {name}: {k}", e[k])
+        print(f"| e2e {name}: WER on the {e['common_ids']} ids every way kept | {f(e['wer_on_common_ids'], 3)} | | |")
+    for name, ratio in r["ratios_over_seed"].items():
+        per_rep = ", ".join(f(x) for x in ratio["per_rep"])
+        print(f"\nend to end, {name} / seed: {f(ratio['clips_per_s'])}x (per repetition: {per_rep})")
+    print("\nfraction of standalone limit:")
+    for k, v in r["fraction_of_standalone"].items():
+        print(f"  {k}: {v:.2f}")
 
 
 if __name__ == "__main__":

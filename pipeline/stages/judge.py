@@ -7,23 +7,38 @@ both the argmax ``score`` and the calibrated ``score_expected`` = Σ p(k)·k.
 from __future__ import annotations
 
 import functools
+import logging
 from typing import Any
 
 from ray.data import Dataset
 
 from pipeline.config import JudgeConfig
-from pipeline.judge_logic import CHOICES, JudgeAnswerError, build_messages, expected_score, parse_score
+from pipeline.judge_logic import (
+    CHOICES,
+    JudgeAnswerError,
+    build_messages,
+    expected_score,
+    parse_score,
+    render_prompt,
+    split_chat_template,
+)
+
+log = logging.getLogger(__name__)
 
 
-def judge_request(row: dict[str, Any], cfg: JudgeConfig) -> dict[str, Any]:
-    """Preprocess: the chat and sampling params for one row.
+def judge_request(row: dict[str, Any], cfg: JudgeConfig, template: tuple[str, str] | None = None) -> dict[str, Any]:
+    """Preprocess: the chat (or, with ``template``, the rendered prompt) and sampling params for one row.
 
     A row that already failed still goes through (one decoded token, the shared system prompt comes
     from the prefix cache), because Ray Data cannot branch a stream without running it twice.
     """
-    text = "" if row.get("error") else (row.get("transcription") or "")
+    text = ("" if row.get("error") else (row.get("transcription") or "")) or "-"
+    if template is not None:
+        chat = {"prompt": render_prompt(*template, text, cfg.max_transcript_chars)}
+    else:
+        chat = {"messages": build_messages(cfg.system_prompt, text, cfg.max_transcript_chars)}
     return {
-        "messages": build_messages(cfg.system_prompt, text or "-", cfg.max_transcript_chars),
+        **chat,
         "sampling_params": {
             "max_tokens": 1,
             "temperature": 0.0,
@@ -72,6 +87,21 @@ def vllm_engine_kwargs(cfg: JudgeConfig) -> dict[str, Any]:
     return engine_kwargs
 
 
+def driver_chat_template(cfg: JudgeConfig, model_path: str) -> tuple[str, str] | None:
+    """The model's chat template split around the transcript, or None to leave templating to ray.data.llm."""
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(model_path)
+    try:
+        return split_chat_template(
+            lambda messages: tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True),
+            cfg.system_prompt,
+        )
+    except ValueError as exc:
+        log.info("judge prompts templated by ray.data.llm's stages: %s", exc)
+        return None
+
+
 def add_judge_stage(ds: Dataset, cfg: JudgeConfig, model_path: str, keep: tuple[str, ...]) -> Dataset:
     from ray.data.llm import build_processor, vLLMEngineProcessorConfig
 
@@ -80,6 +110,10 @@ def add_judge_stage(ds: Dataset, cfg: JudgeConfig, model_path: str, keep: tuple[
     if cfg.num_gpus_per_actor == 0:
         # Without a CPU-only bundle the engine stage asks for a GPU and waits forever.
         extra["placement_group_config"] = {"bundles": [{"CPU": cfg.num_cpus_per_actor}]}
+    template = driver_chat_template(cfg, model_path) if cfg.template_on_driver else None
+    if template is not None:
+        # vLLM tokenizes the prompt and detokenizes the answer itself.
+        extra.update(chat_template_stage=False, tokenize_stage=False, detokenize_stage=False)
     processor = build_processor(
         vLLMEngineProcessorConfig(
             model_source=model_path,
@@ -90,7 +124,7 @@ def add_judge_stage(ds: Dataset, cfg: JudgeConfig, model_path: str, keep: tuple[
             should_continue_on_error=True,
             **extra,
         ),
-        preprocess=functools.partial(judge_request, cfg=cfg),
+        preprocess=functools.partial(judge_request, cfg=cfg, template=template),
     )
     ds = processor(ds)
     return ds.map(functools.partial(finalize_judgement, keep=keep))

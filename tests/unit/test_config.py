@@ -47,3 +47,28 @@ def test_unknown_fields_are_errors_not_silently_ignored():
         build_config(overrides=["judge.batchsize=3"])
     with pytest.raises(ValueError):
         parse_override("novalue")
+
+
+def test_judge_engine_kwargs_per_profile():
+    from pipeline.stages.judge import vllm_engine_kwargs
+
+    local = vllm_engine_kwargs(build_config("local").judge)
+    # CPU: a fixed KV cache (no warm-up, no 9 GiB allocation) and blocks short enough to cache the prompt.
+    assert local["kv_cache_memory_bytes"] == 1 << 30 and local["block_size"] == 32
+    assert local["enable_prefix_caching"] is True and local["enforce_eager"] is True
+    cluster = vllm_engine_kwargs(build_config("cluster").judge)
+    # GPU: vLLM sizes the cache from gpu_memory_utilization and keeps its own block size.
+    assert "kv_cache_memory_bytes" not in cluster and "block_size" not in cluster
+    assert cluster["gpu_memory_utilization"] == 0.9
+    # Raw engine_kwargs have the last word.
+    tuned = vllm_engine_kwargs(build_config("local", overrides=["judge.engine_kwargs={block_size: 64}"]).judge)
+    assert tuned["block_size"] == 64
+
+
+def test_transcriber_batching_settings_are_validated():
+    cfg = build_config("local")
+    assert cfg.transcriber.batched and cfg.transcriber.min_window_s == 10.0
+    with pytest.raises(ValidationError):
+        build_config("local", overrides=["transcriber.min_window_s=45"])
+    with pytest.raises(ValidationError):
+        build_config("local", overrides=["block_rows=-1"])

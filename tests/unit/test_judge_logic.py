@@ -112,3 +112,26 @@ def test_finalize_scores_a_good_row():
     }
     out = finalize_judgement(row, KEEP)
     assert out["score"] == 4 and out["score_expected"] == pytest.approx(4.0) and out["error"] == ""
+
+
+def test_split_chat_template_renders_like_the_template():
+    from pipeline.judge_logic import render_prompt, split_chat_template
+
+    def chatml(messages):
+        body = "".join(f"<|im_start|>{m['role']}\n{m['content']}<|im_end|>\n" for m in messages)
+        return body + "<|im_start|>assistant\n"
+
+    prefix, suffix = split_chat_template(chatml, "Rate it.")
+    for text in ["Photosynthesis makes sugar.", "x" * 50, ""]:
+        assert render_prompt(prefix, suffix, text, 20) == chatml(
+            [{"role": "system", "content": "Rate it."}, {"role": "user", "content": text[:20]}]
+        )
+
+
+def test_split_chat_template_refuses_templates_that_rewrite_the_text():
+    from pipeline.judge_logic import split_chat_template
+
+    with pytest.raises(ValueError, match="verbatim"):
+        split_chat_template(lambda messages: messages[1]["content"].lower(), "sys")
+    with pytest.raises(ValueError, match="verbatim"):
+        split_chat_template(lambda messages: messages[1]["content"] * 2, "sys")
