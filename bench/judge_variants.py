@@ -16,11 +16,12 @@ import json
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+
+from bench.common import time_offline_judge, write_results  # noqa: E402
 
 VARIANTS = {
     "default (auto KV, bind auto, prefix on)": {},
@@ -48,12 +49,9 @@ VARIANTS = {
 
 def one(spec: dict, rows: int) -> dict:
     import pyarrow.parquet as pq
-    from vllm import LLM, SamplingParams
-    from vllm.sampling_params import StructuredOutputsParams
 
     from bench.data import build
     from pipeline.config import build_config
-    from pipeline.judge_logic import CHOICES, build_messages, parse_score
     from pipeline.models import resolve_model
     from pipeline.stages.judge import vllm_engine_kwargs
 
@@ -66,21 +64,7 @@ def one(spec: dict, rows: int) -> dict:
     for key in ("kv_cache_memory_bytes", "block_size", "enable_prefix_caching", "distributed_executor_backend"):
         if key in spec:
             kwargs[key] = spec[key]
-    t0 = time.perf_counter()
-    llm = LLM(**kwargs)
-    start = time.perf_counter() - t0
-    params = SamplingParams(
-        max_tokens=1,
-        temperature=0,
-        logprobs=j.top_logprobs,
-        structured_outputs=StructuredOutputsParams(choice=list(CHOICES)),
-    )
-    chats = [build_messages(j.system_prompt, t, j.max_transcript_chars) for t in texts]
-    llm.chat(chats[:4], params, use_tqdm=False)
-    t1 = time.perf_counter()
-    outs = llm.chat(chats, params, use_tqdm=False)
-    rate = len(chats) / (time.perf_counter() - t1)
-    return {"engine_start_s": start, "rows_per_s": rate, "scores": [parse_score(o.outputs[0].text) for o in outs]}
+    return time_offline_judge(kwargs, texts, j)
 
 
 def main() -> None:
@@ -112,9 +96,7 @@ def main() -> None:
             f"  same scores {r['same_scores_as_first']:.0%}",
             flush=True,
         )
-    out = REPO / "bench" / "results" / f"judge-variants-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({"args": vars(args), "variants": results}, indent=2))
+    out = write_results("judge-variants-", {"args": vars(args), "variants": results})
     print(f"wrote {out}")
 
 

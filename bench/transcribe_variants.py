@@ -14,7 +14,6 @@ over the same decoded arrays:
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import sys
 import time
@@ -25,6 +24,7 @@ sys.path.insert(0, str(REPO))
 
 import pyarrow.parquet as pq  # noqa: E402
 
+from bench.common import write_results  # noqa: E402
 from bench.data import build  # noqa: E402
 from pipeline.config import build_config  # noqa: E402
 from pipeline.metrics import corpus_wer  # noqa: E402
@@ -78,9 +78,7 @@ def main() -> None:
             f"  {statistics.median(rates) * audio_s / len(arrays):6.1f} audio-s/s  WER {wer:.3f}",
             flush=True,
         )
-    out = REPO / "bench" / "results" / f"transcribe-variants-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({"args": vars(args), "audio_s": audio_s, "variants": results}, indent=2))
+    out = write_results("transcribe-variants-", {"args": vars(args), "audio_s": audio_s, "variants": results})
     print(f"wrote {out}")
 
 

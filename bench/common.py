@@ -1,0 +1,43 @@
+"""Helpers the benchmark scripts share: the offline judge's timing and where results are written."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+from pipeline.config import JudgeConfig
+from pipeline.judge_logic import CHOICES, build_messages, parse_score
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def time_offline_judge(engine_kwargs: dict[str, Any], texts: list[str], j: JudgeConfig) -> dict[str, Any]:
+    """Engine start, then rows/s over ``texts`` after a 4-row warm-up, with vLLM's offline ``LLM``."""
+    from vllm import LLM, SamplingParams
+    from vllm.sampling_params import StructuredOutputsParams
+
+    t0 = time.perf_counter()
+    llm = LLM(**engine_kwargs)
+    start = time.perf_counter() - t0
+    params = SamplingParams(
+        max_tokens=1,
+        temperature=0,
+        logprobs=j.top_logprobs,
+        structured_outputs=StructuredOutputsParams(choice=list(CHOICES)),
+    )
+    chats = [build_messages(j.system_prompt, t, j.max_transcript_chars) for t in texts]
+    llm.chat(chats[:4], params, use_tqdm=False)
+    t1 = time.perf_counter()
+    outs = llm.chat(chats, params, use_tqdm=False)
+    rate = len(chats) / (time.perf_counter() - t1)
+    del llm
+    return {"engine_start_s": start, "rows_per_s": rate, "scores": [parse_score(o.outputs[0].text) for o in outs]}
+
+
+def write_results(prefix: str, payload: dict[str, Any]) -> Path:
+    out = RESULTS / f"{prefix}{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(payload, indent=2, default=float))
+    return out
