@@ -87,6 +87,10 @@ class JudgeConfig(_Section):
     # Render prompts with the chat template split once on the driver, instead of ray.data.llm's chat-
     # template, tokenize and detokenize actor pools (three more processes each loading a tokenizer).
     template_on_driver: bool = True
+    # Environment of the engine actors.  VLLM_ENABLE_V1_MULTIPROCESSING=0 lets vLLM-CPU run its model
+    # worker inside the engine-core process instead of spawning a third process that imports torch and
+    # vLLM again: first judged row 45.8 -> 37.5 s on 2 cores.  GPUs already run the worker in-process.
+    engine_env: dict[str, str] = Field(default_factory=lambda: {"VLLM_ENABLE_V1_MULTIPROCESSING": "0"})
     max_concurrent_batches: int = 4
     enable_prefix_caching: bool = True
     # On 2 CPU cores torch.compile made engine start 74 s instead of 17 s; GPUs want the graphs.
@@ -151,6 +155,7 @@ def _cluster_overrides() -> dict[str, Any]:
             "gpu_memory_utilization": 0.9,
             "kv_cache_memory_bytes": None,
             "block_size": None,
+            "engine_env": {},
             "max_concurrent_batches": 8,
             "enforce_eager": False,
         },

@@ -87,6 +87,11 @@ def vllm_engine_kwargs(cfg: JudgeConfig) -> dict[str, Any]:
     return engine_kwargs
 
 
+def engine_runtime_env(cfg: JudgeConfig) -> dict[str, Any] | None:
+    """The engine actors' Ray runtime env: only the configured environment variables, if any."""
+    return {"env_vars": dict(cfg.engine_env)} if cfg.engine_env else None
+
+
 def driver_chat_template(cfg: JudgeConfig, model_path: str) -> tuple[str, str] | None:
     """The model's chat template split around the transcript, or None to leave templating to ray.data.llm."""
     from transformers import AutoTokenizer
@@ -122,6 +127,7 @@ def add_judge_stage(ds: Dataset, cfg: JudgeConfig, model_path: str, keep: tuple[
             batch_size=cfg.batch_size,
             max_concurrent_batches=cfg.max_concurrent_batches,
             should_continue_on_error=True,
+            runtime_env=engine_runtime_env(cfg),
             **extra,
         ),
         preprocess=functools.partial(judge_request, cfg=cfg, template=template),

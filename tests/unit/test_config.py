@@ -65,6 +65,20 @@ def test_judge_engine_kwargs_per_profile():
     assert tuned["block_size"] == 64
 
 
+def test_judge_engine_env_per_profile():
+    from pipeline.stages.judge import engine_runtime_env
+
+    # CPU: vLLM's model worker in the engine-core process (one process fewer to start).
+    local = engine_runtime_env(build_config("local").judge)
+    assert local == {"env_vars": {"VLLM_ENABLE_V1_MULTIPROCESSING": "0"}}
+    # GPU: vLLM's defaults, and no runtime env at all, so the engine actors reuse the job's.
+    assert engine_runtime_env(build_config("cluster").judge) is None
+    assert engine_runtime_env(build_config("local", overrides=["judge.engine_env={}"]).judge) is None
+    override = "judge.engine_env={VLLM_CPU_OMP_THREADS_BIND: '0'}"
+    extra = engine_runtime_env(build_config("local", overrides=[override]).judge)
+    assert extra == {"env_vars": {"VLLM_CPU_OMP_THREADS_BIND": "0"}}
+
+
 def test_transcriber_batching_settings_are_validated():
     cfg = build_config("local")
     assert cfg.transcriber.batched and cfg.transcriber.min_window_s == 10.0
