@@ -160,10 +160,12 @@ def moto_s3(log_dir: Path) -> Iterator[str]:
 
 
 class FlakyProxy:
-    """A TCP proxy on 127.0.0.1 that can be cut (connections reset, new ones refused) and restored.
+    """A TCP proxy on 127.0.0.1 that can be cut (every connection reset, new ones too) and restored.
 
     It stands between a client and a real server to make a real network outage, which the client
-    must retry through.
+    must retry through.  The port stays bound through an outage: closed, it could be taken meanwhile
+    (as another socket's ephemeral port, or by a retrying client's TCP self-connect), and the restore
+    would fail with "address already in use", leaving the outage permanent.
     """
 
     def __init__(self, target_port: int):
@@ -178,10 +180,6 @@ class FlakyProxy:
         self.cuts = 0
 
     def start(self) -> FlakyProxy:
-        self._listen()
-        return self
-
-    def _listen(self) -> None:
         import threading
 
         self.listener = socket.socket()
@@ -190,15 +188,19 @@ class FlakyProxy:
         self.listener.listen(64)
         self.up.set()
         threading.Thread(target=self._accept, args=(self.listener,), daemon=True).start()
+        return self
 
     def _accept(self, listener: socket.socket) -> None:
         import threading
 
-        while self.up.is_set():
+        while True:
             try:
                 client, _ = listener.accept()
-            except OSError:
+            except OSError:  # the listener was closed by stop()
                 return
+            if not self.up.is_set():
+                self._reset(client)
+                continue
             upstream = socket.create_connection(self.target)
             with self.lock:
                 self.conns += [client, upstream]
@@ -217,20 +219,25 @@ class FlakyProxy:
                 with suppress(OSError):
                     s.shutdown(socket.SHUT_RDWR)
 
+    @staticmethod
+    def _reset(s: socket.socket) -> None:
+        # Linger 0: close() sends RST, as a dropped network path looks to the client.
+        with suppress(OSError):
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
+            s.close()
+
     def cut(self) -> None:
         self.cuts += 1
         self.up.clear()
-        if self.listener:
-            self.listener.close()
         with self.lock:
             for s in self.conns:
-                with suppress(OSError):
-                    s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
-                    s.close()
+                self._reset(s)
             self.conns.clear()
 
     def restore(self) -> None:
-        self._listen()
+        self.up.set()
 
     def stop(self) -> None:
         self.cut()
+        if self.listener:
+            self.listener.close()
