@@ -33,9 +33,9 @@ from bench.common import time_offline_judge, write_results  # noqa: E402
 from bench.data import build  # noqa: E402
 from pipeline.config import build_config  # noqa: E402
 from pipeline.dag import Models, add_transcription_stages, build_curation_dataset, judged_columns  # noqa: E402
+from pipeline.io.inputs import open_inputs  # noqa: E402
 from pipeline.metrics import corpus_wer  # noqa: E402
 from pipeline.models import resolve_model  # noqa: E402
-from pipeline.run import inspect_inputs  # noqa: E402
 from pipeline.schema import to_canonical  # noqa: E402
 from pipeline.stages.audio import decode_audio, decode_clip  # noqa: E402
 from pipeline.stages.judge import add_judge_stage, vllm_engine_kwargs  # noqa: E402
@@ -190,7 +190,7 @@ def main() -> None:
 
     # Per stage, in Ray, each on the materialised output of the previous one, cut into blocks of the
     # stage's batch size so rows stream (one big block would arrive all at once: no steady state).
-    layout, _, _ = inspect_inputs([str(stage_file)], cfg)
+    layout = open_inputs([str(stage_file)], cfg.storage).layout
     canonical = to_canonical(pq.read_table(stage_file), layout)
 
     def blocks(table: pa.Table, rows: int) -> ray.data.Dataset:
@@ -261,12 +261,12 @@ def main() -> None:
 
     # End to end, ours and the seed's, on the same clips in the same run.
     ray.init(num_cpus=args.ray_cpus, include_dashboard=False, _node_ip_address="127.0.0.1")
-    layout_e2e, _, _ = inspect_inputs([str(e2e_file)], cfg)
+    inputs_e2e = open_inputs([str(e2e_file)], cfg.storage)
     audio_s = sum(pq.read_table(e2e_file).column("source_duration_s").to_pylist())
-    ways = {"ours": lambda: build_curation_dataset([str(e2e_file)], cfg, layout_e2e, models)}
+    ways = {"ours": lambda: build_curation_dataset(inputs_e2e, cfg, models)}
     for item in args.also:
         alt = build_config("local", overrides=[item])
-        ways[f"ours {item}"] = lambda alt=alt: build_curation_dataset([str(e2e_file)], alt, layout_e2e, models)
+        ways[f"ours {item}"] = lambda alt=alt: build_curation_dataset(inputs_e2e, alt, models)
     if not args.skip_seed:
         from bench.seed_way import seed_dataset
 

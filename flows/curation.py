@@ -18,7 +18,8 @@ from prefect.task_runners import ThreadPoolTaskRunner
 
 from pipeline import report
 from pipeline.config import Profile, StorageConfig, build_config
-from pipeline.shards import ShardSpec, plan_shards, slug
+from pipeline.io.cv_release import classify_release_input
+from pipeline.shards import ShardSpec, plan_release_shards, plan_shards, slug
 from pipeline.storage import list_parquet_files, resolve_filesystem
 from tasks.credentials import apply_credentials_block
 from tasks.curate_shard import curate_shard
@@ -34,7 +35,17 @@ def plan(
     files: list[str] | None,
     storage: dict[str, Any],
 ) -> list[ShardSpec]:
-    found = files or list_parquet_files(source, StorageConfig.model_validate(storage))
+    st = StorageConfig.model_validate(storage)
+    if not files:
+        releases = classify_release_input(source, st)
+        if releases:
+            specs, skipped = plan_release_shards(releases, output_root, split, st)
+            for note in skipped:
+                get_run_logger().info("skipping %s", note)
+            if not specs:
+                raise ValueError(f"no release under {source} lists {split}.tsv ({'; '.join(skipped)})")
+            return specs
+    found = files or list_parquet_files(source, st)
     return plan_shards(found, output_root, dataset, split, num_shards)
 
 
@@ -110,7 +121,9 @@ def curate_dataset(
     force: bool = False,
     credentials_block: str | None = None,
 ) -> dict[str, Any]:
-    """Curate one split: ``source`` is a file, directory, glob or s3:// prefix of Parquet.
+    """Curate one split of ``source``: Common Voice releases (a tarball, an extracted locale folder, or a
+    folder/prefix holding several; one shard per release and locale, ``split`` picks the TSV), or
+    Parquet (a file, directory, glob or s3:// prefix; shards group files, ``split`` is a label).
 
     ``limit`` caps clips per shard.  ``ray_address``: none (embedded local Ray), ``auto`` (inside the
     cluster, via prefect-ray), or ``http://HEAD:8265`` (Ray Jobs).  ``credentials_block`` names a
@@ -127,7 +140,7 @@ def curate_dataset(
     cfg = build_config(profile, overrides=config_overrides, threshold=threshold, limit=limit)
     config = cfg.public_dict()
     specs = plan(source, output_root, dataset, split, num_shards, files, config["storage"])
-    logger.info("planned %d shards for %s/%s", len(specs), dataset, split)
+    logger.info("planned %d shard(s) for %s (%s)", len(specs), source, split)
     progress_id = create_progress_artifact(
         progress=0.0, key=slug(f"{dataset}-{split}-progress"), description="shards finished"
     )

@@ -50,7 +50,7 @@ def _injected_fault_hook():
     return fail
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> tuple[argparse.ArgumentParser, argparse._SubParsersAction]:
     parser = argparse.ArgumentParser(prog="curate", description="Curate Common Voice audio into Parquet.")
     sub = parser.add_subparsers(dest="cmd", required=True)
 
@@ -58,7 +58,13 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument(
         "--input",
         action="append",
-        help="Parquet file, directory, glob or s3:// URI; repeat for a list of files (default: bundled sample)",
+        help="a Common Voice release tarball (full or delta), an extracted locale folder, a folder holding "
+        "several, or Parquet (file, directory, glob); local or s3://; repeatable (default: bundled sample)",
+    )
+    run.add_argument(
+        "--split",
+        help="for Common Voice releases: the clip list to curate, <NAME>.tsv "
+        "(validated [default], train, dev, test, other, invalidated, ...)",
     )
     run.add_argument("--config-json", help="a whole resolved config as JSON (used by Ray Jobs)")
     run.add_argument("--manifest-extra", help="JSON object merged into manifest.json (e.g. shard identity)")
@@ -69,8 +75,16 @@ def main(argv: list[str] | None = None) -> int:
     _config_args(show)
 
     sub.add_parser("prepare-models", help="assemble and convert the bundled models once")
+    return parser, sub
 
-    args = parser.parse_args(argv)
+
+def main(argv: list[str] | None = None) -> int:
+    parser, _ = build_parser()
+    return run_command(parser.parse_args(argv))
+
+
+def run_command(args: argparse.Namespace) -> int:
+    """``run``, ``config`` and ``prepare-models``; ``backfill`` is added by ``flows.cli``."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
     if args.cmd == "prepare-models":
@@ -94,14 +108,17 @@ def main(argv: list[str] | None = None) -> int:
     from pipeline.models import ModelUnavailableError
     from pipeline.run import run_curation
     from pipeline.schema import InputSchemaError
-    from pipeline.storage import list_parquet_files
 
     sources = args.input or [str(SAMPLE)]
     try:
-        files = [f for src in sources for f in list_parquet_files(src, cfg.storage)]
         extra = json.loads(args.manifest_extra) if args.manifest_extra else None
         manifest = run_curation(
-            cfg, sources[0], args.output, files=files, extra_manifest=extra, before_commit=_injected_fault_hook()
+            cfg,
+            sources,
+            args.output,
+            split=args.split,
+            extra_manifest=extra,
+            before_commit=_injected_fault_hook(),
         )
     except (InputSchemaError, FileNotFoundError, ModelUnavailableError, OutputNotWritableError) as exc:
         # User-fixable problems: one clear line, no traceback, nothing started.

@@ -108,8 +108,16 @@ class StorageConfig(_Section):
     s3_region: str | None = None
 
 
+class ReaderConfig(_Section):
+    # Common Voice releases.  An extracted folder is read by tasks of this many clips each, in
+    # parallel; a tarball is one task per archive (gzip reads in order) yielding blocks this big.
+    clips_per_task: int = Field(default=64, ge=1)
+    rows_per_block: int = Field(default=32, ge=1)
+
+
 class CurationConfig(_Section):
     profile: Profile = "local"
+    reader: ReaderConfig = Field(default_factory=ReaderConfig)
     audio: AudioConfig = Field(default_factory=AudioConfig)
     transcriber: TranscriberConfig = Field(default_factory=TranscriberConfig)
     judge: JudgeConfig = Field(default_factory=JudgeConfig)

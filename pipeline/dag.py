@@ -1,7 +1,7 @@
 """The curation DAG, top to bottom, in one place.
 
-read Parquet -> decode+resample (CPU tasks) -> transcribe (Whisper actors) -> judge (ray.data.llm)
--> threshold -> (written by ``CurationSink`` into curated / scores / quarantine)
+read (Common Voice release or Parquet) -> decode+resample (CPU tasks) -> transcribe (Whisper actors)
+-> judge (ray.data.llm) -> threshold -> (written by ``CurationSink`` into curated / scores / quarantine)
 """
 
 from __future__ import annotations
@@ -9,12 +9,12 @@ from __future__ import annotations
 import functools
 from dataclasses import dataclass
 
-import ray
 from ray.data import ActorPoolStrategy, Dataset
 
 from pipeline.config import CurationConfig
+from pipeline.io.inputs import ParquetInputs, ReleaseInputs
 from pipeline.models import ResolvedModel
-from pipeline.schema import InputLayout, to_canonical
+from pipeline.schema import InputLayout
 from pipeline.stages.audio import decode_audio
 from pipeline.stages.filter import apply_threshold
 from pipeline.stages.judge import add_judge_stage
@@ -24,7 +24,6 @@ from pipeline.stages.transcribe import (
     WhisperFeatures,
     WhisperTokenDecoder,
 )
-from pipeline.storage import resolve_filesystem
 
 
 @dataclass(frozen=True)
@@ -33,13 +32,9 @@ class Models:
     judge: ResolvedModel
 
 
-def read_clips(files: list[str], cfg: CurationConfig, layout: InputLayout) -> Dataset:
-    fs, _ = resolve_filesystem(files[0], cfg.storage)
-    paths = [resolve_filesystem(f, cfg.storage)[1] for f in files]
-    ds = ray.data.read_parquet(paths, filesystem=fs)
-    if cfg.limit is not None:
-        ds = ds.limit(cfg.limit)
-    return ds.map_batches(functools.partial(to_canonical, layout=layout), batch_format="pyarrow")
+def read_clips(inputs: ParquetInputs | ReleaseInputs, cfg: CurationConfig) -> Dataset:
+    """Rows with ``id``, ``audio_bytes`` and metadata, lazily: release clips stream, Parquet reads by file."""
+    return inputs.dataset(cfg)
 
 
 def add_transcription_stages(ds: Dataset, cfg: CurationConfig, model_path: str) -> Dataset:
@@ -79,13 +74,13 @@ def judged_columns(layout: InputLayout) -> tuple[str, ...]:
 
 
 def build_curation_dataset(
-    files: list[str],
+    inputs: ParquetInputs | ReleaseInputs,
     cfg: CurationConfig,
-    layout: InputLayout,
     models: Models,
     duplicate_ids: frozenset[str] = frozenset(),
 ) -> Dataset:
-    ds = read_clips(files, cfg, layout)
+    layout = inputs.layout
+    ds = read_clips(inputs, cfg)
     block_rows = cfg.transcriber.batch_size if cfg.block_rows is None else cfg.block_rows
     if block_rows:
         ds = ds.repartition(target_num_rows_per_block=block_rows)

@@ -10,48 +10,21 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
-import pyarrow.parquet as pq
 import ray
 
 from pipeline import commit as commits
 from pipeline.config import CurationConfig
 from pipeline.dag import Models, build_curation_dataset
+from pipeline.io.inputs import open_inputs
 from pipeline.metrics import SCORE_CHOICES, expected_score_bins
 from pipeline.models import resolve_model
-from pipeline.schema import InputLayout, check_consistent, inspect_schema
 from pipeline.stages.write import CurationSink, output_schemas
-from pipeline.storage import list_parquet_files, resolve_filesystem
 
 log = logging.getLogger("pipeline")
 
 
 class RowAccountingError(RuntimeError):
     """Rows out did not equal rows in: something was lost or duplicated."""
-
-
-def inspect_inputs(files: list[str], cfg: CurationConfig) -> tuple[InputLayout, Any, int]:
-    """Check every input's schema from its footer (cheap) before any work starts."""
-    layouts, schema, total = {}, None, 0
-    for f in files:
-        fs, path = resolve_filesystem(f, cfg.storage)
-        meta = pq.read_metadata(path, filesystem=fs)
-        schema = meta.schema.to_arrow_schema() if schema is None else schema
-        layouts[f] = inspect_schema(meta.schema.to_arrow_schema(), f)
-        total += meta.num_rows
-    return check_consistent(layouts), schema, total
-
-
-def find_duplicate_ids(files: list[str], cfg: CurationConfig) -> frozenset[str]:
-    """Ids occurring more than once across the shard's files: one pass over the id column only."""
-    import pyarrow as pa
-    import pyarrow.compute as pc
-
-    ids = []
-    for f in files:
-        fs, path = resolve_filesystem(f, cfg.storage)
-        ids.append(pq.read_table(path, columns=["id"], filesystem=fs).column("id").cast(pa.string()))
-    counts = pc.value_counts(pa.chunked_array([c for col in ids for c in col.chunks], pa.string()))
-    return frozenset(v["values"] for v in counts.to_pylist() if v["counts"] > 1 and v["values"] is not None)
 
 
 def ensure_ray(cfg: CurationConfig) -> None:
@@ -96,23 +69,26 @@ def summarize(written: list[dict[str, Any]]) -> dict[str, Any]:
 
 def run_curation(
     cfg: CurationConfig,
-    source: str,
+    sources: list[str],
     output: str,
     *,
-    files: list[str] | None = None,
+    split: str | None = None,
     run_id: str | None = None,
     extra_manifest: dict[str, Any] | None = None,
     before_commit: Callable[[], None] | None = None,
 ) -> dict[str, Any]:
-    """Curate ``files`` (or every Parquet file under ``source``) into ``output``; return the manifest."""
+    """Curate ``sources`` (releases or Parquet; for releases, their ``split``) into ``output``.
+
+    Returns the manifest.  Every input problem is raised before Ray or a model starts.
+    """
     started = time.time()
     run_id = run_id or uuid.uuid4().hex[:12]
-    files = files or list_parquet_files(source, cfg.storage)
-    layout, input_schema, total_rows = inspect_inputs(files, cfg)
+    inputs = open_inputs(sources, cfg.storage, split=split, limit=cfg.limit)
+    layout, input_schema, total_rows = inputs.layout, inputs.schema, inputs.total_rows
     expected_in = total_rows if cfg.limit is None else min(cfg.limit, total_rows)
     commits.clear_staging(output, cfg.storage)
     commits.preflight(output, run_id, cfg.storage)
-    duplicates = find_duplicate_ids(files, cfg)
+    duplicates = inputs.duplicate_ids()
     if duplicates:
         log.warning("%d ids occur more than once; all their rows go to quarantine", len(duplicates))
     models = resolve_models(cfg)
@@ -123,7 +99,7 @@ def run_curation(
         cfg.storage,
         output_schemas(input_schema, layout.passthrough, layout.has_sentence, cfg.keep_audio),
     )
-    build_curation_dataset(files, cfg, layout, models, duplicates).write_datasink(sink)
+    build_curation_dataset(inputs, cfg, models, duplicates).write_datasink(sink)
 
     summary = summarize(sink.written)
     if summary["counts"]["in"] != expected_in:
@@ -133,8 +109,8 @@ def run_curation(
         "format": "audio-curate/1",
         "run_id": run_id,
         "created_at": datetime.now(UTC).isoformat(),
-        "source": source,
-        "inputs": files,
+        "source": sources[0],
+        **inputs.describe(),
         **summary,
         "wall_time_s": round(wall, 2),
         "throughput": {

@@ -12,8 +12,11 @@ import os
 import re
 from dataclasses import asdict, dataclass
 
+import pyarrow.fs as pafs
+
 from pipeline.commit import is_committed
 from pipeline.config import StorageConfig
+from pipeline.io.cv_release import ReleaseSource
 from pipeline.storage import list_parquet_files, resolve_filesystem, to_uri
 
 
@@ -74,3 +77,35 @@ def discover_splits(source_root: str, storage: StorageConfig | None = None) -> d
 
 def pending_shards(specs: list[ShardSpec], storage: StorageConfig | None = None) -> list[ShardSpec]:
     return [s for s in specs if not is_committed(s.output, storage)]
+
+
+def release_has_split(src: ReleaseSource, split: str, storage: StorageConfig | None = None) -> bool:
+    """Whether a release lists ``split``, without reading a tarball: deltas have no train/dev/test."""
+    if src.form == "tarball":
+        return not (src.delta and split in ("train", "dev", "test"))
+    fs, folder = resolve_filesystem(src.uri, storage)
+    return fs.get_file_info(f"{folder}/{split}.tsv").type == pafs.FileType.File
+
+
+def plan_release_shards(
+    releases: list[ReleaseSource], output_root: str, split: str, storage: StorageConfig | None = None
+) -> tuple[list[ShardSpec], list[str]]:
+    """One shard per release, locale and split: ``OUT/<release>/<locale>/<split>/shard-00000-<hash>/``.
+
+    A gzip tarball can only be read in order, so it is one shard; its read streams.  A release that is
+    there both as a tarball and extracted is curated once, from the folder (whose clips read in
+    parallel).  Returns the specs and a note for each release skipped (e.g. a delta has no train).
+    """
+    chosen: dict[tuple[str, str], ReleaseSource] = {}
+    for src in sorted(releases, key=lambda s: (s.form != "folder", s.uri)):
+        chosen.setdefault((src.release, src.locale), src)
+    specs, skipped = [], []
+    for (release, locale), src in sorted(chosen.items()):
+        if not release_has_split(src, split, storage):
+            skipped.append(f"{release}/{locale} has no {split}.tsv")
+            continue
+        digest = hashlib.sha1(f"{release}/{locale}/{split}".encode()).hexdigest()[:10]
+        shard_id = f"shard-00000-{digest}"
+        output = f"{output_root.rstrip('/')}/{release}/{locale}/{slug(split)}/{shard_id}"
+        specs.append(ShardSpec(f"{release}/{locale}", split, shard_id, (src.uri,), output))
+    return specs, skipped

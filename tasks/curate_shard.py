@@ -92,6 +92,8 @@ def shard_cli_args(spec: ShardSpec, cfg: CurationConfig) -> list[str]:
         cfg.model_dump_json(),
         "--manifest-extra",
         json.dumps({"shard": spec.to_dict()}),
+        "--split",
+        spec.split,
     ]
     for f in spec.files:
         args += ["--input", f]
@@ -110,9 +112,9 @@ def run_in_process(spec: ShardSpec, cfg: CurationConfig) -> dict[str, Any]:
 
     return run_curation(
         cfg,
-        spec.files[0],
+        list(spec.files),
         spec.output,
-        files=list(spec.files),
+        split=spec.split,
         extra_manifest={"shard": spec.to_dict()},
         before_commit=before_commit,
     )

@@ -12,6 +12,8 @@ import soxr
 
 from pipeline.config import AudioConfig
 
+# Column the release reader sets on a row that has no audio to decode (e.g. its clip is missing).
+READ_ERROR = "read_error"
 # Peak amplitude under which a clip counts as silence (about -80 dBFS).
 SILENCE_PEAK = 1e-4
 
@@ -64,11 +66,15 @@ def decode_audio(batch: pa.Table, cfg: AudioConfig, duplicate_ids: frozenset[str
     """
     ids = batch.column("id").to_pylist()
     blobs = batch.column("audio_bytes").to_pylist()
+    # Set by the release reader for a TSV row whose clip is not in the release.
+    read_errors = batch.column(READ_ERROR).to_pylist() if READ_ERROR in batch.schema.names else [None] * len(ids)
     arrs, durations, errors, stages = [], [], [], []
     for i, data in enumerate(blobs):
         err = ""
         arr = np.zeros(0, dtype=np.float32)
-        if ids[i] is None or ids[i] == "":
+        if read_errors[i]:
+            err = read_errors[i]
+        elif ids[i] is None or ids[i] == "":
             ids[i] = fallback_id(data)
             err = "missing id"
         elif ids[i] in duplicate_ids:
@@ -81,8 +87,15 @@ def decode_audio(batch: pa.Table, cfg: AudioConfig, duplicate_ids: frozenset[str
         arrs.append(arr)
         durations.append(len(arr) / cfg.target_sample_rate)
         errors.append(err)
-        stages.append("decode" if err else "")
+        stages.append(("read" if read_errors[i] else "decode") if err else "")
     batch = batch.set_column(batch.schema.get_field_index("id"), "id", pa.array(ids, pa.string()))
+    if READ_ERROR in batch.schema.names:
+        batch = batch.drop_columns([READ_ERROR])
+    if "duration_ms" in batch.schema.names:
+        # Common Voice rows: clip_durations.tsv's figure, or the decoded length where it had none.
+        given = batch.column("duration_ms").to_pylist()
+        ms = [g if g is not None or not arrs[i].size else round(1000 * durations[i]) for i, g in enumerate(given)]
+        batch = batch.set_column(batch.schema.get_field_index("duration_ms"), "duration_ms", pa.array(ms, pa.int64()))
     return (
         batch.append_column("arr", pa.array(arrs, type=pa.list_(pa.float32())))
         .append_column("duration_s", pa.array(durations, pa.float64()))

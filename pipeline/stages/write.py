@@ -31,15 +31,18 @@ def output_schemas(input_schema: pa.Schema, passthrough: tuple[str, ...], has_se
         pa.field("score", pa.int8()),
         pa.field("score_expected", pa.float64()),
     ]
-    curated = [*judged, pa.field("duration_s", pa.float64())]
+    # Every input column (Common Voice's TSV columns, or Parquet's pass-through) travels with the row
+    # into both curated/ and scores/, so a rejected row can be studied without a join.
+    meta = [pa.field("duration_s", pa.float64())]
     if has_sentence:
-        curated.append(pa.field("sentence", pa.string()))
-    curated += [input_schema.field(c) for c in passthrough]
+        meta.append(pa.field("sentence", pa.string()))
+    meta += [input_schema.field(c) for c in passthrough]
+    curated = [*judged, *meta]
     if keep_audio:
         curated.append(pa.field("audio_bytes", pa.binary()))
     return {
         "curated": pa.schema(curated),
-        "scores": pa.schema([*judged, pa.field("kept", pa.bool_())]),
+        "scores": pa.schema([*judged, pa.field("kept", pa.bool_()), *meta]),
         "quarantine": pa.schema(
             [pa.field("id", pa.string()), pa.field("error", pa.string()), pa.field("stage", pa.string())]
         ),

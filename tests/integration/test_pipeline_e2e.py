@@ -108,7 +108,10 @@ def test_output_contract(curated):
         assert audio == originals[rid]
 
     scores = pads.dataset(out / "scores").to_table()
-    assert scores.schema.names == ["id", "transcription", "score", "score_expected", "kept"]
+    # Every input column travels with the row into scores/ too (no audio there).
+    assert scores.schema.names == [
+        "id", "transcription", "score", "score_expected", "kept", "duration_s", "sentence", "label", "voice"
+    ]  # fmt: skip
     assert scores.num_rows == c["kept"] + c["rejected"]
     hist = {int(k): v for k, v in manifest["histogram"]["score"].items()}
     assert hist == {k: scores.column("score").to_pylist().count(k) for k in range(1, 6)}

@@ -14,7 +14,7 @@ import ray
 
 from pipeline.config import build_config
 from pipeline.dag import add_transcription_stages, read_clips
-from pipeline.schema import inspect_schema
+from pipeline.io.inputs import open_inputs
 from pipeline.stages.audio import decode_audio
 from tests.conftest import encode, tone
 
@@ -80,8 +80,7 @@ def test_transformers_backend_matches_direct_generate(tmp_path, tiny_whisper, ra
             "transcriber.batch_size=2",
         ]
     )
-    layout = inspect_schema(pq.read_schema(src))
-    ds = read_clips([str(src)], cfg, layout)
+    ds = read_clips(open_inputs([str(src)], cfg.storage), cfg)
     ds = ds.map_batches(lambda b: decode_audio(b, cfg.audio), batch_format="pyarrow")
     ds = add_transcription_stages(ds, cfg, tiny_whisper)
     got = {r["id"]: r for r in ds.take_all()}
@@ -126,8 +125,7 @@ def test_transformers_backend_with_real_tiny_en_weights(tmp_path, ray_local, sam
     )
     model = resolve_model(cfg.transcriber.model)
     assert "converted to transformers" in model.revision
-    layout = inspect_schema(pq.read_schema(src))
-    ds = read_clips([str(src)], cfg, layout)
+    ds = read_clips(open_inputs([str(src)], cfg.storage), cfg)
     ds = ds.map_batches(lambda b: decode_audio(b, cfg.audio), batch_format="pyarrow")
     got = add_transcription_stages(ds, cfg, model.path).take_all()
     refs = dict(zip(rows.column("id").to_pylist(), rows.column("sentence").to_pylist(), strict=True))

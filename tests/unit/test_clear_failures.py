@@ -72,3 +72,37 @@ def test_no_pickle_or_eval_of_input_data():
                 and node.value.id == "yaml"
             ):
                 raise AssertionError(f"{path}:{node.lineno} uses yaml.{node.attr}; use safe_load")
+
+
+def test_malformed_release_tsv_fails_before_any_work(tmp_path):
+    from scripts.make_cv_release import build_release
+
+    rel = build_release(tmp_path / "dl", clips=4, folder=True)
+    tsv = rel.path / "validated.tsv"
+    lines = tsv.read_text().splitlines()
+    lines[2] += "\tstray"
+    tsv.write_text("\n".join(lines) + "\n")
+    proc, _ = _cli("run", "--input", str(rel.path), "--output", str(tmp_path / "out"))
+    assert proc.returncode == 2, proc.stderr
+    assert "curate: error:" in proc.stderr and "validated.tsv: line 3: expected 13 fields, got 14" in proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert "Started a local Ray instance" not in proc.stderr + proc.stdout
+    assert not (tmp_path / "out").exists()
+
+
+def test_an_input_of_no_accepted_form_names_the_forms(tmp_path):
+    (tmp_path / "clips.zip").write_bytes(b"PK\x03\x04 not ours")
+    proc, _ = _cli("run", "--input", str(tmp_path / "clips.zip"), "--output", str(tmp_path / "out"))
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert "not an input this tool reads" in proc.stderr and "release tarball" in proc.stderr
+    proc, _ = _cli("run", "--input", str(tmp_path / "clips.zip"), "--output", str(tmp_path / "out"), "--split", "dev")
+    assert proc.returncode == 2
+
+
+def test_a_split_the_release_lacks_is_named_with_the_ones_it_has(tmp_path):
+    from scripts.make_cv_release import build_release
+
+    rel = build_release(tmp_path / "dl", clips=4, delta=True)
+    proc, _ = _cli("run", "--input", str(rel.path), "--output", str(tmp_path / "out"), "--split", "train")
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert "delta release has no train.tsv; its clip lists are:" in proc.stderr

@@ -108,10 +108,11 @@ def test_duplicate_ids_are_quarantined_every_copy():
 
 
 def test_find_duplicate_ids_spans_the_shards_files(tmp_path):
-    from pipeline.config import build_config
-    from pipeline.run import find_duplicate_ids
+    from pipeline.config import StorageConfig
+    from pipeline.io.inputs import ParquetInputs
     from tests.conftest import write_parquet
 
-    a = write_parquet([{"id": "x"}, {"id": "y"}], tmp_path / "a.parquet")
-    b = write_parquet([{"id": "y"}, {"id": None}, {"id": "z"}], tmp_path / "b.parquet")
-    assert find_duplicate_ids([str(a), str(b)], build_config()) == {"y"}
+    rows = [{"id": "x", "audio_bytes": b"a"}, {"id": "y", "audio_bytes": b"b"}]
+    a = write_parquet(rows, tmp_path / "a.parquet")
+    b = write_parquet([{"id": "y", "audio_bytes": b""}, {"id": None, "audio_bytes": b""}], tmp_path / "b.parquet")
+    assert ParquetInputs([str(a), str(b)], StorageConfig()).duplicate_ids() == {"y"}
