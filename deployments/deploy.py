@@ -1,6 +1,6 @@
 """Apply the work pool and the deployments to whatever Prefect server PREFECT_API_URL points at.
 
-    python -m deployments.deploy --source s3://bucket/cv-corpus-17.0/en/validated \
+    python -m deployments.deploy --source s3://bucket/mdc/cv-corpus-23.0-2025-09-05-en.tar.gz \
         --output-root s3://bucket/curated --ray-address http://ray-head:8265 --profile cluster
 
 - ``audio-curation`` work pool (process type; workers: ``prefect worker start --pool audio-curation``);

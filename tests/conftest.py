@@ -15,6 +15,8 @@ import soundfile as sf
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["TRANSFORMERS_OFFLINE"] = "1"
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+# Prefect's ephemeral API server gets 20 s to start by default; a busy 2-core CI machine needs more.
+os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")
 # Ray 2.60 clusters (embedded ones too) use token auth, and Ray reads this once, at import: a client
 # made later without it gets "Authentication required" from a `ray start` head.
 os.environ.setdefault("RAY_AUTH_MODE", "token")

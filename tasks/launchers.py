@@ -1,0 +1,195 @@
+"""Where a shard runs: three launchers behind one interface, chosen in one place.
+
+- ``ChildProcessLauncher`` (no Ray address): a child ``curate run`` with its own local Ray, the
+  embedded default.  A crash in Ray or vLLM fails the shard (and it is retried) instead of the
+  flow-run process, and each shard starts from fresh memory.
+- ``InClusterLauncher`` (``auto``): this process already is a Ray worker (prefect-ray's
+  ``RayTaskRunner``), so the DAG runs here, on the cluster.
+- ``RayJobLauncher`` (``http://HEAD:8265``): a Ray Job on a remote cluster.  Prefect's and Anyscale's
+  docs warn against ``ray://`` client connections for long work: a 30 s network drop kills them.
+
+Each returns the shard's committed ``Manifest``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shlex
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from typing import Protocol
+
+from pipeline.commit import read_manifest
+from pipeline.config import CurationConfig
+from pipeline.manifest import Manifest
+from pipeline.shards import ShardSpec
+
+# Environment forwarded to Ray Jobs; credentials travel by env, never in the entrypoint or logs.
+FORWARDED_ENV = (
+    "HF_HUB_OFFLINE",
+    "HF_TOKEN",
+    "AWS_ACCESS_KEY_ID",
+    "AWS_SECRET_ACCESS_KEY",
+    "AWS_SESSION_TOKEN",
+    "AWS_ENDPOINT_URL",
+    "AWS_REGION",
+    "CURATE_MODEL_CACHE",
+)
+
+
+class ShardFailed(RuntimeError):
+    pass
+
+
+class RayJobFailed(ShardFailed):
+    pass
+
+
+class ShardLauncher(Protocol):
+    def launch(self, spec: ShardSpec, cfg: CurationConfig, log: logging.Logger) -> Manifest: ...
+
+
+def shard_cli_args(spec: ShardSpec, cfg: CurationConfig) -> list[str]:
+    """``curate run`` arguments for one shard: the one entrypoint of child processes and Ray Jobs."""
+    args = [
+        "run",
+        "--output",
+        spec.output,
+        "--config-json",
+        cfg.model_dump_json(),
+        "--manifest-extra",
+        json.dumps({"shard": spec.to_dict()}),
+        "--split",
+        spec.split,
+    ]
+    for f in spec.files:
+        args += ["--input", f]
+    return args
+
+
+def _committed(spec: ShardSpec, cfg: CurationConfig, what: str) -> Manifest:
+    manifest = read_manifest(spec.output, cfg.storage)
+    if manifest is None:
+        raise ShardFailed(f"{what} ended well but {spec.output} has no committed manifest")
+    return manifest
+
+
+@dataclass(frozen=True)
+class InClusterLauncher:
+    def launch(self, spec: ShardSpec, cfg: CurationConfig, log: logging.Logger) -> Manifest:
+        from pipeline.run import run_curation
+
+        return run_curation(
+            cfg.model_copy(update={"ray_address": "auto"}),
+            list(spec.files),
+            spec.output,
+            split=spec.split,
+            extra_manifest={"shard": spec.to_dict()},
+        )
+
+
+@dataclass(frozen=True)
+class ChildProcessLauncher:
+    # None: the child starts its own local Ray; a GCS address (host:port): it joins that cluster.
+    ray_address: str | None = None
+
+    def launch(self, spec: ShardSpec, cfg: CurationConfig, log: logging.Logger) -> Manifest:
+        child_cfg = cfg.model_copy(update={"ray_address": self.ray_address})
+        cmd = [sys.executable, "-m", "pipeline.cli", *shard_cli_args(spec, child_cfg)]
+        # Its own session, so stopping it stops everything it started.
+        proc = subprocess.Popen(
+            cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True
+        )
+        tail: list[str] = []
+        try:
+            for line in proc.stdout:
+                line = line.rstrip()
+                tail = [*tail[-40:], line]
+                if "INFO pipeline" in line or "WARNING" in line or "ERROR" in line or "curate:" in line:
+                    log.info("[shard %s] %s", spec.shard_id, line)
+            code = proc.wait()
+        except BaseException:
+            os.killpg(proc.pid, signal.SIGKILL)  # cancelled: leave nothing running
+            raise
+        if code != 0:
+            raise ShardFailed(f"{spec.shard_id} exited with {code}:\n" + "\n".join(tail[-15:]))
+        return _committed(spec, cfg, f"shard {spec.shard_id}")
+
+
+def submit_when_ready(client, timeout_s: float = 180, **kwargs) -> str:
+    """Submit a Ray Job, waiting while a just-started head has no job agent yet.
+
+    Only that transient answer is retried; an unreachable cluster raises at once.
+    """
+    deadline = time.time() + timeout_s
+    while True:
+        try:
+            return client.submit_job(**kwargs)
+        except RuntimeError as exc:
+            if "No available agent" not in str(exc) or time.time() > deadline:
+                raise
+            time.sleep(2)
+
+
+@dataclass(frozen=True)
+class RayJobLauncher:
+    address: str
+    poll_s: float = 2.0
+
+    def launch(self, spec: ShardSpec, cfg: CurationConfig, log: logging.Logger) -> Manifest:
+        """Submit the shard as a Ray Job, stream its logs into this run, stop it if we are cancelled."""
+        from ray.job_submission import JobStatus, JobSubmissionClient
+
+        client = JobSubmissionClient(self.address)
+        # The job's driver joins its own cluster.
+        args = shard_cli_args(spec, cfg.model_copy(update={"ray_address": None}))
+        entrypoint = " ".join(shlex.quote(a) for a in [sys.executable, "-m", "pipeline.cli", *args])
+        env = {k: os.environ[k] for k in FORWARDED_ENV if k in os.environ}
+        job_id = submit_when_ready(
+            client,
+            entrypoint=entrypoint,
+            runtime_env={"env_vars": env},
+            metadata={"shard": spec.shard_id, "dataset": spec.dataset, "split": spec.split},
+        )
+        log.info("submitted Ray job %s for %s to %s", job_id, spec.shard_id, self.address)
+        seen, status = 0, None
+        try:
+            while True:
+                status = client.get_job_status(job_id)
+                logs = client.get_job_logs(job_id)
+                for line in logs[seen:].splitlines():
+                    log.info("[ray job %s] %s", job_id, line)
+                seen = len(logs)
+                if status in (JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.STOPPED):
+                    break
+                time.sleep(self.poll_s)
+        except BaseException:
+            # Cancellation or a crash of this process: never leave an orphaned job writing output.
+            log.warning("stopping Ray job %s", job_id)
+            client.stop_job(job_id)
+            raise
+        if status != JobStatus.SUCCEEDED:
+            info = client.get_job_info(job_id)
+            raise RayJobFailed(f"Ray job {job_id} for {spec.shard_id} ended {status}: {info.message}")
+        return _committed(spec, cfg, f"Ray job {job_id}")
+
+
+def launcher_for(ray_address: str | None) -> ShardLauncher:
+    """The one place a Ray address picks where shards run."""
+    if not ray_address:
+        return ChildProcessLauncher()
+    if ray_address == "auto":
+        return InClusterLauncher()
+    if ray_address.startswith(("http://", "https://")):
+        return RayJobLauncher(ray_address)
+    if ray_address.startswith("ray://"):
+        raise ValueError(
+            f"ray_address {ray_address!r}: ray:// client connections die on a 30 s network drop; use "
+            "http://HEAD:8265 (Ray Jobs), 'auto' inside the cluster, or none for a local Ray"
+        )
+    return ChildProcessLauncher(ray_address)  # host:port of a cluster this machine is part of
