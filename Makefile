@@ -25,4 +25,4 @@ test-fast: install
 	$(PY) -m pytest -m "not slow"
 
 bench: install
-	$(PY) bench/run.py
+	$(PY) -m bench.run

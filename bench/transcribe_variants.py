@@ -1,6 +1,6 @@
 """Transcription variants, outside Ray, on the same clips: speed beside WER.
 
-    .venv/bin/python bench/transcribe_variants.py [--clips 200] [--n 60] [--reps 3]
+    .venv/bin/python -m bench.transcribe_variants [--clips 200] [--n 60] [--reps 3]
 
 The push measures ideas instead of assuming them.  Each variant runs the same tiny.en int8 weights
 over the same decoded arrays:
@@ -15,22 +15,20 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import sys
 import time
 from pathlib import Path
 
+import pyarrow.parquet as pq
+
+from bench.common import write_results
+from bench.data import build
+from pipeline.config import build_config
+from pipeline.metrics import corpus_wer
+from pipeline.models import resolve_model
+from pipeline.stages.decode import decode_clip
+from pipeline.stages.transcribe import BatchedWhisper
+
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-
-import pyarrow.parquet as pq  # noqa: E402
-
-from bench.common import write_results  # noqa: E402
-from bench.data import build  # noqa: E402
-from pipeline.config import build_config  # noqa: E402
-from pipeline.metrics import corpus_wer  # noqa: E402
-from pipeline.models import resolve_model  # noqa: E402
-from pipeline.stages.audio import decode_clip  # noqa: E402
-from pipeline.whisper_batch import BatchedWhisper  # noqa: E402
 
 
 def main() -> None:
@@ -52,7 +50,7 @@ def main() -> None:
     path = resolve_model(cfg.transcriber.model).path
     engine = BatchedWhisper(path, device="cpu", compute_type="int8", cpu_threads=args.threads, language="en")
 
-    variants = {"sequential": lambda: engine.transcribe_sequential(arrays)}
+    variants = {"sequential": lambda: [engine.transcribe_one(a) for a in arrays]}
     for bs in (int(x) for x in args.batch_sizes.split(",")):
         variants[f"batched-{bs}"] = lambda bs=bs: engine.transcribe(arrays, batch_size=bs, sort=False)
         variants[f"bucketed-{bs}"] = lambda bs=bs: engine.transcribe(arrays, batch_size=bs, sort=True)

@@ -39,7 +39,7 @@ def main(argv: list[str] | None = None) -> int:
 def backfill_command(args) -> int:
     os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", EPHEMERAL_STARTUP_TIMEOUT_S)
     from flows.backfill import backfill
-    from pipeline.schema import InputSchemaError
+    from pipeline.io.schema import InputSchemaError
 
     try:
         result = backfill(

@@ -17,12 +17,12 @@ from prefect.futures import as_completed
 from prefect.task_runners import ThreadPoolTaskRunner
 
 from pipeline import report
-from pipeline.config import Profile, StorageConfig, build_config
+from pipeline.config import CurationConfig, Profile, StorageConfig, build_config
 from pipeline.io.cv_release import classify_release_input
+from pipeline.io.storage import list_parquet_files, resolve_filesystem
 from pipeline.shards import ShardSpec, plan_release_shards, plan_shards, slug
-from pipeline.storage import list_parquet_files, resolve_filesystem
 from tasks.credentials import apply_credentials_block
-from tasks.curate_shard import curate_shard
+from tasks.curate_shard import ShardOutcome, curate_shard
 
 
 @task
@@ -33,9 +33,9 @@ def plan(
     split: str,
     num_shards: int | None,
     files: list[str] | None,
-    storage: dict[str, Any],
+    storage: StorageConfig,
 ) -> list[ShardSpec]:
-    st = StorageConfig.model_validate(storage)
+    st = storage
     if not files:
         releases = classify_release_input(source, st)
         if releases:
@@ -49,10 +49,8 @@ def plan(
     return plan_shards(found, output_root, dataset, split, num_shards)
 
 
-def run_shards(
-    specs: list[ShardSpec], config: dict[str, Any], ray_address: str | None, force: bool, progress_id
-) -> list[dict[str, Any]]:
-    futures = curate_shard.map(specs, config=unmapped(config), ray_address=unmapped(ray_address), force=unmapped(force))
+def run_shards(specs: list[ShardSpec], cfg: CurationConfig, force: bool, progress_id) -> list[ShardOutcome]:
+    futures = curate_shard.map(specs, cfg=unmapped(cfg), force=unmapped(force))
     results, failures = [], []
     for done, fut in enumerate(as_completed(futures), 1):
         update_progress_artifact(progress_id, progress=100 * done / len(specs))
@@ -62,47 +60,53 @@ def run_shards(
             failures.append(exc)
     if failures:
         raise RuntimeError(f"{len(failures)} of {len(specs)} shards failed after retries") from failures[0]
-    return sorted(results, key=lambda m: m["shard"]["shard_id"])
+    return sorted(results, key=lambda r: r.spec["shard_id"])
 
 
 @flow(name="run-shards-on-ray", log_prints=True)
-def run_shards_on_ray(specs: list[ShardSpec], config: dict[str, Any], force: bool, progress_id) -> list[dict]:
+def run_shards_on_ray(specs: list[ShardSpec], cfg: CurationConfig, force: bool, progress_id) -> list[ShardOutcome]:
     """Subflow for ``ray_address="auto"``: shards run as Ray tasks through prefect-ray."""
-    return run_shards(specs, config, "auto", force, progress_id)
+    return run_shards(specs, cfg, force, progress_id)
 
 
 @task
 def publish(
-    results: list[dict[str, Any]],
-    specs: list[ShardSpec],
+    results: list[ShardOutcome],
     output_root: str,
     dataset: str,
     split: str,
     wall_s: float,
-    storage: dict[str, Any],
+    storage: StorageConfig,
 ) -> dict[str, Any]:
     key = slug(f"{dataset}-{split}")
-    roots = {s.shard_id: s.output for s in specs}
-    agg = report.aggregate(results)
-    rows = report.file_rows(results, [roots[m["shard"]["shard_id"]] for m in results])
+    manifests = [r.manifest for r in results]
+    run = report.aggregate(manifests)
+    rows = report.file_rows(manifests, [r.spec["output"] for r in results])
     create_table_artifact(key=f"{key}-files", table=rows, description=f"Output files of {dataset}/{split}")
     create_markdown_artifact(
-        key=f"{key}-histogram", markdown=report.histogram_markdown(agg), description="Judge score histogram"
+        key=f"{key}-histogram", markdown=report.histogram_markdown(run), description="Judge score histogram"
     )
     png_uri = f"{output_root.rstrip('/')}/_reports/{slug(dataset)}/{slug(split)}/histogram.png"
-    fs, path = resolve_filesystem(png_uri, StorageConfig.model_validate(storage))
+    fs, path = resolve_filesystem(png_uri, storage)
     fs.create_dir(path.rsplit("/", 1)[0], recursive=True)
     with fs.open_output_stream(path) as out:
-        out.write(report.render_histogram_png(agg))
+        out.write(report.render_histogram_png(run))
     link = png_uri if "://" in png_uri else f"file://{path}"
     create_link_artifact(key=f"{key}-histogram-png", link=link, link_text="score histogram (PNG)")
-    skipped = sum(1 for m in results if m.get("skipped"))
+    skipped = sum(1 for r in results if r.skipped)
     create_markdown_artifact(
         key=f"{key}-summary",
-        markdown=report.summary_markdown(agg, wall_s, f"Curation of {dataset}/{split}")
+        markdown=report.summary_markdown(run, wall_s, f"Curation of {dataset}/{split}")
         + f"\n\n{skipped} of {len(results)} shards were already committed and skipped.",
     )
-    return {**agg, "files": rows, "histogram_png": png_uri, "skipped_shards": skipped}
+    return {
+        "shards": run.shards,
+        **run.tally.model_dump(by_alias=True),
+        "audio_hours": run.audio_hours,
+        "files": rows,
+        "histogram_png": png_uri,
+        "skipped_shards": skipped,
+    }
 
 
 @flow(name="curate-common-voice", log_prints=True, task_runner=ThreadPoolTaskRunner(max_workers=1))
@@ -137,9 +141,9 @@ def curate_dataset(
             credentials_block,
             ", ".join(apply_credentials_block(credentials_block)),
         )
-    cfg = build_config(profile, overrides=config_overrides, threshold=threshold, limit=limit)
-    config = cfg.public_dict()
-    specs = plan(source, output_root, dataset, split, num_shards, files, config["storage"])
+    # The one typed config every task gets; ray_address travels inside it and picks the launcher.
+    cfg = build_config(profile, overrides=config_overrides, threshold=threshold, limit=limit, ray_address=ray_address)
+    specs = plan(source, output_root, dataset, split, num_shards, files, cfg.storage)
     logger.info("planned %d shard(s) for %s (%s)", len(specs), source, split)
     progress_id = create_progress_artifact(
         progress=0.0, key=slug(f"{dataset}-{split}-progress"), description="shards finished"
@@ -148,8 +152,8 @@ def curate_dataset(
         from prefect_ray import RayTaskRunner
 
         results = run_shards_on_ray.with_options(task_runner=RayTaskRunner(address="auto"))(
-            specs, config, force, progress_id
+            specs, cfg, force, progress_id
         )
     else:
-        results = run_shards(specs, config, ray_address, force, progress_id)
-    return publish(results, specs, output_root, dataset, split, time.time() - started, config["storage"])
+        results = run_shards(specs, cfg, force, progress_id)
+    return publish(results, output_root, dataset, split, time.time() - started, cfg.storage)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import os
 import sys
 from pathlib import Path
 
@@ -36,18 +35,6 @@ def _build(args: argparse.Namespace):
         ray_address=args.ray_address,
         keep_audio=False if args.no_audio else None,
     )
-
-
-def _injected_fault_hook():
-    """Fault injection for tests and chaos runs, set by the shard task (tasks/curate_shard.py)."""
-    message = os.environ.get("CURATE_FAULT_BEFORE_COMMIT")
-    if not message:
-        return None
-
-    def fail() -> None:
-        raise RuntimeError(message)
-
-    return fail
 
 
 def build_parser() -> tuple[argparse.ArgumentParser, argparse._SubParsersAction]:
@@ -104,10 +91,10 @@ def run_command(args: argparse.Namespace) -> int:
         print(json.dumps(cfg.public_dict(), indent=2))
         return 0
 
-    from pipeline.commit import OutputNotWritableError
+    from pipeline.io.commit import OutputNotWritableError
+    from pipeline.io.schema import InputSchemaError
     from pipeline.models import ModelUnavailableError
     from pipeline.run import run_curation
-    from pipeline.schema import InputSchemaError
 
     sources = args.input or [str(SAMPLE)]
     try:
@@ -118,19 +105,17 @@ def run_command(args: argparse.Namespace) -> int:
             args.output,
             split=args.split,
             extra_manifest=extra,
-            before_commit=_injected_fault_hook(),
         )
     except (InputSchemaError, FileNotFoundError, ModelUnavailableError, OutputNotWritableError) as exc:
         # User-fixable problems: one clear line, no traceback, nothing started.
         print(f"curate: error: {exc}", file=sys.stderr)
         return 2
-    c = manifest["counts"]
+    c = manifest.counts
     print(
-        f"\ncurated {c['in']} clips ({manifest['audio_seconds'] / 3600:.3f} audio hours) in "
-        f"{manifest['wall_time_s']:.0f} s: kept {c['kept']}, rejected {c['rejected']}, "
-        f"quarantined {c['quarantined']}"
+        f"\ncurated {c.in_} clips ({manifest.audio_seconds / 3600:.3f} audio hours) in "
+        f"{manifest.wall_time_s:.0f} s: kept {c.kept}, rejected {c.rejected}, quarantined {c.quarantined}"
     )
-    print("scores 1..5:", manifest["histogram"]["score"])
+    print("scores 1..5:", manifest.histogram.score)
     print(f"output: {args.output}/manifest.json")
     return 0
 

@@ -60,6 +60,8 @@ def check_stages(input_columns: Iterable[str], stages: Iterable[StageColumns]) -
     for stage in stages:
         missing = [c for c in stage.reads if c not in have]
         if missing:
-            raise ColumnContractError(f"{stage.name} reads {missing}, which no earlier stage writes (have {sorted(have)})")
+            raise ColumnContractError(
+                f"{stage.name} reads {missing}, which no earlier stage writes (have {sorted(have)})"
+            )
         have = (have | set(stage.writes)) - set(stage.drops)
     return have

@@ -127,7 +127,6 @@ class CurationConfig(_Section):
     keep_audio: bool = True
     limit: int | None = None
     ray_address: str | None = None
-    rows_per_file: int = 5_000
     # Rows per block after reading, so Whisper's output streams to the judge batch by batch instead of
     # one file-sized block at a time.  None: the transcriber's batch size; 0: keep the reader's blocks.
     block_rows: int | None = Field(default=None, ge=0)

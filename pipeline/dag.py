@@ -11,12 +11,31 @@ from dataclasses import dataclass
 
 from ray.data import ActorPoolStrategy, Dataset
 
+from pipeline.columns import (
+    AUDIO,
+    DECODE,
+    DETOKENIZE,
+    DURATION,
+    ERROR,
+    FEATURIZE,
+    GATES,
+    GENERATE,
+    ID,
+    JUDGE,
+    SENTENCE,
+    SINK,
+    STAGE,
+    TRANSCRIBE,
+    TRANSCRIPT,
+    StageColumns,
+    check_stages,
+)
 from pipeline.config import CurationConfig
 from pipeline.io.inputs import ParquetInputs, ReleaseInputs
+from pipeline.io.schema import InputLayout
 from pipeline.models import ResolvedModel
-from pipeline.schema import InputLayout
-from pipeline.stages.audio import decode_audio
-from pipeline.stages.filter import apply_threshold
+from pipeline.stages.decode import decode_audio
+from pipeline.stages.gates import apply_threshold
 from pipeline.stages.judge import add_judge_stage
 from pipeline.stages.transcribe import (
     FasterWhisperTranscriber,
@@ -67,10 +86,16 @@ def add_transcription_stages(ds: Dataset, cfg: CurationConfig, model_path: str) 
 
 def judged_columns(layout: InputLayout) -> tuple[str, ...]:
     """Columns that survive the judge stage (it sees whole rows and returns many more)."""
-    base = ["id", "audio_bytes", "duration_s", "transcription", "error", "stage"]
+    base = [ID, AUDIO, DURATION, TRANSCRIPT, ERROR, STAGE]
     if layout.has_sentence:
-        base.append("sentence")
+        base.append(SENTENCE)
     return (*base, *layout.passthrough)
+
+
+def stage_columns(cfg: CurationConfig) -> list[StageColumns]:
+    """The stages' column contracts, in DAG order, for the configured backend."""
+    whisper = [TRANSCRIBE] if cfg.transcriber.backend == "ctranslate2" else [FEATURIZE, GENERATE, DETOKENIZE]
+    return [DECODE, *whisper, JUDGE, GATES, SINK]
 
 
 def build_curation_dataset(
@@ -80,6 +105,7 @@ def build_curation_dataset(
     duplicate_ids: frozenset[str] = frozenset(),
 ) -> Dataset:
     layout = inputs.layout
+    check_stages([ID, AUDIO, *inputs.schema.names], stage_columns(cfg))  # fails here, not in a worker
     ds = read_clips(inputs, cfg)
     block_rows = cfg.transcriber.batch_size if cfg.block_rows is None else cfg.block_rows
     if block_rows:

@@ -6,19 +6,18 @@ import logging
 import os
 import time
 import uuid
-from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
 import ray
 
-from pipeline import commit as commits
 from pipeline.config import CurationConfig
 from pipeline.dag import Models, build_curation_dataset
+from pipeline.io import commit as commits
 from pipeline.io.inputs import open_inputs
-from pipeline.metrics import SCORE_CHOICES, expected_score_bins
+from pipeline.io.sink import CurationSink, output_schemas
+from pipeline.manifest import Manifest, ModelInfo, combine
 from pipeline.models import resolve_model
-from pipeline.stages.write import CurationSink, output_schemas
 
 log = logging.getLogger("pipeline")
 
@@ -44,29 +43,6 @@ def resolve_models(cfg: CurationConfig) -> Models:
     return Models(transcriber=resolve_model(cfg.transcriber.model), judge=resolve_model(cfg.judge.model))
 
 
-def summarize(written: list[dict[str, Any]]) -> dict[str, Any]:
-    files = [w for w in written if not w["kind"].startswith("_")]
-    rows = {k: sum(w["rows"] for w in files if w["kind"] == k) for k in ("curated", "scores", "quarantine")}
-    score_counts = {k: sum(w["score_counts"][k] for w in files if w["kind"] == "scores") for k in SCORE_CHOICES}
-    n_bins = len(expected_score_bins([]))
-    bins = [sum(w["expected_bins"][i] for w in files if w["kind"] == "scores") for i in range(n_bins)]
-    edges = [(lo, hi) for lo, hi, _ in expected_score_bins([])]
-    return {
-        "files": sorted(files, key=lambda w: w["path"]),
-        "counts": {
-            "in": sum(w["rows"] for w in written if w["kind"] == "_stats"),
-            "kept": rows["curated"],
-            "rejected": rows["scores"] - rows["curated"],
-            "quarantined": rows["quarantine"],
-        },
-        "audio_seconds": sum(w.get("audio_s", 0.0) for w in written if w["kind"] == "_stats"),
-        "histogram": {
-            "score": {str(k): v for k, v in score_counts.items()},
-            "score_expected": [{"lo": lo, "hi": hi, "count": c} for (lo, hi), c in zip(edges, bins, strict=True)],
-        },
-    }
-
-
 def run_curation(
     cfg: CurationConfig,
     sources: list[str],
@@ -75,11 +51,10 @@ def run_curation(
     split: str | None = None,
     run_id: str | None = None,
     extra_manifest: dict[str, Any] | None = None,
-    before_commit: Callable[[], None] | None = None,
-) -> dict[str, Any]:
+) -> Manifest:
     """Curate ``sources`` (releases or Parquet; for releases, their ``split``) into ``output``.
 
-    Returns the manifest.  Every input problem is raised before Ray or a model starts.
+    Returns the committed manifest.  Every input problem is raised before Ray or a model starts.
     """
     started = time.time()
     run_id = run_id or uuid.uuid4().hex[:12]
@@ -101,35 +76,31 @@ def run_curation(
     )
     build_curation_dataset(inputs, cfg, models, duplicates).write_datasink(sink)
 
-    summary = summarize(sink.written)
-    if summary["counts"]["in"] != expected_in:
-        raise RowAccountingError(f"read {expected_in} rows but accounted for {summary['counts']['in']}")
+    tally = combine(sink.tallies)
+    if tally.counts.in_ != expected_in:
+        raise RowAccountingError(f"read {expected_in} rows but accounted for {tally.counts.in_}")
     wall = time.time() - started
-    manifest = {
-        "format": "audio-curate/1",
-        "run_id": run_id,
-        "created_at": datetime.now(UTC).isoformat(),
-        "source": sources[0],
+    manifest = Manifest(
+        run_id=run_id,
+        created_at=datetime.now(UTC).isoformat(),
+        source=sources[0],
         **inputs.describe(),
-        **summary,
-        "wall_time_s": round(wall, 2),
-        "throughput": {
+        **tally.model_dump(),
+        files=sorted(sink.files, key=lambda f: f.path),
+        wall_time_s=round(wall, 2),
+        throughput={
             "clips_per_s": round(expected_in / wall, 3) if wall else None,
-            "audio_s_per_s": round(summary["audio_seconds"] / wall, 3) if wall else None,
+            "audio_s_per_s": round(tally.audio_seconds / wall, 3) if wall else None,
         },
-        "models": {
-            "transcriber": {
-                "backend": cfg.transcriber.backend,
-                "ref": models.transcriber.ref,
-                "revision": models.transcriber.revision,
-            },
-            "judge": {"ref": models.judge.ref, "revision": models.judge.revision, "engine": "vllm"},
+        models={
+            "transcriber": ModelInfo(
+                backend=cfg.transcriber.backend, ref=models.transcriber.ref, revision=models.transcriber.revision
+            ),
+            "judge": ModelInfo(ref=models.judge.ref, revision=models.judge.revision, engine="vllm"),
         },
-        "config": cfg.public_dict(),
+        config=cfg.public_dict(),
         **(extra_manifest or {}),
-    }
-    if before_commit is not None:
-        before_commit()  # fault-injection point: data staged, nothing committed yet
+    )
     commits.commit(output, run_id, manifest, cfg.storage)
-    log.info("committed %s: %s", output, manifest["counts"])
+    log.info("committed %s: %s", output, manifest.counts.model_dump(by_alias=True))
     return manifest

@@ -14,10 +14,10 @@ from dataclasses import asdict, dataclass
 
 import pyarrow.fs as pafs
 
-from pipeline.commit import is_committed
 from pipeline.config import StorageConfig
+from pipeline.io.commit import is_committed
 from pipeline.io.cv_release import ReleaseSource
-from pipeline.storage import list_parquet_files, resolve_filesystem, to_uri
+from pipeline.io.storage import list_parquet_files, resolve_filesystem, to_uri
 
 
 @dataclass(frozen=True)

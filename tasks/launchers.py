@@ -24,8 +24,8 @@ import time
 from dataclasses import dataclass
 from typing import Protocol
 
-from pipeline.commit import read_manifest
 from pipeline.config import CurationConfig
+from pipeline.io.commit import read_manifest
 from pipeline.manifest import Manifest
 from pipeline.shards import ShardSpec
 

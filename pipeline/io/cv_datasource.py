@@ -19,10 +19,10 @@ import pyarrow as pa
 from ray.data.block import BlockMetadata
 from ray.data.datasource import Datasource, ReadTask
 
+from pipeline.columns import AUDIO, READ_ERROR
 from pipeline.config import ReaderConfig, StorageConfig
 from pipeline.io.cv_release import MISSING_CLIP, ReleaseSource, iter_tarball_clips
-from pipeline.stages.audio import READ_ERROR
-from pipeline.storage import resolve_filesystem
+from pipeline.io.storage import resolve_filesystem
 
 # A Common Voice MP3 is ~30-60 KB; only used to size Ray's estimate of the data.
 EST_CLIP_BYTES = 48_000
@@ -31,7 +31,7 @@ EST_CLIP_BYTES = 48_000
 def _block(rows: pa.Table, indices: list[int], audio: list[bytes | None], errors: list[str | None]) -> pa.Table:
     return (
         rows.take(pa.array(indices, pa.int64()))
-        .append_column("audio_bytes", pa.array(audio, pa.binary()))
+        .append_column(AUDIO, pa.array(audio, pa.binary()))
         .append_column(READ_ERROR, pa.array(errors, pa.string()))
     )
 

@@ -22,8 +22,8 @@ import pyarrow.csv as pacsv
 import pyarrow.fs as pafs
 
 from pipeline.config import StorageConfig
-from pipeline.schema import InputSchemaError
-from pipeline.storage import resolve_filesystem, to_uri
+from pipeline.io.schema import InputSchemaError
+from pipeline.io.storage import resolve_filesystem, to_uri
 
 # Clip-list columns from v17 on, in the release's order.  Older releases say ``accent`` and lack
 # ``sentence_id``/``sentence_domain``; both load into this one shape.

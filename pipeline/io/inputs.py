@@ -19,8 +19,8 @@ import pyarrow.parquet as pq
 
 from pipeline.config import CurationConfig, StorageConfig
 from pipeline.io.cv_release import ReleaseSource, classify_release_input, load_split
-from pipeline.schema import InputLayout, InputSchemaError, check_consistent, inspect_schema, to_canonical
-from pipeline.storage import list_parquet_files, resolve_filesystem
+from pipeline.io.schema import InputLayout, InputSchemaError, check_consistent, inspect_schema, to_canonical
+from pipeline.io.storage import list_parquet_files, resolve_filesystem
 
 ACCEPTED_FORMS = (
     "a Common Voice release tarball (cv-corpus-<ver>[-delta]-<date>-<locale>.tar.gz), "

@@ -14,7 +14,7 @@ _spec = os.environ.get("CURATE_TEST_FAULT", "")
 _dir = os.environ.get("CURATE_TEST_FAULT_DIR", "")
 
 if _spec and _dir:
-    import pipeline.commit as _commit
+    import pipeline.io.commit as _commit
 
     _target, _, _times = _spec.partition(":")
     _real_commit = _commit.commit

@@ -7,8 +7,8 @@ import pytest
 from pipeline.config import build_config
 from pipeline.metrics import corpus_wer, normalize_text
 from pipeline.models import resolve_model
-from pipeline.stages.audio import decode_clip
-from pipeline.whisper_batch import BatchedWhisper
+from pipeline.stages.decode import decode_clip
+from pipeline.stages.transcribe import BatchedWhisper
 
 pytestmark = pytest.mark.slow
 
@@ -19,7 +19,7 @@ def test_batched_keeps_order_and_does_not_worsen_wer(sample_table):
     clips = [decode_clip(b, cfg.audio) for b in sample_table.column("audio_bytes").to_pylist()]
     refs = sample_table.column("sentence").to_pylist()
 
-    sequential = engine.transcribe_sequential(clips)
+    sequential = [engine.transcribe_one(c) for c in clips]
     batched = engine.transcribe(clips, batch_size=8, sort=True, min_window_s=cfg.transcriber.min_window_s)
 
     # Sorting by duration must not shuffle texts between clips: most clips read the same either way.

@@ -66,7 +66,13 @@ def test_nightly_deployment_runs_on_real_server(tmp_path, sample_table):
             "PREFECT_API_URL": api,
             "HF_HUB_OFFLINE": "1",
             "PREFECT_WORKER_QUERY_SECONDS": "2",
-            "CURATE_INJECT_FAULT": f"{specs[1].shard_id}:1",
+            # Test-only fault injection (tests/fault_injection/sitecustomize.py), in every process the
+            # worker starts: the second shard's first commit fails after its data is staged.
+            "PYTHONPATH": os.pathsep.join(
+                [str(REPO / "tests" / "fault_injection"), *filter(None, [os.environ.get("PYTHONPATH")])]
+            ),
+            "CURATE_TEST_FAULT": f"{specs[1].shard_id}:1",
+            "CURATE_TEST_FAULT_DIR": str(tmp_path / "faults"),
         }
         subprocess.run(
             [

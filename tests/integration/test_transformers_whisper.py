@@ -15,7 +15,7 @@ import ray
 from pipeline.config import build_config
 from pipeline.dag import add_transcription_stages, read_clips
 from pipeline.io.inputs import open_inputs
-from pipeline.stages.audio import decode_audio
+from pipeline.stages.decode import decode_audio
 from tests.conftest import encode, tone
 
 pytestmark = pytest.mark.slow
@@ -103,7 +103,7 @@ def test_transformers_backend_matches_direct_generate(tmp_path, tiny_whisper, ra
         want = proc.batch_decode(tokens, skip_special_tokens=True)[0].strip()
         row = got[r["id"]]
         if want:
-            assert row["error"] == "" and row["transcription"] == want
+            assert row["error"] is None and row["transcription"] == want
         else:
             assert row["error"] == "empty transcript"
 
@@ -129,5 +129,5 @@ def test_transformers_backend_with_real_tiny_en_weights(tmp_path, ray_local, sam
     ds = ds.map_batches(lambda b: decode_audio(b, cfg.audio), batch_format="pyarrow")
     got = add_transcription_stages(ds, cfg, model.path).take_all()
     refs = dict(zip(rows.column("id").to_pylist(), rows.column("sentence").to_pylist(), strict=True))
-    assert all(r["error"] == "" for r in got)
+    assert all(r["error"] is None for r in got)
     assert corpus_wer((refs[r["id"]], r["transcription"]) for r in got) <= 0.15

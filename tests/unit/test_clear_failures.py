@@ -47,11 +47,14 @@ def test_unreachable_ray_cluster_is_a_clear_failure(tmp_path):
 
     pq.write_table(pa.table({"id": ["a"], "audio_bytes": [b"x"]}), tmp_path / "in.parquet")
     (spec,) = plan_shards([str(tmp_path / "in.parquet")], str(tmp_path / "out"), "cv", "dev")
-    from tasks.curate_shard import run_as_ray_job
+    import logging
+
+    from tasks.launchers import RayJobLauncher, launcher_for
 
     address = f"http://127.0.0.1:{free_port()}"
+    assert launcher_for(address) == RayJobLauncher(address)
     with pytest.raises(ConnectionError, match=re.escape(address)):
-        run_as_ray_job(spec, build_config(), address)
+        RayJobLauncher(address).launch(spec, build_config(), logging.getLogger("test"))
 
 
 def test_no_pickle_or_eval_of_input_data():

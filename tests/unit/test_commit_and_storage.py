@@ -4,9 +4,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from pipeline import commit
-from pipeline.stages.write import output_schemas, split_block
-from pipeline.storage import list_parquet_files
+from pipeline.io import commit
+from pipeline.io.sink import output_schemas, split_block
+from pipeline.io.storage import list_parquet_files
+from pipeline.manifest import Manifest
 from tests.conftest import write_parquet
 
 
@@ -14,16 +15,31 @@ def _stage(root, run_id, rel, rows):
     path = root / "_staging" / run_id / rel
     path.parent.mkdir(parents=True, exist_ok=True)
     pq.write_table(pa.table({"id": [str(i) for i in range(rows)]}), path)
-    return {"kind": rel.split("/")[0], "path": rel, "rows": rows}
+    return {"kind": rel.split("/")[0], "path": rel, "rows": rows, "bytes": path.stat().st_size}
+
+
+def _manifest(run_id, files):
+    return Manifest(
+        run_id=run_id,
+        created_at="2026-11-26T00:00:00+00:00",
+        source="in.parquet",
+        form="parquet",
+        inputs=["in.parquet"],
+        files=files,
+        wall_time_s=1.0,
+        throughput={},
+        models={},
+        config={},
+    )
 
 
 def test_commit_replaces_and_never_appends(tmp_path):
     root = tmp_path / "out"
     f1 = _stage(root, "r1", "curated/part-a.parquet", 3)
-    commit.commit(str(root), "r1", {"files": [f1]})
+    commit.commit(str(root), "r1", _manifest("r1", [f1]))
     assert commit.is_committed(str(root))
     f2 = _stage(root, "r2", "curated/part-b.parquet", 2)
-    commit.commit(str(root), "r2", {"files": [f2]})
+    commit.commit(str(root), "r2", _manifest("r2", [f2]))
     assert sorted(p.name for p in (root / "curated").iterdir()) == ["part-b.parquet"]
     assert json.loads((root / "manifest.json").read_text())["files"] == [f2]
     assert not (root / "_staging").exists()
@@ -33,7 +49,7 @@ def test_unlisted_staging_files_from_a_failed_attempt_are_not_committed(tmp_path
     root = tmp_path / "out"
     _stage(root, "r1", "curated/part-retried-task-leftover.parquet", 5)
     f = _stage(root, "r1", "curated/part-ok.parquet", 3)
-    commit.commit(str(root), "r1", {"files": [f]})
+    commit.commit(str(root), "r1", _manifest("r1", [f]))
     assert [p.name for p in (root / "curated").iterdir()] == ["part-ok.parquet"]
 
 
@@ -41,7 +57,7 @@ def test_missing_manifest_or_file_means_not_committed(tmp_path):
     root = tmp_path / "out"
     assert not commit.is_committed(str(root))
     f = _stage(root, "r1", "scores/part-a.parquet", 1)
-    commit.commit(str(root), "r1", {"files": [f]})
+    commit.commit(str(root), "r1", _manifest("r1", [f]))
     (root / "scores" / "part-a.parquet").unlink()
     assert not commit.is_committed(str(root))
 
@@ -55,8 +71,8 @@ def test_split_block_routes_every_row_exactly_once():
             "score": [4, 1, None],
             "score_expected": [3.9, 1.2, None],
             "duration_s": [1.0, 1.0, 0.0],
-            "error": ["", "", "bad"],
-            "stage": ["", "", "decode"],
+            "error": [None, None, "bad"],
+            "stage": [None, None, "decode"],
             "kept": [True, False, False],
         }
     )

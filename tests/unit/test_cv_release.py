@@ -22,9 +22,9 @@ from pipeline.io.cv_release import (
     read_tsv,
 )
 from pipeline.io.inputs import ACCEPTED_FORMS, ParquetInputs, ReleaseInputs, open_inputs
-from pipeline.schema import InputSchemaError
+from pipeline.io.schema import InputSchemaError
 from pipeline.shards import plan_release_shards
-from pipeline.stages.audio import decode_clip
+from pipeline.stages.decode import decode_clip
 from scripts.make_cv_release import QUOTED_SENTENCE, build_release
 from tests.conftest import SAMPLE
 

@@ -3,8 +3,14 @@ import math
 import pytest
 
 from pipeline.config import SEED_SYSTEM_PROMPT, JudgeConfig
-from pipeline.judge_logic import JudgeAnswerError, build_messages, expected_score, parse_score
-from pipeline.stages.judge import finalize_judgement, judge_request
+from pipeline.stages.judge import (
+    JudgeAnswerError,
+    build_messages,
+    expected_score,
+    finalize_judgement,
+    judge_request,
+    parse_score,
+)
 
 
 @pytest.mark.parametrize("text,score", [("1", 1), (" 5\n", 5), ("3", 3)])
@@ -58,7 +64,7 @@ def test_build_messages_keeps_seed_prompt_and_truncates():
 
 
 def test_judge_request_constrains_to_choices():
-    req = judge_request({"transcription": "photosynthesis", "error": ""}, JudgeConfig())
+    req = judge_request({"transcription": "photosynthesis", "error": None}, JudgeConfig())
     sp = req["sampling_params"]
     assert sp["structured_outputs"] == {"choice": ["1", "2", "3", "4", "5"]}
     assert sp["max_tokens"] == 1 and sp["logprobs"] == 5
@@ -69,13 +75,13 @@ KEEP = ("id", "transcription", "error", "stage")
 
 
 def test_finalize_turns_engine_error_into_quarantine():
-    row = {"id": "a", "transcription": "t", "error": "", "stage": "", "__inference_error__": "boom"}
+    row = {"id": "a", "transcription": "t", "error": None, "stage": None, "__inference_error__": "boom"}
     out = finalize_judgement(row, KEEP)
     assert out["error"] == "judge engine error: boom" and out["stage"] == "judge" and out["score"] is None
 
 
 def test_finalize_turns_unparseable_answer_into_quarantine():
-    row = {"id": "a", "transcription": "t", "error": "", "stage": "", "generated_text": "maybe"}
+    row = {"id": "a", "transcription": "t", "error": None, "stage": None, "generated_text": "maybe"}
     out = finalize_judgement(row, KEEP)
     assert out["stage"] == "judge" and "not one of" in out["error"]
 
@@ -105,17 +111,17 @@ def test_finalize_scores_a_good_row():
     row = {
         "id": "a",
         "transcription": "t",
-        "error": "",
-        "stage": "",
+        "error": None,
+        "stage": None,
         "generated_text": "4",
         "logprobs": [{"1": {"logprob": 0.0, "decoded_token": "4"}}],
     }
     out = finalize_judgement(row, KEEP)
-    assert out["score"] == 4 and out["score_expected"] == pytest.approx(4.0) and out["error"] == ""
+    assert out["score"] == 4 and out["score_expected"] == pytest.approx(4.0) and out["error"] is None
 
 
 def test_split_chat_template_renders_like_the_template():
-    from pipeline.judge_logic import render_prompt, split_chat_template
+    from pipeline.stages.judge import render_prompt, split_chat_template
 
     def chatml(messages):
         body = "".join(f"<|im_start|>{m['role']}\n{m['content']}<|im_end|>\n" for m in messages)
@@ -129,7 +135,7 @@ def test_split_chat_template_renders_like_the_template():
 
 
 def test_split_chat_template_refuses_templates_that_rewrite_the_text():
-    from pipeline.judge_logic import split_chat_template
+    from pipeline.stages.judge import split_chat_template
 
     with pytest.raises(ValueError, match="verbatim"):
         split_chat_template(lambda messages: messages[1]["content"].lower(), "sys")

@@ -3,8 +3,8 @@ import pyarrow as pa
 import pytest
 
 from pipeline.config import AudioConfig
-from pipeline.schema import InputSchemaError, check_consistent, inspect_schema, to_canonical
-from pipeline.stages.audio import DecodeError, decode_audio, decode_clip
+from pipeline.io.schema import InputSchemaError, check_consistent, inspect_schema, to_canonical
+from pipeline.stages.decode import DecodeError, decode_audio, decode_clip
 from tests.conftest import encode, tone
 
 
@@ -91,11 +91,11 @@ def test_decode_stage_marks_errors_and_missing_ids():
     good = encode(tone(0.5, 48_000), 48_000)
     batch = pa.table({"id": ["a", None, "c"], "audio_bytes": [good, good, b"junk"]})
     out = decode_audio(batch, CFG)
-    assert out.column("error").to_pylist()[0] == ""
+    assert out.column("error").to_pylist()[0] is None
     assert out.column("error").to_pylist()[1] == "missing id"
     assert out.column("id").to_pylist()[1].startswith("missing-id:")
     assert "cannot decode" in out.column("error").to_pylist()[2]
-    assert out.column("stage").to_pylist() == ["", "decode", "decode"]
+    assert out.column("stage").to_pylist() == [None, "decode", "decode"]
     assert out.column("duration_s").to_pylist()[0] == pytest.approx(0.5, abs=0.01)
 
 
@@ -104,7 +104,7 @@ def test_duplicate_ids_are_quarantined_every_copy():
     batch = pa.table({"id": ["a", "dup", "dup"], "audio_bytes": [good, good, good]})
     out = decode_audio(batch, CFG, duplicate_ids=frozenset({"dup"}))
     errors = out.column("error").to_pylist()
-    assert errors[0] == "" and all(e.startswith("duplicate id") for e in errors[1:])
+    assert errors[0] is None and all(e.startswith("duplicate id") for e in errors[1:])
 
 
 def test_find_duplicate_ids_spans_the_shards_files(tmp_path):

@@ -82,7 +82,7 @@ def _bundled_whisper_hf(ref: str) -> ResolvedModel:
         with open(target.parent / f"{target.name}.lock", "w") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)
             if not (target / "config.json").exists():
-                from pipeline.convert_whisper import convert_ct2_whisper
+                from pipeline.models.convert_whisper import convert_ct2_whisper
 
                 work = target.with_name(target.name + ".building")
                 shutil.rmtree(work, ignore_errors=True)

@@ -10,10 +10,9 @@ import pyarrow as pa
 import soundfile as sf
 import soxr
 
+from pipeline.columns import ARR, AUDIO, DURATION, ERROR, ID, READ_ERROR, STAGE
 from pipeline.config import AudioConfig
 
-# Column the release reader sets on a row that has no audio to decode (e.g. its clip is missing).
-READ_ERROR = "read_error"
 # Peak amplitude under which a clip counts as silence (about -80 dBFS).
 SILENCE_PEAK = 1e-4
 
@@ -64,16 +63,17 @@ def decode_audio(batch: pa.Table, cfg: AudioConfig, duplicate_ids: frozenset[str
     Ids that occur more than once in the shard are quarantined, every copy: which copy is "first"
     is not defined in a distributed stream, and keeping an arbitrary one would be silent loss.
     """
-    ids = batch.column("id").to_pylist()
-    blobs = batch.column("audio_bytes").to_pylist()
+    ids = batch.column(ID).to_pylist()
+    blobs = batch.column(AUDIO).to_pylist()
     # Set by the release reader for a TSV row whose clip is not in the release.
     read_errors = batch.column(READ_ERROR).to_pylist() if READ_ERROR in batch.schema.names else [None] * len(ids)
     arrs, durations, errors, stages = [], [], [], []
     for i, data in enumerate(blobs):
-        err = ""
+        err: str | None = None
+        stage: str | None = "decode"
         arr = np.zeros(0, dtype=np.float32)
         if read_errors[i]:
-            err = read_errors[i]
+            err, stage = read_errors[i], "read"
         elif ids[i] is None or ids[i] == "":
             ids[i] = fallback_id(data)
             err = "missing id"
@@ -87,8 +87,8 @@ def decode_audio(batch: pa.Table, cfg: AudioConfig, duplicate_ids: frozenset[str
         arrs.append(arr)
         durations.append(len(arr) / cfg.target_sample_rate)
         errors.append(err)
-        stages.append(("read" if read_errors[i] else "decode") if err else "")
-    batch = batch.set_column(batch.schema.get_field_index("id"), "id", pa.array(ids, pa.string()))
+        stages.append(stage if err else None)
+    batch = batch.set_column(batch.schema.get_field_index(ID), ID, pa.array(ids, pa.string()))
     if READ_ERROR in batch.schema.names:
         batch = batch.drop_columns([READ_ERROR])
     if "duration_ms" in batch.schema.names:
@@ -97,8 +97,8 @@ def decode_audio(batch: pa.Table, cfg: AudioConfig, duplicate_ids: frozenset[str
         ms = [g if g is not None or not arrs[i].size else round(1000 * durations[i]) for i, g in enumerate(given)]
         batch = batch.set_column(batch.schema.get_field_index("duration_ms"), "duration_ms", pa.array(ms, pa.int64()))
     return (
-        batch.append_column("arr", pa.array(arrs, type=pa.list_(pa.float32())))
-        .append_column("duration_s", pa.array(durations, pa.float64()))
-        .append_column("error", pa.array(errors, pa.string()))
-        .append_column("stage", pa.array(stages, pa.string()))
+        batch.append_column(ARR, pa.array(arrs, type=pa.list_(pa.float32())))
+        .append_column(DURATION, pa.array(durations, pa.float64()))
+        .append_column(ERROR, pa.array(errors, pa.string()))  # null: the row is healthy
+        .append_column(STAGE, pa.array(stages, pa.string()))
     )

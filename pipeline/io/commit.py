@@ -8,14 +8,11 @@ file it lists is present (``is_committed``).  A re-run replaces; it never append
 
 from __future__ import annotations
 
-import json
-from typing import Any
-
 import pyarrow.fs as pafs
 
 from pipeline.config import StorageConfig
-from pipeline.stages.write import KINDS
-from pipeline.storage import resolve_filesystem
+from pipeline.io.storage import resolve_filesystem
+from pipeline.manifest import KINDS, Manifest
 
 MANIFEST = "manifest.json"
 STAGING = "_staging"
@@ -25,13 +22,13 @@ def _exists(fs: pafs.FileSystem, path: str) -> bool:
     return fs.get_file_info(path).type != pafs.FileType.NotFound
 
 
-def read_manifest(uri: str, storage: StorageConfig | None = None) -> dict[str, Any] | None:
+def read_manifest(uri: str, storage: StorageConfig | None = None) -> Manifest | None:
     fs, root = resolve_filesystem(uri, storage)
     path = f"{root}/{MANIFEST}"
     if not _exists(fs, path):
         return None
     with fs.open_input_stream(path) as f:
-        return json.loads(f.read())
+        return Manifest.from_json(f.read())
 
 
 def is_committed(uri: str, storage: StorageConfig | None = None) -> bool:
@@ -39,7 +36,7 @@ def is_committed(uri: str, storage: StorageConfig | None = None) -> bool:
     manifest = read_manifest(uri, storage)
     if manifest is None:
         return False
-    return all(_exists(fs, f"{root}/{f['path']}") for f in manifest.get("files", []))
+    return all(_exists(fs, f"{root}/{f.path}") for f in manifest.files)
 
 
 def staging_uri(uri: str, run_id: str) -> str:
@@ -77,7 +74,7 @@ def uncommit(uri: str, storage: StorageConfig | None = None) -> None:
         fs.delete_file(f"{root}/{MANIFEST}")
 
 
-def commit(uri: str, run_id: str, manifest: dict[str, Any], storage: StorageConfig | None = None) -> None:
+def commit(uri: str, run_id: str, manifest: Manifest, storage: StorageConfig | None = None) -> None:
     fs, root = resolve_filesystem(uri, storage)
     staging = f"{root}/{STAGING}/{run_id}"
     uncommit(uri, storage)
@@ -85,9 +82,9 @@ def commit(uri: str, run_id: str, manifest: dict[str, Any], storage: StorageConf
         if _exists(fs, f"{root}/{kind}"):
             fs.delete_dir(f"{root}/{kind}")
         fs.create_dir(f"{root}/{kind}", recursive=True)
-    for f in manifest["files"]:
-        fs.move(f"{staging}/{f['path']}", f"{root}/{f['path']}")
-    body = json.dumps(manifest, indent=2, sort_keys=True).encode()
+    for f in manifest.files:
+        fs.move(f"{staging}/{f.path}", f"{root}/{f.path}")
+    body = manifest.to_json().encode()
     if isinstance(fs, pafs.LocalFileSystem):
         # Rename is atomic on a local disk; an S3 PUT is atomic by itself.
         with fs.open_output_stream(f"{staging}/{MANIFEST}") as out:

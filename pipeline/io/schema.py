@@ -12,8 +12,7 @@ from dataclasses import dataclass
 
 import pyarrow as pa
 
-# Columns the pipeline adds; input may not use these names, or output would be ambiguous.
-RESERVED = frozenset({"arr", "duration_s", "transcription", "score", "score_expected", "error", "stage", "kept"})
+from pipeline.columns import RESERVED
 
 
 class InputSchemaError(ValueError):

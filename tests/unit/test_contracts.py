@@ -1,0 +1,61 @@
+"""The typed contracts: stage columns checked at build time, the manifest, the launcher seam."""
+
+from __future__ import annotations
+
+import pytest
+
+from pipeline.columns import AUDIO, DECODE, GATES, ID, JUDGE, SINK, TRANSCRIBE, ColumnContractError, check_stages
+from pipeline.config import build_config
+from pipeline.dag import stage_columns
+from pipeline.manifest import Counts, Manifest, Tally, combine
+from tasks.launchers import ChildProcessLauncher, InClusterLauncher, RayJobLauncher, launcher_for
+
+
+def test_every_profile_and_backend_satisfies_the_column_contract():
+    for overrides in ([], ["transcriber.backend=transformers"]):
+        cfg = build_config(overrides=overrides)
+        out = check_stages([ID, AUDIO, "sentence"], stage_columns(cfg))
+        assert {"kept", "score", "transcription", "error"} <= out and "arr" not in out
+
+
+def test_a_stage_reading_an_unwritten_column_fails_with_its_name():
+    with pytest.raises(ColumnContractError, match=r"JudgeScorer reads \['transcription'\]"):
+        check_stages([ID, AUDIO], [DECODE, JUDGE, GATES, SINK])
+    with pytest.raises(ColumnContractError, match="decode_audio"):
+        check_stages([ID], [DECODE, TRANSCRIBE])
+
+
+def test_manifest_round_trips_and_tallies_add_up():
+    t1 = Tally(counts=Counts(in_=3, kept=1, rejected=1, quarantined=1), audio_seconds=2.5)
+    t1.histogram.score["4"] = 2
+    t1.histogram.score_expected[5].count = 2
+    t2 = Tally(counts=Counts(in_=2, kept=2), audio_seconds=1.0)
+    t2.histogram.score["5"] = 2
+    total = combine([t1, t2])
+    assert total.counts.model_dump(by_alias=True) == {"in": 5, "kept": 3, "rejected": 1, "quarantined": 1}
+    assert total.audio_seconds == 3.5 and total.histogram.score["4"] == 2 and total.histogram.score["5"] == 2
+    assert sum(b.count for b in total.histogram.score_expected) == 2
+    m = Manifest(
+        run_id="r",
+        created_at="now",
+        source="s",
+        form="parquet",
+        inputs=["s"],
+        files=[],
+        wall_time_s=1,
+        throughput={},
+        models={},
+        config={},
+        **total.model_dump(),
+    )
+    again = Manifest.from_json(m.to_json())
+    assert again == m and '"in": 5' in m.to_json()
+
+
+def test_one_place_picks_the_launcher():
+    assert launcher_for(None) == ChildProcessLauncher()
+    assert launcher_for("auto") == InClusterLauncher()
+    assert launcher_for("http://head:8265") == RayJobLauncher("http://head:8265")
+    assert launcher_for("10.0.0.5:6379") == ChildProcessLauncher("10.0.0.5:6379")
+    with pytest.raises(ValueError, match="ray:// client connections"):
+        launcher_for("ray://head:10001")
