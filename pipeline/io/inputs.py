@@ -74,6 +74,17 @@ class ParquetInputs:
     def describe(self) -> dict[str, Any]:
         return {"form": "parquet", "inputs": self.files}
 
+    def locales(self) -> set[str]:
+        """The ``locale`` values of the rows, when the files have that column (one column read)."""
+        if "locale" not in self.schema.names:
+            return set()
+        found: set[str] = set()
+        for f in self.files:
+            fs, path = resolve_filesystem(f, self.storage)
+            col = pq.read_table(path, columns=["locale"], filesystem=fs).column("locale")
+            found |= {v for v in pc.unique(col).to_pylist() if v}
+        return found
+
     def dataset(self, cfg: CurationConfig):
         import ray
 
@@ -124,6 +135,10 @@ class ReleaseInputs:
         # Across releases ids may repeat (a delta never repeats its full release's clips, but two
         # copies of one release would): quarantine them like duplicates within a file.
         return _duplicates(pa.chunked_array([c for t in self.tables for c in t.column("id").chunks], pa.string()))
+
+    def locales(self) -> set[str]:
+        found = {v for t in self.tables for v in pc.unique(t.column("locale")).to_pylist() if v}
+        return found | {s.locale for s in self.releases}
 
     def describe(self) -> dict[str, Any]:
         return {

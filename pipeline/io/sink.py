@@ -7,6 +7,7 @@ retried task's leftovers are never committed (see ``pipeline.io.commit``).
 from __future__ import annotations
 
 import uuid
+from collections import Counter
 from collections.abc import Iterable
 from typing import Any
 
@@ -16,11 +17,28 @@ import pyarrow.parquet as pq
 from ray.data.block import Block, BlockAccessor
 from ray.data.datasource import Datasink
 
-from pipeline.columns import AUDIO, DURATION, ERROR, ID, KEPT, SCORE, SCORE_EXPECTED, SENTENCE, STAGE, TRANSCRIPT
+from pipeline.columns import (
+    AUDIO,
+    CER,
+    CONFIDENCE,
+    DURATION,
+    ERROR,
+    ID,
+    KEPT,
+    LANGUAGE,
+    REASONS,
+    SCORE,
+    SCORE_EXPECTED,
+    SENTENCE,
+    STAGE,
+    TRANSCRIPT,
+    WER,
+)
 from pipeline.config import StorageConfig
 from pipeline.io.storage import resolve_filesystem
 from pipeline.manifest import Counts, Histogram, OutputFile, ScoreBin, Tally
-from pipeline.metrics import expected_score_bins, score_histogram
+from pipeline.metrics import expected_score_bins, score_histogram, wer_histogram
+from pipeline.stages.gates import reason_counts
 
 
 def output_schemas(input_schema: pa.Schema, passthrough: tuple[str, ...], has_sentence: bool, keep_audio: bool):
@@ -37,12 +55,19 @@ def output_schemas(input_schema: pa.Schema, passthrough: tuple[str, ...], has_se
     if has_sentence:
         meta.append(pa.field(SENTENCE, pa.string()))
     meta += [input_schema.field(c) for c in passthrough]
-    curated = [*judged, *meta]
+    quality = [
+        pa.field(WER, pa.float64()),
+        pa.field(CER, pa.float64()),
+        *[pa.field(c, pa.string() if c == LANGUAGE else pa.float64()) for c in CONFIDENCE],
+    ]
+    curated = [*judged, *quality, *meta]
     if keep_audio:
         curated.append(pa.field(AUDIO, pa.binary()))
     return {
         "curated": pa.schema(curated),
-        "scores": pa.schema([*judged, pa.field(KEPT, pa.bool_()), *meta]),
+        "scores": pa.schema(
+            [*judged, pa.field(KEPT, pa.bool_()), pa.field(REASONS, pa.list_(pa.string())), *quality, *meta]
+        ),
         "quarantine": pa.schema(
             [pa.field(ID, pa.string()), pa.field(ERROR, pa.string()), pa.field(STAGE, pa.string())]
         ),
@@ -68,6 +93,7 @@ def block_tally(table: pa.Table, parts: dict[str, pa.Table]) -> Tally:
     """What one block adds to the run's counts, audio seconds and histograms."""
     scores = parts["scores"]
     healthy = pc.is_null(table.column(ERROR))
+    stages = parts["quarantine"].column(STAGE).to_pylist()
     bins = expected_score_bins(scores.column(SCORE_EXPECTED).to_pylist())
     return Tally(
         counts=Counts(
@@ -81,6 +107,9 @@ def block_tally(table: pa.Table, parts: dict[str, pa.Table]) -> Tally:
             score={str(k): v for k, v in score_histogram(scores.column(SCORE).to_pylist()).items()},
             score_expected=[ScoreBin(lo=lo, hi=hi, count=c) for lo, hi, c in bins],
         ),
+        reasons=reason_counts(scores.column(REASONS).to_pylist()),
+        quarantined_by_stage=dict(Counter(s or "unknown" for s in stages)),
+        wer_bins=wer_histogram(scores.column(WER).to_pylist()),
     )
 
 

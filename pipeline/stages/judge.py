@@ -146,14 +146,27 @@ def finalize_judgement(row: dict[str, Any], keep: tuple[str, ...]) -> dict[str, 
         out["error"], out["stage"] = str(exc), "judge"
         return out
     out["score_expected"] = expected_score(row.get("logprobs"))
+    if out["score_expected"] is None:
+        # A score without its probabilities cannot be gated on score_expected: quarantine, never reject.
+        out["score"] = None
+        out["error"], out["stage"] = "judge returned no logprobs for the choices 1..5", "judge"
     return out
+
+
+def resolved_dtype(cfg: JudgeConfig) -> str:
+    """``auto`` resolved for this machine (a run resolves it once, up front; this covers direct callers)."""
+    if cfg.dtype != "auto":
+        return cfg.dtype
+    from pipeline.hardware import cpu_flags, judge_dtype
+
+    return judge_dtype(cpu_flags()) if cfg.num_gpus_per_actor == 0 else "float16"
 
 
 def vllm_engine_kwargs(cfg: JudgeConfig) -> dict[str, Any]:
     """The vLLM engine arguments for the judge; the benchmark's standalone engine uses the same."""
     engine_kwargs = {
         "max_model_len": cfg.max_model_len,
-        "dtype": cfg.dtype,
+        "dtype": resolved_dtype(cfg),
         "gpu_memory_utilization": cfg.gpu_memory_utilization,
         "enable_prefix_caching": cfg.enable_prefix_caching,
         "enforce_eager": cfg.enforce_eager,

@@ -10,14 +10,31 @@ Rows that already carry an ``error`` pass through untouched.  The output drops `
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
 import pyarrow as pa
 
-from pipeline.columns import ARR, DURATION, ERROR, FEATURES, STAGE, TOKENS, TRANSCRIPT
+from pipeline.columns import (
+    ARR,
+    AVG_LOGPROB,
+    CONFIDENCE,
+    DURATION,
+    ERROR,
+    FEATURES,
+    LANGUAGE,
+    LANGUAGE_PROB,
+    LOCALE,
+    NO_SPEECH_PROB,
+    STAGE,
+    TOKENS,
+    TRANSCRIPT,
+)
 from pipeline.config import TranscriberConfig
+from pipeline.languages import whisper_language
 
 log = logging.getLogger(__name__)
 
@@ -25,19 +42,32 @@ WHISPER_WINDOW_S = 30.0
 SAMPLE_RATE = 16_000
 
 
-def _set_errors(batch: pa.Table, errors: list[str], stages: list[str]) -> pa.Table:
+def _set_errors(batch: pa.Table, errors: list[str | None], stages: list[str | None]) -> pa.Table:
     batch = batch.set_column(batch.schema.get_field_index(ERROR), ERROR, pa.array(errors, pa.string()))
     return batch.set_column(batch.schema.get_field_index(STAGE), STAGE, pa.array(stages, pa.string()))
 
 
-def _finish(batch: pa.Table, texts: list[str], errors: list[str], stages: list[str]) -> pa.Table:
-    """Attach transcripts; an empty transcript is a failure, not a row with nothing to judge."""
-    for i, text in enumerate(texts):
-        if not errors[i] and not text.strip():
+def _finish(
+    batch: pa.Table, transcripts: list[Transcript], errors: list[str | None], stages: list[str | None]
+) -> pa.Table:
+    """Attach transcripts and Whisper's confidence; an empty transcript is quarantined (nothing to judge)."""
+    for i, t in enumerate(transcripts):
+        if not errors[i] and not t.text.strip():
             errors[i], stages[i] = "empty transcript", "transcribe"
     batch = _set_errors(batch, errors, stages)
-    drop = [c for c in (ARR, FEATURES, TOKENS) if c in batch.schema.names]
-    return batch.drop_columns(drop).append_column(TRANSCRIPT, pa.array(texts, pa.string()))
+    drop = [c for c in (ARR, FEATURES, TOKENS, *CONFIDENCE) if c in batch.schema.names]
+    batch = batch.drop_columns(drop).append_column(TRANSCRIPT, pa.array([t.text for t in transcripts], pa.string()))
+    for col in CONFIDENCE:
+        typ = pa.string() if col == LANGUAGE else pa.float64()
+        batch = batch.append_column(col, pa.array([getattr(t, col) for t in transcripts], typ))
+    return batch
+
+
+def row_languages(batch: pa.Table, default: str | None) -> list[str | None]:
+    """The language each row is decoded as: its Common Voice locale's, else the configured one."""
+    if LOCALE not in batch.schema.names:
+        return [default] * batch.num_rows
+    return [whisper_language(loc) or default for loc in batch.column(LOCALE).to_pylist()]
 
 
 class FasterWhisperTranscriber:
@@ -45,7 +75,7 @@ class FasterWhisperTranscriber:
 
     With ``cfg.batched`` the clips are sorted by duration, encoded together with the mel padded to
     the longest clip (at least ``cfg.min_window_s``), and decoded greedily as one batch; clips over
-    30 s and failed-looking decodes take faster-whisper's own per-clip path (see ``BatchedWhisper`` below).
+    30 s and failed-looking decodes take faster-whisper's own per-clip path (``BatchedWhisper`` below).
     """
 
     def __init__(self, cfg: TranscriberConfig, model_path: str):
@@ -63,26 +93,26 @@ class FasterWhisperTranscriber:
         errors = batch.column(ERROR).to_pylist()
         stages = batch.column(STAGE).to_pylist()
         arrs = batch.column(ARR)
-        texts = [""] * batch.num_rows
+        langs = row_languages(batch, self.cfg.language)
+        out = [Transcript(text="") for _ in range(batch.num_rows)]
         todo = [i for i in range(batch.num_rows) if not errors[i]]
         clips = [arrs[i].values.to_numpy(zero_copy_only=False).astype(np.float32, copy=False) for i in todo]
         if self.cfg.batched and clips:
             try:
-                for i, text in zip(
-                    todo,
-                    self.engine.transcribe(clips, self.cfg.batch_size, min_window_s=self.cfg.min_window_s),
-                    strict=True,
-                ):
-                    texts[i] = text
-                return _finish(batch, texts, errors, stages)
+                got = self.engine.transcribe(
+                    clips, self.cfg.batch_size, min_window_s=self.cfg.min_window_s, languages=[langs[i] for i in todo]
+                )
+                for i, t in zip(todo, got, strict=True):
+                    out[i] = t
+                return _finish(batch, out, errors, stages)
             except Exception as exc:  # retried clip by clip below, so the bad clip gets its own error
                 log.warning("batched transcription failed (%s: %s); retrying clip by clip", type(exc).__name__, exc)
         for i, audio in zip(todo, clips, strict=True):
             try:
-                texts[i] = self.engine.transcribe_one(audio)
+                out[i] = self.engine.transcribe_one(audio, langs[i])
             except Exception as exc:  # one bad clip must not fail its whole batch
                 errors[i], stages[i] = f"transcription failed: {type(exc).__name__}: {exc}", "transcribe"
-        return _finish(batch, texts, errors, stages)
+        return _finish(batch, out, errors, stages)
 
 
 class WhisperFeatures:
@@ -115,11 +145,16 @@ class WhisperFeatures:
 
 
 class HFWhisperTranscriber:
-    """Stage (GPU or CPU actor): ``AutoModelForSpeechSeq2Seq.generate`` on the features."""
+    """Stage (GPU or CPU actor): ``AutoModelForSpeechSeq2Seq.generate`` on the features.
+
+    Also Whisper's own confidence: the mean token log-probability from ``generate``'s scores, and,
+    from one decoder step at the start-of-transcript token (as Whisper itself does), the probability
+    of "no speech" and, for multilingual models, of each language.
+    """
 
     def __init__(self, cfg: TranscriberConfig, model_path: str):
         import torch
-        from transformers import AutoModelForSpeechSeq2Seq
+        from transformers import AutoModelForSpeechSeq2Seq, AutoTokenizer
 
         self.torch = torch
         self.cfg = cfg
@@ -131,24 +166,68 @@ class HFWhisperTranscriber:
         self.model.eval()
         self.n_mels = self.model.config.num_mel_bins
         gen = self.model.generation_config
-        self.gen_kwargs: dict = {"max_new_tokens": cfg.max_new_tokens}
-        if getattr(gen, "is_multilingual", False) and cfg.language:
-            self.gen_kwargs.update(language=cfg.language, task="transcribe")
+        self.multilingual = bool(getattr(gen, "is_multilingual", False))
+        self.sot = self.model.config.decoder_start_token_id
+        # Whisper's "no speech" token sits just before <|notimestamps|> in every checkpoint's vocabulary.
+        self.no_speech = gen.no_timestamps_token_id - 1 if getattr(gen, "no_timestamps_token_id", None) else None
+        lang_ids = getattr(gen, "lang_to_id", None) or {}
+        self.lang_tokens = {tok[2:-2]: i for tok, i in lang_ids.items()} if self.multilingual else {}
+        self.tokenizer = AutoTokenizer.from_pretrained(model_path)
+
+    def _generate(self, x, langs: list[str | None]):
+        kwargs: dict = {
+            "max_new_tokens": self.cfg.max_new_tokens,
+            "return_dict_in_generate": True,
+            "output_scores": True,
+        }
+        if self.multilingual:
+            default = self.cfg.language or "en"
+            kwargs.update(language=[lang or default for lang in langs], task="transcribe")
+        return self.model.generate(x, **kwargs)
+
+    def _sot_probs(self, x):
+        """Softmax of the decoder's first step after <|startoftranscript|>: no-speech and language odds."""
+        enc = self.model.get_encoder()(x).last_hidden_state
+        ids = self.torch.full((x.shape[0], 1), self.sot, device=self.device)
+        hidden = self.model.model.decoder(input_ids=ids, encoder_hidden_states=enc).last_hidden_state
+        return self.model.proj_out(hidden[:, 0]).float().softmax(dim=-1)
 
     def __call__(self, batch: pa.Table) -> pa.Table:
         errors = batch.column(ERROR).to_pylist()
+        langs = row_languages(batch, self.cfg.language)
         todo = [i for i, e in enumerate(errors) if not e]
         tokens: list[list[int]] = [[] for _ in errors]
+        conf = {c: [None] * len(errors) for c in (AVG_LOGPROB, NO_SPEECH_PROB, LANGUAGE, LANGUAGE_PROB)}
         if todo:
             feats = batch.column(FEATURES).take(pa.array(todo))
             flat = np.stack([f.values.to_numpy(zero_copy_only=False) for f in feats])
             x = self.torch.from_numpy(flat.reshape(len(todo), self.n_mels, -1)).to(self.device, self.dtype)
             with self.torch.inference_mode():
-                out = self.model.generate(x, **self.gen_kwargs)
+                out = self._generate(x, [langs[i] for i in todo])
+                step_logprobs = self.model.compute_transition_scores(out.sequences, out.scores, normalize_logits=True)
+                probs = self._sot_probs(x)
+            n_new = step_logprobs.shape[1]
             for j, i in enumerate(todo):
-                tokens[i] = out[j].cpu().tolist()
-        batch = batch.drop_columns([FEATURES])
-        return batch.append_column(TOKENS, pa.array(tokens, type=pa.list_(pa.int32())))
+                seq = out.sequences[j]
+                tokens[i] = seq.cpu().tolist()
+                new = seq[-n_new:]
+                # Generated tokens up to and including the end of text, as Whisper counts them.
+                keep = new != self.model.generation_config.pad_token_id
+                lp = step_logprobs[j][keep]
+                lp = lp[self.torch.isfinite(lp)]
+                conf[AVG_LOGPROB][i] = float(lp.sum()) / (len(lp) + 1)
+                if self.no_speech is not None:
+                    conf[NO_SPEECH_PROB][i] = float(probs[j, self.no_speech])
+                if self.lang_tokens:
+                    ids = list(self.lang_tokens.values())
+                    p = probs[j, ids]
+                    best = int(p.argmax())
+                    conf[LANGUAGE][i] = list(self.lang_tokens)[best]
+                    conf[LANGUAGE_PROB][i] = float(p[best] / p.sum())
+        batch = batch.drop_columns([FEATURES]).append_column(TOKENS, pa.array(tokens, type=pa.list_(pa.int32())))
+        for col, values in conf.items():
+            batch = batch.append_column(col, pa.array(values, pa.string() if col == LANGUAGE else pa.float64()))
+        return batch
 
 
 class WhisperTokenDecoder:
@@ -160,12 +239,22 @@ class WhisperTokenDecoder:
         self.processor = AutoProcessor.from_pretrained(model_path)
 
     def __call__(self, batch: pa.Table) -> pa.Table:
+        from faster_whisper.transcribe import get_compression_ratio
+
         errors = batch.column(ERROR).to_pylist()
         stages = batch.column(STAGE).to_pylist()
         token_ids = batch.column(TOKENS).to_pylist()
         texts = [t.strip() for t in self.processor.batch_decode(token_ids, skip_special_tokens=True)]
-        texts = ["" if errors[i] else t for i, t in enumerate(texts)]
-        return _finish(batch, texts, errors, stages)
+        conf = {c: batch.column(c).to_pylist() for c in (AVG_LOGPROB, NO_SPEECH_PROB, LANGUAGE, LANGUAGE_PROB)}
+        out = [
+            Transcript(
+                text="" if errors[i] else t,
+                compression_ratio=get_compression_ratio(t) if t and not errors[i] else None,
+                **{c: v[i] for c, v in conf.items()},
+            )
+            for i, t in enumerate(texts)
+        ]
+        return _finish(batch, out, errors, stages)
 
 
 # ------------------------------------------------------------------ the batched CTranslate2 engine
@@ -181,6 +270,26 @@ MAX_COMPRESSION_RATIO = 2.4
 MIN_AVG_LOGPROB = -1.0
 
 
+@dataclass
+class Transcript:
+    """One clip's text with Whisper's own confidence, as Whisper's decoding rules read it."""
+
+    text: str
+    avg_logprob: float | None = None
+    no_speech_prob: float | None = None
+    compression_ratio: float | None = None
+    language: str | None = None  # detected; multilingual models only
+    language_prob: float | None = None
+
+    def looks_failed(self) -> bool:
+        """faster-whisper's own signs of a failed decode: a repetition loop or a very unsure one."""
+        return (
+            not self.text
+            or (self.compression_ratio or 0.0) > MAX_COMPRESSION_RATIO
+            or (self.avg_logprob is not None and self.avg_logprob < MIN_AVG_LOGPROB)
+        )
+
+
 class BatchedWhisper:
     def __init__(
         self,
@@ -192,52 +301,79 @@ class BatchedWhisper:
         beam_size: int = 1,
     ):
         from faster_whisper import WhisperModel
-        from faster_whisper.tokenizer import Tokenizer
         from faster_whisper.transcribe import get_suppressed_tokens
 
         self.model = WhisperModel(model_path, device=device, compute_type=compute_type, cpu_threads=cpu_threads)
         self.language = language
         self.beam_size = beam_size
-        multilingual = self.model.model.is_multilingual
-        self.tokenizer = Tokenizer(
-            self.model.hf_tokenizer, multilingual, task="transcribe", language=language if multilingual else None
-        )
-        self.prompt = self.model.get_prompt(self.tokenizer, [], without_timestamps=True)
-        self.suppress = list(get_suppressed_tokens(self.tokenizer, [-1]))
-        self.can_batch = not multilingual or language is not None
+        self.multilingual = self.model.model.is_multilingual
+        self.suppress = list(get_suppressed_tokens(self._tokenizer(language), [-1]))
 
-    def transcribe_one(self, audio: np.ndarray) -> str:
+    @functools.cache  # noqa: B019 (one engine per actor; a handful of languages)
+    def _tokenizer(self, language: str | None):
+        from faster_whisper.tokenizer import Tokenizer
+
+        lang = language if self.multilingual else None
+        return Tokenizer(self.model.hf_tokenizer, self.multilingual, task="transcribe", language=lang)
+
+    def _prompt(self, language: str | None) -> list[int]:
+        return list(self.model.get_prompt(self._tokenizer(language), [], without_timestamps=True))
+
+    def transcribe_one(self, audio: np.ndarray, language: str | None = None) -> Transcript:
         """faster-whisper's own path: chunks audio over 30 s, temperature fallback on failure."""
-        segments, _ = self.model.transcribe(
+        from faster_whisper.transcribe import get_compression_ratio
+
+        segments, info = self.model.transcribe(
             audio,
-            language=self.language,
+            language=(language or self.language) if self.multilingual else None,
             beam_size=self.beam_size,
             # Independent clips: no carried context, no VAD trimming, no timestamps.
             condition_on_previous_text=False,
             vad_filter=False,
             without_timestamps=True,
         )
-        return " ".join(s.text.strip() for s in segments).strip()
+        segments = list(segments)
+        text = " ".join(s.text.strip() for s in segments).strip()
+        if not segments:
+            return Transcript(text="", language=info.language if self.multilingual else None)
+        weights = [max(len(s.tokens), 1) for s in segments]
+        return Transcript(
+            text=text,
+            avg_logprob=sum(s.avg_logprob * w for s, w in zip(segments, weights, strict=True)) / sum(weights),
+            no_speech_prob=max(s.no_speech_prob for s in segments),
+            compression_ratio=get_compression_ratio(text) if text else None,
+            language=info.language if self.multilingual else None,
+            language_prob=info.language_probability if self.multilingual else None,
+        )
 
     def transcribe(
-        self, clips: Sequence[np.ndarray], batch_size: int = 8, sort: bool = True, min_window_s: float = 30.0
-    ) -> list[str]:
-        """Texts in input order.
+        self,
+        clips: Sequence[np.ndarray],
+        batch_size: int = 8,
+        sort: bool = True,
+        min_window_s: float = 30.0,
+        languages: Sequence[str | None] | None = None,
+    ) -> list[Transcript]:
+        """Transcripts in input order.
 
         ``sort`` groups similar durations into a batch.  ``min_window_s`` below 30 pads the mel only
         to the batch's longest clip or this many seconds, whichever is longer, instead of to 30 s.
+        ``languages`` (one per clip, for multilingual models) is what each clip is decoded as; the
+        language the model hears is reported apart, so a mismatch can be gated.
         """
-        texts: list[str | None] = [None] * len(clips)
-        short = [i for i, a in enumerate(clips) if len(a) <= SAMPLE_RATE * 30 and self.can_batch]
+        langs = list(languages) if languages is not None else [None] * len(clips)
+        out: list[Transcript | None] = [None] * len(clips)
+        short = [i for i, a in enumerate(clips) if len(a) <= SAMPLE_RATE * 30]
         if sort:
             short.sort(key=lambda i: len(clips[i]))
         for start in range(0, len(short), batch_size):
             idx = short[start : start + batch_size]
-            for i, text in zip(idx, self._batch([clips[i] for i in idx], min_window_s), strict=True):
-                texts[i] = text
-        return [t if t is not None else self.transcribe_one(clips[i]) for i, t in enumerate(texts)]
+            got = self._batch([clips[i] for i in idx], [langs[i] for i in idx], min_window_s)
+            for i, t in zip(idx, got, strict=True):
+                out[i] = None if t.looks_failed() else t
+        return [t if t is not None else self.transcribe_one(clips[i], langs[i]) for i, t in enumerate(out)]
 
-    def _batch(self, clips: list[np.ndarray], min_window_s: float) -> list[str | None]:
+    def _batch(self, clips: list[np.ndarray], langs: list[str | None], min_window_s: float) -> list[Transcript]:
         from faster_whisper.transcribe import get_compression_ratio
 
         feats = [self.model.feature_extractor(a) for a in clips]
@@ -246,22 +382,38 @@ class BatchedWhisper:
         frames = min(WINDOW_FRAMES, longest + longest % 2)
         x = np.stack([_pad_frames(f, frames) for f in feats]).astype(np.float32)
         encoded = self.model.encode(x)
+        detected: list[tuple[str | None, float | None]] = [(None, None)] * len(clips)
+        if self.multilingual:
+            # What the model hears, from the same encoder output; decoding still uses the row's language.
+            detected = [(r[0][0][2:-2], r[0][1]) for r in self.model.model.detect_language(encoded)]
+            langs = [lang or det for lang, (det, _) in zip(langs, detected, strict=True)]
         results = self.model.model.generate(
             encoded,
-            [list(self.prompt) for _ in clips],
+            [self._prompt(lang or self.language) for lang in langs],
             beam_size=self.beam_size,
             max_length=self.model.max_length,
             suppress_blank=True,
             suppress_tokens=self.suppress,
             return_scores=True,
+            return_no_speech_prob=True,
         )
-        out: list[str | None] = []
-        for r in results:
-            tokens = [t for t in r.sequences_ids[0] if t < self.tokenizer.eot]
-            text = self.tokenizer.decode(tokens).strip()
-            avg_logprob = r.scores[0] * len(r.sequences_ids[0]) / (len(r.sequences_ids[0]) + 1)
-            failed = get_compression_ratio(text) > MAX_COMPRESSION_RATIO or avg_logprob < MIN_AVG_LOGPROB
-            out.append(None if failed or not text else text)
+        out = []
+        eot = self._tokenizer(self.language).eot
+        for r, lang, (det, det_p) in zip(results, langs, detected, strict=True):
+            tokens = [t for t in r.sequences_ids[0] if t < eot]
+            text = self._tokenizer(lang or self.language).decode(tokens).strip()
+            seq_len = len(r.sequences_ids[0])
+            out.append(
+                Transcript(
+                    text=text,
+                    # faster-whisper's own definition: cumulative log-probability over length + 1.
+                    avg_logprob=r.scores[0] * seq_len / (seq_len + 1),
+                    no_speech_prob=r.no_speech_prob,
+                    compression_ratio=get_compression_ratio(text) if text else None,
+                    language=det,
+                    language_prob=det_p,
+                )
+            )
         return out
 
 

@@ -109,3 +109,23 @@ def test_a_split_the_release_lacks_is_named_with_the_ones_it_has(tmp_path):
     proc, _ = _cli("run", "--input", str(rel.path), "--output", str(tmp_path / "out"), "--split", "train")
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     assert "delta release has no train.tsv; its clip lists are:" in proc.stderr
+
+
+def test_a_non_english_locale_with_the_english_only_model_stops_before_any_work(tmp_path):
+    from scripts.make_cv_release import build_release
+
+    rel = build_release(tmp_path / "dl", clips=4, locale="pt")
+    proc, _ = _cli("run", "--input", str(rel.path), "--output", str(tmp_path / "out"))
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert "locale(s) pt need a multilingual Whisper" in proc.stderr and "transcriber.model=" in proc.stderr
+    assert "Started a local Ray instance" not in proc.stderr + proc.stdout
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_locale_whisper_does_not_know_is_named(tmp_path):
+    import pytest
+
+    from pipeline.languages import LanguageNotSupportedError, check_model_hears
+
+    with pytest.raises(LanguageNotSupportedError, match="fy-NL have no Whisper language"):
+        check_model_hears({"fy-NL"}, "m", str(tmp_path), "en")

@@ -5,7 +5,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from pipeline.io import commit
-from pipeline.io.sink import output_schemas, split_block
+from pipeline.io.sink import block_tally, output_schemas, split_block
 from pipeline.io.storage import list_parquet_files
 from pipeline.manifest import Manifest
 from tests.conftest import write_parquet
@@ -74,12 +74,25 @@ def test_split_block_routes_every_row_exactly_once():
             "error": [None, None, "bad"],
             "stage": [None, None, "decode"],
             "kept": [True, False, False],
+            "reasons": [[], ["judge_below"], []],
+            "wer": [0.0, 0.1, None],
+            "cer": [0.0, 0.05, None],
+            "avg_logprob": [-0.1, -0.2, None],
+            "no_speech_prob": [0.0, 0.01, None],
+            "compression_ratio": [1.0, 1.1, None],
+            "language": [None, None, None],
+            "language_prob": [None, None, None],
         }
     )
     parts = split_block(table, schemas)
     assert parts["curated"].column("id").to_pylist() == ["k"]
     assert parts["scores"].column("id").to_pylist() == ["k", "r"]
     assert parts["quarantine"].to_pylist() == [{"id": "q", "error": "bad", "stage": "decode"}]
+    assert parts["scores"].column("reasons").to_pylist() == [[], ["judge_below"]]
+    tally = block_tally(table, parts)
+    assert tally.reasons == {"judge_below": 1} and tally.quarantined_by_stage == {"decode": 1}
+    assert tally.counts.model_dump(by_alias=True) == {"in": 3, "kept": 1, "rejected": 1, "quarantined": 1}
+    assert tally.wer_bins["0.0-0.1"] == 1 and tally.wer_bins["0.1-0.2"] == 1
 
 
 def test_listing_is_sorted_and_skips_private_dirs(tmp_path):

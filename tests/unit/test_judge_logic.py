@@ -141,3 +141,10 @@ def test_split_chat_template_refuses_templates_that_rewrite_the_text():
         split_chat_template(lambda messages: messages[1]["content"].lower(), "sys")
     with pytest.raises(ValueError, match="verbatim"):
         split_chat_template(lambda messages: messages[1]["content"] * 2, "sys")
+
+
+def test_a_judge_answer_without_logprobs_is_quarantined_not_rejected():
+    row = {"id": "a", "transcription": "t", "error": None, "stage": None, "generated_text": "5", "logprobs": None}
+    out = finalize_judgement(row, KEEP)
+    assert out["stage"] == "judge" and "no logprobs" in out["error"]
+    assert out["score"] is None and out["score_expected"] is None

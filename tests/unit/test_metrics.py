@@ -1,25 +1,29 @@
 import pytest
 
-from pipeline.metrics import corpus_wer, edit_distance, expected_score_bins, normalize_text, score_histogram
+from pipeline.metrics import agreement, corpus_wer, expected_score_bins, normalize_text, score_histogram
 
 
-def test_normalize_strips_case_punctuation_and_hyphens():
-    assert normalize_text("Hello, World! It's state-of-the-art.") == [
-        "hello",
-        "world",
-        "its",
-        "state",
-        "of",
-        "the",
-        "art",
-    ]
+def test_whisper_english_normalizer_ignores_numbers_titles_and_punctuation():
+    assert normalize_text("I have 1 apple, Mr. Smith!") == normalize_text("i have one apple mister smith")
+    assert agreement("He paid $20 for it.", "he paid twenty dollars for it") == (0.0, 0.0)
 
 
-def test_edit_distance_counts_sub_ins_del():
-    assert edit_distance(["a", "b", "c"], ["a", "x", "c"]) == 1
-    assert edit_distance(["a", "b", "c"], ["a", "b"]) == 1
-    assert edit_distance(["a", "b"], ["a", "b", "c", "d"]) == 2
-    assert edit_distance([], ["a"]) == 1
+def test_agreement_counts_word_and_character_errors():
+    wer, cer = agreement("the cat sat on the mat", "the cat sat on a hat")
+    assert wer == pytest.approx(2 / 6)
+    assert 0 < cer < wer
+    assert agreement("red green blue", "completely different words")[0] == 1.0
+
+
+def test_agreement_is_null_without_a_reference_never_zero():
+    assert agreement(None, "anything") == (None, None)
+    assert agreement("", "anything") == (None, None)
+    assert agreement("...", "anything") == (None, None)
+
+
+def test_other_languages_use_the_basic_normalizer():
+    assert normalize_text("¿Qué tal, Señor?", "es") == ["qué", "tal", "señor"]
+    assert agreement("Qué tal, señor.", "que tal senor", "es")[0] > 0  # accents still count outside English
 
 
 def test_corpus_wer_weights_by_reference_words():

@@ -1,0 +1,91 @@
+"""Gates: each returns (keep, reason); a row is kept only when every gate passes."""
+
+from __future__ import annotations
+
+import pyarrow as pa
+import pytest
+
+from pipeline.config import build_config
+from pipeline.stages.gates import LanguageMismatch, apply_gates, build_gates, judge_gates, reason_counts
+
+GOOD = {
+    "transcription": "Plants use sunlight to turn water into sugar.",
+    "sentence": "Plants use sunlight to turn water into sugar.",
+    "duration_s": 4.2,
+    "score": 4,
+    "score_expected": 3.8,
+    "avg_logprob": -0.2,
+    "no_speech_prob": 0.01,
+    "compression_ratio": 1.2,
+    "language": None,
+    "language_prob": None,
+    "error": None,
+    "stage": None,
+}
+
+
+def _verdict(**changes):
+    row = {**GOOD, **changes}
+    out = apply_gates(pa.Table.from_pylist([row]), build_gates(build_config())).to_pylist()[0]
+    return out
+
+
+def test_a_clean_row_passes_every_gate():
+    out = _verdict()
+    assert out["kept"] is True and out["reasons"] == [] and out["wer"] == 0.0 and out["cer"] == 0.0
+
+
+@pytest.mark.parametrize(
+    ("changes", "reason"),
+    [
+        ({"transcription": "Thanks for watching!"}, "wer_above"),  # hold music's favourite hallucination
+        ({"no_speech_prob": 0.9, "avg_logprob": -1.3}, "no_speech"),
+        ({"compression_ratio": 3.1}, "hallucination"),
+        ({"avg_logprob": -1.4}, "low_logprob"),
+        ({"duration_s": 0.3}, "too_short"),
+        ({"duration_s": 31.0}, "too_long"),
+        ({"score": 2}, "judge_below"),
+    ],
+)
+def test_each_gate_rejects_with_its_code(changes, reason):
+    out = _verdict(**changes)
+    assert out["kept"] is False and reason in out["reasons"]
+
+
+def test_a_row_carries_every_reason_it_fails():
+    out = _verdict(transcription="Thanks for watching!", score=1, duration_s=0.2)
+    assert out["reasons"] == ["wer_above", "too_short", "judge_below"]
+
+
+def test_no_sentence_means_null_wer_and_no_agreement_gate():
+    out = _verdict(sentence=None)
+    assert out["wer"] is None and out["cer"] is None and out["kept"] is True
+
+
+def test_quarantined_rows_get_no_verdict():
+    out = _verdict(error="audio is silent", stage="decode")
+    assert out["kept"] is False and out["reasons"] == [] and out["wer"] is None
+
+
+def test_the_judge_gate_follows_threshold_on():
+    cfg = build_config(threshold=3.9, threshold_on="score_expected")
+    assert judge_gates({**GOOD}, build_gates(cfg)) == ["judge_below"]
+    assert judge_gates({**GOOD, "score_expected": 4.0}, build_gates(cfg)) == []
+
+
+def test_language_mismatch_only_when_the_model_is_sure():
+    gate = LanguageMismatch(default="en", min_prob=0.5)
+    assert gate({"locale": "pt", "language": "pt", "language_prob": 0.9}) == (True, None)
+    assert gate({"locale": "pt", "language": "es", "language_prob": 0.8}) == (False, "language_mismatch")
+    assert gate({"locale": "pt", "language": "es", "language_prob": 0.3}) == (True, None)
+    assert gate({"locale": "zh-CN", "language": "zh", "language_prob": 0.99}) == (True, None)
+    assert gate({"language": None}) == (True, None)  # an English-only model reports no language
+
+
+def test_gates_can_be_turned_off():
+    cfg = build_config(overrides=["gates.max_wer=null", "gates.min_duration_s=null"])
+    assert judge_gates({**GOOD, "wer": 1.0, "duration_s": 0.1}, build_gates(cfg)) == []
+
+
+def test_reason_counts():
+    assert reason_counts([["wer_above"], [], None, ["wer_above", "too_short"]]) == {"wer_above": 2, "too_short": 1}

@@ -1,0 +1,36 @@
+"""Hardware-aware defaults: bf16 only where the CPU computes it natively; explicit settings win."""
+
+from __future__ import annotations
+
+from pipeline import hardware
+from pipeline.config import build_config
+from pipeline.stages.judge import vllm_engine_kwargs
+
+AVX2_ONLY = "processor: 0\nflags\t\t: fpu sse2 avx avx2 fma\n"
+AVX512_BF16 = "processor: 0\nflags\t\t: fpu sse2 avx avx2 avx512f avx512_bf16\n"
+
+
+def test_cpu_flags_and_the_dtype_they_pick(tmp_path):
+    for text, want in ((AVX2_ONLY, "float32"), (AVX512_BF16, "bfloat16")):
+        info = tmp_path / "cpuinfo"
+        info.write_text(text)
+        flags = hardware.cpu_flags.__wrapped__(str(info))
+        assert hardware.judge_dtype(flags) == want
+    assert hardware.cpu_flags.__wrapped__(str(tmp_path / "missing")) == frozenset()
+
+
+def test_auto_is_resolved_for_this_machine_and_recorded(monkeypatch):
+    monkeypatch.setattr(hardware, "cpu_flags", lambda: frozenset({"avx2"}))
+    cfg, record = build_config().for_this_machine()
+    assert cfg.judge.dtype == "float32" and record["chosen"] == {"judge.dtype": "float32"}
+    assert record["cpu_flags"] == ["avx2"]
+    assert vllm_engine_kwargs(build_config().judge)["dtype"] == "float32"
+    monkeypatch.setattr(hardware, "cpu_flags", lambda: frozenset({"avx2", "amx_bf16"}))
+    assert build_config().for_this_machine()[0].judge.dtype == "bfloat16"
+
+
+def test_an_explicit_setting_always_wins(monkeypatch):
+    monkeypatch.setattr(hardware, "cpu_flags", lambda: frozenset({"avx2"}))
+    cfg, record = build_config(overrides=["judge.dtype=bfloat16"]).for_this_machine()
+    assert cfg.judge.dtype == "bfloat16" and record["chosen"] == {}
+    assert build_config("cluster").for_this_machine()[0].judge.dtype == "float16"
