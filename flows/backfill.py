@@ -17,7 +17,7 @@ from typing import Any
 from prefect import flow, get_run_logger
 
 from flows.curation import curate_dataset
-from pipeline.config import Profile, StorageConfig, build_config
+from pipeline.config import CurationConfig, Profile, build_config
 from pipeline.io.cv_release import discover_releases
 from pipeline.shards import discover_splits, pending_shards, plan_release_shards, plan_shards
 from tasks.credentials import apply_credentials_block
@@ -25,9 +25,10 @@ from tasks.credentials import apply_credentials_block
 DEFAULT_RELEASE_SPLITS = ("validated",)
 
 
-def _storage(profile: Profile, config_overrides: list[str] | None) -> StorageConfig:
-    # The storage section of the overrides (e.g. an S3 endpoint) is needed to list the root itself.
-    return build_config(profile, overrides=config_overrides).storage
+def _config(profile: Profile, config_overrides: list[str] | None, threshold, limit) -> CurationConfig:
+    # The same config curate_dataset builds: its storage section lists the root (e.g. an S3 endpoint),
+    # its content settings decide which committed shards still answer the request.
+    return build_config(profile, overrides=config_overrides, threshold=threshold, limit=limit)
 
 
 @flow(name="backfill-common-voice", log_prints=True)
@@ -52,7 +53,8 @@ def backfill(
     logger = get_run_logger()
     if credentials_block:
         apply_credentials_block(credentials_block)
-    storage = _storage(profile, config_overrides)
+    cfg = _config(profile, config_overrides, threshold, limit)
+    storage = cfg.storage
     common = dict(
         output_root=output_root,
         limit=limit,
@@ -71,7 +73,7 @@ def backfill(
             specs, skipped = plan_release_shards(releases, output_root, split, storage)
             for note in skipped:
                 logger.info("skipping %s", note)
-            todo = pending_shards(specs, storage)
+            todo = pending_shards(specs, cfg)
             planned += len(specs)
             if not todo:
                 logger.info("%s: all %d shard(s) already committed; nothing to do", split, len(specs))
@@ -93,7 +95,7 @@ def backfill(
     processed = []
     for split, files in sorted(found.items()):
         specs = plan_shards(files, output_root, dataset, split, num_shards_per_split)
-        todo = pending_shards(specs, storage)
+        todo = pending_shards(specs, cfg)
         if not todo:
             logger.info("%s: all %d shards already committed", split, len(specs))
             continue

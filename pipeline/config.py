@@ -171,6 +171,27 @@ class CurationConfig(_Section):
             chosen["judge.dtype"] = judge.dtype
         return self.model_copy(update={"judge": judge}), describe(flags, chosen)
 
+    def content_settings(self) -> dict[str, Any]:
+        """The settings that change what a shard's output holds (not how fast or where it is made).
+
+        A committed shard is reused only when these, its inputs and its split match the request: a
+        run with ``limit`` or other gates never stands in for a full or differently gated one.
+        """
+        t, j, a = self.transcriber, self.judge, self.audio
+        return {
+            "limit": self.limit,
+            "keep_audio": self.keep_audio,
+            "threshold": self.threshold,
+            "threshold_on": self.threshold_on,
+            "gates": self.gates.model_dump(),
+            "audio": {k: getattr(a, k) for k in ("target_sample_rate", "max_clip_bytes", "max_duration_s")},
+            "transcriber": {
+                k: getattr(t, k)
+                for k in ("backend", "model", "language", "compute_type", "beam_size", "min_window_s", "dtype")
+            },
+            "judge": {k: getattr(j, k) for k in ("model", "system_prompt", "max_transcript_chars", "top_logprobs")},
+        }
+
     def public_dict(self) -> dict[str, Any]:
         """The config as recorded in manifests and artifacts (it holds no secrets by design)."""
         return json.loads(self.model_dump_json())

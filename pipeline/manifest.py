@@ -86,6 +86,8 @@ class Manifest(Tally):
     throughput: dict[str, float | None]
     models: dict[str, ModelInfo]
     config: dict[str, Any]
+    # What the output answers (pipeline.shards.request_key): inputs, split and content settings.
+    request_key: str | None = None
     hardware: dict[str, Any] | None = None  # detected CPU features and the settings they decided
     shard: dict[str, Any] | None = None
 

@@ -6,9 +6,11 @@ import logging
 import os
 import time
 import uuid
+from collections import Counter
 from datetime import UTC, datetime
 from typing import Any
 
+import pyarrow.parquet as pq
 import ray
 
 from pipeline.config import CurationConfig
@@ -16,9 +18,12 @@ from pipeline.dag import Models, build_curation_dataset
 from pipeline.io import commit as commits
 from pipeline.io.inputs import open_inputs
 from pipeline.io.sink import CurationSink, output_schemas
+from pipeline.io.storage import resolve_filesystem
 from pipeline.languages import check_model_hears
-from pipeline.manifest import Manifest, ModelInfo, combine
+from pipeline.manifest import Manifest, ModelInfo, OutputFile, combine
 from pipeline.models import resolve_model
+from pipeline.shards import request_key
+from pipeline.stages.decode import MISSING_ID_PREFIX
 
 log = logging.getLogger("pipeline")
 
@@ -44,6 +49,32 @@ def resolve_models(cfg: CurationConfig) -> Models:
     return Models(transcriber=resolve_model(cfg.transcriber.model), judge=resolve_model(cfg.judge.model))
 
 
+def staged_ids(staging: str, files: list[OutputFile], cfg: CurationConfig) -> Counter:
+    """Every id in the staged scores/ and quarantine/ files (a fallback id counts as "no id")."""
+    fs, base = resolve_filesystem(staging, cfg.storage)
+    ids: Counter = Counter()
+    for f in files:
+        if f.kind in ("scores", "quarantine"):
+            col = pq.read_table(f"{base}/{f.path}", columns=["id"], filesystem=fs).column("id").to_pylist()
+            ids.update(None if i.startswith(MISSING_ID_PREFIX) else i for i in col)
+    return ids
+
+
+def check_ids(expected: Counter | None, written: Counter) -> None:
+    """Every input id exactly as often in scores/ + quarantine/ as in the input: none lost, none doubled."""
+    if expected is None:  # a Parquet limit: Ray picks the rows; still no id may repeat beyond the input's
+        doubled = [i for i, n in written.items() if n > 1 and i is not None]
+        if doubled:
+            raise RowAccountingError(f"ids written more than once: {doubled[:5]}")
+        return
+    if expected != written:
+        lost, extra = expected - written, written - expected
+        raise RowAccountingError(
+            f"ids out differ from ids in: {sum(lost.values())} lost (e.g. {list(lost)[:5]}), "
+            f"{sum(extra.values())} extra (e.g. {list(extra)[:5]})"
+        )
+
+
 def run_curation(
     cfg: CurationConfig,
     sources: list[str],
@@ -59,9 +90,11 @@ def run_curation(
     """
     started = time.time()
     run_id = run_id or uuid.uuid4().hex[:12]
+    requested = cfg  # the key is of the request, before settings are resolved for this machine
     cfg, hardware = cfg.for_this_machine()
     log.info("hardware: %s", hardware)
     inputs = open_inputs(sources, cfg.storage, split=split, limit=cfg.limit)
+    key = request_key(requested, sources, getattr(inputs, "split", split))
     layout, input_schema, total_rows = inputs.layout, inputs.schema, inputs.total_rows
     expected_in = total_rows if cfg.limit is None else min(cfg.limit, total_rows)
     models = resolve_models(cfg)
@@ -83,6 +116,7 @@ def run_curation(
     tally = combine(sink.tallies)
     if tally.counts.in_ != expected_in:
         raise RowAccountingError(f"read {expected_in} rows but accounted for {tally.counts.in_}")
+    check_ids(inputs.expected_ids(cfg.limit), staged_ids(commits.staging_uri(output, run_id), sink.files, cfg))
     wall = time.time() - started
     manifest = Manifest(
         run_id=run_id,
@@ -104,6 +138,7 @@ def run_curation(
         },
         config=cfg.public_dict(),
         hardware=hardware,
+        request_key=key,
         **(extra_manifest or {}),
     )
     commits.commit(output, run_id, manifest, cfg.storage)

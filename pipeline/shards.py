@@ -8,13 +8,14 @@ file that could drift: it *is* the set of shard directories whose manifest is co
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import re
 from dataclasses import asdict, dataclass
 
 import pyarrow.fs as pafs
 
-from pipeline.config import StorageConfig
+from pipeline.config import CurationConfig, StorageConfig
 from pipeline.io.commit import is_committed
 from pipeline.io.cv_release import ReleaseSource
 from pipeline.io.storage import list_parquet_files, resolve_filesystem, to_uri
@@ -75,8 +76,21 @@ def discover_splits(source_root: str, storage: StorageConfig | None = None) -> d
     return splits
 
 
-def pending_shards(specs: list[ShardSpec], storage: StorageConfig | None = None) -> list[ShardSpec]:
-    return [s for s in specs if not is_committed(s.output, storage)]
+def request_key(cfg: CurationConfig, inputs: list[str] | tuple[str, ...], split: str | None) -> str:
+    """What a shard's output is a function of: its inputs, its split and the content settings."""
+    body = json.dumps(
+        {"inputs": sorted(inputs), "split": split, "content": cfg.content_settings()}, sort_keys=True, default=str
+    )
+    return hashlib.sha256(body.encode()).hexdigest()[:20]
+
+
+def is_done(spec: ShardSpec, cfg: CurationConfig) -> bool:
+    """Committed, and by a run that asked for the same thing (inputs, split, limit, models, gates)."""
+    return is_committed(spec.output, cfg.storage, request_key(cfg, spec.files, spec.split))
+
+
+def pending_shards(specs: list[ShardSpec], cfg: CurationConfig) -> list[ShardSpec]:
+    return [s for s in specs if not is_done(s, cfg)]
 
 
 def release_has_split(src: ReleaseSource, split: str, storage: StorageConfig | None = None) -> bool:

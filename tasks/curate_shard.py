@@ -18,7 +18,7 @@ from pydantic import BaseModel
 from pipeline.config import CurationConfig
 from pipeline.io.commit import is_committed, read_manifest
 from pipeline.manifest import Manifest
-from pipeline.shards import ShardSpec
+from pipeline.shards import ShardSpec, is_done
 from tasks.launchers import launcher_for
 
 
@@ -50,9 +50,13 @@ def _attempt() -> int:
 )
 def curate_shard(spec: ShardSpec, cfg: CurationConfig, force: bool = False) -> ShardOutcome:
     log = _logger()
-    if not force and is_committed(spec.output, cfg.storage):
-        log.info("%s already committed at %s; skipping", spec.shard_id, spec.output)
+    if not force and is_done(spec, cfg):
+        log.info("%s already committed at %s for this request; skipping", spec.shard_id, spec.output)
         return ShardOutcome(spec=spec.to_dict(), manifest=read_manifest(spec.output, cfg.storage), skipped=True)
+    if not force and is_committed(spec.output, cfg.storage):
+        log.info(
+            "%s was committed for another request (inputs, split, limit, models or gates); redoing it", spec.shard_id
+        )
     log.info("curating %s (%d inputs) -> %s (attempt %d)", spec.shard_id, len(spec.files), spec.output, _attempt())
     manifest = launcher_for(cfg.ray_address).launch(spec, cfg, log)
     log.info("%s committed: %s", spec.shard_id, manifest.counts.model_dump_json(by_alias=True))

@@ -33,17 +33,12 @@ from pipeline.shards import ShardSpec
 ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 # "… INFO pipeline: committed …" (pipeline/cli.py's log format) or "curate: error: …".
 OUR_LINE = re.compile(r"\b(?:INFO|WARNING|ERROR) pipeline[\w.]*: |^curate: ")
-# Environment forwarded to Ray Jobs; credentials travel by env, never in the entrypoint or logs.
-FORWARDED_ENV = (
-    "HF_HUB_OFFLINE",
-    "HF_TOKEN",
-    "AWS_ACCESS_KEY_ID",
-    "AWS_SECRET_ACCESS_KEY",
-    "AWS_SESSION_TOKEN",
-    "AWS_ENDPOINT_URL",
-    "AWS_REGION",
-    "CURATE_MODEL_CACHE",
-)
+# Environment forwarded to Ray Jobs: settings only.  Credentials (AWS_SECRET_ACCESS_KEY, HF_TOKEN, …)
+# never go into a job's runtime_env, because Ray keeps it in its job table, where `ray job list`, the
+# REST API and list_jobs() show it in plain text.  The cluster's nodes get them from their own
+# environment (a Kubernetes Secret on KubeRay, the service's env in compose), and the job's driver
+# inherits it from its node.
+FORWARDED_ENV = ("HF_HUB_OFFLINE", "AWS_ENDPOINT_URL", "AWS_REGION", "CURATE_MODEL_CACHE")
 
 
 class ShardFailed(RuntimeError):

@@ -31,10 +31,13 @@ def read_manifest(uri: str, storage: StorageConfig | None = None) -> Manifest | 
         return Manifest.from_json(f.read())
 
 
-def is_committed(uri: str, storage: StorageConfig | None = None) -> bool:
+def is_committed(uri: str, storage: StorageConfig | None = None, request_key: str | None = None) -> bool:
+    """A manifest is there and every file it lists too; with ``request_key``, it also answers that request."""
     fs, root = resolve_filesystem(uri, storage)
     manifest = read_manifest(uri, storage)
     if manifest is None:
+        return False
+    if request_key is not None and manifest.request_key != request_key:
         return False
     return all(_exists(fs, f"{root}/{f.path}") for f in manifest.files)
 

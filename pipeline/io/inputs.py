@@ -9,6 +9,7 @@ is an ``InputSchemaError`` naming them, so the CLI exits 2 before Ray or a model
 from __future__ import annotations
 
 import functools
+from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -63,13 +64,23 @@ class ParquetInputs:
         self.layout = check_consistent(layouts)
         self.total_rows = total
 
-    def duplicate_ids(self) -> frozenset[str]:
+    def _ids(self) -> pa.ChunkedArray:
         chunks = []
         for f in self.files:
             fs, path = resolve_filesystem(f, self.storage)
             col = pq.read_table(path, columns=["id"], filesystem=fs).column("id").cast(pa.string())
             chunks += col.chunks
-        return _duplicates(pa.chunked_array(chunks, pa.string()))
+        return pa.chunked_array(chunks, pa.string())
+
+    def duplicate_ids(self) -> frozenset[str]:
+        return _duplicates(self._ids())
+
+    def expected_ids(self, limit: int | None) -> Counter | None:
+        """Every id the output must hold, as often as the input holds it (a row without an id counts
+        under None); None when ``limit`` makes the exact rows Ray's reader's to choose."""
+        if limit is not None and limit < self.total_rows:
+            return None
+        return Counter(i or None for i in self._ids().to_pylist())
 
     def describe(self) -> dict[str, Any]:
         return {"form": "parquet", "inputs": self.files}
@@ -135,6 +146,9 @@ class ReleaseInputs:
         # Across releases ids may repeat (a delta never repeats its full release's clips, but two
         # copies of one release would): quarantine them like duplicates within a file.
         return _duplicates(pa.chunked_array([c for t in self.tables for c in t.column("id").chunks], pa.string()))
+
+    def expected_ids(self, limit: int | None) -> Counter:
+        return Counter(i for t in self.tables for i in t.column("id").to_pylist())  # limit already applied
 
     def locales(self) -> set[str]:
         found = {v for t in self.tables for v in pc.unique(t.column("locale")).to_pylist() if v}

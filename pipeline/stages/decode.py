@@ -52,9 +52,12 @@ def decode_clip(data: bytes | None, cfg: AudioConfig) -> np.ndarray:
     return np.ascontiguousarray(mono, dtype=np.float32)
 
 
+MISSING_ID_PREFIX = "missing-id:"
+
+
 def fallback_id(data: bytes | None) -> str:
     """A stable id for a row that came without one, so it can still be reported."""
-    return "missing-id:" + hashlib.sha1(data or b"").hexdigest()[:16]
+    return MISSING_ID_PREFIX + hashlib.sha1(data or b"").hexdigest()[:16]
 
 
 def decode_audio(batch: pa.Table, cfg: AudioConfig, duplicate_ids: frozenset[str] = frozenset()) -> pa.Table:

@@ -44,6 +44,9 @@ def test_flow_submits_shards_as_ray_jobs(tmp_path, sample_table, monkeypatch):
         ours = [j for j in jobs if (j.metadata or {}).get("split") == "dev"]
         assert len(ours) == 1 and ours[0].status == JobStatus.SUCCEEDED
         job_logs = JobSubmissionClient(head["dashboard"]).get_job_logs(ours[0].submission_id)
+        # Ray's job table (what `ray job list` and the REST API show) holds no credential.
+        job_table = json.dumps([j.dict() for j in jobs], default=str)
+        assert SECRET not in job_table
 
     assert result["counts"]["in"] == 3
     (manifest_path,) = list(out.glob("common-voice/dev/*/manifest.json"))

@@ -1,4 +1,5 @@
 import json
+from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -128,3 +129,26 @@ def test_shard_plan_is_deterministic_and_splits_are_discovered(tmp_path, monkeyp
     assert [s.shard_id[:11] for s in one] == ["shard-00000", "shard-00001"]
     assert one[0].output == f"out/common-voice/dev/{one[0].shard_id}"
     assert plan_shards(splits["dev"], "out", "cv", "dev", num_shards=5)[-1].files == (splits["dev"][1],)
+
+
+def test_a_shard_committed_for_another_request_is_not_done(tmp_path):
+    """A shard committed by a run with `limit` (or other gates, or other inputs) never stands in for
+    the full request: later runs redo it instead of reporting its partial counts forever."""
+    from pipeline.config import build_config
+    from pipeline.shards import is_done, plan_shards, request_key
+
+    write_parquet([{"id": "a"}], tmp_path / "in.parquet")
+    (spec,) = plan_shards([str(tmp_path / "in.parquet")], str(tmp_path / "out"), "cv", "dev")
+    limited = build_config(limit=2)
+    f = _stage(Path(spec.output), "r1", "scores/part-a.parquet", 2)
+    m = _manifest("r1", [f]).model_copy(update={"request_key": request_key(limited, spec.files, "dev")})
+    commit.commit(spec.output, "r1", m)
+    assert is_done(spec, limited)
+    assert not is_done(spec, build_config())  # the full run
+    assert not is_done(spec, build_config(limit=2, overrides=["gates.max_wer=0.3"]))
+    assert not is_done(spec, build_config(limit=2, threshold=4))
+    assert is_done(spec, build_config(limit=2, overrides=["judge.batch_size=64", "reader.clips_per_task=8"]))
+    old = _manifest("r0", [f])  # written before request keys existed: redone once
+    (Path(spec.output) / "_staging" / "r0").mkdir(parents=True)
+    commit.commit(spec.output, "r0", old.model_copy(update={"files": []}))
+    assert not is_done(spec, limited)

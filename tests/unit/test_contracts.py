@@ -59,3 +59,18 @@ def test_one_place_picks_the_launcher():
     assert launcher_for("10.0.0.5:6379") == ChildProcessLauncher("10.0.0.5:6379")
     with pytest.raises(ValueError, match="ray:// client connections"):
         launcher_for("ray://head:10001")
+
+
+def test_the_commit_checks_ids_not_just_counts():
+    from collections import Counter
+
+    from pipeline.run import RowAccountingError, check_ids
+
+    inp = Counter({"a": 1, "b": 1, "dup": 2, None: 1})
+    check_ids(inp, Counter({"a": 1, "b": 1, "dup": 2, None: 1}))  # duplicates quarantined, every copy
+    with pytest.raises(RowAccountingError, match=r"1 lost \(e.g. \['b'\]\), 1 extra \(e.g. \['a2'\]\)"):
+        check_ids(inp, Counter({"a": 1, "a2": 1, "dup": 2, None: 1}))  # same count, wrong ids
+    with pytest.raises(RowAccountingError, match="1 lost"):
+        check_ids(inp, Counter({"a": 1, "b": 1, "dup": 1, None: 1}))
+    with pytest.raises(RowAccountingError, match="more than once"):
+        check_ids(None, Counter({"a": 2}))  # a Parquet limit: the rows are Ray's choice, doubles are not
