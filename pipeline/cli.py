@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 from pipeline.config import build_config
+from pipeline.progress import render_summary
 
 SAMPLE = Path(__file__).parent / "sample_data" / "common_voice_sample.parquet"
 
@@ -56,6 +57,9 @@ def build_parser() -> tuple[argparse.ArgumentParser, argparse._SubParsersAction]
     run.add_argument("--config-json", help="a whole resolved config as JSON (used by Ray Jobs)")
     run.add_argument("--manifest-extra", help="JSON object merged into manifest.json (e.g. shard identity)")
     run.add_argument("--output", required=True, help="output directory or s3:// URI")
+    run.add_argument(
+        "--verbose", action="store_true", help="stream Ray's and vLLM's logs here instead of OUTPUT/_logs/"
+    )
     _config_args(run)
 
     show = sub.add_parser("config", help="print the resolved config as JSON")
@@ -91,21 +95,20 @@ def run_command(args: argparse.Namespace) -> int:
         print(json.dumps(cfg.public_dict(), indent=2))
         return 0
 
+    from pipeline.console import Console
     from pipeline.io.commit import OutputNotWritableError
     from pipeline.io.schema import InputSchemaError
     from pipeline.languages import LanguageNotSupportedError
     from pipeline.models import ModelUnavailableError
+    from pipeline.report import REASON_NAMES
     from pipeline.run import run_curation
 
+    console = Console.open(verbose=args.verbose)
     sources = args.input or [str(SAMPLE)]
     try:
         extra = json.loads(args.manifest_extra) if args.manifest_extra else None
         manifest = run_curation(
-            cfg,
-            sources,
-            args.output,
-            split=args.split,
-            extra_manifest=extra,
+            cfg, sources, args.output, split=args.split, extra_manifest=extra, console=None if args.verbose else console
         )
     except (
         InputSchemaError,
@@ -115,15 +118,28 @@ def run_command(args: argparse.Namespace) -> int:
         LanguageNotSupportedError,
     ) as exc:
         # User-fixable problems: one clear line, no traceback, nothing started.
-        print(f"curate: error: {exc}", file=sys.stderr)
+        console.error(f"curate: error: {exc}")
         return 2
-    c = manifest.counts
-    print(
-        f"\ncurated {c.in_} clips ({manifest.audio_seconds / 3600:.3f} audio hours) in "
-        f"{manifest.wall_time_s:.0f} s: kept {c.kept}, rejected {c.rejected}, quarantined {c.quarantined}"
+    except Exception as exc:
+        logging.getLogger("pipeline").exception("run failed")
+        log = console.keep_log(args.output)
+        console.error(f"curate: failed: {type(exc).__name__}: {exc}" + (f"\n  full log: {log}" if log else ""))
+        return 1
+    log = console.keep_log(args.output)
+    console.say()
+    console.say(
+        render_summary(
+            manifest.counts.model_dump(by_alias=True),
+            manifest.reasons,
+            manifest.quarantined_by_stage,
+            manifest.audio_seconds,
+            manifest.wall_time_s,
+            f"{args.output}  (manifest.json, curated/, scores/, quarantine/)",
+            describe=lambda code: REASON_NAMES.get(code, ""),
+        )
     )
-    print("scores 1..5:", manifest.histogram.score)
-    print(f"output: {args.output}/manifest.json")
+    if log:
+        console.say(f"  {'log':<11}  {log}")
     return 0
 
 

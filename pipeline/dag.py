@@ -35,6 +35,7 @@ from pipeline.config import CurationConfig
 from pipeline.io.inputs import ParquetInputs, ReleaseInputs
 from pipeline.io.schema import InputLayout
 from pipeline.models import ResolvedModel
+from pipeline.progress import track
 from pipeline.stages.decode import decode_audio
 from pipeline.stages.gates import apply_gates, build_gates
 from pipeline.stages.judge import add_judge_stage
@@ -57,12 +58,12 @@ def read_clips(inputs: ParquetInputs | ReleaseInputs, cfg: CurationConfig) -> Da
     return inputs.dataset(cfg)
 
 
-def add_transcription_stages(ds: Dataset, cfg: CurationConfig, model_path: str) -> Dataset:
+def add_transcription_stages(ds: Dataset, cfg: CurationConfig, model_path: str, progress: str | None = None) -> Dataset:
     t = cfg.transcriber
     actor = dict(fn_constructor_args=(t, model_path), batch_format="pyarrow")
     if t.backend == "ctranslate2":
         return ds.map_batches(
-            FasterWhisperTranscriber,
+            track(FasterWhisperTranscriber, "transcribe", progress),
             batch_size=t.batch_size,
             compute=ActorPoolStrategy(size=t.num_actors),
             num_cpus=t.num_cpus_per_actor,
@@ -81,7 +82,10 @@ def add_transcription_stages(ds: Dataset, cfg: CurationConfig, model_path: str) 
         **actor,
     )
     return ds.map_batches(
-        WhisperTokenDecoder, batch_size=t.decoder_batch_size, compute=ActorPoolStrategy(size=t.decoder_actors), **actor
+        track(WhisperTokenDecoder, "transcribe", progress),
+        batch_size=t.decoder_batch_size,
+        compute=ActorPoolStrategy(size=t.decoder_actors),
+        **actor,
     )
 
 
@@ -104,7 +108,9 @@ def build_curation_dataset(
     cfg: CurationConfig,
     models: Models,
     duplicate_ids: frozenset[str] = frozenset(),
+    progress: str | None = None,
 ) -> Dataset:
+    """The DAG; ``progress`` names the counter actor each stage reports its rows to (None: no counting)."""
     layout = inputs.layout
     check_stages([ID, AUDIO, *inputs.schema.names], stage_columns(cfg))  # fails here, not in a worker
     ds = read_clips(inputs, cfg)
@@ -112,15 +118,17 @@ def build_curation_dataset(
     if block_rows:
         ds = ds.repartition(target_num_rows_per_block=block_rows)
     ds = ds.map_batches(
-        functools.partial(decode_audio, cfg=cfg.audio, duplicate_ids=duplicate_ids),
+        track(functools.partial(decode_audio, cfg=cfg.audio, duplicate_ids=duplicate_ids), "decode", progress),
         batch_size=cfg.audio.decode_batch_size,
         batch_format="pyarrow",
         num_cpus=cfg.audio.decode_num_cpus,
     )
-    ds = add_transcription_stages(ds, cfg, models.transcriber.path)
+    ds = add_transcription_stages(ds, cfg, models.transcriber.path, progress)
     ds = add_judge_stage(ds, cfg.judge, models.judge.path, keep=judged_columns(layout))
     ds = ds.map_batches(
-        functools.partial(apply_gates, gates=build_gates(cfg), language=cfg.transcriber.language),
+        track(
+            functools.partial(apply_gates, gates=build_gates(cfg), language=cfg.transcriber.language), "judge", progress
+        ),
         batch_format="pyarrow",
     )
     return ds

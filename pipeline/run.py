@@ -8,7 +8,7 @@ import time
 import uuid
 from collections import Counter
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pyarrow.parquet as pq
 import ray
@@ -22,8 +22,12 @@ from pipeline.io.storage import resolve_filesystem
 from pipeline.languages import check_model_hears
 from pipeline.manifest import Manifest, ModelInfo, OutputFile, combine
 from pipeline.models import resolve_model
+from pipeline.progress import ConsoleProgress, start_counter, stop_counter
 from pipeline.shards import request_key
 from pipeline.stages.decode import MISSING_ID_PREFIX
+
+if TYPE_CHECKING:
+    from pipeline.console import Console
 
 log = logging.getLogger("pipeline")
 
@@ -83,6 +87,7 @@ def run_curation(
     split: str | None = None,
     run_id: str | None = None,
     extra_manifest: dict[str, Any] | None = None,
+    console: Console | None = None,
 ) -> Manifest:
     """Curate ``sources`` (releases or Parquet; for releases, their ``split``) into ``output``.
 
@@ -111,7 +116,17 @@ def run_curation(
         cfg.storage,
         output_schemas(input_schema, layout.passthrough, layout.has_sentence, cfg.keep_audio),
     )
-    build_curation_dataset(inputs, cfg, models, duplicates).write_datasink(sink)
+    counter, display = None, None
+    if console is not None:
+        counter, name = start_counter(run_id)
+        console.say(f"curating {expected_in} clips from {', '.join(sources)[:100]} into {output}")
+        display = ConsoleProgress(counter, expected_in, console.out, console.tty).start()
+    try:
+        build_curation_dataset(inputs, cfg, models, duplicates, progress=name if counter else None).write_datasink(sink)
+    finally:
+        if display is not None:
+            display.stop()
+            stop_counter(counter)
 
     tally = combine(sink.tallies)
     if tally.counts.in_ != expected_in:

@@ -53,10 +53,11 @@ class ShardLauncher(Protocol):
     def launch(self, spec: ShardSpec, cfg: CurationConfig, log: logging.Logger) -> Manifest: ...
 
 
-def shard_cli_args(spec: ShardSpec, cfg: CurationConfig) -> list[str]:
+def shard_cli_args(spec: ShardSpec, cfg: CurationConfig, verbose: bool = False) -> list[str]:
     """``curate run`` arguments for one shard: the one entrypoint of child processes and Ray Jobs."""
     args = [
         "run",
+        *(["--verbose"] if verbose else []),
         "--output",
         spec.output,
         "--config-json",
@@ -106,13 +107,13 @@ class ChildProcessLauncher:
         )
         tail: list[str] = []
         try:
+            # The child is quiet: its console is ours (progress, summary, errors); Ray's and vLLM's
+            # logs are in its log file, whose path the summary or the error names.
             for raw in proc.stdout:
                 line = ANSI.sub("", raw.rstrip())
                 tail = [*tail[-40:], line]
-                # Our own lines reach the Prefect run; Ray's and vLLM's stay in the tail for failures.
-                if OUR_LINE.search(line):
-                    shown = line if line.startswith("curate:") else OUR_LINE.split(line, 1)[-1].strip()
-                    log.info("[shard %s] %s", spec.shard_id, shown)
+                if line.strip():
+                    log.info("[shard %s] %s", spec.shard_id, line.strip())
             code = proc.wait()
         except BaseException:
             os.killpg(proc.pid, signal.SIGKILL)  # cancelled: leave nothing running
@@ -148,7 +149,8 @@ class RayJobLauncher:
 
         client = JobSubmissionClient(self.address)
         # The job's driver joins its own cluster.
-        args = shard_cli_args(spec, cfg.model_copy(update={"ray_address": None}))
+        # Verbose: Ray keeps the job's full output as its job log; only our lines reach Prefect.
+        args = shard_cli_args(spec, cfg.model_copy(update={"ray_address": None}), verbose=True)
         entrypoint = " ".join(shlex.quote(a) for a in [sys.executable, "-m", "pipeline.cli", *args])
         env = {k: os.environ[k] for k in FORWARDED_ENV if k in os.environ}
         job_id = submit_when_ready(
@@ -164,7 +166,9 @@ class RayJobLauncher:
                 status = client.get_job_status(job_id)
                 logs = client.get_job_logs(job_id)
                 for line in logs[seen:].splitlines():
-                    log.info("[ray job %s] %s", job_id, line)
+                    line = ANSI.sub("", line)
+                    if OUR_LINE.search(line):  # the rest stays in Ray's job log
+                        log.info("[ray job %s] %s", job_id, line)
                 seen = len(logs)
                 if status in (JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.STOPPED):
                     break

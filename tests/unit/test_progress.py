@@ -1,0 +1,67 @@
+"""What a person sees: stage lines with progress, and the closing summary."""
+
+from __future__ import annotations
+
+from pipeline.progress import ConsoleProgress, render_summary, stage_line, track
+
+
+def test_stage_lines_say_done_rate_and_eta():
+    assert stage_line("decode", 12, 40, 8.0).split() == [
+        "decode",
+        "12/40",
+        "███████░░░░░░░░░░░░░░░░░",
+        "8.0",
+        "rows/s",
+        "ETA",
+        "0:03",
+    ]
+    assert stage_line("judge", 0, 40, None).endswith("starting")
+    assert stage_line("judge", 40, 40, 2.0).endswith("done")
+
+
+def test_without_a_counter_a_stage_runs_untouched():
+    def stage(batch):
+        return batch
+
+    assert track(stage, "decode", None) is stage
+
+
+def test_a_tracked_class_keeps_its_name_for_ray_datas_operator_names():
+    class FasterWhisperTranscriber:
+        def __call__(self, batch):
+            return batch
+
+    tracked = track(FasterWhisperTranscriber, "transcribe", "no-such-actor")
+    assert tracked.__name__ == "FasterWhisperTranscriber"
+    assert tracked()([1, 2, 3]) == [1, 2, 3]  # reporting is best effort: no actor, no failure
+
+
+def test_lines_without_a_terminal_are_periodic_and_timestamped():
+    import io
+
+    class Counter:
+        class snapshot:
+            @staticmethod
+            def remote():
+                return None
+
+    out = io.StringIO()
+    p = ConsoleProgress(Counter(), total=10, out=out, tty=False)
+    p._draw({"decode": 4})
+    p._draw({"decode": 4})  # unchanged: nothing new printed
+    lines = out.getvalue().splitlines()
+    assert len(lines) == 3 and lines[0].startswith("[0:00] decode") and "4/10" in lines[0]
+    assert "\\x1b" not in out.getvalue()
+
+
+def test_summary_table():
+    text = render_summary(
+        {"in": 10, "kept": 6, "rejected": 3, "quarantined": 1},
+        {"wer_above": 2, "too_short": 1},
+        {"read": 1},
+        95.0,
+        82.0,
+        "/out",
+    )
+    assert "kept         6 (60%)" in text and "  wer_above  2" in text and "at read" in text
+    assert "audio        95 s" in text and "output       /out" in text
