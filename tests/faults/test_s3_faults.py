@@ -13,6 +13,7 @@ import subprocess
 import sys
 import threading
 import time
+from pathlib import Path
 
 import boto3
 import pyarrow.parquet as pq
@@ -96,6 +97,9 @@ def test_transient_outage_is_retried_and_output_is_complete(tmp_path, sample_tab
         assert {k.removeprefix("out/") for k in keys if k.endswith(".parquet")} == listed
         assert not any("_staging" in k for k in keys)
         ids, everything = [], proc.stdout + proc.stderr
+        # The engines' full output went to the run's log (local, since the output is on S3).
+        (log_line,) = [line for line in proc.stdout.splitlines() if line.strip().startswith("log ")]
+        everything += Path(log_line.split(None, 1)[1]).read_text()
         for k in keys:
             body = s3.get_object(Bucket="cv-data", Key=k)["Body"].read()
             everything += body.decode("latin-1")
