@@ -141,7 +141,7 @@ def standalone_judge(texts: list[str], cfg, model_path: str) -> dict:
 # ---------------------------------------------------------------- main
 
 
-def main() -> None:
+def parse_args() -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--clips", type=int, default=200, help="clips generated (the data set)")
     # The defaults fit in 15 minutes on 2 cores; both engines' start-up weighs heavily at this size.
@@ -163,9 +163,11 @@ def main() -> None:
     p.add_argument("--skip-standalone-judge", action="store_true")
     # Logical CPUs for Ray: the seed's fixed pools (1 + 2 + 5 actors + the judge) must all fit, or it waits forever.
     p.add_argument("--ray-cpus", type=int, default=16)
-    args = p.parse_args()
-    started = time.perf_counter()
+    return p.parse_args()
 
+
+def prepare_data(args: argparse.Namespace) -> tuple[dict[str, str], Path, Path]:
+    """The generated clips' references, and the end-to-end and per-stage slices as files."""
     data = build(args.clips, REPO / "bench" / "data" / f"clips-{args.clips}.parquet")
     full = pq.read_table(data)
     refs = dict(zip(full.column("id").to_pylist(), full.column("sentence").to_pylist(), strict=True))
@@ -174,23 +176,19 @@ def main() -> None:
     pq.write_table(full.slice(0, args.e2e_clips), e2e_file)
     stage_file = tmp / f"stage-{args.stage_clips}.parquet"
     pq.write_table(full.slice(0, args.stage_clips), stage_file)
+    return refs, e2e_file, stage_file
 
-    cfg = build_config("local")
-    models = Models(transcriber=resolve_model(cfg.transcriber.model), judge=resolve_model(cfg.judge.model))
-    whisper_hf = resolve_model("bundled:whisper-tiny.en-hf").path
-    ray.init(num_cpus=args.ray_cpus, include_dashboard=False, _node_ip_address="127.0.0.1")
-    results: dict = {"stages": {}, "e2e": {}, "standalone": {}}
 
-    # Per stage, in Ray, each on the materialised output of the previous one, cut into blocks of the
-    # stage's batch size so rows stream (one big block would arrive all at once: no steady state).
-    layout = open_inputs([str(stage_file)], cfg.storage).layout
-    canonical = to_canonical(pq.read_table(stage_file), layout)
+def blocks(table: pa.Table, rows: int) -> ray.data.Dataset:
+    return ray.data.from_arrow([table.slice(i, rows) for i in range(0, table.num_rows, rows)]).materialize()
 
-    def blocks(table: pa.Table, rows: int) -> ray.data.Dataset:
-        return ray.data.from_arrow([table.slice(i, rows) for i in range(0, table.num_rows, rows)]).materialize()
 
+def measure_stages(args, cfg, models: Models, canonical: pa.Table, layout, refs) -> tuple[dict, pa.Table]:
+    """Per stage, in Ray, each on the materialised output of the previous one, cut into blocks of the
+    stage's batch size so rows stream (one big block would arrive all at once: no steady state)."""
     note("per-stage measurements in Ray")
     runs: dict[str, list] = {k: [] for k in ("decode", "transcribe", "judge")}
+    transcribed = None
     for rep in range(args.reps):
         dec_in = blocks(canonical, cfg.audio.decode_batch_size)  # inputs are made outside the clock
         d = timed(
@@ -204,20 +202,18 @@ def main() -> None:
         asr_in = blocks(d["table"], cfg.transcriber.batch_size)
         t = timed(lambda asr_in=asr_in: add_transcription_stages(asr_in, cfg, models.transcriber.path))
         t["wer"] = wer_of(t["table"], refs)
+        transcribed = t["table"]
         measured = {"decode": d, "transcribe": t}
         if rep < args.judge_reps:
             judge_in = blocks(judge_input(t["table"], args.judge_rows), cfg.judge.batch_size)
             measured["judge"] = timed(
                 lambda judge_in=judge_in: add_judge_stage(
-                    judge_in,
-                    cfg.judge,
-                    models.judge.path,
-                    keep=judged_columns(layout),
+                    judge_in, cfg.judge, models.judge.path, keep=judged_columns(layout)
                 )
             )
         for name, r in measured.items():
             runs[name].append({k: v for k, v in r.items() if k != "table"})
-    results["stages"] = {
+    stages = {
         name: {
             "rows": rs[0]["rows"],
             "steady_rows_per_s": spread([r["steady_rows_per_s"] for r in rs]),
@@ -225,20 +221,23 @@ def main() -> None:
             "first_row_s": spread([r["first_row_s"] for r in rs]),
         }
         for name, rs in runs.items()
+        if rs
     }
-    results["stages"]["transcribe"]["wer"] = spread([r["wer"] for r in runs["transcribe"]])
+    stages["transcribe"]["wer"] = spread([r["wer"] for r in runs["transcribe"]])
+    return stages, transcribed
 
+
+def measure_standalone(args, cfg, models: Models, canonical: pa.Table) -> dict:
+    """Standalone limits over the same bytes and arrays, outside Ray."""
     note("standalone limits")
-    # Standalone limits over the same bytes / arrays / texts, outside Ray.
     blobs = canonical.column("audio_bytes").to_pylist()
     arrays = [decode_clip(b, cfg.audio) for b in blobs]
-    texts = judge_input(t["table"], args.judge_rows).column("transcription").to_pylist()
     sa_dec = [standalone_decode(blobs, cfg) for _ in range(args.reps)]
     # One repetition: the library's per-clip path is the slow reference, not the limit the stage aims at.
     sa_asr = [standalone_whisper(arrays, cfg, models.transcriber.path)]
     sa_batched = [standalone_batched_whisper(arrays, cfg, models.transcriber.path) for _ in range(args.reps)]
     stage_refs = canonical.column("sentence").to_pylist()
-    results["standalone"] = {
+    return {
         "decode_clips_per_s": spread(sa_dec),
         "faster_whisper_transcribe_clips_per_s": spread([r["clips_per_s"] for r in sa_asr]),
         "faster_whisper_transcribe_wer": corpus_wer(list(zip(stage_refs, sa_asr[0]["texts"], strict=True))),
@@ -246,14 +245,10 @@ def main() -> None:
         "batched_whisper_wer": corpus_wer(list(zip(stage_refs, sa_batched[0]["texts"], strict=True))),
         "whisper_load_s": spread([r["load_s"] for r in sa_asr]),
     }
-    ray.shutdown()  # free the cores and memory for the standalone engine
-    if not args.skip_standalone_judge:
-        sj = standalone_judge(texts, cfg, models.judge.path)
-        results["standalone"]["judge_rows_per_s"] = spread([sj["rows_per_s"]])
-        results["standalone"]["judge_engine_start_s"] = spread([sj["engine_start_s"]])
 
-    # End to end, ours and the seed's, on the same clips in the same run.
-    ray.init(num_cpus=args.ray_cpus, include_dashboard=False, _node_ip_address="127.0.0.1")
+
+def measure_e2e(args, cfg, models: Models, e2e_file: Path, refs) -> dict:
+    """End to end, ours and the seed's, on the same clips in the same run, interleaved."""
     inputs_e2e = open_inputs([str(e2e_file)], cfg.storage)
     audio_s = sum(pq.read_table(e2e_file).column("source_duration_s").to_pylist())
     ways = {"ours": lambda: build_curation_dataset(inputs_e2e, cfg, models)}
@@ -263,14 +258,16 @@ def main() -> None:
     if not args.skip_seed:
         from bench.seed_way import seed_dataset
 
+        whisper_hf = resolve_model("bundled:whisper-tiny.en-hf").path
         ways["seed"] = lambda: seed_dataset([str(e2e_file)], whisper_hf, models.judge.path)
+    e2e: dict = {}
     last_tables: dict[str, pa.Table] = {}
     for rep in range(args.e2e_reps):
         for name, make in ways.items():  # interleaved, so drift on this noisy machine hits every way alike
             note(f"end to end: {name} (rep {rep + 1}/{args.e2e_reps})")
             r = timed(make)
             last_tables[name] = r["table"]
-            results["e2e"].setdefault(name, {"clips": args.e2e_clips, "audio_s": audio_s, "runs": []})["runs"].append(
+            e2e.setdefault(name, {"clips": args.e2e_clips, "audio_s": audio_s, "runs": []})["runs"].append(
                 {
                     "total_s": r["total_s"],
                     "first_row_s": r["first_row_s"],
@@ -278,12 +275,10 @@ def main() -> None:
                     "wer_of_rows_out": wer_of(r["table"], refs),
                 }
             )
-    ray.shutdown()
     # Quality on the same clips for every way: the ids that every way put out.
     common = set.intersection(*(set(t.column("id").to_pylist()) for t in last_tables.values()))
-    for name, e in results["e2e"].items():
-        runs = e["runs"]
-        table = last_tables[name]
+    for name, e in e2e.items():
+        runs, table = e["runs"], last_tables[name]
         e["clips_per_s"] = spread([args.e2e_clips / x["total_s"] for x in runs])
         e["audio_s_per_s"] = spread([audio_s / x["total_s"] for x in runs])
         e["first_row_s"] = spread([x["first_row_s"] for x in runs])
@@ -291,36 +286,42 @@ def main() -> None:
         keep = pa.compute.is_in(table.column("id"), pa.array(sorted(common), pa.string()))
         e["wer_on_common_ids"] = wer_of(table.filter(keep), refs)
         e["common_ids"] = len(common)
-    base = results["e2e"].get("seed")
-    results["ratios_over_seed"] = (
-        {
-            name: {
-                "clips_per_s": e["clips_per_s"]["median"] / base["clips_per_s"]["median"],
-                # Per repetition (the ways run interleaved), so drift between repetitions cancels.
-                "per_rep": [b["total_s"] / x["total_s"] for x, b in zip(e["runs"], base["runs"], strict=True)],
-            }
-            for name, e in results["e2e"].items()
-            if name != "seed"
+    return e2e
+
+
+def ratios_over_seed(e2e: dict) -> dict:
+    base = e2e.get("seed")
+    if not base:
+        return {}
+    return {
+        name: {
+            "clips_per_s": e["clips_per_s"]["median"] / base["clips_per_s"]["median"],
+            # Per repetition (the ways run interleaved), so drift between repetitions cancels.
+            "per_rep": [b["total_s"] / x["total_s"] for x, b in zip(e["runs"], base["runs"], strict=True)],
         }
-        if base
-        else {}
-    )
-    s, sa = results["stages"], results["standalone"]
-    med = {k: v["steady_rows_per_s"]["median"] or 0 for k, v in s.items()}
-    results["fraction_of_standalone"] = {
+        for name, e in e2e.items()
+        if name != "seed"
+    }
+
+
+def fractions_of_standalone(stages: dict, sa: dict) -> dict:
+    # No judge fraction: the engine takes max_concurrent_batches x batch_size rows at once and hands
+    # them back in waves, so its rate after the first output row overstates the steady state.
+    med = {k: v["steady_rows_per_s"]["median"] or 0 for k, v in stages.items()}
+    return {
         "decode vs soundfile+soxr": med["decode"] / sa["decode_clips_per_s"]["median"],
         "transcribe vs bare faster-whisper transcribe()": med["transcribe"]
         / sa["faster_whisper_transcribe_clips_per_s"]["median"],
         "transcribe vs its own batched engine outside Ray": med["transcribe"]
         / sa["batched_whisper_clips_per_s"]["median"],
     }
-    # No judge fraction: the engine takes max_concurrent_batches x batch_size rows at once and hands
-    # them back in waves, so its rate after the first output row overstates the steady state.
 
+
+def meta(args, models: Models, started: float) -> dict:
     import ctranslate2
     import vllm
 
-    results["meta"] = {
+    return {
         "date": datetime.now(UTC).isoformat(timespec="seconds"),
         "machine": platform.platform(),
         "cpus": os.cpu_count(),
@@ -332,6 +333,39 @@ def main() -> None:
         "models": {"whisper": models.transcriber.revision, "judge": models.judge.revision},
         # The whole harness, data set included: the issue's budget is 15 minutes on this machine.
         "harness_wall_s": time.perf_counter() - started,
+    }
+
+
+def main() -> None:
+    args = parse_args()
+    started = time.perf_counter()
+    refs, e2e_file, stage_file = prepare_data(args)
+    cfg = build_config("local")
+    models = Models(transcriber=resolve_model(cfg.transcriber.model), judge=resolve_model(cfg.judge.model))
+    layout = open_inputs([str(stage_file)], cfg.storage).layout
+    canonical = to_canonical(pq.read_table(stage_file), layout)
+
+    ray.init(num_cpus=args.ray_cpus, include_dashboard=False, _node_ip_address="127.0.0.1")
+    stages, transcribed = measure_stages(args, cfg, models, canonical, layout, refs)
+    standalone = measure_standalone(args, cfg, models, canonical)
+    ray.shutdown()  # free the cores and memory for the standalone engine
+    if not args.skip_standalone_judge:
+        texts = judge_input(transcribed, args.judge_rows).column("transcription").to_pylist()
+        sj = standalone_judge(texts, cfg, models.judge.path)
+        standalone["judge_rows_per_s"] = spread([sj["rows_per_s"]])
+        standalone["judge_engine_start_s"] = spread([sj["engine_start_s"]])
+
+    ray.init(num_cpus=args.ray_cpus, include_dashboard=False, _node_ip_address="127.0.0.1")
+    e2e = measure_e2e(args, cfg, models, e2e_file, refs)
+    ray.shutdown()
+
+    results = {
+        "stages": stages,
+        "standalone": standalone,
+        "e2e": e2e,
+        "ratios_over_seed": ratios_over_seed(e2e),
+        "fraction_of_standalone": fractions_of_standalone(stages, standalone),
+        "meta": meta(args, models, started),
     }
     out = write_results("", results)
     print_table(results)

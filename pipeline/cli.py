@@ -26,8 +26,11 @@ def _config_args(p: argparse.ArgumentParser) -> None:
 
 
 def _build(args: argparse.Namespace):
+    # --config-json (how shards get the flow's config) is a base; the other flags still apply on top.
+    base = json.loads(args.config_json) if getattr(args, "config_json", None) else None
     return build_config(
         args.profile,
+        base=base,
         file=args.config,
         overrides=args.overrides,
         threshold=args.threshold,
@@ -85,12 +88,7 @@ def run_command(args: argparse.Namespace) -> int:
             print(ref, "->", resolve_model(ref).path)
         return 0
 
-    if getattr(args, "config_json", None):
-        from pipeline.config import CurationConfig
-
-        cfg = CurationConfig.model_validate_json(args.config_json)
-    else:
-        cfg = _build(args)
+    cfg = _build(args)
     if args.cmd == "config":
         print(json.dumps(cfg.public_dict(), indent=2))
         return 0

@@ -267,11 +267,15 @@ def build_config(
     profile: Profile = "local",
     file: str | Path | None = None,
     overrides: list[str] | None = None,
+    base: dict[str, Any] | None = None,
     **fields: Any,
 ) -> CurationConfig:
-    """Profile defaults, then the file, then ``--set`` overrides, then explicit keyword fields."""
+    """Profile defaults (or a whole ``base`` config), then the file, then ``--set`` overrides, then
+    explicit keyword fields: every layer applies, whatever the one before it was."""
     data: dict[str, Any] = {"profile": profile}
-    if profile == "cluster":
+    if base is not None:
+        data = dict(base)
+    elif profile == "cluster":
         data = deep_merge(data, _cluster_overrides())
     if file is not None:
         data = deep_merge(data, load_config_file(file))

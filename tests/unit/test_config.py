@@ -86,3 +86,19 @@ def test_transcriber_batching_settings_are_validated():
         build_config("local", overrides=["transcriber.min_window_s=45"])
     with pytest.raises(ValidationError):
         build_config("local", overrides=["block_rows=-1"])
+
+
+def test_config_json_is_a_base_that_flags_and_overrides_still_change():
+    import argparse
+
+    from pipeline.cli import _build, build_parser
+
+    parser, _ = build_parser()
+    base = build_config("cluster", limit=5).model_dump_json()
+    args = parser.parse_args(
+        ["run", "--output", "o", "--config-json", base, "--threshold", "4", "--set", "judge.batch_size=7"]
+    )
+    assert isinstance(args, argparse.Namespace)
+    cfg = _build(args)
+    assert cfg.profile == "cluster" and cfg.limit == 5  # from the base
+    assert cfg.threshold == 4 and cfg.judge.batch_size == 7  # no longer silently ignored
