@@ -119,7 +119,7 @@ def standalone_whisper(arrays: list[np.ndarray], cfg, model_path: str) -> dict:
     engine = BatchedWhisper(model_path, compute_type=t.compute_type, cpu_threads=t.cpu_threads, language=t.language)
     load = time.perf_counter() - t0
     t1 = time.perf_counter()
-    texts = [engine.transcribe_one(a) for a in arrays]
+    texts = [engine.transcribe_one(a).text for a in arrays]
     return {"load_s": load, "clips_per_s": len(arrays) / (time.perf_counter() - t1), "texts": texts}
 
 
@@ -130,7 +130,8 @@ def standalone_batched_whisper(arrays: list[np.ndarray], cfg, model_path: str) -
     t1 = time.perf_counter()
     texts = []
     for i in range(0, len(arrays), t.batch_size):  # the stage sees one batch per call, so batch here too
-        texts += engine.transcribe(arrays[i : i + t.batch_size], t.batch_size, min_window_s=t.min_window_s)
+        got = engine.transcribe(arrays[i : i + t.batch_size], t.batch_size, min_window_s=t.min_window_s)
+        texts += [x.text for x in got]
     return {"clips_per_s": len(arrays) / (time.perf_counter() - t1), "texts": texts}
 
 

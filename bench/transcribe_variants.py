@@ -69,7 +69,7 @@ def main() -> None:
             t0 = time.perf_counter()
             texts = run()
             rates.append(len(arrays) / (time.perf_counter() - t0))
-        wer = corpus_wer(list(zip(refs, texts, strict=True)))
+        wer = corpus_wer(list(zip(refs, [t.text for t in texts], strict=True)))
         results[name] = {"clips_per_s": statistics.median(rates), "min": min(rates), "max": max(rates), "wer": wer}
         print(
             f"{name:14s} {statistics.median(rates):6.2f} clips/s  [{min(rates):.2f}-{max(rates):.2f}]"
