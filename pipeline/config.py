@@ -127,6 +127,18 @@ class GatesConfig(_Section):
     min_language_prob: float = Field(default=0.5, ge=0, le=1)
 
 
+class RayJobConfig(_Section):
+    """Shards sent to a remote cluster as Ray Jobs (``ray_address=http://HEAD:8265``)."""
+
+    # A job that waits this long for resources (PENDING) is stopped and the shard fails: a nightly
+    # run must not wait forever, and queue every later night behind it.
+    start_timeout_s: float = Field(default=30 * 60, gt=0)
+    # Wall-clock limit of one shard's job once running; None: no limit.
+    timeout_s: float | None = Field(default=12 * 3600, gt=0)
+    # Resources the job's driver asks for (its stages ask for their own).
+    entrypoint_num_cpus: float = Field(default=0, ge=0)
+
+
 class StorageConfig(_Section):
     # For S3-compatible stores (MinIO, moto); credentials always come from the environment.
     s3_endpoint_url: str | None = None
@@ -147,6 +159,7 @@ class CurationConfig(_Section):
     transcriber: TranscriberConfig = Field(default_factory=TranscriberConfig)
     judge: JudgeConfig = Field(default_factory=JudgeConfig)
     gates: GatesConfig = Field(default_factory=GatesConfig)
+    ray_job: RayJobConfig = Field(default_factory=RayJobConfig)
     storage: StorageConfig = Field(default_factory=StorageConfig)
     threshold: float = 3.0
     threshold_on: Literal["score", "score_expected"] = "score"

@@ -49,6 +49,10 @@ class RayJobFailed(ShardFailed):
     pass
 
 
+class JobTimedOut(RayJobFailed):
+    pass
+
+
 class ShardLauncher(Protocol):
     def launch(self, spec: ShardSpec, cfg: CurationConfig, log: logging.Logger) -> Manifest: ...
 
@@ -153,17 +157,32 @@ class RayJobLauncher:
         args = shard_cli_args(spec, cfg.model_copy(update={"ray_address": None}), verbose=True)
         entrypoint = " ".join(shlex.quote(a) for a in [sys.executable, "-m", "pipeline.cli", *args])
         env = {k: os.environ[k] for k in FORWARDED_ENV if k in os.environ}
+        limits = cfg.ray_job
         job_id = submit_when_ready(
             client,
             entrypoint=entrypoint,
             runtime_env={"env_vars": env},
+            entrypoint_num_cpus=limits.entrypoint_num_cpus,
             metadata={"shard": spec.shard_id, "dataset": spec.dataset, "split": spec.split},
         )
         log.info("submitted Ray job %s for %s to %s", job_id, spec.shard_id, self.address)
-        seen, status = 0, None
+        seen, status, submitted, started = 0, None, time.monotonic(), None
         try:
             while True:
                 status = client.get_job_status(job_id)
+                now = time.monotonic()
+                if status == JobStatus.PENDING and now - submitted > limits.start_timeout_s:
+                    raise JobTimedOut(
+                        f"Ray job {job_id} for {spec.shard_id} still PENDING after {limits.start_timeout_s:.0f} s "
+                        f"(ray_job.start_timeout_s): the cluster has no room for it; stopped"
+                    )
+                if status != JobStatus.PENDING and started is None:
+                    started = now
+                if limits.timeout_s is not None and started is not None and now - started > limits.timeout_s:
+                    raise JobTimedOut(
+                        f"Ray job {job_id} for {spec.shard_id} ran over {limits.timeout_s:.0f} s "
+                        f"(ray_job.timeout_s); stopped"
+                    )
                 logs = client.get_job_logs(job_id)
                 for line in logs[seen:].splitlines():
                     line = ANSI.sub("", line)
@@ -174,7 +193,8 @@ class RayJobLauncher:
                     break
                 time.sleep(self.poll_s)
         except BaseException:
-            # Cancellation or a crash of this process: never leave an orphaned job writing output.
+            # A timeout, a cancellation or a crash of this process: never leave an orphaned job
+            # writing output.
             log.warning("stopping Ray job %s", job_id)
             client.stop_job(job_id)
             raise

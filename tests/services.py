@@ -91,7 +91,7 @@ def prefect_server(log_dir: Path) -> Iterator[str]:
 
 
 @contextmanager
-def ray_head(num_cpus: int = 8) -> Iterator[dict[str, str]]:
+def ray_head(num_cpus: int = 8, env_extra: dict[str, str] | None = None) -> Iterator[dict[str, str]]:
     """A real ``ray start --head`` on loopback with a private temp dir; yields its addresses.
 
     ``ray start`` daemonises, so its processes are found by the private temp dir in their command
@@ -118,7 +118,7 @@ def ray_head(num_cpus: int = 8) -> Iterator[dict[str, str]]:
         f"--runtime-env-agent-port={free_port()}",
         f"--metrics-export-port={free_port()}",
     ]
-    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    env = {**{k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}, **(env_extra or {})}
     subprocess.run(cmd, check=True, env=env, capture_output=True, timeout=120)
     try:
         wait_http(f"http://127.0.0.1:{dash}/api/version", 60)

@@ -80,3 +80,35 @@ def test_flow_submits_shards_as_ray_jobs(tmp_path, sample_table, monkeypatch):
     # The job's own output was streamed into the Prefect run's logs.
     assert any(m.startswith("[ray job") and "committed" in m for m in messages), messages[-20:]
     assert Path(manifest_path).parent.name.startswith("shard-00000-")
+
+
+def test_a_job_the_cluster_cannot_place_times_out_and_is_stopped(tmp_path, sample_table):
+    """A shard whose job waits forever for resources must fail with a clear reason, not hang the
+    nightly run (and queue every later night behind it)."""
+    import logging
+
+    from ray.job_submission import JobStatus, JobSubmissionClient
+
+    from pipeline.config import build_config
+    from pipeline.shards import plan_shards
+    from tasks.launchers import JobTimedOut, RayJobLauncher
+
+    src = tmp_path / "in"
+    (path,) = split_sample(sample_table, src, parts=1, rows_each=2)
+    (spec,) = plan_shards([str(path)], str(tmp_path / "out"), "cv", "dev")
+    cfg = build_config(overrides=["ray_job.entrypoint_num_cpus=64", "ray_job.start_timeout_s=8"])
+    # Ray's own job manager gives up on a job it cannot place after RAY_JOB_START_TIMEOUT_SECONDS
+    # (15 min by default): a queued stop cannot reach a job that never started.  The README says to
+    # set it on the head at or below ray_job.start_timeout_s; here 20 s, above our 8 s.
+    with ray_head(num_cpus=2, env_extra={"RAY_JOB_START_TIMEOUT_SECONDS": "20"}) as head:
+        t0 = time.time()
+        with pytest.raises(JobTimedOut, match=r"still PENDING after 8 s \(ray_job.start_timeout_s\)"):
+            RayJobLauncher(head["dashboard"], poll_s=1).launch(spec, cfg, logging.getLogger("test"))
+        assert time.time() - t0 < 60
+        client = JobSubmissionClient(head["dashboard"])
+        (job,) = [j for j in client.list_jobs() if (j.metadata or {}).get("shard") == spec.shard_id]
+        deadline = time.time() + 90
+        while not client.get_job_status(job.submission_id).is_terminal() and time.time() < deadline:
+            time.sleep(2)
+        assert client.get_job_status(job.submission_id) in (JobStatus.STOPPED, JobStatus.FAILED)
+    assert not (Path(spec.output) / "manifest.json").exists()
