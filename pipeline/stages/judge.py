@@ -13,6 +13,7 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from pipeline.config import JudgeConfig
+from pipeline.metrics import SCORE_CHOICES
 
 if TYPE_CHECKING:
     from ray.data import Dataset
@@ -21,7 +22,8 @@ log = logging.getLogger(__name__)
 
 # ------------------------------------------------------------------- prompt and answer (pure logic)
 
-CHOICES = ("1", "2", "3", "4", "5")
+# The answers the judge may give, as the text it generates: one list of scores, in pipeline.metrics.
+CHOICES = tuple(str(k) for k in SCORE_CHOICES)
 
 
 class JudgeAnswerError(ValueError):
