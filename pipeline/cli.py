@@ -93,7 +93,7 @@ def run_command(args: argparse.Namespace) -> int:
         print(json.dumps(cfg.public_dict(), indent=2))
         return 0
 
-    from pipeline.console import Console
+    from pipeline.console import Console, explain_failure
     from pipeline.io.commit import OutputNotWritableError
     from pipeline.io.schema import InputSchemaError
     from pipeline.languages import LanguageNotSupportedError
@@ -121,7 +121,7 @@ def run_command(args: argparse.Namespace) -> int:
     except Exception as exc:
         logging.getLogger("pipeline").exception("run failed")
         log = console.keep_log(args.output)
-        console.error(f"curate: failed: {type(exc).__name__}: {exc}" + (f"\n  full log: {log}" if log else ""))
+        console.error(explain_failure(exc, log, getattr(exc, "waiting_stage", None)))
         return 1
     log = console.keep_log(args.output)
     console.say()

@@ -169,6 +169,9 @@ class CurationConfig(_Section):
     # Rows per block after reading, so Whisper's output streams to the judge batch by batch instead of
     # one file-sized block at a time.  None: the transcriber's batch size; 0: keep the reader's blocks.
     block_rows: int | None = Field(default=None, ge=0)
+    # A run in which no stage moves a row for this long fails, naming the stage that waits (an engine
+    # that cannot start, an actor that cannot be placed).  vLLM-CPU starts in ~30-60 s on 2 cores.
+    stall_timeout_s: float = Field(default=600, gt=0)
 
     def for_this_machine(self) -> tuple[CurationConfig, dict[str, Any]]:
         """``auto`` settings resolved for this machine's CPU, and a record of what was chosen and why."""

@@ -152,6 +152,11 @@ class ConsoleProgress:
         while not self._stop.wait(self.period_s):
             self._draw(self._snapshot())
 
+    def first_unfinished(self) -> str | None:
+        """The earliest stage that has not passed on every row (where a stalled run waits)."""
+        counts = self._last or {}
+        return next((s for s in STAGES if counts.get(s, 0) < self.total), None)
+
     def stop(self) -> None:
         self._stop.set()
         self._thread.join(timeout=5)

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 import pyarrow.parquet as pq
 import ray
+from ray.data import DataContext
 
 from pipeline.config import CurationConfig
 from pipeline.dag import Models, build_curation_dataset
@@ -121,8 +122,14 @@ def run_curation(
         counter, name = start_counter(run_id)
         console.say(f"curating {expected_in} clips from {', '.join(sources)[:100]} into {output}")
         display = ConsoleProgress(counter, expected_in, console.out, console.tty).start()
+    # Bounded: an engine that cannot start (or an actor that cannot be placed) fails the run.
+    DataContext.get_current().execution_no_progress_timeout_s = cfg.stall_timeout_s
     try:
         build_curation_dataset(inputs, cfg, models, duplicates, progress=name if counter else None).write_datasink(sink)
+    except Exception as exc:
+        if display is not None:
+            exc.waiting_stage = display.first_unfinished()  # type: ignore[attr-defined]
+        raise
     finally:
         if display is not None:
             display.stop()

@@ -65,3 +65,20 @@ def test_summary_table():
     )
     assert "kept         6 (60%)" in text and "  wer_above  2" in text and "at read" in text
     assert "audio        95 s" in text and "output       /out" in text
+
+
+def test_a_failure_names_the_stage_and_the_engines_own_cause(tmp_path):
+    from pipeline.console import explain_failure
+
+    log = tmp_path / "run.log"
+    log.write_text(
+        "INFO something\n"
+        "(EngineCore pid=1) ERROR [core.py:1510] ValueError: Available memory on node 0 is less than requested\n"
+        "RuntimeError: Engine core initialization failed. See root cause above.\n"
+    )
+    exc = RuntimeError("The actor died ... ray::MapWorker(MapBatches(vLLMEngineStageUDF)).__init__()")
+    text = explain_failure(exc, log)
+    assert text.startswith("curate: failed: the judge stage failed")
+    assert "root cause: ValueError: Available memory on node 0" in text and f"full log: {log}" in text
+    stalled = explain_failure(RuntimeError("ExecutionTimeoutError: no progress for 40 s"), None, "judge")
+    assert "the judge stage never got going" in stalled

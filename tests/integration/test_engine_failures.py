@@ -1,0 +1,41 @@
+"""Engines that cannot start fail the run in bounded time, naming the stage and the engine's own cause."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+
+import pytest
+
+from tests.conftest import REPO
+
+pytestmark = pytest.mark.slow
+
+
+def _run(tmp_path, *sets: str, timeout: int = 600) -> tuple[subprocess.CompletedProcess, float]:
+    cmd = [sys.executable, "-m", "pipeline.cli", "run", "--output", str(tmp_path / "out"), "--limit", "2"]
+    for item in sets:
+        cmd += ["--set", item]
+    t0 = time.time()
+    proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=timeout)
+    return proc, time.time() - t0
+
+
+def test_a_judge_engine_that_cannot_start_fails_with_its_root_cause(tmp_path):
+    # An impossible KV cache: vLLM's engine process refuses it; the driver only sees "Engine core
+    # initialization failed", so the message must carry the engine's own reason.
+    proc, took = _run(tmp_path, "judge.kv_cache_memory_bytes=100000000000000")
+    assert proc.returncode == 1, proc.stdout[-2000:] + proc.stderr[-2000:]
+    assert "curate: failed: the judge stage failed" in proc.stderr
+    assert "root cause: ValueError: Available memory on node" in proc.stderr
+    assert "full log:" in proc.stderr and "Traceback" not in proc.stderr
+    assert took < 400
+
+
+def test_a_judge_that_can_never_be_placed_fails_after_the_stall_timeout(tmp_path):
+    # A GPU judge on a CPU-only machine: its actor waits for a GPU forever, unless the run is bounded.
+    proc, took = _run(tmp_path, "judge.num_gpus_per_actor=1", "stall_timeout_s=40")
+    assert proc.returncode == 1, proc.stdout[-2000:] + proc.stderr[-2000:]
+    assert "no stage moved a row for stall_timeout_s; the judge stage never got going" in proc.stderr
+    assert took < 300
