@@ -87,3 +87,42 @@ def test_prefect_k8s_job_template_drives_ray_in_cluster():
     container = tpl["job_configuration"]["job_manifest"]["spec"]["template"]["spec"]["containers"][0]
     assert "ray start --address=" in container["args"][0] and "{{ command }}" in container["args"][0]
     assert set(tpl["variables"]["properties"]) >= {"image", "namespace", "command"}
+
+
+def _ray_containers(cluster: dict):
+    head = cluster["spec"]["headGroupSpec"]["template"]["spec"]["containers"]
+    workers = [c for g in cluster["spec"]["workerGroupSpecs"] for c in g["template"]["spec"]["containers"]]
+    return [*head, *workers]
+
+
+def test_no_unauthenticated_listener_in_compose(compose):
+    """The Jobs API runs code: every Ray process must want a token, and nothing is published beyond loopback."""
+    for name, svc in compose["services"].items():
+        env = svc.get("environment", {})
+        command = " ".join(svc.get("entrypoint", []) + svc.get("command", []))
+        if "ray" in command.split()[:1] or name.startswith("ray"):
+            assert env.get("RAY_AUTH_MODE") == "token", name
+            assert str(env.get("RAY_AUTH_TOKEN", "")).startswith("${RAY_AUTH_TOKEN:?"), name  # required, not a default
+        if name == "prefect-server":
+            assert "PREFECT_SERVER_API_AUTH_STRING" in env
+        for port in svc.get("ports", []):
+            assert str(port).startswith("127.0.0.1:"), (name, port)
+            assert "10001" not in str(port), name
+
+
+def test_no_unauthenticated_listener_in_kuberay():
+    docs = list(yaml.safe_load_all((DOCKER / "k8s" / "raycluster.yaml").read_text()))
+    (cluster,) = [d for d in docs if d and d.get("kind") == "RayCluster"]
+    for c in _ray_containers(cluster):
+        env = {e["name"]: e for e in c.get("env", [])}
+        assert env["RAY_AUTH_MODE"]["value"] == "token", c["name"]
+        assert env["RAY_AUTH_TOKEN"]["valueFrom"]["secretKeyRef"]["name"], c["name"]  # from a Secret
+        assert all(p["containerPort"] != 10001 for p in c.get("ports", [])), c["name"]
+    assert cluster["spec"]["headGroupSpec"].get("serviceType", "ClusterIP") == "ClusterIP"
+
+
+def test_the_flow_pod_joins_ray_with_the_token():
+    text = (DOCKER / "k8s" / "prefect-work-pool.json").read_text()
+    template = json.loads(text)
+    pod = json.dumps(template)
+    assert '"RAY_AUTH_MODE", "value": "token"' in pod and "audio-curate-ray-token" in pod
