@@ -95,6 +95,7 @@ def run_command(args: argparse.Namespace) -> int:
 
     from pipeline.console import Console, explain_failure
     from pipeline.io.commit import OutputNotWritableError
+    from pipeline.io.lease import LeaseHeldError
     from pipeline.io.schema import InputSchemaError
     from pipeline.languages import LanguageNotSupportedError
     from pipeline.models import ModelUnavailableError
@@ -114,6 +115,7 @@ def run_command(args: argparse.Namespace) -> int:
         ModelUnavailableError,
         OutputNotWritableError,
         LanguageNotSupportedError,
+        LeaseHeldError,
     ) as exc:
         # User-fixable problems: one clear line, no traceback, nothing started.
         console.error(f"curate: error: {exc}")

@@ -18,6 +18,7 @@ from pipeline.config import CurationConfig
 from pipeline.dag import Models, build_curation_dataset
 from pipeline.io import commit as commits
 from pipeline.io.inputs import open_inputs
+from pipeline.io.lease import Lease
 from pipeline.io.sink import CurationSink, output_schemas
 from pipeline.io.storage import resolve_filesystem
 from pipeline.languages import check_model_hears
@@ -105,64 +106,69 @@ def run_curation(
     expected_in = total_rows if cfg.limit is None else min(cfg.limit, total_rows)
     models = resolve_models(cfg)
     check_model_hears(inputs.locales(), cfg.transcriber.model, models.transcriber.path, cfg.transcriber.language)
-    commits.clear_staging(output, cfg.storage)
-    commits.preflight(output, run_id, cfg.storage)
-    duplicates = inputs.duplicate_ids()
-    if duplicates:
-        log.warning("%d ids occur more than once; all their rows go to quarantine", len(duplicates))
-    ensure_ray(cfg)
+    # One writer per output: taken before staging is touched, checked again right before commit.
+    with Lease(output, run_id, cfg.storage) as lease:
+        commits.clear_staging(output, cfg.storage)
+        commits.preflight(output, run_id, cfg.storage)
+        duplicates = inputs.duplicate_ids()
+        if duplicates:
+            log.warning("%d ids occur more than once; all their rows go to quarantine", len(duplicates))
+        ensure_ray(cfg)
 
-    sink = CurationSink(
-        commits.staging_uri(output, run_id),
-        cfg.storage,
-        output_schemas(input_schema, layout.passthrough, layout.has_sentence, cfg.keep_audio),
-    )
-    counter, display = None, None
-    if console is not None:
-        counter, name = start_counter(run_id)
-        console.say(f"curating {expected_in} clips from {', '.join(sources)[:100]} into {output}")
-        display = ConsoleProgress(counter, expected_in, console.out, console.tty).start()
-    # Bounded: an engine that cannot start (or an actor that cannot be placed) fails the run.
-    DataContext.get_current().execution_no_progress_timeout_s = cfg.stall_timeout_s
-    try:
-        build_curation_dataset(inputs, cfg, models, duplicates, progress=name if counter else None).write_datasink(sink)
-    except Exception as exc:
-        if display is not None:
-            exc.waiting_stage = display.first_unfinished()  # type: ignore[attr-defined]
-        raise
-    finally:
-        if display is not None:
-            display.stop()
-            stop_counter(counter)
+        sink = CurationSink(
+            commits.staging_uri(output, run_id),
+            cfg.storage,
+            output_schemas(input_schema, layout.passthrough, layout.has_sentence, cfg.keep_audio),
+        )
+        counter, display = None, None
+        if console is not None:
+            counter, name = start_counter(run_id)
+            console.say(f"curating {expected_in} clips from {', '.join(sources)[:100]} into {output}")
+            display = ConsoleProgress(counter, expected_in, console.out, console.tty).start()
+        # Bounded: an engine that cannot start (or an actor that cannot be placed) fails the run.
+        DataContext.get_current().execution_no_progress_timeout_s = cfg.stall_timeout_s
+        try:
+            build_curation_dataset(inputs, cfg, models, duplicates, progress=name if counter else None).write_datasink(
+                sink
+            )
+        except Exception as exc:
+            if display is not None:
+                exc.waiting_stage = display.first_unfinished()  # type: ignore[attr-defined]
+            raise
+        finally:
+            if display is not None:
+                display.stop()
+                stop_counter(counter)
 
-    tally = combine(sink.tallies)
-    if tally.counts.in_ != expected_in:
-        raise RowAccountingError(f"read {expected_in} rows but accounted for {tally.counts.in_}")
-    check_ids(inputs.expected_ids(cfg.limit), staged_ids(commits.staging_uri(output, run_id), sink.files, cfg))
-    wall = time.time() - started
-    manifest = Manifest(
-        run_id=run_id,
-        created_at=datetime.now(UTC).isoformat(),
-        source=sources[0],
-        **inputs.describe(),
-        **tally.model_dump(),
-        files=sorted(sink.files, key=lambda f: f.path),
-        wall_time_s=round(wall, 2),
-        throughput={
-            "clips_per_s": round(expected_in / wall, 3) if wall else None,
-            "audio_s_per_s": round(tally.audio_seconds / wall, 3) if wall else None,
-        },
-        models={
-            "transcriber": ModelInfo(
-                backend=cfg.transcriber.backend, ref=models.transcriber.ref, revision=models.transcriber.revision
-            ),
-            "judge": ModelInfo(ref=models.judge.ref, revision=models.judge.revision, engine="vllm"),
-        },
-        config=cfg.public_dict(),
-        hardware=hardware,
-        request_key=key,
-        **(extra_manifest or {}),
-    )
-    commits.commit(output, run_id, manifest, cfg.storage)
-    log.info("committed %s: %s", output, manifest.counts.model_dump(by_alias=True))
-    return manifest
+        tally = combine(sink.tallies)
+        if tally.counts.in_ != expected_in:
+            raise RowAccountingError(f"read {expected_in} rows but accounted for {tally.counts.in_}")
+        check_ids(inputs.expected_ids(cfg.limit), staged_ids(commits.staging_uri(output, run_id), sink.files, cfg))
+        wall = time.time() - started
+        manifest = Manifest(
+            run_id=run_id,
+            created_at=datetime.now(UTC).isoformat(),
+            source=sources[0],
+            **inputs.describe(),
+            **tally.model_dump(),
+            files=sorted(sink.files, key=lambda f: f.path),
+            wall_time_s=round(wall, 2),
+            throughput={
+                "clips_per_s": round(expected_in / wall, 3) if wall else None,
+                "audio_s_per_s": round(tally.audio_seconds / wall, 3) if wall else None,
+            },
+            models={
+                "transcriber": ModelInfo(
+                    backend=cfg.transcriber.backend, ref=models.transcriber.ref, revision=models.transcriber.revision
+                ),
+                "judge": ModelInfo(ref=models.judge.ref, revision=models.judge.revision, engine="vllm"),
+            },
+            config=cfg.public_dict(),
+            hardware=hardware,
+            request_key=key,
+            **(extra_manifest or {}),
+        )
+        lease.check()  # a run that lost its lease (a straggler, a crashed flow's child) never commits
+        commits.commit(output, run_id, manifest, cfg.storage)
+        log.info("committed %s: %s", output, manifest.counts.model_dump(by_alias=True))
+        return manifest

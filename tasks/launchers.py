@@ -13,6 +13,8 @@ Each returns the shard's committed ``Manifest``.
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import json
 import logging
 import os
@@ -55,6 +57,17 @@ class JobTimedOut(RayJobFailed):
 
 class ShardLauncher(Protocol):
     def launch(self, spec: ShardSpec, cfg: CurationConfig, log: logging.Logger) -> Manifest: ...
+
+
+def _die_with_parent() -> None:
+    """In the child, before exec: SIGKILL it when the flow-run process that started it dies (Linux).
+
+    A shard's child has its own session so that stopping it stops all it started; without this it
+    would outlive a crashed flow run and could commit later, beside the retry.
+    """
+    with contextlib.suppress(OSError, AttributeError):
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
 
 
 def shard_cli_args(spec: ShardSpec, cfg: CurationConfig, verbose: bool = False) -> list[str]:
@@ -107,7 +120,12 @@ class ChildProcessLauncher:
         cmd = [sys.executable, "-m", "pipeline.cli", *shard_cli_args(spec, child_cfg)]
         # Its own session, so stopping it stops everything it started.
         proc = subprocess.Popen(
-            cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True
+            cmd,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            start_new_session=True,
+            preexec_fn=_die_with_parent,
         )
         tail: list[str] = []
         try:
