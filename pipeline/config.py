@@ -8,6 +8,7 @@ Every field can be overridden from a YAML/TOML file and from ``--set section.fie
 from __future__ import annotations
 
 import json
+import re
 import tomllib
 from pathlib import Path
 from typing import Any, Literal
@@ -209,8 +210,28 @@ class CurationConfig(_Section):
         }
 
     def public_dict(self) -> dict[str, Any]:
-        """The config as recorded in manifests and artifacts (it holds no secrets by design)."""
-        return json.loads(self.model_dump_json())
+        """The config as recorded in manifests and artifacts.
+
+        Its typed fields hold no secrets by design; the free-form ``judge.engine_env`` and
+        ``judge.engine_kwargs`` could (an API key, a token), so values under secret-looking keys are
+        redacted in everything we write.
+        """
+        data = json.loads(self.model_dump_json())
+        for section in ("engine_env", "engine_kwargs"):
+            data["judge"][section] = redact(data["judge"][section])
+        return data
+
+
+SECRET_KEY = re.compile(r"(token|secret|password|passwd|credential|api[_-]?key|access[_-]?key|auth)", re.I)
+
+
+def redact(value: Any) -> Any:
+    """``value`` with every entry under a secret-looking key replaced by "***", at any depth."""
+    if isinstance(value, dict):
+        return {k: "***" if SECRET_KEY.search(str(k)) else redact(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [redact(v) for v in value]
+    return value
 
 
 def _cluster_overrides() -> dict[str, Any]:

@@ -27,7 +27,7 @@ import time
 from dataclasses import dataclass
 from typing import Protocol
 
-from pipeline.config import CurationConfig
+from pipeline.config import CurationConfig, redact
 from pipeline.io.commit import read_manifest
 from pipeline.manifest import Manifest
 from pipeline.shards import ShardSpec
@@ -169,6 +169,13 @@ class RayJobLauncher:
         """Submit the shard as a Ray Job, stream its logs into this run, stop it if we are cancelled."""
         from ray.job_submission import JobStatus, JobSubmissionClient
 
+        secret = [k for k, v in {**cfg.judge.engine_env, **cfg.judge.engine_kwargs}.items() if redact({k: v}) != {k: v}]
+        if secret:
+            # The entrypoint (config included) is stored in Ray's job table, readable with `ray job list`.
+            raise ValueError(
+                f"judge.engine_env/engine_kwargs hold secret-looking keys {secret}; a Ray Job would store them "
+                "in Ray's job table. Give them to the cluster's nodes as environment variables instead"
+            )
         client = JobSubmissionClient(self.address)
         # The job's driver joins its own cluster.
         # Verbose: Ray keeps the job's full output as its job log; only our lines reach Prefect.

@@ -102,3 +102,17 @@ def test_config_json_is_a_base_that_flags_and_overrides_still_change():
     cfg = _build(args)
     assert cfg.profile == "cluster" and cfg.limit == 5  # from the base
     assert cfg.threshold == 4 and cfg.judge.batch_size == 7  # no longer silently ignored
+
+
+def test_secrets_in_free_form_engine_settings_are_redacted_in_what_we_write():
+    cfg = build_config(
+        overrides=[
+            "judge.engine_env={HF_TOKEN: hf_abc, VLLM_ENABLE_V1_MULTIPROCESSING: '0'}",
+            "judge.engine_kwargs={api_key: sk-123, hf_overrides: {auth_header: x, rope: 1}}",
+        ]
+    )
+    public = cfg.public_dict()
+    assert public["judge"]["engine_env"] == {"HF_TOKEN": "***", "VLLM_ENABLE_V1_MULTIPROCESSING": "0"}
+    assert public["judge"]["engine_kwargs"] == {"api_key": "***", "hf_overrides": {"auth_header": "***", "rope": 1}}
+    assert "hf_abc" not in str(public) and "sk-123" not in str(public)
+    assert cfg.judge.engine_env["HF_TOKEN"] == "hf_abc"  # the engine itself still gets it

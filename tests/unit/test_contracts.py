@@ -74,3 +74,15 @@ def test_the_commit_checks_ids_not_just_counts():
         check_ids(inp, Counter({"a": 1, "b": 1, "dup": 1, None: 1}))
     with pytest.raises(RowAccountingError, match="more than once"):
         check_ids(None, Counter({"a": 2}))  # a Parquet limit: the rows are Ray's choice, doubles are not
+
+
+def test_a_ray_job_refuses_to_carry_a_secret_in_its_entrypoint(tmp_path):
+    import logging
+
+    from pipeline.config import build_config
+    from pipeline.shards import plan_shards
+
+    (spec,) = plan_shards([str(tmp_path / "in.parquet")], str(tmp_path / "out"), "cv", "dev")
+    cfg = build_config(overrides=["judge.engine_env={HF_TOKEN: hf_abc}"])
+    with pytest.raises(ValueError, match=r"secret-looking keys \['HF_TOKEN'\]"):
+        RayJobLauncher("http://127.0.0.1:1").launch(spec, cfg, logging.getLogger("test"))
