@@ -178,6 +178,8 @@ class FlakyProxy:
         self.lock = threading.Lock()
         self.listener: socket.socket | None = None
         self.cuts = 0
+        # Connections a client opened during an outage and got reset: proof a request hit the cut.
+        self.refused_during_cut = 0
 
     def start(self) -> FlakyProxy:
         import threading
@@ -199,6 +201,7 @@ class FlakyProxy:
             except OSError:  # the listener was closed by stop()
                 return
             if not self.up.is_set():
+                self.refused_during_cut += 1
                 self._reset(client)
                 continue
             upstream = socket.create_connection(self.target)
@@ -230,6 +233,8 @@ class FlakyProxy:
         self.cuts += 1
         self.up.clear()
         with self.lock:
+            # Connections open at the cut count only if a request was in flight on them; those are
+            # counted by the client's retries reaching refused_during_cut.
             for s in self.conns:
                 self._reset(s)
             self.conns.clear()

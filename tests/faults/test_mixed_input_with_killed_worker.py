@@ -92,13 +92,21 @@ def _read(out, kind):
 
 
 def _kill_whisper_worker_once(parent: int, killed: list[int], stop: threading.Event) -> None:
-    """SIGKILL the Ray worker running Whisper once it has been busy for a moment."""
+    """SIGKILL the Ray worker running Whisper, once it has been busy for a moment, by PID: only a
+    descendant of this run's own process, never another run's actor on the machine."""
     while not stop.is_set():
-        for p in psutil.process_iter(["pid", "cmdline", "create_time"]):
-            cmd = " ".join(p.info["cmdline"] or [])
-            if "FasterWhisperTranscriber" in cmd and time.time() - p.info["create_time"] > 8:
-                os.kill(p.info["pid"], signal.SIGKILL)
-                killed.append(p.info["pid"])
+        try:
+            family = psutil.Process(parent).children(recursive=True)
+        except psutil.NoSuchProcess:
+            return
+        for p in family:
+            try:
+                cmd, born = " ".join(p.cmdline()), p.create_time()
+            except psutil.Error:
+                continue
+            if "FasterWhisperTranscriber" in cmd and time.time() - born > 8:
+                os.kill(p.pid, signal.SIGKILL)
+                killed.append(p.pid)
                 return
         time.sleep(0.5)
 

@@ -89,6 +89,8 @@ def test_transient_outage_is_retried_and_output_is_complete(tmp_path, sample_tab
         cutter.join(timeout=5)
         assert proc.returncode == 0, proc.stderr[-4000:]
         assert proxy.cuts == 1, "the outage never happened; the test exercised nothing"
+        # A request of the run hit the outage (a new connection refused while cut) and was retried.
+        assert proxy.refused_during_cut > 0, "no request of the run reached the outage"
 
         manifest = json.loads(s3.get_object(Bucket="cv-data", Key="out/manifest.json")["Body"].read())
         assert manifest["inputs"] == ["s3://cv-data/in/part-0.parquet", "s3://cv-data/in/part-1.parquet"]

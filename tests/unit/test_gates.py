@@ -89,3 +89,22 @@ def test_gates_can_be_turned_off():
 
 def test_reason_counts():
     assert reason_counts([["wer_above"], [], None, ["wer_above", "too_short"]]) == {"wer_above": 2, "too_short": 1}
+
+
+def test_input_without_sentence_flows_through_every_contract():
+    """Parquet with no `sentence`: the layout knows it, outputs simply lack the column, the agreement
+    gates have nothing to compare (null WER/CER, never 0), and the row is judged on the rest."""
+    from pipeline.columns import AUDIO, ID, check_stages
+    from pipeline.dag import stage_columns
+    from pipeline.io.schema import inspect_schema
+    from pipeline.io.sink import output_schemas
+
+    schema = pa.schema([(ID, pa.string()), (AUDIO, pa.binary()), ("age", pa.string())])
+    layout = inspect_schema(schema)
+    assert not layout.has_sentence and layout.passthrough == ("age",)
+    check_stages(schema.names, stage_columns(build_config()))
+    schemas = output_schemas(schema, layout.passthrough, layout.has_sentence, keep_audio=True)
+    assert "sentence" not in schemas["curated"].names and "sentence" not in schemas["scores"].names
+    row = {k: v for k, v in GOOD.items() if k != "sentence"}
+    out = apply_gates(pa.Table.from_pylist([row]), build_gates(build_config())).to_pylist()[0]
+    assert out["wer"] is None and out["cer"] is None and out["kept"] is True
