@@ -7,7 +7,10 @@ Deviations, each forced by this CPU machine and named in the results:
   on CPU in float32 (``num_gpus=0``), 2 actors at batch 2 as in the seed;
 - judge: concurrency 1, not 3: three vLLM-CPU engines do not fit in 24 GB (0.2 of RAM per engine
   failed vLLM's KV-cache check); batch 2 as in the seed; ``structured_outputs`` replaces the
-  deprecated ``guided_decoding``, same choices.
+  deprecated ``guided_decoding``, same choices;
+- in the scale run (``bench/scale.py``) the judge gets a fixed 1 GiB KV cache instead of half the
+  machine's memory (``gpu_memory_utilization=0.5``): after the other arms, 0.5 of RAM was no longer
+  free and vLLM refused to start.
 """
 
 from __future__ import annotations
@@ -75,7 +78,7 @@ class Decoder:
         return batch
 
 
-def seed_dataset(files: list[str], whisper_hf: str, judge: str) -> Dataset:
+def seed_dataset(files: list[str], whisper_hf: str, judge: str, kv_cache_memory_bytes: int | None = None) -> Dataset:
     from ray.data.llm import build_processor, vLLMEngineProcessorConfig
 
     ds = ray.data.read_parquet(files, columns=["id", "audio_bytes", "sentence"])
@@ -110,7 +113,11 @@ def seed_dataset(files: list[str], whisper_hf: str, judge: str) -> Dataset:
                 "max_num_batched_tokens": 1028,
                 "max_model_len": 1024,
                 "dtype": "bfloat16",
-                "gpu_memory_utilization": 0.5,
+                **(
+                    {"kv_cache_memory_bytes": kv_cache_memory_bytes}
+                    if kv_cache_memory_bytes
+                    else {"gpu_memory_utilization": 0.5}
+                ),
                 "enforce_eager": True,
                 "structured_outputs_config": {"backend": "xgrammar"},
             },
