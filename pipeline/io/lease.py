@@ -24,6 +24,7 @@ from dataclasses import asdict, dataclass
 import pyarrow.fs as pafs
 
 from pipeline.config import StorageConfig
+from pipeline.io.commit import OutputNotWritableError
 from pipeline.io.storage import resolve_filesystem
 
 LEASE = "_lease.json"
@@ -75,6 +76,12 @@ class Lease:
         )
 
     def acquire(self) -> Lease:
+        try:
+            return self._acquire()
+        except OSError as exc:  # a missing bucket or an unwritable path: clear, before any work
+            raise OutputNotWritableError(f"cannot write to output {self.uri!r}: {exc}") from None
+
+    def _acquire(self) -> Lease:
         dirname = self.path.rsplit("/", 1)[0]
         self.fs.create_dir(dirname, recursive=True)
         current = _read(self.fs, self.path)
