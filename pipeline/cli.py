@@ -136,10 +136,9 @@ def run_command(args: argparse.Namespace) -> int:
             manifest.wall_time_s,
             f"{args.output}  (manifest.json, curated/, scores/, quarantine/)",
             describe=lambda code: REASON_NAMES.get(code, ""),
+            log=str(log) if log else None,
         )
     )
-    if log:
-        console.say(f"  {'log':<11}  {log}")
     return 0
 
 

@@ -109,7 +109,8 @@ class ConsoleProgress:
         self._stop = threading.Event()
         self._drawn = 0
         self._last: dict[str, int] | None = None  # None: nothing printed yet, so the first tick prints
-        self._first: dict[str, tuple[float, int]] = {}  # when each stage first showed rows, and how many
+        self._first: dict[str, tuple[float, int]] = {}
+        self._finished: dict[str, float] = {}  # when each stage first showed rows, and how many
         self._thread = threading.Thread(target=self._run, daemon=True, name="curate-progress")
 
     def start(self) -> ConsoleProgress:
@@ -126,7 +127,10 @@ class ConsoleProgress:
             # The rate counts from the stage's first rows, so it is the stage's own, not its engine's
             # start-up; the first batch arrives all at once and is left out of it.
             t0, n0 = self._first.get(s, (now, done))
-            rate = (done - n0) / (now - t0) if now - t0 >= 1.0 and done > n0 else None
+            if done >= self.total and s not in self._finished:
+                self._finished[s] = now  # the rate stops at the stage's last row, not the run's
+            end = self._finished.get(s, now)
+            rate = (done - n0) / (end - t0) if end - t0 >= 1.0 and done > n0 else None
             lines.append(stage_line(s, done, self.total, rate))
         return lines
 
@@ -182,6 +186,7 @@ def render_summary(
     wall_s: float,
     output: str,
     describe: Callable[[str], str] | None = None,
+    log: str | None = None,
 ) -> str:
     """The table a person reads when the run ends."""
     total = counts.get("in", 0) or 1
@@ -201,5 +206,7 @@ def render_summary(
         ("wall time", f"{wall_s:.0f} s"),
         ("output", output),
     ]
+    if log:
+        rows.append(("log", log))
     width = max(len(k) for k, _ in rows)
     return "\n".join(f"  {k:<{width}}  {v}" for k, v in rows)
