@@ -419,12 +419,3 @@ def load_split(
         reported=reported_keys(tsvs.get("reported")),
         limit=limit,
     )
-
-
-def has_split(src: ReleaseSource, split: str, storage: StorageConfig | None = None) -> bool:
-    """Whether the release lists ``split`` (a delta has no train/dev/test)."""
-    if src.form == "tarball":
-        names = read_tarball_tsvs(src.uri, {split}, storage)
-        return split in names
-    fs, folder = resolve_filesystem(src.uri, storage)
-    return _kind(fs, f"{folder}/{split}.tsv") == pafs.FileType.File

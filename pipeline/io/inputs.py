@@ -64,7 +64,9 @@ class ParquetInputs:
         self.layout = check_consistent(layouts)
         self.total_rows = total
 
+    @functools.cached_property
     def _ids(self) -> pa.ChunkedArray:
+        """The id column of every file, read once (duplicates before the run, the id check after)."""
         chunks = []
         for f in self.files:
             fs, path = resolve_filesystem(f, self.storage)
@@ -73,14 +75,14 @@ class ParquetInputs:
         return pa.chunked_array(chunks, pa.string())
 
     def duplicate_ids(self) -> frozenset[str]:
-        return _duplicates(self._ids())
+        return _duplicates(self._ids)
 
     def expected_ids(self, limit: int | None) -> Counter | None:
         """Every id the output must hold, as often as the input holds it (a row without an id counts
         under None); None when ``limit`` makes the exact rows Ray's reader's to choose."""
         if limit is not None and limit < self.total_rows:
             return None
-        return Counter(i or None for i in self._ids().to_pylist())
+        return Counter(i or None for i in self._ids.to_pylist())
 
     def describe(self) -> dict[str, Any]:
         return {"form": "parquet", "inputs": self.files}

@@ -46,32 +46,22 @@ class Gate(Protocol):
     def __call__(self, row: Row) -> Verdict: ...
 
 
-def _over(value: float | None, limit: float | None) -> bool:
-    return value is not None and limit is not None and value > limit
-
-
 @dataclass(frozen=True)
-class MaxValue:
-    """Rejects a row whose ``column`` is above ``limit`` (a null value passes: nothing to judge by)."""
+class Bound:
+    """Rejects a row whose ``column`` is above ``limit`` (``upper``) or below it (a null value or a
+    null limit passes: nothing to judge by, or the gate is off)."""
 
     column: str
     limit: float | None
     code: str
-
-    def __call__(self, row: Row) -> Verdict:
-        return (False, self.code) if _over(row.get(self.column), self.limit) else (True, None)
-
-
-@dataclass(frozen=True)
-class MinValue:
-    column: str
-    limit: float | None
-    code: str
+    upper: bool = True
 
     def __call__(self, row: Row) -> Verdict:
         value = row.get(self.column)
-        low = value is not None and self.limit is not None and value < self.limit
-        return (False, self.code) if low else (True, None)
+        if value is None or self.limit is None:
+            return True, None
+        outside = value > self.limit if self.upper else value < self.limit
+        return (False, self.code) if outside else (True, None)
 
 
 @dataclass(frozen=True)
@@ -120,13 +110,13 @@ def build_gates(cfg: CurationConfig) -> list[Gate]:
     """Every gate the config turns on, in the order their reasons are listed."""
     g = cfg.gates
     gates: list[Gate] = [
-        MaxValue(WER, g.max_wer, "wer_above"),
-        MaxValue(CER, g.max_cer, "cer_above"),
+        Bound(WER, g.max_wer, "wer_above"),
+        Bound(CER, g.max_cer, "cer_above"),
         NoSpeech(g.no_speech_prob, g.no_speech_logprob),
-        MaxValue(COMPRESSION_RATIO, g.max_compression_ratio, "hallucination"),
-        MinValue(AVG_LOGPROB, g.min_avg_logprob, "low_logprob"),
-        MinValue(DURATION, g.min_duration_s, "too_short"),
-        MaxValue(DURATION, g.max_duration_s, "too_long"),
+        Bound(COMPRESSION_RATIO, g.max_compression_ratio, "hallucination"),
+        Bound(AVG_LOGPROB, g.min_avg_logprob, "low_logprob", upper=False),
+        Bound(DURATION, g.min_duration_s, "too_short", upper=False),
+        Bound(DURATION, g.max_duration_s, "too_long"),
         LanguageMismatch(cfg.transcriber.language, g.min_language_prob),
         JudgeAtLeast(cfg.threshold_on, cfg.threshold),
     ]
