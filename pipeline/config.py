@@ -235,7 +235,8 @@ def redact(value: Any) -> Any:
 
 
 def _cluster_overrides() -> dict[str, Any]:
-    # Sized for one L4/A10-class GPU per actor; see README "Cluster profile" for the reasoning.
+    # One GPU per actor.  Whisper's batch and the feature pool are measured on an H200 (README
+    # "Cluster profile settings", bench/gpu_check.py); the judge's are reasoned.
     return {
         "profile": "cluster",
         "audio": {"decode_batch_size": 32},
@@ -243,11 +244,11 @@ def _cluster_overrides() -> dict[str, Any]:
             "backend": "transformers",
             "model": "openai/whisper-large-v3-turbo",
             "dtype": "float16",
-            "batch_size": 16,
+            "batch_size": 64,
             "num_actors": 2,
             "num_gpus_per_actor": 1.0,
             "feature_batch_size": 32,
-            "feature_actors": 4,
+            "feature_actors": 2,
             "decoder_batch_size": 64,
             "decoder_actors": 2,
         },

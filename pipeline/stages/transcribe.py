@@ -119,9 +119,9 @@ class WhisperFeatures:
     """Stage (CPU actor): log-mel features with the model's own processor, as the seed does."""
 
     def __init__(self, cfg: TranscriberConfig, model_path: str):
-        from transformers import AutoProcessor
+        from transformers import AutoFeatureExtractor
 
-        self.processor = AutoProcessor.from_pretrained(model_path)
+        self.feature_extractor = AutoFeatureExtractor.from_pretrained(model_path)
 
     def __call__(self, batch: pa.Table) -> pa.Table:
         errors = batch.column(ERROR).to_pylist()
@@ -138,7 +138,7 @@ class WhisperFeatures:
                 stages[i] = "features"
             ok = not errors[i]
             clips.append(arrs[i].values.to_numpy(zero_copy_only=False) if ok else np.zeros(SAMPLE_RATE, np.float32))
-        feats = self.processor.feature_extractor(clips, sampling_rate=SAMPLE_RATE, return_tensors="np").input_features
+        feats = self.feature_extractor(clips, sampling_rate=SAMPLE_RATE, return_tensors="np").input_features
         flat = pa.array(list(feats.astype(np.float32).reshape(len(clips), -1)), type=pa.list_(pa.float32()))
         batch = _set_errors(batch, errors, stages).drop_columns([ARR])
         return batch.append_column(FEATURES, flat)
@@ -154,7 +154,7 @@ class HFWhisperTranscriber:
 
     def __init__(self, cfg: TranscriberConfig, model_path: str):
         import torch
-        from transformers import AutoModelForSpeechSeq2Seq, AutoTokenizer
+        from transformers import AutoModelForSpeechSeq2Seq
 
         self.torch = torch
         self.cfg = cfg
@@ -172,25 +172,61 @@ class HFWhisperTranscriber:
         self.no_speech = gen.no_timestamps_token_id - 1 if getattr(gen, "no_timestamps_token_id", None) else None
         lang_ids = getattr(gen, "lang_to_id", None) or {}
         self.lang_tokens = {tok[2:-2]: i for tok, i in lang_ids.items()} if self.multilingual else {}
-        self.tokenizer = AutoTokenizer.from_pretrained(model_path)
 
-    def _generate(self, x, langs: list[str | None]):
-        kwargs: dict = {
-            "max_new_tokens": self.cfg.max_new_tokens,
-            "return_dict_in_generate": True,
-            "output_scores": True,
-        }
+    def _prompt(self, lang: str | None) -> list[int]:
+        """The decoder prompt ``generate`` forces: <|startoftranscript|> [language, task] <|notimestamps|>."""
+        gen = self.model.generation_config
+        ids = [self.sot]
+        if self.multilingual:
+            ids += [gen.lang_to_id[f"<|{lang or self.cfg.language or 'en'}|>"], gen.task_to_id["transcribe"]]
+        if getattr(gen, "no_timestamps_token_id", None) is not None:
+            ids.append(gen.no_timestamps_token_id)
+        return ids
+
+    def _generate(self, encoded, langs: list[str | None]):
+        """Token ids of each row's text, neither prompt nor end of text (``generate``'s plain output)."""
+        kwargs: dict = {"max_new_tokens": self.cfg.max_new_tokens}
         if self.multilingual:
             default = self.cfg.language or "en"
             kwargs.update(language=[lang or default for lang in langs], task="transcribe")
-        return self.model.generate(x, **kwargs)
+        # No return_dict_in_generate/output_scores: on an H200 they tripled generate's time at batch 16
+        # and made it 9x at batch 64 (bench/gpu_check.py); one teacher-forced pass gives the same numbers.
+        return self.model.generate(encoder_outputs=encoded, **kwargs)
 
-    def _sot_probs(self, x):
-        """Softmax of the decoder's first step after <|startoftranscript|>: no-speech and language odds."""
-        enc = self.model.get_encoder()(x).last_hidden_state
-        ids = self.torch.full((x.shape[0], 1), self.sot, device=self.device)
-        hidden = self.model.model.decoder(input_ids=ids, encoder_hidden_states=enc).last_hidden_state
-        return self.model.proj_out(hidden[:, 0]).float().softmax(dim=-1)
+    def _text_ids(self, row: list[int], prompt: list[int]) -> list[int]:
+        """``row`` as ``generate`` returned it, without the prompt (some versions keep it) or padding."""
+        gen = self.model.generation_config
+        if row[: len(prompt)] == prompt:
+            row = row[len(prompt) :]
+        end = len(row)
+        while end > 0 and row[end - 1] in (gen.eos_token_id, gen.pad_token_id):
+            end -= 1
+        return row[:end]
+
+    def _score(self, encoded, sequences: list[list[int]], prompt_len: list[int]):
+        """One decoder pass over prompt + text + end of text: each generated token's log-probability
+        under Whisper's own token filters (as generate's normalised scores), and the raw odds of the
+        first step after <|startoftranscript|> (no speech, language), as Whisper computes them."""
+        torch = self.torch
+        gen = self.model.generation_config
+        width = max(len(s) for s in sequences)
+        ids = torch.full((len(sequences), width), gen.pad_token_id, dtype=torch.long)
+        for j, seq in enumerate(sequences):
+            ids[j, : len(seq)] = torch.tensor(seq)
+        ids = ids.to(self.device)
+        logits = self.model(encoder_outputs=encoded, decoder_input_ids=ids[:, :-1]).logits.float()
+        first = logits[:, 0].softmax(dim=-1)
+        if gen.suppress_tokens:
+            logits[..., list(gen.suppress_tokens)] = -float("inf")
+        logprobs = []
+        for j, seq in enumerate(sequences):
+            p = prompt_len[j]
+            step = logits[j, p - 1 : len(seq) - 1]
+            if gen.begin_suppress_tokens:
+                step[0, list(gen.begin_suppress_tokens)] = -float("inf")
+            lp = step.log_softmax(dim=-1).gather(1, ids[j, p : len(seq)].unsqueeze(1)).squeeze(1)
+            logprobs.append(lp[torch.isfinite(lp)])
+        return logprobs, first
 
     def __call__(self, batch: pa.Table) -> pa.Table:
         errors = batch.column(ERROR).to_pylist()
@@ -202,20 +238,26 @@ class HFWhisperTranscriber:
             feats = batch.column(FEATURES).take(pa.array(todo))
             flat = np.stack([f.values.to_numpy(zero_copy_only=False) for f in feats])
             x = self.torch.from_numpy(flat.reshape(len(todo), self.n_mels, -1)).to(self.device, self.dtype)
+            eot = self.model.generation_config.eos_token_id
+            row_langs = [langs[i] for i in todo]
             with self.torch.inference_mode():
-                out = self._generate(x, [langs[i] for i in todo])
-                step_logprobs = self.model.compute_transition_scores(out.sequences, out.scores, normalize_logits=True)
-                probs = self._sot_probs(x)
-            n_new = step_logprobs.shape[1]
+                # The encoder is a large share of the cost on a GPU: run it once for both passes.
+                encoded = self.model.get_encoder()(x)
+                generated = self._generate(encoded, row_langs).cpu().tolist()
+                prompts = [self._prompt(lang) for lang in row_langs]
+                sequences = []
+                for j, row in enumerate(generated):
+                    text = self._text_ids(row, prompts[j])
+                    # Stopped before the cap means it produced <|endoftext|>, which Whisper counts.
+                    stop = [eot] if len(text) < self.cfg.max_new_tokens else []
+                    sequences.append(prompts[j] + text + stop)
+                logprobs, probs = self._score(encoded, sequences, [len(p) for p in prompts])
             for j, i in enumerate(todo):
-                seq = out.sequences[j]
-                tokens[i] = seq.cpu().tolist()
-                new = seq[-n_new:]
-                # Generated tokens up to and including the end of text, as Whisper counts them.
-                keep = new != self.model.generation_config.pad_token_id
-                lp = step_logprobs[j][keep]
-                lp = lp[self.torch.isfinite(lp)]
-                conf[AVG_LOGPROB][i] = float(lp.sum()) / (len(lp) + 1)
+                tokens[i] = sequences[j]
+                lp = logprobs[j]
+                # Whisper's avg_logprob: summed over the text and <|endoftext|>, over len(text) + 1.
+                n_text = len(sequences[j]) - len(prompts[j]) - (1 if sequences[j][-1] == eot else 0)
+                conf[AVG_LOGPROB][i] = float(lp.sum()) / (n_text + 1)
                 if self.no_speech is not None:
                     conf[NO_SPEECH_PROB][i] = float(probs[j, self.no_speech])
                 if self.lang_tokens:
