@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 export HF_HUB_OFFLINE := 1
 
-.PHONY: install demo test test-fast lint bench
+.PHONY: install demo test test-fast lint bench image-smoke
 
 $(VENV)/.installed: pyproject.toml scripts/install.sh
 	VENV=$(VENV) bash scripts/install.sh
@@ -26,3 +26,7 @@ test-fast: install
 
 bench: install
 	$(PY) -m bench.run
+
+## Opt-in (minutes, ~26 GB of disk): build docker/cpu.Dockerfile and curate the sample inside it.
+image-smoke:
+	bash scripts/image_smoke.sh

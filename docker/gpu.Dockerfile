@@ -2,6 +2,13 @@
 # pods and as the Prefect worker's job image.  Models load by hub id (HF_TOKEN from a Secret).
 FROM nvidia/cuda:12.8.1-cudnn-runtime-ubuntu22.04
 
+# The operator's pip configuration (a mirror, an extra index, a wheel folder, a CA bundle) reaches
+# install.sh unchanged.  vllm 0.32 from PyPI brings the CUDA torch it was built with.
+ARG PIP_INDEX_URL \
+    PIP_EXTRA_INDEX_URL \
+    PIP_FIND_LINKS \
+    PIP_CERT
+
 ENV DEBIAN_FRONTEND=noninteractive \
     PYTHONUNBUFFERED=1 \
     PIP_NO_CACHE_DIR=1 \

@@ -19,9 +19,17 @@ if ! command -v espeak-ng >/dev/null 2>&1; then
   fi
 fi
 
+# Build args that were not given arrive as empty variables; pip would read those as empty settings.
+for var in PIP_INDEX_URL PIP_EXTRA_INDEX_URL PIP_FIND_LINKS PIP_CERT; do
+  if [ -n "${!var+set}" ] && [ -z "${!var}" ]; then unset "$var"; fi
+done
+
 if [ ! -x "$VENV/bin/python" ]; then
   python3 -m venv "$VENV"
 fi
+case ",$EXTRAS," in
+  *,cpu,*) bash scripts/cpu_torch.sh "$VENV" ;;
+esac
 if [ "$EDITABLE" = 1 ]; then
   "$VENV/bin/pip" install -q -e ".[${EXTRAS}]"
 else
