@@ -48,6 +48,9 @@ class TranscriberConfig(_Section):
     num_actors: int = 1
     num_cpus_per_actor: float = 1.0
     num_gpus_per_actor: float = 0.0
+    # Ray custom resources each Whisper actor needs: {"whisper": 1} keeps it on nodes started with
+    # `ray start --resources '{"whisper": N}'` (a node group of one GPU type, say).
+    resources: dict[str, float] = Field(default_factory=dict)
     # ctranslate2 backend
     compute_type: str = "int8"
     cpu_threads: int = 2
@@ -95,6 +98,10 @@ class JudgeConfig(_Section):
     # GPUs already run the worker in-process.
     engine_env: dict[str, str] = Field(default_factory=lambda: {"VLLM_ENABLE_V1_MULTIPROCESSING": "0"})
     max_concurrent_batches: int = 4
+    # Fresh engines after a fatal engine error (its process died mid-batch).  ray.data.llm exits the
+    # actor for Ray to replace, and by default Ray replaces it forever: an engine that dies on every
+    # first request (no C++ compiler for torch inductor, say) would loop until stall_timeout_s.
+    engine_restarts: int = Field(default=1, ge=0)
     enable_prefix_caching: bool = True
     # On 2 CPU cores torch.compile made engine start 74 s instead of 17 s; GPUs want the graphs.
     enforce_eager: bool = True

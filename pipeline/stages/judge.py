@@ -226,5 +226,9 @@ def add_judge_stage(ds: Dataset, cfg: JudgeConfig, model_path: str, keep: tuple[
         ),
         preprocess=functools.partial(judge_request, cfg=cfg, template=template),
     )
+    for stage in processor.stages.values():
+        if "vLLMEngine" in type(stage).__name__:
+            # Bounded restarts (judge.engine_restarts); Ray Data's default is "forever".
+            stage.map_batches_kwargs["max_restarts"] = cfg.engine_restarts
     ds = processor(ds)
     return ds.map(functools.partial(finalize_judgement, keep=keep))

