@@ -55,6 +55,23 @@ def _write(fs: pafs.FileSystem, path: str, holder: Holder) -> None:
         f.write(json.dumps(asdict(holder)).encode())
 
 
+def _gone(holder: Holder) -> bool:
+    """A holder on this host whose process has exited (a killed run): its lease need not run out.
+
+    Prefect retries a shard seconds after its child process died; without this the retry would
+    wait out the whole TTL.  Holders on other hosts can only expire.
+    """
+    if holder.host != socket.gethostname() or holder.pid == os.getpid():
+        return False
+    try:
+        os.kill(holder.pid, 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:  # alive, another user's
+        return False
+    return False
+
+
 class Lease:
     def __init__(self, uri: str, run_id: str, storage: StorageConfig | None = None, ttl_s: float = 300.0):
         self.fs, root = resolve_filesystem(uri, storage)
@@ -85,7 +102,7 @@ class Lease:
         dirname = self.path.rsplit("/", 1)[0]
         self.fs.create_dir(dirname, recursive=True)
         current = _read(self.fs, self.path)
-        if current and current.run_id != self.run_id and current.expires_at > time.time():
+        if current and current.run_id != self.run_id and current.expires_at > time.time() and not _gone(current):
             raise self._refuse(current)
         if self.local:
             if current is not None:  # expired, or ours: replace it

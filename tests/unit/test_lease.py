@@ -34,3 +34,27 @@ def test_the_lease_is_renewed_while_the_run_lives(tmp_path):
         assert json.loads((tmp_path / LEASE).read_text())["expires_at"] > first
         with pytest.raises(LeaseHeldError):
             Lease(str(tmp_path), "other").acquire()
+
+
+def _write_holder(path, **holder) -> None:
+    (path / LEASE).write_text(json.dumps({"expires_at": time.time() + 300, **holder}))
+
+
+def test_a_lease_whose_process_is_gone_is_taken_over_at_once(tmp_path):
+    """Prefect retries a shard seconds after its child was killed: it must not wait out the TTL."""
+    import socket
+    import subprocess
+    import sys
+
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    _write_holder(tmp_path, run_id="killed", host=socket.gethostname(), pid=dead.pid)
+    with Lease(str(tmp_path), "retry") as lease:
+        lease.check()
+
+
+def test_a_lease_held_on_another_host_is_honoured_until_it_expires(tmp_path):
+    # Its process cannot be seen from here, so only its expiry frees it.
+    _write_holder(tmp_path, run_id="elsewhere", host="some-other-node", pid=1)
+    with pytest.raises(LeaseHeldError, match=r"run elsewhere \(some-other-node, pid 1\)"):
+        Lease(str(tmp_path), "retry").acquire()
