@@ -418,7 +418,8 @@ class BatchedWhisper:
     def _batch(self, clips: list[np.ndarray], langs: list[str | None], min_window_s: float) -> list[Transcript]:
         from faster_whisper.transcribe import get_compression_ratio
 
-        feats = [self.model.feature_extractor(a) for a in clips]
+        # Without the STFT's last frame, as faster-whisper and Whisper itself feed the encoder.
+        feats = [self.model.feature_extractor(a)[:, :-1] for a in clips]
         # The encoder halves the frame count with a stride-2 conv, so keep it even.
         longest = max(max(f.shape[-1] for f in feats), int(min_window_s * FRAMES_PER_S))
         frames = min(WINDOW_FRAMES, longest + longest % 2)
