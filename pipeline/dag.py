@@ -68,6 +68,7 @@ def add_transcription_stages(ds: Dataset, cfg: CurationConfig, model_path: str, 
             compute=ActorPoolStrategy(size=t.num_actors),
             num_cpus=t.num_cpus_per_actor,
             num_gpus=t.num_gpus_per_actor,
+            resources=t.resources or None,
             **actor,
         )
     ds = ds.map_batches(
@@ -79,6 +80,7 @@ def add_transcription_stages(ds: Dataset, cfg: CurationConfig, model_path: str, 
         compute=ActorPoolStrategy(size=t.num_actors),
         num_cpus=t.num_cpus_per_actor,
         num_gpus=t.num_gpus_per_actor,
+        resources=t.resources or None,
         **actor,
     )
     return ds.map_batches(

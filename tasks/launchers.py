@@ -23,6 +23,7 @@ import shlex
 import signal
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import dataclass
 from typing import Protocol
@@ -52,6 +53,10 @@ class RayJobFailed(ShardFailed):
 
 
 class JobTimedOut(RayJobFailed):
+    pass
+
+
+class ShardTimedOut(ShardFailed):
     pass
 
 
@@ -128,6 +133,18 @@ class ChildProcessLauncher:
             preexec_fn=_die_with_parent,
         )
         tail: list[str] = []
+        timed_out = threading.Event()
+
+        def stop_on_timeout() -> None:
+            timed_out.set()
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+
+        # A watchdog, not a check in the loop: a hung child may print nothing at all.
+        watchdog = threading.Timer(cfg.shard_timeout_s, stop_on_timeout) if cfg.shard_timeout_s else None
+        if watchdog:
+            watchdog.daemon = True
+            watchdog.start()
         try:
             # The child is quiet: its console is ours (progress, summary, errors); Ray's and vLLM's
             # logs are in its log file, whose path the summary or the error names.
@@ -140,6 +157,14 @@ class ChildProcessLauncher:
         except BaseException:
             os.killpg(proc.pid, signal.SIGKILL)  # cancelled: leave nothing running
             raise
+        finally:
+            if watchdog:
+                watchdog.cancel()
+        if timed_out.is_set():
+            raise ShardTimedOut(
+                f"{spec.shard_id} ran past shard_timeout_s ({cfg.shard_timeout_s:g} s); its processes were "
+                "stopped and nothing was committed"
+            )
         if code != 0:
             raise ShardFailed(f"{spec.shard_id} exited with {code}:\n" + "\n".join(tail[-15:]))
         return _committed(spec, cfg, f"shard {spec.shard_id}")
