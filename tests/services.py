@@ -62,71 +62,102 @@ def stop_tree(*pids: int, timeout: float = 15) -> None:
             p.kill()
 
 
+class PrefectServer:
+    """A real ``prefect server start`` on 127.0.0.1 with its own PREFECT_HOME (and so its own SQLite
+    database), which a test can stop and start again on the same port and database."""
+
+    def __init__(self, log_dir: Path):
+        self.home = Path(tempfile.mkdtemp(prefix="prefect-home-"))
+        self.port = free_port()
+        self.api = f"http://127.0.0.1:{self.port}/api"
+        self.log_dir = log_dir
+        self.proc: subprocess.Popen | None = None
+        self.starts = 0
+
+    def start(self) -> str:
+        env = {
+            **os.environ,
+            "PREFECT_HOME": str(self.home),
+            "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+            "PREFECT_API_URL": self.api,
+        }
+        self.starts += 1
+        with open(self.log_dir / f"prefect-server-{self.starts}.log", "w") as log:
+            self.proc = subprocess.Popen(
+                [str(VENV_BIN / "prefect"), "server", "start", "--host", "127.0.0.1", "--port", str(self.port)],
+                env=env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        wait_http(f"{self.api}/health", 120, self.proc)
+        return self.api
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            stop_tree(self.proc.pid)
+            self.proc = None
+
+    def close(self) -> None:
+        self.stop()
+        shutil.rmtree(self.home, ignore_errors=True)
+
+
 @contextmanager
 def prefect_server(log_dir: Path) -> Iterator[str]:
     """A real ``prefect server start`` with its own PREFECT_HOME; yields its API URL."""
-    home = Path(tempfile.mkdtemp(prefix="prefect-home-"))
-    port = free_port()
-    env = {
-        **os.environ,
-        "PREFECT_HOME": str(home),
-        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-        "PREFECT_API_URL": f"http://127.0.0.1:{port}/api",
-    }
-    log = open(log_dir / "prefect-server.log", "w")  # noqa: SIM115
-    proc = subprocess.Popen(
-        [str(VENV_BIN / "prefect"), "server", "start", "--host", "127.0.0.1", "--port", str(port)],
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
+    server = PrefectServer(log_dir)
     try:
-        wait_http(f"http://127.0.0.1:{port}/api/health", 120, proc)
-        yield f"http://127.0.0.1:{port}/api"
+        yield server.start()
     finally:
-        stop_tree(proc.pid)
-        log.close()
-        shutil.rmtree(home, ignore_errors=True)
+        server.close()
+
+
+def _raylets(temp_dir: str) -> set[int]:
+    return {
+        p.pid
+        for p in psutil.process_iter(["pid", "name", "cmdline"])
+        if "raylet" in (p.info["name"] or "") and temp_dir in " ".join(p.info["cmdline"] or [])
+    }
 
 
 @contextmanager
-def ray_head(num_cpus: int = 8, env_extra: dict[str, str] | None = None) -> Iterator[dict[str, str]]:
-    """A real ``ray start --head`` on loopback with a private temp dir; yields its addresses.
+def ray_node(head: dict[str, str], num_cpus: int = 2, resources: dict[str, float] | None = None) -> Iterator[dict]:
+    """A second Ray node on this machine (``ray start --address``), joined to ``head``.
 
-    ``ray start`` daemonises, so its processes are found by the private temp dir in their command
-    line and stopped by PID; ``ray stop`` would kill every Ray on the machine.
+    Yields its raylet's PID, found as the raylet that appeared with it, so a test can kill exactly
+    this node.  On exit its processes are stopped by PID (the head's fixture stops any leftovers).
     """
-    temp = tempfile.mkdtemp(prefix="rt-", dir="/tmp")  # short: Ray's socket paths must fit 107 chars
-    port, dash = free_port(), free_port()
+    import json
+
+    before = _raylets(head["temp_dir"])
     cmd = [
         str(VENV_BIN / "ray"),
         "start",
-        "--head",
+        f"--address={head['gcs']}",
         "--node-ip-address=127.0.0.1",
-        f"--port={port}",
-        "--dashboard-host=127.0.0.1",
-        f"--dashboard-port={dash}",
         f"--num-cpus={num_cpus}",
-        f"--temp-dir={temp}",
+        f"--resources={json.dumps(resources or {})}",
         "--disable-usage-stats",
-        "--include-dashboard=true",
-        # Every agent on its own free port: the defaults (e.g. 52365) may be held by another Ray on
-        # this machine, and a head without its job agent never accepts a job.
         f"--dashboard-agent-listen-port={free_port()}",
         f"--dashboard-agent-grpc-port={free_port()}",
         f"--runtime-env-agent-port={free_port()}",
         f"--metrics-export-port={free_port()}",
     ]
-    env = {**{k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}, **(env_extra or {})}
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
     subprocess.run(cmd, check=True, env=env, capture_output=True, timeout=120)
+    deadline = time.time() + 30
+    while not (new := _raylets(head["temp_dir"]) - before) and time.time() < deadline:
+        time.sleep(0.5)
+    if len(new) != 1:
+        raise RuntimeError(f"expected one new raylet for the joined node, found {sorted(new)}")
+    (raylet,) = new
     try:
-        wait_http(f"http://127.0.0.1:{dash}/api/version", 60)
-        yield {"gcs": f"127.0.0.1:{port}", "dashboard": f"http://127.0.0.1:{dash}", "temp_dir": temp}
+        yield {"raylet_pid": raylet}
     finally:
-        mine = [p.pid for p in psutil.process_iter(["pid", "cmdline"]) if temp in " ".join(p.info["cmdline"] or [])]
-        stop_tree(*mine, timeout=10)
-        shutil.rmtree(temp, ignore_errors=True)
+        with suppress(psutil.NoSuchProcess):
+            # The node's agents and workers are the raylet's children; stop them with it.
+            stop_tree(raylet, timeout=10)
 
 
 @contextmanager

@@ -1,0 +1,74 @@
+"""The Prefect server restarts while a flow run's shard is being curated.
+
+The flow run (its own process, pointed at a real ``prefect server start``) loses its API for the
+length of a restart: state changes and log shipping wait on the client's retries.  The shard's child
+process does not need the API at all.  The run must complete and every id be written exactly once.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+
+import psutil
+import pyarrow.parquet as pq
+import pytest
+from prefect import get_client
+from prefect.settings import PREFECT_API_URL, temporary_settings
+from prefect.utilities.asyncutils import run_coro_as_sync
+
+from tests.flow_process import flow_result, start_flow
+from tests.integration.conftest import split_sample
+from tests.services import PrefectServer
+
+pytestmark = pytest.mark.slow
+
+
+def _shard_child_running(out: str) -> bool:
+    for p in psutil.process_iter(["cmdline"]):
+        cmd = " ".join(p.info["cmdline"] or [])
+        if "pipeline.cli" in cmd and out in cmd:
+            return True
+    return False
+
+
+def test_a_prefect_server_restart_mid_run_loses_and_doubles_nothing(tmp_path, sample_table):
+    src = tmp_path / "in"
+    split_sample(sample_table, src, parts=1, rows_each=8)
+    out = tmp_path / "out"
+    server = PrefectServer(tmp_path)
+    try:
+        api = server.start()
+        log = tmp_path / "flow.log"
+        env = {**os.environ, "PREFECT_API_URL": api, "HF_HUB_OFFLINE": "1"}
+        proc = start_flow({"source": str(src), "output_root": str(out), "split": "dev"}, env, log)
+        deadline = time.time() + 600
+        while not _shard_child_running(str(out)):
+            assert proc.poll() is None, log.read_text()[-6000:]
+            assert time.time() < deadline, "the shard never started"
+            time.sleep(0.5)
+        server.stop()  # the API is gone while the shard is curated
+        time.sleep(5)
+        server.start()  # same port, same database
+        assert proc.wait(timeout=1200) == 0, log.read_text()[-6000:]
+        result = flow_result(log)
+        assert result["completed"], result
+
+        async def final_state():
+            async with get_client() as client:
+                return (await client.read_flow_run(result["flow_run_id"])).state.type.value
+
+        with temporary_settings({PREFECT_API_URL: api}):
+            assert run_coro_as_sync(final_state()) == "COMPLETED"
+    finally:
+        server.close()
+
+    (manifest_path,) = list(out.glob("**/manifest.json"))
+    manifest = json.loads(manifest_path.read_text())
+    ids: list[str] = []
+    for f in manifest["files"]:
+        if f["kind"] in ("scores", "quarantine"):
+            ids += pq.read_table(manifest_path.parent / f["path"], columns=["id"]).column("id").to_pylist()
+    assert sorted(ids) == sorted(sample_table.column("id").to_pylist()[:8])
+    assert server.starts == 2
