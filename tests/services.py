@@ -113,6 +113,45 @@ def prefect_server(log_dir: Path) -> Iterator[str]:
         server.close()
 
 
+@contextmanager
+def ray_head(num_cpus: int = 8, env_extra: dict[str, str] | None = None) -> Iterator[dict[str, str]]:
+    """A real ``ray start --head`` on loopback with a private temp dir; yields its addresses.
+
+    ``ray start`` daemonises, so its processes are found by the private temp dir in their command
+    line and stopped by PID; ``ray stop`` would kill every Ray on the machine.
+    """
+    temp = tempfile.mkdtemp(prefix="rt-", dir="/tmp")  # short: Ray's socket paths must fit 107 chars
+    port, dash = free_port(), free_port()
+    cmd = [
+        str(VENV_BIN / "ray"),
+        "start",
+        "--head",
+        "--node-ip-address=127.0.0.1",
+        f"--port={port}",
+        "--dashboard-host=127.0.0.1",
+        f"--dashboard-port={dash}",
+        f"--num-cpus={num_cpus}",
+        f"--temp-dir={temp}",
+        "--disable-usage-stats",
+        "--include-dashboard=true",
+        # Every agent on its own free port: the defaults (e.g. 52365) may be held by another Ray on
+        # this machine, and a head without its job agent never accepts a job.
+        f"--dashboard-agent-listen-port={free_port()}",
+        f"--dashboard-agent-grpc-port={free_port()}",
+        f"--runtime-env-agent-port={free_port()}",
+        f"--metrics-export-port={free_port()}",
+    ]
+    env = {**{k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}, **(env_extra or {})}
+    subprocess.run(cmd, check=True, env=env, capture_output=True, timeout=120)
+    try:
+        wait_http(f"http://127.0.0.1:{dash}/api/version", 60)
+        yield {"gcs": f"127.0.0.1:{port}", "dashboard": f"http://127.0.0.1:{dash}", "temp_dir": temp}
+    finally:
+        mine = [p.pid for p in psutil.process_iter(["pid", "cmdline"]) if temp in " ".join(p.info["cmdline"] or [])]
+        stop_tree(*mine, timeout=10)
+        shutil.rmtree(temp, ignore_errors=True)
+
+
 def _raylets(temp_dir: str) -> set[int]:
     return {
         p.pid
