@@ -346,7 +346,7 @@ def main() -> None:
     layout = open_inputs([str(stage_file)], cfg.storage).layout
     canonical = to_canonical(pq.read_table(stage_file), layout)
 
-    ray.init(num_cpus=args.ray_cpus, include_dashboard=False, _node_ip_address="127.0.0.1")
+    ray.init(address="local", num_cpus=args.ray_cpus, include_dashboard=False, _node_ip_address="127.0.0.1")
     stages, transcribed = measure_stages(args, cfg, models, canonical, layout, refs)
     standalone = measure_standalone(args, cfg, models, canonical)
     ray.shutdown()  # free the cores and memory for the standalone engine
@@ -356,7 +356,7 @@ def main() -> None:
         standalone["judge_rows_per_s"] = spread([sj["rows_per_s"]])
         standalone["judge_engine_start_s"] = spread([sj["engine_start_s"]])
 
-    ray.init(num_cpus=args.ray_cpus, include_dashboard=False, _node_ip_address="127.0.0.1")
+    ray.init(address="local", num_cpus=args.ray_cpus, include_dashboard=False, _node_ip_address="127.0.0.1")
     e2e = measure_e2e(args, cfg, models, e2e_file, refs)
     ray.shutdown()
 

@@ -37,7 +37,7 @@ import json, sys, ray
 from bench.seed_way import seed_dataset
 from pipeline.models import resolve_model
 src, out = sys.argv[1], sys.argv[2]
-ray.init(num_cpus=16, include_dashboard=False, _node_ip_address="127.0.0.1")
+ray.init(address="local", num_cpus=16, include_dashboard=False, _node_ip_address="127.0.0.1")
 ds = seed_dataset([src], resolve_model("bundled:whisper-tiny.en-hf").path,
                   resolve_model("bundled:qwen2.5-coder-0.5b-instruct").path, kv_cache_memory_bytes=1 << 30)
 rows = ds.take_all()

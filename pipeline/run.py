@@ -48,7 +48,11 @@ def ensure_ray(cfg: CurationConfig) -> None:
         # Logical CPUs above the core count: the Whisper and vLLM actors sit on theirs while the
         # decode tasks and vLLM's tokenizer stages still need slots, or the stream deadlocks.
         # Loopback only: an embedded Ray serves this process, never the network.
-        ray.init(num_cpus=max(8, os.cpu_count() or 1), include_dashboard=False, _node_ip_address="127.0.0.1")
+        # address="local": a new Ray for this process even if `ray start` left a cluster on this
+        # machine, which ray.init() would otherwise join.
+        ray.init(
+            address="local", num_cpus=max(8, os.cpu_count() or 1), include_dashboard=False, _node_ip_address="127.0.0.1"
+        )
 
 
 def resolve_models(cfg: CurationConfig) -> Models:

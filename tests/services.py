@@ -114,13 +114,16 @@ def prefect_server(log_dir: Path) -> Iterator[str]:
 
 
 @contextmanager
-def ray_head(num_cpus: int = 8, env_extra: dict[str, str] | None = None) -> Iterator[dict[str, str]]:
+def ray_head(
+    num_cpus: int = 8, env_extra: dict[str, str] | None = None, temp_dir: str | None = None
+) -> Iterator[dict[str, str]]:
     """A real ``ray start --head`` on loopback with a private temp dir; yields its addresses.
 
     ``ray start`` daemonises, so its processes are found by the private temp dir in their command
     line and stopped by PID; ``ray stop`` would kill every Ray on the machine.
     """
-    temp = tempfile.mkdtemp(prefix="rt-", dir="/tmp")  # short: Ray's socket paths must fit 107 chars
+    # Short: Ray's socket paths must fit 107 chars.
+    temp = temp_dir or tempfile.mkdtemp(prefix="rt-", dir="/tmp")
     port, dash = free_port(), free_port()
     cmd = [
         str(VENV_BIN / "ray"),

@@ -9,7 +9,11 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
+import subprocess
+import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -17,6 +21,7 @@ import pyarrow.parquet as pq
 import pytest
 from ray.util.state import list_actors, list_nodes, list_tasks
 
+from tests.conftest import REPO
 from tests.flow_process import flow_result, start_flow
 from tests.integration.conftest import split_sample
 from tests.rows import same_rows
@@ -134,3 +139,24 @@ def test_losing_the_whisper_node_mid_run_gives_a_clean_runs_rows(tmp_path, sampl
         assert after.num_restarts >= 1 and after.node_id != node_id
     same_rows(_rows(faulty_out, "scores"), _rows(tmp_path / "clean", "scores"))
     same_rows(_rows(faulty_out, "quarantine"), _rows(tmp_path / "clean", "quarantine"))
+
+
+def test_an_embedded_run_starts_its_own_ray_beside_a_ray_start_cluster(tmp_path, sample_table):
+    """`ray start` leaves its address in Ray's temp dir, where a plain ``ray.init()`` finds and joins
+    it.  The embedded default (no ray_address) must start a Ray of its own, not borrow that one."""
+    (path,) = split_sample(sample_table, tmp_path / "in", parts=1, rows_each=2)
+    base = tempfile.mkdtemp(prefix="rt-", dir="/tmp")
+    try:
+        # Ray's default temp dir is $RAY_TMPDIR/ray: a head there is the machine's "current" cluster.
+        with ray_head(num_cpus=2, temp_dir=f"{base}/ray") as head:
+            assert (Path(base) / "ray" / "ray_current_cluster").exists()
+            env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+            env["RAY_TMPDIR"] = base
+            cmd = [sys.executable, "-m", "pipeline.cli", "run", "--input", str(path), "--output", str(tmp_path / "out")]
+            proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=900)
+            assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+            # The cluster ran none of it.
+            assert list_actors(address=head["dashboard"], limit=100) == []
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
+    assert (tmp_path / "out" / "manifest.json").exists()

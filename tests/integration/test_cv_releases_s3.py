@@ -45,7 +45,7 @@ def test_releases_on_s3_read_every_row_once(tmp_path, monkeypatch):
         assert inputs.total_rows == 11
 
         cfg = build_config(overrides=[f"storage.s3_endpoint_url={endpoint}", "reader.clips_per_task=2"])
-        ray.init(num_cpus=2, include_dashboard=False, _node_ip_address="127.0.0.1")
+        ray.init(address="local", num_cpus=2, include_dashboard=False, _node_ip_address="127.0.0.1")
         try:
             rows = inputs.dataset(cfg).take_all()
         finally:
