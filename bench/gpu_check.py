@@ -196,19 +196,6 @@ def transcriber_rate(transcriber: HFWhisperTranscriber, feats: np.ndarray, batch
     return out
 
 
-def encoder_share(transcriber: HFWhisperTranscriber, feats: np.ndarray, batch: int, timer: Timer) -> dict[str, Any]:
-    """How much of a batch is the encoder: the rest is the token-by-token decoder loop."""
-    import torch
-
-    x = torch.from_numpy(feats[:batch]).to(transcriber.device, transcriber.dtype)
-    encoder = transcriber.model.get_encoder()
-    with torch.inference_mode():
-        encoder(x)
-        enc_s = timer(lambda: encoder(x), reps=3)
-    total_s = timer(lambda: transcriber(with_features(feats[:batch])), reps=3)
-    return {"batch": batch, "encoder_s": enc_s, "batch_s": total_s, "encoder_share": enc_s / total_s}
-
-
 def decode_breakdown(transcriber: HFWhisperTranscriber, feats: np.ndarray, batch: int, timer: Timer) -> dict[str, Any]:
     """Seconds per batch for the encoder, ``generate`` bare and with scores, and the whole stage call."""
     import torch
@@ -385,7 +372,6 @@ def main(argv: list[str] | None = None) -> int:
                 r["flop_ceiling_clips_per_s"] = ceiling * 1e12 / flops["per_clip"]
                 r["share_of_ceiling"] = r["clips_per_s"] / r["flop_ceiling_clips_per_s"]
                 save()
-        arm("encoder_share", lambda: encoder_share(transcriber, feats, cluster.batch_size, timer))
         for b in (cluster.batch_size, 64):
             arm(f"decode_breakdown_{b}", lambda b=b: decode_breakdown(transcriber, feats, b, timer))
         fb = cluster.feature_batch_size

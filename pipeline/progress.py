@@ -109,8 +109,8 @@ class ConsoleProgress:
         self._stop = threading.Event()
         self._drawn = 0
         self._last: dict[str, int] | None = None  # None: nothing printed yet, so the first tick prints
-        self._first: dict[str, tuple[float, int]] = {}
-        self._finished: dict[str, float] = {}  # when each stage first showed rows, and how many
+        self._first: dict[str, tuple[float, int]] = {}  # when each stage first showed rows, and how many
+        self._finished: dict[str, float] = {}  # when each stage reached its last row
         self._thread = threading.Thread(target=self._run, daemon=True, name="curate-progress")
 
     def start(self) -> ConsoleProgress:

@@ -245,19 +245,19 @@ class HFWhisperTranscriber:
                 encoded = self.model.get_encoder()(x)
                 generated = self._generate(encoded, row_langs).cpu().tolist()
                 prompts = [self._prompt(lang) for lang in row_langs]
-                sequences = []
+                sequences, n_text = [], []
                 for j, row in enumerate(generated):
                     text = self._text_ids(row, prompts[j])
                     # Stopped before the cap means it produced <|endoftext|>, which Whisper counts.
                     stop = [eot] if len(text) < self.cfg.max_new_tokens else []
                     sequences.append(prompts[j] + text + stop)
+                    n_text.append(len(text))
                 logprobs, probs = self._score(encoded, sequences, [len(p) for p in prompts])
             for j, i in enumerate(todo):
                 tokens[i] = sequences[j]
                 lp = logprobs[j]
                 # Whisper's avg_logprob: summed over the text and <|endoftext|>, over len(text) + 1.
-                n_text = len(sequences[j]) - len(prompts[j]) - (1 if sequences[j][-1] == eot else 0)
-                conf[AVG_LOGPROB][i] = float(lp.sum()) / (n_text + 1)
+                conf[AVG_LOGPROB][i] = float(lp.sum()) / (n_text[j] + 1)
                 if self.no_speech is not None:
                     conf[NO_SPEECH_PROB][i] = float(probs[j, self.no_speech])
                 if self.lang_tokens:
