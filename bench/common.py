@@ -36,8 +36,9 @@ def time_offline_judge(engine_kwargs: dict[str, Any], texts: list[str], j: Judge
     return {"engine_start_s": start, "rows_per_s": rate, "scores": [parse_score(o.outputs[0].text) for o in outs]}
 
 
-def write_results(prefix: str, payload: dict[str, Any]) -> Path:
-    out = RESULTS / f"{prefix}{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}.json"
+def write_results(prefix: str, payload: dict[str, Any], path: Path | None = None) -> Path:
+    """Writes ``payload`` to a new timestamped file, or again to ``path`` (a harness updating as it goes)."""
+    out = path or RESULTS / f"{prefix}{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(payload, indent=2, default=float))
     return out

@@ -34,3 +34,25 @@ def test_an_explicit_setting_always_wins(monkeypatch):
     cfg, record = build_config(overrides=["judge.dtype=bfloat16"]).for_this_machine()
     assert cfg.judge.dtype == "bfloat16" and record["chosen"] == {}
     assert build_config("cluster").for_this_machine()[0].judge.dtype == "float16"
+
+
+def test_the_benchmarks_avx2_emulation_reaches_vllm_and_auto():
+    """bench.judge_dtype --isa avx2 measures AVX2 kernels only if vLLM and ``auto`` both see an AVX2 CPU."""
+    import subprocess
+    import sys
+
+    from bench.judge_dtype import arm_env
+
+    probe = (
+        "import torch\n"
+        "from pipeline.config import build_config\n"
+        "from vllm.platforms import current_platform\n"
+        "current_platform.import_kernels()\n"
+        "libs = sorted({l.split('/')[-1].strip() for l in open('/proc/self/maps') if '/vllm/_C' in l})\n"
+        "print(torch.cpu._is_avx512_supported(), torch.cpu._is_avx2_supported(),\n"
+        "      torch.backends.cpu.get_cpu_capability(), build_config().for_this_machine()[0].judge.dtype, libs)\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", probe], env=arm_env("avx2"), capture_output=True, text=True, check=True, timeout=300
+    ).stdout.split("\n")[-2]
+    assert out == "False True AVX2 float32 ['_C_AVX2.abi3.so']"
