@@ -53,6 +53,16 @@ def _nothing_outlives_the_suite():
     """Whatever the suite started (an ephemeral Prefect server, a Ray that a failed test did not shut
     down) is stopped when the suite ends, by PID, and named, so a leak is seen and fixed."""
     yield
+    # Prefect stops its ephemeral API server from atexit, logging to a stream pytest has closed by
+    # then ("--- Logging error ---" after the summary); stopped here, while output is still captured,
+    # once the logs still queued for it are sent.
+    from prefect.logging.handlers import APILogWorker
+    from prefect.server.api.server import SubprocessASGIServer
+
+    APILogWorker.drain_all(timeout=60)
+    for server in list(getattr(SubprocessASGIServer, "_instances", {}).values()):
+        server.stop()
+
     import psutil
 
     from tests.services import stop_tree
