@@ -56,12 +56,17 @@ def test_transient_outage_is_retried_and_output_is_complete(tmp_path, sample_tab
         proxy_url = f"http://127.0.0.1:{proxy.port}"
 
         def outage_when_staging_starts():
-            # Cut the store as soon as the run starts writing its data, for 4 s.
+            # Cut the store as soon as the run starts writing its data, and keep it cut until a
+            # request of the run has met the outage, then 4 s more.  A fixed 4 s cut missed the run on
+            # a busy machine: it made no request for longer than that after its first file.
             deadline = time.time() + 600
             while time.time() < deadline:
                 listed = s3.list_objects_v2(Bucket="cv-data", Prefix="out/_staging/").get("Contents", [])
                 if any(o["Key"].endswith(".parquet") for o in listed):  # data, not the preflight probe
                     proxy.cut()
+                    met_by = time.time() + 300  # the run must still commit, so it will come
+                    while proxy.refused_during_cut == 0 and time.time() < met_by:
+                        time.sleep(0.1)
                     time.sleep(4)
                     proxy.restore()
                     return
