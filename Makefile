@@ -5,7 +5,7 @@ export HF_HUB_OFFLINE := 1
 
 .PHONY: install demo test test-fast lint bench image-smoke
 
-$(VENV)/.installed: pyproject.toml scripts/install.sh
+$(VENV)/.installed: pyproject.toml constraints.txt scripts/install.sh
 	VENV=$(VENV) bash scripts/install.sh
 	touch $@
 

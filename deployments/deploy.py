@@ -68,7 +68,16 @@ def deploy_all(
     }
     no_overlap = ConcurrencyLimitConfig(limit=1, collision_strategy=ConcurrencyLimitStrategy.ENQUEUE)
     # Both run from this checkout on a process pool; neither may overlap with itself.
-    shared = dict(work_pool_name=pool, build=False, push=False, print_next_steps=False, concurrency_limit=no_overlap)
+    # ignore_warnings: Prefect would print its "you're deploying to a process work pool" hint once per
+    # deployment; a process pool is the point here (main() prints how to start its worker once).
+    shared = dict(
+        work_pool_name=pool,
+        build=False,
+        push=False,
+        print_next_steps=False,
+        ignore_warnings=True,
+        concurrency_limit=no_overlap,
+    )
     ids = []
     nightly = Flow.from_source(source=str(REPO), entrypoint="flows/curation.py:curate_dataset")
     ids.append(

@@ -12,14 +12,14 @@ The ledger is the set of committed shard manifests, not a separate file that cou
 
 from __future__ import annotations
 
-from typing import Any
-
 from prefect import flow, get_run_logger
+from prefect.runtime import flow_run
+from prefect.states import Completed, State
 
 from flows.curation import curate_dataset
 from pipeline.config import CurationConfig, Profile, build_config
 from pipeline.io.cv_release import discover_releases
-from pipeline.shards import discover_splits, pending_shards, plan_release_shards, plan_shards
+from pipeline.shards import discover_splits, pending_shards, plan_release_shards, plan_shards, slug
 from tasks.credentials import apply_credentials_block
 
 DEFAULT_RELEASE_SPLITS = ("validated",)
@@ -31,7 +31,13 @@ def _config(profile: Profile, config_overrides: list[str] | None, threshold, lim
     return build_config(profile, overrides=config_overrides, threshold=threshold, limit=limit)
 
 
-@flow(name="backfill-common-voice", log_prints=True)
+def run_name() -> str:
+    """``backfill-mdc-2026-12-02``: the source root's name and the day the run was scheduled for."""
+    root = flow_run.parameters["source_root"].rstrip("/").rsplit("/", 1)[-1]
+    return f"backfill-{slug(root)}-{flow_run.scheduled_start_time:%Y-%m-%d}"
+
+
+@flow(name="backfill-common-voice", flow_run_name=run_name, log_prints=True)
 def backfill(
     source_root: str,
     output_root: str,
@@ -44,7 +50,7 @@ def backfill(
     ray_address: str | None = None,
     config_overrides: list[str] | None = None,
     credentials_block: str | None = None,
-) -> dict[str, Any]:
+) -> State:
     """Curate what ``source_root`` holds that the output lacks.
 
     For releases, ``splits`` names the clip lists to curate (default ``validated``); for Parquet
@@ -82,12 +88,14 @@ def backfill(
             curate_dataset(source=source_root, split=split, **common)
             committed += [f"{s.dataset}/{s.split}" for s in todo]
             processed.append(split)
-        return {
+        result = {
             "releases_found": names,
             "splits_processed": processed,
             "shards_planned": planned,
             "shards_committed": committed,
         }
+        done = f"committed {len(committed)} shard(s)" if committed else "nothing to do"
+        return Completed(message=f"{done}; {len(names)} release(s) found", data=result)
 
     found = discover_splits(source_root, storage)
     if splits:
@@ -110,4 +118,5 @@ def backfill(
             **common,
         )
         processed.append(split)
-    return {"splits_found": sorted(found), "splits_processed": processed}
+    result = {"splits_found": sorted(found), "splits_processed": processed}
+    return Completed(message=f"curated {', '.join(processed) or 'nothing new'}", data=result)

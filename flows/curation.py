@@ -13,15 +13,40 @@ from prefect.artifacts import (
     update_progress_artifact,
 )
 from prefect.futures import as_completed
+from prefect.runtime import flow_run
+from prefect.states import Completed, State
 from prefect.task_runners import ThreadPoolTaskRunner
 
 from pipeline import report
 from pipeline.config import CurationConfig, Profile, StorageConfig, build_config
-from pipeline.io.cv_release import classify_release_input
+from pipeline.io.cv_release import classify_release_input, is_release_name, parse_tarball_name
 from pipeline.io.storage import list_parquet_files
 from pipeline.shards import ShardSpec, plan_release_shards, plan_shards, slug
 from tasks.credentials import apply_credentials_block
 from tasks.curate_shard import ShardOutcome, curate_shard
+
+
+def source_label(source: str, dataset: str) -> str:
+    """The locale of a Common Voice release source (a tarball or ``…/cv-corpus-…/<locale>``), else ``dataset``."""
+    named = parse_tarball_name(source)
+    if named:
+        return named[1]
+    parts = source.rstrip("/").split("/")
+    if len(parts) >= 2 and is_release_name(parts[-2]):
+        return parts[-1]
+    return dataset
+
+
+def run_name() -> str:
+    """``validated-en-2026-12-02``: what was curated, and the night it was scheduled for."""
+    p = flow_run.parameters
+    what = source_label(p["source"], p.get("dataset") or "dataset")
+    return f"{slug(p.get('split') or 'validated')}-{slug(what)}-{flow_run.scheduled_start_time:%Y-%m-%d}"
+
+
+def outcome(counts: dict[str, Any]) -> str:
+    """The Completed state's message, shown in the runs list: ``39/40 kept, 1 rejected, 0 quarantined``."""
+    return f"{counts['kept']}/{counts['in']} kept, {counts['rejected']} rejected, {counts['quarantined']} quarantined"
 
 
 @task
@@ -102,7 +127,12 @@ def publish(results: list[ShardOutcome], output_root: str, dataset: str, split: 
     }
 
 
-@flow(name="curate-common-voice", log_prints=True, task_runner=ThreadPoolTaskRunner(max_workers=1))
+@flow(
+    name="curate-common-voice",
+    flow_run_name=run_name,
+    log_prints=True,
+    task_runner=ThreadPoolTaskRunner(max_workers=1),
+)
 def curate_dataset(
     source: str,
     output_root: str,
@@ -117,7 +147,7 @@ def curate_dataset(
     config_overrides: list[str] | None = None,
     force: bool = False,
     credentials_block: str | None = None,
-) -> dict[str, Any]:
+) -> State:
     """Curate one split of ``source``: Common Voice releases (a tarball, an extracted locale folder, or a
     folder/prefix holding several; one shard per release and locale, ``split`` picks the TSV), or
     Parquet (a file, directory, glob or s3:// prefix; shards group files, ``split`` is a label).
@@ -149,4 +179,6 @@ def curate_dataset(
         )
     else:
         results = run_shards(specs, cfg, force, progress_id)
-    return publish(results, output_root, dataset, split, time.time() - started)
+    summary = publish(results, output_root, dataset, split, time.time() - started)
+    # The message is what the runs list shows beside the state: the night's outcome at a glance.
+    return Completed(message=outcome(summary["counts"]), data=summary)

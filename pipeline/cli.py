@@ -134,7 +134,7 @@ def run_command(args: argparse.Namespace) -> int:
             manifest.quarantined_by_stage,
             manifest.audio_seconds,
             manifest.wall_time_s,
-            f"{args.output}  (manifest.json, curated/, scores/, quarantine/)",
+            f"{args.output}  ({', '.join(['manifest.json', *sorted({f'{f.kind}/' for f in manifest.files})])})",
             describe=lambda code: REASON_NAMES.get(code, ""),
             log=str(log) if log else None,
         )

@@ -95,7 +95,7 @@ def stage_line(stage: str, done: int, total: int, rate: float | None, width: int
         eta = f"ETA {_clock((total - done) / rate)}"
     else:
         eta = "starting" if done == 0 else ""
-    speed = f"{rate:7.1f} rows/s" if rate else " " * 14
+    speed = (f"{rate:7.1f}" if rate >= 1 else f"{rate:7.2f}") + " rows/s" if rate else " " * 14
     return f"{stage:<11}{done:>7}/{total:<7} {bar} {speed}  {eta}".rstrip()
 
 
@@ -131,6 +131,9 @@ class ConsoleProgress:
                 self._finished[s] = now  # the rate stops at the stage's last row, not the run's
             end = self._finished.get(s, now)
             rate = (done - n0) / (end - t0) if end - t0 >= 1.0 and done > n0 else None
+            if rate is None and s in self._finished and end - self.started >= 1.0:
+                # Its rows all came in one poll (a log's 10 s period): the rate since the run started.
+                rate = done / (end - self.started)
             lines.append(stage_line(s, done, self.total, rate))
         return lines
 

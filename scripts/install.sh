@@ -30,13 +30,22 @@ fi
 case ",$EXTRAS," in
   *,cpu,*) bash scripts/cpu_torch.sh "$VENV" ;;
 esac
+# The CPU stack installs from the lock (constraints.txt, written by scripts/lock.sh), so a new upstream
+# release cannot change what runs at night; the GPU image resolves vllm's CUDA stack itself.
+LOCK=()
+case ",$EXTRAS," in
+  *,cpu,*) LOCK=(-c constraints.txt) ;;
+esac
 if [ "$EDITABLE" = 1 ]; then
-  "$VENV/bin/pip" install -q -e ".[${EXTRAS}]"
+  "$VENV/bin/pip" install -q "${LOCK[@]}" -e ".[${EXTRAS}]"
 else
-  "$VENV/bin/pip" install -q ".[${EXTRAS}]"
+  "$VENV/bin/pip" install -q "${LOCK[@]}" ".[${EXTRAS}]"
 fi
 case ",$EXTRAS," in
-  *,cpu,*) "$VENV/bin/pip" uninstall -y -q torchaudio torchvision torchcodec 2>/dev/null || true ;;
+  *,cpu,*)
+    "$VENV/bin/pip" uninstall -y -q torchaudio torchvision torchcodec 2>/dev/null || true
+    "$VENV/bin/python" scripts/check_lock.py constraints.txt
+    ;;
 esac
 
 if [ "$PREPARE_MODELS" = 1 ]; then

@@ -151,8 +151,8 @@ class ChildProcessLauncher:
             for raw in proc.stdout:
                 line = ANSI.sub("", raw.rstrip())
                 tail = [*tail[-40:], line]
-                if line.strip():
-                    log.info("[shard %s] %s", spec.shard_id, line.strip())
+                if line.strip():  # keep the indent: the summary nests reasons under "rejected"
+                    log.info("[%s] %s", spec.shard_id, line)
             code = proc.wait()
         except BaseException:
             os.killpg(proc.pid, signal.SIGKILL)  # cancelled: leave nothing running

@@ -1,0 +1,132 @@
+"""Apply the work pool and the deployments to whatever Prefect server PREFECT_API_URL points at.
+
+    python -m deployments.deploy --source s3://bucket/mdc/cv-corpus-23.0-2025-09-05-en.tar.gz \
+        --output-root s3://bucket/curated --ray-address http://ray-head:8265 --profile cluster
+
+- ``audio-curation`` work pool (process type; workers: ``prefect worker start --pool audio-curation``);
+- ``curate-common-voice/nightly``: cron schedule (timezone-aware) with default parameters; any of
+  them can be overridden in the UI's "Custom run"; concurrency limit 1, so nightly runs never overlap;
+- ``backfill-common-voice/backfill``: no schedule; run from the UI or ``prefect deployment run``.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+from prefect import get_client
+from prefect.client.schemas.actions import WorkPoolCreate
+from prefect.client.schemas.objects import ConcurrencyLimitConfig, ConcurrencyLimitStrategy
+from prefect.exceptions import ObjectNotFound
+from prefect.flows import Flow
+from prefect.schedules import Cron
+from prefect.utilities.asyncutils import run_coro_as_sync
+
+REPO = Path(__file__).resolve().parents[1]
+POOL = "audio-curation"
+SAMPLE = str(REPO / "pipeline" / "sample_data" / "common_voice_sample.parquet")
+
+
+async def ensure_work_pool(name: str, concurrency_limit: int | None) -> None:
+    async with get_client() as client:
+        try:
+            await client.read_work_pool(name)
+        except ObjectNotFound:
+            await client.create_work_pool(
+                WorkPoolCreate(
+                    name=name,
+                    type="process",
+                    concurrency_limit=concurrency_limit,
+                    description="Runs the audio curation flows; each flow drives Ray.",
+                )
+            )
+
+
+def deploy_all(
+    source: str = SAMPLE,
+    output_root: str = str(REPO / "output" / "nightly"),
+    source_root: str | None = None,
+    dataset: str = "common-voice",
+    split: str = "validated",
+    profile: str = "local",
+    ray_address: str | None = None,
+    cron: str = "0 2 * * *",
+    timezone: str = "UTC",
+    pool: str = POOL,
+    pool_concurrency: int | None = None,
+    num_shards: int | None = None,
+    limit: int | None = None,
+) -> list[Any]:
+    run_coro_as_sync(ensure_work_pool(pool, pool_concurrency))
+    common = {
+        "output_root": output_root,
+        "dataset": dataset,
+        "profile": profile,
+        "ray_address": ray_address,
+        "limit": limit,
+    }
+    no_overlap = ConcurrencyLimitConfig(limit=1, collision_strategy=ConcurrencyLimitStrategy.ENQUEUE)
+    # Both run from this checkout on a process pool; neither may overlap with itself.
+    shared = dict(work_pool_name=pool, build=False, push=False, print_next_steps=False, concurrency_limit=no_overlap)
+    ids = []
+    nightly = Flow.from_source(source=str(REPO), entrypoint="flows/curation.py:curate_dataset")
+    ids.append(
+        nightly.deploy(
+            name="nightly",
+            schedules=[Cron(cron, timezone=timezone)],
+            parameters={**common, "source": source, "split": split, "num_shards": num_shards},
+            tags=["audio-curation", "nightly"],
+            description="Nightly curation of a Common Voice split.",
+            **shared,
+        )
+    )
+    backfill = Flow.from_source(source=str(REPO), entrypoint="flows/backfill.py:backfill")
+    ids.append(
+        backfill.deploy(
+            name="backfill",
+            parameters={**common, "source_root": source_root or str(Path(source).parent)},
+            tags=["audio-curation", "backfill"],
+            description="Curate every split under source_root that the ledger has not committed yet.",
+            **shared,
+        )
+    )
+    return ids
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--source", default=SAMPLE)
+    p.add_argument("--source-root")
+    p.add_argument("--output-root", default=str(REPO / "output" / "nightly"))
+    p.add_argument("--dataset", default="common-voice")
+    p.add_argument("--split", default="validated")
+    p.add_argument("--profile", choices=["local", "cluster"], default="local")
+    p.add_argument("--ray-address")
+    p.add_argument("--cron", default="0 2 * * *")
+    p.add_argument("--timezone", default="UTC")
+    p.add_argument("--pool", default=POOL)
+    p.add_argument("--num-shards", type=int)
+    p.add_argument("--limit", type=int)
+    a = p.parse_args(argv)
+    ids = deploy_all(
+        a.source,
+        a.output_root,
+        a.source_root,
+        a.dataset,
+        a.split,
+        a.profile,
+        a.ray_address,
+        a.cron,
+        a.timezone,
+        a.pool,
+        None,
+        a.num_shards,
+        a.limit,
+    )
+    print(f"applied {len(ids)} deployments to work pool {a.pool!r}: {ids}")
+    print(f"start a worker with: prefect worker start --pool {a.pool}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,99 @@
+"""The row contract: every column the pipeline adds, and what each stage reads, writes and drops.
+
+Stages take their column names from here instead of repeating strings, and ``check_stages`` walks the
+DAG's stages in order when it is built, so a stage that reads a column nobody wrote fails at build
+time with the stage's name, not deep inside a Ray worker.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+# From the reader (every input form).
+ID = "id"
+AUDIO = "audio_bytes"
+SENTENCE = "sentence"
+# Set by the release reader when a TSV row has no audio to decode (its clip is missing).
+READ_ERROR = "read_error"
+# Added by the stages.
+ARR = "arr"  # 16 kHz mono float32 samples, dropped after transcription
+DURATION = "duration_s"
+ERROR = "error"  # null while the row is healthy; the reason once it is quarantined
+STAGE = "stage"  # the stage that set ``error``
+TRANSCRIPT = "transcription"
+FEATURES = "input_features"  # transformers backend only
+TOKENS = "token_ids"  # transformers backend only
+# Whisper's own confidence, per row (transcription stages).
+AVG_LOGPROB = "avg_logprob"
+NO_SPEECH_PROB = "no_speech_prob"
+COMPRESSION_RATIO = "compression_ratio"
+LANGUAGE = "language"  # what a multilingual model hears
+LANGUAGE_PROB = "language_prob"
+CONFIDENCE = (AVG_LOGPROB, NO_SPEECH_PROB, COMPRESSION_RATIO, LANGUAGE, LANGUAGE_PROB)
+# Agreement with the prompted sentence (gates stage).
+WER = "wer"
+CER = "cer"
+REASONS = "reasons"  # machine-readable codes of every gate a row failed
+LOCALE = "locale"  # Common Voice's; decides the language a multilingual Whisper is told
+SCORE = "score"
+SCORE_EXPECTED = "score_expected"
+KEPT = "kept"
+
+# Input columns may not use these names, or the output would be ambiguous.
+RESERVED = frozenset(
+    {ARR, DURATION, TRANSCRIPT, SCORE, SCORE_EXPECTED, ERROR, STAGE, KEPT, READ_ERROR, WER, CER, REASONS, *CONFIDENCE}
+)
+
+
+class ColumnContractError(ValueError):
+    """A stage reads a column that no earlier stage (or the input) provides."""
+
+
+@dataclass(frozen=True)
+class StageColumns:
+    name: str
+    reads: tuple[str, ...]
+    writes: tuple[str, ...] = ()
+    drops: tuple[str, ...] = ()
+
+
+DECODE = StageColumns("decode_audio", reads=(ID, AUDIO), writes=(ARR, DURATION, ERROR, STAGE), drops=(READ_ERROR,))
+TRANSCRIBE = StageColumns(
+    "FasterWhisperTranscriber", reads=(ARR, ERROR, STAGE), writes=(TRANSCRIPT, *CONFIDENCE), drops=(ARR,)
+)
+FEATURIZE = StageColumns("WhisperFeatures", reads=(ARR, DURATION, ERROR, STAGE), writes=(FEATURES,), drops=(ARR,))
+GENERATE = StageColumns(
+    "HFWhisperTranscriber",
+    reads=(FEATURES, ERROR),
+    writes=(TOKENS, AVG_LOGPROB, NO_SPEECH_PROB, LANGUAGE, LANGUAGE_PROB),
+    drops=(FEATURES,),
+)
+DETOKENIZE = StageColumns(
+    "WhisperTokenDecoder",
+    reads=(TOKENS, ERROR, STAGE, AVG_LOGPROB, NO_SPEECH_PROB, LANGUAGE, LANGUAGE_PROB),
+    writes=(TRANSCRIPT, COMPRESSION_RATIO),
+    drops=(TOKENS,),
+)
+JUDGE = StageColumns("JudgeScorer", reads=(TRANSCRIPT, ERROR, STAGE), writes=(SCORE, SCORE_EXPECTED))
+GATES = StageColumns(
+    "apply_gates",
+    reads=(ERROR, TRANSCRIPT, DURATION, SCORE, SCORE_EXPECTED, *CONFIDENCE),
+    writes=(WER, CER, KEPT, REASONS),
+)
+SINK = StageColumns(
+    "CurationSink", reads=(ID, TRANSCRIPT, SCORE, SCORE_EXPECTED, KEPT, REASONS, WER, CER, ERROR, STAGE, DURATION)
+)
+
+
+def check_stages(input_columns: Iterable[str], stages: Iterable[StageColumns]) -> set[str]:
+    """The columns after ``stages`` run on ``input_columns``; ``ColumnContractError`` on a gap."""
+    have = set(input_columns)
+    for stage in stages:
+        missing = [c for c in stage.reads if c not in have]
+        if missing:
+            raise ColumnContractError(
+                f"{stage.name} reads {missing}, which no earlier stage writes (have {sorted(have)})"
+            )
+        have = (have | set(stage.writes)) - set(stage.drops)
+    return have

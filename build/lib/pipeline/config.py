@@ -1,0 +1,333 @@
+"""One typed config object for every stage, with defaults per profile.
+
+``local`` is the embedded default: CPU only, bundled models, a local Ray.
+``cluster`` is the seed's setup: GPU workers, hub models, pools sized for GPUs.
+Every field can be overridden from a YAML/TOML file and from ``--set section.field=value``.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field
+
+# The seed notebook's judge prompt, kept verbatim as the default.
+SEED_SYSTEM_PROMPT = (
+    "You are an assistant that rates educational quality of a given text from a scale of 1 "
+    "(not educational) to 5 (very educational). Only output your score, nothing else (no "
+    "explanation, no comments, no other text). Acceptable outputs: 1, 2, 3, 4, 5"
+)
+
+Profile = Literal["local", "cluster"]
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class AudioConfig(_Section):
+    target_sample_rate: int = 16_000
+    # Far above any real Common Voice clip (~100 KB); larger payloads are quarantined undecoded.
+    max_clip_bytes: int = 20 * 1024 * 1024
+    # Decoded audio longer than this is quarantined rather than transcribed.
+    max_duration_s: float = 600.0
+    decode_batch_size: int = 16
+    decode_num_cpus: float = 1.0
+
+
+class TranscriberConfig(_Section):
+    backend: Literal["ctranslate2", "transformers"] = "ctranslate2"
+    model: str = "bundled:whisper-tiny.en"
+    language: str | None = "en"
+    batch_size: int = 8
+    num_actors: int = 1
+    num_cpus_per_actor: float = 1.0
+    num_gpus_per_actor: float = 0.0
+    # Ray custom resources each Whisper actor needs: {"whisper": 1} keeps it on nodes started with
+    # `ray start --resources '{"whisper": N}'` (a node group of one GPU type, say).
+    resources: dict[str, float] = Field(default_factory=dict)
+    # ctranslate2 backend
+    compute_type: str = "int8"
+    cpu_threads: int = 2
+    beam_size: int = 1
+    # One encoder call and one greedy decode per batch: 2.6 -> 3.1 clips/s at 30 s padding.
+    batched: bool = True
+    # Pad the mel to the batch's longest clip but at least this long, not to 30 s.  On 60 bench clips
+    # (bench/transcribe_variants.py): 30 s 3.1 clips/s WER 12.4%; 10 s 12.5 clips/s WER 10.4%;
+    # 0 s (no floor) 11.7 clips/s but WER 14.1%, so the floor stays.  30 disables the trimming.
+    min_window_s: float = Field(default=10.0, ge=0.0, le=30.0)
+    # transformers backend: features and token decoding run as separate CPU stages, as in the seed.
+    dtype: Literal["float32", "float16", "bfloat16"] = "float32"
+    feature_batch_size: int = 16
+    feature_actors: int = 1
+    decoder_batch_size: int = 32
+    decoder_actors: int = 1
+    max_new_tokens: int = 200
+
+
+class JudgeConfig(_Section):
+    model: str = "bundled:qwen2.5-coder-0.5b-instruct"
+    system_prompt: str = SEED_SYSTEM_PROMPT
+    batch_size: int = 16
+    concurrency: int = 1
+    num_gpus_per_actor: float = 0.0
+    num_cpus_per_actor: float = 1.0
+    max_model_len: int = 1024
+    # "auto": bfloat16 on CPUs with AVX-512 BF16 or AMX, float32 elsewhere (pipeline/hardware.py).
+    dtype: Literal["auto", "float32", "float16", "bfloat16"] = "auto"
+    # On vLLM's CPU backend this is the fraction of host memory for the KV cache; 0.2 failed its check.
+    gpu_memory_utilization: float = 0.5
+    # A fixed KV cache skips vLLM-CPU's warm-up pass and its 9 GiB allocation: engine start 50 s -> 27 s
+    # (bench/judge_variants.py).  1 GiB holds ~87k tokens of the 0.5B judge, far more than a batch needs.
+    # None sizes it from gpu_memory_utilization, as GPUs want.
+    kv_cache_memory_bytes: int | None = 1 << 30
+    # vLLM-CPU's default 128-token blocks are longer than the ~65-token system prompt, so prefix caching
+    # shared nothing; 32-token blocks share it: 2.7 -> 9.8 rows/s, same scores.  None keeps vLLM's default.
+    block_size: int | None = 32
+    # Render prompts with the chat template split once on the driver, instead of ray.data.llm's chat-
+    # template, tokenize and detokenize actor pools (three more processes each loading a tokenizer).
+    template_on_driver: bool = True
+    # Environment of the engine actors.  VLLM_ENABLE_V1_MULTIPROCESSING=0 lets vLLM-CPU run its model
+    # worker inside the engine-core process instead of spawning a third process that imports torch and
+    # vLLM again: 24 clips end to end 51.6 -> 43.9 s on 2 cores (bench/results/20261125T152023Z.json).
+    # GPUs already run the worker in-process.
+    engine_env: dict[str, str] = Field(default_factory=lambda: {"VLLM_ENABLE_V1_MULTIPROCESSING": "0"})
+    max_concurrent_batches: int = 4
+    # Fresh engines after a fatal engine error (its process died mid-batch).  ray.data.llm exits the
+    # actor for Ray to replace, and by default Ray replaces it forever: an engine that dies on every
+    # first request (no C++ compiler for torch inductor, say) would loop until stall_timeout_s.
+    engine_restarts: int = Field(default=1, ge=0)
+    enable_prefix_caching: bool = True
+    # On 2 CPU cores torch.compile made engine start 74 s instead of 17 s; GPUs want the graphs.
+    enforce_eager: bool = True
+    # Long transcripts are cut before prompting so a row never overflows max_model_len.
+    max_transcript_chars: int = 2000
+    top_logprobs: int = 5
+    engine_kwargs: dict[str, Any] = Field(default_factory=dict)
+
+
+class GatesConfig(_Section):
+    """Every gate a kept clip must pass besides the judge (``threshold``).  None turns a gate off.
+
+    Defaults were chosen on a labelled set (``bench/gates_eval.py``; README "Curation gates").
+    """
+
+    # Agreement with the prompted sentence, after Whisper's normalizer.  On the labelled set
+    # (bench/results/gates-eval-20261126T010327Z.json) read speech scored 0-0.6 with tiny.en and another
+    # sentence's audio 1.0-2.4: 0.75 sits in the gap, forgiving of a small model's errors.
+    max_wer: float | None = Field(default=0.75, ge=0)
+    max_cer: float | None = Field(default=None, ge=0)
+    # Whisper's own rules: "no speech" when no_speech_prob > 0.6 and avg_logprob < -1; a compression
+    # ratio over 2.4 is a repetition loop (hallucination); avg_logprob under -1 is a failed decode.
+    no_speech_prob: float = Field(default=0.6, ge=0, le=1)
+    no_speech_logprob: float = -1.0
+    max_compression_ratio: float | None = 2.4
+    min_avg_logprob: float | None = -1.0
+    # Common Voice's own bundler drops clips of 0 s or over 30 s and warns under 0.5 s.
+    min_duration_s: float | None = 0.5
+    max_duration_s: float | None = 30.0
+    # Multilingual models only: the language heard must be the locale's, unless the model is unsure.
+    min_language_prob: float = Field(default=0.5, ge=0, le=1)
+
+
+class RayJobConfig(_Section):
+    """Shards sent to a remote cluster as Ray Jobs (``ray_address=http://HEAD:8265``)."""
+
+    # A job that waits this long for resources (PENDING) is stopped and the shard fails: a nightly
+    # run must not wait forever, and queue every later night behind it.
+    start_timeout_s: float = Field(default=30 * 60, gt=0)
+    # Wall-clock limit of one shard's job once running; None: no limit.
+    timeout_s: float | None = Field(default=12 * 3600, gt=0)
+    # Resources the job's driver asks for (its stages ask for their own).
+    entrypoint_num_cpus: float = Field(default=0, ge=0)
+
+
+class StorageConfig(_Section):
+    # For S3-compatible stores (MinIO, moto); credentials always come from the environment.
+    s3_endpoint_url: str | None = None
+    s3_region: str | None = None
+
+
+class ReaderConfig(_Section):
+    # Common Voice releases.  An extracted folder is read by tasks of this many clips each, in
+    # parallel; a tarball is one task per archive (gzip reads in order) yielding blocks this big.
+    clips_per_task: int = Field(default=64, ge=1)
+    rows_per_block: int = Field(default=32, ge=1)
+
+
+class CurationConfig(_Section):
+    profile: Profile = "local"
+    reader: ReaderConfig = Field(default_factory=ReaderConfig)
+    audio: AudioConfig = Field(default_factory=AudioConfig)
+    transcriber: TranscriberConfig = Field(default_factory=TranscriberConfig)
+    judge: JudgeConfig = Field(default_factory=JudgeConfig)
+    gates: GatesConfig = Field(default_factory=GatesConfig)
+    ray_job: RayJobConfig = Field(default_factory=RayJobConfig)
+    storage: StorageConfig = Field(default_factory=StorageConfig)
+    threshold: float = 3.0
+    threshold_on: Literal["score", "score_expected"] = "score"
+    keep_audio: bool = True
+    limit: int | None = None
+    ray_address: str | None = None
+    # Rows per block after reading, so Whisper's output streams to the judge batch by batch instead of
+    # one file-sized block at a time.  None: the transcriber's batch size; 0: keep the reader's blocks.
+    block_rows: int | None = Field(default=None, ge=0)
+    # A run in which no stage moves a row for this long fails, naming the stage that waits (an engine
+    # that cannot start, an actor that cannot be placed).  vLLM-CPU starts in ~30-60 s on 2 cores.
+    stall_timeout_s: float = Field(default=600, gt=0)
+    # Wall-clock limit of one shard run as a child process or in-cluster (Ray Jobs: ray_job.timeout_s).
+    # Past it the shard's processes are stopped and the shard fails, for Prefect to retry; None: none.
+    shard_timeout_s: float | None = Field(default=12 * 3600, gt=0)
+
+    def for_this_machine(self) -> tuple[CurationConfig, dict[str, Any]]:
+        """``auto`` settings resolved for this machine's CPU, and a record of what was chosen and why."""
+        from pipeline.hardware import cpu_flags, describe, judge_dtype
+
+        flags = cpu_flags()
+        chosen: dict[str, Any] = {}
+        judge = self.judge
+        if judge.dtype == "auto":
+            judge = judge.model_copy(
+                update={"dtype": judge_dtype(flags) if judge.num_gpus_per_actor == 0 else "float16"}
+            )
+            chosen["judge.dtype"] = judge.dtype
+        return self.model_copy(update={"judge": judge}), describe(flags, chosen)
+
+    def content_settings(self) -> dict[str, Any]:
+        """The settings that change what a shard's output holds (not how fast or where it is made).
+
+        A committed shard is reused only when these, its inputs and its split match the request: a
+        run with ``limit`` or other gates never stands in for a full or differently gated one.
+        """
+        t, j, a = self.transcriber, self.judge, self.audio
+        return {
+            "limit": self.limit,
+            "keep_audio": self.keep_audio,
+            "threshold": self.threshold,
+            "threshold_on": self.threshold_on,
+            "gates": self.gates.model_dump(),
+            "audio": {k: getattr(a, k) for k in ("target_sample_rate", "max_clip_bytes", "max_duration_s")},
+            "transcriber": {
+                k: getattr(t, k)
+                for k in ("backend", "model", "language", "compute_type", "beam_size", "min_window_s", "dtype")
+            },
+            "judge": {k: getattr(j, k) for k in ("model", "system_prompt", "max_transcript_chars", "top_logprobs")},
+        }
+
+    def public_dict(self) -> dict[str, Any]:
+        """The config as recorded in manifests and artifacts.
+
+        Its typed fields hold no secrets by design; the free-form ``judge.engine_env`` and
+        ``judge.engine_kwargs`` could (an API key, a token), so values under secret-looking keys are
+        redacted in everything we write.
+        """
+        data = json.loads(self.model_dump_json())
+        for section in ("engine_env", "engine_kwargs"):
+            data["judge"][section] = redact(data["judge"][section])
+        return data
+
+
+SECRET_KEY = re.compile(r"(token|secret|password|passwd|credential|api[_-]?key|access[_-]?key|auth)", re.I)
+
+
+def redact(value: Any) -> Any:
+    """``value`` with every entry under a secret-looking key replaced by "***", at any depth."""
+    if isinstance(value, dict):
+        return {k: "***" if SECRET_KEY.search(str(k)) else redact(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [redact(v) for v in value]
+    return value
+
+
+def _cluster_overrides() -> dict[str, Any]:
+    # One GPU per actor.  Whisper's batch and the feature pool are measured on an H200 (README
+    # "Cluster profile settings", bench/gpu_check.py); the judge's are reasoned.
+    return {
+        "profile": "cluster",
+        "audio": {"decode_batch_size": 32},
+        "transcriber": {
+            "backend": "transformers",
+            "model": "openai/whisper-large-v3-turbo",
+            "dtype": "float16",
+            "batch_size": 64,
+            "num_actors": 2,
+            "num_gpus_per_actor": 1.0,
+            "feature_batch_size": 32,
+            "feature_actors": 2,
+            "decoder_batch_size": 64,
+            "decoder_actors": 2,
+        },
+        "judge": {
+            "model": "unsloth/Meta-Llama-3.1-8B-Instruct",
+            "batch_size": 64,
+            "concurrency": 2,
+            "num_gpus_per_actor": 1.0,
+            "max_model_len": 4096,
+            "dtype": "float16",
+            "gpu_memory_utilization": 0.9,
+            "kv_cache_memory_bytes": None,
+            "block_size": None,
+            "engine_env": {},
+            "max_concurrent_batches": 8,
+            "enforce_eager": False,
+        },
+    }
+
+
+def deep_merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in update.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = deep_merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def parse_override(item: str) -> dict[str, Any]:
+    """``judge.batch_size=32`` -> ``{"judge": {"batch_size": 32}}``; values are parsed as YAML."""
+    if "=" not in item:
+        raise ValueError(f"override {item!r} must look like section.field=value")
+    dotted, raw = item.split("=", 1)
+    value = yaml.safe_load(raw) if raw != "" else None
+    for key in reversed(dotted.strip().split(".")):
+        value = {key: value}
+    return value
+
+
+def load_config_file(path: str | Path) -> dict[str, Any]:
+    path = Path(path)
+    text = path.read_text()
+    if path.suffix == ".toml":
+        return tomllib.loads(text)
+    data = yaml.safe_load(text) or {}
+    if not isinstance(data, dict):
+        raise ValueError(f"{path}: config file must hold a mapping")
+    return data
+
+
+def build_config(
+    profile: Profile = "local",
+    file: str | Path | None = None,
+    overrides: list[str] | None = None,
+    base: dict[str, Any] | None = None,
+    **fields: Any,
+) -> CurationConfig:
+    """Profile defaults (or a whole ``base`` config), then the file, then ``--set`` overrides, then
+    explicit keyword fields: every layer applies, whatever the one before it was."""
+    data: dict[str, Any] = {"profile": profile}
+    if base is not None:
+        data = dict(base)
+    elif profile == "cluster":
+        data = deep_merge(data, _cluster_overrides())
+    if file is not None:
+        data = deep_merge(data, load_config_file(file))
+    for item in overrides or []:
+        data = deep_merge(data, parse_override(item))
+    data = deep_merge(data, {k: v for k, v in fields.items() if v is not None})
+    return CurationConfig.model_validate(data)

@@ -1,0 +1,136 @@
+"""The curation DAG, top to bottom, in one place.
+
+read (Common Voice release or Parquet) -> decode+resample (CPU tasks) -> transcribe (Whisper actors)
+-> judge (ray.data.llm) -> threshold -> (written by ``CurationSink`` into curated / scores / quarantine)
+"""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+
+from ray.data import ActorPoolStrategy, Dataset
+
+from pipeline.columns import (
+    AUDIO,
+    CONFIDENCE,
+    DECODE,
+    DETOKENIZE,
+    DURATION,
+    ERROR,
+    FEATURIZE,
+    GATES,
+    GENERATE,
+    ID,
+    JUDGE,
+    SENTENCE,
+    SINK,
+    STAGE,
+    TRANSCRIBE,
+    TRANSCRIPT,
+    StageColumns,
+    check_stages,
+)
+from pipeline.config import CurationConfig
+from pipeline.io.inputs import ParquetInputs, ReleaseInputs
+from pipeline.io.schema import InputLayout
+from pipeline.models import ResolvedModel
+from pipeline.progress import track
+from pipeline.stages.decode import decode_audio
+from pipeline.stages.gates import apply_gates, build_gates
+from pipeline.stages.judge import add_judge_stage
+from pipeline.stages.transcribe import (
+    FasterWhisperTranscriber,
+    HFWhisperTranscriber,
+    WhisperFeatures,
+    WhisperTokenDecoder,
+)
+
+
+@dataclass(frozen=True)
+class Models:
+    transcriber: ResolvedModel
+    judge: ResolvedModel
+
+
+def read_clips(inputs: ParquetInputs | ReleaseInputs, cfg: CurationConfig) -> Dataset:
+    """Rows with ``id``, ``audio_bytes`` and metadata, lazily: release clips stream, Parquet reads by file."""
+    return inputs.dataset(cfg)
+
+
+def add_transcription_stages(ds: Dataset, cfg: CurationConfig, model_path: str, progress: str | None = None) -> Dataset:
+    t = cfg.transcriber
+    actor = dict(fn_constructor_args=(t, model_path), batch_format="pyarrow")
+    if t.backend == "ctranslate2":
+        return ds.map_batches(
+            track(FasterWhisperTranscriber, "transcribe", progress),
+            batch_size=t.batch_size,
+            compute=ActorPoolStrategy(size=t.num_actors),
+            num_cpus=t.num_cpus_per_actor,
+            num_gpus=t.num_gpus_per_actor,
+            resources=t.resources or None,
+            **actor,
+        )
+    ds = ds.map_batches(
+        WhisperFeatures, batch_size=t.feature_batch_size, compute=ActorPoolStrategy(size=t.feature_actors), **actor
+    )
+    ds = ds.map_batches(
+        HFWhisperTranscriber,
+        batch_size=t.batch_size,
+        compute=ActorPoolStrategy(size=t.num_actors),
+        num_cpus=t.num_cpus_per_actor,
+        num_gpus=t.num_gpus_per_actor,
+        resources=t.resources or None,
+        **actor,
+    )
+    return ds.map_batches(
+        track(WhisperTokenDecoder, "transcribe", progress),
+        batch_size=t.decoder_batch_size,
+        compute=ActorPoolStrategy(size=t.decoder_actors),
+        **actor,
+    )
+
+
+def judged_columns(layout: InputLayout) -> tuple[str, ...]:
+    """Columns that survive the judge stage (it sees whole rows and returns many more)."""
+    base = [ID, AUDIO, DURATION, TRANSCRIPT, ERROR, STAGE, *CONFIDENCE]
+    if layout.has_sentence:
+        base.append(SENTENCE)
+    return (*base, *layout.passthrough)
+
+
+def stage_columns(cfg: CurationConfig) -> list[StageColumns]:
+    """The stages' column contracts, in DAG order, for the configured backend."""
+    whisper = [TRANSCRIBE] if cfg.transcriber.backend == "ctranslate2" else [FEATURIZE, GENERATE, DETOKENIZE]
+    return [DECODE, *whisper, JUDGE, GATES, SINK]
+
+
+def build_curation_dataset(
+    inputs: ParquetInputs | ReleaseInputs,
+    cfg: CurationConfig,
+    models: Models,
+    duplicate_ids: frozenset[str] = frozenset(),
+    progress: str | None = None,
+) -> Dataset:
+    """The DAG; ``progress`` names the counter actor each stage reports its rows to (None: no counting)."""
+    layout = inputs.layout
+    check_stages([ID, AUDIO, *inputs.schema.names], stage_columns(cfg))  # fails here, not in a worker
+    ds = read_clips(inputs, cfg)
+    block_rows = cfg.transcriber.batch_size if cfg.block_rows is None else cfg.block_rows
+    if block_rows:
+        ds = ds.repartition(target_num_rows_per_block=block_rows)
+    ds = ds.map_batches(
+        track(functools.partial(decode_audio, cfg=cfg.audio, duplicate_ids=duplicate_ids), "decode", progress),
+        batch_size=cfg.audio.decode_batch_size,
+        batch_format="pyarrow",
+        num_cpus=cfg.audio.decode_num_cpus,
+    )
+    ds = add_transcription_stages(ds, cfg, models.transcriber.path, progress)
+    ds = add_judge_stage(ds, cfg.judge, models.judge.path, keep=judged_columns(layout))
+    ds = ds.map_batches(
+        track(
+            functools.partial(apply_gates, gates=build_gates(cfg), language=cfg.transcriber.language), "judge", progress
+        ),
+        batch_format="pyarrow",
+    )
+    return ds

@@ -1,0 +1,1 @@
+"""Reading inputs and writing outputs: storage, input forms, sink and commit."""

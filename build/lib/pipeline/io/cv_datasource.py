@@ -1,0 +1,117 @@
+"""Ray Data read tasks for Common Voice releases.
+
+- A tarball is one read task: gzip can only be read in order, so the task streams the archive member
+  by member and yields a block every ``rows_per_block`` clips of the split.  Memory holds one block,
+  whatever the archive's size.  Several tarballs are read in parallel, one task each.
+- An extracted folder (local or S3) is one read task per ``clips_per_task`` rows of the split, each
+  opening its clips by path, so ``clips/`` is read in parallel across the cluster.
+
+Every row of the split comes out exactly once: a clip the release lacks comes out with no audio and
+``read_error`` = "clip missing from release", and the decode stage quarantines it.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Iterator
+
+import pyarrow as pa
+from ray.data.block import BlockMetadata
+from ray.data.datasource import Datasource, ReadTask
+
+from pipeline.columns import AUDIO, READ_ERROR
+from pipeline.config import ReaderConfig, StorageConfig
+from pipeline.io.cv_release import MISSING_CLIP, ReleaseSource, iter_tarball_clips
+from pipeline.io.storage import resolve_filesystem
+
+# A Common Voice MP3 is ~30-60 KB; only used to size Ray's estimate of the data.
+EST_CLIP_BYTES = 48_000
+
+
+def _block(rows: pa.Table, indices: list[int], audio: list[bytes | None], errors: list[str | None]) -> pa.Table:
+    return (
+        rows.take(pa.array(indices, pa.int64()))
+        .append_column(AUDIO, pa.array(audio, pa.binary()))
+        .append_column(READ_ERROR, pa.array(errors, pa.string()))
+    )
+
+
+def read_tarball(uri: str, rows: pa.Table, storage: StorageConfig, rows_per_block: int) -> Iterator[pa.Table]:
+    """Stream one tarball; yield the split's rows with their clips, then the rows whose clip was absent."""
+    by_clip: dict[str, list[int]] = {}
+    for i, path in enumerate(rows.column("id").to_pylist()):
+        by_clip.setdefault(path, []).append(i)
+    idx: list[int] = []
+    audio: list[bytes | None] = []
+    for name, data in iter_tarball_clips(uri, by_clip, storage):
+        for i in by_clip.pop(name, []):  # a clip listed twice yields both rows; decode quarantines both
+            idx.append(i)
+            audio.append(data)
+        if len(idx) >= rows_per_block:
+            yield _block(rows, idx, audio, [None] * len(idx))
+            idx, audio = [], []
+    if idx:
+        yield _block(rows, idx, audio, [None] * len(idx))
+    missing = sorted(i for rows_of in by_clip.values() for i in rows_of)
+    for start in range(0, len(missing), rows_per_block):
+        chunk = missing[start : start + rows_per_block]
+        yield _block(rows, chunk, [None] * len(chunk), [MISSING_CLIP] * len(chunk))
+
+
+def read_folder_chunk(uri: str, rows: pa.Table, storage: StorageConfig, rows_per_block: int) -> Iterator[pa.Table]:
+    """Read one chunk of the split's clips from ``<folder>/clips/<path>``."""
+    fs, folder = resolve_filesystem(uri, storage)
+    paths = rows.column("id").to_pylist()
+    for start in range(0, len(paths), rows_per_block):
+        idx = list(range(start, min(start + rows_per_block, len(paths))))
+        audio: list[bytes | None] = []
+        errors: list[str | None] = []
+        for i in idx:
+            try:
+                with fs.open_input_stream(f"{folder}/clips/{paths[i]}") as f:
+                    audio.append(f.read())
+                errors.append(None)
+            except FileNotFoundError:
+                audio.append(None)
+                errors.append(MISSING_CLIP)
+        yield _block(rows, idx, audio, errors)
+
+
+class ReleaseDatasource(Datasource):
+    def __init__(self, parts: list[tuple[ReleaseSource, pa.Table]], storage: StorageConfig, cfg: ReaderConfig):
+        self.parts = parts
+        self.storage = storage
+        self.cfg = cfg
+
+    def get_name(self) -> str:
+        return "CommonVoiceRelease"
+
+    def estimate_inmemory_data_size(self) -> int:
+        return sum(t.num_rows for _, t in self.parts) * EST_CLIP_BYTES
+
+    def get_read_tasks(self, parallelism: int, per_task_row_limit: int | None = None, **_) -> list[ReadTask]:
+        tasks = []
+        for src, table in self.parts:
+            if src.form == "tarball":
+                chunks = [table]
+                read = read_tarball
+            else:
+                step = self.cfg.clips_per_task
+                # take() copies, so each task ships its own rows, not the whole split.
+                chunks = [
+                    table.take(pa.array(range(s, min(s + step, table.num_rows))))
+                    for s in range(0, table.num_rows, step)
+                ]
+                read = read_folder_chunk
+            for chunk in chunks:
+                if chunk.num_rows == 0:
+                    continue
+                meta = BlockMetadata(
+                    num_rows=chunk.num_rows,
+                    size_bytes=chunk.num_rows * EST_CLIP_BYTES,
+                    input_files=[src.uri],
+                    exec_stats=None,
+                )
+                fn = functools.partial(read, src.uri, chunk, self.storage, self.cfg.rows_per_block)
+                tasks.append(ReadTask(fn, meta, per_task_row_limit=per_task_row_limit))
+        return tasks

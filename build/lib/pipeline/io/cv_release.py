@@ -1,0 +1,421 @@
+"""Common Voice releases as users download them: tarballs or extracted locale folders, full or delta.
+
+A release unpacks to ``cv-corpus-<ver>[-delta]-<date>/<locale>/`` holding ``clips/*.mp3``, the clip
+lists (``validated.tsv``, ``train.tsv``, …), ``clip_durations.tsv`` and ``reported.tsv``.  This module
+finds releases, reads their TSVs into one canonical table (both the pre-v17 and the current column
+sets) and streams clips out of a tarball member by member.  No Ray here: the datasource in
+``cv_datasource.py`` turns these pieces into read tasks.
+"""
+
+from __future__ import annotations
+
+import io
+import re
+import tarfile
+from collections.abc import Container, Iterator
+from dataclasses import dataclass
+from typing import IO, Literal
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.csv as pacsv
+import pyarrow.fs as pafs
+
+from pipeline.config import StorageConfig
+from pipeline.io.schema import InputSchemaError
+from pipeline.io.storage import resolve_filesystem, to_uri
+
+# Clip-list columns from v17 on, in the release's order.  Older releases say ``accent`` and lack
+# ``sentence_id``/``sentence_domain``; both load into this one shape.
+CV_COLUMNS = (
+    "client_id",
+    "path",
+    "sentence_id",
+    "sentence",
+    "sentence_domain",
+    "up_votes",
+    "down_votes",
+    "age",
+    "gender",
+    "accents",
+    "variant",
+    "locale",
+    "segment",
+)
+REQUIRED_COLUMNS = ("client_id", "path", "sentence")
+INT_COLUMNS = ("up_votes", "down_votes")
+# What the reader adds to every row, besides the clip-list columns.
+ADDED_COLUMNS = ("duration_ms", "release", "split", "sentence_reported")
+KNOWN_SPLITS = ("validated", "train", "dev", "test", "other", "invalidated")
+NOT_CLIP_LISTS = frozenset(
+    {"clip_durations", "reported", "validated_sentences", "unvalidated_sentences", "invalidated_sentences"}
+)
+MISSING_CLIP = "clip missing from release"
+
+_RELEASE_RE = re.compile(r"^cv-corpus-(?P<version>\d+(?:\.\d+)*)-(?P<delta>delta-)?(?P<date>\d{4}-\d{2}-\d{2})$")
+_TARBALL_RE = re.compile(
+    r"^(?P<release>cv-corpus-\d+(?:\.\d+)*-(?:delta-)?\d{4}-\d{2}-\d{2})-(?P<locale>[A-Za-z0-9-]+)\.(?:tar\.gz|tgz|tar)$"
+)
+TARBALL_SUFFIXES = (".tar.gz", ".tgz", ".tar")
+
+
+@dataclass(frozen=True)
+class ReleaseSource:
+    """One locale of one release, as a tarball or an extracted folder."""
+
+    uri: str
+    form: Literal["tarball", "folder"]
+    release: str  # e.g. cv-corpus-23.0-2025-09-05, or cv-corpus-24.0-delta-2025-12-05
+    locale: str
+
+    @property
+    def delta(self) -> bool:
+        return "-delta-" in self.release
+
+
+def is_release_name(name: str) -> bool:
+    return _RELEASE_RE.match(name) is not None
+
+
+def parse_tarball_name(uri: str) -> tuple[str, str] | None:
+    """(release, locale) from ``cv-corpus-<ver>[-delta]-<date>-<locale>.tar.gz``, else None."""
+    m = _TARBALL_RE.match(uri.rstrip("/").rsplit("/", 1)[-1])
+    return (m["release"], m["locale"]) if m else None
+
+
+# ---------------------------------------------------------------------------------------------- TSVs
+
+
+def read_tsv(stream: IO[bytes], name: str) -> pa.Table:
+    """A Common Voice TSV as all-string columns.  Tab-separated, no quoting (sentences hold quotes).
+
+    A row with the wrong number of fields (a stray tab) or a header with repeated names is an
+    ``InputSchemaError`` that names the file and line, never a half-read table.
+    """
+    if isinstance(stream, pa.NativeFile):
+        stream = io.BufferedReader(stream)  # pyarrow's streams have no readline
+    header_line = stream.readline()
+    if not header_line.strip():
+        raise InputSchemaError(f"{name}: empty file, expected a tab-separated header")
+    header = header_line.decode("utf-8").rstrip("\r\n").split("\t")
+    if len(set(header)) != len(header) or any(not h for h in header):
+        raise InputSchemaError(f"{name}: malformed header {header!r}")
+    bad: list[str] = []
+
+    def on_invalid(row) -> str:
+        # row.number counts data rows from 1; the header we read ourselves is line 1.
+        where = f"line {row.number + 1}" if row.number is not None else f"row {row.text[:60]!r}"
+        bad.append(f"{where}: expected {row.expected_columns} fields, got {row.actual_columns}")
+        return "skip"
+
+    try:
+        table = pacsv.read_csv(
+            stream,
+            # One thread, so a bad row's line number is known (threaded parsing cannot count lines).
+            read_options=pacsv.ReadOptions(column_names=header, block_size=1 << 22, use_threads=False),
+            parse_options=pacsv.ParseOptions(
+                delimiter="\t", quote_char=False, escape_char=False, invalid_row_handler=on_invalid
+            ),
+            convert_options=pacsv.ConvertOptions(
+                column_types={h: pa.string() for h in header}, strings_can_be_null=False
+            ),
+        )
+    except pa.ArrowInvalid as exc:
+        raise InputSchemaError(f"{name}: cannot parse as a tab-separated file: {exc}") from None
+    if bad:
+        more = f" (and {len(bad) - 1} more)" if len(bad) > 1 else ""
+        raise InputSchemaError(f"{name}: {bad[0]}{more}; a stray tab or a broken line")
+    return table
+
+
+def _int_column(col: pa.ChunkedArray, name: str, source: str) -> pa.ChunkedArray:
+    try:
+        return pc.cast(pc.if_else(pc.equal(col, ""), None, col), pa.int64())
+    except pa.ArrowInvalid:
+        raise InputSchemaError(f"{source}: column {name!r} must hold integers") from None
+
+
+def canonical_clip_table(raw: pa.Table, source: str) -> pa.Table:
+    """A clip list in the one shape the pipeline reads, whatever the release's version.
+
+    ``accent`` (before v17) becomes ``accents``; absent columns are null; vote counts are integers.
+    Columns this version of the reader does not know pass through as strings after the known ones.
+    """
+    names = list(raw.column_names)
+    if "accent" in names and "accents" not in names:
+        raw = raw.rename_columns(["accents" if n == "accent" else n for n in names])
+        names = list(raw.column_names)
+    missing = [c for c in REQUIRED_COLUMNS if c not in names]
+    if missing:
+        raise InputSchemaError(
+            f"{source}: not a Common Voice clip list: missing column(s) {missing} (header: {names}); "
+            f"expected {', '.join(CV_COLUMNS)}"
+        )
+    clash = sorted(set(names) & (set(ADDED_COLUMNS) | {"id", "audio_bytes"}))
+    if clash:
+        raise InputSchemaError(f"{source}: columns {clash} clash with columns the reader adds")
+    cols, fields = [], []
+    for name in CV_COLUMNS:
+        if name in names:
+            col = raw.column(name)
+            col = _int_column(col, name, source) if name in INT_COLUMNS else col
+        else:
+            col = pa.nulls(raw.num_rows, pa.int64() if name in INT_COLUMNS else pa.string())
+        cols.append(col)
+        fields.append(pa.field(name, col.type))
+    for name in names:
+        if name not in CV_COLUMNS:
+            cols.append(raw.column(name))
+            fields.append(pa.field(name, pa.string()))
+    return pa.Table.from_arrays(cols, schema=pa.schema(fields))
+
+
+def durations_map(table: pa.Table | None, source: str) -> dict[str, int]:
+    """``clip_durations.tsv`` (``clip``, ``duration[ms]``) as {clip file name: milliseconds}."""
+    if table is None:
+        return {}
+    if "clip" not in table.column_names or "duration[ms]" not in table.column_names:
+        raise InputSchemaError(f"{source}: expected columns 'clip' and 'duration[ms]', got {table.column_names}")
+    ms = _int_column(table.column("duration[ms]"), "duration[ms]", source)
+    return {c: m for c, m in zip(table.column("clip").to_pylist(), ms.to_pylist(), strict=True) if m is not None}
+
+
+def reported_keys(table: pa.Table | None) -> tuple[frozenset[str], frozenset[str]]:
+    """(sentence ids, sentence texts) in ``reported.tsv``."""
+    if table is None:
+        return frozenset(), frozenset()
+    ids = table.column("sentence_id").to_pylist() if "sentence_id" in table.column_names else []
+    texts = table.column("sentence").to_pylist() if "sentence" in table.column_names else []
+    return frozenset(i for i in ids if i), frozenset(t for t in texts if t)
+
+
+def split_rows(
+    clips: pa.Table,
+    *,
+    release: str,
+    split: str,
+    durations: dict[str, int],
+    reported: tuple[frozenset[str], frozenset[str]],
+    limit: int | None = None,
+) -> pa.Table:
+    """The split's rows as the pipeline reads them: ``id`` (the TSV's ``path``), the CV columns,
+    ``duration_ms`` (null where ``clip_durations.tsv`` lacks the clip; decode measures it),
+    ``release``, ``split`` and ``sentence_reported``."""
+    if limit is not None:
+        clips = clips.slice(0, limit)
+    n = clips.num_rows
+    paths = clips.column("path").to_pylist()
+    ids, texts = reported
+    sid = clips.column("sentence_id").to_pylist()
+    sentences = clips.column("sentence").to_pylist()
+    flagged = [bool((s and s in ids) or (t and t in texts)) for s, t in zip(sid, sentences, strict=True)]
+    out = clips.rename_columns(["id" if c == "path" else c for c in clips.column_names])
+    return (
+        out.append_column("duration_ms", pa.array([durations.get(p) for p in paths], pa.int64()))
+        .append_column("release", pa.array([release] * n, pa.string()))
+        .append_column("split", pa.array([split] * n, pa.string()))
+        .append_column("sentence_reported", pa.array(flagged, pa.bool_()))
+    )
+
+
+# -------------------------------------------------------------------------------------- discovery
+
+
+def _kind(fs: pafs.FileSystem, path: str) -> pafs.FileType:
+    return fs.get_file_info(path).type
+
+
+def _children(fs: pafs.FileSystem, path: str) -> list[pafs.FileInfo]:
+    return fs.get_file_info(pafs.FileSelector(path, recursive=False, allow_not_found=True))
+
+
+def _is_locale_folder(entries: list[pafs.FileInfo]) -> bool:
+    names = {e.base_name for e in entries}
+    return "clips" in names or any(f"{s}.tsv" in names for s in KNOWN_SPLITS)
+
+
+def discover_releases(root: str, storage: StorageConfig | None = None, max_depth: int = 4) -> list[ReleaseSource]:
+    """Every release tarball and extracted locale folder at or under ``root``, sorted by URI.
+
+    Walks directory by directory and never descends into ``clips/``, so a release with millions of
+    clips costs a handful of listings, not millions (on S3 each listing is a request).
+    """
+    fs, path = resolve_filesystem(root, storage)
+    found: list[ReleaseSource] = []
+
+    def visit(p: str, depth: int) -> None:
+        entries = _children(fs, p)
+        if _is_locale_folder(entries):
+            parent = p.rstrip("/").rsplit("/", 1)
+            release = parent[0].rsplit("/", 1)[-1] if len(parent) == 2 else ""
+            locale = parent[-1]
+            found.append(ReleaseSource(to_uri(root, p), "folder", release or "unknown-release", locale))
+            return
+        for e in entries:
+            if e.type == pafs.FileType.File and e.base_name.endswith(TARBALL_SUFFIXES):
+                named = parse_tarball_name(e.base_name)
+                if named:
+                    found.append(ReleaseSource(to_uri(root, e.path), "tarball", *named))
+            elif e.type == pafs.FileType.Directory and depth < max_depth and not e.base_name.startswith(("_", ".")):
+                visit(e.path, depth + 1)
+
+    visit(path, 0)
+    return sorted(found, key=lambda s: s.uri)
+
+
+def classify_release_input(uri: str, storage: StorageConfig | None = None) -> list[ReleaseSource] | None:
+    """The releases a ``--input`` names, or None when it names no release (e.g. Parquet)."""
+    fs, path = resolve_filesystem(uri, storage)
+    kind = _kind(fs, path)
+    if kind == pafs.FileType.File:
+        if not path.endswith(TARBALL_SUFFIXES):
+            return None
+        named = parse_tarball_name(path)
+        if named is None:
+            # A renamed tarball: its first member names the release and locale.
+            named = tarball_identity(uri, storage)
+        return [ReleaseSource(to_uri(uri, path), "tarball", *named)]
+    if kind == pafs.FileType.Directory:
+        found = discover_releases(uri, storage)
+        return found or None
+    return None
+
+
+# --------------------------------------------------------------------------------------- tarballs
+
+
+def open_tarball(uri: str, storage: StorageConfig | None = None) -> tuple[tarfile.TarFile, IO[bytes]]:
+    """A tarball opened as a *stream* (``r|*``): members in order, nothing seeks, nothing is extracted.
+
+    Works the same for a local file and an S3 object; memory holds one member at a time.
+    """
+    fs, path = resolve_filesystem(uri, storage)
+    raw = fs.open_input_stream(path)
+    try:
+        return tarfile.open(fileobj=raw, mode="r|*"), raw
+    except tarfile.TarError as exc:
+        raw.close()
+        raise InputSchemaError(f"{uri}: not a readable tar archive: {exc}") from None
+
+
+def _member_parts(name: str) -> tuple[str, str, str] | None:
+    """(release dir, locale, rest) of ``cv-corpus-…/<locale>/<rest>``, tolerating a leading ``./``."""
+    parts = name.lstrip("./").split("/")
+    if len(parts) < 3:
+        return None
+    return parts[0], parts[1], "/".join(parts[2:])
+
+
+def tarball_identity(uri: str, storage: StorageConfig | None = None) -> tuple[str, str]:
+    tar, raw = open_tarball(uri, storage)
+    try:
+        for member in tar:
+            parts = _member_parts(member.name)
+            if parts and is_release_name(parts[0]):
+                return parts[0], parts[1]
+    finally:
+        tar.close()
+        raw.close()
+    raise InputSchemaError(f"{uri}: no cv-corpus-<version>-<date>/<locale>/ folder inside; not a Common Voice release")
+
+
+def read_tarball_tsvs(uri: str, wanted: set[str], storage: StorageConfig | None = None) -> dict[str, pa.Table]:
+    """The wanted top-level TSVs of the locale folder, read in one streaming pass.
+
+    The pass stops as soon as all wanted TSVs are found, so a tarball that lists them before the
+    clips costs almost nothing; one that lists them after is decompressed once to find them.
+    Also returns ``"__tsvs__"``: the names of every TSV seen, to name the choices in errors.
+    """
+    tar, raw = open_tarball(uri, storage)
+    out: dict[str, pa.Table] = {}
+    seen: list[str] = []
+    try:
+        for member in tar:
+            parts = _member_parts(member.name)
+            if not parts or not member.isfile() or "/" in parts[2] or not parts[2].endswith(".tsv"):
+                continue
+            stem = parts[2][: -len(".tsv")]
+            seen.append(stem)
+            if stem in wanted:
+                f = tar.extractfile(member)
+                out[stem] = read_tsv(f, f"{uri}:{member.name}")
+                if wanted <= set(out):
+                    break
+    except (tarfile.TarError, EOFError, OSError) as exc:
+        raise InputSchemaError(f"{uri}: broken tar archive: {exc}") from None
+    finally:
+        tar.close()
+        raw.close()
+    out["__tsvs__"] = pa.table({"name": sorted(seen)})
+    return out
+
+
+def iter_tarball_clips(
+    uri: str, wanted: Container[str], storage: StorageConfig | None = None
+) -> Iterator[tuple[str, bytes]]:
+    """(clip file name, bytes) for the wanted ``clips/*`` members, in archive order, one at a time.
+
+    Clips not wanted are skipped without being copied out (the stream still decompresses them).
+    """
+    tar, raw = open_tarball(uri, storage)
+    try:
+        for member in tar:
+            parts = _member_parts(member.name)
+            if parts and member.isfile() and parts[2].startswith("clips/"):
+                name = parts[2][len("clips/") :]
+                if name in wanted:
+                    yield name, tar.extractfile(member).read()
+    finally:
+        tar.close()
+        raw.close()
+
+
+# ------------------------------------------------------------------------------------ one split
+
+
+def _folder_tsv(fs: pafs.FileSystem, folder: str, stem: str, uri: str) -> pa.Table | None:
+    path = f"{folder}/{stem}.tsv"
+    if _kind(fs, path) != pafs.FileType.File:
+        return None
+    with fs.open_input_stream(path) as f:
+        return read_tsv(f, f"{uri}/{stem}.tsv")
+
+
+def _folder_tsv_names(fs: pafs.FileSystem, folder: str) -> list[str]:
+    return sorted(e.base_name[:-4] for e in _children(fs, folder) if e.base_name.endswith(".tsv"))
+
+
+def load_split(
+    src: ReleaseSource, split: str, storage: StorageConfig | None = None, limit: int | None = None
+) -> pa.Table:
+    """The rows of ``split`` in one release, checked, before any clip is read.
+
+    ``InputSchemaError`` when the split's TSV is absent (naming the ones there), is not a clip list,
+    or is malformed.
+    """
+    if split in NOT_CLIP_LISTS:
+        raise InputSchemaError(f"{split}.tsv is not a clip list; pick one of {', '.join(KNOWN_SPLITS)}")
+    wanted = {split, "clip_durations", "reported"}
+    if src.form == "tarball":
+        tsvs = read_tarball_tsvs(src.uri, wanted, storage)
+        available = tsvs["__tsvs__"].column("name").to_pylist()
+    else:
+        fs, folder = resolve_filesystem(src.uri, storage)
+        tsvs = {s: t for s in wanted if (t := _folder_tsv(fs, folder, s, src.uri)) is not None}
+        available = _folder_tsv_names(fs, folder)
+    if split not in tsvs:
+        lists = [a for a in available if a not in NOT_CLIP_LISTS]
+        kind = "delta release" if src.delta else "release"
+        raise InputSchemaError(
+            f"{src.uri}: this {kind} has no {split}.tsv; its clip lists are: {', '.join(lists) or 'none'}"
+        )
+    where = f"{src.uri}:{split}.tsv"
+    clips = canonical_clip_table(tsvs[split], where)
+    return split_rows(
+        clips,
+        release=src.release,
+        split=split,
+        durations=durations_map(tsvs.get("clip_durations"), f"{src.uri}:clip_durations.tsv"),
+        reported=reported_keys(tsvs.get("reported")),
+        limit=limit,
+    )

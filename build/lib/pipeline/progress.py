@@ -1,0 +1,212 @@
+"""Progress a person can read: rows done per stage, counted where the rows are, shown on the driver.
+
+Each stage's UDF is wrapped (``track``) so that after every batch it adds its row count to a small
+named Ray actor.  The driver polls that actor and draws one line per stage: a live bar on a
+terminal, a line per stage every ``period_s`` seconds otherwise (a log file, a CI job, a Prefect
+run).  Engines never see any of this; without a progress actor, ``track`` returns the UDF as is.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import threading
+import time
+from collections.abc import Callable
+from typing import IO, Any
+
+import ray
+
+# "judge" counts rows that have been judged and gated, i.e. are ready to be written.
+STAGES = ("decode", "transcribe", "judge")
+
+
+@ray.remote(num_cpus=0)
+class ProgressCounter:
+    def __init__(self) -> None:
+        self.counts: dict[str, int] = {}
+
+    def add(self, stage: str, rows: int) -> None:
+        self.counts[stage] = self.counts.get(stage, 0) + rows
+
+    def snapshot(self) -> dict[str, int]:
+        return dict(self.counts)
+
+
+_handles: dict[str, Any] = {}
+
+
+def _report(name: str, stage: str, rows: int) -> None:
+    if not ray.is_initialized():  # never start a Ray just to count (Ray workers are always initialised)
+        return
+    try:
+        if name not in _handles:
+            _handles[name] = ray.get_actor(name)
+        _handles[name].add.remote(stage, rows)
+    except Exception:  # progress is best effort; it must never fail a batch
+        pass
+
+
+def _rows(out: Any) -> int:
+    return getattr(out, "num_rows", None) or (1 if isinstance(out, dict) else len(out))
+
+
+def track(udf: Any, stage: str, counter: str | None) -> Any:
+    """``udf`` (a function or a callable class) reporting its output rows to ``counter`` as ``stage``."""
+    if counter is None:
+        return udf
+    if isinstance(udf, type):
+
+        class Tracked(udf):  # type: ignore[misc, valid-type]
+            def __call__(self, batch):
+                out = super().__call__(batch)
+                _report(counter, stage, _rows(out))
+                return out
+
+        Tracked.__name__ = Tracked.__qualname__ = udf.__name__
+        return Tracked
+
+    @functools.wraps(udf if not isinstance(udf, functools.partial) else udf.func)
+    def tracked(batch):
+        out = udf(batch)
+        _report(counter, stage, _rows(out))
+        return out
+
+    return tracked
+
+
+def _clock(seconds: float) -> str:
+    seconds = int(seconds)
+    return (
+        f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
+        if seconds >= 3600
+        else f"{seconds // 60}:{seconds % 60:02d}"
+    )
+
+
+def stage_line(stage: str, done: int, total: int, rate: float | None, width: int = 24) -> str:
+    """``decode      12/40     ███████░░░  8.1 rows/s  ETA 0:03``"""
+    frac = min(done / total, 1.0) if total else 0.0
+    filled = round(width * frac)
+    bar = "█" * filled + "░" * (width - filled)
+    if total and done >= total:
+        eta = "done"
+    elif rate:
+        eta = f"ETA {_clock((total - done) / rate)}"
+    else:
+        eta = "starting" if done == 0 else ""
+    speed = f"{rate:7.1f} rows/s" if rate else " " * 14
+    return f"{stage:<11}{done:>7}/{total:<7} {bar} {speed}  {eta}".rstrip()
+
+
+class ConsoleProgress:
+    """Polls the counter and draws the stage lines until ``stop()``."""
+
+    def __init__(self, counter, total: int, out: IO[str], tty: bool, period_s: float = 10.0):
+        self.counter, self.total, self.out, self.tty = counter, total, out, tty
+        self.period_s = 0.5 if tty else period_s
+        self.started = time.time()
+        self._stop = threading.Event()
+        self._drawn = 0
+        self._last: dict[str, int] | None = None  # None: nothing printed yet, so the first tick prints
+        self._first: dict[str, tuple[float, int]] = {}  # when each stage first showed rows, and how many
+        self._finished: dict[str, float] = {}  # when each stage reached its last row
+        self._thread = threading.Thread(target=self._run, daemon=True, name="curate-progress")
+
+    def start(self) -> ConsoleProgress:
+        self._draw({})
+        self._thread.start()
+        return self
+
+    def _lines(self, counts: dict[str, int]) -> list[str]:
+        now, lines = time.time(), []
+        for s in STAGES:
+            done = counts.get(s, 0)
+            if done and s not in self._first:
+                self._first[s] = (now, done)
+            # The rate counts from the stage's first rows, so it is the stage's own, not its engine's
+            # start-up; the first batch arrives all at once and is left out of it.
+            t0, n0 = self._first.get(s, (now, done))
+            if done >= self.total and s not in self._finished:
+                self._finished[s] = now  # the rate stops at the stage's last row, not the run's
+            end = self._finished.get(s, now)
+            rate = (done - n0) / (end - t0) if end - t0 >= 1.0 and done > n0 else None
+            lines.append(stage_line(s, done, self.total, rate))
+        return lines
+
+    def _draw(self, counts: dict[str, int], final: bool = False) -> None:
+        lines = self._lines(counts)
+        if self.tty:
+            up = f"\x1b[{self._drawn}F" if self._drawn else ""
+            self.out.write(up + "".join(f"\x1b[2K{line}\n" for line in lines))
+            self._drawn = len(lines)
+        elif counts != self._last or final:
+            stamp = f"[{_clock(time.time() - self.started)}]"
+            self.out.write("".join(f"{stamp} {line}\n" for line in lines))
+        self._last = counts
+        self.out.flush()
+
+    def _snapshot(self) -> dict[str, int]:
+        try:
+            return ray.get(self.counter.snapshot.remote(), timeout=5)
+        except Exception:
+            return self._last or {}
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.period_s):
+            self._draw(self._snapshot())
+
+    def first_unfinished(self) -> str | None:
+        """The earliest stage that has not passed on every row (where a stalled run waits)."""
+        counts = self._last or {}
+        return next((s for s in STAGES if counts.get(s, 0) < self.total), None)
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+        self._draw(self._snapshot(), final=True)
+
+
+def start_counter(run_id: str) -> tuple[Any, str]:
+    """A fresh counter actor for one run; its name is what ``track`` reports to."""
+    name = f"curate-progress-{run_id}"
+    return ProgressCounter.options(name=name).remote(), name
+
+
+def stop_counter(counter: Any) -> None:
+    with contextlib.suppress(Exception):
+        ray.kill(counter)
+
+
+def render_summary(
+    counts: dict[str, int],
+    reasons: dict[str, int],
+    quarantined_by_stage: dict[str, int],
+    audio_s: float,
+    wall_s: float,
+    output: str,
+    describe: Callable[[str], str] | None = None,
+    log: str | None = None,
+) -> str:
+    """The table a person reads when the run ends."""
+    total = counts.get("in", 0) or 1
+    rows = [
+        ("in", f"{counts.get('in', 0)}"),
+        ("kept", f"{counts.get('kept', 0)} ({100 * counts.get('kept', 0) / total:.0f}%)"),
+    ]
+    rows.append(("rejected", f"{counts.get('rejected', 0)}"))
+    for code, n in sorted(reasons.items(), key=lambda kv: -kv[1]):
+        rows.append((f"  {code}", f"{n}" + (f"  {describe(code)}" if describe else "")))
+    rows.append(("quarantined", f"{counts.get('quarantined', 0)}"))
+    for stage, n in sorted(quarantined_by_stage.items()):
+        rows.append((f"  at {stage}", f"{n}"))
+    hours = audio_s / 3600
+    rows += [
+        ("audio", f"{audio_s:.0f} s" if hours < 0.1 else f"{hours:.2f} h"),
+        ("wall time", f"{wall_s:.0f} s"),
+        ("output", output),
+    ]
+    if log:
+        rows.append(("log", log))
+    width = max(len(k) for k, _ in rows)
+    return "\n".join(f"  {k:<{width}}  {v}" for k, v in rows)

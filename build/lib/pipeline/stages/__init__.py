@@ -1,0 +1,1 @@
+"""Pipeline stages, one job each.  ``pipeline.dag`` composes them in order."""

@@ -1,0 +1,107 @@
+"""Decode any clip (FLAC, MP3, WAV, OGG; any rate; mono or stereo) to 16 kHz mono float32."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+
+import numpy as np
+import pyarrow as pa
+import soundfile as sf
+import soxr
+
+from pipeline.columns import ARR, AUDIO, DURATION, ERROR, ID, READ_ERROR, STAGE
+from pipeline.config import AudioConfig
+
+# Peak amplitude under which a clip counts as silence (about -80 dBFS).
+SILENCE_PEAK = 1e-4
+
+
+class DecodeError(ValueError):
+    pass
+
+
+def decode_clip(data: bytes | None, cfg: AudioConfig) -> np.ndarray:
+    """One clip's bytes to mono float32 at ``cfg.target_sample_rate``; ``DecodeError`` with a reason."""
+    if data is None:
+        raise DecodeError("audio is null")
+    if len(data) == 0:
+        raise DecodeError("audio is empty (0 bytes)")
+    if len(data) > cfg.max_clip_bytes:
+        # Checked before decoding so a huge payload never expands into memory.
+        raise DecodeError(f"audio is {len(data)} bytes, over max_clip_bytes={cfg.max_clip_bytes}")
+    try:
+        with sf.SoundFile(io.BytesIO(data)) as f:
+            if f.frames > 0 and f.frames / f.samplerate > cfg.max_duration_s:
+                raise DecodeError(f"audio is {f.frames / f.samplerate:.1f} s, over max_duration_s={cfg.max_duration_s}")
+            audio = f.read(dtype="float32", always_2d=True)
+            rate = f.samplerate
+    except DecodeError:
+        raise
+    except Exception as exc:  # libsndfile raises several types for corrupt input
+        raise DecodeError(f"cannot decode audio: {exc}") from None
+    if audio.shape[0] == 0:
+        raise DecodeError("audio has no samples")
+    mono = audio.mean(axis=1) if audio.shape[1] > 1 else audio[:, 0]
+    if rate != cfg.target_sample_rate:
+        mono = soxr.resample(mono, rate, cfg.target_sample_rate, quality="HQ")
+    if not np.isfinite(mono).all():
+        raise DecodeError("audio holds NaN or infinite samples")
+    if float(np.abs(mono).max(initial=0.0)) < SILENCE_PEAK:
+        raise DecodeError("audio is silent")
+    return np.ascontiguousarray(mono, dtype=np.float32)
+
+
+MISSING_ID_PREFIX = "missing-id:"
+
+
+def fallback_id(data: bytes | None) -> str:
+    """A stable id for a row that came without one, so it can still be reported."""
+    return MISSING_ID_PREFIX + hashlib.sha1(data or b"").hexdigest()[:16]
+
+
+def decode_audio(batch: pa.Table, cfg: AudioConfig, duplicate_ids: frozenset[str] = frozenset()) -> pa.Table:
+    """Stage: add ``arr`` (16 kHz samples), ``duration_s``, and ``error``/``stage`` for failures.
+
+    Ids that occur more than once in the shard are quarantined, every copy: which copy is "first"
+    is not defined in a distributed stream, and keeping an arbitrary one would be silent loss.
+    """
+    ids = batch.column(ID).to_pylist()
+    blobs = batch.column(AUDIO).to_pylist()
+    # Set by the release reader for a TSV row whose clip is not in the release.
+    read_errors = batch.column(READ_ERROR).to_pylist() if READ_ERROR in batch.schema.names else [None] * len(ids)
+    arrs, durations, errors, stages = [], [], [], []
+    for i, data in enumerate(blobs):
+        err: str | None = None
+        stage: str | None = "decode"
+        arr = np.zeros(0, dtype=np.float32)
+        if read_errors[i]:
+            err, stage = read_errors[i], "read"
+        elif ids[i] is None or ids[i] == "":
+            ids[i] = fallback_id(data)
+            err = "missing id"
+        elif ids[i] in duplicate_ids:
+            err = "duplicate id within the shard (every copy quarantined)"
+        else:
+            try:
+                arr = decode_clip(data, cfg)
+            except DecodeError as exc:
+                err = str(exc)
+        arrs.append(arr)
+        durations.append(len(arr) / cfg.target_sample_rate)
+        errors.append(err)
+        stages.append(stage if err else None)
+    batch = batch.set_column(batch.schema.get_field_index(ID), ID, pa.array(ids, pa.string()))
+    if READ_ERROR in batch.schema.names:
+        batch = batch.drop_columns([READ_ERROR])
+    if "duration_ms" in batch.schema.names:
+        # Common Voice rows: clip_durations.tsv's figure, or the decoded length where it had none.
+        given = batch.column("duration_ms").to_pylist()
+        ms = [g if g is not None or not arrs[i].size else round(1000 * durations[i]) for i, g in enumerate(given)]
+        batch = batch.set_column(batch.schema.get_field_index("duration_ms"), "duration_ms", pa.array(ms, pa.int64()))
+    return (
+        batch.append_column(ARR, pa.array(arrs, type=pa.list_(pa.float32())))
+        .append_column(DURATION, pa.array(durations, pa.float64()))
+        .append_column(ERROR, pa.array(errors, pa.string()))  # null: the row is healthy
+        .append_column(STAGE, pa.array(stages, pa.string()))
+    )

@@ -1,0 +1,159 @@
+"""Gates: decide, row by row, whether a transcribed clip is kept, and say why not.
+
+Each gate is a small object with one job, datatrove's way: called on a row, it returns
+``(keep, reason)``; ``reason`` is a machine-readable code.  ``apply_gates`` first measures agreement
+with the prompted sentence (WER/CER), then runs every gate on every healthy row, so a rejected row
+carries *all* its reasons, and marks ``kept`` when there are none.  Rows are never dropped here; the
+sink counts kept and rejected rows per reason in one place (``reason_counts``).
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import pyarrow as pa
+
+from pipeline.columns import (
+    AVG_LOGPROB,
+    CER,
+    COMPRESSION_RATIO,
+    DURATION,
+    ERROR,
+    KEPT,
+    LANGUAGE,
+    LANGUAGE_PROB,
+    LOCALE,
+    NO_SPEECH_PROB,
+    REASONS,
+    SENTENCE,
+    TRANSCRIPT,
+    WER,
+)
+from pipeline.config import CurationConfig
+from pipeline.languages import whisper_language
+from pipeline.metrics import agreement
+
+Row = Mapping[str, Any]
+Verdict = tuple[bool, str | None]
+
+
+class Gate(Protocol):
+    code: str
+
+    def __call__(self, row: Row) -> Verdict: ...
+
+
+@dataclass(frozen=True)
+class Bound:
+    """Rejects a row whose ``column`` is above ``limit`` (``upper``) or below it (a null value or a
+    null limit passes: nothing to judge by, or the gate is off)."""
+
+    column: str
+    limit: float | None
+    code: str
+    upper: bool = True
+
+    def __call__(self, row: Row) -> Verdict:
+        value = row.get(self.column)
+        if value is None or self.limit is None:
+            return True, None
+        outside = value > self.limit if self.upper else value < self.limit
+        return (False, self.code) if outside else (True, None)
+
+
+@dataclass(frozen=True)
+class NoSpeech:
+    """Whisper's own silence rule: "no speech" is likely *and* the decode is unsure."""
+
+    prob: float
+    logprob: float
+    code: str = "no_speech"
+
+    def __call__(self, row: Row) -> Verdict:
+        p, lp = row.get(NO_SPEECH_PROB), row.get(AVG_LOGPROB)
+        silent = p is not None and p > self.prob and (lp is None or lp < self.logprob)
+        return (False, self.code) if silent else (True, None)
+
+
+@dataclass(frozen=True)
+class LanguageMismatch:
+    """A multilingual model heard, with confidence, another language than the row's locale says."""
+
+    default: str | None
+    min_prob: float
+    code: str = "language_mismatch"
+
+    def __call__(self, row: Row) -> Verdict:
+        heard, p = row.get(LANGUAGE), row.get(LANGUAGE_PROB)
+        expected = whisper_language(row.get(LOCALE)) or self.default
+        if heard is None or expected is None or heard == expected or (p is not None and p < self.min_prob):
+            return True, None
+        return False, self.code
+
+
+@dataclass(frozen=True)
+class JudgeAtLeast:
+    column: str
+    threshold: float
+    code: str = "judge_below"
+
+    def __call__(self, row: Row) -> Verdict:
+        value = row.get(self.column)
+        # A judged row without a value never gets here: the judge stage quarantines it.
+        return (True, None) if value is not None and float(value) >= self.threshold else (False, self.code)
+
+
+def build_gates(cfg: CurationConfig) -> list[Gate]:
+    """Every gate the config turns on, in the order their reasons are listed."""
+    g = cfg.gates
+    gates: list[Gate] = [
+        Bound(WER, g.max_wer, "wer_above"),
+        Bound(CER, g.max_cer, "cer_above"),
+        NoSpeech(g.no_speech_prob, g.no_speech_logprob),
+        Bound(COMPRESSION_RATIO, g.max_compression_ratio, "hallucination"),
+        Bound(AVG_LOGPROB, g.min_avg_logprob, "low_logprob", upper=False),
+        Bound(DURATION, g.min_duration_s, "too_short", upper=False),
+        Bound(DURATION, g.max_duration_s, "too_long"),
+        LanguageMismatch(cfg.transcriber.language, g.min_language_prob),
+        JudgeAtLeast(cfg.threshold_on, cfg.threshold),
+    ]
+    return gates
+
+
+def judge_gates(row: Row, gates: Sequence[Gate]) -> list[str]:
+    """The codes of every gate ``row`` fails (empty: keep it)."""
+    return [reason for keep, reason in (gate(row) for gate in gates) if not keep and reason]
+
+
+def apply_gates(batch: pa.Table, gates: Sequence[Gate], language: str | None = "en") -> pa.Table:
+    """Stage: add ``wer``, ``cer``, ``reasons`` and ``kept``.  Quarantined rows get no verdict."""
+    rows = batch.to_pylist()
+    wers, cers, reasons, kept = [], [], [], []
+    for row in rows:
+        if row.get(ERROR) is not None:
+            wers.append(None)
+            cers.append(None)
+            reasons.append([])
+            kept.append(False)
+            continue
+        lang = whisper_language(row.get(LOCALE)) or language
+        row[WER], row[CER] = agreement(row.get(SENTENCE), row.get(TRANSCRIPT) or "", lang)
+        failed = judge_gates(row, gates)
+        wers.append(row[WER])
+        cers.append(row[CER])
+        reasons.append(failed)
+        kept.append(not failed)
+    return (
+        batch.append_column(WER, pa.array(wers, pa.float64()))
+        .append_column(CER, pa.array(cers, pa.float64()))
+        .append_column(REASONS, pa.array(reasons, pa.list_(pa.string())))
+        .append_column(KEPT, pa.array(kept, pa.bool_()))
+    )
+
+
+def reason_counts(reasons: Iterable[list[str] | None]) -> dict[str, int]:
+    """Rejected rows per reason code (a row with two reasons counts under both)."""
+    return dict(Counter(code for codes in reasons for code in (codes or [])))

