@@ -1,8 +1,11 @@
-"""Helpers the benchmark scripts share: the offline judge's timing and where results are written."""
+"""Helpers the benchmark scripts share: running `curate run` and reading what it wrote, the offline
+judge's timing, and where results are written."""
 
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -11,6 +14,28 @@ from pipeline.config import JudgeConfig
 from pipeline.stages.judge import CHOICES, build_messages, parse_score
 
 RESULTS = Path(__file__).resolve().parent / "results"
+REPO = RESULTS.parents[1]
+
+
+def curate(args: list[str], **kwargs: Any) -> tuple[subprocess.CompletedProcess, Any]:
+    """``curate run ARGS`` as a user runs it; returns the process and its RunResult (None if it failed)."""
+    from pipeline.cli import RESULT_MARK
+    from pipeline.manifest import RunResult
+
+    kwargs.setdefault("cwd", REPO)
+    proc = subprocess.run(
+        [sys.executable, "-m", "pipeline.cli", "run", *args, "--emit-result"], capture_output=True, text=True, **kwargs
+    )
+    line = next((ln for ln in reversed(proc.stdout.splitlines()) if ln.startswith(RESULT_MARK)), None)
+    return proc, RunResult.model_validate_json(line[len(RESULT_MARK) + 1 :]) if line else None
+
+
+def table_rows(output: str | Path, locale: str = "en") -> list[dict[str, Any]]:
+    """The current rows of the locale's clips table at ``output`` (every id once)."""
+    from pipeline.config import build_config
+    from pipeline.table.export import view
+
+    return view(str(output), build_config(), locale)[3].to_pylist()
 
 
 def time_offline_judge(engine_kwargs: dict[str, Any], texts: list[str], j: JudgeConfig) -> dict[str, Any]:

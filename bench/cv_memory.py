@@ -29,10 +29,12 @@ from pipeline.io.inputs import open_inputs
 base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 t0 = time.perf_counter()
 inputs = open_inputs([sys.argv[1]], StorageConfig())
+(locale,) = inputs.locales()
+view = inputs.view(locale, inputs.units(locale))
 t1 = time.perf_counter()
 after_tsv = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 rows = audio = 0
-for block in read_tarball(inputs.releases[0].uri, inputs.tables[0], StorageConfig(), 32):
+for block in read_tarball(inputs.releases[0].uri, view, StorageConfig(), 32):
     rows += block.num_rows
     audio += sum(len(a or b"") for a in block.column("audio_bytes").to_pylist())
 t2 = time.perf_counter()

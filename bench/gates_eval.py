@@ -11,24 +11,20 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
-import sys
 import tempfile
 from collections import Counter, defaultdict
 from pathlib import Path
 
-import pyarrow.dataset as pads
 import pyarrow.parquet as pq
 
-from bench.common import write_results
+from bench.common import curate, table_rows, write_results
 from bench.labelled_set import BAD_LABELS, build
 
 
 def evaluate(out: Path, labels: dict[str, str]) -> dict:
-    def rows(kind: str) -> list[dict]:
-        return pads.dataset(out / kind).to_table().to_pylist() if (out / kind).exists() else []
-
-    scores, quarantine = rows("scores"), rows("quarantine")
+    got = table_rows(out)
+    scores = [r for r in got if r["error"] is None]
+    quarantine = [r for r in got if r["error"] is not None]
     per_label: dict[str, Counter] = defaultdict(Counter)
     by_gate: dict[str, Counter] = defaultdict(Counter)
     wers: dict[str, list[float]] = defaultdict(list)
@@ -74,12 +70,14 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="gates-eval-") as tmp:
         src, out = Path(tmp) / "labelled.parquet", Path(tmp) / "out"
         pq.write_table(table, src)
-        cmd = [sys.executable, "-m", "pipeline.cli", "run", "--input", str(src), "--output", str(out), "--no-audio"]
+        cmd = ["--input", str(src), "--output", str(out), "--no-audio"]
         for item in args.overrides:
             cmd += ["--set", item]
-        subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
+        proc, run = curate(cmd)
+        if run is None:
+            raise SystemExit(proc.stderr[-3000:])
         result = evaluate(out, labels)
-        result["manifest_reasons"] = json.loads((out / "manifest.json").read_text())["reasons"]
+        result["run_reasons"] = run.tally.reasons
     result["overrides"] = args.overrides
     print(json.dumps({k: result[k] for k in ("per_label", "by_gate", "good_kept", "bad_not_curated")}, indent=1))
     print("results:", write_results("gates-eval-", result))

@@ -15,13 +15,11 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-from bench.common import write_results
+from bench.common import curate, write_results
 from pipeline.hardware import cpu_flags
 
 REPO = Path(__file__).resolve().parents[1]
@@ -46,20 +44,18 @@ def arm_env(isa: str) -> dict[str, str]:
 def run(dtype: str, isa: str) -> dict:
     with tempfile.TemporaryDirectory(prefix=f"dtype-{dtype}-") as tmp:
         out = Path(tmp) / "out"
-        cmd = [sys.executable, "-m", "pipeline.cli", "run", "--output", str(out), "--set", f"judge.dtype={dtype}"]
         t0 = time.perf_counter()
-        proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, env=arm_env(isa))
+        proc, result = curate(["--output", str(out), "--set", f"judge.dtype={dtype}"], env=arm_env(isa))
         wall = time.perf_counter() - t0
-        if proc.returncode != 0:
+        if result is None:
             return {"dtype": dtype, "wall_s": wall, "failed": proc.stderr[-2000:]}
-        manifest = json.loads((out / "manifest.json").read_text())
     return {
         "dtype": dtype,
         "wall_s": wall,
-        "curate_s": manifest.get("wall_time_s"),
-        "hardware": manifest.get("hardware"),
-        "counts": manifest["counts"],
-        "reasons": manifest.get("reasons"),
+        "curate_s": result.wall_time_s,
+        "hardware": result.hardware,
+        "counts": result.tally.counts.model_dump(by_alias=True),
+        "reasons": result.tally.reasons,
     }
 
 

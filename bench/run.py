@@ -31,8 +31,7 @@ from bench.common import time_offline_judge, write_results
 from bench.data import build
 from pipeline.config import build_config
 from pipeline.dag import Models, add_transcription_stages, build_curation_dataset, judged_columns
-from pipeline.io.inputs import open_inputs
-from pipeline.io.schema import to_canonical
+from pipeline.io.schema import inspect_schema, to_canonical
 from pipeline.metrics import corpus_wer
 from pipeline.models import resolve_model
 from pipeline.stages.decode import decode_audio, decode_clip
@@ -209,7 +208,7 @@ def measure_stages(args, cfg, models: Models, canonical: pa.Table, layout, refs)
             judge_in = blocks(judge_input(t["table"], args.judge_rows), cfg.judge.batch_size)
             measured["judge"] = timed(
                 lambda judge_in=judge_in: add_judge_stage(
-                    judge_in, cfg.judge, models.judge.path, keep=judged_columns(layout)
+                    judge_in, cfg.judge, models.judge.path, keep=judged_columns(canonical.column_names)
                 )
             )
         for name, r in measured.items():
@@ -250,12 +249,17 @@ def measure_standalone(args, cfg, models: Models, canonical: pa.Table) -> dict:
 
 def measure_e2e(args, cfg, models: Models, e2e_file: Path, refs) -> dict:
     """End to end, ours and the seed's, on the same clips in the same run, interleaved."""
-    inputs_e2e = open_inputs([str(e2e_file)], cfg.storage)
     audio_s = sum(pq.read_table(e2e_file).column("source_duration_s").to_pylist())
-    ways = {"ours": lambda: build_curation_dataset(inputs_e2e, cfg, models)}
+    columns = pq.read_schema(e2e_file).names
+
+    def ours(c):
+        # The DAG of `curate run` over the file, as run.py builds it for the clips that need engines.
+        return build_curation_dataset(ray.data.read_parquet(str(e2e_file)), columns, c, models)
+
+    ways = {"ours": lambda: ours(cfg)}
     for item in args.also:
         alt = build_config("local", overrides=[item])
-        ways[f"ours {item}"] = lambda alt=alt: build_curation_dataset(inputs_e2e, alt, models)
+        ways[f"ours {item}"] = lambda alt=alt: ours(alt)
     if not args.skip_seed:
         from bench.seed_way import seed_dataset
 
@@ -343,7 +347,7 @@ def main() -> None:
     refs, e2e_file, stage_file = prepare_data(args)
     cfg = build_config("local")
     models = Models(transcriber=resolve_model(cfg.transcriber.model), judge=resolve_model(cfg.judge.model))
-    layout = open_inputs([str(stage_file)], cfg.storage).layout
+    layout = inspect_schema(pq.read_schema(stage_file))
     canonical = to_canonical(pq.read_table(stage_file), layout)
 
     ray.init(address="local", num_cpus=args.ray_cpus, include_dashboard=False, _node_ip_address="127.0.0.1")

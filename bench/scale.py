@@ -24,10 +24,9 @@ import time
 from pathlib import Path
 
 import psutil
-import pyarrow.dataset as pads
 import pyarrow.parquet as pq
 
-from bench.common import RESULTS
+from bench.common import RESULTS, table_rows
 from bench.data import build
 from pipeline.metrics import corpus_wer
 
@@ -102,14 +101,16 @@ def run_ours(src: Path, work: Path, refs: dict[str, str]) -> dict:
                        "--no-audio"], work / "ours.console")  # fmt: skip
     if r["exit"] != 0:
         raise RuntimeError((work / "ours.console").read_text()[-2000:])
-    manifest = json.loads((out / "manifest.json").read_text())
-    scores = pads.dataset(out / "scores").to_table(columns=["id", "transcription"]).to_pylist()
+    rows = table_rows(out)
+    scores = [r for r in rows if r["error"] is None]
+    counts = {"in": len(rows), "kept": sum(bool(r["kept"]) for r in rows), "quarantined": len(rows) - len(scores)}
+    counts["rejected"] = counts["in"] - counts["kept"] - counts["quarantined"]
     logs = "".join(p.read_text(errors="replace") for p in (out / "_logs").glob("*.log"))
     return {
         **r,
-        "rows_in": manifest["counts"]["in"],
-        "counts": manifest["counts"],
-        "audio_s": manifest["audio_seconds"],
+        "rows_in": counts["in"],
+        "counts": counts,
+        "audio_s": sum(r["duration_s"] or 0 for r in scores),
         "wer": corpus_wer([(refs[s["id"]], s["transcription"]) for s in scores]),
         "spilled_mib": spilled_mib(logs),
     }

@@ -13,15 +13,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import pyarrow.parquet as pq
 
-from bench.common import time_offline_judge, write_results
+from bench.common import curate, time_offline_judge, write_results
 from bench.data import build
 from pipeline.config import build_config
 from pipeline.models import resolve_model
@@ -74,17 +72,11 @@ def end_to_end(src: Path) -> dict:
     with tempfile.TemporaryDirectory(prefix="stage-sum-") as tmp:
         out = Path(tmp) / "out"
         t0 = time.perf_counter()
-        proc = subprocess.run(
-            [sys.executable, "-m", "pipeline.cli", "run", "--input", str(src), "--output", str(out), "--no-audio"],
-            cwd=REPO,
-            capture_output=True,
-            text=True,
-        )
+        proc, result = curate(["--input", str(src), "--output", str(out), "--no-audio"])
         wall = time.perf_counter() - t0
-        if proc.returncode != 0:
+        if result is None:
             raise RuntimeError(proc.stderr[-3000:])
-        manifest = json.loads((out / "manifest.json").read_text())
-    return {"wall_s": wall, "counts": manifest["counts"]}
+    return {"wall_s": wall, "counts": result.tally.counts.model_dump(by_alias=True)}
 
 
 def main() -> None:

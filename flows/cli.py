@@ -28,7 +28,7 @@ def main(argv: list[str] | None = None) -> int:
     bf.add_argument("--profile", choices=["local", "cluster"], default="local")
     bf.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.FIELD=VALUE")
     bf.add_argument("--threshold", type=float)
-    bf.add_argument("--limit", type=int, help="clips per shard (a limited shard is redone by a later full run)")
+    bf.add_argument("--limit", type=int, help="clips per run (a limited run is completed by a later full one)")
     bf.add_argument("--ray-address", help="default: a local Ray per shard")
     args = parser.parse_args(argv)
     if args.cmd != "backfill":
@@ -40,6 +40,7 @@ def backfill_command(args) -> int:
     os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", EPHEMERAL_STARTUP_TIMEOUT_S)
     from flows.backfill import backfill
     from pipeline.io.schema import InputSchemaError
+    from pipeline.table.catalog import TableError
 
     try:
         result = backfill(
@@ -52,22 +53,18 @@ def backfill_command(args) -> int:
             ray_address=args.ray_address,
             config_overrides=args.overrides or None,
         )
-    except (InputSchemaError, FileNotFoundError) as exc:
+    except (InputSchemaError, FileNotFoundError, TableError) as exc:
         print(f"curate: error: {exc}", file=sys.stderr)
         return 2
     print()
-    if "releases_found" in result:
-        print(f"releases found: {len(result['releases_found'])} ({', '.join(result['releases_found']) or 'none'})")
-        if result["shards_committed"]:
-            print(f"committed {len(result['shards_committed'])} shard(s):")
-            for s in result["shards_committed"]:
-                print(f"  {s}")
+    print(f"found: {len(result['found'])} ({', '.join(result['found']) or 'none'})")
+    for t in result["tables"]:
+        if t["nothing_to_do"]:
+            print(f"  {t['table']} ({t['split']}): nothing to do")
         else:
-            print(f"nothing to do: all {result['shards_planned']} shard(s) are already committed")
-    else:
-        print(f"splits found: {', '.join(result['splits_found']) or 'none'}")
-        processed = result["splits_processed"]
-        print(f"curated: {', '.join(processed)}" if processed else "nothing to do: every split is already committed")
+            print(f"  {t['table']} ({t['split']}): snapshot {t['snapshot']}, tag {t['tag']}")
+    if all(t["nothing_to_do"] for t in result["tables"]):
+        print("nothing to do: every input is already in the tables")
     print(f"output: {args.output_root}")
     return 0
 

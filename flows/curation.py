@@ -1,7 +1,10 @@
-"""The curation flow: plan deterministic shards, map the shard task over them, publish artifacts."""
+"""The curation flow: plan shards, map the shard task over them under the table's concurrency limit,
+publish artifacts."""
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import time
 from typing import Any
 
@@ -18,10 +21,9 @@ from prefect.states import Completed, State
 from prefect.task_runners import ThreadPoolTaskRunner
 
 from pipeline import report
-from pipeline.config import CurationConfig, Profile, StorageConfig, build_config
-from pipeline.io.cv_release import classify_release_input, is_release_name, parse_tarball_name
-from pipeline.io.storage import list_parquet_files
-from pipeline.shards import ShardSpec, plan_release_shards, plan_shards, slug
+from pipeline.config import CurationConfig, Profile, build_config
+from pipeline.io.cv_release import is_release_name, parse_tarball_name
+from pipeline.shards import ShardSpec, plan_shards, slug
 from tasks.credentials import apply_credentials_block
 from tasks.curate_shard import ShardOutcome, curate_shard
 
@@ -49,28 +51,35 @@ def outcome(counts: dict[str, Any]) -> str:
     return f"{counts['kept']}/{counts['in']} kept, {counts['rejected']} rejected, {counts['quarantined']} quarantined"
 
 
-@task
-def plan(
-    source: str,
-    output_root: str,
-    dataset: str,
-    split: str,
-    num_shards: int | None,
-    files: list[str] | None,
-    storage: StorageConfig,
-) -> list[ShardSpec]:
-    st = storage
-    if not files:
-        releases = classify_release_input(source, st)
-        if releases:
-            specs, skipped = plan_release_shards(releases, output_root, split, st)
-            for note in skipped:
-                get_run_logger().info("skipping %s", note)
-            if not specs:
-                raise ValueError(f"no release under {source} lists {split}.tsv ({'; '.join(skipped)})")
-            return specs
-    found = files or list_parquet_files(source, st)
-    return plan_shards(found, output_root, dataset, split, num_shards)
+def table_lock(output_root: str) -> str:
+    """The global concurrency limit of one output root's tables: nightly and backfill runs on the same
+    tables take turns, so no clip is scored twice at once (the commit would keep it once anyway)."""
+    return f"curate-table-{hashlib.sha1(output_root.rstrip('/').encode()).hexdigest()[:12]}"
+
+
+def ensure_table_lock(name: str) -> None:
+    """Create the limit (1 slot) if missing: Prefect only enforces limits that exist."""
+    from prefect import get_client
+    from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate
+    from prefect.exceptions import ObjectAlreadyExists, ObjectNotFound
+    from prefect.utilities.asyncutils import run_coro_as_sync
+
+    async def create() -> None:
+        async with get_client() as client:
+            try:
+                await client.read_global_concurrency_limit_by_name(name)
+            except ObjectNotFound:
+                with contextlib.suppress(ObjectAlreadyExists):  # another run created it first
+                    await client.create_global_concurrency_limit(GlobalConcurrencyLimitCreate(name=name, limit=1))
+
+    run_coro_as_sync(create())
+
+
+def night_tag(default: str = "run") -> str:
+    """``nightly-2026-12-02`` for a deployment's run (its name, the night it was scheduled for)."""
+    from prefect.runtime import deployment
+
+    return f"{slug(deployment.name or default)}-{flow_run.scheduled_start_time:%Y-%m-%d}"
 
 
 def run_shards(specs: list[ShardSpec], cfg: CurationConfig, force: bool, progress_id) -> list[ShardOutcome]:
@@ -89,7 +98,7 @@ def run_shards(specs: list[ShardSpec], cfg: CurationConfig, force: bool, progres
             failures.append(exc)
     if failures:
         raise RuntimeError(f"{len(failures)} of {len(specs)} shards failed after retries") from failures[0]
-    return sorted(results, key=lambda r: r.spec["shard_id"])
+    return sorted(results, key=lambda r: r.spec["index"])
 
 
 @flow(name="run-shards-on-ray", log_prints=True)
@@ -99,31 +108,35 @@ def run_shards_on_ray(specs: list[ShardSpec], cfg: CurationConfig, force: bool, 
 
 
 @task
-def publish(results: list[ShardOutcome], output_root: str, dataset: str, split: str, wall_s: float) -> dict[str, Any]:
+def publish(results: list[ShardOutcome], source: str, output_root: str, dataset: str, split: str, wall_s: float):
     key = slug(f"{dataset}-{split}")
-    manifests = [r.manifest for r in results]
-    run = report.aggregate(manifests)
-    rows = report.file_rows(manifests, [r.spec["output"] for r in results], output_root)
+    run = report.aggregate([r.result for r in results])
+    rows = report.file_rows(run)
     create_table_artifact(
-        key=f"{key}-files", table=rows, description=f"Output files of {dataset}/{split}, under {output_root}"
+        key=f"{key}-files", table=rows, description=f"Data files the run added to {output_root}'s tables"
     )
     create_markdown_artifact(
         key=f"{key}-histogram",
         markdown=report.histogram_markdown(run),
         description="Judge scores, WER against the prompt, and reasons rows were not kept",
     )
-    skipped = sum(1 for r in results if r.skipped)
+    idle = sum(1 for r in results if r.result.nothing_to_do)
     create_markdown_artifact(
         key=f"{key}-summary",
-        markdown=report.summary_markdown(run, wall_s, f"Curation of {dataset}/{split}", output_root, skipped),
+        markdown=report.summary_markdown(run, wall_s, f"Curation of {dataset}/{split}", output_root, idle),
         description=f"Counts, what 'kept' meant, and where the output is ({output_root})",
     )
     return {
         "shards": run.shards,
         **run.tally.model_dump(by_alias=True),
+        "changes": run.changes,
+        "tables": [
+            {"table": r.table, "snapshot": r.snapshot_id, "tag": r.tag, "nothing_to_do": r.nothing_to_do}
+            for r in run.locales
+        ],
         "audio_hours": run.audio_hours,
         "files": rows,
-        "skipped_shards": skipped,
+        "nothing_to_do": idle == len(results),
     }
 
 
@@ -139,7 +152,6 @@ def curate_dataset(
     dataset: str = "common-voice",
     split: str = "validated",
     num_shards: int | None = None,
-    files: list[str] | None = None,
     limit: int | None = None,
     threshold: float | None = None,
     profile: Profile = "local",
@@ -148,13 +160,14 @@ def curate_dataset(
     force: bool = False,
     credentials_block: str | None = None,
 ) -> State:
-    """Curate one split of ``source``: Common Voice releases (a tarball, an extracted locale folder, or a
-    folder/prefix holding several; one shard per release and locale, ``split`` picks the TSV), or
-    Parquet (a file, directory, glob or s3:// prefix; shards group files, ``split`` is a label).
+    """Curate one split of ``source`` into the dataset's tables at ``output_root``: Common Voice releases
+    (a tarball, an extracted locale folder, or a folder/prefix holding several, full and delta alike) or
+    Parquet (a file, directory, glob or s3:// prefix).
 
-    ``limit`` caps clips per shard.  ``ray_address``: none (embedded local Ray), ``auto`` (inside the
-    cluster, via prefect-ray), or ``http://HEAD:8265`` (Ray Jobs).  ``credentials_block`` names a
-    Prefect Secret block of S3/hub credentials (see ``tasks/credentials.py``).
+    ``num_shards`` (default 1: one engine start-up) cuts the clips by a hash of their id into parallel
+    shard tasks.  ``limit`` caps clips per shard.  ``ray_address``: none (embedded local Ray), ``auto``
+    (inside the cluster, via prefect-ray), or ``http://HEAD:8265`` (Ray Jobs).  ``credentials_block``
+    names a Prefect Secret block of S3/hub credentials (see ``tasks/credentials.py``).
     """
     started = time.time()
     logger = get_run_logger()
@@ -166,19 +179,31 @@ def curate_dataset(
         )
     # The one typed config every task gets; ray_address travels inside it and picks the launcher.
     cfg = build_config(profile, overrides=config_overrides, threshold=threshold, limit=limit, ray_address=ray_address)
-    specs = plan(source, output_root, dataset, split, num_shards, files, cfg.storage)
+    if cfg.table.tag is None:
+        cfg = cfg.model_copy(update={"table": cfg.table.model_copy(update={"tag": night_tag()})})
+    specs = plan_shards([source], output_root, split, num_shards)
     logger.info("planned %d shard(s) for %s (%s)", len(specs), source, split)
     progress_id = create_progress_artifact(
         progress=0.0, key=slug(f"{dataset}-{split}-progress"), description="shards finished"
     )
-    if ray_address == "auto":
-        from prefect_ray import RayTaskRunner
+    lock = table_lock(output_root)
+    ensure_table_lock(lock)
+    from prefect.concurrency.sync import concurrency
 
-        results = run_shards_on_ray.with_options(task_runner=RayTaskRunner(address="auto"))(
-            specs, cfg, force, progress_id
-        )
-    else:
-        results = run_shards(specs, cfg, force, progress_id)
-    summary = publish(results, output_root, dataset, split, time.time() - started)
+    # Renewal failures (a server restart) must not stop the night: the lock only saves duplicate
+    # engine work; the table's commit keeps every id once whatever happens to it.
+    with concurrency(lock, occupy=1, strict=True, raise_on_lease_renewal_failure=False):
+        if ray_address == "auto":
+            from prefect_ray import RayTaskRunner
+
+            results = run_shards_on_ray.with_options(task_runner=RayTaskRunner(address="auto"))(
+                specs, cfg, force, progress_id
+            )
+        else:
+            results = run_shards(specs, cfg, force, progress_id)
+    summary = publish(results, source, output_root, dataset, split, time.time() - started)
     # The message is what the runs list shows beside the state: the night's outcome at a glance.
-    return Completed(message=outcome(summary["counts"]), data=summary)
+    message = (
+        "nothing to do: every input already in the table" if summary["nothing_to_do"] else outcome(summary["counts"])
+    )
+    return Completed(message=message, data=summary)

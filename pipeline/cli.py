@@ -9,9 +9,10 @@ import sys
 from pathlib import Path
 
 from pipeline.config import build_config
-from pipeline.progress import render_summary
+from pipeline.progress import render_result
 
 SAMPLE = Path(__file__).parent / "sample_data" / "common_voice_sample.parquet"
+RESULT_MARK = "CURATE-RESULT"
 
 
 def _config_args(p: argparse.ArgumentParser) -> None:
@@ -58,8 +59,15 @@ def build_parser() -> tuple[argparse.ArgumentParser, argparse._SubParsersAction]
         "(validated [default], train, dev, test, other, invalidated, ...)",
     )
     run.add_argument("--config-json", help="a whole resolved config as JSON (used by Ray Jobs)")
-    run.add_argument("--manifest-extra", help="JSON object merged into manifest.json (e.g. shard identity)")
-    run.add_argument("--output", required=True, help="output directory or s3:// URI")
+    run.add_argument("--shard", default="1/1", help="this run's shard, I/K: the clips whose id hashes to I of K")
+    run.add_argument("--run-id", help="the run's id (recorded in its snapshots); default: a new one")
+    run.add_argument("--force", action="store_true", help="score every curated clip again, even if the table has it")
+    run.add_argument(
+        "--emit-result", action="store_true", help=f"print the result as one '{RESULT_MARK} <json>' line at the end"
+    )
+    run.add_argument(
+        "--output", required=True, help="the dataset's table root: a folder (catalog.db + warehouse/) or s3:// prefix"
+    )
     run.add_argument(
         "--verbose", action="store_true", help="stream Ray's and vLLM's logs here instead of OUTPUT/_logs/"
     )
@@ -68,6 +76,18 @@ def build_parser() -> tuple[argparse.ArgumentParser, argparse._SubParsersAction]
     show = sub.add_parser("config", help="print the resolved config as JSON")
     _config_args(show)
 
+    exp = sub.add_parser(
+        "export", help="write a view of the dataset's table as Parquet, Hugging Face, NeMo or WebDataset"
+    )
+    exp.add_argument("--output", required=True, help="the table root `curate run` wrote")
+    exp.add_argument("--locale", default="en")
+    exp.add_argument("--as-of", help="a tag (nightly-2026-12-01, run-…) or a snapshot id; default: the current one")
+    exp.add_argument("--release", help="freeze one release's view: the clips it listed (with --split, in that split)")
+    exp.add_argument("--split", help="train, dev, test, … (with --release: as that release drew it)")
+    exp.add_argument("--format", required=True, choices=["parquet", "hf", "nemo", "webdataset"])
+    exp.add_argument("--to", required=True, help="folder to write into")
+    exp.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.FIELD=VALUE")
+    exp.add_argument("--profile", choices=["local", "cluster"], default="local")
     sub.add_parser("prepare-models", help="assemble and convert the bundled models once")
     return parser, sub
 
@@ -88,34 +108,41 @@ def run_command(args: argparse.Namespace) -> int:
             print(ref, "->", resolve_model(ref).path)
         return 0
 
+    if args.cmd == "export":
+        return export_command(args)
     cfg = _build(args)
     if args.cmd == "config":
         print(json.dumps(cfg.public_dict(), indent=2))
         return 0
 
     from pipeline.console import Console, explain_failure
-    from pipeline.io.commit import OutputNotWritableError
-    from pipeline.io.lease import LeaseHeldError
     from pipeline.io.schema import InputSchemaError
     from pipeline.languages import LanguageNotSupportedError
     from pipeline.models import ModelUnavailableError
-    from pipeline.report import REASON_NAMES
     from pipeline.run import run_curation
+    from pipeline.table.catalog import TableError
 
     console = Console.open(verbose=args.verbose)
     sources = args.input or [str(SAMPLE)]
     try:
-        extra = json.loads(args.manifest_extra) if args.manifest_extra else None
-        manifest = run_curation(
-            cfg, sources, args.output, split=args.split, extra_manifest=extra, console=None if args.verbose else console
+        index, count = parse_shard(args.shard)
+        result = run_curation(
+            cfg,
+            sources,
+            args.output,
+            split=args.split,
+            run_id=args.run_id,
+            shard=(index, count),
+            force=args.force,
+            console=None if args.verbose else console,
         )
     except (
         InputSchemaError,
         FileNotFoundError,
         ModelUnavailableError,
-        OutputNotWritableError,
         LanguageNotSupportedError,
-        LeaseHeldError,
+        TableError,
+        ValueError,
     ) as exc:
         # User-fixable problems: one clear line, no traceback, nothing started.
         console.error(f"curate: error: {exc}")
@@ -127,19 +154,36 @@ def run_command(args: argparse.Namespace) -> int:
         return 1
     log = console.keep_log(args.output)
     console.say()
-    console.say(
-        render_summary(
-            manifest.counts.model_dump(by_alias=True),
-            manifest.reasons,
-            manifest.quarantined_by_stage,
-            manifest.audio_seconds,
-            manifest.wall_time_s,
-            f"{args.output}  ({', '.join(['manifest.json', *sorted({f'{f.kind}/' for f in manifest.files})])})",
-            describe=lambda code: REASON_NAMES.get(code, ""),
-            log=str(log) if log else None,
-        )
-    )
+    console.say(render_result(result, log=str(log) if log else None))
+    if args.emit_result:
+        console.say(f"{RESULT_MARK} {result.model_dump_json(by_alias=True, exclude_none=True)}")
     return 0
+
+
+def export_command(args: argparse.Namespace) -> int:
+    from pipeline.table.catalog import TableError
+    from pipeline.table.export import export
+
+    cfg = build_config(args.profile, overrides=args.overrides)
+    try:
+        done = export(args.output, cfg, args.locale, args.format, args.to, args.as_of, args.release, args.split)
+    except (TableError, ValueError) as exc:
+        print(f"curate: error: {exc}", file=sys.stderr)
+        return 2
+    parts = ", ".join(f"{n} {kind}" for kind, n in done.rows.items())
+    print(f"exported {done.table} at snapshot {done.snapshot_id} as {args.format}: {parts} -> {done.to}")
+    return 0
+
+
+def parse_shard(text: str) -> tuple[int, int]:
+    """``2/4`` -> (1, 4): the second of four shards."""
+    try:
+        i, k = (int(x) for x in text.split("/"))
+    except ValueError:
+        raise ValueError(f"--shard {text!r}: expected I/K, e.g. 1/1 or 2/4") from None
+    if not 1 <= i <= k:
+        raise ValueError(f"--shard {text!r}: I must be between 1 and K")
+    return i - 1, k
 
 
 if __name__ == "__main__":

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 ID = "id"
 AUDIO = "audio_bytes"
 SENTENCE = "sentence"
+AUDIO_SHA = "audio_sha256"  # the clip's bytes' sha256: its key in the audio table
 # Set by the release reader when a TSV row has no audio to decode (its clip is missing).
 READ_ERROR = "read_error"
 # Added by the stages.

@@ -133,6 +133,11 @@ class GatesConfig(_Section):
     max_duration_s: float | None = 30.0
     # Multilingual models only: the language heard must be the locale's, unless the model is unsure.
     min_language_prob: float = Field(default=0.5, ge=0, le=1)
+    # Common Voice's own verdicts, as of the latest release that lists the clip.  None: the statuses
+    # the curated split implies (validated for validated/train/dev/test; other adds other; ...).
+    keep_cv_status: list[str] | None = None
+    # A clip whose sentence is in reported.tsv is not kept (reason sentence_reported).
+    exclude_reported: bool = True
 
 
 class RayJobConfig(_Section):
@@ -160,6 +165,32 @@ class ReaderConfig(_Section):
     rows_per_block: int = Field(default=32, ge=1)
 
 
+class TableConfig(_Section):
+    """Where the dataset lives: an Iceberg catalog and its warehouse (README "The dataset table")."""
+
+    # A SQLAlchemy URI for pyiceberg's SQL catalog (postgresql+psycopg2://curate@db:5432/catalog; the
+    # password from PGPASSWORD, never here), or http(s):// for a REST catalog.  None: a SQLite file
+    # under the output root.  CURATE_CATALOG_URI in the environment wins over this.
+    catalog_uri: str | None = None
+    # None: <output>/warehouse.  An s3:// warehouse takes storage.s3_endpoint_url and AWS_* credentials.
+    warehouse: str | None = None
+    namespace: str = "curate"
+    # The locale of Parquet inputs without a `locale` column; None: transcriber.language.
+    locale: str | None = None
+    # Rows per data file the workers write (one file per write call), and what compaction aims for.
+    rows_per_file: int = Field(default=2000, ge=1)
+    target_file_mb: int = Field(default=128, ge=1)
+    # Compact a table once this many of its data files are under half the target size.
+    compact_min_files: int = Field(default=16, ge=2)
+    # Snapshots (and the run tags on them) older than this are expired; their data files go with them.
+    retention_days: float = Field(default=30, gt=0)
+    # Data files in the warehouse that no snapshot references (a killed write's) are deleted once older
+    # than this, so a writer still working is never robbed of its files.
+    orphan_min_age_s: float = Field(default=3600, ge=0)
+    # The tag on this run's snapshot; None: run-<UTC time>.  Flows pass nightly-<date>.
+    tag: str | None = None
+
+
 class CurationConfig(_Section):
     profile: Profile = "local"
     reader: ReaderConfig = Field(default_factory=ReaderConfig)
@@ -169,6 +200,7 @@ class CurationConfig(_Section):
     gates: GatesConfig = Field(default_factory=GatesConfig)
     ray_job: RayJobConfig = Field(default_factory=RayJobConfig)
     storage: StorageConfig = Field(default_factory=StorageConfig)
+    table: TableConfig = Field(default_factory=TableConfig)
     threshold: float = 3.0
     threshold_on: Literal["score", "score_expected"] = "score"
     keep_audio: bool = True

@@ -1,7 +1,8 @@
 """The curation DAG, top to bottom, in one place.
 
-read (Common Voice release or Parquet) -> decode+resample (CPU tasks) -> transcribe (Whisper actors)
--> judge (ray.data.llm) -> threshold -> (written by ``CurationSink`` into curated / scores / quarantine)
+read (the clips the plan picked, from a Common Voice release or Parquet) -> decode+resample (CPU tasks)
+-> transcribe (Whisper actors) -> judge (ray.data.llm) -> gates -> (written by ``TableSink`` as data
+files of the dataset's tables, committed by the driver)
 """
 
 from __future__ import annotations
@@ -12,7 +13,9 @@ from dataclasses import dataclass
 from ray.data import ActorPoolStrategy, Dataset
 
 from pipeline.columns import (
+    ARR,
     AUDIO,
+    AUDIO_SHA,
     CONFIDENCE,
     DECODE,
     DETOKENIZE,
@@ -23,7 +26,7 @@ from pipeline.columns import (
     GENERATE,
     ID,
     JUDGE,
-    SENTENCE,
+    READ_ERROR,
     SINK,
     STAGE,
     TRANSCRIBE,
@@ -32,8 +35,6 @@ from pipeline.columns import (
     check_stages,
 )
 from pipeline.config import CurationConfig
-from pipeline.io.inputs import ParquetInputs, ReleaseInputs
-from pipeline.io.schema import InputLayout
 from pipeline.models import ResolvedModel
 from pipeline.progress import track
 from pipeline.stages.decode import decode_audio
@@ -51,11 +52,6 @@ from pipeline.stages.transcribe import (
 class Models:
     transcriber: ResolvedModel
     judge: ResolvedModel
-
-
-def read_clips(inputs: ParquetInputs | ReleaseInputs, cfg: CurationConfig) -> Dataset:
-    """Rows with ``id``, ``audio_bytes`` and metadata, lazily: release clips stream, Parquet reads by file."""
-    return inputs.dataset(cfg)
 
 
 def add_transcription_stages(ds: Dataset, cfg: CurationConfig, model_path: str, progress: str | None = None) -> Dataset:
@@ -91,12 +87,10 @@ def add_transcription_stages(ds: Dataset, cfg: CurationConfig, model_path: str, 
     )
 
 
-def judged_columns(layout: InputLayout) -> tuple[str, ...]:
+def judged_columns(input_columns: list[str]) -> tuple[str, ...]:
     """Columns that survive the judge stage (it sees whole rows and returns many more)."""
-    base = [ID, AUDIO, DURATION, TRANSCRIPT, ERROR, STAGE, *CONFIDENCE]
-    if layout.has_sentence:
-        base.append(SENTENCE)
-    return (*base, *layout.passthrough)
+    base = [ID, AUDIO, AUDIO_SHA, "audio_size", DURATION, TRANSCRIPT, ERROR, STAGE, *CONFIDENCE]
+    return (*base, *(c for c in input_columns if c not in base and c not in (READ_ERROR, ARR)))
 
 
 def stage_columns(cfg: CurationConfig) -> list[StageColumns]:
@@ -106,31 +100,30 @@ def stage_columns(cfg: CurationConfig) -> list[StageColumns]:
 
 
 def build_curation_dataset(
-    inputs: ParquetInputs | ReleaseInputs,
+    ds: Dataset,
+    input_columns: list[str],
     cfg: CurationConfig,
     models: Models,
-    duplicate_ids: frozenset[str] = frozenset(),
+    split: str | None = None,
     progress: str | None = None,
 ) -> Dataset:
-    """The DAG; ``progress`` names the counter actor each stage reports its rows to (None: no counting)."""
-    layout = inputs.layout
-    check_stages([ID, AUDIO, *inputs.schema.names], stage_columns(cfg))  # fails here, not in a worker
-    ds = read_clips(inputs, cfg)
+    """The DAG over ``ds`` (the read of the clips that need engines, with ``input_columns``);
+    ``progress`` names the counter actor each stage reports its rows to (None: no counting)."""
+    check_stages([ID, AUDIO, *input_columns], stage_columns(cfg))  # fails here, not in a worker
     block_rows = cfg.transcriber.batch_size if cfg.block_rows is None else cfg.block_rows
     if block_rows:
         ds = ds.repartition(target_num_rows_per_block=block_rows)
     ds = ds.map_batches(
-        track(functools.partial(decode_audio, cfg=cfg.audio, duplicate_ids=duplicate_ids), "decode", progress),
+        track(functools.partial(decode_audio, cfg=cfg.audio), "decode", progress),
         batch_size=cfg.audio.decode_batch_size,
         batch_format="pyarrow",
         num_cpus=cfg.audio.decode_num_cpus,
     )
     ds = add_transcription_stages(ds, cfg, models.transcriber.path, progress)
-    ds = add_judge_stage(ds, cfg.judge, models.judge.path, keep=judged_columns(layout))
+    ds = add_judge_stage(ds, cfg.judge, models.judge.path, keep=judged_columns(input_columns))
+    gates = build_gates(cfg, split)
     ds = ds.map_batches(
-        track(
-            functools.partial(apply_gates, gates=build_gates(cfg), language=cfg.transcriber.language), "judge", progress
-        ),
+        track(functools.partial(apply_gates, gates=gates, language=cfg.transcriber.language), "judge", progress),
         batch_format="pyarrow",
     )
     return ds

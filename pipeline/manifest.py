@@ -1,8 +1,10 @@
-"""The manifest contract: what a committed output root says about itself, written and read as one type.
+"""What a run reports, written and read as types: the tally of its rows, and per locale the snapshot it
+committed to the dataset's table.
 
 ``Tally`` holds everything that adds up (row counts, audio seconds, score histograms, reject
-reasons), and ``combine`` is the one place that adds tallies, whether they come from the files of
-one run or from the manifests of many shards.
+reasons), and ``combine`` is the one place that adds tallies, whether they come from the write tasks
+of one run or from the snapshots of many shards.  A ``LocaleResult`` is also stored, as properties,
+in the snapshot it describes, so a launcher that only sees the catalog (a Ray Job) can read it back.
 """
 
 from __future__ import annotations
@@ -14,9 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from pipeline.metrics import SCORE_CHOICES, expected_score_bins
 
-FORMAT = "audio-curate/1"
-OutputKind = Literal["curated", "scores", "quarantine"]
-KINDS: tuple[OutputKind, ...] = ("curated", "scores", "quarantine")
+FORMAT = "audio-curate/2"
 
 
 class _Model(BaseModel):
@@ -58,9 +58,11 @@ class Tally(_Model):
     wer_bins: dict[str, int] = Field(default_factory=dict)
 
 
-class OutputFile(_Model):
-    kind: OutputKind
-    path: str  # relative to the output root
+class DataFileInfo(_Model):
+    """One data file a run added to a table: the card's "output file list"."""
+
+    table: str
+    path: str
     rows: int
     bytes: int
 
@@ -72,30 +74,54 @@ class ModelInfo(_Model):
     engine: str | None = None
 
 
-class Manifest(Tally):
+class LocaleResult(_Model):
+    """What one run did to one locale's dataset."""
+
+    locale: str
+    table: str
+    audio_table: str
+    nothing_to_do: bool = False
+    snapshot_id: int | None = None
+    tag: str | None = None
+    units: list[str] = Field(default_factory=list)  # the sources applied
+    # added, rescored, updated, redecided, withdrawn, unchanged, held, not_selected, engine_rows
+    changes: dict[str, int] = Field(default_factory=dict)
+    tally: Tally = Field(default_factory=Tally)  # of the rows this run wrote
+    files: list[DataFileInfo] = Field(default_factory=list)
+    table_rows: int | None = None  # the table after the commit
+    table_kept: int | None = None
+
+
+class RunResult(_Model):
     format: str = FORMAT
     run_id: str
     created_at: str
-    source: str
+    output: str
+    catalog: str  # its URI, without a password
     form: Literal["parquet", "common-voice"]
-    inputs: list[str]
     split: str | None = None
-    releases: list[dict[str, Any]] | None = None
-    files: list[OutputFile]
+    sources: list[str]
+    notes: list[str] = Field(default_factory=list)
+    locales: list[LocaleResult]
     wall_time_s: float
-    throughput: dict[str, float | None]
     models: dict[str, ModelInfo]
     config: dict[str, Any]
-    # What the output answers (pipeline.shards.request_key): inputs, split and content settings.
-    request_key: str | None = None
-    hardware: dict[str, Any] | None = None  # detected CPU features and the settings they decided
+    hardware: dict[str, Any] | None = None
     shard: dict[str, Any] | None = None
+
+    @property
+    def tally(self) -> Tally:
+        return combine(r.tally for r in self.locales)
+
+    @property
+    def nothing_to_do(self) -> bool:
+        return all(r.nothing_to_do for r in self.locales)
 
     def to_json(self) -> str:
         return self.model_dump_json(by_alias=True, indent=2, exclude_none=True)
 
     @classmethod
-    def from_json(cls, text: str | bytes) -> Manifest:
+    def from_json(cls, text: str | bytes) -> RunResult:
         return cls.model_validate_json(text)
 
 

@@ -12,7 +12,6 @@ import contextlib
 import functools
 import threading
 import time
-from collections.abc import Callable
 from typing import IO, Any
 
 import ray
@@ -181,35 +180,49 @@ def stop_counter(counter: Any) -> None:
         ray.kill(counter)
 
 
-def render_summary(
-    counts: dict[str, int],
-    reasons: dict[str, int],
-    quarantined_by_stage: dict[str, int],
-    audio_s: float,
-    wall_s: float,
-    output: str,
-    describe: Callable[[str], str] | None = None,
-    log: str | None = None,
-) -> str:
-    """The table a person reads when the run ends."""
-    total = counts.get("in", 0) or 1
-    rows = [
-        ("in", f"{counts.get('in', 0)}"),
-        ("kept", f"{counts.get('kept', 0)} ({100 * counts.get('kept', 0) / total:.0f}%)"),
-    ]
-    rows.append(("rejected", f"{counts.get('rejected', 0)}"))
-    for code, n in sorted(reasons.items(), key=lambda kv: -kv[1]):
-        rows.append((f"  {code}", f"{n}" + (f"  {describe(code)}" if describe else "")))
-    rows.append(("quarantined", f"{counts.get('quarantined', 0)}"))
-    for stage, n in sorted(quarantined_by_stage.items()):
-        rows.append((f"  at {stage}", f"{n}"))
-    hours = audio_s / 3600
-    rows += [
-        ("audio", f"{audio_s:.0f} s" if hours < 0.1 else f"{hours:.2f} h"),
-        ("wall time", f"{wall_s:.0f} s"),
-        ("output", output),
-    ]
-    if log:
-        rows.append(("log", log))
+def _table_lines(rows: list[tuple[str, str]]) -> str:
     width = max(len(k) for k, _ in rows)
     return "\n".join(f"  {k:<{width}}  {v}" for k, v in rows)
+
+
+def render_result(result, log: str | None = None) -> str:
+    """The summary a person reads when ``curate run`` ends: per locale, the table and its snapshot, what
+    changed, the counts with reasons, and copy-paste lines to open the curated clips."""
+    from pipeline.report import REASON_NAMES, open_lines
+
+    blocks = []
+    for r in result.locales:
+        if r.nothing_to_do:
+            blocks.append(_table_lines([("table", r.table), ("nothing to do", "every input is already applied")]))
+            continue
+        c, ch = r.tally.counts, r.changes
+        total = c.in_ or 1
+        rows = [
+            ("table", f"{r.table}  (snapshot {r.snapshot_id}, tag {r.tag})"),
+            (
+                "this run",
+                f"{ch.get('engine_rows', 0)} clip(s) through the engines; {ch.get('added', 0)} added, "
+                f"{ch.get('updated', 0)} updated, {ch.get('redecided', 0)} re-decided, "
+                f"{ch.get('withdrawn', 0)} withdrawn",
+            ),
+            ("in", f"{c.in_}"),
+            ("kept", f"{c.kept} ({100 * c.kept / total:.0f}%)"),
+            ("rejected", f"{c.rejected}"),
+        ]
+        for code, n in sorted(r.tally.reasons.items(), key=lambda kv: -kv[1]):
+            rows.append((f"  {code}", f"{n}  {REASON_NAMES.get(code, '')}".rstrip()))
+        rows.append(("quarantined", f"{c.quarantined}"))
+        for stage, n in sorted(r.tally.quarantined_by_stage.items()):
+            rows.append((f"  at {stage}", f"{n}"))
+        hours = r.tally.audio_seconds / 3600
+        rows.append(("audio", f"{r.tally.audio_seconds:.0f} s" if hours < 0.1 else f"{hours:.2f} h"))
+        rows.append(("table now", f"{r.table_rows} clips, {r.table_kept} kept"))
+        blocks.append(_table_lines(rows))
+    tail = [("wall time", f"{result.wall_time_s:.0f} s"), ("catalog", result.catalog)]
+    if log:
+        tail.append(("log", log))
+    text = "\n\n".join([*blocks, _table_lines(tail)])
+    opened = [r for r in result.locales if not r.nothing_to_do] or result.locales
+    if opened:
+        text += "\n\nOpen the curated clips:\n" + "\n".join(f"  {line}" for line in open_lines(result, opened[0].table))
+    return text

@@ -1,4 +1,4 @@
-"""Run reports from shard manifests: the output file table, the histograms, a summary.
+"""Run reports from shard results: the output file table, the histograms, a summary.
 
 Pure text: Prefect only publishes what this builds.  Histograms are markdown tables with a bar of
 block characters per row: they render in Prefect's default UI, which shows Mermaid charts as raw
@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from pipeline.manifest import Manifest, ModelInfo, Tally, combine
+from pipeline.manifest import LocaleResult, ModelInfo, RunResult, Tally, combine
 from pipeline.metrics import SCORE_CHOICES, WER_BINS
 
 # Human names of the gates' reason codes, in the order the gates run.
@@ -25,15 +25,21 @@ REASON_NAMES = {
     "too_long": "longer than the maximum duration",
     "language_mismatch": "another language than the locale's",
     "judge_below": "judge score below the threshold",
+    "cv_invalidated": "Common Voice moved it to invalidated",
+    "cv_not_validated": "not validated by Common Voice's votes (other)",
+    "cv_deleted": "gone from the newest full release (deleted)",
+    "sentence_reported": "its sentence is in reported.tsv",
+    "not_scored": "never through the engines (not in the curated split)",
 }
 
 
 @dataclass(frozen=True)
 class RunReport:
-    """A run over many shards: their summed tally, and what the summary names."""
+    """A run over many shards: their summed tally, the locales' results, and what the summary names."""
 
     shards: int
     tally: Tally
+    locales: list[LocaleResult]
     models: dict[str, ModelInfo]
     config: dict[str, Any]
 
@@ -41,15 +47,38 @@ class RunReport:
     def audio_hours(self) -> float:
         return self.tally.audio_seconds / 3600
 
+    @property
+    def changes(self) -> dict[str, int]:
+        out: dict[str, int] = {}
+        for r in self.locales:
+            for k, v in r.changes.items():
+                out[k] = out.get(k, 0) + v
+        return out
 
-def aggregate(manifests: list[Manifest]) -> RunReport:
-    first = manifests[0] if manifests else None
+
+def aggregate(results: list[RunResult]) -> RunReport:
+    first = results[0] if results else None
+    locales = [r for res in results for r in res.locales]
     return RunReport(
-        shards=len(manifests),
-        tally=combine(manifests),
+        shards=len(results),
+        tally=combine(r.tally for r in locales),
+        locales=locales,
         models=first.models if first else {},
         config=first.config if first else {},
     )
+
+
+def open_lines(result: RunResult, table: str) -> list[str]:
+    """Copy-paste lines that open ``table``'s curated clips in DuckDB and in Hugging Face ``datasets``."""
+    out = result.output.rstrip("/")
+    locale = next((r.locale for r in result.locales if r.table == table), "en")
+    lines = [
+        f'DuckDB:    python -m pipeline.table.open {out} --locale {locale} "select id, transcription, score from clips '
+        'where kept limit 5"',
+        f"datasets:  curate export --output {out} --locale {locale} --format hf --to {out}-hf && "
+        f"python -c \"import datasets; print(datasets.load_dataset('parquet', data_dir='{out}-hf'))\"",
+    ]
+    return lines
 
 
 def human_bytes(n: int) -> str:
@@ -74,17 +103,20 @@ def _relative(path: str, output_root: str) -> str:
     return path[len(root) :] if path.startswith(root) else path
 
 
-def file_rows(manifests: list[Manifest], roots: list[str], output_root: str) -> list[dict[str, Any]]:
-    """One row per output file, manifest first: kind, rows, size, the file in its shard, the shard's folder.
-
-    Short columns first, so rows and sizes stay on screen; the folder is relative to the output root.
-    """
+def file_rows(report: RunReport) -> list[dict[str, Any]]:
+    """One row per data file the run added: table, rows, size, the file.  Short columns first."""
     rows = []
-    for m, root in zip(manifests, roots, strict=True):
-        folder = _relative(root.rstrip("/"), output_root)
-        rows.append({"kind": "manifest", "rows": "", "size": "", "file": "manifest.json", "shard": folder})
-        for f in m.files:
-            rows.append({"kind": f.kind, "rows": f.rows, "size": human_bytes(f.bytes), "file": f.path, "shard": folder})
+    for r in report.locales:
+        for f in r.files:
+            rows.append(
+                {
+                    "table": f.table,
+                    "snapshot": str(r.snapshot_id),
+                    "rows": f.rows,
+                    "size": human_bytes(f.bytes),
+                    "file": f.path,
+                }
+            )
     return rows
 
 
@@ -132,6 +164,7 @@ def kept_rule(config: dict[str, Any]) -> list[tuple[str, str]]:
 
 
 def summary_markdown(report: RunReport, wall_s: float, title: str, output_root: str, skipped: int = 0) -> str:
+    tables = ", ".join(f"`{r.table}` @ {r.snapshot_id} ({r.tag})" for r in report.locales if not r.nothing_to_do)
     c = report.tally.counts
     tr, jd = report.models.get("transcriber"), report.models.get("judge")
     pct = (lambda n: f" ({100 * n / c.in_:.0f}%)") if c.in_ else (lambda n: "")
@@ -141,6 +174,7 @@ def summary_markdown(report: RunReport, wall_s: float, title: str, output_root: 
         "| what | value |",
         "|---|---|",
         f"| output | `{output_root}` |",
+        f"| tables | {tables or 'nothing to do: every input already applied'} |",
         *[f"| kept when: {name} | {rule} |" for name, rule in kept_rule(report.config)],
         f"| clips in | {c.in_} |",
         f"| kept | {c.kept}{pct(c.kept)} |",
@@ -150,7 +184,7 @@ def summary_markdown(report: RunReport, wall_s: float, title: str, output_root: 
         f"| wall time | {human_duration(wall_s)} |",
         f"| throughput | {c.in_ / wall_s if wall_s else 0:.2f} clips/s, "
         f"{report.tally.audio_seconds / wall_s if wall_s else 0:.2f} audio-s/s |",
-        f"| shards | {report.shards} ({skipped} already committed, skipped) |",
+        f"| shards | {report.shards} ({skipped} with nothing to do) |",
         f"| transcriber | {tr.backend} `{tr.ref}` ({tr.revision}) |" if tr else "| transcriber | - |",
         f"| judge | `{jd.ref}` ({jd.revision}) |" if jd else "| judge | - |",
     ]

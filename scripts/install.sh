@@ -9,13 +9,18 @@ EXTRAS=${EXTRAS:-cpu,dev}          # docker/gpu.Dockerfile: EXTRAS=gpu
 PREPARE_MODELS=${PREPARE_MODELS:-1} # the cluster profile loads hub models; its image skips this
 EDITABLE=${EDITABLE:-1}
 
-# Debian: espeak-ng regenerates the sample and the benchmark clips.  Best effort: not needed to run.
-if ! command -v espeak-ng >/dev/null 2>&1; then
+# Debian packages: espeak-ng regenerates the sample and the benchmark clips; postgresql is the real
+# catalog database the tests start (tests/services.py:postgres).  Best effort: the embedded default
+# needs neither to run, and the Postgres test says why it skips where it could not be installed.
+need=()
+command -v espeak-ng >/dev/null 2>&1 || need+=(espeak-ng)
+ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need+=(postgresql)
+if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
-    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends espeak-ng >/dev/null) \
-      || echo "warning: could not install espeak-ng (only needed to regenerate sample audio)" >&2
+    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null) \
+      || echo "warning: could not install ${need[*]} (only needed to regenerate audio and to test the Postgres catalog)" >&2
   else
-    echo "note: espeak-ng not installed (only needed to regenerate sample audio)" >&2
+    echo "note: ${need[*]} not installed (only needed to regenerate audio and to test the Postgres catalog)" >&2
   fi
 fi
 

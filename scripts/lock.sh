@@ -11,7 +11,7 @@ keep=(-c constraints.txt)
 [ "${1:-}" = "--upgrade" ] && keep=()
 [ -f constraints.txt ] || keep=()
 work=$(mktemp -d)
-trap 'rm -rf "$work"' EXIT
+trap 'rm -rf "$work" build' EXIT  # setuptools leaves build/ beside pyproject.toml
 python3 -m venv "$work/venv"
 bash scripts/cpu_torch.sh "$work/venv"
 "$work/venv/bin/pip" install -q "${keep[@]}" ".[cpu,dev]"

@@ -8,9 +8,12 @@ transcribe to their sentence.  Planted problems, each on by default:
 - one corrupt mp3 (random bytes);
 - a sentence holding double and single quotes;
 ``--old-schema`` writes the pre-v17 columns (``accent``, no ``sentence_id``/``sentence_domain``).
+``--cumulative`` writes three releases a team meets over a quarter: full N, delta N+1, and full N+1
+holding N's clips again with new votes and splits (two moved to invalidated, one promoted from other,
+one sentence reported).
 
 Usage: python scripts/make_cv_release.py OUT_DIR [--clips N] [--version 23.0] [--date 2025-09-05]
-       [--locale en] [--delta] [--old-schema] [--folder] [--tsv-first] [--start-id N]
+       [--locale en] [--delta] [--old-schema] [--folder] [--tsv-first] [--start-id N] [--cumulative]
 """
 
 from __future__ import annotations
@@ -81,6 +84,77 @@ def _tsv(rows: list[dict[str, str]], columns: list[str]) -> bytes:
     return ("\n".join(lines) + "\n").encode()
 
 
+def clip_rows(audio: list[tuple[bytes, str, float]], locale: str, start_id: int) -> list[dict[str, str]]:
+    rows = []
+    for i, (_, sentence, _) in enumerate(audio):
+        if i == 1:
+            sentence = QUOTED_SENTENCE
+        rows.append(
+            {
+                "client_id": hashlib.sha256(f"speaker{i % 3}".encode()).hexdigest(),
+                "path": f"common_voice_{locale}_{start_id + i}.mp3",
+                "sentence_id": hashlib.sha256(sentence.encode()).hexdigest(),
+                "sentence": sentence,
+                "sentence_domain": "",
+                "up_votes": str(2 + i % 3),
+                "down_votes": str(i % 2),
+                "age": ["twenties", "thirties", ""][i % 3],
+                "gender": ["male_masculine", "female_feminine", ""][i % 3],
+                "accents": "United States English" if i % 2 else "",
+                "accent": "us" if i % 2 else "",
+                "variant": "",
+                "locale": locale,
+                "segment": "",
+            }
+        )
+    return rows
+
+
+def write_release(
+    out_dir: Path,
+    release: str,
+    locale: str,
+    lists: dict[str, list[dict[str, str]]],
+    files: dict[str, tuple[bytes, float]],
+    reported: list[dict[str, str]],
+    *,
+    columns: list[str] = CURRENT_COLUMNS,
+    folder: bool = False,
+    tsv_first: bool = False,
+) -> Path:
+    """One release on disk, as Common Voice ships it: the clip lists, clip_durations.tsv, reported.tsv and
+    ``clips/``, as an extracted locale folder or a tarball.  Returns the folder or the tarball."""
+    tsvs = {name: _tsv(rows, columns) for name, rows in lists.items()}
+    tsvs["clip_durations"] = _tsv(
+        [{"clip": n, "duration[ms]": str(round(sec * 1000))} for n, (_, sec) in files.items() if sec],
+        ["clip", "duration[ms]"],
+    )
+    tsvs["reported"] = _tsv(reported, ["sentence_id", "sentence", "locale", "reason"])
+    out_dir.mkdir(parents=True, exist_ok=True)
+    if folder:
+        root = out_dir / release / locale
+        (root / "clips").mkdir(parents=True, exist_ok=True)
+        for name, (data, _) in files.items():
+            (root / "clips" / name).write_bytes(data)
+        for stem, body in tsvs.items():
+            (root / f"{stem}.tsv").write_bytes(body)
+        return root
+    path = out_dir / f"{release}-{locale}.tar.gz"
+    members = [(f"{release}/{locale}/clips/{n}", d) for n, (d, _) in files.items()]
+    tsv_members = [(f"{release}/{locale}/{s}.tsv", b) for s, b in tsvs.items()]
+    members = tsv_members + members if tsv_first else members + tsv_members
+    with tarfile.open(path, "w:gz", compresslevel=1) as tar:
+        for name, data in members:
+            info = tarfile.TarInfo(name)
+            info.size, info.mtime = len(data), int(time.time())
+            tar.addfile(info, io.BytesIO(data))
+    return path
+
+
+def _reported(row: dict[str, str], locale: str) -> dict[str, str]:
+    return {"sentence_id": row["sentence_id"], "sentence": row["sentence"], "locale": locale, "reason": "grammar"}
+
+
 def build_release(
     out_dir: Path,
     *,
@@ -99,31 +173,9 @@ def build_release(
 ) -> Release:
     """Write one release into ``out_dir``; see the module docstring."""
     release = f"cv-corpus-{version}-{'delta-' if delta else ''}{date}"
-    columns = OLD_COLUMNS if old_schema else CURRENT_COLUMNS
     audio = sample_clips(clips)
-    rows, files = [], {}
-    for i, (mp3, sentence, seconds) in enumerate(audio):
-        name = f"common_voice_{locale}_{start_id + i}.mp3"
-        if i == 1:
-            sentence = QUOTED_SENTENCE
-        row = {
-            "client_id": hashlib.sha256(f"speaker{i % 3}".encode()).hexdigest(),
-            "path": name,
-            "sentence_id": hashlib.sha256(sentence.encode()).hexdigest(),
-            "sentence": sentence,
-            "sentence_domain": "",
-            "up_votes": str(2 + i % 3),
-            "down_votes": str(i % 2),
-            "age": ["twenties", "thirties", ""][i % 3],
-            "gender": ["male_masculine", "female_feminine", ""][i % 3],
-            "accents": "United States English" if i % 2 else "",
-            "accent": "us" if i % 2 else "",
-            "variant": "",
-            "locale": locale,
-            "segment": "",
-        }
-        rows.append(row)
-        files[name] = (mp3, seconds)
+    rows = clip_rows(audio, locale, start_id)
+    files = {row["path"]: (mp3, seconds) for row, (mp3, _, seconds) in zip(rows, audio, strict=True)}
     missing_path = corrupt_path = None
     if missing and clips >= 3:
         missing_path = rows[-1]["path"]
@@ -131,54 +183,110 @@ def build_release(
     if corrupt and clips >= 4:
         corrupt_path = rows[-2]["path"]
         files[corrupt_path] = (np.random.default_rng(0).bytes(4000), 0.0)
-
-    tsvs = {"validated": _tsv(rows, columns)}
+    lists = {"validated": rows}
     if splits if splits is not None else not delta:
         half = max(1, len(rows) // 2)
-        tsvs.update(
-            train=_tsv(rows[:half], columns),
-            dev=_tsv(rows[half:], columns),
-            test=_tsv([], columns),
-        )
-    tsvs.update(
-        invalidated=_tsv([], columns),
-        other=_tsv([], columns),
-        clip_durations=_tsv(
-            [{"clip": n, "duration[ms]": str(round(s * 1000))} for n, (_, s) in files.items() if s],
-            ["clip", "duration[ms]"],
-        ),
-        reported=_tsv(
-            [
-                {
-                    "sentence_id": rows[0]["sentence_id"],
-                    "sentence": rows[0]["sentence"],
-                    "locale": locale,
-                    "reason": "grammar",
-                }
-            ],
-            ["sentence_id", "sentence", "locale", "reason"],
-        ),
+        lists.update(train=rows[:half], dev=rows[half:], test=[])
+    lists.update(invalidated=[], other=[])
+    path = write_release(
+        out_dir,
+        release,
+        locale,
+        lists,
+        files,
+        [_reported(rows[0], locale)],
+        columns=OLD_COLUMNS if old_schema else CURRENT_COLUMNS,
+        folder=folder,
+        tsv_first=tsv_first,
     )
-    out_dir.mkdir(parents=True, exist_ok=True)
-    if folder:
-        root = out_dir / release / locale
-        (root / "clips").mkdir(parents=True, exist_ok=True)
-        for name, (data, _) in files.items():
-            (root / "clips" / name).write_bytes(data)
-        for stem, body in tsvs.items():
-            (root / f"{stem}.tsv").write_bytes(body)
-        path = root
-    else:
-        path = out_dir / f"{release}-{locale}.tar.gz"
-        members = [(f"{release}/{locale}/clips/{n}", d) for n, (d, _) in files.items()]
-        tsv_members = [(f"{release}/{locale}/{s}.tsv", b) for s, b in tsvs.items()]
-        members = tsv_members + members if tsv_first else members + tsv_members
-        with tarfile.open(path, "w:gz", compresslevel=1) as tar:
-            for name, data in members:
-                info = tarfile.TarInfo(name)
-                info.size, info.mtime = len(data), int(time.time())
-                tar.addfile(info, io.BytesIO(data))
     return Release(path, release, locale, rows, missing_path, corrupt_path)
+
+
+@dataclass(frozen=True)
+class Cumulative:
+    """Full N, delta N+1 and full N+1, and what N+1 changed."""
+
+    releases: list[Path]
+    rows: dict[str, dict[str, str]]  # every clip's TSV row as N first wrote it
+    first: list[str]  # full N's validated clips
+    current: list[str]  # full N+1's validated clips: the current view's curated set, before the gates
+    moved: list[str]  # validated in N, invalidated in N+1
+    promoted: str  # other in N, validated in N+1
+    reported: str  # validated in both; its sentence reported after N
+    new: list[str]  # the delta's clips (in full N+1 too)
+    missing_in_first: str  # listed by N without its mp3; N+1 ships it
+    corrupt: str  # random bytes in both
+
+
+def build_cumulative(
+    out_dir: Path, *, clips: int = 8, new: int = 4, locale: str = "en", folder: bool = False
+) -> Cumulative:
+    """Three releases as a team downloads them over a quarter: full N (v22), delta N+1 (v23) and full
+    N+1 (v23), which holds N's clips again with new votes and splits: two moved to invalidated, one
+    promoted from other to validated, one sentence reported; and the delta's clips."""
+    audio = sample_clips(clips + 1 + new)
+    rows = clip_rows(audio, locale, 41_000_000)
+    files = {row["path"]: (mp3, sec) for row, (mp3, _, sec) in zip(rows, audio, strict=True)}
+    old, promoted, fresh = rows[:clips], rows[clips], rows[clips + 1 :]
+    moved, reported = old[2:4], old[4]
+    # N lacks one clip's mp3 (N+1 has it) and ships one corrupt mp3 (so does N+1).
+    missing, corrupt = old[-1]["path"], old[-2]["path"]
+    files[corrupt] = (np.random.default_rng(0).bytes(4000), 0.0)
+    n = write_release(
+        out_dir,
+        "cv-corpus-22.0-2025-06-20",
+        locale,
+        {
+            "validated": old,
+            "other": [promoted],
+            "invalidated": [],
+            "train": old[: clips // 2],
+            "dev": old[clips // 2 :],
+        },
+        {r["path"]: files[r["path"]] for r in [*old, promoted] if r["path"] != missing},
+        [],
+        folder=folder,
+    )
+    delta = write_release(
+        out_dir,
+        "cv-corpus-23.0-delta-2025-09-05",
+        locale,
+        {"validated": fresh, "other": [], "invalidated": []},
+        {r["path"]: files[r["path"]] for r in fresh},
+        [],
+        folder=folder,
+    )
+    revoted = [{**r, "up_votes": str(int(r["up_votes"]) + 1)} for r in old if r not in moved]
+    current = [*revoted, promoted, *fresh]
+    full = write_release(
+        out_dir,
+        "cv-corpus-23.0-2025-09-05",
+        locale,
+        {
+            "validated": current,
+            "invalidated": moved,
+            "other": [],
+            # The splits are drawn again: what was train may now be dev.
+            "train": current[len(current) // 2 :],
+            "dev": current[: len(current) // 2],
+            "test": [],
+        },
+        {r["path"]: files[r["path"]] for r in rows},
+        [_reported(reported, locale)],
+        folder=folder,
+    )
+    return Cumulative(
+        releases=[n, delta, full],
+        rows={r["path"]: r for r in rows},
+        first=[r["path"] for r in old],
+        current=[r["path"] for r in current],
+        moved=[r["path"] for r in moved],
+        promoted=promoted["path"],
+        reported=reported["path"],
+        new=[r["path"] for r in fresh],
+        missing_in_first=missing,
+        corrupt=corrupt,
+    )
 
 
 def main() -> None:
@@ -195,7 +303,14 @@ def main() -> None:
     p.add_argument("--start-id", type=int, default=41_000_000)
     p.add_argument("--no-missing", action="store_true")
     p.add_argument("--no-corrupt", action="store_true")
+    p.add_argument(
+        "--cumulative", action="store_true", help="write full N, delta N+1 and full N+1 (moves, a promotion, a report)"
+    )
     a = p.parse_args()
+    if a.cumulative:
+        c = build_cumulative(a.out, clips=a.clips, locale=a.locale, folder=a.folder)
+        print("\n".join(str(p) for p in c.releases))
+        return
     r = build_release(
         a.out,
         clips=a.clips,

@@ -1,31 +1,31 @@
 """The shard task: curate one shard, wherever the launcher puts it, with Prefect's retries.
 
-Exactly-once: a shard writes to its own directory and commits last with a manifest.  A committed
-shard is skipped unless ``force``; a failed attempt leaves only uncommitted staging files, which the
-retry replaces.
+Exactly once: a shard's result is one atomic snapshot of the dataset's table (per locale), so a failed
+attempt committed nothing and its retry starts from the table as it was; a shard whose units of work
+the table already holds does nothing (no engine, no snapshot) and says so.
 """
 
 from __future__ import annotations
 
 import logging
+import uuid
 
 from prefect import get_run_logger, task
 from prefect.context import TaskRunContext
 from prefect.exceptions import MissingContextError
+from prefect.runtime import flow_run
 from prefect.tasks import exponential_backoff
 from pydantic import BaseModel
 
 from pipeline.config import CurationConfig
-from pipeline.io.commit import is_committed, read_manifest
-from pipeline.manifest import Manifest
-from pipeline.shards import ShardSpec, is_done
+from pipeline.manifest import RunResult
+from pipeline.shards import ShardSpec
 from tasks.launchers import launcher_for
 
 
 class ShardOutcome(BaseModel):
     spec: dict
-    manifest: Manifest
-    skipped: bool
+    result: RunResult
 
 
 def _logger() -> logging.Logger | logging.LoggerAdapter:
@@ -50,14 +50,21 @@ def _attempt() -> int:
 )
 def curate_shard(spec: ShardSpec, cfg: CurationConfig, force: bool = False) -> ShardOutcome:
     log = _logger()
-    if not force and is_done(spec, cfg):
-        log.info("%s already committed at %s for this request; skipping", spec.shard_id, spec.output)
-        return ShardOutcome(spec=spec.to_dict(), manifest=read_manifest(spec.output, cfg.storage), skipped=True)
-    if not force and is_committed(spec.output, cfg.storage):
-        log.info(
-            "%s was committed for another request (inputs, split, limit, models or gates); redoing it", spec.shard_id
-        )
-    log.info("curating %s (%d inputs) -> %s (attempt %d)", spec.shard_id, len(spec.files), spec.output, _attempt())
-    manifest = launcher_for(cfg.ray_address).launch(spec, cfg, log)
-    log.info("%s committed: %s", spec.shard_id, manifest.counts.model_dump_json(by_alias=True))
-    return ShardOutcome(spec=spec.to_dict(), manifest=manifest, skipped=False)
+    # Traceable: a snapshot's curate.run-id starts with the flow run's id (a failed attempt commits nothing).
+    flow_id = flow_run.get_id()
+    run_id = f"{flow_id[:8]}-{spec.index + 1}of{spec.count}" if flow_id else uuid.uuid4().hex[:12]
+    log.info(
+        "curating %s of %s -> %s (attempt %d, run %s)",
+        spec.shard_id,
+        ", ".join(spec.sources),
+        spec.output,
+        _attempt(),
+        run_id,
+    )
+    result = launcher_for(cfg.ray_address).launch(spec, cfg, log, run_id=run_id, force=force)
+    for r in result.locales:
+        if r.nothing_to_do:
+            log.info("%s: nothing to do in %s: every input already applied", spec.shard_id, r.table)
+        else:
+            log.info("%s committed %s snapshot %s (%s): %s", spec.shard_id, r.table, r.snapshot_id, r.tag, r.changes)
+    return ShardOutcome(spec=spec.to_dict(), result=result)

@@ -8,19 +8,18 @@
 - ``RayJobLauncher`` (``http://HEAD:8265``): a Ray Job on a remote cluster.  Prefect's and Anyscale's
   docs warn against ``ray://`` client connections for long work: a 30 s network drop kills them.
 
-Each returns the shard's committed ``Manifest``.
+Each returns the shard's ``RunResult``: the child and the Ray Job print it as their last line
+(``curate run --emit-result``), which never reaches Prefect's logs.
 """
 
 from __future__ import annotations
 
 import contextlib
-import ctypes
-import json
 import logging
 import os
 import re
 import shlex
-import signal
+import shutil
 import subprocess
 import sys
 import threading
@@ -28,9 +27,9 @@ import time
 from dataclasses import dataclass
 from typing import Protocol
 
+from pipeline.cli import RESULT_MARK
 from pipeline.config import CurationConfig, redact
-from pipeline.io.commit import read_manifest
-from pipeline.manifest import Manifest
+from pipeline.manifest import RunResult
 from pipeline.shards import ShardSpec
 
 ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
@@ -61,57 +60,90 @@ class ShardTimedOut(ShardFailed):
 
 
 class ShardLauncher(Protocol):
-    def launch(self, spec: ShardSpec, cfg: CurationConfig, log: logging.Logger) -> Manifest: ...
+    def launch(
+        self, spec: ShardSpec, cfg: CurationConfig, log: logging.Logger, run_id: str, force: bool = False
+    ) -> RunResult: ...
 
 
-def _die_with_parent() -> None:
-    """In the child, before exec: SIGKILL it when the flow-run process that started it dies (Linux).
+def with_parent_death(cmd: list[str]) -> list[str]:
+    """``cmd`` under ``setpriv --pdeathsig KILL``: the kernel kills the child when the flow-run process's
+    launching thread dies, so a crashed flow run leaves no shard to commit later beside its retry.
 
-    A shard's child has its own session so that stopping it stops all it started; without this it
-    would outlive a crashed flow run and could commit later, beside the retry.
+    setpriv (util-linux) sets it and execs: no Python runs in the child between fork and exec, which a
+    ``preexec_fn`` in a threaded Prefect process would do (CPython documents that as deadlock-prone).
+    Where setpriv is missing (not Linux), the child runs without it.
     """
-    with contextlib.suppress(OSError, AttributeError):
-        libc = ctypes.CDLL("libc.so.6", use_errno=True)
-        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    setpriv = shutil.which("setpriv")
+    return [setpriv, "--pdeathsig", "KILL", "--", *cmd] if setpriv else cmd
 
 
-def shard_cli_args(spec: ShardSpec, cfg: CurationConfig, verbose: bool = False) -> list[str]:
+def stop_shard(pid: int) -> None:
+    """SIGKILL a shard's child and everything it started, found by PID: its descendants and every process
+    of its session.  Ray moves some of its processes into process groups of their own, so killing the
+    child's process group alone left them running."""
+    import psutil
+
+    try:
+        procs = [psutil.Process(pid), *psutil.Process(pid).children(recursive=True)]
+    except psutil.NoSuchProcess:
+        procs = []
+    for p in psutil.process_iter(["pid"]):
+        with contextlib.suppress(OSError):
+            if os.getsid(p.info["pid"]) == pid and p not in procs:
+                procs.append(p)
+    for p in procs:
+        with contextlib.suppress(psutil.Error):
+            p.kill()
+    psutil.wait_procs(procs, timeout=10)
+
+
+def shard_cli_args(
+    spec: ShardSpec, cfg: CurationConfig, run_id: str, force: bool = False, verbose: bool = False
+) -> list[str]:
     """``curate run`` arguments for one shard: the one entrypoint of child processes and Ray Jobs."""
     args = [
         "run",
         *(["--verbose"] if verbose else []),
+        *(["--force"] if force else []),
+        "--emit-result",
         "--output",
         spec.output,
         "--config-json",
         cfg.model_dump_json(),
-        "--manifest-extra",
-        json.dumps({"shard": spec.to_dict()}),
         "--split",
         spec.split,
+        "--shard",
+        f"{spec.index + 1}/{spec.count}",
+        "--run-id",
+        run_id,
     ]
-    for f in spec.files:
+    for f in spec.sources:
         args += ["--input", f]
     return args
 
 
-def _committed(spec: ShardSpec, cfg: CurationConfig, what: str) -> Manifest:
-    manifest = read_manifest(spec.output, cfg.storage)
-    if manifest is None:
-        raise ShardFailed(f"{what} ended well but {spec.output} has no committed manifest")
-    return manifest
+def parse_result(lines: list[str], what: str) -> RunResult:
+    for line in reversed(lines):
+        if line.startswith(f"{RESULT_MARK} "):
+            return RunResult.model_validate_json(line[len(RESULT_MARK) + 1 :])
+    raise ShardFailed(f"{what} ended well but printed no {RESULT_MARK} line")
 
 
 @dataclass(frozen=True)
 class InClusterLauncher:
-    def launch(self, spec: ShardSpec, cfg: CurationConfig, log: logging.Logger) -> Manifest:
+    def launch(
+        self, spec: ShardSpec, cfg: CurationConfig, log: logging.Logger, run_id: str, force: bool = False
+    ) -> RunResult:
         from pipeline.run import run_curation
 
         return run_curation(
             cfg.model_copy(update={"ray_address": "auto"}),
-            list(spec.files),
+            list(spec.sources),
             spec.output,
             split=spec.split,
-            extra_manifest={"shard": spec.to_dict()},
+            run_id=run_id,
+            shard=(spec.index, spec.count),
+            force=force,
         )
 
 
@@ -120,25 +152,26 @@ class ChildProcessLauncher:
     # None: the child starts its own local Ray; a GCS address (host:port): it joins that cluster.
     ray_address: str | None = None
 
-    def launch(self, spec: ShardSpec, cfg: CurationConfig, log: logging.Logger) -> Manifest:
+    def launch(
+        self, spec: ShardSpec, cfg: CurationConfig, log: logging.Logger, run_id: str, force: bool = False
+    ) -> RunResult:
         child_cfg = cfg.model_copy(update={"ray_address": self.ray_address})
-        cmd = [sys.executable, "-m", "pipeline.cli", *shard_cli_args(spec, child_cfg)]
+        cmd = [sys.executable, "-m", "pipeline.cli", *shard_cli_args(spec, child_cfg, run_id, force)]
         # Its own session, so stopping it stops everything it started.
         proc = subprocess.Popen(
-            cmd,
+            with_parent_death(cmd),
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             text=True,
-            start_new_session=True,
-            preexec_fn=_die_with_parent,
+            start_new_session=True,  # setsid() in C, before exec: everything it starts is in its session
         )
         tail: list[str] = []
+        result_line = ""
         timed_out = threading.Event()
 
         def stop_on_timeout() -> None:
             timed_out.set()
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGKILL)
+            stop_shard(proc.pid)
 
         # A watchdog, not a check in the loop: a hung child may print nothing at all.
         watchdog = threading.Timer(cfg.shard_timeout_s, stop_on_timeout) if cfg.shard_timeout_s else None
@@ -150,12 +183,15 @@ class ChildProcessLauncher:
             # logs are in its log file, whose path the summary or the error names.
             for raw in proc.stdout:
                 line = ANSI.sub("", raw.rstrip())
+                if line.startswith(RESULT_MARK):
+                    result_line = line  # for us, not for the run's log
+                    continue
                 tail = [*tail[-40:], line]
                 if line.strip():  # keep the indent: the summary nests reasons under "rejected"
                     log.info("[%s] %s", spec.shard_id, line)
             code = proc.wait()
         except BaseException:
-            os.killpg(proc.pid, signal.SIGKILL)  # cancelled: leave nothing running
+            stop_shard(proc.pid)  # cancelled: leave nothing running
             raise
         finally:
             if watchdog:
@@ -167,7 +203,7 @@ class ChildProcessLauncher:
             )
         if code != 0:
             raise ShardFailed(f"{spec.shard_id} exited with {code}:\n" + "\n".join(tail[-15:]))
-        return _committed(spec, cfg, f"shard {spec.shard_id}")
+        return parse_result([result_line], f"shard {spec.shard_id}")
 
 
 def submit_when_ready(client, timeout_s: float = 180, **kwargs) -> str:
@@ -190,7 +226,9 @@ class RayJobLauncher:
     address: str
     poll_s: float = 2.0
 
-    def launch(self, spec: ShardSpec, cfg: CurationConfig, log: logging.Logger) -> Manifest:
+    def launch(
+        self, spec: ShardSpec, cfg: CurationConfig, log: logging.Logger, run_id: str, force: bool = False
+    ) -> RunResult:
         """Submit the shard as a Ray Job, stream its logs into this run, stop it if we are cancelled."""
         from ray.job_submission import JobStatus, JobSubmissionClient
 
@@ -204,7 +242,7 @@ class RayJobLauncher:
         client = JobSubmissionClient(self.address)
         # The job's driver joins its own cluster.
         # Verbose: Ray keeps the job's full output as its job log; only our lines reach Prefect.
-        args = shard_cli_args(spec, cfg.model_copy(update={"ray_address": None}), verbose=True)
+        args = shard_cli_args(spec, cfg.model_copy(update={"ray_address": None}), run_id, force, verbose=True)
         entrypoint = " ".join(shlex.quote(a) for a in [sys.executable, "-m", "pipeline.cli", *args])
         env = {k: os.environ[k] for k in FORWARDED_ENV if k in os.environ}
         limits = cfg.ray_job
@@ -213,7 +251,7 @@ class RayJobLauncher:
             entrypoint=entrypoint,
             runtime_env={"env_vars": env},
             entrypoint_num_cpus=limits.entrypoint_num_cpus,
-            metadata={"shard": spec.shard_id, "dataset": spec.dataset, "split": spec.split},
+            metadata={"shard": spec.shard_id, "split": spec.split, "run": run_id},
         )
         log.info("submitted Ray job %s for %s to %s", job_id, spec.shard_id, self.address)
         seen, status, submitted, started = 0, None, time.monotonic(), None
@@ -251,7 +289,7 @@ class RayJobLauncher:
         if status != JobStatus.SUCCEEDED:
             info = client.get_job_info(job_id)
             raise RayJobFailed(f"Ray job {job_id} for {spec.shard_id} ended {status}: {info.message}")
-        return _committed(spec, cfg, f"Ray job {job_id}")
+        return parse_result(client.get_job_logs(job_id).splitlines(), f"Ray job {job_id}")
 
 
 def launcher_for(ray_address: str | None) -> ShardLauncher:

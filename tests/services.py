@@ -319,3 +319,64 @@ class FlakyProxy:
         self.cut()
         if self.listener:
             self.listener.close()
+
+
+def pg_bin(name: str) -> str | None:
+    """A PostgreSQL server binary: Debian keeps them under /usr/lib/postgresql/<version>/bin."""
+    found = sorted(Path("/usr/lib/postgresql").glob(f"*/bin/{name}"))
+    return str(found[-1]) if found else shutil.which(name)
+
+
+@contextmanager
+def postgres(user: str = "curate", password: str = "pg-Secret-5e1d", database: str = "catalog") -> Iterator[dict]:
+    """A real PostgreSQL (Debian's ``postgresql``) on 127.0.0.1, its own cluster in a temp dir, with a
+    password-authenticated role owning ``database``; yields host, port, user, password, database.
+
+    initdb refuses to run as root, so as root the cluster runs as the package's ``postgres`` user.
+    Stopped with ``pg_ctl stop``, then by PID if anything is left.
+    """
+    initdb, pg_ctl, psql = pg_bin("initdb"), pg_bin("pg_ctl"), shutil.which("psql")
+    if not (initdb and pg_ctl and psql):
+        raise FileNotFoundError("PostgreSQL is not installed (scripts/install.sh installs Debian's postgresql as root)")
+    data = Path(tempfile.mkdtemp(prefix="pg-", dir="/tmp"))
+    as_user: list[str] = []
+    if os.getuid() == 0:
+        import pwd
+
+        pw = pwd.getpwnam("postgres")
+        os.chown(data, pw.pw_uid, pw.pw_gid)
+        as_user = ["runuser", "-u", "postgres", "--"]
+    port = free_port()
+    admin = "pgadmin"
+    subprocess.run(
+        [*as_user, initdb, "-D", str(data), "-U", admin, "--auth-local=trust", "--auth-host=scram-sha-256"],
+        check=True,
+        capture_output=True,
+        timeout=120,
+    )
+    opts = f"-p {port} -k {data} -c listen_addresses=127.0.0.1"
+    subprocess.run(
+        [*as_user, pg_ctl, "-D", str(data), "-o", opts, "-l", str(data / "server.log"), "-w", "start"],
+        check=True,
+        capture_output=True,
+        timeout=120,
+    )
+    try:
+        sql = f"CREATE ROLE {user} LOGIN PASSWORD '{password}'; CREATE DATABASE {database} OWNER {user};"
+        for stmt in sql.split("; "):
+            subprocess.run(
+                [psql, "-h", str(data), "-p", str(port), "-U", admin, "-d", "postgres", "-c", stmt.rstrip(";")],
+                check=True,
+                capture_output=True,
+                timeout=60,
+            )
+        yield {"host": "127.0.0.1", "port": port, "user": user, "password": password, "database": database}
+    finally:
+        with suppress(subprocess.SubprocessError, OSError):
+            subprocess.run(
+                [*as_user, pg_ctl, "-D", str(data), "-m", "fast", "-w", "stop"], capture_output=True, timeout=60
+            )
+        pid_file = data / "postmaster.pid"
+        if pid_file.exists():
+            stop_tree(int(pid_file.read_text().split()[0]))
+        shutil.rmtree(data, ignore_errors=True)

@@ -45,7 +45,7 @@ CV_COLUMNS = (
 REQUIRED_COLUMNS = ("client_id", "path", "sentence")
 INT_COLUMNS = ("up_votes", "down_votes")
 # What the reader adds to every row, besides the clip-list columns.
-ADDED_COLUMNS = ("duration_ms", "release", "split", "sentence_reported")
+ADDED_COLUMNS = ("duration_ms", "release", "split", "sentence_reported", "cv_status", "lists", "copies")
 KNOWN_SPLITS = ("validated", "train", "dev", "test", "other", "invalidated")
 NOT_CLIP_LISTS = frozenset(
     {"clip_durations", "reported", "validated_sentences", "unvalidated_sentences", "invalidated_sentences"}
@@ -92,14 +92,20 @@ def read_tsv(stream: IO[bytes], name: str) -> pa.Table:
     A row with the wrong number of fields (a stray tab) or a header with repeated names is an
     ``InputSchemaError`` that names the file and line, never a half-read table.
     """
-    if isinstance(stream, pa.NativeFile):
-        stream = io.BufferedReader(stream)  # pyarrow's streams have no readline
+    if isinstance(stream, pa.NativeFile) or not hasattr(stream, "peek"):
+        stream = io.BufferedReader(stream)  # pyarrow's streams have no readline or peek
     header_line = stream.readline()
     if not header_line.strip():
         raise InputSchemaError(f"{name}: empty file, expected a tab-separated header")
-    header = header_line.decode("utf-8").rstrip("\r\n").split("\t")
+    try:
+        header = header_line.decode("utf-8").rstrip("\r\n").split("\t")
+    except UnicodeDecodeError as exc:
+        raise InputSchemaError(f"{name}: line 1 is not UTF-8 ({exc.reason} at byte {exc.start})") from None
     if len(set(header)) != len(header) or any(not h for h in header):
         raise InputSchemaError(f"{name}: malformed header {header!r}")
+    if not stream.peek(1):
+        # A header and no rows: small locales' and deltas' other.tsv, invalidated.tsv, reported.tsv.
+        return pa.table({h: pa.array([], pa.string()) for h in header})
     bad: list[str] = []
 
     def on_invalid(row) -> str:
@@ -189,33 +195,71 @@ def reported_keys(table: pa.Table | None) -> tuple[frozenset[str], frozenset[str
     return frozenset(i for i in ids if i), frozenset(t for t in texts if t)
 
 
-def split_rows(
-    clips: pa.Table,
+# Which list decides a clip's status when a release lists it twice (it should not): the harshest.
+STATUS_LISTS = ("invalidated", "validated", "other")
+SPLIT_LISTS = ("train", "dev", "test")
+
+
+def release_view(
+    lists: dict[str, pa.Table],
     *,
     release: str,
-    split: str,
     durations: dict[str, int],
     reported: tuple[frozenset[str], frozenset[str]],
-    limit: int | None = None,
+    source: str,
 ) -> pa.Table:
-    """The split's rows as the pipeline reads them: ``id`` (the TSV's ``path``), the CV columns,
-    ``duration_ms`` (null where ``clip_durations.tsv`` lacks the clip; decode measures it),
-    ``release``, ``split`` and ``sentence_reported``."""
-    if limit is not None:
-        clips = clips.slice(0, limit)
-    n = clips.num_rows
-    paths = clips.column("path").to_pylist()
-    ids, texts = reported
-    sid = clips.column("sentence_id").to_pylist()
-    sentences = clips.column("sentence").to_pylist()
-    flagged = [bool((s and s in ids) or (t and t in texts)) for s, t in zip(sid, sentences, strict=True)]
-    out = clips.rename_columns(["id" if c == "path" else c for c in clips.column_names])
-    return (
-        out.append_column("duration_ms", pa.array([durations.get(p) for p in paths], pa.int64()))
-        .append_column("release", pa.array([release] * n, pa.string()))
-        .append_column("split", pa.array([split] * n, pa.string()))
-        .append_column("sentence_reported", pa.array(flagged, pa.bool_()))
+    """One row per clip that any clip list of one release names: ``id`` (the TSV's ``path``), the CV
+    columns, ``lists`` (every list naming it), ``copies`` (most times one list names it),
+    ``cv_status``, ``split``, ``duration_ms``, ``sentence_reported``, ``release`` and ``_source``."""
+    parts = []
+    for name, clips in lists.items():
+        if clips.num_rows:
+            parts.append(clips.append_column("_list", pa.array([name] * clips.num_rows, pa.string())))
+    if not parts:
+        return pa.table({"id": pa.array([], pa.string())})
+    rows = pa.concat_tables(parts, promote_options="permissive")
+    copies = (
+        rows.group_by(["path", "_list"])
+        .aggregate([("path", "count")])
+        .group_by("path")
+        .aggregate([("path_count", "max")])
     )
+    # Metadata from the list that decides the status; every list's name kept.
+    rank = {n: i for i, n in enumerate((*STATUS_LISTS, *SPLIT_LISTS))}
+    order = pa.array([rank.get(n, len(rank)) for n in rows.column("_list").to_pylist()], pa.int32())
+    rows = rows.append_column("_rank", order).sort_by([("path", "ascending"), ("_rank", "ascending")])
+    meta = [c for c in rows.column_names if c not in ("path", "_list", "_rank")]
+    view = rows.group_by("path", use_threads=False).aggregate([(c, "first") for c in meta] + [("_list", "list")])
+    names = {"path": "id", "_list_list": "lists"}
+    view = view.rename_columns([names.get(c, c.removesuffix("_first")) for c in view.column_names])
+    ids = view.column("id").to_pylist()
+    n_copies = dict(zip(copies.column("path").to_pylist(), copies.column("path_count_max").to_pylist(), strict=True))
+    lists_of = view.column("lists").to_pylist()
+    status = [next((s for s in STATUS_LISTS if s in ls), None) for ls in lists_of]
+    split = [next((s for s in SPLIT_LISTS if s in ls), None) for ls in lists_of]
+    rid, rtext = reported
+    flagged = [
+        bool((s and s in rid) or (t and t in rtext))
+        for s, t in zip(view.column("sentence_id").to_pylist(), view.column("sentence").to_pylist(), strict=True)
+    ]
+    n = view.num_rows
+    return (
+        view.append_column("copies", pa.array([n_copies[i] for i in ids], pa.int64()))
+        .append_column("cv_status", pa.array(status, pa.string()))
+        .append_column("split", pa.array(split, pa.string()))
+        .append_column("duration_ms", pa.array([durations.get(i) for i in ids], pa.int64()))
+        .append_column("sentence_reported", pa.array(flagged, pa.bool_()))
+        .append_column("release", pa.array([release] * n, pa.string()))
+        .append_column("_source", pa.array([source] * n, pa.string()))
+    )
+
+
+def parse_release(name: str) -> tuple[tuple[int, ...], bool, str] | None:
+    """(version, is delta, date) of ``cv-corpus-23.0-2025-09-05``, else None."""
+    m = _RELEASE_RE.match(name)
+    if not m:
+        return None
+    return tuple(int(x) for x in m["version"].split(".")), bool(m["delta"]), m["date"]
 
 
 # -------------------------------------------------------------------------------------- discovery
@@ -332,6 +376,8 @@ def read_tarball_tsvs(uri: str, wanted: set[str], storage: StorageConfig | None 
     try:
         for member in tar:
             parts = _member_parts(member.name)
+            if parts and seen and parts[2].startswith("clips/"):
+                break  # the TSVs came first and are all read: no need to decompress the clips
             if not parts or not member.isfile() or "/" in parts[2] or not parts[2].endswith(".tsv"):
                 continue
             stem = parts[2][: -len(".tsv")]
@@ -385,20 +431,18 @@ def _folder_tsv_names(fs: pafs.FileSystem, folder: str) -> list[str]:
     return sorted(e.base_name[:-4] for e in _children(fs, folder) if e.base_name.endswith(".tsv"))
 
 
-def load_split(
-    src: ReleaseSource, split: str, storage: StorageConfig | None = None, limit: int | None = None
-) -> pa.Table:
-    """The rows of ``split`` in one release, checked, before any clip is read.
+def load_release(src: ReleaseSource, split: str, storage: StorageConfig | None = None) -> pa.Table:
+    """Every clip the release lists, with its lists (``release_view``), before any clip is read.
 
-    ``InputSchemaError`` when the split's TSV is absent (naming the ones there), is not a clip list,
-    or is malformed.
+    ``InputSchemaError`` when the curated ``split``'s TSV is absent (naming the lists there), is not a
+    clip list, or when any TSV is malformed.
     """
     if split in NOT_CLIP_LISTS:
         raise InputSchemaError(f"{split}.tsv is not a clip list; pick one of {', '.join(KNOWN_SPLITS)}")
-    wanted = {split, "clip_durations", "reported"}
+    wanted = {*KNOWN_SPLITS, split, "clip_durations", "reported"}
     if src.form == "tarball":
         tsvs = read_tarball_tsvs(src.uri, wanted, storage)
-        available = tsvs["__tsvs__"].column("name").to_pylist()
+        available = tsvs.pop("__tsvs__").column("name").to_pylist()
     else:
         fs, folder = resolve_filesystem(src.uri, storage)
         tsvs = {s: t for s in wanted if (t := _folder_tsv(fs, folder, s, src.uri)) is not None}
@@ -409,13 +453,15 @@ def load_split(
         raise InputSchemaError(
             f"{src.uri}: this {kind} has no {split}.tsv; its clip lists are: {', '.join(lists) or 'none'}"
         )
-    where = f"{src.uri}:{split}.tsv"
-    clips = canonical_clip_table(tsvs[split], where)
-    return split_rows(
-        clips,
+    lists = {
+        name: canonical_clip_table(t, f"{src.uri}:{name}.tsv")
+        for name, t in tsvs.items()
+        if name not in ("clip_durations", "reported")
+    }
+    return release_view(
+        lists,
         release=src.release,
-        split=split,
         durations=durations_map(tsvs.get("clip_durations"), f"{src.uri}:clip_durations.tsv"),
         reported=reported_keys(tsvs.get("reported")),
-        limit=limit,
+        source=src.uri,
     )

@@ -35,6 +35,13 @@ def glob_regex(pattern: str) -> re.Pattern[str]:
     return re.compile("".join(out) + r"\Z")
 
 
+def s3_retry() -> pafs.S3RetryStrategy:
+    """Bounded S3 retries (exponential, capped at 20 s): an outage of a few seconds is survived, a dead
+    store fails in about a minute with the store's own error.  pyiceberg's FileIO builds its own S3
+    client and takes this by name (``s3.retry-strategy-impl``), so data files get the same."""
+    return pafs.AwsStandardS3RetryStrategy(max_attempts=12)
+
+
 def resolve_filesystem(uri: str, storage: StorageConfig | None = None) -> tuple[pafs.FileSystem, str]:
     """(filesystem, path inside it) for ``uri``.  S3 credentials come from the environment only."""
     storage = storage or StorageConfig()
@@ -49,9 +56,7 @@ def resolve_filesystem(uri: str, storage: StorageConfig | None = None) -> tuple[
             ep = urlparse(endpoint)
             kwargs.update(endpoint_override=ep.netloc or ep.path, scheme=ep.scheme or "https")
         kwargs = {k: v for k, v in kwargs.items() if v is not None}
-        # Bounded retries (exponential, capped at 20 s): an outage of a few seconds is survived,
-        # a dead store fails in about a minute with the store's own error.
-        kwargs["retry_strategy"] = pafs.AwsStandardS3RetryStrategy(max_attempts=12)
+        kwargs["retry_strategy"] = s3_retry()
         return pafs.S3FileSystem(**kwargs), path
     if uri.startswith("file://"):
         uri = uri[len("file://") :]

@@ -10,7 +10,7 @@ import pyarrow as pa
 import soundfile as sf
 import soxr
 
-from pipeline.columns import ARR, AUDIO, DURATION, ERROR, ID, READ_ERROR, STAGE
+from pipeline.columns import ARR, AUDIO, AUDIO_SHA, DURATION, ERROR, ID, READ_ERROR, STAGE
 from pipeline.config import AudioConfig
 
 # Peak amplitude under which a clip counts as silence (about -80 dBFS).
@@ -52,36 +52,20 @@ def decode_clip(data: bytes | None, cfg: AudioConfig) -> np.ndarray:
     return np.ascontiguousarray(mono, dtype=np.float32)
 
 
-MISSING_ID_PREFIX = "missing-id:"
-
-
-def fallback_id(data: bytes | None) -> str:
-    """A stable id for a row that came without one, so it can still be reported."""
-    return MISSING_ID_PREFIX + hashlib.sha1(data or b"").hexdigest()[:16]
-
-
-def decode_audio(batch: pa.Table, cfg: AudioConfig, duplicate_ids: frozenset[str] = frozenset()) -> pa.Table:
-    """Stage: add ``arr`` (16 kHz samples), ``duration_s``, and ``error``/``stage`` for failures.
-
-    Ids that occur more than once in the shard are quarantined, every copy: which copy is "first"
-    is not defined in a distributed stream, and keeping an arbitrary one would be silent loss.
-    """
+def decode_audio(batch: pa.Table, cfg: AudioConfig) -> pa.Table:
+    """Stage: add ``arr`` (16 kHz samples), ``duration_s``, the bytes' ``audio_sha256`` and ``audio_size``,
+    and ``error``/``stage`` for failures."""
     ids = batch.column(ID).to_pylist()
     blobs = batch.column(AUDIO).to_pylist()
     # Set by the release reader for a TSV row whose clip is not in the release.
     read_errors = batch.column(READ_ERROR).to_pylist() if READ_ERROR in batch.schema.names else [None] * len(ids)
-    arrs, durations, errors, stages = [], [], [], []
+    arrs, durations, errors, stages, shas, sizes = [], [], [], [], [], []
     for i, data in enumerate(blobs):
         err: str | None = None
         stage: str | None = "decode"
         arr = np.zeros(0, dtype=np.float32)
         if read_errors[i]:
             err, stage = read_errors[i], "read"
-        elif ids[i] is None or ids[i] == "":
-            ids[i] = fallback_id(data)
-            err = "missing id"
-        elif ids[i] in duplicate_ids:
-            err = "duplicate id within the shard (every copy quarantined)"
         else:
             try:
                 arr = decode_clip(data, cfg)
@@ -91,7 +75,8 @@ def decode_audio(batch: pa.Table, cfg: AudioConfig, duplicate_ids: frozenset[str
         durations.append(len(arr) / cfg.target_sample_rate)
         errors.append(err)
         stages.append(stage if err else None)
-    batch = batch.set_column(batch.schema.get_field_index(ID), ID, pa.array(ids, pa.string()))
+        shas.append(hashlib.sha256(data).hexdigest() if data else None)
+        sizes.append(len(data) if data is not None else None)
     if READ_ERROR in batch.schema.names:
         batch = batch.drop_columns([READ_ERROR])
     if "duration_ms" in batch.schema.names:
@@ -104,4 +89,6 @@ def decode_audio(batch: pa.Table, cfg: AudioConfig, duplicate_ids: frozenset[str
         .append_column(DURATION, pa.array(durations, pa.float64()))
         .append_column(ERROR, pa.array(errors, pa.string()))  # null: the row is healthy
         .append_column(STAGE, pa.array(stages, pa.string()))
+        .append_column(AUDIO_SHA, pa.array(shas, pa.string()))
+        .append_column("audio_size", pa.array(sizes, pa.int64()))
     )

@@ -106,10 +106,55 @@ class JudgeAtLeast:
         return (True, None) if value is not None and float(value) >= self.threshold else (False, self.code)
 
 
-def build_gates(cfg: CurationConfig) -> list[Gate]:
+# Common Voice's statuses, and the code a row gets when its status is not one the run keeps.
+CV_STATUS_CODES = {"invalidated": "cv_invalidated", "other": "cv_not_validated", "deleted": "cv_deleted"}
+
+
+def kept_statuses(split: str | None, configured: list[str] | None) -> frozenset[str]:
+    """The statuses a kept clip may have: configured, else what the curated split implies."""
+    if configured is not None:
+        return frozenset(configured)
+    implied = {"other": ("validated", "other"), "invalidated": ("validated", "other", "invalidated")}
+    return frozenset(implied.get(split or "validated", ("validated",)))
+
+
+@dataclass(frozen=True)
+class CvStatus:
+    """Common Voice's own verdict, as of the latest release listing the clip (null: not from a release)."""
+
+    allowed: frozenset[str]
+
+    @property
+    def code(self) -> str:
+        return "cv_status"
+
+    def __call__(self, row: Row) -> Verdict:
+        status = row.get("cv_status")
+        if status is None or status in self.allowed:
+            return True, None
+        return False, CV_STATUS_CODES.get(status, f"cv_{status}")
+
+
+@dataclass(frozen=True)
+class NotReported:
+    on: bool
+    code: str = "sentence_reported"
+
+    def __call__(self, row: Row) -> Verdict:
+        return (False, self.code) if self.on and row.get("sentence_reported") else (True, None)
+
+
+def metadata_gates(cfg: CurationConfig, split: str | None = None) -> list[Gate]:
+    """The gates that need no engine: Common Voice's status and reported sentences.  They decide a row
+    the engines never scored (a clip invalidated before anyone curated it)."""
+    return [CvStatus(kept_statuses(split, cfg.gates.keep_cv_status)), NotReported(cfg.gates.exclude_reported)]
+
+
+def build_gates(cfg: CurationConfig, split: str | None = None) -> list[Gate]:
     """Every gate the config turns on, in the order their reasons are listed."""
     g = cfg.gates
     gates: list[Gate] = [
+        *metadata_gates(cfg, split),
         Bound(WER, g.max_wer, "wer_above"),
         Bound(CER, g.max_cer, "cer_above"),
         NoSpeech(g.no_speech_prob, g.no_speech_logprob),

@@ -1,9 +1,12 @@
 """Test-only fault injection, loaded by every Python process that has this folder on PYTHONPATH.
 
-``CURATE_TEST_FAULT=SHARD_ID:N`` makes that shard's commit fail N times: after its data is staged,
-before anything is committed, which is the worst moment for exactly-once.  Attempts are counted with
-marker files in ``CURATE_TEST_FAULT_DIR``, because each attempt runs in a new process.  The product
-has no such switch; tests put this folder on the worker's PYTHONPATH to get one.
+- ``CURATE_TEST_FAULT=SHARD_ID:N`` makes that shard's commit fail N times: after its data files are
+  written, before the catalog takes the snapshot, the worst moment for exactly-once.  Attempts are
+  counted with marker files in ``CURATE_TEST_FAULT_DIR``, because each attempt runs in a new process.
+- ``CURATE_TEST_KILL_BEFORE_COMMIT=1`` SIGKILLs the writer at that same moment (after writing
+  ``killed-before-commit`` into ``CURATE_TEST_FAULT_DIR``), as an OOM killer or a node loss would.
+
+The product has no such switch; tests put this folder on the worker's PYTHONPATH to get one.
 """
 
 from __future__ import annotations
@@ -11,22 +14,29 @@ from __future__ import annotations
 import os
 
 _spec = os.environ.get("CURATE_TEST_FAULT", "")
+_kill = os.environ.get("CURATE_TEST_KILL_BEFORE_COMMIT") == "1"
 _dir = os.environ.get("CURATE_TEST_FAULT_DIR", "")
 
-if _spec and _dir:
-    import pipeline.io.commit as _commit
+if (_spec or _kill) and _dir:
+    import signal
+
+    import pipeline.table.commit as _commit
 
     _target, _, _times = _spec.partition(":")
-    _real_commit = _commit.commit
+    _real_upsert = _commit.upsert
 
-    def _faulty_commit(uri, run_id, manifest, storage=None):
-        shard = (manifest.shard or {}).get("shard_id")
-        if shard == _target:
-            os.makedirs(_dir, exist_ok=True)
-            done = len([f for f in os.listdir(_dir) if f.startswith(shard)])
+    def _faulty_upsert(load, files, ids, properties, units=(), shard=(0, 1), run_id=""):
+        os.makedirs(_dir, exist_ok=True)
+        if _kill:
+            with open(os.path.join(_dir, "killed-before-commit"), "w") as f:
+                f.write(f"{len(files)} data files written, not committed\n")
+            os.kill(os.getpid(), signal.SIGKILL)
+        shard_id = f"shard-{shard[0] + 1}-of-{shard[1]}"
+        if shard_id == _target:
+            done = len([f for f in os.listdir(_dir) if f.startswith(shard_id)])
             if done < int(_times or 1):
-                open(os.path.join(_dir, f"{shard}.{done + 1}"), "w").close()
-                raise RuntimeError(f"injected fault in {shard} on attempt {done + 1}, after staging, before commit")
-        return _real_commit(uri, run_id, manifest, storage)
+                open(os.path.join(_dir, f"{shard_id}.{done + 1}"), "w").close()
+                raise RuntimeError(f"injected fault in {shard_id} on attempt {done + 1}, after writing, before commit")
+        return _real_upsert(load, files, ids, properties, units, shard, run_id)
 
-    _commit.commit = _faulty_commit
+    _commit.upsert = _faulty_upsert

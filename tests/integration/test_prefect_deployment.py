@@ -20,8 +20,6 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
-import pyarrow.dataset as pads
-import pyarrow.parquet as pq
 import pytest
 from prefect import get_client
 from prefect.client.schemas.filters import (
@@ -39,6 +37,7 @@ from pipeline.shards import plan_shards
 from tests.conftest import REPO
 from tests.integration.conftest import split_sample
 from tests.services import VENV_BIN, background, prefect_server
+from tests.table import rows, summaries, tables
 
 pytestmark = pytest.mark.slow
 
@@ -103,8 +102,7 @@ def nightly(tmp_path_factory, sample_table):
     src = tmp / "cv" / "validated"
     split_sample(sample_table, src, parts=2)
     out = tmp / "curated"
-    specs = plan_shards([str(p) for p in sorted(src.glob("*.parquet"))], str(out), "common-voice", "validated")
-    assert len(specs) == 2
+    specs = plan_shards([str(src)], str(out), "validated", 2)
 
     with prefect_server(tmp) as api, temporary_settings({PREFECT_API_URL: api}):
         env = {
@@ -113,7 +111,7 @@ def nightly(tmp_path_factory, sample_table):
             "HF_HUB_OFFLINE": "1",
             "PREFECT_WORKER_QUERY_SECONDS": "2",
             # Test-only fault injection (tests/fault_injection/sitecustomize.py), in every process the
-            # worker starts: the second shard's first commit fails after its data is staged.
+            # worker starts: the second shard's first commit fails after its data files are written.
             "PYTHONPATH": os.pathsep.join(
                 [str(REPO / "tests" / "fault_injection"), *filter(None, [os.environ.get("PYTHONPATH")])]
             ),
@@ -132,6 +130,8 @@ def nightly(tmp_path_factory, sample_table):
                 str(out),
                 "--limit",
                 "5",
+                "--num-shards",
+                "2",
                 "--cron",
                 f"{due.minute} {due.hour} * * *",
                 "--timezone",
@@ -147,29 +147,26 @@ def nightly(tmp_path_factory, sample_table):
         manual = _sync(lambda c: c.create_flow_run_from_deployment(dep.id, parameters={"limit": 2}))
         worker_log = tmp / "worker.log"
         worker_cmd = [str(VENV_BIN / "prefect"), "worker", "start", "--pool", "audio-curation"]
+        OUT[:] = [out]
         with background(worker_cmd, env, worker_log):
             yield Nightly(api, out, specs, dep, due, manual, worker_log)
 
 
-def _outcome(specs) -> str:
-    """The run's outcome as its state message must say it, from the committed manifests."""
+def _outcome(flow_run_id) -> str:
+    """The run's outcome as its state message must say it, from its shards' snapshots."""
     c = {"in": 0, "kept": 0, "rejected": 0, "quarantined": 0}
-    for spec in specs:
-        for k, v in json.loads((Path(spec.output) / "manifest.json").read_text())["counts"].items():
+    for snap in summaries_of(flow_run_id):
+        for k, v in json.loads(snap["curate.counts"]).items():
             c[k] += v
     return f"{c['kept']}/{c['in']} kept, {c['rejected']} rejected, {c['quarantined']} quarantined"
 
 
-def _committed_ids(specs) -> list[str]:
-    ids = []
-    for spec in specs:
-        root = Path(spec.output)
-        assert (root / "manifest.json").exists() and not (root / "_staging").exists()
-        manifest = json.loads((root / "manifest.json").read_text())
-        for f in manifest["files"]:
-            if f["kind"] in ("scores", "quarantine"):
-                ids += pq.read_table(root / f["path"]).column("id").to_pylist()
-    return ids
+OUT: list[Path] = []
+
+
+def summaries_of(flow_run_id) -> list[dict]:
+    """The snapshots a flow run's shards committed (their run ids start with the flow run's)."""
+    return [s for s in summaries(OUT[0]) if s.get("curate.run-id", "").startswith(str(flow_run_id)[:8])]
 
 
 def test_a_custom_run_from_the_ui_retries_a_failed_shard_and_publishes_artifacts(nightly):
@@ -198,33 +195,37 @@ def test_a_custom_run_from_the_ui_retries_a_failed_shard_and_publishes_artifacts
     assert runs == {f"curate-validated-{specs[0].shard_id}": 1, f"curate-validated-{specs[1].shard_id}": 2}
     assert "injected fault" in worker_log
 
-    # Every id exactly once, no staging left, each shard committed once.
-    ids = _committed_ids(specs)
-    assert len(ids) == 4 and len(set(ids)) == 4
-    assert final.state.message == _outcome(specs)
+    # Every id exactly once in the table; one snapshot per shard, the faulted one's only from its retry.
+    got = rows(out)
+    assert len(got) == 4
+    snaps = summaries_of(run.id)
+    assert sorted(s["curate.shard"] for s in snaps) == ["0/2", "1/2"]
+    assert final.state.message == _outcome(run.id)
 
     by_key = {a.key: a for a in artifacts}
     files = by_key["common-voice-validated-files"]
     table = files.data if isinstance(files.data, list) else json.loads(files.data)
-    on_disk = {str(p.relative_to(out)) for spec in specs for p in Path(spec.output).glob("*/*.parquet")}
-    manifests = {str(Path(spec.output, "manifest.json").relative_to(out)) for spec in specs}
-    listed = {f"{r['shard']}/{r['file']}" for r in table}  # short paths, under output_root
-    assert {p for p in listed if not p.endswith("manifest.json")} == on_disk
-    assert {p for p in listed if p.endswith("manifest.json")} == manifests
-    for r in table:
-        if r["kind"] != "manifest":
-            assert r["rows"] == pq.read_metadata(out / r["shard"] / r["file"]).num_rows
-            assert r["size"].endswith(("B", "KB", "MB"))
+    clips, _ = tables(out)
+    added = {
+        f.file_path
+        for s in clips.snapshots()
+        if s.snapshot_id in {x["_id"] for x in snaps}
+        for m in s.manifests(clips.io)
+        for e in m.fetch_manifest_entry(clips.io)
+        if e.snapshot_id == s.snapshot_id and e.status.name == "ADDED"
+        for f in [e.data_file]
+    }
+    assert {r["file"] for r in table} == added  # the output file list is what the snapshots added
+    assert sum(r["rows"] for r in table) == 4
 
-    scores = [
-        s for spec in specs for s in pads.dataset(Path(spec.output) / "scores").to_table().column("score").to_pylist()
-    ]
+    scores = [r["score"] for r in got.values() if r["score"] is not None]
     want = {k: scores.count(k) for k in range(1, 6)}
     histogram = by_key["common-voice-validated-histogram"].data
     assert _histogram_from_markdown(histogram) == want
     assert "WER against the prompted sentence" in histogram and "Why rows were not kept" in histogram
     summary = by_key["common-voice-validated-summary"].data
     assert "| clips in | 4 |" in summary and str(out) in summary and "`score` ≥ 3.0" in summary
+    assert "`curate.en_clips` @" in summary
     assert by_key["common-voice-validated-progress"].data == 100.0
 
 
@@ -256,10 +257,15 @@ def test_the_schedule_fires_by_itself_and_the_night_completes(nightly):
     assert final.state.is_completed(), nightly.worker_log.read_text()[-6000:]
     assert final.auto_scheduled and final.start_time >= due
     assert final.name == f"validated-common-voice-{due:%Y-%m-%d}"
-    # Its shards ran with the deployment's own parameters (limit 5 each) and are committed.
-    ids = _committed_ids(nightly.specs)
-    assert len(ids) == 10 and len(set(ids)) == 10
-    assert final.state.message == _outcome(nightly.specs)
+    # Its shards ran with the deployment's own parameters (limit 5 each) and are committed: the clips the
+    # custom run scored already were not scored again.
+    assert len(rows(nightly.out)) == 10
+    snaps = summaries_of(final.id)
+    assert sum(int(s["curate.engine-rows"]) for s in snaps) == 6
+    assert final.state.message == _outcome(final.id)
+    assert all(s["curate.run-id"] for s in snaps) and {
+        t for t in tables(nightly.out)[0].refs() if t.startswith("nightly-")
+    }
     # The nights after it are still upcoming.
     later = [r for r in _deployment_runs(dep.id) if r.auto_scheduled and r.state.is_scheduled()]
     assert (

@@ -14,6 +14,7 @@ from prefect.utilities.asyncutils import run_coro_as_sync
 from flows.curation import curate_dataset
 from tests.integration.conftest import split_sample
 from tests.services import ray_head
+from tests.table import rows, summaries
 
 pytestmark = pytest.mark.slow
 
@@ -25,7 +26,7 @@ def test_flow_submits_shards_as_ray_jobs(tmp_path, sample_table, monkeypatch):
     split_sample(sample_table, src, parts=1, rows_each=6)
     out = tmp_path / "out"
     with ray_head() as head:
-        # Forwarded into the job's runtime env: it must still appear in no log, artifact or manifest.
+        # In the worker's environment: it must still appear in no log, artifact, snapshot or job table.
         monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", SECRET)
         state = curate_dataset(
             source=str(src),
@@ -49,10 +50,10 @@ def test_flow_submits_shards_as_ray_jobs(tmp_path, sample_table, monkeypatch):
         assert SECRET not in job_table
 
     assert result["counts"]["in"] == 3
-    (manifest_path,) = list(out.glob("common-voice/dev/*/manifest.json"))
-    manifest = json.loads(manifest_path.read_text())
-    assert manifest["counts"]["in"] == 3
-    assert all((manifest_path.parent / f["path"]).exists() for f in manifest["files"])
+    got = rows(out)
+    assert len(got) == 3
+    snapshot_props = json.dumps(summaries(out))
+    assert "ray job" not in snapshot_props and result["tables"][0]["snapshot"] == summaries(out)[-1]["_id"]
 
     async def logs_and_artifacts():
         async with get_client() as client:
@@ -74,12 +75,11 @@ def test_flow_submits_shards_as_ray_jobs(tmp_path, sample_table, monkeypatch):
         if any(m.startswith("[ray job") and "committed" in m for m in messages) or time.time() > deadline:
             break
         time.sleep(3)
-    everything = "\n".join(messages) + job_logs + manifest_path.read_text()
+    everything = "\n".join(messages) + job_logs + snapshot_props
     everything += "".join(json.dumps(a.data, default=str) + (a.description or "") for a in artifacts)
     assert SECRET not in everything
     # The job's own output was streamed into the Prefect run's logs.
     assert any(m.startswith("[ray job") and "committed" in m for m in messages), messages[-20:]
-    assert Path(manifest_path).parent.name.startswith("shard-00000-")
 
 
 def test_a_job_the_cluster_cannot_place_times_out_and_is_stopped(tmp_path, sample_table):
@@ -95,7 +95,7 @@ def test_a_job_the_cluster_cannot_place_times_out_and_is_stopped(tmp_path, sampl
 
     src = tmp_path / "in"
     (path,) = split_sample(sample_table, src, parts=1, rows_each=2)
-    (spec,) = plan_shards([str(path)], str(tmp_path / "out"), "cv", "dev")
+    (spec,) = plan_shards([str(path)], str(tmp_path / "out"), "dev")
     cfg = build_config(overrides=["ray_job.entrypoint_num_cpus=64", "ray_job.start_timeout_s=8"])
     # Ray's own job manager gives up on a job it cannot place after RAY_JOB_START_TIMEOUT_SECONDS
     # (15 min by default): a queued stop cannot reach a job that never started.  The README says to
@@ -103,7 +103,7 @@ def test_a_job_the_cluster_cannot_place_times_out_and_is_stopped(tmp_path, sampl
     with ray_head(num_cpus=2, env_extra={"RAY_JOB_START_TIMEOUT_SECONDS": "20"}) as head:
         t0 = time.time()
         with pytest.raises(JobTimedOut, match=r"still PENDING after 8 s \(ray_job.start_timeout_s\)"):
-            RayJobLauncher(head["dashboard"], poll_s=1).launch(spec, cfg, logging.getLogger("test"))
+            RayJobLauncher(head["dashboard"], poll_s=1).launch(spec, cfg, logging.getLogger("test"), run_id="r")
         assert time.time() - t0 < 60
         client = JobSubmissionClient(head["dashboard"])
         (job,) = [j for j in client.list_jobs() if (j.metadata or {}).get("shard") == spec.shard_id]
@@ -111,4 +111,4 @@ def test_a_job_the_cluster_cannot_place_times_out_and_is_stopped(tmp_path, sampl
         while not client.get_job_status(job.submission_id).is_terminal() and time.time() < deadline:
             time.sleep(2)
         assert client.get_job_status(job.submission_id) in (JobStatus.STOPPED, JobStatus.FAILED)
-    assert not (Path(spec.output) / "manifest.json").exists()
+    assert not (Path(spec.output) / "warehouse").exists()  # nothing committed, nothing written

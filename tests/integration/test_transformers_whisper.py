@@ -13,8 +13,7 @@ import pytest
 import ray
 
 from pipeline.config import build_config
-from pipeline.dag import add_transcription_stages, read_clips
-from pipeline.io.inputs import open_inputs
+from pipeline.dag import add_transcription_stages
 from pipeline.stages.decode import decode_audio
 from tests.conftest import encode, tone
 
@@ -80,7 +79,7 @@ def test_transformers_backend_matches_direct_generate(tmp_path, tiny_whisper, ra
             "transcriber.batch_size=2",
         ]
     )
-    ds = read_clips(open_inputs([str(src)], cfg.storage), cfg)
+    ds = ray.data.read_parquet(str(src))
     ds = ds.map_batches(lambda b: decode_audio(b, cfg.audio), batch_format="pyarrow")
     ds = add_transcription_stages(ds, cfg, tiny_whisper)
     got = {r["id"]: r for r in ds.take_all()}
@@ -125,7 +124,7 @@ def test_transformers_backend_with_real_tiny_en_weights(tmp_path, ray_local, sam
     )
     model = resolve_model(cfg.transcriber.model)
     assert "converted to transformers" in model.revision
-    ds = read_clips(open_inputs([str(src)], cfg.storage), cfg)
+    ds = ray.data.read_parquet(str(src))
     ds = ds.map_batches(lambda b: decode_audio(b, cfg.audio), batch_format="pyarrow")
     got = add_transcription_stages(ds, cfg, model.path).take_all()
     refs = dict(zip(rows.column("id").to_pylist(), rows.column("sentence").to_pylist(), strict=True))

@@ -46,7 +46,7 @@ def test_unreachable_ray_cluster_is_a_clear_failure(tmp_path):
     from tests.services import free_port
 
     pq.write_table(pa.table({"id": ["a"], "audio_bytes": [b"x"]}), tmp_path / "in.parquet")
-    (spec,) = plan_shards([str(tmp_path / "in.parquet")], str(tmp_path / "out"), "cv", "dev")
+    (spec,) = plan_shards([str(tmp_path / "in.parquet")], str(tmp_path / "out"), "dev")
     import logging
 
     from tasks.launchers import RayJobLauncher, launcher_for
@@ -54,7 +54,7 @@ def test_unreachable_ray_cluster_is_a_clear_failure(tmp_path):
     address = f"http://127.0.0.1:{free_port()}"
     assert launcher_for(address) == RayJobLauncher(address)
     with pytest.raises(ConnectionError, match=re.escape(address)):
-        RayJobLauncher(address).launch(spec, build_config(), logging.getLogger("test"))
+        RayJobLauncher(address).launch(spec, build_config(), logging.getLogger("test"), run_id="r")
 
 
 def test_no_pickle_or_eval_of_input_data():

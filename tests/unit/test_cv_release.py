@@ -6,6 +6,7 @@ Fixtures are real releases built by ``scripts/make_cv_release.py`` (real MP3s, C
 from __future__ import annotations
 
 import io
+import json
 
 import pyarrow as pa
 import pytest
@@ -17,18 +18,24 @@ from pipeline.io.cv_release import (
     MISSING_CLIP,
     canonical_clip_table,
     discover_releases,
-    load_split,
+    load_release,
     parse_tarball_name,
     read_tsv,
 )
 from pipeline.io.inputs import ACCEPTED_FORMS, ParquetInputs, ReleaseInputs, open_inputs
 from pipeline.io.schema import InputSchemaError
-from pipeline.shards import plan_release_shards
 from pipeline.stages.decode import decode_clip
 from scripts.make_cv_release import QUOTED_SENTENCE, build_release
 from tests.conftest import SAMPLE
 
 ST = StorageConfig()
+
+
+def view_of(path, split="validated"):
+    """What a run reads of a release before any clip: its latest view (one release here)."""
+    inputs = open_inputs([str(path)], ST, split=split)
+    (locale,) = inputs.locales()
+    return inputs, inputs.view(locale, inputs.units(locale))
 
 
 def test_tsv_keeps_quotes_verbatim_and_every_column_a_string():
@@ -75,27 +82,41 @@ def test_tarball_names():
 
 
 @pytest.mark.parametrize("form", ["tarball-tsv-last", "tarball-tsv-first", "folder"])
-def test_split_rows_carry_the_cv_columns(tmp_path, form):
+def test_the_view_carries_the_cv_columns_and_every_list(tmp_path, form):
     r = build_release(tmp_path, clips=6, folder=form == "folder", tsv_first=form == "tarball-tsv-first")
     (src,) = discover_releases(str(tmp_path))
     assert (src.release, src.locale, src.form) == ("cv-corpus-23.0-2025-09-05", "en", form.split("-")[0])
-    t = load_split(src, "validated", ST)
-    assert t.column("id").to_pylist() == [row["path"] for row in r.rows]  # the TSV's path, unchanged
-    rows = t.to_pylist()
-    assert rows[1]["sentence"] == QUOTED_SENTENCE
-    assert rows[0]["sentence_reported"] is True and not any(x["sentence_reported"] for x in rows[1:])
-    assert {x["release"] for x in rows} == {"cv-corpus-23.0-2025-09-05"} and {x["split"] for x in rows} == {"validated"}
+    t = load_release(src, "validated", ST).sort_by("id")
+    assert t.column("id").to_pylist() == sorted(row["path"] for row in r.rows)  # the TSV's path, unchanged
+    rows = {x["id"]: x for x in t.to_pylist()}
+    first, second = (rows[r.rows[i]["path"]] for i in (0, 1))
+    assert second["sentence"] == QUOTED_SENTENCE
+    assert first["sentence_reported"] is True and sum(x["sentence_reported"] for x in rows.values()) == 1
+    assert {x["release"] for x in rows.values()} == {"cv-corpus-23.0-2025-09-05"}
+    assert {x["cv_status"] for x in rows.values()} == {"validated"}
+    assert first["lists"] == ["validated", "train"] and first["split"] == "train"
     # clip_durations.tsv has every clip with audio; the missing and the corrupt one are measured later.
-    assert all(x["duration_ms"] > 1000 for x in rows[:4]) and rows[-1]["duration_ms"] is None
-    assert load_split(src, "train", ST, limit=2).num_rows == 2
+    assert first["duration_ms"] > 1000 and rows[r.missing]["duration_ms"] is None
+    inputs, view = view_of(r.path, "train")
+    assert sum(inputs.selected(x) for x in view.to_pylist()) == 3  # train.tsv holds half of them
+    assert json.loads(view.to_pylist()[0]["releases_json"])[0]["release"] == "cv-corpus-23.0-2025-09-05"
 
 
 def test_old_schema_release_loads(tmp_path):
     build_release(tmp_path, clips=4, old_schema=True, version="16.1", date="2023-12-06")
     (src,) = discover_releases(str(tmp_path))
-    t = load_split(src, "validated", ST)
-    assert t.column("accents").to_pylist()[1] == "United States English" or t.column("accents").to_pylist()[1] == "us"
+    t = load_release(src, "validated", ST).sort_by("id")
+    assert set(t.column("accents").to_pylist()) <= {"us", "United States English", ""}
     assert t.column("sentence_id").null_count == t.num_rows
+
+
+def test_header_only_tsvs_are_empty_lists(tmp_path):
+    """Small locales' and deltas' other.tsv, invalidated.tsv and reported.tsv hold only a header."""
+    r = build_release(tmp_path, clips=4, folder=True)
+    for name in ("other", "invalidated", "reported", "test"):
+        (r.path / f"{name}.tsv").write_text((r.path / f"{name}.tsv").read_text().splitlines()[0] + "\n")
+    _, view = view_of(r.path)
+    assert view.num_rows == 4 and not any(view.column("sentence_reported").to_pylist())
 
 
 def test_a_delta_has_no_train_and_says_which_lists_it_has(tmp_path):
@@ -103,24 +124,27 @@ def test_a_delta_has_no_train_and_says_which_lists_it_has(tmp_path):
     (src,) = discover_releases(str(tmp_path))
     assert src.delta
     with pytest.raises(InputSchemaError, match=r"delta release has no train\.tsv; its clip lists are: .*validated"):
-        load_split(src, "train", ST)
+        load_release(src, "train", ST)
 
 
-def test_a_malformed_tsv_inside_a_tarball_is_refused_before_any_clip(tmp_path):
+def test_a_malformed_or_non_utf8_tsv_is_refused_naming_file_and_line(tmp_path):
     r = build_release(tmp_path, clips=4, folder=True)
     (r.path / "validated.tsv").write_text("client_id\tpath\tsentence\nc\ta.mp3\thello\tstray\n")
     with pytest.raises(InputSchemaError, match=r"validated\.tsv: line 2"):
-        open_inputs([str(r.path)], ST)
+        view_of(r.path)
+    (r.path / "validated.tsv").write_bytes(b"client_id\tpa\xfft\tsentence\n")
+    with pytest.raises(InputSchemaError, match=r"validated\.tsv: line 1 is not UTF-8"):
+        view_of(r.path)
 
 
 @pytest.mark.parametrize("folder", [False, True])
 def test_every_row_comes_out_once_and_a_missing_clip_says_so(tmp_path, folder):
     r = build_release(tmp_path, clips=7, folder=folder)
-    inputs = open_inputs([str(r.path)], ST)
-    assert isinstance(inputs, ReleaseInputs) and inputs.total_rows == 7
-    (src,), (table,) = inputs.releases, inputs.tables
+    inputs, view = view_of(r.path)
+    assert isinstance(inputs, ReleaseInputs) and view.num_rows == 7
+    (src,) = inputs.releases
     read = read_folder_chunk if folder else read_tarball
-    out = pa.concat_tables(list(read(src.uri, table, ST, 2)))
+    out = pa.concat_tables(list(read(src.uri, view, ST, 2)))
     assert sorted(out.column("id").to_pylist()) == sorted(row["path"] for row in r.rows)
     by_id = {row["id"]: row for row in out.to_pylist()}
     assert by_id[r.missing]["read_error"] == MISSING_CLIP and by_id[r.missing]["audio_bytes"] is None
@@ -129,20 +153,21 @@ def test_every_row_comes_out_once_and_a_missing_clip_says_so(tmp_path, folder):
     assert all(decode_clip(row["audio_bytes"], AudioConfig()).size > 16_000 for row in good)
 
 
-def test_a_root_holding_full_and_delta_releases_plans_one_shard_each(tmp_path):
-    build_release(tmp_path, clips=4)  # full, tarball
-    build_release(tmp_path / "x", clips=4, folder=True)  # the same release extracted: curated once
-    build_release(tmp_path, clips=4, delta=True, version="24.0", date="2025-12-05", folder=True, start_id=42_000_000)
-    found = discover_releases(str(tmp_path))
-    assert len(found) == 3
-    specs, skipped = plan_release_shards(found, "OUT", "validated")
-    assert [s.output.rsplit("/", 1)[0] for s in specs] == [
-        "OUT/cv-corpus-23.0-2025-09-05/en/validated",
-        "OUT/cv-corpus-24.0-delta-2025-12-05/en/validated",
-    ]
-    assert specs[0].files[0].endswith("x/cv-corpus-23.0-2025-09-05/en")  # the folder wins over the tarball
-    specs, skipped = plan_release_shards(found, "OUT", "train")
-    assert len(specs) == 1 and skipped == ["cv-corpus-24.0-delta-2025-12-05/en has no train.tsv"]
+def test_cumulative_releases_give_one_row_per_clip_with_the_newest_word_and_the_history(tmp_path):
+    """Full N, then full N+1 listing N's clips again: one row each, N+1's status and split, both in the
+    history.  A tarball and its extracted copy are one release, read once (from the folder)."""
+    build_release(tmp_path, clips=4, version="22.0", date="2025-06-20")
+    build_release(tmp_path / "x", clips=4, version="22.0", date="2025-06-20", folder=True)
+    build_release(tmp_path, clips=6, version="23.0", date="2025-09-05")
+    inputs = open_inputs([str(tmp_path)], ST)
+    assert len(inputs.releases) == 2 and "again" in inputs.notes[0]
+    assert inputs.releases[0].form == "tarball" or inputs.releases[1].form == "folder"
+    view = {x["id"]: x for x in inputs.view("en", inputs.units("en")).to_pylist()}
+    assert len(view) == 6
+    old = view["common_voice_en_41000000.mp3"]
+    assert old["first_release"] == "cv-corpus-22.0-2025-06-20" and old["last_release"] == "cv-corpus-23.0-2025-09-05"
+    assert [e["release"] for e in json.loads(old["releases_json"])] == [old["first_release"], old["last_release"]]
+    assert old["_source"].endswith("cv-corpus-23.0-2025-09-05-en.tar.gz")  # audio from the newest release
 
 
 def test_input_forms(tmp_path):
@@ -163,4 +188,4 @@ def test_input_forms(tmp_path):
     broken = tmp_path / "cv-corpus-23.0-2025-09-05-fr.tar.gz"
     broken.write_bytes(r.path.read_bytes()[:5000])
     with pytest.raises(InputSchemaError, match=r"broken tar archive|not a readable tar"):
-        open_inputs([str(broken)], ST)
+        view_of(broken)

@@ -97,14 +97,36 @@ def test_input_without_sentence_flows_through_every_contract():
     from pipeline.columns import AUDIO, ID, check_stages
     from pipeline.dag import stage_columns
     from pipeline.io.schema import inspect_schema
-    from pipeline.io.sink import output_schemas
+    from pipeline.table.schema import clips_schema, conform
 
     schema = pa.schema([(ID, pa.string()), (AUDIO, pa.binary()), ("age", pa.string())])
     layout = inspect_schema(schema)
     assert not layout.has_sentence and layout.passthrough == ("age",)
     check_stages(schema.names, stage_columns(build_config()))
-    schemas = output_schemas(schema, layout.passthrough, layout.has_sentence, keep_audio=True)
-    assert "sentence" not in schemas["curated"].names and "sentence" not in schemas["scores"].names
     row = {k: v for k, v in GOOD.items() if k != "sentence"}
-    out = apply_gates(pa.Table.from_pylist([row]), build_gates(build_config())).to_pylist()[0]
+    gated = apply_gates(pa.Table.from_pylist([row]), build_gates(build_config()))
+    out = gated.to_pylist()[0]
     assert out["wer"] is None and out["cer"] is None and out["kept"] is True
+    # The table takes the row with a null sentence and the input's own column.
+    stored = conform(
+        gated.append_column("age", pa.array(["thirties"])), clips_schema(pa.schema([("age", pa.string())]))
+    )
+    assert stored.column("sentence").to_pylist() == [None] and stored.column("age").to_pylist() == ["thirties"]
+
+
+def test_common_voice_status_and_reported_sentences_gate_with_their_codes():
+    from pipeline.stages.gates import kept_statuses
+
+    gates = build_gates(build_config(), "validated")
+    assert judge_gates({**GOOD, "cv_status": "validated"}, gates) == []
+    assert judge_gates({**GOOD, "cv_status": None}, gates) == []  # not from a release: nothing to judge by
+    assert judge_gates({**GOOD, "cv_status": "invalidated"}, gates) == ["cv_invalidated"]
+    assert judge_gates({**GOOD, "cv_status": "other"}, gates) == ["cv_not_validated"]
+    assert judge_gates({**GOOD, "cv_status": "deleted"}, gates) == ["cv_deleted"]
+    assert judge_gates({**GOOD, "sentence_reported": True}, gates) == ["sentence_reported"]
+    lenient = build_gates(build_config(overrides=["gates.exclude_reported=false"]), "validated")
+    assert judge_gates({**GOOD, "sentence_reported": True}, lenient) == []
+    # Curating other.tsv keeps other clips; a configured list wins.
+    assert kept_statuses("other", None) == {"validated", "other"}
+    assert kept_statuses("train", None) == {"validated"}
+    assert kept_statuses("train", ["validated", "other"]) == {"validated", "other"}

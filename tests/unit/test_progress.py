@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pipeline.progress import ConsoleProgress, render_summary, stage_line, track
+from pipeline.progress import ConsoleProgress, render_result, stage_line, track
 
 
 def test_stage_lines_say_done_rate_and_eta():
@@ -54,17 +54,20 @@ def test_lines_without_a_terminal_are_periodic_and_timestamped():
     assert "\\x1b" not in out.getvalue()
 
 
-def test_summary_table():
-    text = render_summary(
-        {"in": 10, "kept": 6, "rejected": 3, "quarantined": 1},
-        {"wer_above": 2, "too_short": 1},
-        {"read": 1},
-        95.0,
-        82.0,
-        "/out",
-    )
-    assert "kept         6 (60%)" in text and "  wer_above  2" in text and "at read" in text
-    assert "audio        95 s" in text and "output       /out" in text
+def test_summary_names_the_table_what_changed_and_how_to_open_it():
+    from tests.unit.test_report import _result
+
+    result = _result("r1", 6, {"wer_above": 2, "too_short": 1})
+    result.locales[0].changes = {"engine_rows": 10, "added": 10, "redecided": 0}
+    result.locales[0].table_rows, result.locales[0].table_kept = 10, 6
+    text = render_result(result, log="/out/_logs/x.log")
+    assert "curate.en_clips  (snapshot 42, tag nightly-2026-12-01)" in text
+    assert "10 clip(s) through the engines; 10 added" in text
+    assert "kept         6 (60%)" in text and "    wer_above  2" in text and "at read" in text
+    assert "table now    10 clips, 6 kept" in text and "log        /out/_logs/x.log" in text
+    assert "python -m pipeline.table.open /out --locale en" in text and "--format hf --to /out-hf" in text
+    result.locales[0].nothing_to_do = True
+    assert "every input is already applied" in render_result(result)
 
 
 def test_a_failure_names_the_stage_and_the_engines_own_cause(tmp_path):

@@ -1,3 +1,5 @@
+import hashlib
+
 import numpy as np
 import pyarrow as pa
 import pytest
@@ -87,27 +89,22 @@ def test_oversized_payload_is_rejected_before_decoding():
         decode_clip(b"\x00" * 2048, AudioConfig(max_clip_bytes=1024))
 
 
-def test_decode_stage_marks_errors_and_missing_ids():
+def test_decode_stage_marks_errors_and_keys_the_audio():
     good = encode(tone(0.5, 48_000), 48_000)
-    batch = pa.table({"id": ["a", None, "c"], "audio_bytes": [good, good, b"junk"]})
+    batch = pa.table({"id": ["a", "b", "c"], "audio_bytes": [good, good, b"junk"]})
     out = decode_audio(batch, CFG)
-    assert out.column("error").to_pylist()[0] is None
-    assert out.column("error").to_pylist()[1] == "missing id"
-    assert out.column("id").to_pylist()[1].startswith("missing-id:")
+    assert out.column("error").to_pylist()[:2] == [None, None]
     assert "cannot decode" in out.column("error").to_pylist()[2]
-    assert out.column("stage").to_pylist() == [None, "decode", "decode"]
+    assert out.column("stage").to_pylist() == [None, None, "decode"]
     assert out.column("duration_s").to_pylist()[0] == pytest.approx(0.5, abs=0.01)
+    # The bytes' sha256 keys the audio table: the same bytes, the same key.
+    shas = out.column("audio_sha256").to_pylist()
+    assert shas[0] == shas[1] == hashlib.sha256(good).hexdigest() and out.column("audio_size").to_pylist()[0] == len(
+        good
+    )
 
 
-def test_duplicate_ids_are_quarantined_every_copy():
-    good = encode(tone(0.5, 16_000), 16_000)
-    batch = pa.table({"id": ["a", "dup", "dup"], "audio_bytes": [good, good, good]})
-    out = decode_audio(batch, CFG, duplicate_ids=frozenset({"dup"}))
-    errors = out.column("error").to_pylist()
-    assert errors[0] is None and all(e.startswith("duplicate id") for e in errors[1:])
-
-
-def test_find_duplicate_ids_spans_the_shards_files(tmp_path):
+def test_duplicate_and_missing_ids_across_a_runs_files_are_held_before_any_engine(tmp_path):
     from pipeline.config import StorageConfig
     from pipeline.io.inputs import ParquetInputs
     from tests.conftest import write_parquet
@@ -115,4 +112,7 @@ def test_find_duplicate_ids_spans_the_shards_files(tmp_path):
     rows = [{"id": "x", "audio_bytes": b"a"}, {"id": "y", "audio_bytes": b"b"}]
     a = write_parquet(rows, tmp_path / "a.parquet")
     b = write_parquet([{"id": "y", "audio_bytes": b""}, {"id": None, "audio_bytes": b""}], tmp_path / "b.parquet")
-    assert ParquetInputs([str(a), str(b)], StorageConfig()).duplicate_ids() == {"y"}
+    inputs = ParquetInputs([str(a), str(b)], StorageConfig())
+    view = {r["id"]: r for r in inputs.view("en", inputs.units("en")).to_pylist()}
+    assert view["y"]["copies"] == 2 and view["x"]["copies"] == 1
+    assert view["missing-id:b.parquet:1"]["_hold"] == "missing id"

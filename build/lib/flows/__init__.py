@@ -1,1 +1,0 @@
-"""Prefect flows: tables of contents of task calls over ``pipeline``."""

@@ -1,1 +1,0 @@
-"""Reading inputs and writing outputs: storage, input forms, sink and commit."""

@@ -1,1 +1,0 @@
-"""Pipeline stages, one job each.  ``pipeline.dag`` composes them in order."""

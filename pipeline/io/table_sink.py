@@ -1,0 +1,126 @@
+"""Write: the DAG's rows into Iceberg data files of the clips table and the audio table.
+
+Each write call (about ``table.rows_per_file`` rows) writes one clips file and one audio file with
+pyiceberg's own writer, as Ray's ``write_iceberg`` does, and returns their metadata, the ids it wrote
+and its tally.  Nothing is committed here: the driver first checks that every id came out once, then
+commits both tables (``pipeline.table.commit``).  Ray's ``write_iceberg`` commits inside the write,
+before that check, and writes one table; files of a failed task are never reported, so they are
+never committed.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any
+
+import pyarrow as pa
+import pyarrow.compute as pc
+from ray.data.block import Block, BlockAccessor
+from ray.data.datasource import Datasink
+
+from pipeline.columns import AUDIO, AUDIO_SHA, DURATION, ERROR, ID, KEPT, REASONS, SCORE, SCORE_EXPECTED, STAGE, WER
+from pipeline.manifest import Counts, Histogram, ScoreBin, Tally
+from pipeline.metrics import expected_score_bins, score_histogram, wer_histogram
+from pipeline.table.schema import AUDIO_TABLE, conform
+
+if TYPE_CHECKING:
+    from pyiceberg.table import Table
+
+
+def tally_of(table: pa.Table) -> Tally:
+    """What rows add to a run's counts, audio seconds and histograms (kept, rejected, quarantined)."""
+    failed = pc.is_valid(table.column(ERROR))
+    healthy = table.filter(pc.invert(failed))
+    kept = pc.sum(pc.fill_null(healthy.column(KEPT), False).cast(pa.int64())).as_py() or 0
+    bins = expected_score_bins(healthy.column(SCORE_EXPECTED).to_pylist())
+    return Tally(
+        counts=Counts(
+            in_=table.num_rows,
+            kept=kept,
+            rejected=healthy.num_rows - kept,
+            quarantined=table.num_rows - healthy.num_rows,
+        ),
+        audio_seconds=pc.sum(healthy.column(DURATION)).as_py() or 0.0,
+        histogram=Histogram(
+            score={str(k): v for k, v in score_histogram(healthy.column(SCORE).to_pylist()).items()},
+            score_expected=[ScoreBin(lo=lo, hi=hi, count=c) for lo, hi, c in bins],
+        ),
+        reasons=dict(Counter(code for codes in healthy.column(REASONS).to_pylist() for code in (codes or []))),
+        quarantined_by_stage=dict(Counter(s or "unknown" for s in table.filter(failed).column(STAGE).to_pylist())),
+        wer_bins=wer_histogram(healthy.column(WER).to_pylist()),
+    )
+
+
+def audio_rows(table: pa.Table) -> pa.Table:
+    """One audio row per distinct sha256 among the healthy rows of ``table``."""
+    healthy = table.filter(pc.and_(pc.is_null(table.column(ERROR)), pc.is_valid(table.column(AUDIO_SHA))))
+    shas = healthy.column(AUDIO_SHA).to_pylist()
+    first = sorted({s: i for i, s in reversed(list(enumerate(shas)))}.values())
+    picked = healthy.take(pa.array(first, pa.int64()))
+    return conform(
+        pa.table(
+            {
+                AUDIO_SHA: picked.column(AUDIO_SHA),
+                ID: picked.column(ID),
+                "size": picked.column("audio_size"),
+                AUDIO: picked.column(AUDIO),
+            }
+        ),
+        AUDIO_TABLE,
+    )
+
+
+class TableSink(Datasink[list[dict[str, Any]]]):
+    """Data files for the clips table (every row) and the audio table (healthy rows), uncommitted."""
+
+    def __init__(self, clips: Table, audio: Table | None, schema: pa.Schema, constants: dict[str, Any], rows: int):
+        # Table objects hold a catalog connection; the metadata and the FileIO are what a worker needs.
+        self._clips = (clips.metadata, clips.io)
+        self._audio = (audio.metadata, audio.io) if audio is not None else None
+        self.schema, self.constants, self.rows = schema, constants, rows
+        self.results: list[dict[str, Any]] = []
+
+    @property
+    def min_rows_per_write(self) -> int:
+        return self.rows  # one data file per write call, not one per 8-row Whisper batch
+
+    def write(self, blocks: Iterable[Block], ctx) -> list[dict[str, Any]]:
+        from pyiceberg.io.pyarrow import _dataframe_to_data_files
+
+        tables = [t for t in (BlockAccessor.for_block(b).to_arrow() for b in blocks) if t.num_rows]
+        if not tables:
+            return []
+        table = pa.concat_tables(tables, promote_options="permissive")
+        n = table.num_rows
+        with_constants = table
+        for k, v in self.constants.items():
+            typ = self.schema.field(k).type
+            col = pa.array([v] * n, typ)
+            with_constants = (
+                with_constants.set_column(with_constants.schema.get_field_index(k), k, col)
+                if k in with_constants.column_names
+                else with_constants.append_column(k, col)
+            )
+        meta, io = self._clips
+        clips = list(_dataframe_to_data_files(table_metadata=meta, df=conform(with_constants, self.schema), io=io))
+        audio = []
+        if self._audio is not None and AUDIO in table.column_names:
+            rows = audio_rows(table)
+            if rows.num_rows:
+                ameta, aio = self._audio
+                audio = list(_dataframe_to_data_files(table_metadata=ameta, df=rows, io=aio))
+        return [
+            {
+                "clips": clips,
+                "audio": audio,
+                "ids": table.column(ID).to_pylist(),
+                "kept": dict(zip(table.column(ID).to_pylist(), table.column(KEPT).to_pylist(), strict=True)),
+                "tally": tally_of(table).model_dump(by_alias=True),
+            }
+        ]
+
+    def on_write_complete(self, write_result) -> None:
+        # Only tasks that succeeded report here, so a retried task's files are never committed.
+        for returns in write_result.write_returns:
+            self.results += list(returns or [])

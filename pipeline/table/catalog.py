@@ -1,0 +1,210 @@
+"""The dataset's home: an Iceberg catalog, and per locale a clips table and an audio table beside it.
+
+- Embedded default: pyiceberg's SQL catalog on a SQLite file under the output root, the warehouse
+  beside it (``OUT/catalog.db``, ``OUT/warehouse/``).  No server.
+- Cluster profile: the same SQL catalog on Postgres (``table.catalog_uri``, password from
+  ``PGPASSWORD``), the warehouse on S3/MinIO; or a REST catalog (``http(s)://``).
+
+One table pair per locale (``curate.en_clips``, ``curate.en_audio``): a locale is a dataset of its
+own (its models, its language, its normalizer), nightly runs of two locales never conflict, and a
+trainer loads one language.  Audio never changes and is large; votes, status and decisions change
+every release.  So the audio sits in its own append-only table keyed by its sha256, and an update of a
+clip's metadata rewrites only the clips table's small files, never audio.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit, urlunsplit
+
+from pipeline.config import CurationConfig
+
+if TYPE_CHECKING:
+    from pyiceberg.catalog import Catalog
+    from pyiceberg.table import Table
+
+# What an output root of ours holds; anything else means it is not one.
+ROOT_ENTRIES = frozenset({"catalog.db", "warehouse", "_logs"})
+# Our own commit loop re-plans on a conflict (see commit.py); pyiceberg's retry would replay a stale plan.
+TABLE_PROPERTIES = {"commit.retry.num-retries": "0", "format-version": "2"}
+
+
+class TableError(RuntimeError):
+    """The output cannot be used as a table root, or its catalog cannot be reached: before any work."""
+
+
+def redact_uri(uri: str) -> str:
+    """``uri`` with any password replaced by ``***`` (for messages and logs)."""
+    parts = urlsplit(uri)
+    if parts.password is None:
+        return uri
+    host = parts.hostname or ""
+    netloc = f"{parts.username}:***@{host}" + (f":{parts.port}" if parts.port else "")
+    return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
+
+
+def locale_slug(locale: str) -> str:
+    """``zh-CN`` -> ``zh_cn``: a table-name-safe locale."""
+    return re.sub(r"[^a-z0-9]+", "_", locale.lower()).strip("_") or "und"
+
+
+def _local(path: str) -> bool:
+    return "://" not in path or path.startswith("file://")
+
+
+def _abs(path: str) -> str:
+    return os.path.abspath(path[len("file://") :] if path.startswith("file://") else path)
+
+
+@dataclass(frozen=True)
+class TableRoot:
+    """Where one output's tables live: the catalog to load and the namespace inside it."""
+
+    output: str
+    catalog_kwargs: dict[str, str] = field(repr=False)
+    namespace: str
+
+    @property
+    def catalog_uri(self) -> str:
+        return redact_uri(self.catalog_kwargs["uri"])
+
+    def catalog(self) -> Catalog:
+        from pyiceberg.catalog import load_catalog
+
+        uri = self.catalog_kwargs["uri"]
+        if uri.startswith("sqlite:///"):
+            os.makedirs(os.path.dirname(uri[len("sqlite:///") :]) or ".", exist_ok=True)
+        try:
+            return load_catalog("curate", **self.catalog_kwargs)
+        except Exception as exc:  # a driver error names the host, never the password we hold apart
+            raise TableError(
+                f"cannot reach the catalog {self.catalog_uri}: {type(exc).__name__}: {str(exc).splitlines()[0][:200]}"
+            ) from None
+
+    @property
+    def fresh(self) -> bool:
+        """An embedded SQLite catalog not created yet: no table, no ledger, nothing to read."""
+        uri = self.catalog_kwargs["uri"]
+        return uri.startswith("sqlite:///") and not os.path.exists(uri[len("sqlite:///") :])
+
+    def existing(self, identifier: str) -> Table | None:
+        """The table if it exists, without creating the catalog or the table."""
+        from pyiceberg.exceptions import NoSuchNamespaceError, NoSuchTableError
+
+        if self.fresh:
+            return None
+        try:
+            return self.catalog().load_table(identifier)
+        except (NoSuchTableError, NoSuchNamespaceError):
+            return None
+
+    def preflight(self, storage) -> None:
+        """Write and delete a probe in the warehouse, so a missing bucket or a read-only disk fails in
+        seconds, before any engine starts, not at the first data file hours later."""
+        import uuid
+
+        from pipeline.io.storage import resolve_filesystem
+
+        warehouse = self.catalog_kwargs["warehouse"]
+        if _local(warehouse):  # a local root is created at the first commit: check, write nothing yet
+            existing = _abs(warehouse)
+            while not os.path.exists(existing):
+                existing = os.path.dirname(existing)
+            if not os.access(existing, os.W_OK):
+                raise TableError(f"cannot write to the warehouse {warehouse}: {existing} is not writable")
+            return
+        try:
+            fs, base = resolve_filesystem(warehouse, storage)
+            fs.create_dir(base, recursive=True)
+            probe = f"{base}/.curate-probe-{uuid.uuid4().hex[:8]}"
+            with fs.open_output_stream(probe) as out:
+                out.write(b"ok")
+            fs.delete_file(probe)
+        except OSError as exc:
+            raise TableError(f"cannot write to the warehouse {warehouse}: {str(exc).splitlines()[0][:200]}") from None
+
+    def identifiers(self, locale: str) -> tuple[str, str]:
+        slug = locale_slug(locale)
+        return f"{self.namespace}.{slug}_clips", f"{self.namespace}.{slug}_audio"
+
+
+def table_root(output: str, cfg: CurationConfig) -> TableRoot:
+    """The catalog and warehouse for ``output``, from the config and the environment."""
+    t, storage = cfg.table, cfg.storage
+    uri = os.environ.get("CURATE_CATALOG_URI") or t.catalog_uri
+    if t.warehouse:
+        warehouse = t.warehouse
+    elif _local(output):
+        warehouse = f"file://{_abs(output)}/warehouse"
+    else:
+        warehouse = f"{output.rstrip('/')}/warehouse"
+    if uri is None:
+        if not _local(output):
+            raise TableError(
+                f"output {output} is not on a local disk, so its catalog cannot be a SQLite file beside it; "
+                "set table.catalog_uri (postgresql+psycopg2://USER@HOST/DB with PGPASSWORD, "
+                "sqlite:////PATH/catalog.db, or a REST catalog's http(s):// URL)"
+            )
+        uri = f"sqlite:///{_abs(output)}/catalog.db"
+    kwargs: dict[str, Any] = {"uri": uri, "warehouse": warehouse}
+    kwargs["type"] = "rest" if uri.startswith(("http://", "https://")) else "sql"
+    if warehouse.startswith("s3://"):
+        # Credentials stay in the environment (pyarrow's S3 reads AWS_*): never in properties we pass on.
+        endpoint = storage.s3_endpoint_url or os.environ.get("AWS_ENDPOINT_URL")
+        region = storage.s3_region or os.environ.get("AWS_REGION")
+        if endpoint:
+            kwargs["s3.endpoint"] = endpoint
+        if region:
+            kwargs["s3.region"] = region
+        kwargs["s3.retry-strategy-impl"] = "pipeline.io.storage.s3_retry"
+    return TableRoot(output=output, catalog_kwargs=kwargs, namespace=t.namespace)
+
+
+def check_output_root(output: str) -> None:
+    """A local output root is empty, missing, or ours; anything else is refused before any work."""
+    if not _local(output):
+        return
+    path = _abs(output)
+    if not os.path.exists(path):
+        return
+    if not os.path.isdir(path):
+        raise TableError(f"output {output} is a file, not a folder for the dataset's table")
+    foreign = sorted(set(os.listdir(path)) - ROOT_ENTRIES)
+    if not foreign:
+        return
+    hint = (
+        " (it holds an earlier per-shard output, manifest.json and curated/; write the table to a new root)"
+        if {"manifest.json", "curated"} & set(foreign)
+        else ""
+    )
+    raise TableError(
+        f"output {output} is neither empty nor a table root (it holds {', '.join(foreign[:5])}){hint}; "
+        "nothing was written"
+    )
+
+
+def load_or_create(catalog: Catalog, identifier: str, schema) -> Table:
+    """The table, created empty with ``schema`` if missing; an older schema gains the new columns."""
+    from pyiceberg.exceptions import NoSuchTableError
+
+    namespace = identifier.rsplit(".", 1)[0]
+    catalog.create_namespace_if_not_exists(namespace)
+    try:
+        table = catalog.load_table(identifier)
+    except NoSuchTableError:
+        return catalog.create_table_if_not_exists(identifier, schema=schema, properties=TABLE_PROPERTIES)
+    evolve(table, schema)
+    return catalog.load_table(identifier)
+
+
+def evolve(table: Table, schema) -> None:
+    """Add the columns ``schema`` has and the table lacks; nothing is ever rewritten or dropped."""
+    from pyiceberg.io.pyarrow import schema_to_pyarrow
+
+    have = set(schema_to_pyarrow(table.schema()).names)
+    if set(schema.names) - have:
+        with table.update_schema() as update:
+            update.union_by_name(schema)

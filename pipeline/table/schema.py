@@ -1,0 +1,135 @@
+"""The clips table's and the audio table's columns, and the cast of any row set onto them.
+
+A clips row is one clip of one locale, as of the latest release seen: every Common Voice column,
+its status and split and their history per release, every score, gate and reason, and where it came
+from (run, models, code).  Its audio is in the audio table, joined on ``audio_sha256``.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+
+import pyarrow as pa
+
+from pipeline.columns import (
+    AUDIO,
+    AUDIO_SHA,
+    AVG_LOGPROB,
+    CER,
+    COMPRESSION_RATIO,
+    DURATION,
+    ERROR,
+    ID,
+    KEPT,
+    LANGUAGE,
+    LANGUAGE_PROB,
+    NO_SPEECH_PROB,
+    REASONS,
+    SCORE,
+    SCORE_EXPECTED,
+    SENTENCE,
+    STAGE,
+    TRANSCRIPT,
+    WER,
+)
+
+# The history of a clip across releases: in which list it was, and which split.
+RELEASE_ENTRY = pa.struct([("release", pa.string()), ("status", pa.string()), ("split", pa.string())])
+
+# Common Voice's clip-list columns (pipeline.io.cv_release.CV_COLUMNS) and what the reader adds.
+CV_FIELDS = [
+    pa.field("locale", pa.string()),
+    pa.field("client_id", pa.string()),
+    pa.field("sentence_id", pa.string()),
+    pa.field(SENTENCE, pa.string()),
+    pa.field("sentence_domain", pa.string()),
+    pa.field("up_votes", pa.int64()),
+    pa.field("down_votes", pa.int64()),
+    pa.field("age", pa.string()),
+    pa.field("gender", pa.string()),
+    pa.field("accents", pa.string()),
+    pa.field("variant", pa.string()),
+    pa.field("segment", pa.string()),
+    pa.field("duration_ms", pa.int64()),
+    pa.field("cv_status", pa.string()),  # validated / other / invalidated / deleted, as of last_release
+    pa.field("split", pa.string()),  # train / dev / test, as of last_release
+    pa.field("sentence_reported", pa.bool_()),
+    pa.field("first_release", pa.string()),
+    pa.field("last_release", pa.string()),
+    pa.field("releases", pa.list_(RELEASE_ENTRY)),
+]
+RESULT_FIELDS = [
+    pa.field(DURATION, pa.float64()),
+    pa.field(TRANSCRIPT, pa.string()),
+    pa.field(SCORE, pa.int32()),
+    pa.field(SCORE_EXPECTED, pa.float64()),
+    pa.field(WER, pa.float64()),
+    pa.field(CER, pa.float64()),
+    pa.field(AVG_LOGPROB, pa.float64()),
+    pa.field(NO_SPEECH_PROB, pa.float64()),
+    pa.field(COMPRESSION_RATIO, pa.float64()),
+    pa.field(LANGUAGE, pa.string()),
+    pa.field(LANGUAGE_PROB, pa.float64()),
+    pa.field(KEPT, pa.bool_()),
+    pa.field(REASONS, pa.list_(pa.string())),
+    pa.field(ERROR, pa.string()),  # null unless quarantined
+    pa.field(STAGE, pa.string()),
+    pa.field(AUDIO_SHA, pa.string()),
+    pa.field("audio_size", pa.int64()),
+]
+PROVENANCE_FIELDS = [
+    pa.field("engine_key", pa.string()),  # models, revisions and engine settings that made the scores
+    pa.field("processed_run", pa.string()),  # the run whose engines scored it
+    pa.field("updated_run", pa.string()),  # the last run that changed the row
+    pa.field("request_key", pa.string()),
+    pa.field("transcriber", pa.string()),  # ref@revision
+    pa.field("judge", pa.string()),
+    pa.field("code_version", pa.string()),
+    pa.field("processed_at", pa.timestamp("us", tz="UTC")),
+    pa.field("updated_at", pa.timestamp("us", tz="UTC")),
+]
+CLIPS = pa.schema([pa.field(ID, pa.string(), nullable=False), *CV_FIELDS, *RESULT_FIELDS, *PROVENANCE_FIELDS])
+AUDIO_TABLE = pa.schema(
+    [
+        pa.field(AUDIO_SHA, pa.string(), nullable=False),
+        pa.field(ID, pa.string()),
+        pa.field("size", pa.int64()),
+        pa.field(AUDIO, pa.binary()),
+    ]
+)
+# Columns the reader never fills for Parquet inputs; they pass through only if the input has them.
+INTERNAL = frozenset({"releases_json", "read_error", "_source"})
+
+
+def clips_schema(extra: pa.Schema | None = None) -> pa.Schema:
+    """The clips schema plus an input's own pass-through columns (Parquet mirrors carry their own)."""
+    fields = list(CLIPS)
+    if extra is not None:
+        names = set(CLIPS.names)
+        fields += [f.with_nullable(True) for f in extra if f.name not in names and f.name not in INTERNAL]
+    return pa.schema(fields)
+
+
+def conform(table: pa.Table, schema: pa.Schema) -> pa.Table:
+    """``table`` with exactly ``schema``'s columns, in order, cast; absent columns are null.
+
+    pyiceberg reads strings as large_string and writes what its schema says; casting here keeps every
+    data file of a table on one physical schema, whoever wrote it.
+    """
+    if "releases" not in table.column_names and "releases_json" in table.column_names:
+        # The DAG carries the history as JSON text: Ray Data's LLM stage flattens nested columns.
+        table = table.append_column("releases", releases_from_json(table.column("releases_json").to_pylist()))
+    cols = [
+        table.column(f.name).cast(f.type) if f.name in table.column_names else pa.nulls(table.num_rows, f.type)
+        for f in schema
+    ]
+    return pa.Table.from_arrays(cols, schema=schema)
+
+
+def releases_to_json(entries: Iterable[dict] | None) -> str:
+    return json.dumps(list(entries or []), separators=(",", ":"))
+
+
+def releases_from_json(values: list[str | None]) -> pa.Array:
+    return pa.array([json.loads(v) if v else [] for v in values], pa.list_(RELEASE_ENTRY))

@@ -1,0 +1,136 @@
+"""The cluster profile's catalog and what trainers load.
+
+A real run with its catalog on a real PostgreSQL (started here on 127.0.0.1, password from PGPASSWORD,
+never in the URI), then every export format read back by its consumer's own library: pyarrow for
+Parquet, ``datasets`` for the Hugging Face export (its ``Audio`` column decodes), ``webdataset`` for
+the tar shards, and NeMo's manifest format (NeMo itself is not installed: each line is checked against
+its documented fields, and every audio file decodes), plus the README's DuckDB and Polars lines.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import subprocess
+import sys
+
+import pyarrow.dataset as pads
+import pytest
+import soundfile as sf
+
+from tests.conftest import REPO
+from tests.integration.test_pipeline_e2e import run_cli
+from tests.services import postgres
+from tests.table import rows
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def on_postgres(tmp_path_factory, sample_table):
+    tmp = tmp_path_factory.mktemp("pg")
+    try:
+        server = postgres()
+        pg = server.__enter__()
+    except (FileNotFoundError, subprocess.CalledProcessError) as exc:
+        print(f"\nSKIP reason: PostgreSQL could not be started here: {exc}")
+        pytest.skip(f"PostgreSQL could not be started here: {exc}")
+    uri = f"postgresql+psycopg2://{pg['user']}@127.0.0.1:{pg['port']}/{pg['database']}"
+    os.environ["PGPASSWORD"] = pg["password"]
+    out = tmp / "out"
+    try:
+        run_cli("run", "--output", str(out), "--limit", "6", "--set", f"table.catalog_uri={uri}", "--emit-result")
+        yield tmp, out, uri, pg
+    finally:
+        os.environ.pop("PGPASSWORD", None)
+        server.__exit__(None, None, None)
+
+
+def test_the_catalog_is_in_postgres_and_holds_no_password(on_postgres):
+    import sqlalchemy
+
+    _, out, uri, pg = on_postgres
+    got = rows(out, overrides=[f"table.catalog_uri={uri}"])
+    assert len(got) == 6
+    assert not (out / "catalog.db").exists()  # no SQLite beside it: the catalog is the database
+    engine = sqlalchemy.create_engine(uri)
+    with engine.connect() as c:
+        listed = c.execute(sqlalchemy.text("select table_namespace, table_name from iceberg_tables")).fetchall()
+    assert sorted(listed) == [("curate", "en_audio"), ("curate", "en_clips")]
+    # The password reached the driver from PGPASSWORD only: no file the run wrote holds it.
+    for path in out.rglob("*"):
+        if path.is_file():
+            assert pg["password"].encode() not in path.read_bytes(), path
+
+
+def _export(out, uri, fmt, to, *extra):
+    return run_cli(
+        "export", "--output", str(out), "--set", f"table.catalog_uri={uri}", "--format", fmt, "--to", str(to), *extra
+    )
+
+
+def test_every_export_loads_in_its_consumers_library(on_postgres, sample_table):
+    tmp, out, uri, _ = on_postgres
+    got = rows(out, overrides=[f"table.catalog_uri={uri}"])
+    kept = {rid for rid, r in got.items() if r["kept"]}
+    originals = dict(
+        zip(sample_table.column("id").to_pylist(), sample_table.column("audio_bytes").to_pylist(), strict=True)
+    )
+
+    # Parquet: curated/ with audio byte for byte, scores/ and quarantine/ holding every id once.
+    _export(out, uri, "parquet", tmp / "pq")
+    curated = pads.dataset(tmp / "pq" / "curated").to_table().to_pylist()
+    assert {r["id"] for r in curated} == kept
+    assert all(r["audio_bytes"] == originals[r["id"]] for r in curated)
+    scores = pads.dataset(tmp / "pq" / "scores").to_table().column("id").to_pylist()
+    quarantine = (
+        pads.dataset(tmp / "pq" / "quarantine").to_table().column("id").to_pylist()
+        if (tmp / "pq" / "quarantine").exists() and any((tmp / "pq" / "quarantine").iterdir())
+        else []
+    )
+    assert sorted(scores + quarantine) == sorted(got)
+
+    # Hugging Face: datasets itself loads it, and the Audio column decodes.
+    _export(out, uri, "hf", tmp / "hf")
+    code = (
+        "import datasets, json, sys\n"
+        f"d = datasets.load_dataset('parquet', data_dir={str(tmp / 'hf')!r})['train']\n"
+        "a = d[0]['audio']\n"
+        "print(json.dumps({'n': len(d), 'ids': sorted(d['id']), 'rate': a['sampling_rate'], 'len': len(a['array']),"
+        " 'feature': type(d.features['audio']).__name__}))\n"
+    )
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "HF_HOME": str(tmp / "hf-home")}
+    proc = subprocess.run([sys.executable, "-c", code], cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    hf = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert hf["feature"] == "Audio" and hf["ids"] == sorted(kept) and hf["rate"] == 48_000 and hf["len"] > 48_000
+
+    # WebDataset: tar shards read by the webdataset library.
+    import webdataset as wds
+
+    _export(out, uri, "webdataset", tmp / "wds")
+    shards = sorted(str(p) for p in (tmp / "wds").glob("*.tar"))
+    samples = list(wds.WebDataset(shards, shardshuffle=False))
+    assert sorted(json.loads(s["json"])["id"] for s in samples) == sorted(kept)
+    for s in samples:
+        audio, rate = sf.read(io.BytesIO(s["flac"]))
+        assert rate == 48_000 and len(audio) > 48_000
+
+    # NeMo: manifest.jsonl with audio_filepath, duration, text; the files decode and last that long.
+    _export(out, uri, "nemo", tmp / "nemo")
+    lines = [json.loads(x) for x in (tmp / "nemo" / "manifest.jsonl").read_text().splitlines()]
+    assert sorted(x["id"] for x in lines) == sorted(kept)
+    for x in lines:
+        info = sf.info(x["audio_filepath"])
+        assert abs(info.duration - x["duration"]) < 0.05 and x["text"] == got[x["id"]]["sentence"]
+
+    # The README's DuckDB and Polars lines, as written there.
+    readme = (REPO / "README.md").read_text()
+    for tool in ("duckdb", "polars"):
+        (line,) = [ln for ln in readme.splitlines() if ln.startswith(f'.venv/bin/python -c "import {tool}')]
+        line = line.replace("sqlite:///output/demo/catalog.db", uri).replace(".venv/bin/python", sys.executable, 1)
+        proc = subprocess.run(
+            ["bash", "-c", line], cwd=REPO, env=os.environ, capture_output=True, text=True, timeout=120
+        )
+        assert proc.returncode == 0 and str(len(kept)) in proc.stdout, (tool, line, proc.stdout, proc.stderr[-2000:])

@@ -1,0 +1,107 @@
+"""Storage listing, the tally of written rows, shard planning, and the keys that decide what is done."""
+
+import os
+
+import pyarrow as pa
+import pytest
+
+from pipeline.config import build_config
+from pipeline.io.inputs import Unit, open_inputs
+from pipeline.io.storage import list_parquet_files
+from pipeline.io.table_sink import audio_rows, tally_of
+from pipeline.models import ResolvedModel
+from pipeline.run import Models, engine_key, settings_key, shard_of
+from tests.conftest import write_parquet
+
+MODELS = Models(ResolvedModel("w", "/w", "rev1"), ResolvedModel("j", "/j", "rev1"))
+
+
+def test_the_tally_counts_every_row_once_by_outcome():
+    table = pa.table(
+        {
+            "id": ["k", "r", "q"],
+            "transcription": ["a", "b", ""],
+            "score": [4, 1, None],
+            "score_expected": [3.9, 1.2, None],
+            "duration_s": [1.0, 1.0, 0.0],
+            "error": [None, None, "bad"],
+            "stage": [None, None, "decode"],
+            "kept": [True, False, False],
+            "reasons": [[], ["judge_below"], []],
+            "wer": [0.0, 0.1, None],
+            "audio_sha256": ["s1", "s1", None],
+            "audio_size": [3, 3, None],
+            "audio_bytes": [b"abc", b"abc", None],
+        }
+    )
+    tally = tally_of(table)
+    assert tally.reasons == {"judge_below": 1} and tally.quarantined_by_stage == {"decode": 1}
+    assert tally.counts.model_dump(by_alias=True) == {"in": 3, "kept": 1, "rejected": 1, "quarantined": 1}
+    assert tally.wer_bins["0.0-0.1"] == 1 and tally.wer_bins["0.1-0.2"] == 1
+    # Two clips with the same bytes share one audio row; a quarantined row has none.
+    assert audio_rows(table).column("audio_sha256").to_pylist() == ["s1"]
+
+
+def test_listing_is_sorted_and_skips_private_dirs(tmp_path):
+    for name in ["b.parquet", "a.parquet", "_staging/x.parquet", "sub/c.parquet"]:
+        write_parquet([{"id": "1"}], tmp_path / name)
+    found = list_parquet_files(str(tmp_path))
+    assert [p.split(str(tmp_path))[1] for p in found] == ["/a.parquet", "/b.parquet", "/sub/c.parquet"]
+    assert list_parquet_files(str(tmp_path / "*.parquet")) == found[:2]
+    with pytest.raises(FileNotFoundError):
+        list_parquet_files(str(tmp_path / "nope"))
+
+
+def test_double_star_glob_spans_directories(tmp_path):
+    for name in ["cv/en/dev/a.parquet", "cv/en/test/b.parquet", "cv/en/test/notes.txt"]:
+        write_parquet([{"id": "1"}], tmp_path / name)
+    found = list_parquet_files(str(tmp_path / "cv/**/*.parquet"))
+    assert [p.rsplit("/", 1)[1] for p in found] == ["a.parquet", "b.parquet"]
+
+
+def test_shards_cut_by_id_hash_cover_every_clip_once():
+    from pipeline.shards import plan_shards
+
+    specs = plan_shards(["b", "a"], "out", "dev", 3)
+    assert [s.shard_id for s in specs] == ["shard-1-of-3", "shard-2-of-3", "shard-3-of-3"]
+    assert all(s.sources == ("a", "b") for s in specs)
+    ids = [f"common_voice_en_{i}.mp3" for i in range(300)]
+    owners = [shard_of(i, 3) for i in ids]
+    assert sorted(set(owners)) == [0, 1, 2] and all(owners.count(k) > 50 for k in range(3))
+    assert owners == [shard_of(i, 3) for i in ids]  # stable across processes and runs
+
+
+def test_parquet_splits_are_discovered(tmp_path, monkeypatch):
+    from pipeline.shards import discover_splits
+
+    for name in ["en/dev/b.parquet", "en/dev/a.parquet", "en/test/c.parquet", "en/readme.parquet"]:
+        write_parquet([{"id": "1"}], tmp_path / name)
+    monkeypatch.chdir(tmp_path)
+    splits = discover_splits("en")  # a relative root works like an absolute one
+    assert sorted(splits) == ["dev", "test"] and splits["dev"].endswith("/en/dev")
+
+
+def test_what_a_unit_of_work_is_keyed_by(tmp_path):
+    """Content and the settings that change results, never position: a rewritten input, other gates,
+    a limit or new model revisions make a new unit; batch sizes and where it runs do not."""
+    base = settings_key(build_config(), MODELS, "validated")
+    assert (
+        settings_key(build_config(overrides=["judge.batch_size=64", "reader.clips_per_task=8"]), MODELS, "validated")
+        == base
+    )
+    for cfg in (build_config(limit=2), build_config(threshold=4), build_config(overrides=["gates.max_wer=0.3"])):
+        assert settings_key(cfg, MODELS, "validated") != base
+    assert settings_key(build_config(), MODELS, "train") != base
+    newer = Models(MODELS.transcriber, ResolvedModel("j", "/j", "rev2"))
+    assert settings_key(build_config(), newer, "validated") != base
+    assert engine_key(build_config(), newer) != engine_key(build_config(), MODELS)
+    # Gates change the unit but not the engines' key: new gates decide again from stored scores.
+    assert engine_key(build_config(threshold=4), MODELS) == engine_key(build_config(), MODELS)
+
+    path = tmp_path / "a.parquet"
+    write_parquet([{"id": "x", "audio_bytes": b"1"}], path)
+    inputs = open_inputs([str(path)], build_config().storage)
+    (unit,) = inputs.units("en")
+    assert isinstance(unit, Unit) and unit.key(base) == inputs.units("en")[0].key(base)
+    os.utime(path, (1, 1))  # the same path, rewritten
+    assert inputs.units("en")[0].key(base) != unit.key(base)

@@ -1,0 +1,179 @@
+"""The table layer against a real pyiceberg SQL catalog on SQLite: commits, conflicts, ledger, upkeep."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import pyarrow as pa
+import pytest
+from pyiceberg.io.pyarrow import schema_to_pyarrow
+
+from pipeline.config import build_config
+from pipeline.io.storage import resolve_filesystem
+from pipeline.table import commit as commits
+from pipeline.table.catalog import TableError, check_output_root, load_or_create, redact_uri, table_root
+from pipeline.table.schema import AUDIO_TABLE
+
+SCHEMA = pa.schema([pa.field("id", pa.string(), nullable=False), pa.field("v", pa.int64())])
+
+
+@pytest.fixture
+def catalog(tmp_path):
+    root = table_root(str(tmp_path / "out"), build_config())
+    return root.catalog()
+
+
+def _rows(table, **values) -> pa.Table:
+    return pa.table({"id": list(values), "v": list(values.values())}).cast(schema_to_pyarrow(table.schema()))
+
+
+def _read(catalog, ident="curate.t") -> dict:
+    got = catalog.load_table(ident).scan().to_arrow().to_pylist()
+    ids = [r["id"] for r in got]
+    assert len(ids) == len(set(ids)), ids
+    return {r["id"]: r["v"] for r in got}
+
+
+def _upsert(catalog, rows: pa.Table, load=None, **kw):
+    table = catalog.load_table("curate.t")
+    files = commits.write_rows(table, rows)
+    return commits.upsert(load or (lambda: catalog.load_table("curate.t")), files, rows.column("id"), {"p": "1"}, **kw)
+
+
+def test_upsert_replaces_the_ids_and_keeps_the_rest_in_one_snapshot(catalog):
+    t = load_or_create(catalog, "curate.t", SCHEMA)
+    _upsert(catalog, _rows(t, a=1, b=2, c=3))
+    _upsert(catalog, _rows(t, b=20, d=4), units=["u1"], run_id="r2")
+    assert _read(catalog) == {"a": 1, "b": 20, "c": 3, "d": 4}
+    t = catalog.load_table("curate.t")
+    assert len(t.snapshots()) == 2
+    props = t.current_snapshot().summary.additional_properties
+    assert props["p"] == "1" and commits.is_applied(json.loads(props[commits.LEDGER]), "u1")
+
+
+def test_a_writer_that_lost_the_race_plans_again_and_every_id_stays_once(catalog):
+    """Both add id x; the second commits on a snapshot the first replaced: the catalog refuses it and
+    the upsert is planned again on the new snapshot (pyiceberg's own retry would replay the stale plan)."""
+    t = load_or_create(catalog, "curate.t", SCHEMA)
+    _upsert(catalog, _rows(t, a=1))
+    stale = catalog.load_table("curate.t")
+    _upsert(catalog, _rows(t, x=1, a=2))  # the other writer lands first
+    loads = iter([stale])
+
+    def load():
+        return next(loads, None) or catalog.load_table("curate.t")
+
+    _upsert(catalog, _rows(t, x=2), load=load)
+    assert _read(catalog) == {"a": 2, "x": 2}
+
+
+def test_the_ledger_counts_a_unit_done_once_every_shard_committed():
+    ledger = commits.merge_ledger({}, ["u"], (0, 2), "r1")
+    assert not commits.is_applied(ledger, "u") and commits.is_applied(ledger, "u", (0, 2))
+    assert not commits.is_applied(ledger, "u", (1, 2))
+    ledger = commits.merge_ledger(ledger, ["u"], (1, 2), "r2")
+    assert commits.is_applied(ledger, "u") and ledger["u"]["done"] == [0, 1]
+    # A plan with another shard count starts the unit over.
+    assert commits.merge_ledger(ledger, ["u"], (0, 3), "r3")["u"] == {"shards": 3, "done": [0], "run": "r3"}
+
+
+def test_compaction_keeps_rows_and_the_ledger_and_cuts_files(catalog):
+    t = load_or_create(catalog, "curate.t", SCHEMA)
+    for i in range(6):
+        _upsert(catalog, _rows(t, **{f"k{i}": i}), units=[f"u{i}"])
+    before = _read(catalog)
+    t = catalog.load_table("curate.t")
+    assert len(list(t.scan().plan_files())) == 6
+    replaced = commits.compact(lambda: catalog.load_table("curate.t"), 1 << 20, 4, {"curate.operation": "compaction"})
+    t = catalog.load_table("curate.t")
+    assert replaced == 6 and len(list(t.scan().plan_files())) == 1
+    assert _read(catalog) == before
+    assert all(commits.is_applied(commits.read_ledger(t), f"u{i}") for i in range(6))
+    # Under the threshold nothing happens.
+    assert commits.compact(lambda: catalog.load_table("curate.t"), 1 << 20, 4, {}) == 0
+
+
+def test_audio_is_added_once_per_sha(catalog):
+    audio = load_or_create(catalog, "curate.a", AUDIO_TABLE)
+
+    def batch(*shas):
+        return pa.table(
+            {"audio_sha256": list(shas), "id": list(shas), "size": [3] * len(shas), "audio_bytes": [b"abc"] * len(shas)}
+        ).cast(schema_to_pyarrow(audio.schema()))
+
+    f1 = commits.write_rows(audio, batch("s1", "s2"))
+    commits.append_audio(lambda: catalog.load_table("curate.a"), f1, {})
+    # A second run scores s2 again (new models) and brings s3 twice: only s3 is added, once.
+    f2 = commits.write_rows(audio, batch("s2", "s3", "s3"))
+    commits.append_audio(lambda: catalog.load_table("curate.a"), f2, {})
+    got = catalog.load_table("curate.a").scan().to_arrow().column("audio_sha256").to_pylist()
+    assert sorted(got) == ["s1", "s2", "s3"]
+    # Nothing new: no snapshot at all.
+    n = len(catalog.load_table("curate.a").snapshots())
+    assert (
+        commits.append_audio(lambda: catalog.load_table("curate.a"), commits.write_rows(audio, batch("s1")), {}) is None
+    )
+    assert len(catalog.load_table("curate.a").snapshots()) == n
+
+
+def test_orphan_files_are_removed_once_old_enough_and_referenced_ones_never(catalog):
+    t = load_or_create(catalog, "curate.t", SCHEMA)
+    _upsert(catalog, _rows(t, a=1))
+    t = catalog.load_table("curate.t")
+    orphans = commits.write_rows(t, _rows(t, z=9))  # written, never committed: a killed writer's
+    resolve = lambda uri: resolve_filesystem(uri, None)  # noqa: E731
+    assert commits.remove_orphans(t, 3600, resolve) == []  # too young: it may be a live writer's
+    gone = commits.remove_orphans(t, 0, resolve)
+    assert gone == [f.file_path for f in orphans]
+    assert _read(catalog) == {"a": 1}
+
+
+def test_tags_and_expiry(catalog):
+    t = load_or_create(catalog, "curate.t", SCHEMA)
+    _upsert(catalog, _rows(t, a=1), units=["u"])
+    t = catalog.load_table("curate.t")
+    first = t.current_snapshot().snapshot_id
+    assert commits.tag(t, first, "nightly-2026-12-01") == "nightly-2026-12-01"
+    t = catalog.load_table("curate.t")
+    assert commits.tag(t, first, "nightly-2026-12-01") == "nightly-2026-12-01-2"
+    _upsert(catalog, _rows(t, b=2))
+    time.sleep(0.05)
+    t = catalog.load_table("curate.t")
+    assert commits.expire(t, retention_days=1e-9) == 1  # everything but the current snapshot
+    t = catalog.load_table("curate.t")
+    assert [s.snapshot_id for s in t.snapshots()] == [t.current_snapshot().snapshot_id]
+    assert set(t.refs()) == {"main"}
+    # The ledger survives: every snapshot carries all of it.
+    assert commits.is_applied(commits.read_ledger(t), "u")
+    assert _read(catalog) == {"a": 1, "b": 2}
+
+
+def test_an_older_table_gains_new_columns_and_keeps_its_rows(catalog):
+    t = load_or_create(catalog, "curate.t", SCHEMA)
+    _upsert(catalog, _rows(t, a=1))
+    wider = pa.schema([*SCHEMA, pa.field("snr_db", pa.float64())])
+    t = load_or_create(catalog, "curate.t", wider)
+    assert "snr_db" in schema_to_pyarrow(t.schema()).names
+    assert catalog.load_table("curate.t").scan().to_arrow().to_pylist() == [{"id": "a", "v": 1, "snr_db": None}]
+
+
+def test_output_roots_and_catalog_errors(tmp_path, monkeypatch):
+    check_output_root(str(tmp_path / "missing"))
+    (tmp_path / "ours" / "warehouse").mkdir(parents=True)
+    (tmp_path / "ours" / "catalog.db").write_bytes(b"")
+    check_output_root(str(tmp_path / "ours"))
+    (tmp_path / "old" / "curated").mkdir(parents=True)
+    (tmp_path / "old" / "manifest.json").write_text("{}")
+    with pytest.raises(TableError, match=r"neither empty nor a table root.*earlier per-shard output"):
+        check_output_root(str(tmp_path / "old"))
+    with pytest.raises(TableError, match=r"table\.catalog_uri"):
+        table_root("s3://bucket/out", build_config())
+    assert (
+        redact_uri("postgresql+psycopg2://curate:hunter2@db:5432/cat") == "postgresql+psycopg2://curate:***@db:5432/cat"
+    )
+    monkeypatch.setenv("CURATE_CATALOG_URI", "postgresql+psycopg2://curate:hunter2@127.0.0.1:1/cat")
+    root = table_root(str(tmp_path / "x"), build_config())
+    with pytest.raises(TableError) as err:
+        root.catalog().list_namespaces()
+    assert "127.0.0.1:1" in str(err.value) and "hunter2" not in str(err.value) and "***" in str(err.value)
