@@ -6,12 +6,19 @@
 - ``audio-curation`` work pool (process type; workers: ``prefect worker start --pool audio-curation``);
 - ``curate-common-voice/nightly``: cron schedule (timezone-aware) with default parameters; any of
   them can be overridden in the UI's "Custom run"; concurrency limit 1, so nightly runs never overlap;
-- ``backfill-common-voice/backfill``: no schedule; run from the UI or ``prefect deployment run``.
+- ``backfill-common-voice/backfill``: no schedule; run from the UI or ``prefect deployment run``;
+- two automations: "audio-curate: a run failed" (a run of either deployment Failed, Crashed or
+  TimedOut) and "audio-curate: kept dropped" (the flow's ``audio-curate.kept-drop`` event: tonight's
+  kept % fell more than ``alert_kept_drop_points`` below the trailing mean).  With ``--alert-webhook
+  URL`` (or ``CURATE_ALERT_WEBHOOK``) they POST ``{"subject", "text"}`` there through a
+  ``CustomWebhookNotificationBlock`` (``audio-curate-alerts``); without one they only mark the event
+  in the UI's event feed (point them at Slack or e-mail by editing the automation's action there).
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 from pathlib import Path
 from typing import Any
 
@@ -103,6 +110,67 @@ def deploy_all(
     return ids
 
 
+ALERT_BLOCK = "audio-curate-alerts"
+FAILED = "audio-curate: a run failed"
+DROPPED = "audio-curate: kept dropped"
+
+
+async def ensure_alerts(deployment_ids: list[Any], webhook: str | None) -> dict[str, Any]:
+    """The two automations, replaced if they exist, acting through the webhook block when given."""
+    from prefect.blocks.notifications import CustomWebhookNotificationBlock
+    from prefect.events.actions import DoNothing, SendNotification
+    from prefect.events.schemas.automations import AutomationCore, EventTrigger, Posture
+
+    related = {"prefect.resource.id": [f"prefect.deployment.{i}" for i in deployment_ids]}
+    action = None
+    if webhook:
+        block = CustomWebhookNotificationBlock(
+            name="audio-curate", url=webhook, json_data={"subject": "{{subject}}", "text": "{{body}}"}
+        )
+        block_id = await block.save(ALERT_BLOCK, overwrite=True)
+
+        def action(subject: str, body: str):
+            return SendNotification(block_document_id=block_id, subject=subject, body=body)
+
+    specs = {
+        FAILED: (
+            EventTrigger(
+                match={"prefect.resource.id": "prefect.flow-run.*"},
+                match_related=related,
+                expect={"prefect.flow-run.Failed", "prefect.flow-run.Crashed", "prefect.flow-run.TimedOut"},
+                posture=Posture.Reactive,
+                threshold=1,
+            ),
+            "audio-curate: {{ flow_run.name }} {{ flow_run.state.name }}",
+            "Flow run {{ flow_run.name }} of {{ deployment.name }} ended {{ flow_run.state.name }}: "
+            "{{ flow_run.state.message }}",
+        ),
+        DROPPED: (
+            EventTrigger(
+                match={"prefect.resource.id": "audio-curate.dataset.*"},
+                match_related=related,
+                expect={"audio-curate.kept-drop"},
+                posture=Posture.Reactive,
+                threshold=1,
+            ),
+            "audio-curate: kept dropped in {{ event.resource.name }}",
+            "{{ event.resource.name }}: kept {{ event.payload.tonight }}% tonight, "
+            "{{ event.payload.drop_points }} points below the {{ event.payload.trailing_mean }}% of the "
+            "{{ event.payload.nights }} nights before (run {{ flow_run.name }}).",
+        ),
+    }
+    made = {}
+    async with get_client() as client:
+        for name, (trigger, subject, body) in specs.items():
+            for old in await client.read_automations_by_name(name):
+                await client.delete_automation(old.id)
+            actions = [action(subject, body)] if action else [DoNothing()]
+            made[name] = await client.create_automation(
+                AutomationCore(name=name, description=body, trigger=trigger, actions=actions)
+            )
+    return made
+
+
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--source", default=SAMPLE)
@@ -117,23 +185,30 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--pool", default=POOL)
     p.add_argument("--num-shards", type=int)
     p.add_argument("--limit", type=int)
+    p.add_argument(
+        "--alert-webhook",
+        default=os.environ.get("CURATE_ALERT_WEBHOOK"),
+        help="URL the alert automations POST to (default: $CURATE_ALERT_WEBHOOK; none: the UI's event feed only)",
+    )
     a = p.parse_args(argv)
     ids = deploy_all(
-        a.source,
-        a.output_root,
-        a.source_root,
-        a.dataset,
-        a.split,
-        a.profile,
-        a.ray_address,
-        a.cron,
-        a.timezone,
-        a.pool,
-        None,
-        a.num_shards,
-        a.limit,
+        source=a.source,
+        output_root=a.output_root,
+        source_root=a.source_root,
+        dataset=a.dataset,
+        split=a.split,
+        profile=a.profile,
+        ray_address=a.ray_address,
+        cron=a.cron,
+        timezone=a.timezone,
+        pool=a.pool,
+        num_shards=a.num_shards,
+        limit=a.limit,
     )
+    alerts = run_coro_as_sync(ensure_alerts(ids, a.alert_webhook))
     print(f"applied {len(ids)} deployments to work pool {a.pool!r}: {ids}")
+    where = f"POST to {a.alert_webhook}" if a.alert_webhook else "the UI's event feed (no --alert-webhook)"
+    print(f"alerts: {', '.join(alerts)} -> {where}")
     print(f"start a worker with: prefect worker start --pool {a.pool}")
 
 

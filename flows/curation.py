@@ -75,6 +75,15 @@ def ensure_table_lock(name: str) -> None:
     run_coro_as_sync(create())
 
 
+def show_outcome(short: str) -> None:
+    from prefect import get_client
+
+    run_id, name = flow_run.get_id(), flow_run.name
+    if run_id and name and " · " not in name:
+        with get_client(sync_client=True) as client:
+            client.update_flow_run(run_id, name=f"{name} · {short}")
+
+
 def night_tag(default: str = "run") -> str:
     """``nightly-2026-12-02`` for a deployment's run (its name, the night it was scheduled for)."""
     from prefect.runtime import deployment
@@ -97,7 +106,8 @@ def run_shards(specs: list[ShardSpec], cfg: CurationConfig, force: bool, progres
         except Exception as exc:  # wait for every shard: one failure must not orphan the others
             failures.append(exc)
     if failures:
-        raise RuntimeError(f"{len(failures)} of {len(specs)} shards failed after retries") from failures[0]
+        first = str(failures[0]).splitlines()[0][:300]
+        raise RuntimeError(f"{len(failures)} of {len(specs)} shards failed: {first}") from failures[0]
     return sorted(results, key=lambda r: r.spec["index"])
 
 
@@ -107,25 +117,81 @@ def run_shards_on_ray(specs: list[ShardSpec], cfg: CurationConfig, force: bool, 
     return run_shards(specs, cfg, force, progress_id)
 
 
+def previous_trend(key: str) -> list[dict[str, Any]]:
+    """The rows of the latest ``key`` artifact: the nights before tonight (Prefect's own history)."""
+    import json
+
+    from prefect import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+    from prefect.client.schemas.sorting import ArtifactSort
+
+    with get_client(sync_client=True) as client:
+        found = client.read_artifacts(
+            artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=[key])), sort=ArtifactSort.CREATED_DESC, limit=1
+        )
+    if not found:
+        return []
+    data = found[0].data
+    rows = json.loads(data) if isinstance(data, str) else data
+    return [r for r in rows if isinstance(r, dict) and "night" in r]
+
+
 @task
-def publish(results: list[ShardOutcome], source: str, output_root: str, dataset: str, split: str, wall_s: float):
+def publish(
+    results: list[ShardOutcome],
+    source: str,
+    output_root: str,
+    dataset: str,
+    split: str,
+    wall_s: float,
+    alert_kept_drop_points: float,
+    alert_min_nights: int,
+) -> dict[str, Any]:
     key = slug(f"{dataset}-{split}")
     run = report.aggregate([r.result for r in results])
-    rows = report.file_rows(run)
+    head = report.headline(run)
+    c = run.tally.counts
+    logs = [r.result.log for r in results if r.result.log]
+    files = report.file_rows(run, logs)
+    data = [f for f in files if f["kind"] == "data"]
     create_table_artifact(
-        key=f"{key}-files", table=rows, description=f"Data files the run added to {output_root}'s tables"
+        key=f"{key}-files",
+        table=files,
+        description=f"{len(data)} data file{'s' * (len(data) != 1)}, {sum(f['rows'] for f in data)} rows added to "
+        f"{output_root}'s tables; {len(logs)} log{'s' * (len(logs) != 1)}",
     )
-    create_markdown_artifact(
-        key=f"{key}-histogram",
-        markdown=report.histogram_markdown(run),
-        description="Judge scores, WER against the prompt, and reasons rows were not kept",
+    create_markdown_artifact(key=f"{key}-histogram", markdown=report.histogram_markdown(run), description=head)
+    rejected = report.rejected_rows(run)
+    create_table_artifact(
+        key=f"{key}-rejected",
+        table=rejected or [{"id": "", "why": "every row was kept"}],
+        description=f"{c.rejected} rejected, {c.quarantined} quarantined tonight"
+        + (f"; the first {len(rejected)} listed" if len(rejected) < c.rejected + c.quarantined else ""),
     )
     idle = sum(1 for r in results if r.result.nothing_to_do)
     create_markdown_artifact(
         key=f"{key}-summary",
-        markdown=report.summary_markdown(run, wall_s, f"Curation of {dataset}/{split}", output_root, idle),
-        description=f"Counts, what 'kept' meant, and where the output is ({output_root})",
+        markdown=report.summary_markdown(run, wall_s, f"Curation of {dataset}/{split}", output_root, idle, source),
+        description=f"{head} (input {source})",
     )
+    tonight = report.trend_row(run, f"{flow_run.scheduled_start_time:%Y-%m-%d}", flow_run.name or "")
+    rows = report.trend(previous_trend(f"{key}-trend"), tonight)
+    past = [r["kept %"] for r in rows[:-1] if r.get("kept %") is not None]
+    nights = "the night before" if len(past) == 1 else f"the {len(past)} nights before"
+    versus = f" vs {sum(past) / len(past):.0f}% over {nights}" if past else ""
+    kept_pct = "-" if tonight["kept %"] is None else f"{tonight['kept %']:.0f}%"
+    create_table_artifact(key=f"{key}-trend", table=rows, description=f"tonight {kept_pct} kept{versus}")
+    drop = report.kept_drop(rows, alert_kept_drop_points, alert_min_nights)
+    if drop:
+        # The deployment's automation (deployments/deploy.py) turns this into a notification.
+        from prefect.events import emit_event
+
+        get_run_logger().warning("kept %% dropped: %s", drop)
+        emit_event(
+            event="audio-curate.kept-drop",
+            resource={"prefect.resource.id": f"audio-curate.dataset.{key}", "prefect.resource.name": key},
+            payload={**drop, "output_root": output_root},
+        )
     return {
         "shards": run.shards,
         **run.tally.model_dump(by_alias=True),
@@ -135,8 +201,9 @@ def publish(results: list[ShardOutcome], source: str, output_root: str, dataset:
             for r in run.locales
         ],
         "audio_hours": run.audio_hours,
-        "files": rows,
+        "files": files,
         "nothing_to_do": idle == len(results),
+        "kept_drop": drop,
     }
 
 
@@ -159,6 +226,8 @@ def curate_dataset(
     config_overrides: list[str] | None = None,
     force: bool = False,
     credentials_block: str | None = None,
+    alert_kept_drop_points: float = 10.0,
+    alert_min_nights: int = 3,
 ) -> State:
     """Curate one split of ``source`` into the dataset's tables at ``output_root``: Common Voice releases
     (a tarball, an extracted locale folder, or a folder/prefix holding several, full and delta alike) or
@@ -167,7 +236,9 @@ def curate_dataset(
     ``num_shards`` (default 1: one engine start-up) cuts the clips by a hash of their id into parallel
     shard tasks.  ``limit`` caps clips per shard.  ``ray_address``: none (embedded local Ray), ``auto``
     (inside the cluster, via prefect-ray), or ``http://HEAD:8265`` (Ray Jobs).  ``credentials_block``
-    names a Prefect Secret block of S3/hub credentials (see ``tasks/credentials.py``).
+    names a Prefect Secret block of S3/hub credentials (see ``tasks/credentials.py``).  When tonight's
+    kept % is more than ``alert_kept_drop_points`` below the mean of the (at least ``alert_min_nights``)
+    nights before it, the run emits an ``audio-curate.kept-drop`` event for the deployment's automation.
     """
     started = time.time()
     logger = get_run_logger()
@@ -201,9 +272,13 @@ def curate_dataset(
             )
         else:
             results = run_shards(specs, cfg, force, progress_id)
-    summary = publish(results, source, output_root, dataset, split, time.time() - started)
-    # The message is what the runs list shows beside the state: the night's outcome at a glance.
+    summary = publish(
+        results, source, output_root, dataset, split, time.time() - started, alert_kept_drop_points, alert_min_nights
+    )
     message = (
         "nothing to do: every input already in the table" if summary["nothing_to_do"] else outcome(summary["counts"])
     )
+    # The runs list shows names, not state messages: the outcome joins the name, so a morning's glance
+    # at the list says how each night went ("validated-en-2026-12-02 · 39/40 kept").
+    show_outcome(message.split(",")[0].split(":")[0])
     return Completed(message=message, data=summary)

@@ -153,8 +153,9 @@ def run_command(args: argparse.Namespace) -> int:
         console.error(explain_failure(exc, log, getattr(exc, "waiting_stage", None)))
         return 1
     log = console.keep_log(args.output)
+    result.log = str(log) if log else None
     console.say()
-    console.say(render_result(result, log=str(log) if log else None))
+    console.say(render_result(result, log=result.log))
     if args.emit_result:
         console.say(f"{RESULT_MARK} {result.model_dump_json(by_alias=True, exclude_none=True)}")
     return 0

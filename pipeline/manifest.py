@@ -34,6 +34,7 @@ class ScoreBin(_Model):
     lo: float
     hi: float
     count: int = 0
+    kept: int = 0  # of ``count``, the rows kept
 
 
 def _empty_bins() -> list[ScoreBin]:
@@ -42,6 +43,7 @@ def _empty_bins() -> list[ScoreBin]:
 
 class Histogram(_Model):
     score: dict[str, int] = Field(default_factory=lambda: {str(k): 0 for k in SCORE_CHOICES})
+    score_kept: dict[str, int] = Field(default_factory=lambda: {str(k): 0 for k in SCORE_CHOICES})
     score_expected: list[ScoreBin] = Field(default_factory=_empty_bins)
 
 
@@ -54,8 +56,20 @@ class Tally(_Model):
     # Rejected rows per gate code, and quarantined rows per stage (a row can fail several gates).
     reasons: dict[str, int] = Field(default_factory=dict)
     quarantined_by_stage: dict[str, int] = Field(default_factory=dict)
-    # Judged rows' WER against the prompted sentence, binned like score_expected (0..1 in tenths, then >1).
+    # Judged rows' WER against the prompted sentence, binned (0..1 in tenths, then >1), and of them the
+    # kept; the sum and count give the mean a night's trend compares.
     wer_bins: dict[str, int] = Field(default_factory=dict)
+    wer_bins_kept: dict[str, int] = Field(default_factory=dict)
+    wer_sum: float = 0.0
+    wer_count: int = 0
+
+    @property
+    def mean_wer(self) -> float | None:
+        return self.wer_sum / self.wer_count if self.wer_count else None
+
+    @property
+    def kept_pct(self) -> float | None:
+        return 100 * self.counts.kept / self.counts.in_ if self.counts.in_ else None
 
 
 class DataFileInfo(_Model):
@@ -90,6 +104,8 @@ class LocaleResult(_Model):
     files: list[DataFileInfo] = Field(default_factory=list)
     table_rows: int | None = None  # the table after the commit
     table_kept: int | None = None
+    # Up to 50 rows this run did not keep, with what explains them (the artifact lists them).
+    rejected: list[dict[str, Any]] = Field(default_factory=list)
 
 
 class RunResult(_Model):
@@ -108,6 +124,7 @@ class RunResult(_Model):
     config: dict[str, Any]
     hardware: dict[str, Any] | None = None
     shard: dict[str, Any] | None = None
+    log: str | None = None  # the engines' log of the run, when it kept one
 
     @property
     def tally(self) -> Tally:
@@ -132,11 +149,16 @@ def combine(tallies: Iterable[Tally]) -> Tally:
         for k in ("in_", "kept", "rejected", "quarantined"):
             setattr(out.counts, k, getattr(out.counts, k) + getattr(t.counts, k))
         out.audio_seconds += t.audio_seconds
-        for k, v in t.histogram.score.items():
-            out.histogram.score[k] = out.histogram.score.get(k, 0) + v
+        for field in ("score", "score_kept"):
+            mine, theirs = getattr(out.histogram, field), getattr(t.histogram, field)
+            for k, v in theirs.items():
+                mine[k] = mine.get(k, 0) + v
         for mine, theirs in zip(out.histogram.score_expected, t.histogram.score_expected, strict=True):
             mine.count += theirs.count
-        for field in ("reasons", "quarantined_by_stage", "wer_bins"):
+            mine.kept += theirs.kept
+        out.wer_sum += t.wer_sum
+        out.wer_count += t.wer_count
+        for field in ("reasons", "quarantined_by_stage", "wer_bins", "wer_bins_kept"):
             mine, theirs = getattr(out, field), getattr(t, field)
             for k, v in theirs.items():
                 mine[k] = mine.get(k, 0) + v

@@ -1,9 +1,11 @@
-"""Run reports from shard results: the output file table, the histograms, a summary.
+"""Run reports from shard results: headlines, the output file list, histograms, the rows not kept, a
+summary and the nightly trend.
 
-Pure text: Prefect only publishes what this builds.  Histograms are markdown tables with a bar of
-block characters per row: they render in Prefect's default UI, which shows Mermaid charts as raw
-code (only the experimental V2 UI draws them; checked in a browser against Prefect 3.7.7), and in
-any markdown viewer.  No images: the UI cannot show a local or ``s3://`` file.
+Pure text and rows: Prefect only publishes what this builds.  Histograms are markdown tables with a
+bar of block characters per row (kept █, rejected ░) on one scale for every table (the share of the
+run's judged clips), the thresholds marked on their rows: they render in Prefect 3.7's UI, which shows
+Mermaid charts as raw code (only the V2 UI draws them), and in any markdown viewer.  No images: the
+UI cannot show a local or ``s3://`` file.
 """
 
 from __future__ import annotations
@@ -46,6 +48,16 @@ class RunReport:
     @property
     def audio_hours(self) -> float:
         return self.tally.audio_seconds / 3600
+
+    @property
+    def tables_now(self) -> dict[str, tuple[int, int]]:
+        """table -> (clips, kept) after the run: each shard's commit saw the table as it then was, and the
+        last commit holds the others' rows too, so the largest is the table now."""
+        now: dict[str, tuple[int, int]] = {}
+        for r in self.locales:
+            if r.table_rows is not None and r.table_rows >= now.get(r.table, (-1, 0))[0]:
+                now[r.table] = (r.table_rows, r.table_kept or 0)
+        return now
 
     @property
     def changes(self) -> dict[str, int]:
@@ -98,54 +110,126 @@ def human_duration(seconds: float) -> str:
     return f"{seconds / 3600:.1f} h"
 
 
-def _relative(path: str, output_root: str) -> str:
-    root = output_root.rstrip("/") + "/"
-    return path[len(root) :] if path.startswith(root) else path
+def headline(report: RunReport) -> str:
+    """``39/40 kept (98%), mean WER 0.08, 0 quarantined``: what cards and an artifact key's history show."""
+    t = report.tally
+    c = t.counts
+    if not c.in_:
+        return "nothing to do: every input already in the table"
+    wer = f"mean WER {t.mean_wer:.2f}" if t.mean_wer is not None else "no WER"
+    return f"{c.kept}/{c.in_} kept ({t.kept_pct:.0f}%), {wer}, {c.quarantined} quarantined"
 
 
-def file_rows(report: RunReport) -> list[dict[str, Any]]:
-    """One row per data file the run added: table, rows, size, the file.  Short columns first."""
+def file_rows(report: RunReport, logs: list[str] = ()) -> list[dict[str, Any]]:
+    """One row per data file the run added (its full path), then the run's logs: kind, table, rows, size."""
     rows = []
     for r in report.locales:
         for f in r.files:
             rows.append(
-                {
-                    "table": f.table,
-                    "snapshot": str(r.snapshot_id),
-                    "rows": f.rows,
-                    "size": human_bytes(f.bytes),
-                    "file": f.path,
-                }
+                {"kind": "data", "table": f.table, "rows": f.rows, "size": human_bytes(f.bytes), "path": f.path}
             )
+    for log in logs:
+        rows.append({"kind": "log", "table": "", "rows": "", "size": "", "path": log})
     return rows
 
 
-def _bar(n: int, total: int, width: int = 24) -> str:
-    return "█" * round(width * n / total) if total else ""
+def rejected_rows(report: RunReport, cap: int = 50) -> list[dict[str, Any]]:
+    """The rows the run did not keep (capped): id, sentence, transcript, score, WER, and why."""
+    out = []
+    for r in report.locales:
+        for row in r.rejected:
+            why = ", ".join(row.get("reasons") or []) if row.get("error") is None else f"{row['stage']}: {row['error']}"
+            out.append(
+                {
+                    "table": r.table,
+                    "id": row["id"],
+                    "why": why[:160],
+                    "sentence": (row.get("sentence") or "")[:120],
+                    "transcript": (row.get("transcription") or "")[:120],
+                    "score": row.get("score"),
+                    "wer": None if row.get("wer") is None else round(row["wer"], 2),
+                }
+            )
+    return out[:cap]
 
 
-def _table(header: str, items: list[tuple[str, int]], unit: str = "clips") -> list[str]:
-    total = max((n for _, n in items), default=0)
-    lines = [f"| {header} | {unit} | |", "|---|---:|---|"]
-    return lines + [f"| {label} | {n} | {_bar(n, total)} |" for label, n in items]
+BAR_WIDTH = 24
+
+
+def _bar(kept: int, rejected: int, total: int) -> str:
+    """Kept █ then rejected ░, on the run's scale: the full width is every judged clip."""
+    k = round(BAR_WIDTH * kept / total) if total else 0
+    r = round(BAR_WIDTH * rejected / total) if total else 0
+    return "█" * k + "░" * r
+
+
+def _split_table(header: str, items: list[tuple[str, int, int]], total: int) -> list[str]:
+    """Rows of (label, clips, of them kept) as kept | rejected | share | bar."""
+    lines = [f"| {header} | kept | rejected | share | |", "|---|---:|---:|---:|---|"]
+    for label, n, kept in items:
+        share = f"{100 * n / total:.0f}%" if total else "-"
+        lines.append(f"| {label} | {kept} | {n - kept} | {share} | {_bar(kept, n - kept, total)} |")
+    return lines
+
+
+def _mark(label: str, marked: bool, note: str) -> str:
+    return f"{label} ◀ {note}" if marked else label
 
 
 def histogram_markdown(report: RunReport) -> str:
-    """The judge's scores, score_expected, WER against the prompt, and why rows were not kept."""
+    """The judge's scores, score_expected and WER against the prompt, kept and rejected per bin on one
+    scale with the thresholds marked; then why rows were not kept."""
     h, t = report.tally.histogram, report.tally
-    lines = ["## Judge score (argmax)", ""]
-    lines += _table("score", [(str(k), h.score[str(k)]) for k in SCORE_CHOICES])
+    judged = t.counts.kept + t.counts.rejected
+    threshold = report.config.get("threshold", 3.0)
+    on = report.config.get("threshold_on", "score")
+    gates = report.config.get("gates", {})
+    lines = [f"{judged} judged clips; bars: kept █ rejected ░, the full width is every judged clip.", ""]
+    lines += ["## Judge score (argmax)", ""]
+    items = []
+    for k in SCORE_CHOICES:
+        first_kept = on == "score" and k == next((c for c in SCORE_CHOICES if c >= threshold), None)
+        items.append((_mark(str(k), first_kept, f"threshold ≥ {threshold:g}"), h.score[str(k)], h.score_kept[str(k)]))
+    lines += _split_table("score", items, judged)
     lines += ["", "## score_expected (Σ p(k)·k)", ""]
-    lines += _table("bin", [(f"{b.lo:.1f}–{b.hi:.1f}", b.count) for b in h.score_expected])
+    note = f"threshold ≥ {threshold:g}"
+    items = [
+        (_mark(f"{b.lo:.1f}–{b.hi:.1f}", on == "score_expected" and b.lo <= threshold < b.hi, note), b.count, b.kept)
+        for b in h.score_expected
+    ]
+    lines += _split_table("bin", items, judged)
     lines += ["", "## WER against the prompted sentence", ""]
-    wer = [(b, t.wer_bins.get(b, 0)) for b in WER_BINS]
-    lines += _table("WER", wer) if sum(n for _, n in wer) else ["No row had a sentence to compare with."]
+    max_wer = gates.get("max_wer")
+    wer_total = sum(t.wer_bins.get(b, 0) for b in WER_BINS)
+    if wer_total:
+        items = []
+        for b in WER_BINS:
+            lo = 1.0 if b == ">1.0" else float(b.split("-")[0])
+            hi = float("inf") if b == ">1.0" else float(b.split("-")[1])
+            marked = max_wer is not None and lo <= max_wer < hi
+            items.append(
+                (
+                    _mark(b, marked, f"max_wer {max_wer:g}" if max_wer is not None else ""),
+                    t.wer_bins.get(b, 0),
+                    t.wer_bins_kept.get(b, 0),
+                )
+            )
+        lines += _split_table("WER", items, judged)
+    else:
+        lines.append("No row had a sentence to compare with.")
     lines += ["", "## Why rows were not kept", ""]
     reasons = [(code, t.reasons[code]) for code in REASON_NAMES if t.reasons.get(code)]
     reasons += [(code, n) for code, n in sorted(t.reasons.items()) if code not in REASON_NAMES]
-    items = [(f"rejected: `{code}`, {REASON_NAMES.get(code, code)}", n) for code, n in reasons]
-    items += [(f"quarantined at `{stage}`", n) for stage, n in sorted(t.quarantined_by_stage.items())]
-    lines += _table("reason", items, "rows") if items else ["Every row was kept."]
+    items2 = [(f"rejected: `{code}`, {REASON_NAMES.get(code, code)}", n) for code, n in reasons]
+    items2 += [(f"quarantined at `{stage}`", n) for stage, n in sorted(t.quarantined_by_stage.items())]
+    if items2:
+        lines += ["| reason | rows | share of the run | |", "|---|---:|---:|---|"]
+        total = t.counts.in_
+        lines += [
+            f"| {label} | {n} | {100 * n / total:.0f}% | {'░' * round(BAR_WIDTH * n / total)} |" for label, n in items2
+        ]
+    else:
+        lines.append("Every row was kept.")
     lines += ["", "A rejected row can fail several gates; it is counted under each."]
     return "\n".join(lines)
 
@@ -160,26 +244,41 @@ def kept_rule(config: dict[str, Any]) -> list[tuple[str, str]]:
     lo, hi = g.get("min_duration_s"), g.get("max_duration_s")
     rules.append(("duration", f"{lo or 0}–{hi or '∞'} s"))
     rules.append(("Whisper's own rules", "no speech, repetition loops, log-prob ≥ " + str(g.get("min_avg_logprob"))))
+    rules.append(
+        ("Common Voice", "validated, sentence not reported" if g.get("exclude_reported", True) else "validated")
+    )
     return rules
 
 
-def summary_markdown(report: RunReport, wall_s: float, title: str, output_root: str, skipped: int = 0) -> str:
+def summary_markdown(
+    report: RunReport, wall_s: float, title: str, output_root: str, skipped: int = 0, source: str | None = None
+) -> str:
     tables = ", ".join(f"`{r.table}` @ {r.snapshot_id} ({r.tag})" for r in report.locales if not r.nothing_to_do)
     c = report.tally.counts
+    ch = report.changes
     tr, jd = report.models.get("transcriber"), report.models.get("judge")
     pct = (lambda n: f" ({100 * n / c.in_:.0f}%)") if c.in_ else (lambda n: "")
+    mean_wer = report.tally.mean_wer
+    now = [(name, rows, kept) for name, (rows, kept) in report.tables_now.items()]
     lines = [
         f"# {title}",
         "",
+        f"**{headline(report)}**",
+        "",
         "| what | value |",
         "|---|---|",
+        f"| input | `{source}` |" if source else "| input | - |",
         f"| output | `{output_root}` |",
         f"| tables | {tables or 'nothing to do: every input already applied'} |",
+        f"| this run | {ch.get('engine_rows', 0)} clips through the engines; {ch.get('added', 0)} added, "
+        f"{ch.get('updated', 0)} updated, {ch.get('redecided', 0)} re-decided, {ch.get('withdrawn', 0)} withdrawn |",
         *[f"| kept when: {name} | {rule} |" for name, rule in kept_rule(report.config)],
         f"| clips in | {c.in_} |",
         f"| kept | {c.kept}{pct(c.kept)} |",
-        f"| rejected | {c.rejected}{pct(c.rejected)} (reasons in the histogram artifact) |",
+        f"| rejected | {c.rejected}{pct(c.rejected)} (reasons: the histogram artifact; rows: the rejected one) |",
         f"| quarantined | {c.quarantined}{pct(c.quarantined)} |",
+        f"| mean WER | {mean_wer:.3f} |" if mean_wer is not None else "| mean WER | - |",
+        *[f"| table now | `{name}`: {rows} clips, {kept} kept |" for name, rows, kept in now],
         f"| audio | {human_duration(report.tally.audio_seconds)} |",
         f"| wall time | {human_duration(wall_s)} |",
         f"| throughput | {c.in_ / wall_s if wall_s else 0:.2f} clips/s, "
@@ -189,3 +288,51 @@ def summary_markdown(report: RunReport, wall_s: float, title: str, output_root: 
         f"| judge | `{jd.ref}` ({jd.revision}) |" if jd else "| judge | - |",
     ]
     return "\n".join(lines)
+
+
+# ------------------------------------------------------------------------------------ nightly trend
+
+TREND_NIGHTS = 14
+
+
+def trend_row(report: RunReport, night: str, run: str) -> dict[str, Any]:
+    """Tonight as one row of the trend: the night's counts and the tables after it."""
+    t = report.tally
+    rows = sum(n for n, _ in report.tables_now.values())
+    kept = sum(k for _, k in report.tables_now.values())
+    return {
+        "night": night,
+        "run": run,
+        "clips": t.counts.in_,
+        "kept %": None if t.kept_pct is None else round(t.kept_pct, 1),
+        "mean WER": None if t.mean_wer is None else round(t.mean_wer, 3),
+        "quarantined": t.counts.quarantined,
+        "table clips": rows or None,
+        "table kept %": round(100 * kept / rows, 1) if rows else None,
+    }
+
+
+def trend(previous: list[dict[str, Any]], tonight: dict[str, Any], nights: int = TREND_NIGHTS) -> list[dict[str, Any]]:
+    """The last ``nights`` rows, oldest first, tonight last (the previous artifact's rows carried on)."""
+    return [*previous, tonight][-nights:]
+
+
+def kept_drop(rows: list[dict[str, Any]], points: float, min_nights: int) -> dict[str, Any] | None:
+    """When tonight's kept % is more than ``points`` below the mean of the nights before it (at least
+    ``min_nights`` of them with clips): tonight, the trailing mean and the drop; else None."""
+    *before, tonight = rows
+    if tonight.get("kept %") is None:
+        return None
+    past = [r["kept %"] for r in before if r.get("kept %") is not None]
+    if len(past) < min_nights:
+        return None
+    mean = sum(past) / len(past)
+    drop = mean - tonight["kept %"]
+    if drop <= points:
+        return None
+    return {
+        "tonight": tonight["kept %"],
+        "trailing_mean": round(mean, 1),
+        "drop_points": round(drop, 1),
+        "nights": len(past),
+    }

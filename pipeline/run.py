@@ -29,7 +29,7 @@ from pipeline.config import CurationConfig
 from pipeline.dag import Models, build_curation_dataset
 from pipeline.io.inputs import VIEW_ONLY, ParquetInputs, ReleaseInputs, open_inputs
 from pipeline.io.storage import resolve_filesystem
-from pipeline.io.table_sink import TableSink, tally_of
+from pipeline.io.table_sink import SAMPLE_CAP, TableSink, rejected_sample, tally_of
 from pipeline.languages import check_model_hears
 from pipeline.manifest import DataFileInfo, LocaleResult, ModelInfo, RunResult, Tally, combine
 from pipeline.models import resolve_model
@@ -268,6 +268,8 @@ def curate_locale(ctx: RunContext, locale: str) -> LocaleResult:
         }
         result.changes = _changes(plan, kept_now)
         result.tally = tally
+        sampled = (engine_written["rejected"] if engine_written else []) + rejected_sample(updates, SAMPLE_CAP)
+        result.rejected = sampled[:SAMPLE_CAP]
         props = _properties(ctx, locale, clips_id, pending, result)
         if audio_files:
             commits.append_audio(lambda: catalog.load_table(audio_id), audio_files, props)
@@ -346,6 +348,7 @@ def _run_engines(
         "ids": [i for r in sink.results for i in r["ids"]],
         "kept": {i: k for r in sink.results for i, k in r["kept"].items()},
         "tally": combine(Tally.model_validate(r["tally"]) for r in sink.results),
+        "rejected": [row for r in sink.results for row in r["rejected"]],
     }
     try:
         check_ids(Counter(r[ID] for r in plan.engine), Counter(out["ids"]))

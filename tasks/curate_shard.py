@@ -20,7 +20,7 @@ from pydantic import BaseModel
 from pipeline.config import CurationConfig
 from pipeline.manifest import RunResult
 from pipeline.shards import ShardSpec
-from tasks.launchers import launcher_for
+from tasks.launchers import ShardRefused, launcher_for
 
 
 class ShardOutcome(BaseModel):
@@ -41,8 +41,20 @@ def _attempt() -> int:
     return ctx.task_run.run_count if ctx else 1
 
 
+def worth_retrying(task, task_run, state) -> bool:
+    """Retry a shard unless its input or output was refused: that needs a person, not another try."""
+    try:
+        state.result()
+    except ShardRefused:
+        return False
+    except Exception:
+        return True
+    return True
+
+
 @task(
     retries=3,
+    retry_condition_fn=worth_retrying,
     retry_delay_seconds=exponential_backoff(backoff_factor=5),
     retry_jitter_factor=0.5,
     task_run_name="curate-{spec.split}-{spec.shard_id}",

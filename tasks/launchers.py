@@ -59,6 +59,11 @@ class ShardTimedOut(ShardFailed):
     pass
 
 
+class ShardRefused(ShardFailed):
+    """The shard's input or output was refused before any work (``curate run`` exit 2): retrying
+    cannot help, so Prefect does not."""
+
+
 class ShardLauncher(Protocol):
     def launch(
         self, spec: ShardSpec, cfg: CurationConfig, log: logging.Logger, run_id: str, force: bool = False
@@ -200,6 +205,10 @@ class ChildProcessLauncher:
             raise ShardTimedOut(
                 f"{spec.shard_id} ran past shard_timeout_s ({cfg.shard_timeout_s:g} s); its processes were "
                 "stopped and nothing was committed"
+            )
+        if code == 2:
+            raise ShardRefused(
+                f"{spec.shard_id}: " + next((ln for ln in tail if "curate: error:" in ln), tail[-1] if tail else "")
             )
         if code != 0:
             raise ShardFailed(f"{spec.shard_id} exited with {code}:\n" + "\n".join(tail[-15:]))

@@ -380,3 +380,45 @@ def postgres(user: str = "curate", password: str = "pg-Secret-5e1d", database: s
         if pid_file.exists():
             stop_tree(int(pid_file.read_text().split()[0]))
         shutil.rmtree(data, ignore_errors=True)
+
+
+class WebhookReceiver:
+    """An HTTP server on 127.0.0.1 that records what is POSTed to it: a real endpoint for a real
+    Prefect automation's webhook to reach."""
+
+    def __init__(self):
+        import http.server
+        import json
+        import threading
+
+        received = self.received = []
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_POST(self):
+                body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                try:
+                    received.append(json.loads(body))
+                except ValueError:
+                    received.append({"raw": body.decode(errors="replace")})
+                self.send_response(200)
+                self.end_headers()
+
+            def log_message(self, *args):  # quiet
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hook"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def wait_for(self, predicate, timeout: float) -> dict | None:
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            for item in list(self.received):
+                if predicate(item):
+                    return item
+            time.sleep(1)
+        return None
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()

@@ -19,7 +19,21 @@ import pyarrow.compute as pc
 from ray.data.block import Block, BlockAccessor
 from ray.data.datasource import Datasink
 
-from pipeline.columns import AUDIO, AUDIO_SHA, DURATION, ERROR, ID, KEPT, REASONS, SCORE, SCORE_EXPECTED, STAGE, WER
+from pipeline.columns import (
+    AUDIO,
+    AUDIO_SHA,
+    DURATION,
+    ERROR,
+    ID,
+    KEPT,
+    REASONS,
+    SCORE,
+    SCORE_EXPECTED,
+    SENTENCE,
+    STAGE,
+    TRANSCRIPT,
+    WER,
+)
 from pipeline.manifest import Counts, Histogram, ScoreBin, Tally
 from pipeline.metrics import expected_score_bins, score_histogram, wer_histogram
 from pipeline.table.schema import AUDIO_TABLE, conform
@@ -32,8 +46,11 @@ def tally_of(table: pa.Table) -> Tally:
     """What rows add to a run's counts, audio seconds and histograms (kept, rejected, quarantined)."""
     failed = pc.is_valid(table.column(ERROR))
     healthy = table.filter(pc.invert(failed))
-    kept = pc.sum(pc.fill_null(healthy.column(KEPT), False).cast(pa.int64())).as_py() or 0
+    kept_rows = healthy.filter(pc.fill_null(healthy.column(KEPT), False))
+    kept = kept_rows.num_rows
     bins = expected_score_bins(healthy.column(SCORE_EXPECTED).to_pylist())
+    kept_bins = expected_score_bins(kept_rows.column(SCORE_EXPECTED).to_pylist())
+    wers = [w for w in healthy.column(WER).to_pylist() if w is not None]
     return Tally(
         counts=Counts(
             in_=table.num_rows,
@@ -44,12 +61,30 @@ def tally_of(table: pa.Table) -> Tally:
         audio_seconds=pc.sum(healthy.column(DURATION)).as_py() or 0.0,
         histogram=Histogram(
             score={str(k): v for k, v in score_histogram(healthy.column(SCORE).to_pylist()).items()},
-            score_expected=[ScoreBin(lo=lo, hi=hi, count=c) for lo, hi, c in bins],
+            score_kept={str(k): v for k, v in score_histogram(kept_rows.column(SCORE).to_pylist()).items()},
+            score_expected=[
+                ScoreBin(lo=lo, hi=hi, count=c, kept=k) for (lo, hi, c), (_, _, k) in zip(bins, kept_bins, strict=True)
+            ],
         ),
         reasons=dict(Counter(code for codes in healthy.column(REASONS).to_pylist() for code in (codes or []))),
         quarantined_by_stage=dict(Counter(s or "unknown" for s in table.filter(failed).column(STAGE).to_pylist())),
-        wer_bins=wer_histogram(healthy.column(WER).to_pylist()),
+        wer_bins=wer_histogram(wers),
+        wer_bins_kept=wer_histogram(kept_rows.column(WER).to_pylist()),
+        wer_sum=sum(wers),
+        wer_count=len(wers),
     )
+
+
+# Columns of the rejected-rows sample the Prefect artifact lists, and how many rows a run keeps of it.
+SAMPLE_CAP = 50
+SAMPLE_COLUMNS = (ID, SENTENCE, TRANSCRIPT, SCORE, WER, REASONS, ERROR, STAGE)
+
+
+def rejected_sample(table: pa.Table, cap: int) -> list[dict[str, Any]]:
+    """Up to ``cap`` rows that were not kept (rejected or quarantined), with what explains them."""
+    lost = table.filter(pc.invert(pc.fill_null(table.column(KEPT), False)))
+    lost = lost.slice(0, cap)
+    return [{c: r.get(c) for c in SAMPLE_COLUMNS} for r in lost.to_pylist()]
 
 
 def audio_rows(table: pa.Table) -> pa.Table:
@@ -117,6 +152,7 @@ class TableSink(Datasink[list[dict[str, Any]]]):
                 "ids": table.column(ID).to_pylist(),
                 "kept": dict(zip(table.column(ID).to_pylist(), table.column(KEPT).to_pylist(), strict=True)),
                 "tally": tally_of(table).model_dump(by_alias=True),
+                "rejected": rejected_sample(table, SAMPLE_CAP),
             }
         ]
 

@@ -36,18 +36,19 @@ from prefect.utilities.asyncutils import run_coro_as_sync
 from pipeline.shards import plan_shards
 from tests.conftest import REPO
 from tests.integration.conftest import split_sample
-from tests.services import VENV_BIN, background, prefect_server
+from tests.services import VENV_BIN, WebhookReceiver, background, prefect_server
 from tests.table import rows, summaries, tables
 
 pytestmark = pytest.mark.slow
 
 
 def _histogram_from_markdown(md: str) -> dict[int, int]:
+    """The judge-score table's clips per score (kept + rejected); a row may carry the threshold mark."""
     counts = {}
-    for line in md.splitlines():
+    for line in md.split("## score_expected")[0].splitlines():
         cells = [c.strip() for c in line.strip("|").split("|")]
-        if len(cells) == 3 and cells[0] in {"1", "2", "3", "4", "5"}:
-            counts[int(cells[0])] = int(cells[1])
+        if len(cells) == 5 and cells[0].split(" ")[0] in {"1", "2", "3", "4", "5"}:
+            counts[int(cells[0].split(" ")[0])] = int(cells[1]) + int(cells[2])
     return counts
 
 
@@ -82,6 +83,7 @@ class Nightly:
     due: datetime
     manual_run: object
     worker_log: Path
+    hook: WebhookReceiver
 
 
 def _cron_due_in(seconds: float, tz: str) -> datetime:
@@ -119,6 +121,7 @@ def nightly(tmp_path_factory, sample_table):
             "CURATE_TEST_FAULT_DIR": str(tmp / "faults"),
         }
         due = _cron_due_in(100, TZ)
+        hook = WebhookReceiver()
         subprocess.run(
             [
                 sys.executable,
@@ -136,6 +139,8 @@ def nightly(tmp_path_factory, sample_table):
                 f"{due.minute} {due.hour} * * *",
                 "--timezone",
                 TZ,
+                "--alert-webhook",
+                hook.url,
             ],
             env=env,
             cwd=REPO,
@@ -148,8 +153,11 @@ def nightly(tmp_path_factory, sample_table):
         worker_log = tmp / "worker.log"
         worker_cmd = [str(VENV_BIN / "prefect"), "worker", "start", "--pool", "audio-curation"]
         OUT[:] = [out]
-        with background(worker_cmd, env, worker_log):
-            yield Nightly(api, out, specs, dep, due, manual, worker_log)
+        try:
+            with background(worker_cmd, env, worker_log):
+                yield Nightly(api, out, specs, dep, due, manual, worker_log, hook)
+        finally:
+            hook.close()
 
 
 def _outcome(flow_run_id) -> str:
@@ -175,7 +183,8 @@ def test_a_custom_run_from_the_ui_retries_a_failed_shard_and_publishes_artifacts
     worker_log = nightly.worker_log.read_text()
     assert final.state.is_completed(), worker_log[-6000:]
     # The runs list reads at a glance: what and when, and the outcome beside the state.
-    assert final.name == f"validated-common-voice-{final.expected_start_time:%Y-%m-%d}"
+    base = f"validated-common-voice-{final.expected_start_time:%Y-%m-%d}"
+    assert final.name == f"{base} · {final.state.message.split(',')[0]}"  # what, when, and how it went
 
     async def details(client):
         arts = await client.read_artifacts(
@@ -215,8 +224,9 @@ def test_a_custom_run_from_the_ui_retries_a_failed_shard_and_publishes_artifacts
         if e.snapshot_id == s.snapshot_id and e.status.name == "ADDED"
         for f in [e.data_file]
     }
-    assert {r["file"] for r in table} == added  # the output file list is what the snapshots added
-    assert sum(r["rows"] for r in table) == 4
+    data_rows = [r for r in table if r["kind"] == "data"]
+    assert {r["path"] for r in data_rows} == added  # the output file list is what the snapshots added
+    assert sum(r["rows"] for r in data_rows) == 4
 
     scores = [r["score"] for r in got.values() if r["score"] is not None]
     want = {k: scores.count(k) for k in range(1, 6)}
@@ -225,8 +235,23 @@ def test_a_custom_run_from_the_ui_retries_a_failed_shard_and_publishes_artifacts
     assert "WER against the prompted sentence" in histogram and "Why rows were not kept" in histogram
     summary = by_key["common-voice-validated-summary"].data
     assert "| clips in | 4 |" in summary and str(out) in summary and "`score` ≥ 3.0" in summary
-    assert "`curate.en_clips` @" in summary
+    assert "`curate.en_clips` @" in summary and f"| input | `{nightly.specs[0].sources[0]}` |" in summary
     assert by_key["common-voice-validated-progress"].data == 100.0
+    # Cards and a key's history compare nights without clicks: the headline is in the description.
+    head = final.state.message.split(",")[0]  # "4/4 kept"
+    for name in ("summary", "histogram"):
+        assert by_key[f"common-voice-validated-{name}"].description.startswith(head), name
+    assert "data files" in files.description
+    logs = [r["path"] for r in table if r["kind"] == "log"]
+    assert len(logs) == 2 and all(Path(p).is_file() for p in logs)  # one per shard, full paths
+    assert all(r["path"].startswith("file:///") for r in table if r["kind"] == "data")
+    rejected = by_key["common-voice-validated-rejected"]
+    not_kept = [rid for rid, r in got.items() if not r["kept"]]
+    listed = json.loads(rejected.data) if isinstance(rejected.data, str) else rejected.data
+    assert sorted(r["id"] for r in listed if r["id"]) == sorted(not_kept)
+    trend = by_key["common-voice-validated-trend"]
+    (night,) = json.loads(trend.data) if isinstance(trend.data, str) else trend.data
+    assert night["clips"] == 4 and night["run"] == base and night["table clips"] == 4
 
 
 def test_the_schedule_fires_by_itself_and_the_night_completes(nightly):
@@ -256,7 +281,7 @@ def test_the_schedule_fires_by_itself_and_the_night_completes(nightly):
     final = _sync(lambda c: _wait_final(c, tonight.id, timeout=1500))
     assert final.state.is_completed(), nightly.worker_log.read_text()[-6000:]
     assert final.auto_scheduled and final.start_time >= due
-    assert final.name == f"validated-common-voice-{due:%Y-%m-%d}"
+    assert final.name == f"validated-common-voice-{due:%Y-%m-%d} · {final.state.message.split(',')[0]}"
     # Its shards ran with the deployment's own parameters (limit 5 each) and are committed: the clips the
     # custom run scored already were not scored again.
     assert len(rows(nightly.out)) == 10
@@ -273,3 +298,39 @@ def test_the_schedule_fires_by_itself_and_the_night_completes(nightly):
         and min(r.expected_start_time for r in later).astimezone(ZoneInfo(TZ)).date()
         == (due + timedelta(days=1)).date()
     )
+    # The trend now holds both nights, tonight last.
+    rows_ = _artifact_rows(final.id, "common-voice-validated-trend")
+    assert len(rows_) == 2 and final.name.startswith(rows_[-1]["run"]) and rows_[-1]["table clips"] == 10
+
+
+def _artifact_rows(flow_run_id, key: str) -> list[dict]:
+    async def read(client):
+        return await client.read_artifacts(
+            artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[flow_run_id]))
+        )
+
+    (art,) = [a for a in _sync(read) if a.key == key]
+    return json.loads(art.data) if isinstance(art.data, str) else art.data
+
+
+def test_alerts_fire_for_a_failed_night_and_for_a_kept_drop(nightly):
+    """The automations deploy.py ships, on the real server: a night that fails (a source that does not
+    exist: refused, not retried) and a night whose kept % falls (a stricter threshold, decided again
+    from stored scores) each POST to the webhook."""
+    dep, hook = nightly.deployment, nightly.hook
+    bad = _sync(lambda c: c.create_flow_run_from_deployment(dep.id, parameters={"source": "/nonexistent/night"}))
+    final = _sync(lambda c: _wait_final(c, bad.id, timeout=900))
+    assert final.state.is_failed() and "does not exist" in final.state.message, final.state.message
+    attempts = _sync(lambda c: c.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[bad.id]))))
+    assert {t.run_count for t in attempts if t.name.startswith("curate-")} == {1}  # refused: no retries
+    got = hook.wait_for(lambda x: final.name in x.get("text", "") and "Failed" in x.get("subject", ""), 180)
+    assert got and "does not exist" in got["text"], hook.received
+
+    strict = {"threshold": 5.5, "alert_min_nights": 2}
+    drop = _sync(lambda c: c.create_flow_run_from_deployment(dep.id, parameters=strict))
+    final = _sync(lambda c: _wait_final(c, drop.id, timeout=900))
+    assert final.state.is_completed() and final.state.message.startswith("0/10 kept"), final.state.message
+    got = hook.wait_for(lambda x: "kept dropped" in x.get("subject", ""), 180)
+    assert got, hook.received
+    base = final.name.split(" · ")[0]
+    assert "kept 0.0% tonight" in got["text"] and base in got["text"] and "2 nights before" in got["text"]

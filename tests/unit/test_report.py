@@ -14,8 +14,13 @@ def _result(shard: str, kept: int, reasons: dict[str, int]) -> RunResult:
         reasons=reasons,
         quarantined_by_stage={"read": 1},
         wer_bins={"0.0-0.1": kept, ">1.0": 1},
+        wer_bins_kept={"0.0-0.1": kept},
+        wer_sum=0.05 * kept + 1.5,
+        wer_count=kept + 1,
     )
     tally.histogram.score["4"] = kept
+    tally.histogram.score_kept["4"] = kept
+    tally.histogram.score["2"] = 10 - kept - 1
     loc = LocaleResult(
         locale="en",
         table="curate.en_clips",
@@ -25,7 +30,13 @@ def _result(shard: str, kept: int, reasons: dict[str, int]) -> RunResult:
         tally=tally,
         changes={"added": kept},
         files=[DataFileInfo(table="curate.en_clips", path="file:///out/warehouse/d/1.parquet", rows=10, bytes=123_456)],
-    )
+        rejected=[
+            {"id": "r1", "sentence": "s", "transcription": "t", "score": 2, "wer": 0.1, "reasons": ["judge_below"],
+             "error": None, "stage": None},
+            {"id": "q1", "sentence": "s", "transcription": None, "score": None, "wer": None, "reasons": [],
+             "error": "clip missing from release", "stage": "read"},
+        ],
+    )  # fmt: skip
     return RunResult(
         run_id=shard,
         created_at="now",
@@ -40,22 +51,76 @@ def _result(shard: str, kept: int, reasons: dict[str, int]) -> RunResult:
     )
 
 
-def test_histograms_reasons_and_files_add_up_across_shards():
-    a, b = _result("s1", 7, {"wer_above": 2}), _result("s2", 5, {"wer_above": 1, "too_short": 3})
+def test_histograms_split_kept_and_rejected_on_one_scale_and_mark_the_thresholds():
+    a, b = _result("s1", 7, {"judge_below": 2}), _result("s2", 5, {"judge_below": 4})
     run = report.aggregate([a, b])
     md = report.histogram_markdown(run)
-    assert "| 4 | 12 | ████████████████████████ |" in md
-    assert "rejected: `wer_above`" in md and "| quarantined at `read` | 2 |" in md
-    assert "| >1.0 | 2 |" in md
-    rows = report.file_rows(run)
-    assert len(rows) == 2 and rows[0]["table"] == "curate.en_clips" and rows[0]["size"] == "120.6 KB"
+    assert md.startswith("18 judged clips")
+    # Score 4: 12 kept of 18 judged, two thirds of the width; score 3 is where kept starts.
+    assert "| 4 | 12 | 0 | 67% | " + "█" * 16 + " |" in md
+    assert "| 2 | 0 | 6 | 33% | " + "░" * 8 + " |" in md
+    assert "| 3 ◀ threshold ≥ 3 | 0 | 0 | 0% |" in md
+    assert "| 0.7-0.8 ◀ max_wer 0.75 |" in md and "| >1.0 | 0 | 2 |" in md
+    assert "rejected: `judge_below`" in md and "| quarantined at `read` | 2 | 10% |" in md
     assert run.changes == {"added": 12}
 
 
-def test_summary_says_what_kept_meant_where_the_output_is_and_a_sane_duration():
+def test_headline_files_rejected_rows():
     run = report.aggregate([_result("s1", 7, {})])
-    md = report.summary_markdown(run, 12.0, "Curation", "s3://bucket/curated", skipped=0)
-    assert "| output | `s3://bucket/curated` |" in md and "`curate.en_clips` @ 42 (nightly-2026-12-01)" in md
+    assert report.headline(run) == "7/10 kept (70%), mean WER 0.23, 1 quarantined"
+    rows = report.file_rows(run, ["/out/_logs/run.log"])
+    assert rows[0] == {
+        "kind": "data",
+        "table": "curate.en_clips",
+        "rows": 10,
+        "size": "120.6 KB",
+        "path": "file:///out/warehouse/d/1.parquet",
+    }
+    assert rows[1]["kind"] == "log" and rows[1]["path"] == "/out/_logs/run.log"
+    rejected = report.rejected_rows(run)
+    assert [r["why"] for r in rejected] == ["judge_below", "read: clip missing from release"]
+    empty = report.aggregate([RunResult.model_validate(_result("s", 0, {}).model_dump() | {"locales": []})])
+    assert report.headline(empty).startswith("nothing to do")
+
+
+def test_summary_says_what_kept_meant_where_the_input_and_output_are():
+    run = report.aggregate([_result("s1", 7, {})])
+    md = report.summary_markdown(run, 12.0, "Curation", "s3://bucket/curated", skipped=0, source="s3://cv/en.tar.gz")
+    assert "**7/10 kept (70%)" in md
+    assert "| input | `s3://cv/en.tar.gz` |" in md and "| output | `s3://bucket/curated` |" in md
+    assert "`curate.en_clips` @ 42 (nightly-2026-12-01)" in md
     assert "| kept when: judge | `score` ≥ 3.0 |" in md and "WER ≤ 0.75" in md
     assert "| audio | 72 s |" in md  # not "0.020 audio hours"
-    assert "| kept | 7 (70%) |" in md
+    assert "| kept | 7 (70%) |" in md and "| mean WER | 0.231 |" in md
+
+
+def test_the_trend_carries_nights_on_and_flags_a_kept_drop():
+    night = lambda n, pct: {"night": f"2026-12-{n:02d}", "run": f"r{n}", "clips": 10, "kept %": pct}  # noqa: E731
+    rows = []
+    for n, pct in enumerate([90.0, 92.0, 88.0], 1):
+        rows = report.trend(rows, night(n, pct), nights=3)
+    assert [r["night"] for r in rows] == ["2026-12-01", "2026-12-02", "2026-12-03"]
+    rows = report.trend(rows, night(4, 70.0), nights=3)
+    assert [r["night"] for r in rows] == ["2026-12-02", "2026-12-03", "2026-12-04"]  # the last three
+    assert report.kept_drop(rows, points=10, min_nights=2) == {
+        "tonight": 70.0,
+        "trailing_mean": 90.0,
+        "drop_points": 20.0,
+        "nights": 2,
+    }
+    assert report.kept_drop(rows, points=25, min_nights=2) is None  # within the tolerance
+    assert report.kept_drop(rows, points=10, min_nights=3) is None  # too few nights to judge
+    idle = {**night(5, None), "clips": 0}
+    assert report.kept_drop([*rows, idle], points=1, min_nights=1) is None  # nothing to do is no drop
+    tonight = report.trend_row(report.aggregate([_result("s1", 7, {})]), "2026-12-05", "validated-en-2026-12-05")
+    assert tonight["kept %"] == 70.0 and tonight["mean WER"] == 0.231 and tonight["clips"] == 10
+
+
+def test_the_table_now_is_the_last_shards_view_not_a_sum():
+    a, b = _result("s1", 2, {}), _result("s2", 2, {})
+    a.locales[0].table_rows, a.locales[0].table_kept = 2, 2  # the first shard's commit
+    b.locales[0].table_rows, b.locales[0].table_kept = 4, 3  # the second's, which holds the first's rows
+    run = report.aggregate([a, b])
+    assert run.tables_now == {"curate.en_clips": (4, 3)}
+    assert report.trend_row(run, "2026-12-01", "r")["table clips"] == 4
+    assert "| table now | `curate.en_clips`: 4 clips, 3 kept |" in report.summary_markdown(run, 1.0, "t", "/out")
