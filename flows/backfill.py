@@ -17,7 +17,7 @@ from prefect.runtime import flow_run
 from prefect.states import Completed, State
 
 from flows.curation import curate_dataset
-from pipeline.config import Profile, build_config
+from pipeline.config import Profile, build_config, refuse_secrets
 from pipeline.io.cv_release import discover_releases
 from pipeline.shards import discover_splits, slug
 from tasks.credentials import apply_credentials_block
@@ -51,6 +51,9 @@ def backfill(
     mirrors it filters the ``<split>/`` folders (default: all).
     """
     logger = get_run_logger()
+    # Before anything is logged or handed on; Prefect has stored the parameter already, so the error
+    # names the keys, never the values.
+    refuse_secrets(overrides=config_overrides, where="backfill")
     if credentials_block:
         apply_credentials_block(credentials_block)
     storage = build_config(profile, overrides=config_overrides).storage

@@ -39,10 +39,12 @@ def main(argv: list[str] | None = None) -> int:
 def backfill_command(args) -> int:
     os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", EPHEMERAL_STARTUP_TIMEOUT_S)
     from flows.backfill import backfill
+    from pipeline.config import SecretInConfigError, refuse_secrets
     from pipeline.io.schema import InputSchemaError
     from pipeline.table.catalog import TableError
 
     try:
+        refuse_secrets(overrides=args.overrides, where="curate backfill")
         result = backfill(
             source_root=args.source_root,
             output_root=args.output_root,
@@ -53,7 +55,7 @@ def backfill_command(args) -> int:
             ray_address=args.ray_address,
             config_overrides=args.overrides or None,
         )
-    except (InputSchemaError, FileNotFoundError, TableError) as exc:
+    except (InputSchemaError, FileNotFoundError, TableError, SecretInConfigError) as exc:
         print(f"curate: error: {exc}", file=sys.stderr)
         return 2
     print()

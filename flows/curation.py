@@ -21,7 +21,7 @@ from prefect.states import Completed, State
 from prefect.task_runners import ThreadPoolTaskRunner
 
 from pipeline import report
-from pipeline.config import CurationConfig, Profile, build_config
+from pipeline.config import CurationConfig, Profile, build_config, refuse_secrets
 from pipeline.io.cv_release import is_release_name, parse_tarball_name
 from pipeline.shards import ShardSpec, plan_shards, slug
 from tasks.credentials import apply_credentials_block
@@ -91,13 +91,17 @@ def night_tag(default: str = "run") -> str:
     return f"{slug(deployment.name or default)}-{flow_run.scheduled_start_time:%Y-%m-%d}"
 
 
-def run_shards(specs: list[ShardSpec], cfg: CurationConfig, force: bool, progress_id) -> list[ShardOutcome]:
+def run_shards(
+    specs: list[ShardSpec], cfg: CurationConfig, force: bool, progress_id, credentials_block: str | None = None
+) -> list[ShardOutcome]:
     # In-cluster shards have no child process for a watchdog to stop, so Prefect's own timeout bounds
     # them.  The other launchers stop their child or job themselves (Prefect cannot interrupt a task
     # blocked in a worker thread, and says so in every run's log when asked to).
     limit = cfg.shard_timeout_s if cfg.ray_address == "auto" else None
     shard_task = curate_shard.with_options(timeout_seconds=limit)
-    futures = shard_task.map(specs, cfg=unmapped(cfg), force=unmapped(force))
+    futures = shard_task.map(
+        specs, cfg=unmapped(cfg), force=unmapped(force), credentials_block=unmapped(credentials_block)
+    )
     results, failures = [], []
     for done, fut in enumerate(as_completed(futures), 1):
         update_progress_artifact(progress_id, progress=100 * done / len(specs))
@@ -112,9 +116,11 @@ def run_shards(specs: list[ShardSpec], cfg: CurationConfig, force: bool, progres
 
 
 @flow(name="run-shards-on-ray", log_prints=True)
-def run_shards_on_ray(specs: list[ShardSpec], cfg: CurationConfig, force: bool, progress_id) -> list[ShardOutcome]:
+def run_shards_on_ray(
+    specs: list[ShardSpec], cfg: CurationConfig, force: bool, progress_id, credentials_block: str | None = None
+) -> list[ShardOutcome]:
     """Subflow for ``ray_address="auto"``: shards run as Ray tasks through prefect-ray."""
-    return run_shards(specs, cfg, force, progress_id)
+    return run_shards(specs, cfg, force, progress_id, credentials_block)
 
 
 def previous_trend(key: str) -> list[dict[str, Any]]:
@@ -242,6 +248,9 @@ def curate_dataset(
     """
     started = time.time()
     logger = get_run_logger()
+    # Before anything is logged or handed on; Prefect has stored the parameter already, so the error
+    # names the keys, never the values.
+    refuse_secrets(overrides=config_overrides, where="curate_dataset")
     if credentials_block:
         logger.info(
             "credentials from Secret block %r: %s",
@@ -268,10 +277,10 @@ def curate_dataset(
             from prefect_ray import RayTaskRunner
 
             results = run_shards_on_ray.with_options(task_runner=RayTaskRunner(address="auto"))(
-                specs, cfg, force, progress_id
+                specs, cfg, force, progress_id, credentials_block
             )
         else:
-            results = run_shards(specs, cfg, force, progress_id)
+            results = run_shards(specs, cfg, force, progress_id, credentials_block)
     summary = publish(
         results, source, output_root, dataset, split, time.time() - started, alert_kept_drop_points, alert_min_nights
     )

@@ -8,7 +8,7 @@ import logging
 import sys
 from pathlib import Path
 
-from pipeline.config import build_config
+from pipeline.config import SecretInConfigError, build_config, refuse_secrets
 from pipeline.progress import render_result
 
 SAMPLE = Path(__file__).parent / "sample_data" / "common_voice_sample.parquet"
@@ -28,8 +28,10 @@ def _config_args(p: argparse.ArgumentParser) -> None:
 
 def _build(args: argparse.Namespace):
     # --config-json (how shards get the flow's config) is a base; the other flags still apply on top.
-    base = json.loads(args.config_json) if getattr(args, "config_json", None) else None
-    return build_config(
+    # "-": read from stdin, as a shard's child process gets it (never in argv, which `ps` shows).
+    raw = getattr(args, "config_json", None)
+    base = json.loads(sys.stdin.read() if raw == "-" else raw) if raw else None
+    cfg = build_config(
         args.profile,
         base=base,
         file=args.config,
@@ -40,6 +42,8 @@ def _build(args: argparse.Namespace):
         ray_address=args.ray_address,
         keep_audio=False if args.no_audio else None,
     )
+    refuse_secrets(cfg, args.overrides, where="curate")
+    return cfg
 
 
 def build_parser() -> tuple[argparse.ArgumentParser, argparse._SubParsersAction]:
@@ -58,7 +62,9 @@ def build_parser() -> tuple[argparse.ArgumentParser, argparse._SubParsersAction]
         help="for Common Voice releases: the clip list to curate, <NAME>.tsv "
         "(validated [default], train, dev, test, other, invalidated, ...)",
     )
-    run.add_argument("--config-json", help="a whole resolved config as JSON (used by Ray Jobs)")
+    run.add_argument(
+        "--config-json", help="a whole resolved config as JSON, or - to read it from stdin (shards get it so)"
+    )
     run.add_argument("--shard", default="1/1", help="this run's shard, I/K: the clips whose id hashes to I of K")
     run.add_argument("--run-id", help="the run's id (recorded in its snapshots); default: a new one")
     run.add_argument("--force", action="store_true", help="score every curated clip again, even if the table has it")
@@ -110,7 +116,11 @@ def run_command(args: argparse.Namespace) -> int:
 
     if args.cmd == "export":
         return export_command(args)
-    cfg = _build(args)
+    try:
+        cfg = _build(args)
+    except (SecretInConfigError, ValueError) as exc:
+        print(f"curate: error: {str(exc).splitlines()[0]}", file=sys.stderr)
+        return 2
     if args.cmd == "config":
         print(json.dumps(cfg.public_dict(), indent=2))
         return 0

@@ -150,6 +150,9 @@ class RayJobConfig(_Section):
     timeout_s: float | None = Field(default=12 * 3600, gt=0)
     # Resources the job's driver asks for (its stages ask for their own).
     entrypoint_num_cpus: float = Field(default=0, ge=0)
+    # Every call to the Jobs API gives up after this long: a dashboard that accepts and never answers
+    # fails the shard instead of wedging the night (and, through ENQUEUE, every later night).
+    call_timeout_s: float = Field(default=30, gt=0)
 
 
 class StorageConfig(_Section):
@@ -265,6 +268,55 @@ class CurationConfig(_Section):
 
 
 SECRET_KEY = re.compile(r"(token|secret|password|passwd|credential|api[_-]?key|access[_-]?key|auth)", re.I)
+
+
+class SecretInConfigError(ValueError):
+    """A setting that looks like a secret was given where it would be stored or shown: refused."""
+
+
+# Settings a key pattern would flag but that hold no secret.
+NOT_SECRET = frozenset({"RAY_AUTH_MODE"})
+SECRET_ADVICE = (
+    "secrets never go in the config or its overrides: Prefect stores flow parameters in its database, "
+    "Ray shows job entrypoints and actor runtime envs to anyone with the dashboard. Give credentials "
+    "through a Prefect Secret block (the flows' credentials_block) or the Ray nodes' own environment"
+)
+
+
+def _secret_key(key: str) -> bool:
+    return key not in NOT_SECRET and bool(SECRET_KEY.search(key))
+
+
+def secret_overrides(overrides: list[str] | None) -> list[str]:
+    """The ``section.field=value`` overrides whose key path looks like a secret (never their values)."""
+    found = []
+    for item in overrides or []:
+        dotted = item.split("=", 1)[0].strip()
+        if any(_secret_key(part) for part in dotted.split(".")):
+            found.append(dotted)
+    return found
+
+
+def secret_settings(cfg: CurationConfig) -> list[str]:
+    """The config's secret-looking settings: engine env/kwargs keys, a password inside the catalog URI."""
+    found = [
+        f"judge.{section}.{k}"
+        for section in ("engine_env", "engine_kwargs")
+        for k in getattr(cfg.judge, section)
+        if _secret_key(str(k))
+    ]
+    from urllib.parse import urlsplit
+
+    if cfg.table.catalog_uri and urlsplit(cfg.table.catalog_uri).password:
+        found.append("table.catalog_uri (a password in the URI; put it in PGPASSWORD)")
+    return found
+
+
+def refuse_secrets(cfg: CurationConfig | None = None, overrides: list[str] | None = None, where: str = "") -> None:
+    """The one rule every entry point applies: no secret-looking setting goes any further."""
+    found = secret_overrides(overrides) + (secret_settings(cfg) if cfg is not None else [])
+    if found:
+        raise SecretInConfigError(f"{where + ': ' if where else ''}refused {', '.join(found)}: {SECRET_ADVICE}")
 
 
 def redact(value: Any) -> Any:

@@ -87,17 +87,40 @@ def stage_of(text: str) -> str | None:
     return None
 
 
-def root_cause(log_path: Path | None) -> str | None:
-    """The first specific error an engine wrote to the log (vLLM reports its real cause in its own
-    process, and the driver only sees "Engine core initialization failed")."""
+# The processes each stage runs in, as Ray names them on the lines it forwards: "(MapWorker(MapBatches(
+# vLLMEngineStageUDF)) pid=23330) ValueError: …".  The judge's engine runs inside its actor.
+STAGE_PROCESSES = {
+    "judge": ("vLLMEngineStage", "EngineCore", "vLLM"),
+    "transcribe": ("Whisper",),
+    "decode": ("decode_audio",),
+    "read": ("Read", "CommonVoiceRelease"),
+    "gates": ("apply_gates",),
+    "write": ("Write", "TableSink"),
+}
+_PROCESS = re.compile(r"^\(([^)]*(?:\)[^)]*)*) pid=\d+")
+
+
+def root_cause(log_path: Path | None, stage: str | None = None) -> str | None:
+    """The engine's own error from the log: vLLM reports its real cause in its own process, and the
+    driver only sees "Engine core initialization failed".  The failed stage's processes are asked
+    first, so an unrelated line that came earlier (a Ray GCS "RpcError: Socket closed" under load) is
+    not mistaken for the cause; otherwise the first specific error in the log."""
     if log_path is None or not log_path.exists():
         return None
+    first = None
+    markers = STAGE_PROCESSES.get(stage or "", ())
     with log_path.open(errors="replace") as f:
-        for line in f:
-            m = _ERROR_LINE.search(_ANSI.sub("", line))
-            if m and not any(g in m.group(2) for g in _GENERIC) and "Warning" not in m.group(1):
-                return f"{m.group(1)}: {m.group(2).strip()[:300]}"
-    return None
+        for raw in f:
+            line = _ANSI.sub("", raw)
+            m = _ERROR_LINE.search(line)
+            if not m or any(g in m.group(2) for g in _GENERIC) or "Warning" in m.group(1):
+                continue
+            cause = f"{m.group(1)}: {m.group(2).strip()[:300]}"
+            proc = _PROCESS.match(line)
+            if markers and proc and any(marker in proc.group(1) for marker in markers):
+                return cause
+            first = first or cause
+    return first
 
 
 def explain_failure(exc: BaseException, log_path: Path | None, waiting_stage: str | None = None) -> str:
@@ -110,7 +133,7 @@ def explain_failure(exc: BaseException, log_path: Path | None, waiting_stage: st
     else:
         head = f"the {stage} stage failed" if stage else "the run failed"
     lines = [f"curate: failed: {head}: {first}"]
-    cause = root_cause(log_path)
+    cause = root_cause(log_path, stage)
     if cause and cause not in first:
         lines.append(f"  root cause: {cause}")
     if log_path:

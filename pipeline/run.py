@@ -25,7 +25,7 @@ import ray
 from ray.data import DataContext
 
 from pipeline.columns import ID, KEPT
-from pipeline.config import CurationConfig
+from pipeline.config import CurationConfig, refuse_secrets
 from pipeline.dag import Models, build_curation_dataset
 from pipeline.io.inputs import VIEW_ONLY, ParquetInputs, ReleaseInputs, open_inputs
 from pipeline.io.storage import resolve_filesystem
@@ -142,6 +142,7 @@ def run_curation(
     """Curate ``sources`` (releases or Parquet) into the dataset's tables at ``output``."""
     started = time.time()
     run_id = run_id or uuid.uuid4().hex[:12]
+    refuse_secrets(cfg, where="curate run")  # engine_env becomes Ray actors' runtime env: no secrets
     cfg, hardware = cfg.for_this_machine()
     log.info("hardware: %s", hardware)
     check_output_root(output)

@@ -60,7 +60,9 @@ def worth_retrying(task, task_run, state) -> bool:
     task_run_name="curate-{spec.split}-{spec.shard_id}",
     tags=["audio-curation"],
 )
-def curate_shard(spec: ShardSpec, cfg: CurationConfig, force: bool = False) -> ShardOutcome:
+def curate_shard(
+    spec: ShardSpec, cfg: CurationConfig, force: bool = False, credentials_block: str | None = None
+) -> ShardOutcome:
     log = _logger()
     # Traceable: a snapshot's curate.run-id starts with the flow run's id (a failed attempt commits nothing).
     flow_id = flow_run.get_id()
@@ -73,7 +75,9 @@ def curate_shard(spec: ShardSpec, cfg: CurationConfig, force: bool = False) -> S
         _attempt(),
         run_id,
     )
-    result = launcher_for(cfg.ray_address).launch(spec, cfg, log, run_id=run_id, force=force)
+    result = launcher_for(cfg.ray_address).launch(
+        spec, cfg, log, run_id=run_id, force=force, credentials_block=credentials_block
+    )
     for r in result.locales:
         if r.nothing_to_do:
             log.info("%s: nothing to do in %s: every input already applied", spec.shard_id, r.table)

@@ -25,10 +25,10 @@ import sys
 import threading
 import time
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 from pipeline.cli import RESULT_MARK
-from pipeline.config import CurationConfig, redact
+from pipeline.config import CurationConfig, refuse_secrets
 from pipeline.manifest import RunResult
 from pipeline.shards import ShardSpec
 
@@ -66,7 +66,13 @@ class ShardRefused(ShardFailed):
 
 class ShardLauncher(Protocol):
     def launch(
-        self, spec: ShardSpec, cfg: CurationConfig, log: logging.Logger, run_id: str, force: bool = False
+        self,
+        spec: ShardSpec,
+        cfg: CurationConfig,
+        log: logging.Logger,
+        run_id: str,
+        force: bool = False,
+        credentials_block: str | None = None,
     ) -> RunResult: ...
 
 
@@ -103,9 +109,14 @@ def stop_shard(pid: int) -> None:
 
 
 def shard_cli_args(
-    spec: ShardSpec, cfg: CurationConfig, run_id: str, force: bool = False, verbose: bool = False
+    spec: ShardSpec, cfg: CurationConfig, run_id: str, force: bool = False, verbose: bool = False, stdin: bool = False
 ) -> list[str]:
-    """``curate run`` arguments for one shard: the one entrypoint of child processes and Ray Jobs."""
+    """``curate run`` arguments for one shard: the one entrypoint of child processes and Ray Jobs.
+
+    With ``stdin`` the config goes on the child's stdin, not in argv (``ps`` and ``/proc/*/cmdline`` show
+    argv to every user of the machine).  A Ray Job has no stdin: its entrypoint carries the config,
+    which ``refuse_secrets`` has checked holds nothing secret.
+    """
     args = [
         "run",
         *(["--verbose"] if verbose else []),
@@ -114,7 +125,7 @@ def shard_cli_args(
         "--output",
         spec.output,
         "--config-json",
-        cfg.model_dump_json(),
+        "-" if stdin else cfg.model_dump_json(),
         "--split",
         spec.split,
         "--shard",
@@ -137,10 +148,24 @@ def parse_result(lines: list[str], what: str) -> RunResult:
 @dataclass(frozen=True)
 class InClusterLauncher:
     def launch(
-        self, spec: ShardSpec, cfg: CurationConfig, log: logging.Logger, run_id: str, force: bool = False
+        self,
+        spec: ShardSpec,
+        cfg: CurationConfig,
+        log: logging.Logger,
+        run_id: str,
+        force: bool = False,
+        credentials_block: str | None = None,
     ) -> RunResult:
         from pipeline.run import run_curation
 
+        if credentials_block:
+            # This is a Ray task on a cluster node: the flow process's environment is not here, so the
+            # block is read again here, into this worker's environment only.
+            from tasks.credentials import apply_credentials_block
+
+            log.info(
+                "credentials from Secret block %r: %s", credentials_block, apply_credentials_block(credentials_block)
+            )
         return run_curation(
             cfg.model_copy(update={"ray_address": "auto"}),
             list(spec.sources),
@@ -158,18 +183,29 @@ class ChildProcessLauncher:
     ray_address: str | None = None
 
     def launch(
-        self, spec: ShardSpec, cfg: CurationConfig, log: logging.Logger, run_id: str, force: bool = False
+        self,
+        spec: ShardSpec,
+        cfg: CurationConfig,
+        log: logging.Logger,
+        run_id: str,
+        force: bool = False,
+        credentials_block: str | None = None,
     ) -> RunResult:
+        # The block (if any) was applied to this process's environment, which the child inherits.
+        refuse_secrets(cfg, where="shard")
         child_cfg = cfg.model_copy(update={"ray_address": self.ray_address})
-        cmd = [sys.executable, "-m", "pipeline.cli", *shard_cli_args(spec, child_cfg, run_id, force)]
+        cmd = [sys.executable, "-m", "pipeline.cli", *shard_cli_args(spec, child_cfg, run_id, force, stdin=True)]
         # Its own session, so stopping it stops everything it started.
         proc = subprocess.Popen(
             with_parent_death(cmd),
+            stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             text=True,
             start_new_session=True,  # setsid() in C, before exec: everything it starts is in its session
         )
+        proc.stdin.write(child_cfg.model_dump_json())
+        proc.stdin.close()
         tail: list[str] = []
         result_line = ""
         timed_out = threading.Event()
@@ -215,7 +251,36 @@ class ChildProcessLauncher:
         return parse_result([result_line], f"shard {spec.shard_id}")
 
 
-def submit_when_ready(client, timeout_s: float = 180, **kwargs) -> str:
+class RayJobUnreachable(RayJobFailed):
+    pass
+
+
+def within(timeout_s: float, what: str, fn, *args, **kwargs):
+    """``fn(*args, **kwargs)``, or ``RayJobUnreachable`` when it has not returned after ``timeout_s``.
+
+    Ray's JobSubmissionClient calls ``requests`` without a timeout: a dashboard that accepts and never
+    answers would hold the call, the shard and (through the deployment's ENQUEUE limit) every later
+    night.  The call runs in a daemon thread that is abandoned, not waited for, when it overruns.
+    """
+    box: dict[str, Any] = {}
+
+    def target() -> None:
+        try:
+            box["value"] = fn(*args, **kwargs)
+        except BaseException as exc:  # handed to the caller
+            box["error"] = exc
+
+    thread = threading.Thread(target=target, daemon=True, name=f"ray-jobs-{what}")
+    thread.start()
+    thread.join(timeout_s)
+    if thread.is_alive():
+        raise RayJobUnreachable(f"{what}: no answer within {timeout_s:g} s (ray_job.call_timeout_s)")
+    if "error" in box:
+        raise box["error"]
+    return box["value"]
+
+
+def submit_when_ready(client, timeout_s: float = 180, call_timeout_s: float = 30, **kwargs) -> str:
     """Submit a Ray Job, waiting while a just-started head has no job agent yet.
 
     Only that transient answer is retried; an unreachable cluster raises at once.
@@ -223,11 +288,40 @@ def submit_when_ready(client, timeout_s: float = 180, **kwargs) -> str:
     deadline = time.time() + timeout_s
     while True:
         try:
-            return client.submit_job(**kwargs)
+            return within(call_timeout_s, "submitting the Ray job", client.submit_job, **kwargs)
         except RuntimeError as exc:
             if "No available agent" not in str(exc) or time.time() > deadline:
                 raise
             time.sleep(2)
+
+
+class LogTail:
+    """The job's log, followed through the Jobs API's websocket in a thread of its own: each chunk once,
+    instead of downloading the whole log every poll (quadratic over a 12-hour job)."""
+
+    def __init__(self, client, job_id: str):
+        self.lines: list[str] = []
+        self.partial = ""
+        self.lock = threading.Lock()
+        self.thread = threading.Thread(target=self._run, args=(client, job_id), daemon=True, name="ray-job-tail")
+        self.thread.start()
+
+    def _run(self, client, job_id: str) -> None:
+        import asyncio
+
+        async def follow() -> None:
+            async for chunk in client.tail_job_logs(job_id):
+                with self.lock:
+                    *done, self.partial = (self.partial + chunk).split("\n")
+                    self.lines += done
+
+        with contextlib.suppress(Exception):  # the final fetch at the end covers what a broken tail missed
+            asyncio.run(follow())
+
+    def drain(self) -> list[str]:
+        with self.lock:
+            out, self.lines = self.lines, []
+        return out
 
 
 @dataclass(frozen=True)
@@ -236,37 +330,53 @@ class RayJobLauncher:
     poll_s: float = 2.0
 
     def launch(
-        self, spec: ShardSpec, cfg: CurationConfig, log: logging.Logger, run_id: str, force: bool = False
+        self,
+        spec: ShardSpec,
+        cfg: CurationConfig,
+        log: logging.Logger,
+        run_id: str,
+        force: bool = False,
+        credentials_block: str | None = None,
     ) -> RunResult:
-        """Submit the shard as a Ray Job, stream its logs into this run, stop it if we are cancelled."""
+        """Submit the shard as a Ray Job, stream its logs into this run, stop it if we are cancelled.
+
+        Every call to the Jobs API has a deadline (``ray_job.call_timeout_s``).  Credentials are the
+        cluster's own (its nodes' environment): a job's runtime env is in Ray's job table.
+        """
         from ray.job_submission import JobStatus, JobSubmissionClient
 
-        secret = [k for k, v in {**cfg.judge.engine_env, **cfg.judge.engine_kwargs}.items() if redact({k: v}) != {k: v}]
-        if secret:
-            # The entrypoint (config included) is stored in Ray's job table, readable with `ray job list`.
-            raise ValueError(
-                f"judge.engine_env/engine_kwargs hold secret-looking keys {secret}; a Ray Job would store them "
-                "in Ray's job table. Give them to the cluster's nodes as environment variables instead"
-            )
-        client = JobSubmissionClient(self.address)
+        # The entrypoint (config included) is stored in Ray's job table, readable with `ray job list`.
+        refuse_secrets(cfg, where="Ray Job")
+        limits = cfg.ray_job
+        t = limits.call_timeout_s
+        where = f"the Ray dashboard at {self.address}"
+        client = within(t, f"connecting to {where}", JobSubmissionClient, self.address)
         # The job's driver joins its own cluster.
         # Verbose: Ray keeps the job's full output as its job log; only our lines reach Prefect.
         args = shard_cli_args(spec, cfg.model_copy(update={"ray_address": None}), run_id, force, verbose=True)
         entrypoint = " ".join(shlex.quote(a) for a in [sys.executable, "-m", "pipeline.cli", *args])
         env = {k: os.environ[k] for k in FORWARDED_ENV if k in os.environ}
-        limits = cfg.ray_job
         job_id = submit_when_ready(
             client,
+            call_timeout_s=t,
             entrypoint=entrypoint,
             runtime_env={"env_vars": env},
             entrypoint_num_cpus=limits.entrypoint_num_cpus,
             metadata={"shard": spec.shard_id, "split": spec.split, "run": run_id},
         )
         log.info("submitted Ray job %s for %s to %s", job_id, spec.shard_id, self.address)
-        seen, status, submitted, started = 0, None, time.monotonic(), None
+        tail = LogTail(client, job_id)
+        status, submitted, started = None, time.monotonic(), None
+
+        def forward(lines: list[str]) -> None:
+            for line in lines:
+                line = ANSI.sub("", line)
+                if OUR_LINE.search(line):  # the rest stays in Ray's job log
+                    log.info("[ray job %s] %s", job_id, line)
+
         try:
             while True:
-                status = client.get_job_status(job_id)
+                status = within(t, f"asking {where} for job {job_id}'s status", client.get_job_status, job_id)
                 now = time.monotonic()
                 if status == JobStatus.PENDING and now - submitted > limits.start_timeout_s:
                     raise JobTimedOut(
@@ -280,25 +390,23 @@ class RayJobLauncher:
                         f"Ray job {job_id} for {spec.shard_id} ran over {limits.timeout_s:.0f} s "
                         f"(ray_job.timeout_s); stopped"
                     )
-                logs = client.get_job_logs(job_id)
-                for line in logs[seen:].splitlines():
-                    line = ANSI.sub("", line)
-                    if OUR_LINE.search(line):  # the rest stays in Ray's job log
-                        log.info("[ray job %s] %s", job_id, line)
-                seen = len(logs)
+                forward(tail.drain())
                 if status in (JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.STOPPED):
                     break
                 time.sleep(self.poll_s)
         except BaseException:
             # A timeout, a cancellation or a crash of this process: never leave an orphaned job
-            # writing output.
+            # writing output (a stop that cannot reach the dashboard is given up after its deadline).
             log.warning("stopping Ray job %s", job_id)
-            client.stop_job(job_id)
+            with contextlib.suppress(Exception):
+                within(t, f"stopping job {job_id} at {where}", client.stop_job, job_id)
             raise
+        # Once, at the end: the whole log, for its last lines and the result line a tail may still hold.
+        full = within(t, f"reading job {job_id}'s log at {where}", client.get_job_logs, job_id).splitlines()
         if status != JobStatus.SUCCEEDED:
-            info = client.get_job_info(job_id)
+            info = within(t, f"reading job {job_id} at {where}", client.get_job_info, job_id)
             raise RayJobFailed(f"Ray job {job_id} for {spec.shard_id} ended {status}: {info.message}")
-        return parse_result(client.get_job_logs(job_id).splitlines(), f"Ray job {job_id}")
+        return parse_result(full, f"Ray job {job_id}")
 
 
 def launcher_for(ray_address: str | None) -> ShardLauncher:

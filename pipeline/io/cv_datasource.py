@@ -21,6 +21,7 @@ from ray.data.datasource import Datasource, ReadTask
 
 from pipeline.columns import AUDIO, READ_ERROR
 from pipeline.config import ReaderConfig, StorageConfig
+from pipeline.io.clip_files import read_clip
 from pipeline.io.cv_release import MISSING_CLIP, ReleaseSource, iter_tarball_clips
 from pipeline.io.storage import resolve_filesystem
 
@@ -36,30 +37,36 @@ def _block(rows: pa.Table, indices: list[int], audio: list[bytes | None], errors
     )
 
 
-def read_tarball(uri: str, rows: pa.Table, storage: StorageConfig, rows_per_block: int) -> Iterator[pa.Table]:
+def read_tarball(
+    uri: str, rows: pa.Table, storage: StorageConfig, rows_per_block: int, max_bytes: int = 20 << 20
+) -> Iterator[pa.Table]:
     """Stream one tarball; yield the split's rows with their clips, then the rows whose clip was absent."""
     by_clip: dict[str, list[int]] = {}
     for i, path in enumerate(rows.column("id").to_pylist()):
         by_clip.setdefault(path, []).append(i)
     idx: list[int] = []
     audio: list[bytes | None] = []
-    for name, data in iter_tarball_clips(uri, by_clip, storage):
-        for i in by_clip.pop(name, []):  # a clip listed twice yields both rows; decode quarantines both
+    errors: list[str | None] = []
+    for name, data, error in iter_tarball_clips(uri, by_clip, storage, max_bytes):
+        for i in by_clip.pop(name, []):
             idx.append(i)
             audio.append(data)
+            errors.append(error)
         if len(idx) >= rows_per_block:
-            yield _block(rows, idx, audio, [None] * len(idx))
-            idx, audio = [], []
+            yield _block(rows, idx, audio, errors)
+            idx, audio, errors = [], [], []
     if idx:
-        yield _block(rows, idx, audio, [None] * len(idx))
+        yield _block(rows, idx, audio, errors)
     missing = sorted(i for rows_of in by_clip.values() for i in rows_of)
     for start in range(0, len(missing), rows_per_block):
         chunk = missing[start : start + rows_per_block]
         yield _block(rows, chunk, [None] * len(chunk), [MISSING_CLIP] * len(chunk))
 
 
-def read_folder_chunk(uri: str, rows: pa.Table, storage: StorageConfig, rows_per_block: int) -> Iterator[pa.Table]:
-    """Read one chunk of the split's clips from ``<folder>/clips/<path>``."""
+def read_folder_chunk(
+    uri: str, rows: pa.Table, storage: StorageConfig, rows_per_block: int, max_bytes: int = 20 << 20
+) -> Iterator[pa.Table]:
+    """Read one chunk of the split's clips from ``<folder>/clips/<path>``: plain names, bounded reads."""
     fs, folder = resolve_filesystem(uri, storage)
     paths = rows.column("id").to_pylist()
     for start in range(0, len(paths), rows_per_block):
@@ -68,20 +75,26 @@ def read_folder_chunk(uri: str, rows: pa.Table, storage: StorageConfig, rows_per
         errors: list[str | None] = []
         for i in idx:
             try:
-                with fs.open_input_stream(f"{folder}/clips/{paths[i]}") as f:
-                    audio.append(f.read())
-                errors.append(None)
+                data, error = read_clip(fs, folder, paths[i], max_bytes)
             except FileNotFoundError:
-                audio.append(None)
-                errors.append(MISSING_CLIP)
+                data, error = None, MISSING_CLIP
+            audio.append(data)
+            errors.append(error)
         yield _block(rows, idx, audio, errors)
 
 
 class ReleaseDatasource(Datasource):
-    def __init__(self, parts: list[tuple[ReleaseSource, pa.Table]], storage: StorageConfig, cfg: ReaderConfig):
+    def __init__(
+        self,
+        parts: list[tuple[ReleaseSource, pa.Table]],
+        storage: StorageConfig,
+        cfg: ReaderConfig,
+        max_clip_bytes: int = 20 << 20,
+    ):
         self.parts = parts
         self.storage = storage
         self.cfg = cfg
+        self.max_clip_bytes = max_clip_bytes
 
     def get_name(self) -> str:
         return "CommonVoiceRelease"
@@ -112,6 +125,6 @@ class ReleaseDatasource(Datasource):
                     input_files=[src.uri],
                     exec_stats=None,
                 )
-                fn = functools.partial(read, src.uri, chunk, self.storage, self.cfg.rows_per_block)
+                fn = functools.partial(read, src.uri, chunk, self.storage, self.cfg.rows_per_block, self.max_clip_bytes)
                 tasks.append(ReadTask(fn, meta, per_task_row_limit=per_task_row_limit))
         return tasks

@@ -22,6 +22,7 @@ import pyarrow.csv as pacsv
 import pyarrow.fs as pafs
 
 from pipeline.config import StorageConfig
+from pipeline.io.clip_files import outside, read_bounded, too_large
 from pipeline.io.schema import InputSchemaError
 from pipeline.io.storage import resolve_filesystem, to_uri
 
@@ -243,8 +244,11 @@ def release_view(
         for s, t in zip(view.column("sentence_id").to_pylist(), view.column("sentence").to_pylist(), strict=True)
     ]
     n = view.num_rows
+    # A path that is not a plain file name inside clips/ is held before anything is opened.
+    held = [outside(i) for i in ids]
     return (
-        view.append_column("copies", pa.array([n_copies[i] for i in ids], pa.int64()))
+        view.append_column("_hold", pa.array(held, pa.string()))
+        .append_column("copies", pa.array([n_copies[i] for i in ids], pa.int64()))
         .append_column("cv_status", pa.array(status, pa.string()))
         .append_column("split", pa.array(split, pa.string()))
         .append_column("duration_ms", pa.array([durations.get(i) for i in ids], pa.int64()))
@@ -397,9 +401,11 @@ def read_tarball_tsvs(uri: str, wanted: set[str], storage: StorageConfig | None 
 
 
 def iter_tarball_clips(
-    uri: str, wanted: Container[str], storage: StorageConfig | None = None
-) -> Iterator[tuple[str, bytes]]:
-    """(clip file name, bytes) for the wanted ``clips/*`` members, in archive order, one at a time.
+    uri: str, wanted: Container[str], storage: StorageConfig | None = None, max_bytes: int = 20 << 20
+) -> Iterator[tuple[str, bytes | None, str | None]]:
+    """(clip file name, bytes, None) for the wanted ``clips/<plain name>`` members, in archive order, one
+    at a time; (name, None, reason) for one over ``max_bytes`` (by its header's size: never read) or
+    one that is not a regular file.
 
     Clips not wanted are skipped without being copied out (the stream still decompresses them).
     """
@@ -407,10 +413,17 @@ def iter_tarball_clips(
     try:
         for member in tar:
             parts = _member_parts(member.name)
-            if parts and member.isfile() and parts[2].startswith("clips/"):
-                name = parts[2][len("clips/") :]
-                if name in wanted:
-                    yield name, tar.extractfile(member).read()
+            if not parts or not parts[2].startswith("clips/"):
+                continue
+            name = parts[2][len("clips/") :]
+            if name not in wanted or outside(name):
+                continue
+            if not member.isfile():
+                yield name, None, f"not a regular file: clips/{name} is a {member.type!r} member"
+            elif member.size > max_bytes:
+                yield name, None, too_large(member.size, max_bytes)
+            else:
+                yield name, *read_bounded(tar.extractfile(member), max_bytes)
     finally:
         tar.close()
         raw.close()

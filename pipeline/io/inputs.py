@@ -190,7 +190,7 @@ class ReleaseInputs:
         for uri in sorted(set(rows.column("_source").to_pylist())):
             part = rows.filter(pc.equal(rows.column("_source"), uri))
             parts.append((by_uri[uri], part.drop_columns([c for c in VIEW_ONLY if c in part.column_names])))
-        return ray.data.read_datasource(ReleaseDatasource(parts, cfg.storage, cfg.reader))
+        return ray.data.read_datasource(ReleaseDatasource(parts, cfg.storage, cfg.reader, cfg.audio.max_clip_bytes))
 
     def describe(self) -> dict[str, Any]:
         return {

@@ -75,13 +75,27 @@ def test_the_commit_checks_ids_not_just_counts():
         check_ids(inp, Counter({"a": 2, "b": 1, "c": 1}))  # a doubled id
 
 
-def test_a_ray_job_refuses_to_carry_a_secret_in_its_entrypoint(tmp_path):
+def test_every_entry_point_refuses_a_secret_with_one_rule(tmp_path):
+    """Overrides at the flow's edge and the CLI, a config handed to any launcher, the run itself: the same
+    rule, naming the keys, never the values."""
     import logging
 
-    from pipeline.config import build_config
+    from pipeline.config import SecretInConfigError, build_config, refuse_secrets, secret_overrides
+    from pipeline.run import run_curation
     from pipeline.shards import plan_shards
 
+    assert secret_overrides(["judge.engine_env.HF_TOKEN=hf_abc", "judge.batch_size=8", "storage.aws_secret=x"]) == [
+        "judge.engine_env.HF_TOKEN",
+        "storage.aws_secret",
+    ]
+    assert secret_overrides(["judge.engine_env.RAY_AUTH_MODE=token"]) == []  # a mode, not a secret
     (spec,) = plan_shards([str(tmp_path / "in.parquet")], str(tmp_path / "out"), "dev")
     cfg = build_config(overrides=["judge.engine_env={HF_TOKEN: hf_abc}"])
-    with pytest.raises(ValueError, match=r"secret-looking keys \['HF_TOKEN'\]"):
-        RayJobLauncher("http://127.0.0.1:1").launch(spec, cfg, logging.getLogger("test"), run_id="r")
+    for launcher in (RayJobLauncher("http://127.0.0.1:1"), ChildProcessLauncher(), InClusterLauncher()):
+        with pytest.raises(SecretInConfigError, match=r"refused judge\.engine_env\.HF_TOKEN") as err:
+            launcher.launch(spec, cfg, logging.getLogger("test"), run_id="r")
+        assert "hf_abc" not in str(err.value) and "Secret block" in str(err.value)
+    with pytest.raises(SecretInConfigError):
+        run_curation(cfg, [str(tmp_path / "in.parquet")], str(tmp_path / "out"))
+    with pytest.raises(SecretInConfigError, match="PGPASSWORD"):
+        refuse_secrets(build_config(overrides=["table.catalog_uri=postgresql://u:pw@db/cat"]))

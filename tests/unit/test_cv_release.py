@@ -189,3 +189,24 @@ def test_input_forms(tmp_path):
     broken.write_bytes(r.path.read_bytes()[:5000])
     with pytest.raises(InputSchemaError, match=r"broken tar archive|not a readable tar"):
         view_of(broken)
+
+
+def test_a_clip_path_is_a_plain_file_name_inside_clips():
+    from pipeline.io.clip_files import clip_name_problem
+
+    assert clip_name_problem("common_voice_en_41000000.mp3") is None
+    assert clip_name_problem("clip with spaces and ünïcode.mp3") is None
+    for bad in ("", ".", "..", "../../../x.mp3", "/etc/passwd", "a/b.mp3", "a\\b.mp3", "a\x00b.mp3", "a\nb", "x" * 256):
+        assert clip_name_problem(bad), repr(bad)
+
+
+def test_a_read_is_bounded_whatever_the_size_said():
+    from pipeline.io.clip_files import read_bounded
+    from tests.hostile.make_hostile import Zeros
+
+    data, why = read_bounded(io.BufferedReader(Zeros(10)), 16)
+    assert data == bytes(10) and why is None
+    endless = Zeros(1 << 40)  # a terabyte that claims nothing: only limit + 1 bytes are ever read
+    data, why = read_bounded(io.BufferedReader(endless), 1 << 20)
+    assert data is None and why.startswith("too_large")
+    assert (1 << 40) - endless.left <= (1 << 20) + io.DEFAULT_BUFFER_SIZE + 1

@@ -132,7 +132,7 @@ def test_the_flow_pod_joins_ray_with_the_token():
 
 
 def test_the_catalog_has_its_own_database_user_and_no_password_in_its_uri(compose):
-    env = compose["services"]["prefect-worker"]["environment"]
+    env = compose["services"]["ray-head"]["environment"]  # the head runs the drivers that commit
     uri = env["CURATE_CATALOG_URI"]
     from urllib.parse import urlsplit
 
@@ -140,3 +140,23 @@ def test_the_catalog_has_its_own_database_user_and_no_password_in_its_uri(compos
     assert env["PGPASSWORD"].startswith("${CATALOG_DB_PASSWORD:?")  # compose refuses to start without it
     init = (DOCKER / "postgres-init" / "10-catalog.sh").read_text()
     assert "CREATE DATABASE catalog OWNER curate" in init and "CATALOG_DB_PASSWORD" in init
+
+
+def test_compose_has_no_default_password_and_each_service_only_its_secrets(compose):
+    secret = ("PASSWORD", "SECRET", "AUTH_STRING", "TOKEN")
+    for name, svc in compose["services"].items():
+        for key, value in (svc.get("environment") or {}).items():
+            if any(s in key for s in secret):
+                assert ":?" in str(value) and ":-" not in str(value), (name, key, value)  # required, no default
+    env = {name: set(svc.get("environment") or {}) for name, svc in compose["services"].items()}
+    # MinIO's root keys stay with MinIO and its init step; the app uses its own, bucket-limited user.
+    assert {n for n, e in env.items() if "MINIO_ROOT_PASSWORD" in e} == {"minio", "minio-init"}
+    assert compose["services"]["ray-worker"]["environment"]["AWS_ACCESS_KEY_ID"] == "curate-app"
+    init = (DOCKER / "minio-init" / "minio-init.sh").read_text()
+    assert "mc admin user add local curate-app" in init and "arn:aws:s3:::curated/*" in init
+    # Ray's processes get nothing of Prefect's; the workers nothing of the catalog's.
+    for ray in ("ray-head", "ray-worker"):
+        assert not {"PREFECT_API_AUTH_STRING", "PREFECT_API_URL"} & env[ray], ray
+    assert not {"PGPASSWORD", "CURATE_CATALOG_URI"} & env["ray-worker"]
+    ignore = (REPO / ".dockerignore").read_text().split()
+    assert ".env" in ignore and "*.env" in ignore

@@ -85,3 +85,22 @@ def test_a_failure_names_the_stage_and_the_engines_own_cause(tmp_path):
     assert "root cause: ValueError: Available memory on node 0" in text and f"full log: {log}" in text
     stalled = explain_failure(RuntimeError("ExecutionTimeoutError: no progress for 40 s"), None, "judge")
     assert "the judge stage never got going" in stalled
+
+
+def test_the_root_cause_comes_from_the_failed_stages_own_process(tmp_path):
+    """Under load a Ray GCS line ("RpcError: Socket closed") can come first in the log; the judge's
+    engine's own error, 118 lines later in the CI run that found this, is the cause."""
+    from pipeline.console import explain_failure, root_cause
+
+    log = tmp_path / "run.log"
+    noise = [f"(ReadFiles pid=10) reading block {i}\n" for i in range(118)]
+    log.write_text(
+        "[2026-11-26 10:00:01,000 E 4242 4243] core_worker.cc:123: RpcError: RPC error: Socket closed\n"
+        + "".join(noise)
+        + "\x1b[36m(MapWorker(MapBatches(vLLMEngineStageUDF)) pid=23330)\x1b[0m ValueError: Available memory on "
+        "node 127.0.0.1 is too low for the KV cache\n"
+    )
+    assert root_cause(log, "judge").startswith("ValueError: Available memory on node")
+    assert root_cause(log).startswith("RpcError")  # no stage known: the first specific error
+    text = explain_failure(RuntimeError("vLLMEngineStageUDF failed: Engine core initialization failed"), log)
+    assert "the judge stage failed" in text and "root cause: ValueError: Available memory" in text
