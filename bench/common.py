@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.config import JudgeConfig
-from pipeline.stages.judge import CHOICES, build_messages, parse_score
+from pipeline.stages.judge import CHOICES, build_messages, expected_score, parse_score
 
 RESULTS = Path(__file__).resolve().parent / "results"
 REPO = RESULTS.parents[1]
@@ -58,7 +58,15 @@ def time_offline_judge(engine_kwargs: dict[str, Any], texts: list[str], j: Judge
     outs = llm.chat(chats, params, use_tqdm=False)
     rate = len(chats) / (time.perf_counter() - t1)
     del llm
-    return {"engine_start_s": start, "rows_per_s": rate, "scores": [parse_score(o.outputs[0].text) for o in outs]}
+    return {
+        "engine_start_s": start,
+        "rows_per_s": rate,
+        "scores": [parse_score(o.outputs[0].text) for o in outs],
+        # Σ p(k)·k, as the pipeline's score_expected: the argmax alone is nearly always one value.
+        "expected": [
+            expected_score([{e.decoded_token: e.logprob for e in o.outputs[0].logprobs[0].values()}]) for o in outs
+        ],
+    }
 
 
 def write_results(prefix: str, payload: dict[str, Any], path: Path | None = None) -> Path:

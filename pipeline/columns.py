@@ -32,6 +32,23 @@ COMPRESSION_RATIO = "compression_ratio"
 LANGUAGE = "language"  # what a multilingual model hears
 LANGUAGE_PROB = "language_prob"
 CONFIDENCE = (AVG_LOGPROB, NO_SPEECH_PROB, COMPRESSION_RATIO, LANGUAGE, LANGUAGE_PROB)
+# How the clip sounds (README "Acoustic quality").  Measured on the original samples by decode:
+CLIPPING = "clipping_ratio"
+BANDWIDTH = "bandwidth_hz"
+# on the 16 kHz samples with Silero VAD, by measure_quality:
+SNR = "snr_db"
+SPEECH_RATIO = "speech_ratio"
+LEADING_SILENCE = "leading_silence_s"
+TRAILING_SILENCE = "trailing_silence_s"
+LOUDNESS = "loudness_lufs"
+# and by the DNSMOS stage, when quality.dnsmos is on.
+DNSMOS = ("dnsmos_sig", "dnsmos_bak", "dnsmos_ovrl", "dnsmos_p808")
+DNSMOS_OVRL = "dnsmos_ovrl"
+NATIVE_SIGNALS = (CLIPPING, BANDWIDTH)
+VAD_SIGNALS = (SNR, SPEECH_RATIO, LEADING_SILENCE, TRAILING_SILENCE, LOUDNESS)
+# Exports only, with quality.trim_silence: the span each clip's audio was cut to.
+TRIM_START, TRIM_END = "trim_start_s", "trim_end_s"
+QUALITY = (*NATIVE_SIGNALS, *VAD_SIGNALS, *DNSMOS)
 # Agreement with the prompted sentence (gates stage).
 WER = "wer"
 CER = "cer"
@@ -43,7 +60,11 @@ KEPT = "kept"
 
 # Input columns may not use these names, or the output would be ambiguous.
 RESERVED = frozenset(
-    {ARR, DURATION, TRANSCRIPT, SCORE, SCORE_EXPECTED, ERROR, STAGE, KEPT, READ_ERROR, WER, CER, REASONS, *CONFIDENCE}
+    {
+        *(ARR, DURATION, TRANSCRIPT, SCORE, SCORE_EXPECTED, ERROR, STAGE, KEPT, READ_ERROR, WER, CER, REASONS),
+        *CONFIDENCE,
+        *QUALITY,
+    }
 )
 
 
@@ -59,7 +80,11 @@ class StageColumns:
     drops: tuple[str, ...] = ()
 
 
-DECODE = StageColumns("decode_audio", reads=(ID, AUDIO), writes=(ARR, DURATION, ERROR, STAGE), drops=(READ_ERROR,))
+DECODE = StageColumns(
+    "decode_audio", reads=(ID, AUDIO), writes=(ARR, DURATION, ERROR, STAGE, *NATIVE_SIGNALS), drops=(READ_ERROR,)
+)
+MEASURE = StageColumns("measure_quality", reads=(ARR, ERROR), writes=VAD_SIGNALS)
+DNSMOS_STAGE = StageColumns("DnsmosScorer", reads=(ARR, ERROR), writes=DNSMOS)
 TRANSCRIBE = StageColumns(
     "FasterWhisperTranscriber", reads=(ARR, ERROR, STAGE), writes=(TRANSCRIPT, *CONFIDENCE), drops=(ARR,)
 )

@@ -64,6 +64,8 @@ class Console:
 # Ray Data operator names (as they appear in errors) to the pipeline's stages.
 _STAGE_OF = (
     ("decode_audio", "decode"),
+    ("measure_quality", "quality"),
+    ("Dnsmos", "quality"),
     ("Whisper", "transcribe"),
     ("vLLM", "judge"),
     ("ChatTemplate", "judge"),
@@ -93,6 +95,7 @@ STAGE_PROCESSES = {
     "judge": ("vLLMEngineStage", "EngineCore", "vLLM"),
     "transcribe": ("Whisper",),
     "decode": ("decode_audio",),
+    "quality": ("measure_quality", "Dnsmos"),
     "read": ("Read", "CommonVoiceRelease"),
     "gates": ("apply_gates",),
     "write": ("Write", "TableSink"),

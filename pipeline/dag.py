@@ -1,7 +1,8 @@
 """The curation DAG, top to bottom, in one place.
 
 read (the clips the plan picked, from a Common Voice release or Parquet) -> decode+resample (CPU tasks)
--> transcribe (Whisper actors) -> judge (ray.data.llm) -> gates -> (written by ``TableSink`` as data
+-> acoustic quality (VAD, SNR, loudness in the same tasks; DNSMOS actors when on) -> transcribe
+(Whisper actors) -> judge (ray.data.llm) -> gates -> (written by ``TableSink`` as data
 files of the dataset's tables, committed by the driver)
 """
 
@@ -19,6 +20,7 @@ from pipeline.columns import (
     CONFIDENCE,
     DECODE,
     DETOKENIZE,
+    DNSMOS_STAGE,
     DURATION,
     ERROR,
     FEATURIZE,
@@ -26,6 +28,8 @@ from pipeline.columns import (
     GENERATE,
     ID,
     JUDGE,
+    MEASURE,
+    QUALITY,
     READ_ERROR,
     SINK,
     STAGE,
@@ -39,7 +43,8 @@ from pipeline.models import ResolvedModel
 from pipeline.progress import track
 from pipeline.stages.decode import decode_audio
 from pipeline.stages.gates import apply_gates, build_gates
-from pipeline.stages.judge import add_judge_stage
+from pipeline.stages.judge import add_judge_stage, unjudged
+from pipeline.stages.quality import DnsmosScorer, measure_quality
 from pipeline.stages.transcribe import (
     FasterWhisperTranscriber,
     HFWhisperTranscriber,
@@ -89,14 +94,39 @@ def add_transcription_stages(ds: Dataset, cfg: CurationConfig, model_path: str, 
 
 def judged_columns(input_columns: list[str]) -> tuple[str, ...]:
     """Columns that survive the judge stage (it sees whole rows and returns many more)."""
-    base = [ID, AUDIO, AUDIO_SHA, "audio_size", DURATION, TRANSCRIPT, ERROR, STAGE, *CONFIDENCE]
+    base = [ID, AUDIO, AUDIO_SHA, "audio_size", DURATION, TRANSCRIPT, ERROR, STAGE, *CONFIDENCE, *QUALITY]
     return (*base, *(c for c in input_columns if c not in base and c not in (READ_ERROR, ARR)))
 
 
 def stage_columns(cfg: CurationConfig) -> list[StageColumns]:
     """The stages' column contracts, in DAG order, for the configured backend."""
     whisper = [TRANSCRIBE] if cfg.transcriber.backend == "ctranslate2" else [FEATURIZE, GENERATE, DETOKENIZE]
-    return [DECODE, *whisper, JUDGE, GATES, SINK]
+    q = cfg.quality
+    quality = [MEASURE] * q.enabled + [DNSMOS_STAGE] * q.dnsmos
+    return [DECODE, *quality, *whisper, JUDGE, GATES, SINK]
+
+
+def add_quality_stages(ds: Dataset, cfg: CurationConfig, progress: str | None = None) -> Dataset:
+    """How each clip sounds, measured on its 16 kHz samples before Whisper drops them."""
+    q = cfg.quality
+    if q.enabled:
+        # A plain task like decode's, so Ray Data fuses the two: no extra hop for the samples.
+        ds = ds.map_batches(
+            functools.partial(measure_quality, cfg=q, audio=cfg.audio),
+            batch_size=cfg.audio.decode_batch_size,
+            batch_format="pyarrow",
+            num_cpus=cfg.audio.decode_num_cpus,
+        )
+    if q.dnsmos:
+        ds = ds.map_batches(
+            DnsmosScorer,
+            fn_constructor_args=(q,),
+            batch_size=q.dnsmos_batch_size,
+            batch_format="pyarrow",
+            compute=ActorPoolStrategy(size=q.dnsmos_actors),
+            num_cpus=q.dnsmos_num_cpus,
+        )
+    return ds
 
 
 def build_curation_dataset(
@@ -114,16 +144,27 @@ def build_curation_dataset(
     if block_rows:
         ds = ds.repartition(target_num_rows_per_block=block_rows)
     ds = ds.map_batches(
-        track(functools.partial(decode_audio, cfg=cfg.audio), "decode", progress),
+        track(functools.partial(decode_audio, cfg=cfg.audio, quality=cfg.quality), "decode", progress),
         batch_size=cfg.audio.decode_batch_size,
         batch_format="pyarrow",
         num_cpus=cfg.audio.decode_num_cpus,
     )
+    ds = add_quality_stages(ds, cfg, progress)
     ds = add_transcription_stages(ds, cfg, models.transcriber.path, progress)
-    ds = add_judge_stage(ds, cfg.judge, models.judge.path, keep=judged_columns(input_columns))
+    keep = judged_columns(input_columns)
+    if cfg.judge.enabled:
+        ds = add_judge_stage(ds, cfg.judge, models.judge.path, keep=keep)
+    else:  # a locale the judge does not score (judge.locales): no engine, null scores
+        ds = ds.map_batches(functools.partial(unjudged, keep=keep), batch_format="pyarrow")
     gates = build_gates(cfg, split)
     ds = ds.map_batches(
-        track(functools.partial(apply_gates, gates=gates, language=cfg.transcriber.language), "judge", progress),
+        track(
+            functools.partial(
+                apply_gates, gates=gates, language=cfg.transcriber.language, fold_diacritics=cfg.gates.fold_diacritics
+            ),
+            "judge",
+            progress,
+        ),
         batch_format="pyarrow",
     )
     return ds

@@ -1,9 +1,10 @@
 """Common Voice locales to Whisper's language codes, and which models can hear which languages.
 
-Common Voice names ~290 locales as BCP-47-like tags (``en``, ``pt``, ``zh-CN``, ``sv-SE``, ``nan-tw``);
-Whisper knows 100 languages by ISO 639-1 code (plus ``haw``, ``yue``).  A locale maps to its primary
-language subtag when Whisper knows it, with the few exceptions below; otherwise it has no Whisper
-language and a multilingual model cannot be told what to expect.
+Common Voice names its locales as BCP-47-like tags (``en``, ``pt``, ``zh-CN``, ``sv-SE``, ``nan-tw``);
+the full list is ``COMMON_VOICE_LOCALES`` below, the one place it is kept.  Whisper knows 100 languages by
+ISO 639-1 code (plus ``haw``, ``yue``).  A locale maps to its primary language subtag when Whisper knows
+it, with the few exceptions in ``_SPECIAL``; otherwise Whisper has no language for it, and the locale is
+curated with the agreement gates only (``language_check: unsupported``).
 """
 
 from __future__ import annotations
@@ -11,6 +12,51 @@ from __future__ import annotations
 import functools
 import json
 from pathlib import Path
+from typing import Literal
+
+# Every locale Common Voice has published or opened for contribution (its languages list), with the
+# name the summary shows.
+# fmt: off
+COMMON_VOICE_LOCALES: dict[str, str] = {
+    "ab": "Abkhaz", "ace": "Acehnese", "ady": "Adyghe", "af": "Afrikaans", "am": "Amharic", "an": "Aragonese",
+    "ar": "Arabic", "arn": "Mapudungun", "as": "Assamese", "ast": "Asturian", "az": "Azerbaijani", "ba": "Bashkir",
+    "bas": "Basaa", "be": "Belarusian", "bg": "Bulgarian", "bm": "Bambara", "bn": "Bengali", "bo": "Tibetan",
+    "br": "Breton", "bs": "Bosnian", "bxr": "Buryat", "byv": "Medumba", "ca": "Catalan", "cak": "Kaqchikel",
+    "ckb": "Central Kurdish", "cnh": "Hakha Chin", "co": "Corsican", "crh": "Crimean Tatar", "cs": "Czech",
+    "cv": "Chuvash", "cy": "Welsh", "da": "Danish", "dag": "Dagbani", "de": "German", "dsb": "Lower Sorbian",
+    "dv": "Dhivehi", "dyu": "Dioula", "el": "Greek", "en": "English", "eo": "Esperanto", "es": "Spanish",
+    "et": "Estonian", "eu": "Basque", "ewo": "Ewondo", "fa": "Persian", "ff": "Fulah", "fi": "Finnish",
+    "fo": "Faroese", "fr": "French", "fuf": "Pular Guinea", "fy-NL": "Frisian", "ga-IE": "Irish", "gl": "Galician",
+    "gn": "Guarani", "gom": "Goan Konkani", "gu-IN": "Gujarati", "guc": "Wayuunaiki", "ha": "Hausa", "he": "Hebrew",
+    "hi": "Hindi", "hil": "Hiligaynon", "hr": "Croatian", "hsb": "Upper Sorbian", "ht": "Haitian", "hu": "Hungarian",
+    "hy-AM": "Armenian", "hyw": "Western Armenian", "ia": "Interlingua", "id": "Indonesian", "ie": "Interlingue",
+    "ig": "Igbo", "is": "Icelandic", "it": "Italian", "izh": "Izhorian", "ja": "Japanese", "jbo": "Lojban",
+    "jv": "Javanese", "ka": "Georgian", "kaa": "Karakalpak", "kab": "Kabyle", "kbd": "Kabardian", "ki": "Kikuyu",
+    "kk": "Kazakh", "km": "Khmer", "kmr": "Kurmanji Kurdish", "kn": "Kannada", "knn": "Konkani (Devanagari)",
+    "ko": "Korean", "kpv": "Komi-Zyrian", "kw": "Cornish", "ky": "Kyrgyz", "lb": "Luxembourgish", "lg": "Luganda",
+    "lij": "Ligurian", "ln": "Lingala", "lo": "Lao", "lt": "Lithuanian", "ltg": "Latgalian", "lv": "Latvian",
+    "lzz": "Laz", "mai": "Maithili", "mdf": "Moksha", "mg": "Malagasy", "mhr": "Meadow Mari", "mk": "Macedonian",
+    "ml": "Malayalam", "mn": "Mongolian", "mni": "Meetei Lon", "mos": "Mossi", "mr": "Marathi", "mrj": "Hill Mari",
+    "ms": "Malay", "mt": "Maltese", "my": "Burmese", "myv": "Erzya", "nan-tw": "Taiwanese (Minnan)",
+    "nb-NO": "Norwegian Bokmål", "nd": "IsiNdebele (North)", "ne-NP": "Nepali", "nhe": "Eastern Huasteca Nahuatl",
+    "nhi": "Western Sierra Puebla Nahuatl", "nia": "Nias", "nl": "Dutch", "nn-NO": "Norwegian Nynorsk",
+    "nr": "IsiNdebele (South)", "nso": "Northern Sotho", "ny": "Chinyanja", "nyn": "Runyankole", "oc": "Occitan",
+    "om": "Afaan Oromo", "or": "Odia", "os": "Ossetian", "pa-IN": "Punjabi", "pap-AW": "Papiamento (Aruba)",
+    "pl": "Polish", "ps": "Pashto", "pt": "Portuguese", "quc": "K'iche'", "quy": "Quechua Chanka", "qvi": "Kichwa",
+    "rm-sursilv": "Romansh Sursilvan", "rm-vallader": "Romansh Vallader", "ro": "Romanian", "ru": "Russian",
+    "rw": "Kinyarwanda", "sah": "Sakha", "sat": "Santali (Ol Chiki)", "sc": "Sardinian", "scn": "Sicilian",
+    "sco": "Scots", "sd": "Sindhi", "sdh": "Southern Kurdish", "shi": "Shilha", "si": "Sinhala", "sk": "Slovak",
+    "skr": "Saraiki", "sl": "Slovenian", "snk": "Soninke", "so": "Somali", "sq": "Albanian", "sr": "Serbian",
+    "ss": "Siswati", "st": "Southern Sotho", "sv-SE": "Swedish", "sw": "Swahili", "syr": "Syriac", "ta": "Tamil",
+    "te": "Telugu", "tg": "Tajik", "th": "Thai", "ti": "Tigrinya", "tig": "Tigre", "tk": "Turkmen", "tl": "Tagalog",
+    "tn": "Setswana", "tok": "Toki Pona", "tr": "Turkish", "ts": "Xitsonga", "tt": "Tatar", "tw": "Twi",
+    "ty": "Tahitian", "tyv": "Tuvan", "uby": "Ubykh", "udm": "Udmurt", "ug": "Uyghur", "uk": "Ukrainian",
+    "ur": "Urdu", "uz": "Uzbek", "ve": "Tshivenda", "vec": "Venetian", "vi": "Vietnamese", "vmw": "Emakhuwa",
+    "vot": "Votic", "wep": "Westphalian", "wo": "Wolof", "xh": "Xhosa", "yi": "Yiddish", "yo": "Yoruba",
+    "yue": "Cantonese", "zgh": "Tamazight", "zh-CN": "Chinese (China)", "zh-HK": "Chinese (Hong Kong)",
+    "zh-TW": "Chinese (Taiwan)", "zu": "Zulu", "zza": "Zaza",
+}
+# fmt: on
 
 # Locales whose primary subtag is not the code Whisper uses for them.
 _SPECIAL = {
@@ -21,8 +67,12 @@ _SPECIAL = {
     "fil": "tl",
     "jv": "jw",  # Whisper's code for Javanese
 }
+# Whisper languages written without spaces between words: agreement is measured in characters (CER).
+UNSPACED = frozenset({"zh", "yue", "ja", "th", "lo", "my", "km", "bo"})
 # Whisper's English-only checkpoints have 51864 tokens; every multilingual one has more.
 ENGLISH_ONLY_VOCAB = 51864
+
+LanguageCheck = Literal["whisper", "unsupported"]
 
 
 @functools.cache
@@ -62,29 +112,46 @@ def is_multilingual(model_path: str) -> bool:
     raise ValueError(f"{model_path}: cannot tell whether this Whisper model is multilingual (no config/vocabulary)")
 
 
+def locale_name(locale: str) -> str:
+    return COMMON_VOICE_LOCALES.get(locale, locale)
+
+
+def language_check(locale: str | None) -> LanguageCheck:
+    """``whisper`` when Whisper knows the locale's language (it is told it, and a mismatch is gated);
+    ``unsupported`` when it does not (the agreement gates decide alone)."""
+    return "whisper" if whisper_language(locale) else "unsupported"
+
+
+def unspaced(language: str | None) -> bool:
+    """Whether ``language`` (a Whisper code) is written without spaces between words."""
+    return language in UNSPACED
+
+
 class LanguageNotSupportedError(ValueError):
     """The rows' locales need a Whisper the configured model is not; raised before any work."""
 
 
-def check_model_hears(locales: set[str], model_ref: str, model_path: str, default: str | None) -> None:
-    """Stop before any work when the model cannot be told the rows' languages.
+def hears_every_language(model_ref: str, model_path: str) -> bool:
+    """Whether a Whisper is multilingual: from its files when they are local, else from its name (a hub
+    id resolves inside the engine; OpenAI's English-only checkpoints all end in ``.en``)."""
+    if Path(model_path).is_dir():
+        return is_multilingual(model_path)
+    return not model_ref.lower().removesuffix("-hf").endswith(".en")
 
-    An English-only model and a non-English locale, or a locale Whisper has no language for, would
-    otherwise be transcribed as a guess and gated on nonsense.
-    """
-    wanted = {loc: whisper_language(loc) for loc in sorted(locales) if loc}
-    unknown = [loc for loc, lang in wanted.items() if lang is None]
-    if unknown:
-        raise LanguageNotSupportedError(
-            f"locale(s) {', '.join(unknown)} have no Whisper language; Whisper knows: "
-            f"{', '.join(sorted(whisper_languages()))}"
-        )
-    foreign = sorted(loc for loc, lang in wanted.items() if lang != "en")
-    if not wanted and default and default != "en":
-        foreign = [default]
-    if foreign and not is_multilingual(model_path):
-        raise LanguageNotSupportedError(
-            f"locale(s) {', '.join(foreign)} need a multilingual Whisper, but transcriber.model={model_ref} is "
-            "English-only; set --set transcriber.model=<a multilingual Whisper, e.g. openai/whisper-large-v3-turbo "
-            "or a local CTranslate2/transformers checkpoint>"
-        )
+
+def transcriber_for(locale: str, model_ref: str, main_hears_all: bool, multilingual_ref: str | None) -> str:
+    """The Whisper a locale is transcribed with: the configured one when it can hear the locale (any
+    model hears English), else the multilingual one; ``LanguageNotSupportedError`` when there is none.
+    A locale Whisper has no language for also gets a multilingual model: it detects, and the agreement
+    gates decide alone."""
+    if main_hears_all or whisper_language(locale) == "en":
+        return model_ref
+    if multilingual_ref:
+        return multilingual_ref
+    heard = whisper_language(locale)
+    raise LanguageNotSupportedError(
+        f"locale(s) {locale} need a multilingual Whisper, but transcriber.model={model_ref} is English-only "
+        f"and transcriber.multilingual_model is unset{'' if heard else ' (Whisper has no language for it)'}; "
+        "set --set transcriber.multilingual_model=bundled:whisper-base (or a hub id, or a local "
+        "CTranslate2/transformers checkpoint)"
+    )

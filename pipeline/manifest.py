@@ -62,6 +62,10 @@ class Tally(_Model):
     wer_bins_kept: dict[str, int] = Field(default_factory=dict)
     wer_sum: float = 0.0
     wer_count: int = 0
+    # Judged rows per bin of each acoustic signal (snr_db, speech_ratio, dnsmos_ovrl), and of them the
+    # kept: signal -> bin -> rows.
+    signal_bins: dict[str, dict[str, int]] = Field(default_factory=dict)
+    signal_bins_kept: dict[str, dict[str, int]] = Field(default_factory=dict)
 
     @property
     def mean_wer(self) -> float | None:
@@ -94,6 +98,12 @@ class LocaleResult(_Model):
     locale: str
     table: str
     audio_table: str
+    # The Whisper the locale ran with (ref@revision), the language it was told, and whether Whisper
+    # knows the locale's language ("whisper") or the agreement gates decided alone ("unsupported").
+    transcriber: str | None = None
+    language: str | None = None
+    language_check: str | None = None
+    judge: str | None = None  # the judge's ref, or "off (judge.locales)": the gates decided alone
     nothing_to_do: bool = False
     snapshot_id: int | None = None
     tag: str | None = None
@@ -162,4 +172,9 @@ def combine(tallies: Iterable[Tally]) -> Tally:
             mine, theirs = getattr(out, field), getattr(t, field)
             for k, v in theirs.items():
                 mine[k] = mine.get(k, 0) + v
+        for field in ("signal_bins", "signal_bins_kept"):
+            for signal, bins in getattr(t, field).items():
+                mine = getattr(out, field).setdefault(signal, {})
+                for k, v in bins.items():
+                    mine[k] = mine.get(k, 0) + v
     return out

@@ -3,55 +3,66 @@
 from __future__ import annotations
 
 import functools
+import itertools
 from collections.abc import Callable, Iterable
 
 
 @functools.cache
-def _normalizer(english: bool) -> Callable[[str], str]:
+def _normalizer(english: bool, fold_diacritics: bool = False) -> Callable[[str], str]:
     # Whisper's own normalizers (shipped with transformers): "1" vs "one", "Mr." vs "mister" and
     # punctuation are not errors.  No spelling map is bundled offline, so British spellings still count.
+    # The basic one (every other language) keeps accents unless asked to fold them.
     from transformers.models.whisper.english_normalizer import BasicTextNormalizer, EnglishTextNormalizer
 
-    return EnglishTextNormalizer({}) if english else BasicTextNormalizer()
+    return EnglishTextNormalizer({}) if english else BasicTextNormalizer(remove_diacritics=fold_diacritics)
 
 
 def is_english(language: str | None) -> bool:
     return language is None or language.lower().split("-")[0] == "en"
 
 
-def normalize_text(text: str, language: str | None = "en") -> list[str]:
+def normalize_text(text: str, language: str | None = "en", fold_diacritics: bool = False) -> list[str]:
     """Whisper's normalisation for ``language`` (English by default), as a list of words."""
     # A lone "." survives the English normalizer (it keeps decimal points); it is not a word.
-    return [w for w in _normalizer(is_english(language))(text or "").split() if any(c.isalnum() for c in w)]
+    words = _normalizer(is_english(language), fold_diacritics)(text or "").split()
+    return [w for w in words if any(c.isalnum() for c in w)]
 
 
-def agreement(reference: str | None, hypothesis: str, language: str | None = "en") -> tuple[float | None, float | None]:
+def agreement(
+    reference: str | None, hypothesis: str, language: str | None = "en", fold_diacritics: bool = False
+) -> tuple[float | None, float | None]:
     """(WER, CER) of ``hypothesis`` against the sentence the speaker was prompted with, normalised.
 
-    None for both when there is no reference, or nothing left of it after normalisation: an
-    undefined rate is null, never 0.
+    For scripts without word spaces (``pipeline.languages.UNSPACED``) the CER is over the characters
+    alone, spaces left out (Whisper puts some between phrases, the sentence none).  None for both when
+    there is no reference, or nothing left of it after normalisation: an undefined rate is null, never 0.
     """
+    from pipeline.languages import unspaced
+
     if not reference:
         return None, None
-    ref = " ".join(normalize_text(reference, language))
+    ref = " ".join(normalize_text(reference, language, fold_diacritics))
     if not ref:
         return None, None
-    hyp = " ".join(normalize_text(hypothesis, language))
+    hyp = " ".join(normalize_text(hypothesis, language, fold_diacritics))
     import jiwer
 
+    if unspaced(language):
+        chars = lambda t: t.replace(" ", "")  # noqa: E731
+        return jiwer.wer(ref, hyp), jiwer.cer(chars(ref), chars(hyp)) if chars(hyp) else 1.0
     return jiwer.wer(ref, hyp), jiwer.cer(ref, hyp)
 
 
-def corpus_wer(pairs: Iterable[tuple[str, str]], language: str | None = "en") -> float:
+def corpus_wer(pairs: Iterable[tuple[str, str]], language: str | None = "en", fold_diacritics: bool = False) -> float:
     """Corpus WER over (reference, hypothesis) pairs: total edits / total reference words (jiwer)."""
     import jiwer
 
     refs, hyps = [], []
     for ref, hyp in pairs:
-        r = " ".join(normalize_text(ref, language))
+        r = " ".join(normalize_text(ref, language, fold_diacritics))
         if r:
             refs.append(r)
-            hyps.append(" ".join(normalize_text(hyp, language)))
+            hyps.append(" ".join(normalize_text(hyp, language, fold_diacritics)))
     if not refs:
         raise ValueError("no reference words to compute WER against")
     return jiwer.wer(refs, hyps)
@@ -96,4 +107,41 @@ def wer_histogram(values: Iterable[float | None]) -> dict[str, int]:
     for v in values:
         if v is not None:
             counts[wer_bin(float(v))] += 1
+    return counts
+
+
+# Bins of the acoustic signals the run's histograms show: (lower edges, the last bin open-ended), and
+# the gate field whose threshold each histogram marks.
+SIGNAL_EDGES: dict[str, tuple[float, ...]] = {
+    "snr_db": (-100, 0, 5, 10, 15, 20, 25, 30, 40),
+    "speech_ratio": tuple(i / 10 for i in range(10)),
+    "dnsmos_ovrl": (1.0, 1.5, 2.0, 2.2, 2.5, 3.0, 3.5, 4.0),
+}
+SIGNAL_GATES = {"snr_db": "min_snr_db", "speech_ratio": "min_speech_ratio", "dnsmos_ovrl": "min_dnsmos_ovrl"}
+
+
+def signal_bins(signal: str) -> list[str]:
+    edges = SIGNAL_EDGES[signal]
+    # snr_db's first edge (-100, the floor snr_db reports) reads as "<0".
+    labels = [f"{lo:g}–{hi:g}" if lo != -100 else f"<{hi:g}" for lo, hi in itertools.pairwise(edges)]
+    return [*labels, f"≥{edges[-1]:g}"]
+
+
+def signal_bin_edges(signal: str, label: str) -> tuple[float, float]:
+    """The [lo, hi) interval of one of ``signal``'s bins."""
+    edges = SIGNAL_EDGES[signal]
+    i = signal_bins(signal).index(label)
+    return (edges[i] if i else float("-inf")), (edges[i + 1] if i + 1 < len(edges) else float("inf"))
+
+
+def signal_histogram(signal: str, values: Iterable[float | None]) -> dict[str, int]:
+    """Counts per bin of ``signal`` (every bin present); nulls (not measured) are left out."""
+    labels = signal_bins(signal)
+    edges = SIGNAL_EDGES[signal]
+    counts = dict.fromkeys(labels, 0)
+    for v in values:
+        if v is None:
+            continue
+        i = sum(1 for e in edges[1:] if float(v) >= e)
+        counts[labels[i]] += 1
     return counts

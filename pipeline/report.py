@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from pipeline.manifest import LocaleResult, ModelInfo, RunResult, Tally, combine
-from pipeline.metrics import SCORE_CHOICES, WER_BINS
+from pipeline.metrics import SCORE_CHOICES, SIGNAL_GATES, WER_BINS, signal_bin_edges
 
 # Human names of the gates' reason codes, in the order the gates run.
 REASON_NAMES = {
@@ -32,6 +32,17 @@ REASON_NAMES = {
     "cv_deleted": "gone from the newest full release (deleted)",
     "sentence_reported": "its sentence is in reported.tsv",
     "not_scored": "never through the engines (not in the curated split)",
+    "noisy": "noisy (SNR below the minimum)",
+    "clipped": "clipped at full scale",
+    "mostly_silence": "mostly silence (speech ratio below the minimum)",
+    "too_quiet": "too quiet (loudness below the minimum)",
+    "low_mos": "poor overall quality (DNSMOS OVRL)",
+    "narrow_band": "narrow band (telephone-like bandwidth)",
+}
+SIGNAL_TITLES = {
+    "snr_db": "SNR (dB, speech vs pauses, Silero VAD)",
+    "speech_ratio": "Speech ratio (share of 32 ms frames with speech)",
+    "dnsmos_ovrl": "DNSMOS OVRL (P.835 overall, 1–5)",
 }
 
 
@@ -217,6 +228,16 @@ def histogram_markdown(report: RunReport) -> str:
         lines += _split_table("WER", items, judged)
     else:
         lines.append("No row had a sentence to compare with.")
+    for signal, bins in t.signal_bins.items():
+        lines += ["", f"## {SIGNAL_TITLES.get(signal, signal)}", ""]
+        limit = gates.get(SIGNAL_GATES.get(signal, ""))
+        items = []
+        for label, n in bins.items():
+            lo, hi = signal_bin_edges(signal, label)
+            marked = limit is not None and lo <= limit < hi
+            items.append((_mark(label, marked, f"min {limit:g}" if limit is not None else ""), n,
+                          t.signal_bins_kept.get(signal, {}).get(label, 0)))  # fmt: skip
+        lines += _split_table("bin", items, judged)
     lines += ["", "## Why rows were not kept", ""]
     reasons = [(code, t.reasons[code]) for code in REASON_NAMES if t.reasons.get(code)]
     reasons += [(code, n) for code, n in sorted(t.reasons.items()) if code not in REASON_NAMES]
@@ -244,10 +265,29 @@ def kept_rule(config: dict[str, Any]) -> list[tuple[str, str]]:
     lo, hi = g.get("min_duration_s"), g.get("max_duration_s")
     rules.append(("duration", f"{lo or 0}–{hi or '∞'} s"))
     rules.append(("Whisper's own rules", "no speech, repetition loops, log-prob ≥ " + str(g.get("min_avg_logprob"))))
+    sound = [f"SNR ≥ {g['min_snr_db']:g} dB"] if g.get("min_snr_db") is not None else []
+    sound += [f"clipping ≤ {g['max_clipping_ratio']:g}"] if g.get("max_clipping_ratio") is not None else []
+    sound += [f"speech ≥ {g['min_speech_ratio']:g}"] if g.get("min_speech_ratio") is not None else []
+    sound += [f"loudness ≥ {g['min_loudness_lufs']:g} LUFS"] if g.get("min_loudness_lufs") is not None else []
+    quality = config.get("quality", {})
+    if quality.get("dnsmos") and g.get("min_dnsmos_ovrl") is not None:
+        sound.append(f"DNSMOS OVRL ≥ {g['min_dnsmos_ovrl']:g}")
+    sound += [f"bandwidth ≥ {g['min_bandwidth_hz']:g} Hz"] if g.get("min_bandwidth_hz") is not None else []
+    rules.append(("how it sounds", ", ".join(sound) if quality.get("enabled", True) and sound else "off"))
     rules.append(
         ("Common Voice", "validated, sentence not reported" if g.get("exclude_reported", True) else "validated")
     )
     return rules
+
+
+def locale_line(r: LocaleResult) -> str:
+    """``bundled:whisper-base@… hears es (detected); language check: whisper``: how a locale was heard."""
+    if r.language_check == "unsupported":
+        heard = "no Whisper language for this locale; language check: unsupported (agreement gates only)"
+    else:
+        heard = f"expects {r.language or 'any language'}; language check: {r.language_check or 'whisper'}"
+    judge = f"; judge {r.judge}" if r.judge else ""
+    return f"{r.transcriber} {heard}{judge}"
 
 
 def summary_markdown(
@@ -279,6 +319,11 @@ def summary_markdown(
         f"| quarantined | {c.quarantined}{pct(c.quarantined)} |",
         f"| mean WER | {mean_wer:.3f} |" if mean_wer is not None else "| mean WER | - |",
         *[f"| table now | `{name}`: {rows} clips, {kept} kept |" for name, rows, kept in now],
+        *[
+            f"| locale {r.locale} | {r.tally.counts.in_} in, {r.tally.counts.kept} kept; {locale_line(r)} |"
+            for r in report.locales
+            if r.transcriber
+        ],
         f"| audio | {human_duration(report.tally.audio_seconds)} |",
         f"| wall time | {human_duration(wall_s)} |",
         f"| throughput | {c.in_ / wall_s if wall_s else 0:.2f} clips/s, "

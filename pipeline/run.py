@@ -30,11 +30,11 @@ from pipeline.dag import Models, build_curation_dataset
 from pipeline.io.inputs import VIEW_ONLY, ParquetInputs, ReleaseInputs, open_inputs
 from pipeline.io.storage import resolve_filesystem
 from pipeline.io.table_sink import SAMPLE_CAP, TableSink, rejected_sample, tally_of
-from pipeline.languages import check_model_hears
+from pipeline.languages import hears_every_language, language_check, transcriber_for, whisper_language
 from pipeline.manifest import DataFileInfo, LocaleResult, ModelInfo, RunResult, Tally, combine
 from pipeline.models import resolve_model
 from pipeline.progress import ConsoleProgress, start_counter, stop_counter
-from pipeline.stages.gates import build_gates, judge_gates, metadata_gates
+from pipeline.stages.gates import build_gates, decide_row, judge_gates, metadata_gates
 from pipeline.table import commit as commits
 from pipeline.table.catalog import TableRoot, check_output_root, load_or_create, table_root
 from pipeline.table.plan import Plan, plan_work, rows_table
@@ -74,6 +74,34 @@ def resolve_models(cfg: CurationConfig) -> Models:
     return Models(transcriber=resolve_model(cfg.transcriber.model), judge=resolve_model(cfg.judge.model))
 
 
+def locale_setups(cfg: CurationConfig, models: Models, locales: list[str]) -> dict[str, tuple[CurationConfig, Models]]:
+    """Per locale: the config its clips run under (its Whisper, told its language) and the models."""
+    t = cfg.transcriber
+    main_hears_all = hears_every_language(t.model, models.transcriber.path)
+    resolved = {t.model: models.transcriber}
+    out = {}
+    for locale in locales:
+        ref = transcriber_for(locale, t.model, main_hears_all, t.multilingual_model)
+        if ref not in resolved:
+            resolved[ref] = resolve_model(ref)
+        language = whisper_language(locale)
+        if language is None:
+            log.warning("%s: Whisper has no language for this locale; its clips are gated on agreement alone "
+                        "(language_check: unsupported)", locale)  # fmt: skip
+        judged = cfg.judge.locales is None or locale in cfg.judge.locales
+        if not judged:
+            log.info("%s: the judge scores only %s (judge.locales); the gates decide alone", locale,
+                     ", ".join(cfg.judge.locales))  # fmt: skip
+        local = cfg.model_copy(
+            update={
+                "transcriber": t.model_copy(update={"model": ref, "language": language}),
+                "judge": cfg.judge.model_copy(update={"enabled": judged}),
+            }
+        )
+        out[locale] = (local, Models(transcriber=resolved[ref], judge=models.judge))
+    return out
+
+
 def _digest(obj: Any) -> str:
     return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:20]
 
@@ -85,6 +113,7 @@ def engine_key(cfg: CurationConfig, models: Models) -> str:
     return _digest(
         {
             "audio": content["audio"],
+            "quality": content["quality"],
             "transcriber": content["transcriber"],
             "judge": content["judge"],
             "revisions": [models.transcriber.revision, models.judge.revision],
@@ -153,13 +182,16 @@ def run_curation(
         sources, cfg.storage, split=split, default_locale=cfg.table.locale or cfg.transcriber.language or "en"
     )
     models = resolve_models(cfg)
-    check_model_hears(inputs.locales(), cfg.transcriber.model, models.transcriber.path, cfg.transcriber.language)
+    # Every locale's Whisper is chosen (and resolved) before any work: one that cannot be heard stops here.
+    per_locale = locale_setups(cfg, models, sorted(inputs.locales()))
     split = getattr(inputs, "split", split)
     root.preflight(cfg.storage)
-    ctx = RunContext(cfg, root, inputs, models, split, run_id, shard, force, console)
     for note in getattr(inputs, "notes", []):
         log.warning("%s", note)
-    results = [curate_locale(ctx, locale) for locale in sorted(inputs.locales())]
+    results = []
+    for locale, (locale_cfg, locale_models) in per_locale.items():
+        ctx = RunContext(locale_cfg, root, inputs, locale_models, split, run_id, shard, force, console)
+        results.append(curate_locale(ctx, locale))
     return RunResult(
         run_id=run_id,
         created_at=datetime.now(UTC).isoformat(),
@@ -211,7 +243,15 @@ def _view_rows(ctx: RunContext, view: pa.Table) -> list[dict[str, Any]]:
 def curate_locale(ctx: RunContext, locale: str) -> LocaleResult:
     cfg = ctx.cfg
     clips_id, audio_id = ctx.root.identifiers(locale)
-    result = LocaleResult(locale=locale, table=clips_id, audio_table=audio_id)
+    result = LocaleResult(
+        locale=locale,
+        table=clips_id,
+        audio_table=audio_id,
+        transcriber=f"{ctx.models.transcriber.ref}@{ctx.models.transcriber.revision}",
+        language=cfg.transcriber.language,
+        language_check=language_check(locale),
+        judge=f"{ctx.models.judge.ref}" if cfg.judge.enabled else "off (judge.locales)",
+    )
     known = ctx.root.existing(clips_id)
     ledger = commits.read_ledger(known) if known is not None else {}
     units = ctx.inputs.units(locale)
@@ -239,7 +279,7 @@ def curate_locale(ctx: RunContext, locale: str) -> LocaleResult:
         _existing(clips, ctx.shard),
         selected=ctx.inputs.selected,
         engine_key=engine_key(cfg, ctx.models),
-        decide=lambda row: judge_gates(row, gates),
+        decide=lambda row: decide_row(row, gates, cfg.transcriber.language, cfg.gates.fold_diacritics),
         unscored=lambda row: judge_gates(row, cv_gates),
         ever_selected=ctx.inputs.ever_selected,
         full_releases=ctx.inputs.full_releases(pending) if cfg.limit is None else (),

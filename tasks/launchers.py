@@ -88,24 +88,35 @@ def with_parent_death(cmd: list[str]) -> list[str]:
     return [setpriv, "--pdeathsig", "KILL", "--", *cmd] if setpriv else cmd
 
 
-def stop_shard(pid: int) -> None:
+def stop_shard(pid: int, deadline_s: float = 30.0) -> None:
     """SIGKILL a shard's child and everything it started, found by PID: its descendants and every process
     of its session.  Ray moves some of its processes into process groups of their own, so killing the
-    child's process group alone left them running."""
+    child's process group alone left them running.  A raylet may fork a worker between our listing and
+    our kill, so list and kill again until nothing of the shard is left (or the deadline passes)."""
     import psutil
 
-    try:
-        procs = [psutil.Process(pid), *psutil.Process(pid).children(recursive=True)]
-    except psutil.NoSuchProcess:
-        procs = []
-    for p in psutil.process_iter(["pid"]):
-        with contextlib.suppress(OSError):
-            if os.getsid(p.info["pid"]) == pid and p not in procs:
-                procs.append(p)
-    for p in procs:
-        with contextlib.suppress(psutil.Error):
-            p.kill()
-    psutil.wait_procs(procs, timeout=10)
+    def shard_processes() -> list[psutil.Process]:
+        try:
+            procs = [psutil.Process(pid), *psutil.Process(pid).children(recursive=True)]
+        except psutil.NoSuchProcess:
+            procs = []
+        for p in psutil.process_iter(["pid"]):
+            with contextlib.suppress(OSError):
+                if os.getsid(p.info["pid"]) == pid and p not in procs:
+                    procs.append(p)
+        alive = []
+        for p in procs:
+            with contextlib.suppress(psutil.Error):
+                if p.status() != psutil.STATUS_ZOMBIE:
+                    alive.append(p)
+        return alive
+
+    end = time.monotonic() + deadline_s
+    while (procs := shard_processes()) and time.monotonic() < end:
+        for p in procs:
+            with contextlib.suppress(psutil.Error):
+                p.kill()
+        psutil.wait_procs(procs, timeout=5)
 
 
 def shard_cli_args(

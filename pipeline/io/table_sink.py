@@ -35,7 +35,7 @@ from pipeline.columns import (
     WER,
 )
 from pipeline.manifest import Counts, Histogram, ScoreBin, Tally
-from pipeline.metrics import expected_score_bins, score_histogram, wer_histogram
+from pipeline.metrics import SIGNAL_EDGES, expected_score_bins, score_histogram, signal_histogram, wer_histogram
 from pipeline.table.schema import AUDIO_TABLE, conform
 
 if TYPE_CHECKING:
@@ -72,7 +72,18 @@ def tally_of(table: pa.Table) -> Tally:
         wer_bins_kept=wer_histogram(kept_rows.column(WER).to_pylist()),
         wer_sum=sum(wers),
         wer_count=len(wers),
+        signal_bins=_signal_bins(healthy),
+        signal_bins_kept=_signal_bins(kept_rows),
     )
+
+
+def _signal_bins(rows: pa.Table) -> dict[str, dict[str, int]]:
+    """Histograms of the acoustic signals the rows have values of (none when quality was off)."""
+    out = {}
+    for signal in SIGNAL_EDGES:
+        if signal in rows.column_names and rows.column(signal).null_count < rows.num_rows:
+            out[signal] = signal_histogram(signal, rows.column(signal).to_pylist())
+    return out
 
 
 # Columns of the rejected-rows sample the Prefect artifact lists, and how many rows a run keeps of it.

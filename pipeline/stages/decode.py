@@ -1,4 +1,8 @@
-"""Decode any clip (FLAC, MP3, WAV, OGG; any rate; mono or stereo) to 16 kHz mono float32."""
+"""Decode any clip (FLAC, MP3, WAV, OGG; any rate; mono or stereo) to 16 kHz mono float32.
+
+The two signals only the original samples can tell (clipping at the rails, and the bandwidth a
+resampler would hide) are measured here, before resampling.
+"""
 
 from __future__ import annotations
 
@@ -10,8 +14,9 @@ import pyarrow as pa
 import soundfile as sf
 import soxr
 
-from pipeline.columns import ARR, AUDIO, AUDIO_SHA, DURATION, ERROR, ID, READ_ERROR, STAGE
-from pipeline.config import AudioConfig
+from pipeline.columns import ARR, AUDIO, AUDIO_SHA, BANDWIDTH, CLIPPING, DURATION, ERROR, ID, READ_ERROR, STAGE
+from pipeline.config import AudioConfig, QualityConfig
+from pipeline.quality.signals import bandwidth_hz, clipping_ratio
 
 # Peak amplitude under which a clip counts as silence (about -80 dBFS).
 SILENCE_PEAK = 1e-4
@@ -21,8 +26,8 @@ class DecodeError(ValueError):
     pass
 
 
-def decode_clip(data: bytes | None, cfg: AudioConfig) -> np.ndarray:
-    """One clip's bytes to mono float32 at ``cfg.target_sample_rate``; ``DecodeError`` with a reason."""
+def read_samples(data: bytes | None, cfg: AudioConfig) -> tuple[np.ndarray, int]:
+    """One clip's bytes to mono float32 at its own rate; ``DecodeError`` with a reason."""
     if data is None:
         raise DecodeError("audio is null")
     if len(data) == 0:
@@ -43,34 +48,61 @@ def decode_clip(data: bytes | None, cfg: AudioConfig) -> np.ndarray:
     if audio.shape[0] == 0:
         raise DecodeError("audio has no samples")
     mono = audio.mean(axis=1) if audio.shape[1] > 1 else audio[:, 0]
-    if rate != cfg.target_sample_rate:
-        mono = soxr.resample(mono, rate, cfg.target_sample_rate, quality="HQ")
     if not np.isfinite(mono).all():
         raise DecodeError("audio holds NaN or infinite samples")
+    return mono, rate
+
+
+def resampled(mono: np.ndarray, rate: int, cfg: AudioConfig) -> np.ndarray:
+    """``mono`` at ``cfg.target_sample_rate``; ``DecodeError`` when it is silence."""
+    if rate != cfg.target_sample_rate:
+        mono = soxr.resample(mono, rate, cfg.target_sample_rate, quality="HQ")
     if float(np.abs(mono).max(initial=0.0)) < SILENCE_PEAK:
         raise DecodeError("audio is silent")
     return np.ascontiguousarray(mono, dtype=np.float32)
 
 
-def decode_audio(batch: pa.Table, cfg: AudioConfig) -> pa.Table:
+def decode_clip(data: bytes | None, cfg: AudioConfig) -> np.ndarray:
+    """One clip's bytes to mono float32 at ``cfg.target_sample_rate``; ``DecodeError`` with a reason."""
+    return resampled(*read_samples(data, cfg), cfg)
+
+
+def native_signals(mono: np.ndarray, rate: int, cfg: QualityConfig) -> tuple[float, float | None]:
+    """(clipping_ratio, bandwidth_hz) of the original samples."""
+    return (
+        clipping_ratio(mono, cfg.clip_level, cfg.clip_min_run),
+        bandwidth_hz(mono, rate, cfg.bandwidth_floor_db),
+    )
+
+
+def decode_audio(batch: pa.Table, cfg: AudioConfig, quality: QualityConfig | None = None) -> pa.Table:
     """Stage: add ``arr`` (16 kHz samples), ``duration_s``, the bytes' ``audio_sha256`` and ``audio_size``,
-    and ``error``/``stage`` for failures."""
+    ``error``/``stage`` for failures, and (``quality.enabled``) ``clipping_ratio`` and ``bandwidth_hz``."""
     ids = batch.column(ID).to_pylist()
     blobs = batch.column(AUDIO).to_pylist()
     # Set by the release reader for a TSV row whose clip is not in the release.
     read_errors = batch.column(READ_ERROR).to_pylist() if READ_ERROR in batch.schema.names else [None] * len(ids)
+    measure = quality is not None and quality.enabled
     arrs, durations, errors, stages, shas, sizes = [], [], [], [], [], []
+    clipping: list[float | None] = []
+    bandwidth: list[float | None] = []
     for i, data in enumerate(blobs):
         err: str | None = None
         stage: str | None = "decode"
         arr = np.zeros(0, dtype=np.float32)
+        signals: tuple[float | None, float | None] = (None, None)
         if read_errors[i]:
             err, stage = read_errors[i], "read"
         else:
             try:
-                arr = decode_clip(data, cfg)
+                mono, rate = read_samples(data, cfg)
+                arr = resampled(mono, rate, cfg)
+                if measure:
+                    signals = native_signals(mono, rate, quality)
             except DecodeError as exc:
                 err = str(exc)
+        clipping.append(signals[0])
+        bandwidth.append(signals[1])
         arrs.append(arr)
         durations.append(len(arr) / cfg.target_sample_rate)
         errors.append(err)
@@ -91,4 +123,6 @@ def decode_audio(batch: pa.Table, cfg: AudioConfig) -> pa.Table:
         .append_column(STAGE, pa.array(stages, pa.string()))
         .append_column(AUDIO_SHA, pa.array(shas, pa.string()))
         .append_column("audio_size", pa.array(sizes, pa.int64()))
+        .append_column(CLIPPING, pa.array(clipping, pa.float64()))
+        .append_column(BANDWIDTH, pa.array(bandwidth, pa.float64()))
     )

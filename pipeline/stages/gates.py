@@ -18,22 +18,28 @@ import pyarrow as pa
 
 from pipeline.columns import (
     AVG_LOGPROB,
+    BANDWIDTH,
     CER,
+    CLIPPING,
     COMPRESSION_RATIO,
+    DNSMOS_OVRL,
     DURATION,
     ERROR,
     KEPT,
     LANGUAGE,
     LANGUAGE_PROB,
     LOCALE,
+    LOUDNESS,
     NO_SPEECH_PROB,
     REASONS,
     SENTENCE,
+    SNR,
+    SPEECH_RATIO,
     TRANSCRIPT,
     WER,
 )
 from pipeline.config import CurationConfig
-from pipeline.languages import whisper_language
+from pipeline.languages import unspaced, whisper_language
 from pipeline.metrics import agreement
 
 Row = Mapping[str, Any]
@@ -62,6 +68,24 @@ class Bound:
             return True, None
         outside = value > self.limit if self.upper else value < self.limit
         return (False, self.code) if outside else (True, None)
+
+
+@dataclass(frozen=True)
+class ForScript:
+    """``gate`` applied only to rows whose language is written with (``spaced``) or without word spaces:
+    WER means nothing where a "word" is a whole phrase, so those rows are gated on CER instead."""
+
+    gate: Gate
+    spaced: bool
+    default: str | None
+
+    @property
+    def code(self) -> str:
+        return self.gate.code
+
+    def __call__(self, row: Row) -> Verdict:
+        lang = whisper_language(row.get(LOCALE)) or self.default
+        return self.gate(row) if unspaced(lang) != self.spaced else (True, None)
 
 
 @dataclass(frozen=True)
@@ -150,30 +174,62 @@ def metadata_gates(cfg: CurationConfig, split: str | None = None) -> list[Gate]:
     return [CvStatus(kept_statuses(split, cfg.gates.keep_cv_status)), NotReported(cfg.gates.exclude_reported)]
 
 
+def quality_gates(cfg: CurationConfig) -> list[Gate]:
+    """How the clip sounds (README "Acoustic quality"); a signal that was not measured passes."""
+    g = cfg.gates
+    return [
+        Bound(SNR, g.min_snr_db, "noisy", upper=False),
+        Bound(CLIPPING, g.max_clipping_ratio, "clipped"),
+        Bound(SPEECH_RATIO, g.min_speech_ratio, "mostly_silence", upper=False),
+        Bound(LOUDNESS, g.min_loudness_lufs, "too_quiet", upper=False),
+        Bound(DNSMOS_OVRL, g.min_dnsmos_ovrl, "low_mos", upper=False),
+        Bound(BANDWIDTH, g.min_bandwidth_hz, "narrow_band", upper=False),
+    ]
+
+
 def build_gates(cfg: CurationConfig, split: str | None = None) -> list[Gate]:
     """Every gate the config turns on, in the order their reasons are listed."""
     g = cfg.gates
     gates: list[Gate] = [
         *metadata_gates(cfg, split),
-        Bound(WER, g.max_wer, "wer_above"),
-        Bound(CER, g.max_cer, "cer_above"),
+        ForScript(Bound(WER, g.max_wer, "wer_above"), spaced=True, default=cfg.transcriber.language),
+        ForScript(Bound(CER, g.max_cer, "cer_above"), spaced=True, default=cfg.transcriber.language),
+        ForScript(Bound(CER, g.max_cer_unspaced, "cer_above"), spaced=False, default=cfg.transcriber.language),
         NoSpeech(g.no_speech_prob, g.no_speech_logprob),
         Bound(COMPRESSION_RATIO, g.max_compression_ratio, "hallucination"),
         Bound(AVG_LOGPROB, g.min_avg_logprob, "low_logprob", upper=False),
         Bound(DURATION, g.min_duration_s, "too_short", upper=False),
         Bound(DURATION, g.max_duration_s, "too_long"),
         LanguageMismatch(cfg.transcriber.language, g.min_language_prob),
-        JudgeAtLeast(cfg.threshold_on, cfg.threshold),
+        *quality_gates(cfg),
+        *([JudgeAtLeast(cfg.threshold_on, cfg.threshold)] if cfg.judge.enabled else []),
     ]
     return gates
 
 
 def judge_gates(row: Row, gates: Sequence[Gate]) -> list[str]:
-    """The codes of every gate ``row`` fails (empty: keep it)."""
-    return [reason for keep, reason in (gate(row) for gate in gates) if not keep and reason]
+    """The codes of every gate ``row`` fails (empty: keep it), each once."""
+    return list(dict.fromkeys(reason for keep, reason in (gate(row) for gate in gates) if not keep and reason))
 
 
-def apply_gates(batch: pa.Table, gates: Sequence[Gate], language: str | None = "en") -> pa.Table:
+def measure_agreement(row: dict[str, Any], language: str | None, fold_diacritics: bool = False) -> None:
+    """Set ``row``'s ``wer`` and ``cer`` against its prompted sentence, in its locale's language.  From the
+    stored transcript and the newest sentence, so a re-decision measures with today's settings."""
+    lang = whisper_language(row.get(LOCALE)) or language
+    row[WER], row[CER] = agreement(row.get(SENTENCE), row.get(TRANSCRIPT) or "", lang, fold_diacritics)
+
+
+def decide_row(
+    row: dict[str, Any], gates: Sequence[Gate], language: str | None, fold_diacritics: bool = False
+) -> list[str]:
+    """A scored row's agreement measured again, then every gate it fails (the plan's re-decision)."""
+    measure_agreement(row, language, fold_diacritics)
+    return judge_gates(row, gates)
+
+
+def apply_gates(
+    batch: pa.Table, gates: Sequence[Gate], language: str | None = "en", fold_diacritics: bool = False
+) -> pa.Table:
     """Stage: add ``wer``, ``cer``, ``reasons`` and ``kept``.  Quarantined rows get no verdict."""
     rows = batch.to_pylist()
     wers, cers, reasons, kept = [], [], [], []
@@ -184,9 +240,7 @@ def apply_gates(batch: pa.Table, gates: Sequence[Gate], language: str | None = "
             reasons.append([])
             kept.append(False)
             continue
-        lang = whisper_language(row.get(LOCALE)) or language
-        row[WER], row[CER] = agreement(row.get(SENTENCE), row.get(TRANSCRIPT) or "", lang)
-        failed = judge_gates(row, gates)
+        failed = decide_row(row, gates, language, fold_diacritics)
         wers.append(row[WER])
         cers.append(row[CER])
         reasons.append(failed)

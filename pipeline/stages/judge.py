@@ -12,6 +12,8 @@ import math
 from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
+import pyarrow as pa
+
 from pipeline.config import JudgeConfig
 from pipeline.metrics import SCORE_CHOICES
 
@@ -127,6 +129,13 @@ def judge_request(row: dict[str, Any], cfg: JudgeConfig, template: tuple[str, st
             "structured_outputs": {"choice": list(CHOICES)},
         },
     }
+
+
+def unjudged(batch: pa.Table, keep: tuple[str, ...]) -> pa.Table:
+    """The judge's output shape for a locale it does not score: the kept columns, null scores."""
+    out = batch.select([c for c in keep if c in batch.schema.names])
+    out = out.append_column("score", pa.nulls(out.num_rows, pa.int64()))
+    return out.append_column("score_expected", pa.nulls(out.num_rows, pa.float64()))
 
 
 def finalize_judgement(row: dict[str, Any], keep: tuple[str, ...]) -> dict[str, Any]:

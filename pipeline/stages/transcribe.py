@@ -63,11 +63,14 @@ def _finish(
     return batch
 
 
-def row_languages(batch: pa.Table, default: str | None) -> list[str | None]:
-    """The language each row is decoded as: its Common Voice locale's, else the configured one."""
+def row_languages(batch: pa.Table, cfg: TranscriberConfig) -> list[str | None]:
+    """The language each row is decoded as: with ``force_language``, its Common Voice locale's (else the
+    configured one); otherwise None, and a multilingual Whisper decodes the language it detects."""
+    if not cfg.force_language:
+        return [None] * batch.num_rows
     if LOCALE not in batch.schema.names:
-        return [default] * batch.num_rows
-    return [whisper_language(loc) or default for loc in batch.column(LOCALE).to_pylist()]
+        return [cfg.language] * batch.num_rows
+    return [whisper_language(loc) or cfg.language for loc in batch.column(LOCALE).to_pylist()]
 
 
 class FasterWhisperTranscriber:
@@ -93,7 +96,7 @@ class FasterWhisperTranscriber:
         errors = batch.column(ERROR).to_pylist()
         stages = batch.column(STAGE).to_pylist()
         arrs = batch.column(ARR)
-        langs = row_languages(batch, self.cfg.language)
+        langs = row_languages(batch, self.cfg)
         out = [Transcript(text="") for _ in range(batch.num_rows)]
         todo = [i for i in range(batch.num_rows) if not errors[i]]
         clips = [arrs[i].values.to_numpy(zero_copy_only=False).astype(np.float32, copy=False) for i in todo]
@@ -183,6 +186,14 @@ class HFWhisperTranscriber:
             ids.append(gen.no_timestamps_token_id)
         return ids
 
+    def _detect(self, encoded) -> list[str]:
+        """The most likely language of each row, from the first decoder step after <|startoftranscript|>."""
+        n = encoded.last_hidden_state.shape[0]
+        ids = self.torch.full((n, 1), self.sot, dtype=self.torch.long, device=self.device)
+        logits = self.model(encoder_outputs=encoded, decoder_input_ids=ids).logits[:, 0].float()
+        names, token_ids = list(self.lang_tokens), list(self.lang_tokens.values())
+        return [names[int(k)] for k in logits[:, token_ids].argmax(dim=-1).tolist()]
+
     def _generate(self, encoded, langs: list[str | None]):
         """Token ids of each row's text, neither prompt nor end of text (``generate``'s plain output)."""
         kwargs: dict = {"max_new_tokens": self.cfg.max_new_tokens}
@@ -230,7 +241,7 @@ class HFWhisperTranscriber:
 
     def __call__(self, batch: pa.Table) -> pa.Table:
         errors = batch.column(ERROR).to_pylist()
-        langs = row_languages(batch, self.cfg.language)
+        langs = row_languages(batch, self.cfg)
         todo = [i for i, e in enumerate(errors) if not e]
         tokens: list[list[int]] = [[] for _ in errors]
         conf = {c: [None] * len(errors) for c in (AVG_LOGPROB, NO_SPEECH_PROB, LANGUAGE, LANGUAGE_PROB)}
@@ -243,6 +254,10 @@ class HFWhisperTranscriber:
             with self.torch.inference_mode():
                 # The encoder is a large share of the cost on a GPU: run it once for both passes.
                 encoded = self.model.get_encoder()(x)
+                if self.lang_tokens and not all(row_langs):
+                    # Not forced: decode the language the model hears (one decoder step, as Whisper does).
+                    heard = self._detect(encoded)
+                    row_langs = [lang or h for lang, h in zip(row_langs, heard, strict=True)]
                 generated = self._generate(encoded, row_langs).cpu().tolist()
                 prompts = [self._prompt(lang) for lang in row_langs]
                 sequences, n_text = [], []
@@ -355,7 +370,8 @@ class BatchedWhisper:
     def _tokenizer(self, language: str | None):
         from faster_whisper.tokenizer import Tokenizer
 
-        lang = language if self.multilingual else None
+        # A multilingual tokenizer needs some language; every decode passes the one detected or forced.
+        lang = (language or "en") if self.multilingual else None
         return Tokenizer(self.model.hf_tokenizer, self.multilingual, task="transcribe", language=lang)
 
     def _prompt(self, language: str | None) -> list[int]:
@@ -365,9 +381,10 @@ class BatchedWhisper:
         """faster-whisper's own path: chunks audio over 30 s, temperature fallback on failure."""
         from faster_whisper.transcribe import get_compression_ratio
 
+        language = language if self.multilingual else None
         segments, info = self.model.transcribe(
             audio,
-            language=(language or self.language) if self.multilingual else None,
+            language=language,
             beam_size=self.beam_size,
             # Independent clips: no carried context, no VAD trimming, no timestamps.
             condition_on_previous_text=False,
@@ -376,16 +393,20 @@ class BatchedWhisper:
         )
         segments = list(segments)
         text = " ".join(s.text.strip() for s in segments).strip()
+        heard, heard_p = (info.language, info.language_probability) if self.multilingual else (None, None)
+        if self.multilingual and language:
+            # Told the language, faster-whisper reports it back with p=1: ask what the model hears.
+            heard, heard_p, _ = self.model.detect_language(audio)
         if not segments:
-            return Transcript(text="", language=info.language if self.multilingual else None)
+            return Transcript(text="", language=heard)
         weights = [max(len(s.tokens), 1) for s in segments]
         return Transcript(
             text=text,
             avg_logprob=sum(s.avg_logprob * w for s, w in zip(segments, weights, strict=True)) / sum(weights),
             no_speech_prob=max(s.no_speech_prob for s in segments),
             compression_ratio=get_compression_ratio(text) if text else None,
-            language=info.language if self.multilingual else None,
-            language_prob=info.language_probability if self.multilingual else None,
+            language=heard,
+            language_prob=heard_p,
         )
 
     def transcribe(

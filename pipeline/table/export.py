@@ -20,7 +20,21 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from pipeline.columns import AUDIO, AUDIO_SHA, ERROR, ID, KEPT, SENTENCE, STAGE, TRANSCRIPT
+from pipeline.columns import (
+    AUDIO,
+    AUDIO_SHA,
+    DURATION,
+    ERROR,
+    ID,
+    KEPT,
+    LEADING_SILENCE,
+    SENTENCE,
+    STAGE,
+    TRAILING_SILENCE,
+    TRANSCRIPT,
+    TRIM_END,
+    TRIM_START,
+)
 from pipeline.config import CurationConfig
 from pipeline.table.catalog import TableError, table_root
 
@@ -116,6 +130,49 @@ def _with_audio(audio, rows: pa.Table, batch_rows: int = ROWS_PER_FILE) -> Itera
         raise TableError(f"{sum(len(v) for v in wanted.values())} kept row(s) point at audio the audio table lacks")
 
 
+def trimmed(batch: pa.Table, pad: float) -> pa.Table:
+    """``batch`` with each clip's audio cut to its speech (``quality.trim_silence``), re-encoded as FLAC
+    at its own rate (lossless from the decoded samples), and the cut recorded in ``trim_start_s`` and
+    ``trim_end_s`` (seconds of the original) and ``duration_s``.  A clip without measured silences
+    (quality was off when it was scored) is left whole, with null trim columns."""
+    import io
+
+    import soundfile as sf
+
+    from pipeline.quality.signals import trim_span
+
+    blobs, starts, ends = [], [], []
+    durations = batch.column(DURATION).to_pylist()
+    for data, dur, lead, trail in zip(
+        batch.column(AUDIO).to_pylist(),
+        durations,
+        batch.column(LEADING_SILENCE).to_pylist() if LEADING_SILENCE in batch.column_names else [None] * len(durations),
+        batch.column(TRAILING_SILENCE).to_pylist()
+        if TRAILING_SILENCE in batch.column_names
+        else [None] * len(durations),
+        strict=True,
+    ):
+        span = trim_span(dur or 0.0, lead, trail, pad)
+        if span is None:
+            blobs.append(data)
+            starts.append(None)
+            ends.append(None)
+            continue
+        audio, rate = sf.read(io.BytesIO(data), dtype="float32", always_2d=True)
+        cut = audio[int(span[0] * rate) : round(span[1] * rate)]
+        buf = io.BytesIO()
+        sf.write(buf, cut, rate, format="FLAC")
+        blobs.append(buf.getvalue())
+        starts.append(span[0])
+        ends.append(span[1])
+    new_durations = [e - s if s is not None else d for s, e, d in zip(starts, ends, durations, strict=True)]
+    out = batch.set_column(batch.schema.get_field_index(AUDIO), AUDIO, pa.array(blobs, pa.binary()))
+    out = out.set_column(out.schema.get_field_index(DURATION), DURATION, pa.array(new_durations, pa.float64()))
+    return out.append_column(TRIM_START, pa.array(starts, pa.float64())).append_column(
+        TRIM_END, pa.array(ends, pa.float64())
+    )
+
+
 def _flat(rows: pa.Table) -> pa.Table:
     """Scalar columns for consumers that dislike nested ones: the release history as JSON text."""
     if "releases" in rows.column_names:
@@ -172,17 +229,23 @@ def export(
     healthy = rows.filter(pc.is_null(rows.column(ERROR)))
     kept = healthy.filter(pc.fill_null(healthy.column(KEPT), False))
     counts: dict[str, int] = {}
+    q = cfg.quality
+
+    def curated() -> Iterator[pa.Table]:
+        for batch in _with_audio(audio, kept):
+            yield trimmed(batch, q.trim_pad_s) if q.trim_silence else batch
+
     if fmt == "parquet":
-        counts["curated"] = _write_parquet(dest / "curated", (_flat(b) for b in _with_audio(audio, kept)))
+        counts["curated"] = _write_parquet(dest / "curated", (_flat(b) for b in curated()))
         counts["scores"] = _write_parquet(dest / "scores", iter([_flat(healthy)]))
         quarantine = rows.filter(pc.is_valid(rows.column(ERROR))).select([ID, ERROR, STAGE])
         counts["quarantine"] = _write_parquet(dest / "quarantine", iter([_flat(quarantine)]))
     elif fmt == "hf":
-        counts["curated"] = _write_hf(dest, _with_audio(audio, kept), split or "train")
+        counts["curated"] = _write_hf(dest, curated(), split or "train")
     elif fmt == "nemo":
-        counts["curated"] = _write_nemo(dest, _with_audio(audio, kept))
+        counts["curated"] = _write_nemo(dest, curated())
     elif fmt == "webdataset":
-        counts["curated"] = _write_webdataset(dest, _with_audio(audio, kept))
+        counts["curated"] = _write_webdataset(dest, curated())
     else:
         raise ValueError(f"unknown export format {fmt!r}")
     return ExportResult(".".join(clips.name()), snapshot, counts, str(dest))

@@ -14,12 +14,13 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from bench import quality_set
 from bench.labelled_set import _flac, hold_music
 from pipeline.metrics import corpus_wer
 from tests.conftest import REPO, encode
 from tests.table import engine_rows, result_of, rows, summaries
 
-BAD = {"corrupt-1", "truncated-1", "silent-1", "mismatch-1", "music-1", "short-1"}
+BAD = {"corrupt-1", "truncated-1", "silent-1", "mismatch-1", "music-1", "short-1", "noisy-1", "clipped-1", "padded-1"}
 
 
 def _first(flac: bytes, seconds: float) -> np.ndarray:
@@ -92,6 +93,19 @@ def curated(tmp_path_factory, sample_table):
             "voice": "-",
         },
     ]
+    # Clips that say their sentence but sound bad (bench/quality_set.py's degradations).
+    rng = np.random.default_rng(1)
+    speech = [_first(rows_in[i]["audio_bytes"], 30.0) for i in (5, 6, 7)]
+    noisy = quality_set.mix(speech[0], rng.standard_normal(len(speech[0])), 5)
+    clipped = np.clip(8 * speech[1] / np.abs(speech[1]).max(), -1, 1)
+    padded = np.zeros(9 * 48_000, np.float32)
+    padded[2 * 48_000 : 2 * 48_000 + 48_000] = speech[2][:48_000]
+    padded = quality_set.mix(padded, quality_set.pink(len(padded), rng), 40)
+    for rid, audio, i in (("noisy-1", noisy, 5), ("clipped-1", clipped, 6), ("padded-1", padded, 7)):
+        bad.append(
+            {"id": rid, "audio_bytes": quality_set.mp3(audio), "sentence": rows_in[i]["sentence"], "label": "bad",
+             "voice": "-"}
+        )  # fmt: skip
     src = tmp / "in" / "clips.parquet"
     src.parent.mkdir()
     pq.write_table(pa.Table.from_pylist(rows_in + bad, schema=sample_table.schema), src)
@@ -180,6 +194,26 @@ def test_gates_keep_bad_clips_out_and_say_why(curated):
     tally = result_of(proc.stdout).locales[0].tally
     assert tally.reasons == counted
     assert sum(tally.quarantined_by_stage.values()) == tally.counts.quarantined
+
+
+def test_how_each_clip_sounds_is_measured_and_gated(curated):
+    *_, proc, _, first = curated
+    scored = {rid: r for rid, r in first.items() if r["error"] is None}
+    assert "noisy" in scored["noisy-1"]["reasons"] and scored["noisy-1"]["snr_db"] < 15
+    assert "clipped" in scored["clipped-1"]["reasons"] and scored["clipped-1"]["clipping_ratio"] > 0.001
+    assert "mostly_silence" in scored["padded-1"]["reasons"] and scored["padded-1"]["leading_silence_s"] > 1.5
+    signals = ("snr_db", "speech_ratio", "leading_silence_s", "trailing_silence_s", "loudness_lufs", "clipping_ratio",
+               "bandwidth_hz")  # fmt: skip
+    for r in scored.values():
+        # BS.1770 needs one 400 ms block: a shorter clip has no loudness.
+        assert None not in [r[c] for c in signals if c != "loudness_lufs" or r["duration_s"] >= 0.4], r
+        assert r["dnsmos_ovrl"] is None  # DNSMOS is opt-in on the embedded default
+    sample_rows = [r for rid, r in scored.items() if rid not in BAD]
+    quality_codes = {"noisy", "clipped", "mostly_silence", "too_quiet", "low_mos", "narrow_band"}
+    assert not any(quality_codes & set(r["reasons"]) for r in sample_rows)  # clean speech passes them all
+    tally = result_of(proc.stdout).locales[0].tally
+    assert set(tally.signal_bins) == {"snr_db", "speech_ratio"}
+    assert sum(tally.signal_bins["snr_db"].values()) == len(scored)
 
 
 def test_the_same_run_again_does_nothing(curated):

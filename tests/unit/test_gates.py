@@ -130,3 +130,22 @@ def test_common_voice_status_and_reported_sentences_gate_with_their_codes():
     assert kept_statuses("other", None) == {"validated", "other"}
     assert kept_statuses("train", None) == {"validated"}
     assert kept_statuses("train", ["validated", "other"]) == {"validated", "other"}
+
+
+def test_a_locale_the_judge_does_not_score_is_decided_by_the_gates_alone():
+    import pyarrow as pa
+
+    from pipeline.config import build_config
+    from pipeline.stages.gates import build_gates, judge_gates
+    from pipeline.stages.judge import unjudged
+
+    cfg = build_config()
+    assert cfg.judge.locales == ["en"] and build_config("cluster").judge.locales is None
+    off = cfg.model_copy(update={"judge": cfg.judge.model_copy(update={"enabled": False})})
+    assert "judge_below" in {g.code for g in build_gates(cfg)}
+    assert "judge_below" not in {g.code for g in build_gates(off)}
+    row = {"wer": 0.1, "cer": 0.05, "duration_s": 3.0, "score": None, "score_expected": None}
+    assert "judge_below" not in judge_gates(row, build_gates(off))
+    out = unjudged(pa.table({"id": ["a"], "transcription": ["hola"], "extra": [1]}), keep=("id", "transcription"))
+    assert out.column_names == ["id", "transcription", "score", "score_expected"]
+    assert out.column("score").to_pylist() == [None]

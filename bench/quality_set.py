@@ -1,0 +1,157 @@
+"""A labelled set for the acoustic-quality gates, built from the bundled sample's speech.
+
+Every clip is the sample's speech (espeak-ng voices at 48 kHz) put through one condition, then
+MP3-encoded at 48 kHz as Common Voice ships clips.  The sample's speech has digital silence between
+words, which no microphone gives, so even ``clean`` clips get a room noise floor 30-45 dB under the
+speech, and a level between -30 and -14 dBFS RMS.
+
+Conditions (``condition`` column) and the gate each one should fail (``expect``):
+
+| condition | what | expect |
+|---|---|---|
+| clean | speech + room floor | nothing |
+| loud | clean, peak-normalized to 0.999 (hot but not clipped) | nothing |
+| white@S, babble@S, music@S | white noise, 5-talker babble, hold music at S = 20, 10, 5, 0 dB | see below |
+| clipped@G | clean times G = 2, 4, 8, hard-clipped at full scale | ``clipped`` |
+| padded | a 0.6-1.2 s phrase inside 8-10 s of room floor | ``mostly_silence`` |
+| quiet | clean at -58 dBFS RMS | ``too_quiet`` |
+| narrowband | clean through 8 kHz (telephone), stored at 48 kHz | ``narrow_band`` |
+
+Noise mixes at 0 and 5 dB SNR should fail ``noisy`` and ``low_mos``; at 20 dB they should pass; 10 dB
+is left to taste (not counted either way).
+"""
+
+from __future__ import annotations
+
+import io
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pyarrow.parquet as pq
+import soundfile as sf
+import soxr
+
+SAMPLE = Path(__file__).resolve().parents[1] / "pipeline" / "sample_data" / "common_voice_sample.parquet"
+RATE = 48_000
+SNRS = (20, 10, 5, 0)
+GAINS = (2, 4, 8)
+NOISES = ("white", "babble", "music")
+# A condition's gate, and the SNRs at which a noise condition must fail it.
+NOISY_AT = (5, 0)
+UNJUDGED = {f"{n}@10" for n in NOISES}
+
+
+@dataclass(frozen=True)
+class Clip:
+    id: str
+    condition: str
+    expect: tuple[str, ...]  # the gate codes this clip should fail
+    audio: np.ndarray  # float32 at RATE
+
+
+def speech(count: int) -> list[np.ndarray]:
+    rows = pq.read_table(SAMPLE).column("audio_bytes").to_pylist()[:count]
+    out = []
+    for data in rows:
+        x, r = sf.read(io.BytesIO(data), dtype="float32")
+        out.append(x if r == RATE else soxr.resample(x, r, RATE))
+    return out
+
+
+def rms(x: np.ndarray) -> float:
+    return float(np.sqrt(np.mean(np.square(x, dtype=np.float64))) + 1e-12)
+
+
+def at_level(x: np.ndarray, dbfs: float) -> np.ndarray:
+    return (x * (10 ** (dbfs / 20) / rms(x))).astype(np.float32)
+
+
+def pink(n: int, rng: np.random.Generator) -> np.ndarray:
+    spec = np.fft.rfft(rng.standard_normal(n))
+    spec /= np.sqrt(np.maximum(np.arange(len(spec)), 1))
+    return np.fft.irfft(spec, n=n)
+
+
+def hold_music(n: int, rng: np.random.Generator) -> np.ndarray:
+    t = np.arange(n) / RATE
+    beat = 60 / rng.uniform(80, 130)
+    out = np.zeros(n)
+    for i, root in enumerate(rng.choice([220.0, 246.9, 261.6, 293.7, 329.6], size=int(t[-1] / (4 * beat)) + 1)):
+        bar = (t >= i * 4 * beat) & (t < (i + 1) * 4 * beat)
+        for ratio in (1.0, 1.26, 1.5, 2.0):
+            out[bar] += np.sin(2 * np.pi * root * ratio * t[bar])
+    return out + 3 * np.exp(-((t % beat) * 40)) * np.sin(2 * np.pi * 60 * t)
+
+
+def babble(n: int, others: list[np.ndarray]) -> np.ndarray:
+    out = np.zeros(n)
+    for k, x in enumerate(others):
+        looped = np.tile(x, -(-n // len(x)) + 1)
+        start = (k * 7919) % len(x)
+        out += looped[start : start + n] / rms(x)
+    return out
+
+
+def mix(x: np.ndarray, noise: np.ndarray, snr_db: float) -> np.ndarray:
+    """``x`` plus ``noise`` scaled so that the clip's speech power is ``snr_db`` over the noise's."""
+    return (x + noise * (rms(x) / rms(noise)) * 10 ** (-snr_db / 20)).astype(np.float32)
+
+
+def mp3(x: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    sf.write(buf, np.clip(x, -1, 1).astype(np.float32), RATE, format="MP3")
+    return buf.getvalue()
+
+
+def build(count: int = 10, clean: int = 40, seed: int = 0) -> list[Clip]:
+    """``clean`` clean clips and ``count`` of every degraded condition (each from a different voice and
+    sentence where the sample has enough)."""
+    rng = np.random.default_rng(seed)
+    voices = speech(40)
+    clips: list[Clip] = []
+
+    def base(i: int) -> np.ndarray:
+        """Clip i: its speech at a plausible level over a room floor."""
+        x = at_level(voices[i % len(voices)], rng.uniform(-30, -14))
+        return mix(x, pink(len(x), rng), rng.uniform(30, 45))
+
+    def add(condition: str, i: int, audio: np.ndarray, expect: tuple[str, ...] = ()) -> None:
+        peak = float(np.abs(audio).max())
+        if peak > 0.999 and "clipped" not in expect:  # only the clipped condition may hit the rails
+            audio = audio * (0.95 / peak)
+        clips.append(Clip(f"{condition}-{i:03d}", condition, expect, audio.astype(np.float32)))
+
+    for i in range(clean):
+        add("clean", i, base(i))
+    for i in range(count):
+        x = base(i + 3)
+        add("loud", i, x * (0.999 / np.abs(x).max()))
+        for kind in NOISES:
+            for snr in SNRS:
+                y = base(i + 5 * snr + 1)
+                if kind == "white":
+                    n = rng.standard_normal(len(y))
+                elif kind == "babble":
+                    n = babble(len(y), [voices[(i + k * 3 + 1) % len(voices)] for k in range(5)])
+                else:
+                    n = hold_music(len(y), rng)
+                add(f"{kind}@{snr}", i, mix(y, n, snr), ("noisy", "low_mos") if snr in NOISY_AT else ())
+        for gain in GAINS:
+            y = base(i + 11)
+            add(f"clipped@{gain}", i, np.clip(y * gain / np.abs(y).max(), -1, 1), ("clipped",))
+        phrase = at_level(voices[(i + 17) % len(voices)], -20)[: int(rng.uniform(0.6, 1.2) * RATE)]
+        total = int(rng.uniform(8, 10) * RATE)
+        start = int(rng.uniform(1, 3) * RATE)
+        padded = np.zeros(total, np.float32)
+        padded[start : start + len(phrase)] = phrase
+        add("padded", i, mix(padded, pink(total, rng), 40), ("mostly_silence",))
+        add("quiet", i, at_level(base(i + 23), -58), ("too_quiet",))
+        telephone = soxr.resample(soxr.resample(base(i + 29), RATE, 8000), 8000, RATE)
+        add("narrowband", i, telephone, ("narrow_band",))
+    return clips
+
+
+def judged(condition: str) -> bool:
+    """Whether a clip of ``condition`` counts in precision and recall (10 dB SNR is left to taste)."""
+    return condition not in UNJUDGED

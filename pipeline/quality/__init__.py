@@ -1,0 +1,1 @@
+"""How a clip sounds: signals measured on its samples, apart from what was said (README "Acoustic quality")."""

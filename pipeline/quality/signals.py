@@ -1,0 +1,118 @@
+"""Acoustic signals of one clip, as pure functions of its samples.
+
+Each returns a plain float (or None where the clip gives nothing to measure), so the stage that calls
+them and the tests that check them need no engine.  Speech/non-speech decisions come from Silero VAD's
+per-frame probabilities (``pipeline.quality.vad``), passed in as an array.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+# Silero VAD scores 512-sample frames at 16 kHz: 32 ms each.
+VAD_FRAME = 512
+# A frame is a sure pause (noise floor) under this speech probability; between it and the speech
+# threshold a frame is neither (word onsets and tails).
+PAUSE_PROB = 0.2
+# Where the VAD hears no pause long enough to measure the noise floor, the quietest tenth of the frames
+# stands in for it (the gaps between words).
+MIN_NOISE_FRAMES = 5
+NOISE_PERCENTILE = 10
+# An SNR above this is reported as this: digital silence between words has no noise to divide by.
+MAX_SNR_DB = 100.0
+
+
+def frame_power(audio: np.ndarray, frame: int = VAD_FRAME) -> np.ndarray:
+    """Mean power of each ``frame``-sample frame (the last one zero-padded), aligned with the VAD's."""
+    n = -(-len(audio) // frame) * frame
+    padded = np.zeros(n, dtype=np.float64)
+    padded[: len(audio)] = audio
+    return (padded.reshape(-1, frame) ** 2).mean(axis=1)
+
+
+def speech_span(speech: np.ndarray, rate: int, frame: int = VAD_FRAME) -> tuple[float, float, float]:
+    """``(speech_ratio, leading_silence_s, trailing_silence_s)`` from per-frame speech flags.
+
+    A clip with no speech frame is all silence: ratio 0, and its whole length is leading silence.
+    """
+    frames = len(speech)
+    if frames == 0:
+        return 0.0, 0.0, 0.0
+    hits = np.flatnonzero(speech)
+    if hits.size == 0:
+        return 0.0, frames * frame / rate, 0.0
+    return float(hits.size / frames), float(hits[0] * frame / rate), float((frames - 1 - hits[-1]) * frame / rate)
+
+
+def snr_db(power: np.ndarray, speech: np.ndarray, pause: np.ndarray) -> float | None:
+    """Speech-to-noise ratio in dB: mean power of the speech frames (less the noise they hold) over the
+    noise floor.
+
+    The noise floor is the median power of the frames the VAD is sure hold no speech (``pause``: a
+    median, so the tail of a word leaking into a pause does not lift it), or the mean of the quietest
+    tenth of all frames when there are too few pauses (continuous speech, or noise loud enough to pass
+    for speech).  None when the clip has no speech frame: there is no speech to compare.
+    """
+    if not speech.any():
+        return None
+    if int(pause.sum()) >= MIN_NOISE_FRAMES:
+        noise = float(np.median(power[pause]))
+    else:
+        noise = float(power[power <= np.percentile(power, NOISE_PERCENTILE)].mean())
+    signal = float(power[speech].mean()) - noise
+    if noise <= 0:
+        return MAX_SNR_DB
+    if signal <= 0:
+        return -MAX_SNR_DB if signal < 0 else 0.0
+    return float(np.clip(10 * np.log10(signal / noise), -MAX_SNR_DB, MAX_SNR_DB))
+
+
+def clipping_ratio(audio: np.ndarray, level: float = 0.99, min_run: int = 3) -> float:
+    """Share of samples inside runs of at least ``min_run`` consecutive samples at or above ``level`` of
+    full scale.  A lone loud peak of clean speech is not a run; a waveform flattened at the rails is."""
+    hot = np.abs(audio) >= level
+    if not hot.any():
+        return 0.0
+    # Run lengths of consecutive hot samples.
+    edges = np.diff(np.concatenate(([0], hot.view(np.int8), [0])))
+    starts, ends = np.flatnonzero(edges == 1), np.flatnonzero(edges == -1)
+    runs = ends - starts
+    return float(runs[runs >= min_run].sum() / len(audio))
+
+
+def loudness_lufs(audio: np.ndarray, rate: int) -> float | None:
+    """Integrated loudness (ITU-R BS.1770-4, gated) in LUFS; None for a clip under one 400 ms block or
+    with every block under the -70 LUFS absolute gate (silence)."""
+    import pyloudnorm
+
+    if len(audio) < int(0.4 * rate) + 1:
+        return None
+    value = pyloudnorm.Meter(rate).integrated_loudness(audio.astype(np.float64))
+    return float(value) if np.isfinite(value) else None
+
+
+def bandwidth_hz(audio: np.ndarray, rate: int, floor_db: float = 50.0, nfft: int = 1024) -> float | None:
+    """Effective bandwidth: the highest frequency whose long-term power is within ``floor_db`` of the
+    spectrum's peak (a spectral roll-off on a dB scale).
+
+    Measured at the clip's own rate, before resampling: 8 kHz telephone audio upsampled to 48 kHz has
+    nothing above 4 kHz, which a 16 kHz copy could not tell from 8 kHz of real bandwidth.
+    """
+    if len(audio) < nfft:
+        return None
+    hop = nfft // 2
+    frames = np.lib.stride_tricks.sliding_window_view(audio, nfft)[::hop]
+    spec = (np.abs(np.fft.rfft(frames * np.hanning(nfft), axis=1)) ** 2).mean(axis=0)
+    if not np.any(spec > 0):
+        return None
+    db = 10 * np.log10(spec + 1e-20)
+    above = np.flatnonzero(db >= db.max() - floor_db)
+    return float(above[-1] * rate / nfft)
+
+
+def trim_span(duration: float, leading: float | None, trailing: float | None, pad: float) -> tuple[float, float] | None:
+    """The [start, end) seconds of a clip's speech with ``pad`` each side, from its measured leading and
+    trailing silence; None when they were not measured or the clip has no speech to keep."""
+    if leading is None or trailing is None or leading + trailing >= duration:
+        return None
+    return max(0.0, leading - pad), min(duration, duration - trailing + pad)

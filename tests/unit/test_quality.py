@@ -1,0 +1,201 @@
+"""Acoustic quality: each signal on fixtures built here with one degradation each, the gates' reasons,
+the config switches, DNSMOS against speechmos itself, and the run report's histograms."""
+
+from __future__ import annotations
+
+import io
+import sys
+
+import numpy as np
+import pyarrow as pa
+import pytest
+import soundfile as sf
+
+from bench import quality_set as qs
+from pipeline.config import build_config
+from pipeline.manifest import Tally
+from pipeline.quality.signals import bandwidth_hz, clipping_ratio, loudness_lufs, snr_db, speech_span, trim_span
+from pipeline.stages.decode import decode_audio
+from pipeline.stages.gates import quality_gates
+from pipeline.stages.quality import measure_quality
+
+RATE = qs.RATE
+
+
+@pytest.fixture(scope="module")
+def degraded() -> dict[str, np.ndarray]:
+    """One clip of every condition of bench/quality_set.py (built, never committed)."""
+    clips = qs.build(count=1, clean=2)
+    return {c.condition if c.condition != "clean" else c.id: c.audio for c in clips}
+
+
+def measured(audio: dict[str, np.ndarray], cfg) -> dict[str, dict]:
+    table = pa.table({"id": list(audio), "audio_bytes": [qs.mp3(a) for a in audio.values()]})
+    out = decode_audio(table, cfg.audio, cfg.quality)
+    if cfg.quality.enabled:  # as the DAG composes it
+        out = measure_quality(out, cfg.quality, cfg.audio)
+    return {r["id"]: r for r in out.drop_columns(["arr", "audio_bytes"]).to_pylist()}
+
+
+def reasons(row: dict, cfg) -> list[str]:
+    return [code for keep, code in (g(row) for g in quality_gates(cfg)) if not keep]
+
+
+def test_each_degradation_gets_its_own_reason_and_clean_speech_none(degraded):
+    cfg = build_config("local", overrides=["gates.min_bandwidth_hz=4500"])
+    rows = measured(degraded, cfg)
+    expect = {
+        "clean-000": [],
+        "clean-001": [],
+        "loud": [],
+        "white@20": [],
+        "white@0": ["noisy"],
+        "music@0": ["noisy"],
+        "clipped@8": ["clipped"],
+        "padded": ["mostly_silence"],
+        "quiet": ["too_quiet"],
+        "narrowband": ["narrow_band"],
+    }
+    got = {k: reasons(rows[k], cfg) for k in expect}
+    assert got == expect
+    for row in rows.values():  # every signal measured on every decoded clip; DNSMOS is off here
+        for col in ("snr_db", "speech_ratio", "leading_silence_s", "trailing_silence_s", "loudness_lufs",
+                    "clipping_ratio", "bandwidth_hz"):  # fmt: skip
+            assert row[col] is not None, (row["id"], col)
+        assert row["dnsmos_ovrl"] is None if "dnsmos_ovrl" in row else True
+    # The phrase sits 1-3 s into 8-10 s of room tone.
+    assert 1.0 <= rows["padded"]["leading_silence_s"] <= 3.1 and rows["padded"]["trailing_silence_s"] > 4
+
+
+def test_narrow_band_is_off_by_default_and_quality_can_be_switched_off(degraded):
+    cfg = build_config("local")
+    assert cfg.gates.min_bandwidth_hz is None
+    rows = measured({"narrowband": degraded["narrowband"]}, cfg)
+    assert rows["narrowband"]["bandwidth_hz"] < 4500 and reasons(rows["narrowband"], cfg) == []
+    off = build_config("local", overrides=["quality.enabled=false"])
+    rows = measured({"white@0": degraded["white@0"], "clipped@8": degraded["clipped@8"]}, off)
+    for row in rows.values():
+        assert row.get("snr_db") is None and row["clipping_ratio"] is None
+        assert reasons(row, off) == []  # nothing measured: nothing to judge by
+
+
+def test_bandwidth_is_measured_before_resampling():
+    import soxr
+
+    t = np.arange(2 * 8000) / 8000
+    noise = np.random.default_rng(0).standard_normal(len(t))
+    speechy = np.sin(2 * np.pi * 300 * t) * (1 + np.sin(2 * np.pi * 3 * t)) + 0.1 * noise
+
+    up = soxr.resample(speechy.astype(np.float32) * 0.3, 8000, 48000)
+    assert bandwidth_hz(up, 48000) < 4100  # 8 kHz audio stored at 48 kHz is still 4 kHz wide
+    wide = np.random.default_rng(1).standard_normal(48000).astype(np.float32) * 0.1
+    assert bandwidth_hz(wide, 48000) > 20000
+
+
+def test_clipping_counts_runs_at_the_rails_not_loud_peaks():
+    t = np.arange(3 * 48000) / 48000
+    sine = np.sin(2 * np.pi * 220 * t)
+    # Speech-like: in a 3 s clip the envelope touches 0.999 of full scale once, as a loud syllable does.
+    hot = 0.999 * sine * np.exp(-(((t - 0.5) / 0.1) ** 2))
+    assert 0 < clipping_ratio(hot) < 1e-3
+    assert clipping_ratio(np.clip(4 * sine, -1, 1)) > 0.5  # flattened at ±1 most of the time
+    lone = np.zeros(1000)
+    lone[[10, 500]] = 1.0  # isolated full-scale samples are not runs
+    assert clipping_ratio(lone) == 0.0
+
+
+def test_speech_span_snr_and_loudness_arithmetic():
+    speech = np.array([False, False, True, True, False, True, False])
+    ratio, lead, trail = speech_span(speech, 16000)
+    assert ratio == pytest.approx(3 / 7) and lead == pytest.approx(2 * 0.032) and trail == pytest.approx(0.032)
+    assert speech_span(np.zeros(5, bool), 16000) == (0.0, 5 * 0.032, 0.0)
+    power = np.array([1e-4] * 10 + [1e-2] * 10)
+    flags = np.array([False] * 10 + [True] * 10)
+    assert snr_db(power, flags, ~flags) == pytest.approx(10 * np.log10((1e-2 - 1e-4) / 1e-4))
+    assert snr_db(power, np.zeros(20, bool), np.ones(20, bool)) is None  # no speech: nothing to compare
+    t = np.arange(3 * 16000) / 16000
+    a = loudness_lufs(0.1 * np.sin(2 * np.pi * 1000 * t), 16000)
+    b = loudness_lufs(0.01 * np.sin(2 * np.pi * 1000 * t), 16000)
+    assert a - b == pytest.approx(20, abs=0.1) and -25 < a < -20
+    assert loudness_lufs(np.zeros(16000), 16000) is None and loudness_lufs(np.ones(100), 16000) is None
+    assert trim_span(5.0, 1.0, 2.0, 0.2) == (0.8, 3.2)
+    assert trim_span(5.0, None, 2.0, 0.2) is None and trim_span(1.0, 0.6, 0.5, 0.1) is None
+
+
+def test_dnsmos_matches_speechmos_clip_by_clip(degraded):
+    import soxr
+    from speechmos import dnsmos as reference
+
+    from pipeline.quality.dnsmos import Dnsmos
+
+    clips = [np.clip(soxr.resample(degraded[k], RATE, 16000), -1, 1) for k in ("clean-000", "white@0", "padded")]
+    ours = Dnsmos(threads=1).score(clips)
+    for clip, mine in zip(clips, ours, strict=True):
+        ref = reference.run(clip, 16000)
+        for ours_key, ref_key in (("dnsmos_sig", "sig_mos"), ("dnsmos_bak", "bak_mos"), ("dnsmos_ovrl", "ovrl_mos"),
+                                  ("dnsmos_p808", "p808_mos")):  # fmt: skip
+            assert mine[ours_key] == pytest.approx(float(ref[ref_key]), abs=1e-3)
+    assert ours[0]["dnsmos_ovrl"] > ours[1]["dnsmos_ovrl"]  # clean above 0 dB white noise
+
+
+def test_dnsmos_fails_loudly_without_its_runtime(monkeypatch):
+    from pipeline.quality.dnsmos import Dnsmos, DnsmosUnavailable
+
+    monkeypatch.setitem(sys.modules, "librosa", None)  # import librosa now raises ImportError
+    with pytest.raises(DnsmosUnavailable, match="librosa"):
+        Dnsmos()
+
+
+def test_the_report_shows_signal_histograms_and_the_new_reasons():
+    from pipeline.io.table_sink import tally_of
+    from pipeline.report import RunReport, histogram_markdown
+
+    rows = pa.table(
+        {
+            "id": ["a", "b", "c"],
+            "error": pa.array([None, None, None], pa.string()),
+            "stage": pa.array([None, None, None], pa.string()),
+            "kept": [True, False, False],
+            "score": pa.array([4, 4, 4], pa.int32()),
+            "score_expected": [4.0, 4.0, 4.0],
+            "wer": [0.0, 0.0, 0.0],
+            "duration_s": [3.0, 3.0, 3.0],
+            "reasons": [[], ["noisy"], ["mostly_silence", "clipped"]],
+            "snr_db": [40.0, 3.0, 30.0],
+            "speech_ratio": [0.8, 0.7, 0.1],
+            "dnsmos_ovrl": pa.array([None, None, None], pa.float64()),
+        }
+    )
+    tally = tally_of(rows)
+    assert set(tally.signal_bins) == {"snr_db", "speech_ratio"}  # DNSMOS was off: no histogram of it
+    assert tally.signal_bins["snr_db"]["≥40"] == 1 and tally.signal_bins_kept["snr_db"]["≥40"] == 1
+    cfg = build_config("local")
+    report = RunReport(shards=1, tally=tally, locales=[], models={}, config=cfg.public_dict())
+    text = histogram_markdown(report)
+    assert "## SNR (dB" in text and "15–20 ◀ min 15" in text and "0.2–0.3 ◀ min 0.25" in text
+    assert "noisy (SNR below the minimum)" in text and "mostly silence" in text and "clipped at full scale" in text
+    assert isinstance(Tally.model_validate_json(tally.model_dump_json()), Tally)
+
+
+def test_trim_cuts_exported_audio_to_the_speech_and_records_it():
+    from pipeline.table.export import trimmed
+
+    rate = 48000
+    audio = np.zeros(5 * rate, np.float32)
+    audio[rate : 3 * rate] = 0.3 * np.sin(2 * np.pi * 200 * np.arange(2 * rate) / rate)
+    buf = io.BytesIO()
+    sf.write(buf, audio, rate, format="FLAC")
+    batch = pa.table(
+        {
+            "id": ["x", "y"],
+            "audio_bytes": [buf.getvalue(), buf.getvalue()],
+            "duration_s": [5.0, 5.0],
+            "leading_silence_s": pa.array([1.0, None], pa.float64()),
+            "trailing_silence_s": pa.array([2.0, None], pa.float64()),
+        }
+    )
+    out = trimmed(batch, pad=0.2).to_pylist()
+    cut, rate2 = sf.read(io.BytesIO(out[0]["audio_bytes"]))
+    assert rate2 == rate and len(cut) / rate == pytest.approx(2.4, abs=1e-3)
+    assert (out[0]["trim_start_s"], out[0]["trim_end_s"], out[0]["duration_s"]) == pytest.approx((0.8, 3.2, 2.4))
+    assert out[1]["audio_bytes"] == buf.getvalue() and out[1]["trim_start_s"] is None  # not measured: whole
