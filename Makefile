@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 export HF_HUB_OFFLINE := 1
 
-.PHONY: install demo test test-fast lint bench image-smoke
+.PHONY: install demo test test-unit test-fast lint bench image-smoke
 
 $(VENV)/.installed: pyproject.toml constraints.txt scripts/install.sh
 	VENV=$(VENV) bash scripts/install.sh
@@ -21,6 +21,11 @@ test: install
 	$(VENV)/bin/ruff format --check .
 	$(PY) -m pytest
 
+## Pure logic only: no process, no server, no engine (a test that starts one fails); under a minute.
+test-unit: install
+	CURATE_TEST_TIER=unit $(PY) -m pytest -m "not slow and not process"
+
+## The unit tier plus the tests that start the CLI or a tool, but no engine: about a minute.
 test-fast: install
 	$(PY) -m pytest -m "not slow"
 

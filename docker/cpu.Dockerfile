@@ -1,6 +1,6 @@
 # The embedded default: CPU only, bundled models, local Ray, Prefect ephemeral or a server.
 # Built with scripts/install.sh, the very script `make demo` / `make test` run, so they cannot drift.
-# `make image-smoke` builds it and curates the bundled sample inside it (README "Container image").
+# `make image-smoke` builds it and curates the bundled sample inside it (docs/install.md "The CPU image").
 FROM python:3.11.11-slim-bookworm
 
 # The operator's pip configuration reaches install.sh unchanged: a mirror (PIP_INDEX_URL), an extra

@@ -32,7 +32,7 @@ COMPRESSION_RATIO = "compression_ratio"
 LANGUAGE = "language"  # what a multilingual model hears
 LANGUAGE_PROB = "language_prob"
 CONFIDENCE = (AVG_LOGPROB, NO_SPEECH_PROB, COMPRESSION_RATIO, LANGUAGE, LANGUAGE_PROB)
-# How the clip sounds (README "Acoustic quality").  Measured on the original samples by decode:
+# How the clip sounds (docs/curation.md "Acoustic quality").  Measured on the original samples by decode:
 CLIPPING = "clipping_ratio"
 BANDWIDTH = "bandwidth_hz"
 # on the 16 kHz samples with Silero VAD, by measure_quality:

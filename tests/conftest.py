@@ -76,3 +76,18 @@ def _nothing_outlives_the_suite():
     if leftovers:
         print(f"\nstopping {len(leftovers)} process(es) the suite left running: {leftovers}")
         stop_tree(*(pid for pid, _ in leftovers))
+
+
+@pytest.fixture(autouse=True)
+def _unit_tier_starts_no_process(request, monkeypatch):
+    """``make test-unit`` (CURATE_TEST_TIER=unit) is pure logic: a test there that starts a process (a
+    CLI, a server, an engine's worker) fails, so the tier stays fast and the marker stays true."""
+    if os.environ.get("CURATE_TEST_TIER") != "unit" or request.node.get_closest_marker("process"):
+        return
+    import subprocess
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("the unit tier starts no process: mark this test `process` (or `slow`)")
+
+    monkeypatch.setattr(subprocess.Popen, "__init__", refuse)
+    monkeypatch.setattr(os, "fork", refuse)

@@ -1,1 +1,2 @@
-"""How a clip sounds: signals measured on its samples, apart from what was said (README "Acoustic quality")."""
+"""How a clip sounds: signals measured on its samples, apart from what was said
+(docs/curation.md "Acoustic quality")."""

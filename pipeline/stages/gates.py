@@ -175,7 +175,7 @@ def metadata_gates(cfg: CurationConfig, split: str | None = None) -> list[Gate]:
 
 
 def quality_gates(cfg: CurationConfig) -> list[Gate]:
-    """How the clip sounds (README "Acoustic quality"); a signal that was not measured passes."""
+    """How the clip sounds (docs/curation.md "Acoustic quality"); a signal that was not measured passes."""
     g = cfg.gates
     return [
         Bound(SNR, g.min_snr_db, "noisy", upper=False),

@@ -72,7 +72,7 @@ RESULT_FIELDS = [
     pa.field(COMPRESSION_RATIO, pa.float64()),
     pa.field(LANGUAGE, pa.string()),
     pa.field(LANGUAGE_PROB, pa.float64()),
-    *(pa.field(name, pa.float64()) for name in QUALITY),  # how it sounds (README "Acoustic quality")
+    *(pa.field(name, pa.float64()) for name in QUALITY),  # how it sounds (docs/curation.md "Acoustic quality")
     pa.field(KEPT, pa.bool_()),
     pa.field(REASONS, pa.list_(pa.string())),
     pa.field(ERROR, pa.string()),  # null unless quarantined

@@ -49,6 +49,7 @@ def hostile(tmp_path_factory):
     return build(tmp_path_factory.mktemp("hostile"))
 
 
+@pytest.mark.process
 def test_hostile_rows_are_held_or_refused_before_any_read_and_memory_stays_bounded(hostile):
     """The read tasks' own code, in a process of its own whose peak RSS is measured."""
     proc = subprocess.run(
@@ -98,6 +99,7 @@ def test_a_run_over_hostile_releases_curates_the_genuine_clips_and_leaks_nothing
         assert words not in everything.lower(), words
 
 
+@pytest.mark.process
 def test_a_non_utf8_tsv_stops_the_run_naming_file_and_line(hostile, tmp_path):
     proc = run_cli("run", "--input", hostile["non_utf8"], "--output", str(tmp_path / "out"), code=2)
     assert "curate: error:" in proc.stderr and "validated.tsv: line 1 is not UTF-8" in proc.stderr

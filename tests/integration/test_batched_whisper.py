@@ -32,7 +32,7 @@ def test_batched_gives_faster_whispers_own_texts_and_batching_changes_nothing(sa
     alone = engine.transcribe(clips, batch_size=1, sort=False, min_window_s=window)
     assert [t.text for t in got] == [t.text for t in alone]
     # The shorter window does change texts (14 of the 40 here), which is why it is a setting: on
-    # this sample it lowers WER (10.5% -> 7.5%); README "Benchmark" has the speed it buys.
+    # this sample it lowers WER (10.5% -> 7.5%); docs/benchmarks.md has the speed it buys.
     trimmed = [t.text for t in got]
     assert corpus_wer(list(zip(refs, trimmed, strict=True))) <= corpus_wer(list(zip(refs, sequential, strict=True)))
 

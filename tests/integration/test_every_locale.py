@@ -3,7 +3,7 @@
 One ``curate run`` on a Spanish release tarball (header-only other/invalidated/reported TSVs, English
 speech planted in it, a clip under another sentence); then the engine itself, in this process, on
 French, German and Mandarin (CER).  espeak-ng's robotic voices are harder for Whisper than people are
-(README "Every Common Voice locale"), so agreement is asserted against other sentences' agreement, not
+(docs/curation.md "Every Common Voice locale"), so agreement is asserted against other sentences' agreement, not
 against a fixed WER.
 """
 

@@ -10,6 +10,7 @@ import time
 
 import pyarrow as pa
 import pyarrow.parquet as pq
+import pytest
 
 from tests.conftest import REPO
 
@@ -22,6 +23,7 @@ def _cli(*args):
     return proc, time.time() - t0
 
 
+@pytest.mark.process
 def test_wrong_schema_fails_before_any_work(tmp_path):
     src = tmp_path / "bad.parquet"
     pq.write_table(pa.table({"id": ["a"], "path": ["clip.mp3"]}), src)
@@ -33,6 +35,7 @@ def test_wrong_schema_fails_before_any_work(tmp_path):
     assert not (tmp_path / "out").exists()
 
 
+@pytest.mark.process
 def test_missing_input_fails_clearly(tmp_path):
     proc, _ = _cli("run", "--input", str(tmp_path / "nope"), "--output", str(tmp_path / "out"))
     assert proc.returncode == 2 and "does not exist" in proc.stderr
@@ -77,6 +80,7 @@ def test_no_pickle_or_eval_of_input_data():
                 raise AssertionError(f"{path}:{node.lineno} uses yaml.{node.attr}; use safe_load")
 
 
+@pytest.mark.process
 def test_malformed_release_tsv_fails_before_any_work(tmp_path):
     from scripts.make_cv_release import build_release
 
@@ -93,6 +97,7 @@ def test_malformed_release_tsv_fails_before_any_work(tmp_path):
     assert not (tmp_path / "out").exists()
 
 
+@pytest.mark.process
 def test_an_input_of_no_accepted_form_names_the_forms(tmp_path):
     (tmp_path / "clips.zip").write_bytes(b"PK\x03\x04 not ours")
     proc, _ = _cli("run", "--input", str(tmp_path / "clips.zip"), "--output", str(tmp_path / "out"))
@@ -102,6 +107,7 @@ def test_an_input_of_no_accepted_form_names_the_forms(tmp_path):
     assert proc.returncode == 2
 
 
+@pytest.mark.process
 def test_a_split_the_release_lacks_is_named_with_the_ones_it_has(tmp_path):
     from scripts.make_cv_release import build_release
 
@@ -111,6 +117,7 @@ def test_a_split_the_release_lacks_is_named_with_the_ones_it_has(tmp_path):
     assert "delta release has no train.tsv; its clip lists are:" in proc.stderr
 
 
+@pytest.mark.process
 def test_a_non_english_locale_without_a_multilingual_model_stops_before_any_work(tmp_path):
     from scripts.make_cv_release import build_release
 

@@ -59,6 +59,7 @@ def test_ports_bind_loopback_only(compose):
             assert port.startswith("127.0.0.1:"), (name, port)
 
 
+@pytest.mark.process
 @pytest.mark.parametrize("dockerfile", ["cpu.Dockerfile", "gpu.Dockerfile"])
 def test_dockerfiles_pass_hadolint_and_run_non_root(dockerfile):
     hadolint = shutil.which("hadolint") or str(Path(__import__("sys").executable).parent / "hadolint")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from pipeline import hardware
 from pipeline.config import build_config
 from pipeline.stages.judge import vllm_engine_kwargs
@@ -36,6 +38,7 @@ def test_an_explicit_setting_always_wins(monkeypatch):
     assert build_config("cluster").for_this_machine()[0].judge.dtype == "float16"
 
 
+@pytest.mark.process
 def test_the_benchmarks_avx2_emulation_reaches_vllm_and_auto():
     """bench.judge_dtype --isa avx2 measures AVX2 kernels only if vLLM and ``auto`` both see an AVX2 CPU."""
     import subprocess
