@@ -19,12 +19,12 @@ import pyarrow.parquet as pq
 from bench import multilingual_set
 from bench.common import RESULTS
 from pipeline.config import AudioConfig
+from pipeline.engines.whisper import BatchedWhisper
 from pipeline.hardware import cpu_flags
 from pipeline.languages import unspaced, whisper_language
 from pipeline.metrics import agreement, corpus_wer
 from pipeline.models import resolve_model
 from pipeline.stages.decode import decode_clip
-from pipeline.stages.transcribe import BatchedWhisper
 from scripts.make_cv_release import SAMPLE
 
 LOCALES = ("es", "fr", "de", "zh-CN", "ja")

@@ -31,12 +31,12 @@ from bench.common import time_offline_judge, write_results
 from bench.data import build
 from pipeline.config import build_config
 from pipeline.dag import Models, add_transcription_stages, build_curation_dataset, judged_columns
+from pipeline.engines.whisper import BatchedWhisper
 from pipeline.io.schema import inspect_schema, to_canonical
 from pipeline.metrics import corpus_wer
 from pipeline.models import resolve_model
 from pipeline.stages.decode import decode_audio, decode_clip
 from pipeline.stages.judge import add_judge_stage, vllm_engine_kwargs
-from pipeline.stages.transcribe import BatchedWhisper
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -22,10 +22,10 @@ import pyarrow.parquet as pq
 from bench.common import curate, time_offline_judge, write_results
 from bench.data import build
 from pipeline.config import build_config
+from pipeline.engines.whisper import BatchedWhisper
 from pipeline.models import resolve_model
 from pipeline.stages.decode import decode_clip
 from pipeline.stages.judge import vllm_engine_kwargs
-from pipeline.stages.transcribe import BatchedWhisper
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -23,10 +23,10 @@ import pyarrow.parquet as pq
 from bench.common import write_results
 from bench.data import build
 from pipeline.config import build_config
+from pipeline.engines.whisper import BatchedWhisper
 from pipeline.metrics import corpus_wer
 from pipeline.models import resolve_model
 from pipeline.stages.decode import decode_clip
-from pipeline.stages.transcribe import BatchedWhisper
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -273,7 +273,9 @@ def curate_dataset(
     # Renewal failures (a server restart) must not stop the night: the lock only saves duplicate
     # engine work; the table's commit keeps every id once whatever happens to it.
     with concurrency(lock, occupy=1, strict=True, raise_on_lease_renewal_failure=False):
-        if ray_address == "auto":
+        # Decided from the built config, like the launcher and the timeout: ray_address=auto given as a
+        # parameter or as an override (config_overrides=["ray_address=auto"]) runs the same way.
+        if cfg.ray_address == "auto":
             from prefect_ray import RayTaskRunner
 
             results = run_shards_on_ray.with_options(task_runner=RayTaskRunner(address="auto"))(

@@ -78,6 +78,9 @@ class StageColumns:
     reads: tuple[str, ...]
     writes: tuple[str, ...] = ()
     drops: tuple[str, ...] = ()
+    # A projection: only these columns (and ``writes``) come out.  Every other column the stage is
+    # given must be dropped earlier, by name, or the check fails: nothing vanishes unannounced.
+    keeps: tuple[str, ...] | None = None
 
 
 DECODE = StageColumns(
@@ -101,14 +104,15 @@ DETOKENIZE = StageColumns(
     writes=(TRANSCRIPT, COMPRESSION_RATIO),
     drops=(TOKENS,),
 )
-JUDGE = StageColumns("JudgeScorer", reads=(TRANSCRIPT, ERROR, STAGE), writes=(SCORE, SCORE_EXPECTED))
+# ``keeps`` is set per run (``dag.judged_columns``): the judge sees whole rows and returns many more.
+JUDGE = StageColumns("add_judge_stage", reads=(TRANSCRIPT, ERROR, STAGE), writes=(SCORE, SCORE_EXPECTED))
 GATES = StageColumns(
     "apply_gates",
     reads=(ERROR, TRANSCRIPT, DURATION, SCORE, SCORE_EXPECTED, *CONFIDENCE),
     writes=(WER, CER, KEPT, REASONS),
 )
 SINK = StageColumns(
-    "CurationSink", reads=(ID, TRANSCRIPT, SCORE, SCORE_EXPECTED, KEPT, REASONS, WER, CER, ERROR, STAGE, DURATION)
+    "TableSink", reads=(ID, TRANSCRIPT, SCORE, SCORE_EXPECTED, KEPT, REASONS, WER, CER, ERROR, STAGE, DURATION)
 )
 
 
@@ -121,5 +125,13 @@ def check_stages(input_columns: Iterable[str], stages: Iterable[StageColumns]) -
             raise ColumnContractError(
                 f"{stage.name} reads {missing}, which no earlier stage writes (have {sorted(have)})"
             )
+        if stage.keeps is not None:
+            lost = have - set(stage.keeps) - set(stage.writes) - set(stage.drops)
+            if lost:
+                raise ColumnContractError(
+                    f"{stage.name} keeps only its declared columns, so {sorted(lost)} would vanish here: "
+                    "add them to what it keeps, or drop them by name in an earlier stage"
+                )
+            have &= set(stage.keeps)
         have = (have | set(stage.writes)) - set(stage.drops)
     return have

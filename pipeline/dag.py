@@ -8,6 +8,7 @@ files of the dataset's tables, committed by the driver)
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 from dataclasses import dataclass
 
@@ -98,12 +99,14 @@ def judged_columns(input_columns: list[str]) -> tuple[str, ...]:
     return (*base, *(c for c in input_columns if c not in base and c not in (READ_ERROR, ARR)))
 
 
-def stage_columns(cfg: CurationConfig) -> list[StageColumns]:
-    """The stages' column contracts, in DAG order, for the configured backend."""
+def stage_columns(cfg: CurationConfig, input_columns: list[str] | None = None) -> list[StageColumns]:
+    """The stages' column contracts, in DAG order, for the configured backend; with ``input_columns``
+    the judge's projection is declared too, so a column it would lose fails the check at build time."""
     whisper = [TRANSCRIBE] if cfg.transcriber.backend == "ctranslate2" else [FEATURIZE, GENERATE, DETOKENIZE]
     q = cfg.quality
     quality = [MEASURE] * q.enabled + [DNSMOS_STAGE] * q.dnsmos
-    return [DECODE, *quality, *whisper, JUDGE, GATES, SINK]
+    judge = JUDGE if input_columns is None else dataclasses.replace(JUDGE, keeps=judged_columns(input_columns))
+    return [DECODE, *quality, *whisper, judge, GATES, SINK]
 
 
 def add_quality_stages(ds: Dataset, cfg: CurationConfig, progress: str | None = None) -> Dataset:
@@ -139,7 +142,7 @@ def build_curation_dataset(
 ) -> Dataset:
     """The DAG over ``ds`` (the read of the clips that need engines, with ``input_columns``);
     ``progress`` names the counter actor each stage reports its rows to (None: no counting)."""
-    check_stages([ID, AUDIO, *input_columns], stage_columns(cfg))  # fails here, not in a worker
+    check_stages([ID, AUDIO, *input_columns], stage_columns(cfg, input_columns))  # here, not in a worker
     block_rows = cfg.transcriber.batch_size if cfg.block_rows is None else cfg.block_rows
     if block_rows:
         ds = ds.repartition(target_num_rows_per_block=block_rows)

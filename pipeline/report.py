@@ -15,30 +15,8 @@ from typing import Any
 
 from pipeline.manifest import LocaleResult, ModelInfo, RunResult, Tally, combine
 from pipeline.metrics import SCORE_CHOICES, SIGNAL_GATES, WER_BINS, signal_bin_edges
+from pipeline.stages.gates import REASON_NAMES
 
-# Human names of the gates' reason codes, in the order the gates run.
-REASON_NAMES = {
-    "wer_above": "transcript disagrees with the prompted sentence (WER)",
-    "cer_above": "transcript disagrees with the prompted sentence (CER)",
-    "no_speech": "no speech (Whisper's no-speech rule)",
-    "hallucination": "repetition loop (compression ratio)",
-    "low_logprob": "Whisper unsure (avg log-prob)",
-    "too_short": "shorter than the minimum duration",
-    "too_long": "longer than the maximum duration",
-    "language_mismatch": "another language than the locale's",
-    "judge_below": "judge score below the threshold",
-    "cv_invalidated": "Common Voice moved it to invalidated",
-    "cv_not_validated": "not validated by Common Voice's votes (other)",
-    "cv_deleted": "gone from the newest full release (deleted)",
-    "sentence_reported": "its sentence is in reported.tsv",
-    "not_scored": "never through the engines (not in the curated split)",
-    "noisy": "noisy (SNR below the minimum)",
-    "clipped": "clipped at full scale",
-    "mostly_silence": "mostly silence (speech ratio below the minimum)",
-    "too_quiet": "too quiet (loudness below the minimum)",
-    "low_mos": "poor overall quality (DNSMOS OVRL)",
-    "narrow_band": "narrow band (telephone-like bandwidth)",
-}
 SIGNAL_TITLES = {
     "snr_db": "SNR (dB, speech vs pauses, Silero VAD)",
     "speech_ratio": "Speech ratio (share of 32 ms frames with speech)",

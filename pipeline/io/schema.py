@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import pyarrow as pa
 
-from pipeline.columns import RESERVED
+from pipeline.columns import ID, RESERVED, SENTENCE
 
 
 class InputSchemaError(ValueError):
@@ -32,7 +32,7 @@ def _is_binary(t: pa.DataType) -> bool:
 
 def inspect_schema(schema: pa.Schema, source: str = "input") -> InputLayout:
     names = set(schema.names)
-    if "id" not in names:
+    if ID not in names:
         raise InputSchemaError(f"{source}: missing required column 'id' (found: {sorted(names)})")
     if "audio_bytes" in names:
         if not _is_binary(schema.field("audio_bytes").type):
@@ -56,7 +56,7 @@ def inspect_schema(schema: pa.Schema, source: str = "input") -> InputLayout:
     clash = sorted(RESERVED & names)
     if clash:
         raise InputSchemaError(f"{source}: input columns {clash} clash with columns the pipeline adds")
-    passthrough = tuple(n for n in schema.names if n not in {"id", "audio_bytes", "audio", "sentence"})
+    passthrough = tuple(n for n in schema.names if n not in {ID, "audio_bytes", "audio", SENTENCE})
     return InputLayout(audio_column=audio, has_sentence="sentence" in names, passthrough=passthrough)
 
 
@@ -75,7 +75,7 @@ def to_canonical(batch: pa.Table, layout: InputLayout) -> pa.Table:
     if layout.audio_column == "audio":
         audio = batch.column("audio").combine_chunks()
         batch = batch.drop_columns(["audio"]).append_column("audio_bytes", audio.field("bytes"))
-    ids = batch.column("id")
+    ids = batch.column(ID)
     if not pa.types.is_string(ids.type):
-        batch = batch.set_column(batch.schema.get_field_index("id"), "id", ids.cast(pa.string()))
+        batch = batch.set_column(batch.schema.get_field_index(ID), ID, ids.cast(pa.string()))
     return batch

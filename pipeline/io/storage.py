@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 from urllib.parse import urlparse
@@ -42,6 +43,20 @@ def s3_retry() -> pafs.S3RetryStrategy:
     return pafs.AwsStandardS3RetryStrategy(max_attempts=12)
 
 
+@functools.lru_cache(maxsize=8)
+def _s3(anonymous: bool, endpoint: str | None, region: str | None, creds: tuple) -> pafs.S3FileSystem:
+    """One S3 filesystem per process and settings: every helper of a run shares it (and its connection
+    pool) instead of building its own.  pyarrow reads the credentials (``creds``, the key's part) from
+    the environment itself."""
+    kwargs: dict = {"anonymous": anonymous, "region": region}
+    if endpoint:
+        ep = urlparse(endpoint)
+        kwargs.update(endpoint_override=ep.netloc or ep.path, scheme=ep.scheme or "https")
+    kwargs = {k: v for k, v in kwargs.items() if v is not None}
+    kwargs["retry_strategy"] = s3_retry()
+    return pafs.S3FileSystem(**kwargs)
+
+
 def resolve_filesystem(uri: str, storage: StorageConfig | None = None) -> tuple[pafs.FileSystem, str]:
     """(filesystem, path inside it) for ``uri``.  S3 credentials come from the environment only."""
     storage = storage or StorageConfig()
@@ -51,13 +66,10 @@ def resolve_filesystem(uri: str, storage: StorageConfig | None = None) -> tuple[
         bucket = parsed.hostname or ""
         path = f"{bucket}{parsed.path}".rstrip("/")
         endpoint = storage.s3_endpoint_url or os.environ.get("AWS_ENDPOINT_URL")
-        kwargs: dict = {"anonymous": anonymous, "region": storage.s3_region or os.environ.get("AWS_REGION")}
-        if endpoint:
-            ep = urlparse(endpoint)
-            kwargs.update(endpoint_override=ep.netloc or ep.path, scheme=ep.scheme or "https")
-        kwargs = {k: v for k, v in kwargs.items() if v is not None}
-        kwargs["retry_strategy"] = s3_retry()
-        return pafs.S3FileSystem(**kwargs), path
+        # The credentials are part of the key: rotated in the environment (a Secret block applied in a
+        # long-lived worker), they make a new filesystem rather than reuse one holding the old ones.
+        creds = tuple(os.environ.get(k) for k in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN"))
+        return _s3(anonymous, endpoint, storage.s3_region or os.environ.get("AWS_REGION"), creds), path
     if uri.startswith("file://"):
         uri = uri[len("file://") :]
     if "://" in uri:

@@ -174,6 +174,32 @@ def metadata_gates(cfg: CurationConfig, split: str | None = None) -> list[Gate]:
     return [CvStatus(kept_statuses(split, cfg.gates.keep_cv_status)), NotReported(cfg.gates.exclude_reported)]
 
 
+# Human names of the gates' reason codes, in the order the gates run: a new gate adds its line here,
+# beside its place in build_gates (the summary, the artifacts and the console read this).
+REASON_NAMES = {
+    "wer_above": "transcript disagrees with the prompted sentence (WER)",
+    "cer_above": "transcript disagrees with the prompted sentence (CER)",
+    "no_speech": "no speech (Whisper's no-speech rule)",
+    "hallucination": "repetition loop (compression ratio)",
+    "low_logprob": "Whisper unsure (avg log-prob)",
+    "too_short": "shorter than the minimum duration",
+    "too_long": "longer than the maximum duration",
+    "language_mismatch": "another language than the locale's",
+    "judge_below": "judge score below the threshold",
+    "cv_invalidated": "Common Voice moved it to invalidated",
+    "cv_not_validated": "not validated by Common Voice's votes (other)",
+    "cv_deleted": "gone from the newest full release (deleted)",
+    "sentence_reported": "its sentence is in reported.tsv",
+    "not_scored": "never through the engines (not in the curated split)",
+    "noisy": "noisy (SNR below the minimum)",
+    "clipped": "clipped at full scale",
+    "mostly_silence": "mostly silence (speech ratio below the minimum)",
+    "too_quiet": "too quiet (loudness below the minimum)",
+    "low_mos": "poor overall quality (DNSMOS OVRL)",
+    "narrow_band": "narrow band (telephone-like bandwidth)",
+}
+
+
 def quality_gates(cfg: CurationConfig) -> list[Gate]:
     """How the clip sounds (docs/curation.md "Acoustic quality"); a signal that was not measured passes."""
     g = cfg.gates

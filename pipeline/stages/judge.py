@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
 
+from pipeline.columns import ERROR, SCORE, SCORE_EXPECTED, STAGE, TRANSCRIPT
 from pipeline.config import JudgeConfig
 from pipeline.metrics import SCORE_CHOICES
 
@@ -115,7 +116,7 @@ def judge_request(row: dict[str, Any], cfg: JudgeConfig, template: tuple[str, st
     A row that already failed still goes through (one decoded token, the shared system prompt comes
     from the prefix cache), because Ray Data cannot branch a stream without running it twice.
     """
-    text = ("" if row.get("error") else (row.get("transcription") or "")) or "-"
+    text = ("" if row.get(ERROR) else (row.get(TRANSCRIPT) or "")) or "-"
     if template is not None:
         chat = {"prompt": render_prompt(*template, text, cfg.max_transcript_chars)}
     else:
@@ -134,8 +135,8 @@ def judge_request(row: dict[str, Any], cfg: JudgeConfig, template: tuple[str, st
 def unjudged(batch: pa.Table, keep: tuple[str, ...]) -> pa.Table:
     """The judge's output shape for a locale it does not score: the kept columns, null scores."""
     out = batch.select([c for c in keep if c in batch.schema.names])
-    out = out.append_column("score", pa.nulls(out.num_rows, pa.int64()))
-    return out.append_column("score_expected", pa.nulls(out.num_rows, pa.float64()))
+    out = out.append_column(SCORE, pa.nulls(out.num_rows, pa.int64()))
+    return out.append_column(SCORE_EXPECTED, pa.nulls(out.num_rows, pa.float64()))
 
 
 def finalize_judgement(row: dict[str, Any], keep: tuple[str, ...]) -> dict[str, Any]:
@@ -144,23 +145,23 @@ def finalize_judgement(row: dict[str, Any], keep: tuple[str, ...]) -> dict[str, 
     Engine errors and unparseable answers become quarantined rows, never a crashed run.
     """
     out = {k: row.get(k) for k in keep}
-    out["score"], out["score_expected"] = None, None
-    if out["error"]:
+    out[SCORE], out[SCORE_EXPECTED] = None, None
+    if out[ERROR]:
         return out
     engine_error = row.get("__inference_error__") or ""
     if engine_error:
-        out["error"], out["stage"] = f"judge engine error: {engine_error}", "judge"
+        out[ERROR], out[STAGE] = f"judge engine error: {engine_error}", "judge"
         return out
     try:
-        out["score"] = parse_score(row.get("generated_text"))
+        out[SCORE] = parse_score(row.get("generated_text"))
     except JudgeAnswerError as exc:
-        out["error"], out["stage"] = str(exc), "judge"
+        out[ERROR], out[STAGE] = str(exc), "judge"
         return out
-    out["score_expected"] = expected_score(row.get("logprobs"))
-    if out["score_expected"] is None:
+    out[SCORE_EXPECTED] = expected_score(row.get("logprobs"))
+    if out[SCORE_EXPECTED] is None:
         # A score without its probabilities cannot be gated on score_expected: quarantine, never reject.
-        out["score"] = None
-        out["error"], out["stage"] = "judge returned no logprobs for the choices 1..5", "judge"
+        out[SCORE] = None
+        out[ERROR], out[STAGE] = "judge returned no logprobs for the choices 1..5", "judge"
     return out
 
 

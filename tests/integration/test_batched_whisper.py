@@ -5,10 +5,10 @@ from __future__ import annotations
 import pytest
 
 from pipeline.config import build_config
+from pipeline.engines.whisper import BatchedWhisper
 from pipeline.metrics import corpus_wer
 from pipeline.models import resolve_model
 from pipeline.stages.decode import decode_clip
-from pipeline.stages.transcribe import BatchedWhisper
 
 pytestmark = pytest.mark.slow
 

@@ -86,7 +86,7 @@ def test_a_clip_under_another_sentence_is_rejected_on_agreement(spanish):
 
 @pytest.fixture(scope="module")
 def base_engine():
-    from pipeline.stages.transcribe import BatchedWhisper
+    from pipeline.engines.whisper import BatchedWhisper
 
     return BatchedWhisper(resolve_model("bundled:whisper-base").path, language=None)
 

@@ -14,12 +14,31 @@ from tasks.launchers import ChildProcessLauncher, InClusterLauncher, RayJobLaunc
 def test_every_profile_and_backend_satisfies_the_column_contract():
     for overrides in ([], ["transcriber.backend=transformers"]):
         cfg = build_config(overrides=overrides)
-        out = check_stages([ID, AUDIO, "sentence"], stage_columns(cfg))
-        assert {"kept", "score", "transcription", "error"} <= out and "arr" not in out
+        for dnsmos in (False, True):
+            cfg.quality.dnsmos = dnsmos
+            out = check_stages([ID, AUDIO, "sentence"], stage_columns(cfg, ["sentence"]))
+            assert {"kept", "score", "transcription", "error", "snr_db"} <= out and "arr" not in out
+            assert ("dnsmos_ovrl" in out) == dnsmos
+
+
+def test_a_column_added_before_the_judge_is_declared_or_fails_at_build_time():
+    import dataclasses
+
+    from pipeline.columns import MEASURE
+
+    cfg = build_config()
+    stages = stage_columns(cfg, ["sentence"])
+    # A throwaway stage writes a column before the judge that the judge's projection does not keep.
+    extra = dataclasses.replace(MEASURE, name="measure_hum", writes=("hum_db",))
+    with pytest.raises(ColumnContractError, match=r"add_judge_stage keeps only .*\['hum_db'\] would vanish"):
+        check_stages([ID, AUDIO, "sentence"], [*stages[:2], extra, *stages[2:]])
+    # Dropped by name before the judge, it is fine.
+    dropped = dataclasses.replace(extra, drops=("hum_db",))
+    check_stages([ID, AUDIO, "sentence"], [*stages[:2], dropped, *stages[2:]])
 
 
 def test_a_stage_reading_an_unwritten_column_fails_with_its_name():
-    with pytest.raises(ColumnContractError, match=r"JudgeScorer reads \['transcription'\]"):
+    with pytest.raises(ColumnContractError, match=r"add_judge_stage reads \['transcription'\]"):
         check_stages([ID, AUDIO], [DECODE, JUDGE, GATES, SINK])
     with pytest.raises(ColumnContractError, match="decode_audio"):
         check_stages([ID], [DECODE, TRANSCRIBE])

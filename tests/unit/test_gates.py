@@ -149,3 +149,15 @@ def test_a_locale_the_judge_does_not_score_is_decided_by_the_gates_alone():
     out = unjudged(pa.table({"id": ["a"], "transcription": ["hola"], "extra": [1]}), keep=("id", "transcription"))
     assert out.column_names == ["id", "transcription", "score", "score_expected"]
     assert out.column("score").to_pylist() == [None]
+
+
+def test_every_reason_a_gate_can_give_has_a_human_name():
+    from pipeline.config import build_config
+    from pipeline.stages.gates import CV_STATUS_CODES, REASON_NAMES, CvStatus, build_gates
+
+    for profile in ("local", "cluster"):
+        cfg = build_config(profile, overrides=["gates.min_bandwidth_hz=4500", "quality.dnsmos=true"])
+        gates = build_gates(cfg, "validated")
+        # Common Voice's status gate gives one code per status (CV_STATUS_CODES).
+        codes = {g.code for g in gates if not isinstance(g, CvStatus)} | set(CV_STATUS_CODES.values())
+        assert codes - set(REASON_NAMES) == set(), codes - set(REASON_NAMES)

