@@ -188,7 +188,7 @@ def _table_lines(rows: list[tuple[str, str]]) -> str:
 def render_result(result, log: str | None = None) -> str:
     """The summary a person reads when ``curate run`` ends: per locale, the table and its snapshot, what
     changed, the counts with reasons, and copy-paste lines to open the curated clips."""
-    from pipeline.report import REASON_NAMES, locale_line, open_lines
+    from pipeline.report import REASON_NAMES, language_words, open_lines
 
     blocks = []
     for r in result.locales:
@@ -199,7 +199,9 @@ def render_result(result, log: str | None = None) -> str:
         total = c.in_ or 1
         rows = [
             ("table", f"{r.table}  (snapshot {r.snapshot_id}, tag {r.tag})"),
-            *([("transcriber", locale_line(r))] if r.transcriber else []),
+            *([("transcriber", r.transcriber)] if r.transcriber else []),
+            *([("language", language_words(r))] if r.language_check else []),
+            *([("judge", r.judge)] if r.judge else []),
             (
                 "this run",
                 f"{ch.get('engine_rows', 0)} clip(s) through the engines; {ch.get('added', 0)} added, "

@@ -258,14 +258,17 @@ def kept_rule(config: dict[str, Any]) -> list[tuple[str, str]]:
     return rules
 
 
-def locale_line(r: LocaleResult) -> str:
-    """``bundled:whisper-base@… hears es (detected); language check: whisper``: how a locale was heard."""
+def language_words(r: LocaleResult) -> str:
+    """``en; language check: whisper``, or what an unsupported locale runs without."""
     if r.language_check == "unsupported":
-        heard = "no Whisper language for this locale; language check: unsupported (agreement gates only)"
-    else:
-        heard = f"expects {r.language or 'any language'}; language check: {r.language_check or 'whisper'}"
+        return "no Whisper language for this locale; language check: unsupported (agreement gates only)"
+    return f"{r.language or 'detected'}; language check: {r.language_check or 'whisper'}"
+
+
+def locale_line(r: LocaleResult) -> str:
+    """How a locale was heard and judged, on one line of the summary artifact."""
     judge = f"; judge {r.judge}" if r.judge else ""
-    return f"{r.transcriber} {heard}{judge}"
+    return f"{r.transcriber}, {language_words(r)}{judge}"
 
 
 def summary_markdown(
