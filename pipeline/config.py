@@ -31,7 +31,9 @@ class _Section(BaseModel):
 
 
 class AudioConfig(_Section):
-    target_sample_rate: int = 16_000
+    # What decode resamples to.  Whisper and Silero VAD hear 16 kHz only, so it is fixed here, in the
+    # one place, rather than configurable and quietly wrong for both.
+    target_sample_rate: Literal[16_000] = 16_000
     # Far above any real Common Voice clip (~100 KB); larger payloads are quarantined undecoded.
     max_clip_bytes: int = 20 * 1024 * 1024
     # Decoded audio longer than this is quarantined rather than transcribed.
