@@ -124,3 +124,19 @@ def test_the_table_now_is_the_last_shards_view_not_a_sum():
     assert run.tables_now == {"curate.en_clips": (4, 3)}
     assert report.trend_row(run, "2026-12-01", "r")["table clips"] == 4
     assert "| table now | `curate.en_clips`: 4 clips, 3 kept |" in report.summary_markdown(run, 1.0, "t", "/out")
+
+
+def test_the_summary_has_a_row_per_locale_saying_how_it_was_heard_and_judged():
+    es, rw = _result("s1", 7, {}), _result("s2", 5, {})
+    es.locales[0] = es.locales[0].model_copy(
+        update={"locale": "es", "table": "curate.es_clips", "transcriber": "bundled:whisper-base@ct2-sha256:d01c",
+                "language": "es", "language_check": "whisper", "judge": "off (judge.locales)"}
+    )  # fmt: skip
+    rw.locales[0] = rw.locales[0].model_copy(
+        update={"locale": "rw", "table": "curate.rw_clips", "transcriber": "bundled:whisper-base@ct2-sha256:d01c",
+                "language": None, "language_check": "unsupported", "judge": "off (judge.locales)"}
+    )  # fmt: skip
+    md = report.summary_markdown(report.aggregate([es, rw]), 1.0, "t", "/out")
+    assert "| locale es | 10 in, 7 kept; bundled:whisper-base@ct2-sha256:d01c, es; language check: whisper; " in md
+    assert "judge off (judge.locales) |" in md
+    assert "| locale rw | 10 in, 5 kept; " in md and "language check: unsupported (agreement gates only)" in md
