@@ -45,12 +45,15 @@ def test_a_shard_past_its_time_limit_is_stopped_and_fails_with_the_reason(tmp_pa
         except BaseException as exc:
             outcome.append(exc)
 
+    # The suite's own children (an ephemeral Prefect server an earlier test started) are not the shard's.
+    before = {c.pid for c in psutil.Process().children()}
     worker = threading.Thread(target=launch)
     worker.start()
     # Every process of the shard: its child's session (the launcher starts it in a new one).
     while worker.is_alive():
         for child in psutil.Process().children():
-            seen |= {child.pid} | _session(child.pid)
+            if child.pid not in before:
+                seen |= {child.pid} | _session(child.pid)
         time.sleep(0.5)
     worker.join()
     (exc,) = outcome
@@ -66,4 +69,4 @@ def test_a_shard_past_its_time_limit_is_stopped_and_fails_with_the_reason(tmp_pa
         time.time() < deadline
     ):
         time.sleep(0.5)
-    assert alive == []
+    assert alive == [], [(p.pid, p.name(), p.status(), os.getsid(p.pid)) for p in map(psutil.Process, alive)]
