@@ -13,11 +13,10 @@ perfect transcripts here, so this measures the judge alone.
 
 from __future__ import annotations
 
-import json
 import platform
 import time
 
-from bench.common import RESULTS, time_offline_judge
+from bench.common import time_offline_judge, write_results
 from bench.multilingual_set import SENTENCES
 from pipeline.config import build_config
 from pipeline.hardware import cpu_flags
@@ -90,10 +89,7 @@ def main() -> None:
         e, a = row["expected"], row["scores"]
         print(f"{lang}: score_expected educational {e['mean_educational']:.2f}, chit-chat {e['mean_chitchat']:.2f}, "
               f"AUC {e['auc']:.2f}; argmax AUC {a['auc']:.2f}", flush=True)  # fmt: skip
-    RESULTS.mkdir(exist_ok=True)
-    path = RESULTS / f"judge-languages-{record['when']}.json"
-    path.write_text(json.dumps(record, indent=1, ensure_ascii=False))
-    print(f"wrote {path}")
+    print(f"wrote {write_results('judge-languages-', record)}")
 
 
 if __name__ == "__main__":

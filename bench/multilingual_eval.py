@@ -17,7 +17,7 @@ import time
 import pyarrow.parquet as pq
 
 from bench import multilingual_set
-from bench.common import RESULTS
+from bench.common import write_results
 from pipeline.config import AudioConfig
 from pipeline.engines.whisper import BatchedWhisper
 from pipeline.hardware import cpu_flags
@@ -80,10 +80,7 @@ def main() -> None:
         }
         print(ref, english[ref], flush=True)
     record["english"] = english
-    RESULTS.mkdir(exist_ok=True)
-    path = RESULTS / f"multilingual-eval-{record['when']}.json"
-    path.write_text(json.dumps(record, indent=1, ensure_ascii=False))
-    print(f"wrote {path}")
+    print(f"wrote {write_results('multilingual-eval-', record)}")
 
 
 if __name__ == "__main__":
