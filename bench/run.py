@@ -30,13 +30,14 @@ import ray
 from bench.common import time_offline_judge, write_results
 from bench.data import build
 from pipeline.config import build_config
-from pipeline.dag import Models, add_transcription_stages, build_curation_dataset, judged_columns
+from pipeline.dag import Models, apply_stages, build_curation_dataset, curation_stages
 from pipeline.engines.whisper import BatchedWhisper
 from pipeline.io.schema import inspect_schema, to_canonical
 from pipeline.metrics import corpus_wer
 from pipeline.models import resolve_model
+from pipeline.stages import judge, transcribe
 from pipeline.stages.decode import decode_audio, decode_clip
-from pipeline.stages.judge import add_judge_stage, vllm_engine_kwargs
+from pipeline.stages.judge import vllm_engine_kwargs
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -200,16 +201,14 @@ def measure_stages(args, cfg, models: Models, canonical: pa.Table, layout, refs)
             )
         )
         asr_in = blocks(d["table"], cfg.transcriber.batch_size)
-        t = timed(lambda asr_in=asr_in: add_transcription_stages(asr_in, cfg, models.transcriber.path))
+        t = timed(lambda asr_in=asr_in: apply_stages(asr_in, transcribe.stages(cfg, models.transcriber.path)))
         t["wer"] = wer_of(t["table"], refs)
         transcribed = t["table"]
         measured = {"decode": d, "transcribe": t}
         if rep < args.judge_reps:
             judge_in = blocks(judge_input(t["table"], args.judge_rows), cfg.judge.batch_size)
             measured["judge"] = timed(
-                lambda judge_in=judge_in: add_judge_stage(
-                    judge_in, cfg.judge, models.judge.path, keep=judged_columns(canonical.column_names)
-                )
+                lambda judge_in=judge_in: judge.stage(cfg, models.judge.path, canonical.column_names).apply(judge_in)
             )
         for name, r in measured.items():
             runs[name].append({k: v for k, v in r.items() if k != "table"})
@@ -254,7 +253,8 @@ def measure_e2e(args, cfg, models: Models, e2e_file: Path, refs) -> dict:
 
     def ours(c):
         # The DAG of `curate run` over the file, as run.py builds it for the clips that need engines.
-        return build_curation_dataset(ray.data.read_parquet(str(e2e_file)), columns, c, models)
+        stages = curation_stages(c, models, columns)
+        return build_curation_dataset(ray.data.read_parquet(str(e2e_file)), columns, stages, c)
 
     ways = {"ours": lambda: ours(cfg)}
     for item in args.also:

@@ -61,18 +61,22 @@ class Console:
         return self.log_path
 
 
-# Ray Data operator names (as they appear in errors) to the pipeline's stages.
+# Ray Data operator names (as they appear in errors) to the pipeline's stage names (``Stage.name``;
+# a unit test keeps the two vocabularies one).  More specific markers come first.
 _STAGE_OF = (
     ("decode_audio", "decode"),
     ("measure_quality", "quality"),
-    ("Dnsmos", "quality"),
+    ("Dnsmos", "dnsmos"),
+    ("WhisperFeatures", "features"),
+    ("HFWhisperTranscriber", "generate"),
     ("Whisper", "transcribe"),
     ("vLLM", "judge"),
     ("ChatTemplate", "judge"),
     ("Tokenize", "judge"),
     ("finalize_judgement", "judge"),
+    ("unjudged", "judge"),
     ("apply_gates", "gates"),
-    ("CurationSink", "write"),
+    ("TableSink", "write"),
     ("Write", "write"),
     ("Read", "read"),
 )
@@ -94,8 +98,11 @@ def stage_of(text: str) -> str | None:
 STAGE_PROCESSES = {
     "judge": ("vLLMEngineStage", "EngineCore", "vLLM"),
     "transcribe": ("Whisper",),
+    "features": ("WhisperFeatures",),
+    "generate": ("HFWhisperTranscriber",),
     "decode": ("decode_audio",),
-    "quality": ("measure_quality", "Dnsmos"),
+    "quality": ("measure_quality",),
+    "dnsmos": ("Dnsmos",),
     "read": ("Read", "CommonVoiceRelease"),
     "gates": ("apply_gates",),
     "write": ("Write", "TableSink"),

@@ -16,9 +16,6 @@ from typing import IO, Any
 
 import ray
 
-# "judge" counts rows that have been judged and gated, i.e. are ready to be written.
-STAGES = ("decode", "transcribe", "judge")
-
 
 @ray.remote(num_cpus=0)
 class ProgressCounter:
@@ -101,8 +98,9 @@ def stage_line(stage: str, done: int, total: int, rate: float | None, width: int
 class ConsoleProgress:
     """Polls the counter and draws the stage lines until ``stop()``."""
 
-    def __init__(self, counter, total: int, out: IO[str], tty: bool, period_s: float = 10.0):
-        self.counter, self.total, self.out, self.tty = counter, total, out, tty
+    def __init__(self, counter, stages: list[str], total: int, out: IO[str], tty: bool, period_s: float = 10.0):
+        """``stages``: the names of the counted stages, in DAG order (one line each)."""
+        self.counter, self.stages, self.total, self.out, self.tty = counter, stages, total, out, tty
         self.period_s = 0.5 if tty else period_s
         self.started = time.time()
         self._stop = threading.Event()
@@ -119,7 +117,7 @@ class ConsoleProgress:
 
     def _lines(self, counts: dict[str, int]) -> list[str]:
         now, lines = time.time(), []
-        for s in STAGES:
+        for s in self.stages:
             done = counts.get(s, 0)
             if done and s not in self._first:
                 self._first[s] = (now, done)
@@ -161,7 +159,7 @@ class ConsoleProgress:
     def first_unfinished(self) -> str | None:
         """The earliest stage that has not passed on every row (where a stalled run waits)."""
         counts = self._last or {}
-        return next((s for s in STAGES if counts.get(s, 0) < self.total), None)
+        return next((s for s in self.stages if counts.get(s, 0) < self.total), None)
 
     def stop(self) -> None:
         self._stop.set()

@@ -26,7 +26,7 @@ from ray.data import DataContext
 
 from pipeline.columns import ID, KEPT
 from pipeline.config import CurationConfig, refuse_secrets
-from pipeline.dag import Models, build_curation_dataset
+from pipeline.dag import Models, build_curation_dataset, curation_stages
 from pipeline.io.inputs import VIEW_ONLY, ParquetInputs, ReleaseInputs, open_inputs
 from pipeline.io.storage import resolve_filesystem
 from pipeline.io.table_sink import SAMPLE_CAP, TableSink, rejected_sample, tally_of
@@ -363,16 +363,18 @@ def _run_engines(
         "updated_at": now,
     }
     sink = TableSink(clips, audio if cfg.keep_audio else None, schema, constants, cfg.table.rows_per_file)
+    stages = curation_stages(cfg, ctx.models, columns, ctx.split)
     counter, name, display = None, None, None
     if ctx.console is not None:
         counter, name = start_counter(ctx.run_id)
         where = ", ".join(ctx.inputs.describe()["inputs"])[:100]
         ctx.console.say(f"curating {rows.num_rows} clips from {where} into {'.'.join(clips.name())}")
-        display = ConsoleProgress(counter, rows.num_rows, ctx.console.out, ctx.console.tty).start()
+        counted = [s.name for s in stages if s.counted]
+        display = ConsoleProgress(counter, counted, rows.num_rows, ctx.console.out, ctx.console.tty).start()
     # Bounded: an engine that cannot start (or an actor that cannot be placed) fails the run.
     DataContext.get_current().execution_no_progress_timeout_s = cfg.stall_timeout_s
     try:
-        ds = build_curation_dataset(ctx.inputs.dataset(rows, cfg), columns, cfg, ctx.models, ctx.split, progress=name)
+        ds = build_curation_dataset(ctx.inputs.dataset(rows, cfg), columns, stages, cfg, progress=name)
         ds.write_datasink(sink)
     except Exception as exc:
         if display is not None:

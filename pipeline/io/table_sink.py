@@ -22,6 +22,7 @@ from ray.data.datasource import Datasink
 from pipeline.columns import (
     AUDIO,
     AUDIO_SHA,
+    CER,
     DURATION,
     ERROR,
     ID,
@@ -36,6 +37,7 @@ from pipeline.columns import (
 )
 from pipeline.manifest import Counts, Histogram, ScoreBin, Tally
 from pipeline.metrics import SIGNAL_EDGES, expected_score_bins, score_histogram, signal_histogram, wer_histogram
+from pipeline.stage import WRITE, Stage
 from pipeline.table.schema import AUDIO_TABLE, conform
 
 if TYPE_CHECKING:
@@ -115,6 +117,10 @@ def audio_rows(table: pa.Table) -> pa.Table:
         ),
         AUDIO_TABLE,
     )
+
+
+# The writer's contract: what the DAG's last stage must have written for it (it runs in run.py's write).
+WRITER = Stage(WRITE, reads=(ID, TRANSCRIPT, SCORE, SCORE_EXPECTED, KEPT, REASONS, WER, CER, ERROR, STAGE, DURATION))
 
 
 class TableSink(Datasink[list[dict[str, Any]]]):

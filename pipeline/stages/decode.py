@@ -6,6 +6,7 @@ resampler would hide) are measured here, before resampling.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import io
 
@@ -14,9 +15,25 @@ import pyarrow as pa
 import soundfile as sf
 import soxr
 
-from pipeline.columns import ARR, AUDIO, AUDIO_SHA, BANDWIDTH, CLIPPING, DURATION, ERROR, ID, READ_ERROR, STAGE
-from pipeline.config import AudioConfig, QualityConfig
+from pipeline.columns import (
+    ARR,
+    AUDIO,
+    AUDIO_SHA,
+    AUDIO_SIZE,
+    BANDWIDTH,
+    CLIPPING,
+    DURATION,
+    ERROR,
+    ID,
+    NATIVE_SIGNALS,
+    READ_ERROR,
+    STAGE,
+)
+from pipeline.config import AudioConfig, CurationConfig, QualityConfig
 from pipeline.quality.signals import bandwidth_hz, clipping_ratio
+from pipeline.stage import READ, Stage
+
+NAME = "decode"
 
 # Peak amplitude under which a clip counts as silence (about -80 dBFS).
 SILENCE_PEAK = 1e-4
@@ -88,11 +105,11 @@ def decode_audio(batch: pa.Table, cfg: AudioConfig, quality: QualityConfig | Non
     bandwidth: list[float | None] = []
     for i, data in enumerate(blobs):
         err: str | None = None
-        stage: str | None = "decode"
+        stage: str | None = NAME
         arr = np.zeros(0, dtype=np.float32)
         signals: tuple[float | None, float | None] = (None, None)
         if read_errors[i]:
-            err, stage = read_errors[i], "read"
+            err, stage = read_errors[i], READ
         else:
             try:
                 mono, rate = read_samples(data, cfg)
@@ -122,7 +139,21 @@ def decode_audio(batch: pa.Table, cfg: AudioConfig, quality: QualityConfig | Non
         .append_column(ERROR, pa.array(errors, pa.string()))  # null: the row is healthy
         .append_column(STAGE, pa.array(stages, pa.string()))
         .append_column(AUDIO_SHA, pa.array(shas, pa.string()))
-        .append_column("audio_size", pa.array(sizes, pa.int64()))
+        .append_column(AUDIO_SIZE, pa.array(sizes, pa.int64()))
         .append_column(CLIPPING, pa.array(clipping, pa.float64()))
         .append_column(BANDWIDTH, pa.array(bandwidth, pa.float64()))
+    )
+
+
+def stage(cfg: CurationConfig) -> Stage:
+    """Plain Ray tasks on CPU workers; ``measure_quality`` fuses into them."""
+    return Stage(
+        NAME,
+        reads=(ID, AUDIO),
+        writes=(ARR, DURATION, ERROR, STAGE, AUDIO_SHA, AUDIO_SIZE, *NATIVE_SIGNALS),
+        drops=(READ_ERROR,),
+        call=functools.partial(decode_audio, cfg=cfg.audio, quality=cfg.quality),
+        batch_size=cfg.audio.decode_batch_size,
+        num_cpus=cfg.audio.decode_num_cpus,
+        counted=True,
     )

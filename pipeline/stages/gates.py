@@ -9,6 +9,7 @@ sink counts kept and rejected rows per reason in one place (``reason_counts``).
 
 from __future__ import annotations
 
+import functools
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -22,6 +23,7 @@ from pipeline.columns import (
     CER,
     CLIPPING,
     COMPRESSION_RATIO,
+    CONFIDENCE,
     DNSMOS_OVRL,
     DURATION,
     ERROR,
@@ -32,6 +34,8 @@ from pipeline.columns import (
     LOUDNESS,
     NO_SPEECH_PROB,
     REASONS,
+    SCORE,
+    SCORE_EXPECTED,
     SENTENCE,
     SNR,
     SPEECH_RATIO,
@@ -41,6 +45,9 @@ from pipeline.columns import (
 from pipeline.config import CurationConfig
 from pipeline.languages import unspaced, whisper_language
 from pipeline.metrics import agreement
+from pipeline.stage import Stage
+
+NAME = "gates"
 
 Row = Mapping[str, Any]
 Verdict = tuple[bool, str | None]
@@ -282,3 +289,19 @@ def apply_gates(
 def reason_counts(reasons: Iterable[list[str] | None]) -> dict[str, int]:
     """Rejected rows per reason code (a row with two reasons counts under both)."""
     return dict(Counter(code for codes in reasons for code in (codes or [])))
+
+
+def stage(cfg: CurationConfig, split: str | None = None) -> Stage:
+    """Plain tasks: every gate ``build_gates`` makes of the config, on every row."""
+    return Stage(
+        NAME,
+        reads=(ERROR, TRANSCRIPT, DURATION, SCORE, SCORE_EXPECTED, *CONFIDENCE),
+        writes=(WER, CER, KEPT, REASONS),
+        call=functools.partial(
+            apply_gates,
+            gates=build_gates(cfg, split),
+            language=cfg.transcriber.language,
+            fold_diacritics=cfg.gates.fold_diacritics,
+        ),
+        counted=True,
+    )

@@ -14,14 +14,32 @@ from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
 
-from pipeline.columns import ERROR, SCORE, SCORE_EXPECTED, STAGE, TRANSCRIPT
-from pipeline.config import JudgeConfig
+from pipeline.columns import (
+    ARR,
+    AUDIO,
+    AUDIO_SHA,
+    AUDIO_SIZE,
+    CONFIDENCE,
+    DURATION,
+    ERROR,
+    ID,
+    QUALITY,
+    READ_ERROR,
+    SCORE,
+    SCORE_EXPECTED,
+    STAGE,
+    TRANSCRIPT,
+)
+from pipeline.config import CurationConfig, JudgeConfig
 from pipeline.metrics import SCORE_CHOICES
+from pipeline.stage import Stage
 
 if TYPE_CHECKING:
     from ray.data import Dataset
 
 log = logging.getLogger(__name__)
+
+NAME = "judge"
 
 # ------------------------------------------------------------------- prompt and answer (pure logic)
 
@@ -150,18 +168,18 @@ def finalize_judgement(row: dict[str, Any], keep: tuple[str, ...]) -> dict[str, 
         return out
     engine_error = row.get("__inference_error__") or ""
     if engine_error:
-        out[ERROR], out[STAGE] = f"judge engine error: {engine_error}", "judge"
+        out[ERROR], out[STAGE] = f"judge engine error: {engine_error}", NAME
         return out
     try:
         out[SCORE] = parse_score(row.get("generated_text"))
     except JudgeAnswerError as exc:
-        out[ERROR], out[STAGE] = str(exc), "judge"
+        out[ERROR], out[STAGE] = str(exc), NAME
         return out
     out[SCORE_EXPECTED] = expected_score(row.get("logprobs"))
     if out[SCORE_EXPECTED] is None:
         # A score without its probabilities cannot be gated on score_expected: quarantine, never reject.
         out[SCORE] = None
-        out[ERROR], out[STAGE] = "judge returned no logprobs for the choices 1..5", "judge"
+        out[ERROR], out[STAGE] = "judge returned no logprobs for the choices 1..5", NAME
     return out
 
 
@@ -242,3 +260,20 @@ def add_judge_stage(ds: Dataset, cfg: JudgeConfig, model_path: str, keep: tuple[
             stage.map_batches_kwargs["max_restarts"] = cfg.engine_restarts
     ds = processor(ds)
     return ds.map(functools.partial(finalize_judgement, keep=keep))
+
+
+def judged_columns(input_columns: list[str]) -> tuple[str, ...]:
+    """The judge's projection: the columns that come out of it (it sees whole rows and returns many
+    more); every column of the input, and every one the stages before it write and do not drop."""
+    base = [ID, AUDIO, AUDIO_SHA, AUDIO_SIZE, DURATION, TRANSCRIPT, ERROR, STAGE, *CONFIDENCE, *QUALITY]
+    return (*base, *(c for c in input_columns if c not in base and c not in (READ_ERROR, ARR)))
+
+
+def stage(cfg: CurationConfig, model_path: str, input_columns: list[str]) -> Stage:
+    """ray.data.llm's processor when the judge scores this locale (judge.locales); else null scores, no engine."""
+    keep = judged_columns(input_columns)
+    contract = dict(reads=(TRANSCRIPT, ERROR, STAGE), writes=(SCORE, SCORE_EXPECTED), keeps=keep)
+    if cfg.judge.enabled:
+        build = functools.partial(add_judge_stage, cfg=cfg.judge, model_path=model_path, keep=keep)
+        return Stage(NAME, build=build, **contract)
+    return Stage(NAME, call=functools.partial(unjudged, keep=keep), **contract)

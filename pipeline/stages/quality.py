@@ -7,6 +7,8 @@ frames give ``speech_ratio``, the leading and trailing silence and the SNR; BS.1
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 import pyarrow as pa
 
@@ -21,9 +23,10 @@ from pipeline.columns import (
     TRAILING_SILENCE,
     VAD_SIGNALS,
 )
-from pipeline.config import AudioConfig, QualityConfig
+from pipeline.config import AudioConfig, CurationConfig, QualityConfig
 from pipeline.quality.signals import PAUSE_PROB, frame_power, loudness_lufs, snr_db, speech_span
 from pipeline.quality.vad import speech_probs
+from pipeline.stage import Stage
 
 
 def vad_signals(audio: np.ndarray, rate: int, threshold: float) -> dict[str, float | None]:
@@ -76,3 +79,34 @@ class DnsmosScorer:
             values = [by_row[i][name] if i in by_row else None for i in range(batch.num_rows)]
             batch = batch.append_column(name, pa.array(values, pa.float64()))
         return batch
+
+
+def stages(cfg: CurationConfig) -> list[Stage]:
+    """How each clip sounds, measured on its 16 kHz samples before Whisper drops them."""
+    q, out = cfg.quality, []
+    if q.enabled:
+        # Plain tasks shaped like decode's, so Ray Data fuses the two: no extra hop for the samples.
+        out.append(
+            Stage(
+                "quality",
+                reads=(ARR, ERROR),
+                writes=VAD_SIGNALS,
+                call=functools.partial(measure_quality, cfg=q, audio=cfg.audio),
+                batch_size=cfg.audio.decode_batch_size,
+                num_cpus=cfg.audio.decode_num_cpus,
+            )
+        )
+    if q.dnsmos:
+        out.append(
+            Stage(
+                "dnsmos",
+                reads=(ARR, ERROR),
+                writes=DNSMOS,
+                call=DnsmosScorer,
+                setup=(q,),
+                batch_size=q.dnsmos_batch_size,
+                actors=q.dnsmos_actors,
+                num_cpus=q.dnsmos_num_cpus,
+            )
+        )
+    return out

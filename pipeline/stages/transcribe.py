@@ -18,6 +18,7 @@ import pyarrow as pa
 from pipeline.columns import (
     ARR,
     AVG_LOGPROB,
+    COMPRESSION_RATIO,
     CONFIDENCE,
     DURATION,
     ERROR,
@@ -30,11 +31,17 @@ from pipeline.columns import (
     TOKENS,
     TRANSCRIPT,
 )
-from pipeline.config import TranscriberConfig
+from pipeline.config import CurationConfig, TranscriberConfig
 from pipeline.engines.whisper import SAMPLE_RATE, BatchedWhisper, Transcript
 from pipeline.languages import whisper_language
+from pipeline.stage import Stage
 
 log = logging.getLogger(__name__)
+
+# The stage that hands out the transcript (on the transformers backend, the last of three).
+NAME = "transcribe"
+FEATURES_STAGE = "features"
+GENERATE_STAGE = "generate"
 
 WHISPER_WINDOW_S = 30.0
 
@@ -50,7 +57,7 @@ def _finish(
     """Attach transcripts and Whisper's confidence; an empty transcript is quarantined (nothing to judge)."""
     for i, t in enumerate(transcripts):
         if not errors[i] and not t.text.strip():
-            errors[i], stages[i] = "empty transcript", "transcribe"
+            errors[i], stages[i] = "empty transcript", NAME
     batch = _set_errors(batch, errors, stages)
     drop = [c for c in (ARR, FEATURES, TOKENS, *CONFIDENCE) if c in batch.schema.names]
     batch = batch.drop_columns(drop).append_column(TRANSCRIPT, pa.array([t.text for t in transcripts], pa.string()))
@@ -111,7 +118,7 @@ class FasterWhisperTranscriber:
             try:
                 out[i] = self.engine.transcribe_one(audio, langs[i])
             except Exception as exc:  # one bad clip must not fail its whole batch
-                errors[i], stages[i] = f"transcription failed: {type(exc).__name__}: {exc}", "transcribe"
+                errors[i], stages[i] = f"transcription failed: {type(exc).__name__}: {exc}", NAME
         return _finish(batch, out, errors, stages)
 
 
@@ -135,7 +142,7 @@ class WhisperFeatures:
                     f"clip is {durations[i]:.1f} s, over Whisper's {WHISPER_WINDOW_S:.0f} s window; "
                     "the transformers backend does not chunk long audio (use backend=ctranslate2)"
                 )
-                stages[i] = "features"
+                stages[i] = FEATURES_STAGE
             ok = not errors[i]
             clips.append(arrs[i].values.to_numpy(zero_copy_only=False) if ok else np.zeros(SAMPLE_RATE, np.float32))
         feats = self.feature_extractor(clips, sampling_rate=SAMPLE_RATE, return_tensors="np").input_features
@@ -309,3 +316,59 @@ class WhisperTokenDecoder:
             for i, t in enumerate(texts)
         ]
         return _finish(batch, out, errors, stages)
+
+
+def stages(cfg: CurationConfig, model_path: str) -> list[Stage]:
+    """One actor stage on ctranslate2; features, ``generate`` and token decoding on transformers."""
+    t = cfg.transcriber
+    engine = dict(
+        batch_size=t.batch_size,
+        setup=(t, model_path),
+        actors=t.num_actors,
+        num_cpus=t.num_cpus_per_actor,
+        num_gpus=t.num_gpus_per_actor,
+        resources=t.resources or None,
+    )
+    if t.backend == "ctranslate2":
+        return [
+            Stage(
+                NAME,
+                reads=(ARR, ERROR, STAGE),
+                writes=(TRANSCRIPT, *CONFIDENCE),
+                drops=(ARR,),
+                call=FasterWhisperTranscriber,
+                counted=True,
+                **engine,
+            )
+        ]
+    return [
+        Stage(
+            FEATURES_STAGE,
+            reads=(ARR, DURATION, ERROR, STAGE),
+            writes=(FEATURES,),
+            drops=(ARR,),
+            call=WhisperFeatures,
+            setup=(t, model_path),
+            batch_size=t.feature_batch_size,
+            actors=t.feature_actors,
+        ),
+        Stage(
+            GENERATE_STAGE,
+            reads=(FEATURES, ERROR),
+            writes=(TOKENS, AVG_LOGPROB, NO_SPEECH_PROB, LANGUAGE, LANGUAGE_PROB),
+            drops=(FEATURES,),
+            call=HFWhisperTranscriber,
+            **engine,
+        ),
+        Stage(
+            NAME,
+            reads=(TOKENS, ERROR, STAGE, AVG_LOGPROB, NO_SPEECH_PROB, LANGUAGE, LANGUAGE_PROB),
+            writes=(TRANSCRIPT, COMPRESSION_RATIO),
+            drops=(TOKENS,),
+            call=WhisperTokenDecoder,
+            setup=(t, model_path),
+            batch_size=t.decoder_batch_size,
+            actors=t.decoder_actors,
+            counted=True,
+        ),
+    ]

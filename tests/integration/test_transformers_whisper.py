@@ -13,7 +13,8 @@ import pytest
 import ray
 
 from pipeline.config import build_config
-from pipeline.dag import add_transcription_stages
+from pipeline.dag import apply_stages
+from pipeline.stages import transcribe
 from pipeline.stages.decode import decode_audio
 from tests.conftest import encode, tone
 
@@ -81,7 +82,7 @@ def test_transformers_backend_matches_direct_generate(tmp_path, tiny_whisper, ra
     )
     ds = ray.data.read_parquet(str(src))
     ds = ds.map_batches(lambda b: decode_audio(b, cfg.audio), batch_format="pyarrow")
-    ds = add_transcription_stages(ds, cfg, tiny_whisper)
+    ds = apply_stages(ds, transcribe.stages(cfg, tiny_whisper))
     got = {r["id"]: r for r in ds.take_all()}
 
     assert set(got) == {r["id"] for r in rows}
@@ -126,7 +127,7 @@ def test_transformers_backend_with_real_tiny_en_weights(tmp_path, ray_local, sam
     assert "converted to transformers" in model.revision
     ds = ray.data.read_parquet(str(src))
     ds = ds.map_batches(lambda b: decode_audio(b, cfg.audio), batch_format="pyarrow")
-    got = add_transcription_stages(ds, cfg, model.path).take_all()
+    got = apply_stages(ds, transcribe.stages(cfg, model.path)).take_all()
     refs = dict(zip(rows.column("id").to_pylist(), rows.column("sentence").to_pylist(), strict=True))
     assert all(r["error"] is None for r in got)
     assert corpus_wer((refs[r["id"]], r["transcription"]) for r in got) <= 0.15

@@ -4,44 +4,77 @@ from __future__ import annotations
 
 import pytest
 
-from pipeline.columns import AUDIO, DECODE, GATES, ID, JUDGE, SINK, TRANSCRIBE, ColumnContractError, check_stages
 from pipeline.config import build_config
-from pipeline.dag import stage_columns
+from pipeline.dag import Models, check_curation, curation_stages
 from pipeline.manifest import Counts, LocaleResult, RunResult, Tally, combine
+from pipeline.models import ResolvedModel
+from pipeline.stage import READ, WRITE, ColumnContractError, Stage, check_stages
 from tasks.launchers import ChildProcessLauncher, InClusterLauncher, RayJobLauncher, launcher_for
+
+# Building the stages loads nothing: models load in the actors' setup, the judge's engine when added.
+MODELS = Models(ResolvedModel("w", "/models/w", "r1"), ResolvedModel("j", "/models/j", "r1"))
+VARIANTS = [
+    [],
+    ["transcriber.backend=transformers"],
+    ["quality.dnsmos=true"],
+    ["quality.enabled=false"],
+    ["judge.enabled=false"],
+]
 
 
 def test_every_profile_and_backend_satisfies_the_column_contract():
-    for overrides in ([], ["transcriber.backend=transformers"]):
+    for overrides in VARIANTS:
         cfg = build_config(overrides=overrides)
-        for dnsmos in (False, True):
-            cfg.quality.dnsmos = dnsmos
-            out = check_stages([ID, AUDIO, "sentence"], stage_columns(cfg, ["sentence"]))
-            assert {"kept", "score", "transcription", "error", "snr_db"} <= out and "arr" not in out
-            assert ("dnsmos_ovrl" in out) == dnsmos
+        out = check_curation(["sentence"], curation_stages(cfg, MODELS, ["sentence"]))
+        assert {"kept", "score", "transcription", "error"} <= out and "arr" not in out
+        assert ("snr_db" in out) == cfg.quality.enabled
+        assert ("dnsmos_ovrl" in out) == cfg.quality.dnsmos
 
 
 def test_a_column_added_before_the_judge_is_declared_or_fails_at_build_time():
     import dataclasses
 
-    from pipeline.columns import MEASURE
-
-    cfg = build_config()
-    stages = stage_columns(cfg, ["sentence"])
+    stages = curation_stages(build_config(), MODELS, ["sentence"])
     # A throwaway stage writes a column before the judge that the judge's projection does not keep.
-    extra = dataclasses.replace(MEASURE, name="measure_hum", writes=("hum_db",))
-    with pytest.raises(ColumnContractError, match=r"add_judge_stage keeps only .*\['hum_db'\] would vanish"):
-        check_stages([ID, AUDIO, "sentence"], [*stages[:2], extra, *stages[2:]])
+    hum = Stage("hum", reads=("arr",), writes=("hum_db",), call=lambda batch: batch)
+    with pytest.raises(ColumnContractError, match=r"judge keeps only .*\['hum_db'\] would vanish"):
+        check_curation(["sentence"], [*stages[:2], hum, *stages[2:]])
     # Dropped by name before the judge, it is fine.
-    dropped = dataclasses.replace(extra, drops=("hum_db",))
-    check_stages([ID, AUDIO, "sentence"], [*stages[:2], dropped, *stages[2:]])
+    check_curation(["sentence"], [*stages[:2], dataclasses.replace(hum, drops=("hum_db",)), *stages[2:]])
 
 
 def test_a_stage_reading_an_unwritten_column_fails_with_its_name():
-    with pytest.raises(ColumnContractError, match=r"add_judge_stage reads \['transcription'\]"):
-        check_stages([ID, AUDIO], [DECODE, JUDGE, GATES, SINK])
-    with pytest.raises(ColumnContractError, match="decode_audio"):
-        check_stages([ID], [DECODE, TRANSCRIBE])
+    decode, _quality, transcribe, judge, gates = curation_stages(build_config(), MODELS, [])
+    with pytest.raises(ColumnContractError, match=r"judge reads \['transcription'\]"):
+        check_curation([], [decode, judge, gates])
+    with pytest.raises(ColumnContractError, match="decode reads"):
+        check_stages(["id"], [decode, transcribe])
+
+
+def test_one_name_per_stage_in_contracts_errors_progress_and_failures():
+    """A stage's name is what a quarantined row's ``stage`` says, what the progress line shows, and what
+    a failed run names: the console's map of Ray's operator names speaks the same vocabulary."""
+    from pipeline.console import _STAGE_OF, STAGE_PROCESSES
+    from pipeline.stages import decode, judge, transcribe
+
+    names = {READ, WRITE}
+    for overrides in VARIANTS:
+        stages = curation_stages(build_config(overrides=overrides), MODELS, [])
+        names |= {s.name for s in stages}
+        assert len({s.name for s in stages}) == len(stages)  # one name, one stage
+        assert next(s.name for s in stages if s.counted) == "decode" and stages[-1].counted
+    assert names == {stage for _, stage in _STAGE_OF} == set(STAGE_PROCESSES)
+    # The names a quarantined row can carry are stage names.
+    assert {decode.NAME, judge.NAME, transcribe.NAME, transcribe.FEATURES_STAGE} <= names
+
+
+def test_each_stage_declares_where_it_runs():
+    cfg = build_config(overrides=["transcriber.num_actors=3", "transcriber.batch_size=7"])
+    by_name = {s.name: s for s in curation_stages(cfg, MODELS, [])}
+    whisper = by_name["transcribe"]
+    assert whisper.actors == 3 and whisper.batch_size == 7 and whisper.setup == (cfg.transcriber, "/models/w")
+    assert by_name["decode"].num_cpus == cfg.audio.decode_num_cpus and not isinstance(by_name["decode"].call, type)
+    assert by_name["judge"].build is not None and by_name["judge"].keeps is not None
 
 
 def test_manifest_round_trips_and_tallies_add_up():

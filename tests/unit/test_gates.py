@@ -94,15 +94,16 @@ def test_reason_counts():
 def test_input_without_sentence_flows_through_every_contract():
     """Parquet with no `sentence`: the layout knows it, outputs simply lack the column, the agreement
     gates have nothing to compare (null WER/CER, never 0), and the row is judged on the rest."""
-    from pipeline.columns import AUDIO, ID, check_stages
-    from pipeline.dag import stage_columns
+    from pipeline.columns import AUDIO, ID
+    from pipeline.dag import check_curation, curation_stages
     from pipeline.io.schema import inspect_schema
     from pipeline.table.schema import clips_schema, conform
+    from tests.unit.test_contracts import MODELS
 
     schema = pa.schema([(ID, pa.string()), (AUDIO, pa.binary()), ("age", pa.string())])
     layout = inspect_schema(schema)
     assert not layout.has_sentence and layout.passthrough == ("age",)
-    check_stages(schema.names, stage_columns(build_config()))
+    check_curation(["age"], curation_stages(build_config(), MODELS, ["age"]))
     row = {k: v for k, v in GOOD.items() if k != "sentence"}
     gated = apply_gates(pa.Table.from_pylist([row]), build_gates(build_config()))
     out = gated.to_pylist()[0]

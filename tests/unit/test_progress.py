@@ -46,7 +46,7 @@ def test_lines_without_a_terminal_are_periodic_and_timestamped():
                 return None
 
     out = io.StringIO()
-    p = ConsoleProgress(Counter(), total=10, out=out, tty=False)
+    p = ConsoleProgress(Counter(), ["decode", "transcribe", "gates"], total=10, out=out, tty=False)
     p._draw({"decode": 4})
     p._draw({"decode": 4})  # unchanged: nothing new printed
     lines = out.getvalue().splitlines()
