@@ -57,6 +57,7 @@ def deploy_all(
     dataset: str = "common-voice",
     split: str = "validated",
     profile: str = "local",
+    config_file: str | None = None,
     ray_address: str | None = None,
     cron: str = "0 2 * * *",
     timezone: str = "UTC",
@@ -70,6 +71,7 @@ def deploy_all(
         "output_root": output_root,
         "dataset": dataset,
         "profile": profile,
+        "config_file": config_file,
         "ray_address": ray_address,
         "limit": limit,
     }
@@ -179,6 +181,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--dataset", default="common-voice")
     p.add_argument("--split", default="validated")
     p.add_argument("--profile", choices=["local", "cluster"], default="local")
+    p.add_argument("--config", dest="config_file", help="YAML or TOML file of config overrides, on the worker")
     p.add_argument("--ray-address")
     p.add_argument("--cron", default="0 2 * * *")
     p.add_argument("--timezone", default="UTC")
@@ -198,6 +201,7 @@ def main(argv: list[str] | None = None) -> None:
         dataset=a.dataset,
         split=a.split,
         profile=a.profile,
+        config_file=a.config_file,
         ray_address=a.ray_address,
         cron=a.cron,
         timezone=a.timezone,

@@ -16,11 +16,11 @@ from prefect import flow, get_run_logger
 from prefect.runtime import flow_run
 from prefect.states import Completed, State
 
-from flows.curation import curate_dataset
-from pipeline.config import Profile, build_config, refuse_secrets
+from flows.curation import curate_dataset, flow_config
+from pipeline.config import Profile
 from pipeline.io.cv_release import discover_releases
+from pipeline.io.storage import locate
 from pipeline.shards import discover_splits, slug
-from tasks.credentials import apply_credentials_block
 
 DEFAULT_RELEASE_SPLITS = ("validated",)
 
@@ -43,33 +43,37 @@ def backfill(
     profile: Profile = "local",
     ray_address: str | None = None,
     config_overrides: list[str] | None = None,
+    config_file: str | None = None,
     credentials_block: str | None = None,
 ) -> State:
     """Curate what ``source_root`` holds that the tables lack.
 
     For releases, ``splits`` names the clip lists to curate (default ``validated``); for Parquet
-    mirrors it filters the ``<split>/`` folders (default: all).
+    mirrors it filters the ``<split>/`` folders (default: all).  The config is built once, here, from
+    ``profile``, ``config_file``, ``config_overrides`` and the shortcuts, and every curation run gets it built.
     """
     logger = get_run_logger()
-    # Before anything is logged or handed on; Prefect has stored the parameter already, so the error
-    # names the keys, never the values.
-    refuse_secrets(overrides=config_overrides, where="backfill")
-    if credentials_block:
-        apply_credentials_block(credentials_block)
-    storage = build_config(profile, overrides=config_overrides).storage
+    # Built once, here; every curation run below gets it as it is.
+    cfg = flow_config(
+        "backfill",
+        profile,
+        config_file,
+        config_overrides,
+        credentials_block,
+        threshold=threshold,
+        limit=limit,
+        ray_address=ray_address,
+    )
     common = dict(
         output_root=output_root,
         dataset=dataset,
         num_shards=num_shards,
-        limit=limit,
-        threshold=threshold,
-        profile=profile,
-        ray_address=ray_address,
-        config_overrides=config_overrides,
+        config=cfg,
         credentials_block=credentials_block,
     )
+    storage = cfg.storage
     runs: list[tuple[str, dict]] = []
-    releases = discover_releases(source_root, storage)
+    releases = discover_releases(locate(source_root, storage))
     if releases:
         names = sorted({f"{r.release}/{r.locale}" for r in releases})
         logger.info("found %d release(s) under %s: %s", len(names), source_root, ", ".join(names))

@@ -26,6 +26,7 @@ def main(argv: list[str] | None = None) -> int:
         "--split", action="append", dest="splits", help="clip list(s) to curate; repeatable (default: validated)"
     )
     bf.add_argument("--profile", choices=["local", "cluster"], default="local")
+    bf.add_argument("--config", help="YAML or TOML file of config overrides")
     bf.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.FIELD=VALUE")
     bf.add_argument("--threshold", type=float)
     bf.add_argument("--limit", type=int, help="clips per run (a limited run is completed by a later full one)")
@@ -54,6 +55,7 @@ def backfill_command(args) -> int:
             profile=args.profile,
             ray_address=args.ray_address,
             config_overrides=args.overrides or None,
+            config_file=args.config,
         )
     except (InputSchemaError, FileNotFoundError, TableError, SecretInConfigError) as exc:
         print(f"curate: error: {exc}", file=sys.stderr)

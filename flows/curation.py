@@ -91,6 +91,30 @@ def night_tag(default: str = "run") -> str:
     return f"{slug(deployment.name or default)}-{flow_run.scheduled_start_time:%Y-%m-%d}"
 
 
+def flow_config(
+    where: str,
+    profile: Profile = "local",
+    config_file: str | None = None,
+    config_overrides: list[str] | None = None,
+    credentials_block: str | None = None,
+    **fields: Any,
+) -> CurationConfig:
+    """The one typed config of a flow run, built once from the flow's parameters (profile, a config file on
+    the worker, overrides, and the ``threshold``/``limit``/``ray_address`` shortcuts); a flow that starts
+    others passes it on built.  The overrides are refused before anything is logged or handed on:
+    Prefect has stored the parameter already, so the error names the keys, never the values."""
+    refuse_secrets(overrides=config_overrides, where=where)
+    if credentials_block:
+        get_run_logger().info(
+            "credentials from Secret block %r: %s",
+            credentials_block,
+            ", ".join(apply_credentials_block(credentials_block)),
+        )
+    cfg = build_config(profile, file=config_file, overrides=config_overrides, **fields)
+    refuse_secrets(cfg, where=where)  # a config file may hold one too
+    return cfg
+
+
 def run_shards(
     specs: list[ShardSpec], cfg: CurationConfig, force: bool, progress_id, credentials_block: str | None = None
 ) -> list[ShardOutcome]:
@@ -230,6 +254,8 @@ def curate_dataset(
     profile: Profile = "local",
     ray_address: str | None = None,
     config_overrides: list[str] | None = None,
+    config_file: str | None = None,
+    config: CurationConfig | None = None,
     force: bool = False,
     credentials_block: str | None = None,
     alert_kept_drop_points: float = 10.0,
@@ -242,23 +268,26 @@ def curate_dataset(
     ``num_shards`` (default 1: one engine start-up) cuts the clips by a hash of their id into parallel
     shard tasks.  ``limit`` caps clips per shard.  ``ray_address``: none (embedded local Ray), ``auto``
     (inside the cluster, via prefect-ray), or ``http://HEAD:8265`` (Ray Jobs).  ``credentials_block``
-    names a Prefect Secret block of S3/hub credentials (see ``tasks/credentials.py``).  When tonight's
+    names a Prefect Secret block of S3/hub credentials (see ``tasks/credentials.py``).  ``config``: a
+    config built already (by the backfill flow), used as it is, instead of ``profile``, ``config_file``,
+    ``config_overrides`` and the shortcuts.  When tonight's
     kept % is more than ``alert_kept_drop_points`` below the mean of the (at least ``alert_min_nights``)
     nights before it, the run emits an ``audio-curate.kept-drop`` event for the deployment's automation.
     """
     started = time.time()
     logger = get_run_logger()
-    # Before anything is logged or handed on; Prefect has stored the parameter already, so the error
-    # names the keys, never the values.
-    refuse_secrets(overrides=config_overrides, where="curate_dataset")
-    if credentials_block:
-        logger.info(
-            "credentials from Secret block %r: %s",
-            credentials_block,
-            ", ".join(apply_credentials_block(credentials_block)),
-        )
-    # The one typed config every task gets; ray_address travels inside it and picks the launcher.
-    cfg = build_config(profile, overrides=config_overrides, threshold=threshold, limit=limit, ray_address=ray_address)
+    shortcuts = dict(threshold=threshold, limit=limit, ray_address=ray_address)
+    if config is None:
+        cfg = flow_config("curate_dataset", profile, config_file, config_overrides, credentials_block, **shortcuts)
+    else:
+        loose = dict(profile=profile != "local", config_overrides=config_overrides, config_file=config_file)
+        given = [k for k, v in {**loose, **shortcuts}.items() if v]
+        if given:
+            raise ValueError(f"curate_dataset got a built config and {given}: build them into the config")
+        refuse_secrets(config, where="curate_dataset")
+        cfg = config
+        if credentials_block:
+            apply_credentials_block(credentials_block)
     if cfg.table.tag is None:
         cfg = cfg.model_copy(update={"table": cfg.table.model_copy(update={"tag": night_tag()})})
     specs = plan_shards([source], output_root, split, num_shards)

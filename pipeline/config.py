@@ -466,12 +466,27 @@ def parse_override(item: str) -> dict[str, Any]:
     return value
 
 
+CONFIG_SUFFIXES = (".yaml", ".yml", ".toml")
+MAX_CONFIG_BYTES = 1 << 20
+
+
 def load_config_file(path: str | Path) -> dict[str, Any]:
+    """A YAML or TOML file's mapping.  A flow's ``config_file`` comes from a parameter anyone with the UI
+    can set, so only config files are read, bounded, and a parse error never quotes the file's text."""
     path = Path(path)
+    if path.suffix not in CONFIG_SUFFIXES:
+        raise ValueError(f"{path}: a config file is {', '.join(CONFIG_SUFFIXES)}")
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such config file")
+    if path.stat().st_size > MAX_CONFIG_BYTES:
+        raise ValueError(f"{path}: config file is over {MAX_CONFIG_BYTES} bytes")
     text = path.read_text()
-    if path.suffix == ".toml":
-        return tomllib.loads(text)
-    data = yaml.safe_load(text) or {}
+    try:
+        data = tomllib.loads(text) if path.suffix == ".toml" else yaml.safe_load(text) or {}
+    except (tomllib.TOMLDecodeError, yaml.YAMLError) as exc:
+        where = getattr(exc, "problem_mark", None)
+        at = f" at line {where.line + 1}, column {where.column + 1}" if where else ""
+        raise ValueError(f"{path}: not valid {path.suffix[1:].upper()}{at}") from None
     if not isinstance(data, dict):
         raise ValueError(f"{path}: config file must hold a mapping")
     return data

@@ -61,13 +61,19 @@ def test_curate_backfill_over_full_n_delta_and_full_n_plus_1(tmp_path):
     assert "through the engines" not in second.stdout  # no engine started
 
 
-def test_a_parquet_mirror_backfill_curates_only_the_new_split(tmp_path, sample_table):
+def test_a_parquet_mirror_backfill_curates_only_the_new_split(tmp_path, sample_table, monkeypatch):
+    import flows.curation
+
+    built = []
+    real = flows.curation.build_config
+    monkeypatch.setattr(flows.curation, "build_config", lambda *a, **k: built.append(1) or real(*a, **k))
     root = tmp_path / "cv-corpus-17.0" / "en"
     split_sample(sample_table.slice(0, 10), root / "dev", parts=1)
     out = tmp_path / "out"
 
     first = backfill(source_root=str(root), output_root=str(out), limit=2)
     assert first["found"] == ["dev"] and [t["nothing_to_do"] for t in first["tables"]] == [False]
+    assert len(built) == 1  # the config is built once by the backfill, and handed to its curation run
     # A new split lands in the mirror; only it is curated.
     split_sample(sample_table.slice(10, 10), root / "test", parts=1)
     second = backfill(source_root=str(root), output_root=str(out), limit=2)

@@ -35,6 +35,27 @@ def test_toml_file(tmp_path):
     assert build_config(file=f).transcriber.backend == "transformers"
 
 
+def test_a_config_file_parameter_reads_only_config_files_and_never_quotes_them(tmp_path):
+    """A flow's ``config_file`` is a parameter anyone with the UI can set: it cannot make the worker read
+    (and log) an arbitrary file, and a broken file's error names the place, not the text."""
+    secret = tmp_path / "id_rsa"
+    secret.write_text("-----BEGIN PRIVATE KEY----- hunter2\n")
+    with pytest.raises(ValueError, match=r"a config file is \.yaml, \.yml, \.toml"):
+        build_config(file=secret)
+    broken = tmp_path / "c.yaml"
+    broken.write_text("judge:\n  batch_size: [hunter2\n")
+    with pytest.raises(ValueError, match="not valid YAML at line") as err:
+        build_config(file=broken)
+    assert "hunter2" not in str(err.value) and "hunter2" not in repr(err.value.__cause__)
+    bad_toml = tmp_path / "c.toml"
+    bad_toml.write_text("x = hunter2\n")
+    with pytest.raises(ValueError, match="not valid TOML") as err:
+        build_config(file=bad_toml)
+    assert "hunter2" not in str(err.value)
+    with pytest.raises(FileNotFoundError):
+        build_config(file=tmp_path / "missing.yaml")
+
+
 def test_parse_override_types_values():
     assert parse_override("judge.engine_kwargs.enforce_eager=true") == {
         "judge": {"engine_kwargs": {"enforce_eager": True}}
