@@ -43,12 +43,13 @@ def plan_shards(sources: list[str], output: str, split: str, count: int | None =
 
 def discover_splits(source_root: str, storage=None) -> dict[str, str]:
     """``<root>/<split>/*.parquet`` -> {split: its folder}.  Files directly under the root are ignored."""
-    from pipeline.io.storage import list_parquet_files, resolve_filesystem, to_uri
+    from pipeline.io.storage import list_parquet_files, locate
 
-    root = to_uri(source_root, resolve_filesystem(source_root, storage)[1]).rstrip("/")
+    where = locate(source_root, storage)
+    root = where.at(where.path).uri.rstrip("/")
     splits: dict[str, str] = {}
-    for f in list_parquet_files(source_root, storage):
-        parts = f[len(root) :].lstrip("/").split("/")
+    for f in list_parquet_files(where):
+        parts = f.uri[len(root) :].lstrip("/").split("/")
         if len(parts) >= 2:
             splits.setdefault(parts[0], f"{root}/{parts[0]}")
     return splits

@@ -23,7 +23,7 @@ from pipeline.columns import AUDIO, READ_ERROR
 from pipeline.config import ReaderConfig, StorageConfig
 from pipeline.io.clip_files import read_clip
 from pipeline.io.cv_release import MISSING_CLIP, ReleaseSource, iter_tarball_clips
-from pipeline.io.storage import resolve_filesystem
+from pipeline.io.storage import locate, resolve_filesystem
 
 # A Common Voice MP3 is ~30-60 KB; only used to size Ray's estimate of the data.
 EST_CLIP_BYTES = 48_000
@@ -47,7 +47,7 @@ def read_tarball(
     idx: list[int] = []
     audio: list[bytes | None] = []
     errors: list[str | None] = []
-    for name, data, error in iter_tarball_clips(uri, by_clip, storage, max_bytes):
+    for name, data, error in iter_tarball_clips(locate(uri, storage), by_clip, max_bytes):
         for i in by_clip.pop(name, []):
             idx.append(i)
             audio.append(data)

@@ -13,7 +13,7 @@ import io
 import re
 import tarfile
 from collections.abc import Container, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import IO, Literal
 
 import pyarrow as pa
@@ -24,7 +24,7 @@ import pyarrow.fs as pafs
 from pipeline.config import StorageConfig
 from pipeline.io.clip_files import outside, read_bounded, too_large
 from pipeline.io.schema import InputSchemaError
-from pipeline.io.storage import resolve_filesystem, to_uri
+from pipeline.io.storage import Location, locate
 
 # Clip-list columns from v17 on, in the release's order.  Older releases say ``accent`` and lack
 # ``sentence_id``/``sentence_domain``; both load into this one shape.
@@ -68,6 +68,11 @@ class ReleaseSource:
     form: Literal["tarball", "folder"]
     release: str  # e.g. cv-corpus-23.0-2025-09-05, or cv-corpus-24.0-delta-2025-12-05
     locale: str
+    # Where it was found, resolved then; None (rebuilt from ``uri``) once it crossed to a Ray worker.
+    where: Location | None = field(default=None, compare=False, repr=False)
+
+    def located(self, storage: StorageConfig | None = None) -> Location:
+        return self.where or locate(self.uri, storage)
 
     @property
     def delta(self) -> bool:
@@ -282,13 +287,13 @@ def _is_locale_folder(entries: list[pafs.FileInfo]) -> bool:
     return "clips" in names or any(f"{s}.tsv" in names for s in KNOWN_SPLITS)
 
 
-def discover_releases(root: str, storage: StorageConfig | None = None, max_depth: int = 4) -> list[ReleaseSource]:
+def discover_releases(root: Location, max_depth: int = 4) -> list[ReleaseSource]:
     """Every release tarball and extracted locale folder at or under ``root``, sorted by URI.
 
     Walks directory by directory and never descends into ``clips/``, so a release with millions of
     clips costs a handful of listings, not millions (on S3 each listing is a request).
     """
-    fs, path = resolve_filesystem(root, storage)
+    fs = root.fs
     found: list[ReleaseSource] = []
 
     def visit(p: str, depth: int) -> None:
@@ -297,34 +302,34 @@ def discover_releases(root: str, storage: StorageConfig | None = None, max_depth
             parent = p.rstrip("/").rsplit("/", 1)
             release = parent[0].rsplit("/", 1)[-1] if len(parent) == 2 else ""
             locale = parent[-1]
-            found.append(ReleaseSource(to_uri(root, p), "folder", release or "unknown-release", locale))
+            found.append(ReleaseSource(root.at(p).uri, "folder", release or "unknown-release", locale, root.at(p)))
             return
         for e in entries:
             if e.type == pafs.FileType.File and e.base_name.endswith(TARBALL_SUFFIXES):
                 named = parse_tarball_name(e.base_name)
                 if named:
-                    found.append(ReleaseSource(to_uri(root, e.path), "tarball", *named))
+                    found.append(ReleaseSource(root.at(e.path).uri, "tarball", *named, root.at(e.path)))
             elif e.type == pafs.FileType.Directory and depth < max_depth and not e.base_name.startswith(("_", ".")):
                 visit(e.path, depth + 1)
 
-    visit(path, 0)
+    visit(root.path, 0)
     return sorted(found, key=lambda s: s.uri)
 
 
-def classify_release_input(uri: str, storage: StorageConfig | None = None) -> list[ReleaseSource] | None:
+def classify_release_input(where: Location) -> list[ReleaseSource] | None:
     """The releases a ``--input`` names, or None when it names no release (e.g. Parquet)."""
-    fs, path = resolve_filesystem(uri, storage)
-    kind = _kind(fs, path)
+    path = where.path
+    kind = _kind(where.fs, path)
     if kind == pafs.FileType.File:
         if not path.endswith(TARBALL_SUFFIXES):
             return None
         named = parse_tarball_name(path)
         if named is None:
             # A renamed tarball: its first member names the release and locale.
-            named = tarball_identity(uri, storage)
-        return [ReleaseSource(to_uri(uri, path), "tarball", *named)]
+            named = tarball_identity(where)
+        return [ReleaseSource(where.at(path).uri, "tarball", *named, where.at(path))]
     if kind == pafs.FileType.Directory:
-        found = discover_releases(uri, storage)
+        found = discover_releases(where)
         return found or None
     return None
 
@@ -332,18 +337,17 @@ def classify_release_input(uri: str, storage: StorageConfig | None = None) -> li
 # --------------------------------------------------------------------------------------- tarballs
 
 
-def open_tarball(uri: str, storage: StorageConfig | None = None) -> tuple[tarfile.TarFile, IO[bytes]]:
+def open_tarball(where: Location) -> tuple[tarfile.TarFile, IO[bytes]]:
     """A tarball opened as a *stream* (``r|*``): members in order, nothing seeks, nothing is extracted.
 
     Works the same for a local file and an S3 object; memory holds one member at a time.
     """
-    fs, path = resolve_filesystem(uri, storage)
-    raw = fs.open_input_stream(path)
+    raw = where.fs.open_input_stream(where.path)
     try:
         return tarfile.open(fileobj=raw, mode="r|*"), raw
     except tarfile.TarError as exc:
         raw.close()
-        raise InputSchemaError(f"{uri}: not a readable tar archive: {exc}") from None
+        raise InputSchemaError(f"{where.uri}: not a readable tar archive: {exc}") from None
 
 
 def _member_parts(name: str) -> tuple[str, str, str] | None:
@@ -354,8 +358,8 @@ def _member_parts(name: str) -> tuple[str, str, str] | None:
     return parts[0], parts[1], "/".join(parts[2:])
 
 
-def tarball_identity(uri: str, storage: StorageConfig | None = None) -> tuple[str, str]:
-    tar, raw = open_tarball(uri, storage)
+def tarball_identity(where: Location) -> tuple[str, str]:
+    tar, raw = open_tarball(where)
     try:
         for member in tar:
             parts = _member_parts(member.name)
@@ -364,17 +368,20 @@ def tarball_identity(uri: str, storage: StorageConfig | None = None) -> tuple[st
     finally:
         tar.close()
         raw.close()
-    raise InputSchemaError(f"{uri}: no cv-corpus-<version>-<date>/<locale>/ folder inside; not a Common Voice release")
+    raise InputSchemaError(
+        f"{where.uri}: no cv-corpus-<version>-<date>/<locale>/ folder inside; not a Common Voice release"
+    )
 
 
-def read_tarball_tsvs(uri: str, wanted: set[str], storage: StorageConfig | None = None) -> dict[str, pa.Table]:
+def read_tarball_tsvs(where: Location, wanted: set[str]) -> dict[str, pa.Table]:
     """The wanted top-level TSVs of the locale folder, read in one streaming pass.
 
     The pass stops as soon as all wanted TSVs are found, so a tarball that lists them before the
     clips costs almost nothing; one that lists them after is decompressed once to find them.
     Also returns ``"__tsvs__"``: the names of every TSV seen, to name the choices in errors.
     """
-    tar, raw = open_tarball(uri, storage)
+    uri = where.uri
+    tar, raw = open_tarball(where)
     out: dict[str, pa.Table] = {}
     seen: list[str] = []
     try:
@@ -401,7 +408,7 @@ def read_tarball_tsvs(uri: str, wanted: set[str], storage: StorageConfig | None 
 
 
 def iter_tarball_clips(
-    uri: str, wanted: Container[str], storage: StorageConfig | None = None, max_bytes: int = 20 << 20
+    where: Location, wanted: Container[str], max_bytes: int = 20 << 20
 ) -> Iterator[tuple[str, bytes | None, str | None]]:
     """(clip file name, bytes, None) for the wanted ``clips/<plain name>`` members, in archive order, one
     at a time; (name, None, reason) for one over ``max_bytes`` (by its header's size: never read) or
@@ -409,7 +416,7 @@ def iter_tarball_clips(
 
     Clips not wanted are skipped without being copied out (the stream still decompresses them).
     """
-    tar, raw = open_tarball(uri, storage)
+    tar, raw = open_tarball(where)
     try:
         for member in tar:
             parts = _member_parts(member.name)
@@ -454,10 +461,11 @@ def load_release(src: ReleaseSource, split: str, storage: StorageConfig | None =
         raise InputSchemaError(f"{split}.tsv is not a clip list; pick one of {', '.join(KNOWN_SPLITS)}")
     wanted = {*KNOWN_SPLITS, split, "clip_durations", "reported"}
     if src.form == "tarball":
-        tsvs = read_tarball_tsvs(src.uri, wanted, storage)
+        tsvs = read_tarball_tsvs(src.located(storage), wanted)
         available = tsvs.pop("__tsvs__").column("name").to_pylist()
     else:
-        fs, folder = resolve_filesystem(src.uri, storage)
+        where = src.located(storage)
+        fs, folder = where.fs, where.path
         tsvs = {s: t for s in wanted if (t := _folder_tsv(fs, folder, s, src.uri)) is not None}
         available = _folder_tsv_names(fs, folder)
     if split not in tsvs:

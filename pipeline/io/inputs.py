@@ -10,6 +10,7 @@ naming them, so the CLI exits 2 before Ray or a model starts.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import hashlib
 import json
@@ -25,7 +26,7 @@ from pipeline.columns import AUDIO, ID
 from pipeline.config import CurationConfig, StorageConfig
 from pipeline.io.cv_release import ReleaseSource, classify_release_input, load_release
 from pipeline.io.schema import InputLayout, InputSchemaError, check_consistent, inspect_schema, to_canonical
-from pipeline.io.storage import list_parquet_files, resolve_filesystem
+from pipeline.io.storage import Location, list_parquet_files, locate
 
 ACCEPTED_FORMS = (
     "a Common Voice release tarball (cv-corpus-<ver>[-delta]-<date>-<locale>.tar.gz), "
@@ -148,7 +149,8 @@ class ReleaseInputs:
         for src in self.releases:
             if src.locale != locale:
                 continue
-            fs, path = resolve_filesystem(src.uri, self.storage)
+            where = src.located(self.storage)
+            fs, path = where.fs, where.path
             if src.form == "tarball":
                 ident = _identity(fs, [path])
             else:  # the clip lists decide a folder's rows; its clips never change under a path
@@ -189,7 +191,9 @@ class ReleaseInputs:
         parts = []
         for uri in sorted(set(rows.column("_source").to_pylist())):
             part = rows.filter(pc.equal(rows.column("_source"), uri))
-            parts.append((by_uri[uri], part.drop_columns([c for c in VIEW_ONLY if c in part.column_names])))
+            # Without its filesystem: a worker resolves its own (nothing of this process's S3 client travels).
+            src = dataclasses.replace(by_uri[uri], where=None)
+            parts.append((src, part.drop_columns([c for c in VIEW_ONLY if c in part.column_names])))
         return ray.data.read_datasource(ReleaseDatasource(parts, cfg.storage, cfg.reader, cfg.audio.max_clip_bytes))
 
     def describe(self) -> dict[str, Any]:
@@ -208,7 +212,7 @@ class ParquetInputs:
     """Parquet files in the seed's (``id``, ``audio_bytes``) or Hugging Face's (``audio`` struct) shape;
     one unit per file."""
 
-    files: list[str]
+    files: list[Location]
     storage: StorageConfig
     default_locale: str = "en"
     layout: InputLayout = field(init=False)
@@ -219,15 +223,16 @@ class ParquetInputs:
         # Footers only: cheap, and every file's schema is checked before any work starts.
         layouts = {}
         for f in self.files:
-            fs, path = resolve_filesystem(f, self.storage)
             try:
-                meta = pq.read_metadata(path, filesystem=fs)
+                meta = pq.read_metadata(f.path, filesystem=f.fs)
             except (pa.ArrowInvalid, OSError) as exc:
-                raise InputSchemaError(f"{f}: not a readable Parquet file ({exc}); expected {ACCEPTED_FORMS}") from None
+                raise InputSchemaError(
+                    f"{f.uri}: not a readable Parquet file ({exc}); expected {ACCEPTED_FORMS}"
+                ) from None
             schema = meta.schema.to_arrow_schema()
             if not layouts:
                 self.schema = schema
-            layouts[f] = inspect_schema(schema, f)
+            layouts[f.uri] = inspect_schema(schema, f.uri)
         self.layout = check_consistent(layouts)
 
     def _columns(self) -> list[str]:
@@ -237,9 +242,9 @@ class ParquetInputs:
     def _meta(self) -> pa.Table:
         """Every row's columns but its audio, with ``_source`` (one read of the small columns)."""
         parts = []
-        for f in self.files:
-            fs, path = resolve_filesystem(f, self.storage)
-            t = pq.read_table(path, columns=self._columns(), filesystem=fs)
+        for where in self.files:
+            f = where.uri
+            t = pq.read_table(where.path, columns=self._columns(), filesystem=where.fs)
             ids = t.column(ID).cast(pa.string()).to_pylist()
             # A row without an id cannot be keyed: it becomes one quarantined row under a stand-in id
             # that names its file and row, so the next run finds the same one.
@@ -263,8 +268,7 @@ class ParquetInputs:
     def units(self, locale: str) -> list[Unit]:
         out = []
         for f in self.files:
-            fs, path = resolve_filesystem(f, self.storage)
-            out.append(Unit(f, locale, None, _identity(fs, [path])))
+            out.append(Unit(f.uri, locale, None, _identity(f.fs, [f.path])))
         return out
 
     def view(self, locale: str, units: list[Unit]) -> pa.Table:
@@ -293,10 +297,9 @@ class ParquetInputs:
     def dataset(self, rows: pa.Table, cfg: CurationConfig):
         import ray
 
-        files = sorted(set(rows.column("_source").to_pylist()))
-        fs, _ = resolve_filesystem(files[0], cfg.storage)
-        paths = [resolve_filesystem(f, cfg.storage)[1] for f in files]
-        ds = ray.data.read_parquet(paths, filesystem=fs)
+        by_uri = {f.uri: f for f in self.files}
+        files = [by_uri[u] for u in sorted(set(rows.column("_source").to_pylist()))]
+        ds = ray.data.read_parquet([f.path for f in files], filesystem=files[0].fs)
         # The plan's columns the files lack (the locale, the history) join each read row by id.
         extra = rows.select([ID, *(c for c in rows.column_names if c not in self.schema.names and c not in VIEW_ONLY)])
         return ds.map_batches(
@@ -304,7 +307,7 @@ class ParquetInputs:
         )
 
     def describe(self) -> dict[str, Any]:
-        return {"form": self.form, "inputs": self.files}
+        return {"form": self.form, "inputs": [f.uri for f in self.files]}
 
 
 def _canonical_rows(batch: pa.Table, layout: InputLayout, extra: pa.Table) -> pa.Table:
@@ -314,11 +317,11 @@ def _canonical_rows(batch: pa.Table, layout: InputLayout, extra: pa.Table) -> pa
     return batch.join(extra, keys=ID, join_type="inner")
 
 
-def _is_parquet_source(uri: str, storage: StorageConfig) -> bool:
-    fs, path = resolve_filesystem(uri, storage)
+def _is_parquet_source(where: Location) -> bool:
+    path = where.path
     if any(c in path for c in "*?["):
         return True
-    info = fs.get_file_info(path)
+    info = where.fs.get_file_info(path)
     if info.type == pafs.FileType.File:
         return path.endswith(".parquet")
     return info.type == pafs.FileType.Directory
@@ -329,17 +332,20 @@ def open_inputs(
 ) -> ParquetInputs | ReleaseInputs:
     """Classify every source, refuse mixtures and unknown forms, and read what must be known up front."""
     releases: list[ReleaseSource] = []
-    parquet: list[str] = []
+    parquet: list[Location] = []
     for src in sources:
-        fs, path = resolve_filesystem(src, storage)
-        if not any(c in path for c in "*?[") and fs.get_file_info(path).type == pafs.FileType.NotFound:
+        where = locate(src, storage)  # once: every helper below takes the resolved location
+        if (
+            not any(c in where.path for c in "*?[")
+            and where.fs.get_file_info(where.path).type == pafs.FileType.NotFound
+        ):
             raise FileNotFoundError(f"input {src!r} does not exist")
-        found = classify_release_input(src, storage)
+        found = classify_release_input(where)
         if found:
             releases += found
-        elif _is_parquet_source(src, storage):
+        elif _is_parquet_source(where):
             try:
-                parquet += list_parquet_files(src, storage)
+                parquet += list_parquet_files(where)
             except FileNotFoundError:
                 raise InputSchemaError(f"{src}: holds no input this tool reads; expected {ACCEPTED_FORMS}") from None
         else:
@@ -348,4 +354,4 @@ def open_inputs(
         raise InputSchemaError("mixing Common Voice releases and Parquet in one run is not supported; run them apart")
     if releases:
         return ReleaseInputs(sorted(set(releases), key=lambda r: r.uri), split or DEFAULT_SPLIT, storage)
-    return ParquetInputs(sorted(set(parquet)), storage, default_locale)
+    return ParquetInputs(sorted(set(parquet), key=lambda f: f.uri), storage, default_locale)

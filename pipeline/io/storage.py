@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import os
 import re
+from dataclasses import dataclass, field
 from urllib.parse import urlparse
 
 import pyarrow.fs as pafs
@@ -83,12 +84,30 @@ def to_uri(uri_like: str, path: str) -> str:
     return f"s3://{path}" if uri_like.startswith("s3://") else path
 
 
-def list_parquet_files(source: str, storage: StorageConfig | None = None) -> list[str]:
-    """Every Parquet file a source names (a file, a directory, or a glob), sorted, as URIs.
+@dataclass(frozen=True)
+class Location:
+    """A URI resolved once (``locate``): its filesystem and the path inside it.  The I/O helpers take
+    this and never resolve again; ``at`` names another path on the same filesystem."""
+
+    uri: str
+    fs: pafs.FileSystem = field(compare=False, repr=False)
+    path: str = field(compare=False, repr=False)
+
+    def at(self, path: str) -> Location:
+        return Location(to_uri(self.uri, path), self.fs, path)
+
+
+def locate(uri: str, storage: StorageConfig | None = None) -> Location:
+    fs, path = resolve_filesystem(uri, storage)
+    return Location(uri, fs, path)
+
+
+def list_parquet_files(where: Location) -> list[Location]:
+    """Every Parquet file a source names (a file, a directory, or a glob), sorted.
 
     Sorting makes shard planning deterministic: the same input always gives the same shards.
     """
-    fs, path = resolve_filesystem(source, storage)
+    fs, path = where.fs, where.path
     if any(c in path for c in _GLOB_CHARS):
         base = path
         while any(c in base for c in _GLOB_CHARS):
@@ -110,7 +129,7 @@ def list_parquet_files(source: str, storage: StorageConfig | None = None) -> lis
                 and not any(part.startswith(("_", ".")) for part in os.path.relpath(i.path, path).split("/"))
             ]
         else:
-            raise FileNotFoundError(f"input {source!r} does not exist")
+            raise FileNotFoundError(f"input {where.uri!r} does not exist")
     if not found:
-        raise FileNotFoundError(f"no Parquet files under {source!r}")
-    return [to_uri(source, p) for p in sorted(found)]
+        raise FileNotFoundError(f"no Parquet files under {where.uri!r}")
+    return [where.at(p) for p in sorted(found)]

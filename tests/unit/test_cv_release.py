@@ -24,6 +24,7 @@ from pipeline.io.cv_release import (
 )
 from pipeline.io.inputs import ACCEPTED_FORMS, ParquetInputs, ReleaseInputs, open_inputs
 from pipeline.io.schema import InputSchemaError
+from pipeline.io.storage import locate
 from pipeline.stages.decode import decode_clip
 from scripts.make_cv_release import QUOTED_SENTENCE, build_release
 from tests.conftest import SAMPLE
@@ -84,7 +85,7 @@ def test_tarball_names():
 @pytest.mark.parametrize("form", ["tarball-tsv-last", "tarball-tsv-first", "folder"])
 def test_the_view_carries_the_cv_columns_and_every_list(tmp_path, form):
     r = build_release(tmp_path, clips=6, folder=form == "folder", tsv_first=form == "tarball-tsv-first")
-    (src,) = discover_releases(str(tmp_path))
+    (src,) = discover_releases(locate(str(tmp_path)))
     assert (src.release, src.locale, src.form) == ("cv-corpus-23.0-2025-09-05", "en", form.split("-")[0])
     t = load_release(src, "validated", ST).sort_by("id")
     assert t.column("id").to_pylist() == sorted(row["path"] for row in r.rows)  # the TSV's path, unchanged
@@ -104,7 +105,7 @@ def test_the_view_carries_the_cv_columns_and_every_list(tmp_path, form):
 
 def test_old_schema_release_loads(tmp_path):
     build_release(tmp_path, clips=4, old_schema=True, version="16.1", date="2023-12-06")
-    (src,) = discover_releases(str(tmp_path))
+    (src,) = discover_releases(locate(str(tmp_path)))
     t = load_release(src, "validated", ST).sort_by("id")
     assert set(t.column("accents").to_pylist()) <= {"us", "United States English", ""}
     assert t.column("sentence_id").null_count == t.num_rows
@@ -121,7 +122,7 @@ def test_header_only_tsvs_are_empty_lists(tmp_path):
 
 def test_a_delta_has_no_train_and_says_which_lists_it_has(tmp_path):
     build_release(tmp_path, clips=4, delta=True, version="24.0", date="2025-12-05", folder=True)
-    (src,) = discover_releases(str(tmp_path))
+    (src,) = discover_releases(locate(str(tmp_path)))
     assert src.delta
     with pytest.raises(InputSchemaError, match=r"delta release has no train\.tsv; its clip lists are: .*validated"):
         load_release(src, "train", ST)

@@ -7,7 +7,7 @@ import pytest
 
 from pipeline.config import build_config
 from pipeline.io.inputs import Unit, open_inputs
-from pipeline.io.storage import list_parquet_files
+from pipeline.io.storage import list_parquet_files, locate
 from pipeline.io.table_sink import audio_rows, tally_of
 from pipeline.models import ResolvedModel
 from pipeline.run import Models, engine_key, settings_key, shard_of
@@ -45,17 +45,17 @@ def test_the_tally_counts_every_row_once_by_outcome():
 def test_listing_is_sorted_and_skips_private_dirs(tmp_path):
     for name in ["b.parquet", "a.parquet", "_staging/x.parquet", "sub/c.parquet"]:
         write_parquet([{"id": "1"}], tmp_path / name)
-    found = list_parquet_files(str(tmp_path))
+    found = [f.uri for f in list_parquet_files(locate(str(tmp_path)))]
     assert [p.split(str(tmp_path))[1] for p in found] == ["/a.parquet", "/b.parquet", "/sub/c.parquet"]
-    assert list_parquet_files(str(tmp_path / "*.parquet")) == found[:2]
+    assert [f.uri for f in list_parquet_files(locate(str(tmp_path / "*.parquet")))] == found[:2]
     with pytest.raises(FileNotFoundError):
-        list_parquet_files(str(tmp_path / "nope"))
+        list_parquet_files(locate(str(tmp_path / "nope")))
 
 
 def test_double_star_glob_spans_directories(tmp_path):
     for name in ["cv/en/dev/a.parquet", "cv/en/test/b.parquet", "cv/en/test/notes.txt"]:
         write_parquet([{"id": "1"}], tmp_path / name)
-    found = list_parquet_files(str(tmp_path / "cv/**/*.parquet"))
+    found = [f.uri for f in list_parquet_files(locate(str(tmp_path / "cv/**/*.parquet")))]
     assert [p.rsplit("/", 1)[1] for p in found] == ["a.parquet", "b.parquet"]
 
 
