@@ -49,11 +49,16 @@ class Stage:
 
     def apply(self, ds: Dataset, progress: str | None = None) -> Dataset:
         """``ds`` with this stage added; ``progress`` names the counter actor its rows go to."""
+        from pipeline.progress import track
+
         if self.build is not None:
-            return self.build(ds)
+            ds = self.build(ds)
+            if self.counted and progress:
+                # Counted after its last step (fused into it by Ray Data: no extra hop).
+                ds = ds.map_batches(track(_rows_out, self.name, progress), batch_format="pyarrow")
+            return ds
         if self.call is None:
             raise TypeError(f"stage {self.name} has a contract but nothing to run")
-        from pipeline.progress import track
 
         udf = track(self.call, self.name, progress) if self.counted else self.call
         kwargs: dict[str, Any] = {"batch_size": self.batch_size, "batch_format": "pyarrow"}
@@ -65,6 +70,10 @@ class Stage:
             if getattr(self, key):
                 kwargs[key] = getattr(self, key)
         return ds.map_batches(udf, **kwargs)
+
+
+def _rows_out(batch: Any) -> Any:
+    return batch
 
 
 def check_stages(input_columns: Iterable[str], stages: Iterable[Stage]) -> set[str]:

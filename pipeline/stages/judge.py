@@ -275,5 +275,5 @@ def stage(cfg: CurationConfig, model_path: str, input_columns: list[str]) -> Sta
     contract = dict(reads=(TRANSCRIPT, ERROR, STAGE), writes=(SCORE, SCORE_EXPECTED), keeps=keep)
     if cfg.judge.enabled:
         build = functools.partial(add_judge_stage, cfg=cfg.judge, model_path=model_path, keep=keep)
-        return Stage(NAME, build=build, **contract)
-    return Stage(NAME, call=functools.partial(unjudged, keep=keep), **contract)
+        return Stage(NAME, build=build, counted=True, **contract)
+    return Stage(NAME, call=functools.partial(unjudged, keep=keep), counted=True, **contract)
