@@ -160,6 +160,12 @@ class JudgeConfig(_Section):
     top_logprobs: int = 5
     engine_kwargs: dict[str, Any] = Field(default_factory=dict)
 
+    def resolved_dtype(self, cpu_flags: frozenset[str]) -> str:
+        """``dtype`` with ``auto`` decided: the one rule (pipeline/hardware.py) for a run and a direct caller."""
+        from pipeline.hardware import judge_dtype
+
+        return judge_dtype(cpu_flags, on_gpu=self.num_gpus_per_actor > 0) if self.dtype == "auto" else self.dtype
+
 
 class GatesConfig(_Section):
     """Every gate a kept clip must pass besides the judge (``threshold``).  None turns a gate off.
@@ -295,15 +301,13 @@ class CurationConfig(_Section):
 
     def for_this_machine(self) -> tuple[CurationConfig, dict[str, Any]]:
         """``auto`` settings resolved for this machine's CPU, and a record of what was chosen and why."""
-        from pipeline.hardware import cpu_flags, describe, judge_dtype
+        from pipeline.hardware import cpu_flags, describe
 
         flags = cpu_flags()
         chosen: dict[str, Any] = {}
         judge = self.judge
         if judge.dtype == "auto":
-            judge = judge.model_copy(
-                update={"dtype": judge_dtype(flags) if judge.num_gpus_per_actor == 0 else "float16"}
-            )
+            judge = judge.model_copy(update={"dtype": judge.resolved_dtype(flags)})
             chosen["judge.dtype"] = judge.dtype
         return self.model_copy(update={"judge": judge}), describe(flags, chosen)
 

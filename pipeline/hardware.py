@@ -29,8 +29,10 @@ def cpu_flags(cpuinfo: str = "/proc/cpuinfo") -> frozenset[str]:
     return frozenset()
 
 
-def judge_dtype(flags: frozenset[str]) -> str:
-    """The judge's dtype on a CPU with ``flags``: bfloat16 only where the CPU computes it natively."""
+def judge_dtype(flags: frozenset[str], on_gpu: bool = False) -> str:
+    """The judge's dtype: float16 on a GPU; on a CPU with ``flags``, bfloat16 only where it computes it natively."""
+    if on_gpu:
+        return "float16"
     return "bfloat16" if any(f in flags for f in BF16_FLAGS) else "float32"
 
 

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
 
+from pipeline import hardware
 from pipeline.columns import (
     ARR,
     AUDIO,
@@ -183,20 +184,11 @@ def finalize_judgement(row: dict[str, Any], keep: tuple[str, ...]) -> dict[str, 
     return out
 
 
-def resolved_dtype(cfg: JudgeConfig) -> str:
-    """``auto`` resolved for this machine (a run resolves it once, up front; this covers direct callers)."""
-    if cfg.dtype != "auto":
-        return cfg.dtype
-    from pipeline.hardware import cpu_flags, judge_dtype
-
-    return judge_dtype(cpu_flags()) if cfg.num_gpus_per_actor == 0 else "float16"
-
-
 def vllm_engine_kwargs(cfg: JudgeConfig) -> dict[str, Any]:
     """The vLLM engine arguments for the judge; the benchmark's standalone engine uses the same."""
     engine_kwargs = {
         "max_model_len": cfg.max_model_len,
-        "dtype": resolved_dtype(cfg),
+        "dtype": cfg.resolved_dtype(hardware.cpu_flags()),  # a run resolved it already; direct callers
         "gpu_memory_utilization": cfg.gpu_memory_utilization,
         "enable_prefix_caching": cfg.enable_prefix_caching,
         "enforce_eager": cfg.enforce_eager,
