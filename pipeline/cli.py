@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 from pipeline.config import SecretInConfigError, build_config, refuse_secrets
-from pipeline.progress import render_result
+from pipeline.report import console_summary
 
 SAMPLE = Path(__file__).parent / "sample_data" / "common_voice_sample.parquet"
 RESULT_MARK = "CURATE-RESULT"
@@ -171,7 +171,7 @@ def run_command(args: argparse.Namespace) -> int:
     log = console.keep_log(args.output)
     result.log = str(log) if log else None
     console.say()
-    console.say(render_result(result, log=result.log))
+    console.say(console_summary(result, log=result.log))
     if args.emit_result:
         console.say(f"{RESULT_MARK} {result.model_dump_json(by_alias=True, exclude_none=True)}")
     return 0

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from pipeline.progress import ConsoleProgress, render_result, stage_line, track
+from pipeline.progress import ConsoleProgress, stage_line, track
+from pipeline.report import console_summary
 
 
 def test_stage_lines_say_done_rate_and_eta():
@@ -60,14 +61,14 @@ def test_summary_names_the_table_what_changed_and_how_to_open_it():
     result = _result("r1", 6, {"wer_above": 2, "too_short": 1})
     result.locales[0].changes = {"engine_rows": 10, "added": 10, "redecided": 0}
     result.locales[0].table_rows, result.locales[0].table_kept = 10, 6
-    text = render_result(result, log="/out/_logs/x.log")
+    text = console_summary(result, log="/out/_logs/x.log")
     assert "curate.en_clips  (snapshot 42, tag nightly-2026-12-01)" in text
     assert "10 clip(s) through the engines; 10 added" in text
     assert "kept         6 (60%)" in text and "    wer_above  2" in text and "at read" in text
     assert "table now    10 clips, 6 kept" in text and "log        /out/_logs/x.log" in text
     assert "python -m pipeline.table.open /out --locale en" in text and "--format hf --to /out-hf" in text
     result.locales[0].nothing_to_do = True
-    assert "every input is already applied" in render_result(result)
+    assert "every input is already applied" in console_summary(result)
 
 
 def test_a_failure_names_the_stage_and_the_engines_own_cause(tmp_path):
