@@ -19,8 +19,8 @@ from prefect.states import Completed, State
 from flows.curation import curate_dataset, flow_config
 from pipeline.config import Profile
 from pipeline.io.cv_release import discover_releases
-from pipeline.io.storage import locate
 from pipeline.shards import discover_splits, slug
+from pipeline.storage import locate
 
 DEFAULT_RELEASE_SPLITS = ("validated",)
 

@@ -22,7 +22,8 @@ from prefect.task_runners import ThreadPoolTaskRunner
 
 from pipeline import report
 from pipeline.config import CurationConfig, Profile, build_config, refuse_secrets
-from pipeline.io.cv_release import is_release_name, parse_tarball_name
+from pipeline.io.cv_release import parse_tarball_name
+from pipeline.releases import is_release_name
 from pipeline.shards import ShardSpec, plan_shards, slug
 from tasks.credentials import apply_credentials_block
 from tasks.curate_shard import ShardOutcome, curate_shard

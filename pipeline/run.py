@@ -11,7 +11,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 import time
 import uuid
 from collections import Counter
@@ -21,20 +20,20 @@ from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
-import ray
 from ray.data import DataContext
 
 from pipeline.columns import ID, KEPT
 from pipeline.config import CurationConfig, refuse_secrets
 from pipeline.dag import Models, build_curation_dataset, curation_stages
 from pipeline.io.inputs import VIEW_ONLY, ParquetInputs, ReleaseInputs, open_inputs
-from pipeline.io.storage import resolve_filesystem
 from pipeline.io.table_sink import SAMPLE_CAP, TableSink, rejected_sample, tally_of
 from pipeline.languages import hears_every_language, language_check, transcriber_for, whisper_language
 from pipeline.manifest import DataFileInfo, LocaleResult, ModelInfo, RunResult, Tally, combine
 from pipeline.models import resolve_model
 from pipeline.progress import ConsoleProgress, start_counter, stop_counter
+from pipeline.ray_init import ensure_ray
 from pipeline.stages.gates import build_gates, decide_row, judge_gates, metadata_gates
+from pipeline.storage import resolve_filesystem
 from pipeline.table import commit as commits
 from pipeline.table.catalog import TableRoot, check_output_root, load_or_create, table_root
 from pipeline.table.plan import Plan, plan_work, rows_table
@@ -51,23 +50,6 @@ log = logging.getLogger("pipeline")
 
 class RowAccountingError(RuntimeError):
     """Rows out did not equal rows in: something was lost or duplicated."""
-
-
-def ensure_ray(cfg: CurationConfig) -> None:
-    if ray.is_initialized():
-        return
-    address = cfg.ray_address or os.environ.get("RAY_ADDRESS")
-    if address:
-        ray.init(address=address, log_to_driver=True)
-    else:
-        # Logical CPUs above the core count: the Whisper and vLLM actors sit on theirs while the
-        # decode tasks and vLLM's tokenizer stages still need slots, or the stream deadlocks.
-        # Loopback only: an embedded Ray serves this process, never the network.
-        # address="local": a new Ray for this process even if `ray start` left a cluster on this
-        # machine, which ray.init() would otherwise join.
-        ray.init(
-            address="local", num_cpus=max(8, os.cpu_count() or 1), include_dashboard=False, _node_ip_address="127.0.0.1"
-        )
 
 
 def resolve_models(cfg: CurationConfig) -> Models:

@@ -23,7 +23,7 @@ from pipeline.columns import AUDIO, READ_ERROR
 from pipeline.config import ReaderConfig, StorageConfig
 from pipeline.io.clip_files import read_clip
 from pipeline.io.cv_release import MISSING_CLIP, ReleaseSource, iter_tarball_clips
-from pipeline.io.storage import locate, resolve_filesystem
+from pipeline.storage import locate, resolve_filesystem
 
 # A Common Voice MP3 is ~30-60 KB; only used to size Ray's estimate of the data.
 EST_CLIP_BYTES = 48_000

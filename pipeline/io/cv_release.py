@@ -24,7 +24,8 @@ import pyarrow.fs as pafs
 from pipeline.config import StorageConfig
 from pipeline.io.clip_files import outside, read_bounded, too_large
 from pipeline.io.schema import InputSchemaError
-from pipeline.io.storage import Location, locate
+from pipeline.releases import is_release_name
+from pipeline.storage import Location, locate
 
 # Clip-list columns from v17 on, in the release's order.  Older releases say ``accent`` and lack
 # ``sentence_id``/``sentence_domain``; both load into this one shape.
@@ -53,7 +54,6 @@ NOT_CLIP_LISTS = frozenset(
 )
 MISSING_CLIP = "clip missing from release"
 
-_RELEASE_RE = re.compile(r"^cv-corpus-(?P<version>\d+(?:\.\d+)*)-(?P<delta>delta-)?(?P<date>\d{4}-\d{2}-\d{2})$")
 _TARBALL_RE = re.compile(
     r"^(?P<release>cv-corpus-\d+(?:\.\d+)*-(?:delta-)?\d{4}-\d{2}-\d{2})-(?P<locale>[A-Za-z0-9-]+)\.(?:tar\.gz|tgz|tar)$"
 )
@@ -77,10 +77,6 @@ class ReleaseSource:
     @property
     def delta(self) -> bool:
         return "-delta-" in self.release
-
-
-def is_release_name(name: str) -> bool:
-    return _RELEASE_RE.match(name) is not None
 
 
 def parse_tarball_name(uri: str) -> tuple[str, str] | None:
@@ -261,14 +257,6 @@ def release_view(
         .append_column("release", pa.array([release] * n, pa.string()))
         .append_column("_source", pa.array([source] * n, pa.string()))
     )
-
-
-def parse_release(name: str) -> tuple[tuple[int, ...], bool, str] | None:
-    """(version, is delta, date) of ``cv-corpus-23.0-2025-09-05``, else None."""
-    m = _RELEASE_RE.match(name)
-    if not m:
-        return None
-    return tuple(int(x) for x in m["version"].split(".")), bool(m["delta"]), m["date"]
 
 
 # -------------------------------------------------------------------------------------- discovery

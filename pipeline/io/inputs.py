@@ -26,7 +26,7 @@ from pipeline.columns import AUDIO, ID
 from pipeline.config import CurationConfig, StorageConfig
 from pipeline.io.cv_release import ReleaseSource, classify_release_input, load_release
 from pipeline.io.schema import InputLayout, InputSchemaError, check_consistent, inspect_schema, to_canonical
-from pipeline.io.storage import Location, list_parquet_files, locate
+from pipeline.storage import Location, list_parquet_files, locate
 
 ACCEPTED_FORMS = (
     "a Common Voice release tarball (cv-corpus-<ver>[-delta]-<date>-<locale>.tar.gz), "
@@ -70,7 +70,7 @@ def _history(release: list[str], status: list[str | None], split: list[str | Non
 def latest_view(views: list[pa.Table]) -> pa.Table:
     """One row per clip over several releases' views (each from ``load_release``): the newest release's
     columns, ``first_release``/``last_release``, and the history as ``releases_json``."""
-    from pipeline.table.plan import release_key
+    from pipeline.releases import release_key
 
     views = [v for v in views if v.num_rows]
     if not views:

@@ -331,7 +331,7 @@ def _write_webdataset(dest: Path, batches: Iterator[pa.Table]) -> int:
     its row as ``json``."""
     import ray
 
-    from pipeline.run import ensure_ray
+    from pipeline.ray_init import ensure_ray
 
     ensure_ray(CurationConfig())
     items = []

@@ -26,6 +26,7 @@ from typing import Any
 import pyarrow as pa
 
 from pipeline.columns import ERROR, ID, KEPT, REASONS, STAGE
+from pipeline.releases import release_key
 
 # The release's own verdicts and metadata: the latest release that lists a clip decides them.
 METADATA = (
@@ -49,17 +50,6 @@ METADATA = (
 # Compared to tell whether a row changed at all (and so must be written).
 COMPARED = (*METADATA, "first_release", "releases", KEPT, REASONS)
 DUPLICATE = "duplicate id: listed {n} times in the input (every copy held back; which one is right is undefined)"
-
-
-def release_key(release: str | None) -> tuple:
-    """Order of releases: by version, a delta before the full release of its version, then by date."""
-    from pipeline.io.cv_release import parse_release
-
-    parsed = parse_release(release) if release else None
-    if parsed is None:
-        return ((), 0, "")
-    version, delta, date = parsed
-    return (version, 0 if delta else 1, date)
 
 
 def merge_history(*histories: Sequence[Mapping[str, Any]] | None) -> list[dict[str, Any]]:

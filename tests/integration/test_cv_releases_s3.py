@@ -64,7 +64,7 @@ def test_the_tables_with_their_warehouse_on_s3(tmp_path, monkeypatch):
     import pyarrow as pa
     from pyiceberg.io.pyarrow import schema_to_pyarrow
 
-    from pipeline.io.storage import resolve_filesystem
+    from pipeline.storage import resolve_filesystem
     from pipeline.table import commit as commits
     from pipeline.table.catalog import load_or_create, table_root
     from pipeline.table.schema import AUDIO_TABLE

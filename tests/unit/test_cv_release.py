@@ -24,8 +24,8 @@ from pipeline.io.cv_release import (
 )
 from pipeline.io.inputs import ACCEPTED_FORMS, ParquetInputs, ReleaseInputs, open_inputs
 from pipeline.io.schema import InputSchemaError
-from pipeline.io.storage import locate
 from pipeline.stages.decode import decode_clip
+from pipeline.storage import locate
 from scripts.make_cv_release import QUOTED_SENTENCE, build_release
 from tests.conftest import SAMPLE
 

@@ -7,10 +7,10 @@ import pytest
 
 from pipeline.config import build_config
 from pipeline.io.inputs import Unit, open_inputs
-from pipeline.io.storage import list_parquet_files, locate
 from pipeline.io.table_sink import audio_rows, tally_of
 from pipeline.models import ResolvedModel
 from pipeline.run import Models, engine_key, settings_key, shard_of
+from pipeline.storage import list_parquet_files, locate
 from tests.conftest import write_parquet
 
 MODELS = Models(ResolvedModel("w", "/w", "rev1"), ResolvedModel("j", "/j", "rev1"))
@@ -109,7 +109,7 @@ def test_what_a_unit_of_work_is_keyed_by(tmp_path):
 
 def test_one_s3_filesystem_per_settings_and_credentials(monkeypatch):
     from pipeline.config import StorageConfig
-    from pipeline.io.storage import resolve_filesystem
+    from pipeline.storage import resolve_filesystem
 
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", "first")
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "x")

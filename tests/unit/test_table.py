@@ -10,7 +10,7 @@ import pytest
 from pyiceberg.io.pyarrow import schema_to_pyarrow
 
 from pipeline.config import build_config
-from pipeline.io.storage import resolve_filesystem
+from pipeline.storage import resolve_filesystem
 from pipeline.table import commit as commits
 from pipeline.table.catalog import TableError, check_output_root, load_or_create, redact_uri, table_root
 from pipeline.table.schema import AUDIO_TABLE

@@ -1,0 +1,28 @@
+"""Common Voice release names: what they say, and their order (pure)."""
+
+from __future__ import annotations
+
+import re
+
+_RELEASE_RE = re.compile(r"^cv-corpus-(?P<version>\d+(?:\.\d+)*)-(?P<delta>delta-)?(?P<date>\d{4}-\d{2}-\d{2})$")
+
+
+def is_release_name(name: str) -> bool:
+    return _RELEASE_RE.match(name) is not None
+
+
+def parse_release(name: str) -> tuple[tuple[int, ...], bool, str] | None:
+    """(version, is delta, date) of ``cv-corpus-23.0-2025-09-05``, else None."""
+    m = _RELEASE_RE.match(name)
+    if not m:
+        return None
+    return tuple(int(x) for x in m["version"].split(".")), bool(m["delta"]), m["date"]
+
+
+def release_key(release: str | None) -> tuple:
+    """Order of releases: by version, a delta before the full release of its version, then by date."""
+    parsed = parse_release(release) if release else None
+    if parsed is None:
+        return ((), 0, "")
+    version, delta, date = parsed
+    return (version, 0 if delta else 1, date)
