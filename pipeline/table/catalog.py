@@ -78,7 +78,13 @@ class TableRoot:
         if uri.startswith("sqlite:///"):
             os.makedirs(os.path.dirname(uri[len("sqlite:///") :]) or ".", exist_ok=True)
         try:
-            return load_catalog("curate", **self.catalog_kwargs)
+            try:
+                return load_catalog("curate", **self.catalog_kwargs)
+            except Exception as exc:
+                if "already exists" not in str(exc):
+                    raise
+                # Another writer created the catalog's own tables at the same moment: they exist now.
+                return load_catalog("curate", **self.catalog_kwargs)
         except Exception as exc:  # a driver error names the host, never the password we hold apart
             raise TableError(
                 f"cannot reach the catalog {self.catalog_uri}: {type(exc).__name__}: {str(exc).splitlines()[0][:200]}"
@@ -191,7 +197,13 @@ def load_or_create(catalog: Catalog, identifier: str, schema) -> Table:
     from pyiceberg.exceptions import NoSuchTableError
 
     namespace = identifier.rsplit(".", 1)[0]
-    catalog.create_namespace_if_not_exists(namespace)
+    try:
+        catalog.create_namespace_if_not_exists(namespace)
+    except Exception:
+        # A writer that created it between pyiceberg's check and its insert: the SQL catalog raises the
+        # database's own IntegrityError then, not NamespaceAlreadyExists.  The same outcome.
+        if not catalog.namespace_exists(namespace):
+            raise
     try:
         table = catalog.load_table(identifier)
     except NoSuchTableError:

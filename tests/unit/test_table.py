@@ -41,6 +41,24 @@ def _upsert(catalog, rows: pa.Table, load=None, **kw):
     return commits.upsert(load or (lambda: catalog.load_table("curate.t")), files, rows.column("id"), {"p": "1"}, **kw)
 
 
+def test_two_writers_creating_the_namespace_at_once_both_get_the_table(tmp_path, monkeypatch):
+    """Two first runs on one new root: the second's "does the namespace exist?" says no just before the
+    first inserts it, so its own insert meets the database's UNIQUE constraint (pyiceberg's SQL catalog
+    raises IntegrityError then, not NamespaceAlreadyExists).  Found by two `curate run`s in CI."""
+    root = table_root(str(tmp_path / "out"), build_config())
+    first, second = root.catalog(), root.catalog()
+    real, asked = type(second).namespace_exists, []
+
+    def stale_first_answer(ns):
+        asked.append(ns)
+        return False if len(asked) == 1 else real(second, ns)
+
+    monkeypatch.setattr(second, "namespace_exists", stale_first_answer)
+    load_or_create(first, "curate.t", SCHEMA)  # the other writer gets there between the check and the insert
+    table = load_or_create(second, "curate.t", SCHEMA)
+    assert table.name() == ("curate", "t")
+
+
 def test_upsert_replaces_the_ids_and_keeps_the_rest_in_one_snapshot(catalog):
     t = load_or_create(catalog, "curate.t", SCHEMA)
     _upsert(catalog, _rows(t, a=1, b=2, c=3))
