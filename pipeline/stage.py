@@ -66,9 +66,12 @@ class Stage:
             from ray.data import ActorPoolStrategy
 
             kwargs.update(fn_constructor_args=self.setup, compute=ActorPoolStrategy(size=self.actors))
-        for key in ("num_cpus", "num_gpus", "resources"):
-            if getattr(self, key):
+        # 0 is a request too (an actor on a node with no CPUs for anything else): only None is "unset".
+        for key in ("num_cpus", "num_gpus"):
+            if getattr(self, key) is not None:
                 kwargs[key] = getattr(self, key)
+        if self.resources:
+            kwargs["resources"] = self.resources
         return ds.map_batches(udf, **kwargs)
 
 

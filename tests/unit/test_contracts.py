@@ -77,6 +77,28 @@ def test_each_stage_declares_where_it_runs():
     assert by_name["judge"].build is not None and by_name["judge"].keeps is not None
 
 
+def test_a_stage_is_added_with_exactly_the_resources_it_declares():
+    """What ``apply`` hands Ray Data.  ``num_cpus=0`` is a request (Whisper alone on a node with no CPUs
+    for anything else, as the node-loss test runs it), not "unset": dropped, Ray would ask for 1 CPU and
+    the actor would never be placed."""
+
+    class Recorder:
+        def map_batches(self, fn, **kwargs):
+            self.fn, self.kwargs = fn, kwargs
+            return self
+
+    cfg = build_config(overrides=["transcriber.num_cpus_per_actor=0", "transcriber.resources={whisper: 1}"])
+    stages = {s.name: s for s in curation_stages(cfg, MODELS, [])}
+    got = stages["transcribe"].apply(Recorder()).kwargs
+    assert got["num_cpus"] == 0 and got["num_gpus"] == 0 and got["resources"] == {"whisper": 1}
+    assert (
+        got["fn_constructor_args"] == (cfg.transcriber, "/models/w") and got["batch_size"] == cfg.transcriber.batch_size
+    )
+    assert got["compute"].min_size == got["compute"].max_size == cfg.transcriber.num_actors
+    gates = stages["gates"].apply(Recorder()).kwargs
+    assert "compute" not in gates and "num_cpus" not in gates and "resources" not in gates  # plain tasks, defaults
+
+
 def test_manifest_round_trips_and_tallies_add_up():
     t1 = Tally(counts=Counts(in_=3, kept=1, rejected=1, quarantined=1), audio_seconds=2.5)
     t1.histogram.score["4"] = 2
