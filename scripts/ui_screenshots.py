@@ -6,8 +6,8 @@ Starts a real ``prefect server`` on 127.0.0.1 (its own PREFECT_HOME), applies th
 worker, and runs two nights of the nightly deployment on the bundled sample: a first night (10 clips
 through the engines) and a second with a stricter threshold (decided again from the stored scores, no
 engine).  Then headless Chromium (Debian's ``chromium``) captures the runs list, the nightly
-deployment's Upcoming tab, and the trend, rejected-rows and histogram artifacts.  Everything it starts
-is stopped by PID.  About 4 minutes here.
+deployment's Upcoming tab, its custom-run form, and the trend, rejected-rows and histogram
+artifacts.  Everything it starts is stopped by PID.  About 4 minutes here.
 """
 
 from __future__ import annotations
@@ -157,6 +157,8 @@ def main(argv: list[str] | None = None) -> None:
         shoot(
             chromium, f"{ui}/deployments/deployment/{dep['id']}?tab=Upcoming", a.out / "upcoming.png", work / "chrome"
         )
+        # The custom-run form: the flow's parameters as a person sets them (profile, config_file, overrides).
+        shoot(chromium, f"{ui}/deployments/deployment/{dep['id']}/run", a.out / "custom-run.png", work / "chrome", 1600)
         arts = api(base, "/artifacts/filter", {"sort": "CREATED_DESC", "limit": 50})
         latest = {}
         for art in arts:
