@@ -96,6 +96,10 @@ class Location:
     def at(self, path: str) -> Location:
         return Location(to_uri(self.uri, path), self.fs, path)
 
+    @property
+    def globbed(self) -> bool:
+        return any(c in self.path for c in _GLOB_CHARS)
+
 
 def locate(uri: str, storage: StorageConfig | None = None) -> Location:
     fs, path = resolve_filesystem(uri, storage)
@@ -108,7 +112,7 @@ def list_parquet_files(where: Location) -> list[Location]:
     Sorting makes shard planning deterministic: the same input always gives the same shards.
     """
     fs, path = where.fs, where.path
-    if any(c in path for c in _GLOB_CHARS):
+    if where.globbed:
         base = path
         while any(c in base for c in _GLOB_CHARS):
             base = os.path.dirname(base)

@@ -212,8 +212,7 @@ class ParquetInputs:
     """Parquet files in the seed's (``id``, ``audio_bytes``) or Hugging Face's (``audio`` struct) shape;
     one unit per file."""
 
-    files: list[Location]
-    storage: StorageConfig
+    files: list[Location]  # resolved by open_inputs: nothing here resolves a filesystem again
     default_locale: str = "en"
     layout: InputLayout = field(init=False)
     schema: pa.Schema = field(init=False)
@@ -318,9 +317,9 @@ def _canonical_rows(batch: pa.Table, layout: InputLayout, extra: pa.Table) -> pa
 
 
 def _is_parquet_source(where: Location) -> bool:
-    path = where.path
-    if any(c in path for c in "*?["):
+    if where.globbed:
         return True
+    path = where.path
     info = where.fs.get_file_info(path)
     if info.type == pafs.FileType.File:
         return path.endswith(".parquet")
@@ -335,10 +334,7 @@ def open_inputs(
     parquet: list[Location] = []
     for src in sources:
         where = locate(src, storage)  # once: every helper below takes the resolved location
-        if (
-            not any(c in where.path for c in "*?[")
-            and where.fs.get_file_info(where.path).type == pafs.FileType.NotFound
-        ):
+        if not where.globbed and where.fs.get_file_info(where.path).type == pafs.FileType.NotFound:
             raise FileNotFoundError(f"input {src!r} does not exist")
         found = classify_release_input(where)
         if found:
@@ -354,4 +350,4 @@ def open_inputs(
         raise InputSchemaError("mixing Common Voice releases and Parquet in one run is not supported; run them apart")
     if releases:
         return ReleaseInputs(sorted(set(releases), key=lambda r: r.uri), split or DEFAULT_SPLIT, storage)
-    return ParquetInputs(sorted(set(parquet), key=lambda f: f.uri), storage, default_locale)
+    return ParquetInputs(sorted(set(parquet), key=lambda f: f.uri), default_locale)
