@@ -18,13 +18,22 @@ from flows.curation import curate_dataset
 
 state = curate_dataset(**json.loads(sys.argv[1]), return_state=True)
 
-async def attempts():
+async def attempts(flow_run_id):
+    # This run's own task runs (and its subflows'): the server may be shared with other tests' flows.
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId, FlowRunFilterParentFlowRunId
+
     async with get_client() as client:
-        return {r.name: r.run_count for r in await client.read_task_runs() if r.name.startswith("curate-")}
+        subflows = await client.read_flow_runs(
+            flow_run_filter=FlowRunFilter(parent_flow_run_id=FlowRunFilterParentFlowRunId(any_=[flow_run_id]))
+        )
+        ids = [flow_run_id, *(f.id for f in subflows)]
+        runs = await client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=ids)))
+        return {r.name: r.run_count for r in runs if r.name.startswith("curate-")}
 
 print("FLOW-RESULT " + json.dumps({"completed": state.is_completed(), "message": state.message,
                                    "flow_run_id": str(state.state_details.flow_run_id),
-                                   "attempts": run_coro_as_sync(attempts())}), flush=True)
+                                   "attempts": run_coro_as_sync(attempts(state.state_details.flow_run_id))}),
+      flush=True)
 """
 
 

@@ -33,7 +33,8 @@ def test_a_dashboard_that_never_answers_fails_the_shard_within_its_deadline(tmp_
             except TimeoutError:
                 continue
 
-    threading.Thread(target=accept_and_say_nothing, daemon=True).start()
+    acceptor = threading.Thread(target=accept_and_say_nothing, daemon=True)
+    acceptor.start()
     address = f"http://127.0.0.1:{listener.getsockname()[1]}"
     (spec,) = plan_shards([str(tmp_path / "in.parquet")], str(tmp_path / "out"), "dev")
     cfg = build_config(overrides=["ray_job.call_timeout_s=5"])
@@ -44,6 +45,9 @@ def test_a_dashboard_that_never_answers_fails_the_shard_within_its_deadline(tmp_
         took = time.monotonic() - t0
     finally:
         stop.set()
+        # The acceptor sees the stop within its 0.5 s timeout; closing the listener under its accept()
+        # would raise "Bad file descriptor" in that thread, during whichever test runs next.
+        acceptor.join(timeout=5)
         for conn in held:
             conn.close()
         listener.close()
