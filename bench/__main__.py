@@ -21,6 +21,7 @@ BENCHMARKS = {
     "judge_dtype": "the judge in bfloat16 against float32 on this CPU (judge.dtype=auto)",
     "cv_memory": "peak memory while reading release tarballs of several sizes",
     "table_commit": "the table's own costs: commit time, files per snapshot, compaction over 30 nights",
+    "release_scale": "a full release and a nightly delta against a table of 0.2-2 M clips: non-engine time, RSS",
     "gpu_check": "the cluster profile's Whisper on a GPU (device machine only)",
 }
 

@@ -51,6 +51,9 @@ QUALITY = (*NATIVE_SIGNALS, *VAD_SIGNALS, *DNSMOS)
 WER = "wer"
 CER = "cer"
 REASONS = "reasons"  # machine-readable codes of every gate a row failed
+# What the stored WER/CER were measured under (the normaliser and its settings): rows under another
+# key are measured again when the plan re-decides them; the rest reuse theirs.
+AGREEMENT_KEY = "agreement_key"
 LOCALE = "locale"  # Common Voice's; decides the language a multilingual Whisper is told
 SCORE = "score"
 SCORE_EXPECTED = "score_expected"

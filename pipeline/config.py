@@ -269,6 +269,13 @@ class TableConfig(_Section):
     # Data files in the warehouse that no snapshot references (a killed write's) are deleted once older
     # than this, so a writer still working is never robbed of its files.
     orphan_min_age_s: float = Field(default=3600, ge=0)
+    # Memory of the plan's workspace (DuckDB): past it, its joins and aggregations spill to a temporary
+    # folder, so a release of millions of clips is planned in bounded memory (docs/benchmarks.md).
+    plan_memory_mb: int = Field(default=768, ge=64)
+    # A writer at work renews a write intent beside the table's data every minute; the sweep spares its
+    # files.  One silent this long (a writer on another host that died) no longer protects anything
+    # (pipeline/table/writers.py).  A dead writer on this host is known at once.
+    writer_ttl_s: float = Field(default=900, gt=0)
     # The tag on this run's snapshot; None: run-<UTC time>.  Flows pass nightly-<date>.
     tag: str | None = None
 

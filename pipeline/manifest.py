@@ -116,6 +116,8 @@ class LocaleResult(_Model):
     table_kept: int | None = None
     # Up to 50 rows this run did not keep, with what explains them (the artifact lists them).
     rejected: list[dict[str, Any]] = Field(default_factory=list)
+    # Seconds per step: view (the release's TSVs), plan, engines, updates, commit, upkeep, count.
+    timings: dict[str, float] = Field(default_factory=dict)
 
 
 class RunResult(_Model):

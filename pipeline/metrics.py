@@ -6,6 +6,8 @@ import functools
 import itertools
 from collections.abc import Callable, Iterable
 
+import numpy as np
+
 
 @functools.cache
 def _normalizer(english: bool, fold_diacritics: bool = False) -> Callable[[str], str]:
@@ -71,26 +73,33 @@ def corpus_wer(pairs: Iterable[tuple[str, str]], language: str | None = "en", fo
 SCORE_CHOICES = (1, 2, 3, 4, 5)
 
 
-def score_histogram(scores: Iterable[int | None]) -> dict[int, int]:
+def _measured(values) -> np.ndarray:
+    """The non-null values of a list, numpy array or Arrow column, as float64 (counted without a loop)."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    if isinstance(values, pa.Array | pa.ChunkedArray):
+        a = pc.fill_null(pc.cast(values, pa.float64()), np.nan).to_numpy() if len(values) else np.array([])
+    else:
+        a = np.array([np.nan if v is None else float(v) for v in values], dtype=float)
+    return a[~np.isnan(a)]
+
+
+def score_histogram(scores) -> dict[int, int]:
     """Counts per judge score 1..5 (all five keys present, so charts line up across runs)."""
-    counts = dict.fromkeys(SCORE_CHOICES, 0)
-    for s in scores:
-        if s is not None and int(s) in counts:
-            counts[int(s)] += 1
-    return counts
+    v = _measured(scores)
+    v = v[np.isin(v, SCORE_CHOICES)].astype(int)
+    counts = np.bincount(v, minlength=6)
+    return {k: int(counts[k]) for k in SCORE_CHOICES}
 
 
-def expected_score_bins(values: Iterable[float | None], width: float = 0.5) -> list[tuple[float, float, int]]:
+def expected_score_bins(values, width: float = 0.5) -> list[tuple[float, float, int]]:
     """Bin ``score_expected`` (in [1, 5]) into [lo, hi) bins of ``width``; the last bin is closed."""
     n_bins = round((5 - 1) / width)
     edges = [1 + i * width for i in range(n_bins + 1)]
-    counts = [0] * n_bins
-    for v in values:
-        if v is None:
-            continue
-        idx = min(int((float(v) - 1) / width), n_bins - 1)
-        counts[max(idx, 0)] += 1
-    return [(edges[i], edges[i + 1], counts[i]) for i in range(n_bins)]
+    idx = np.clip(np.trunc((_measured(values) - 1) / width), 0, n_bins - 1).astype(int)
+    counts = np.bincount(idx, minlength=n_bins)
+    return [(edges[i], edges[i + 1], int(counts[i])) for i in range(n_bins)]
 
 
 # WER bins for the run's histogram: tenths up to 1, then everything above (insertions can pass 1).
@@ -101,13 +110,12 @@ def wer_bin(wer: float) -> str:
     return WER_BINS[min(int(wer * 10), 10)] if wer <= 1.0 else WER_BINS[-1]
 
 
-def wer_histogram(values: Iterable[float | None]) -> dict[str, int]:
+def wer_histogram(values) -> dict[str, int]:
     """Counts per WER bin (all bins present); null WERs (no sentence) are left out."""
-    counts = dict.fromkeys(WER_BINS, 0)
-    for v in values:
-        if v is not None:
-            counts[wer_bin(float(v))] += 1
-    return counts
+    v = _measured(values)
+    idx = np.where(v <= 1.0, np.minimum(np.trunc(v * 10), 10), 10).astype(int)
+    counts = np.bincount(idx, minlength=len(WER_BINS))
+    return {b: int(counts[i]) for i, b in enumerate(WER_BINS)}
 
 
 # Bins of the acoustic signals the run's histograms show: (lower edges, the last bin open-ended), and
@@ -134,14 +142,10 @@ def signal_bin_edges(signal: str, label: str) -> tuple[float, float]:
     return (edges[i] if i else float("-inf")), (edges[i + 1] if i + 1 < len(edges) else float("inf"))
 
 
-def signal_histogram(signal: str, values: Iterable[float | None]) -> dict[str, int]:
+def signal_histogram(signal: str, values) -> dict[str, int]:
     """Counts per bin of ``signal`` (every bin present); nulls (not measured) are left out."""
     labels = signal_bins(signal)
     edges = SIGNAL_EDGES[signal]
-    counts = dict.fromkeys(labels, 0)
-    for v in values:
-        if v is None:
-            continue
-        i = sum(1 for e in edges[1:] if float(v) >= e)
-        counts[labels[i]] += 1
-    return counts
+    idx = np.searchsorted(np.array(edges[1:], dtype=float), _measured(values), side="right")
+    counts = np.bincount(idx, minlength=len(labels))
+    return {label: int(counts[i]) for i, label in enumerate(labels)}

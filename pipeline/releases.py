@@ -26,3 +26,15 @@ def release_key(release: str | None) -> tuple:
         return ((), 0, "")
     version, delta, date = parsed
     return (version, 0 if delta else 1, date)
+
+
+def rank_table(names):
+    """Arrow table (release, rank) of ``names``: the dense rank of each one's ``release_key``, so SQL can
+    order releases.  Rank 0 is the key of an unknown name (and of none at all)."""
+    import pyarrow as pa
+
+    names = sorted({n for n in names if n is not None})
+    dense = {k: i for i, k in enumerate(sorted({release_key(n) for n in names} | {release_key(None)}))}
+    return pa.table(
+        {"release": pa.array(names, pa.string()), "rank": pa.array([dense[release_key(n)] for n in names], pa.int32())}
+    )

@@ -8,13 +8,15 @@ no Ray, no engine, no snapshot.
 
 from __future__ import annotations
 
-import hashlib
+import contextlib
+import functools
 import json
 import logging
 import time
 import uuid
 from collections import Counter
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
@@ -25,6 +27,7 @@ from ray.data import DataContext
 from pipeline.columns import ID, KEPT
 from pipeline.config import CurationConfig, refuse_secrets
 from pipeline.dag import Models, build_curation_dataset, curation_stages
+from pipeline.io.cv_view import releases_json
 from pipeline.io.inputs import VIEW_ONLY, ParquetInputs, ReleaseInputs, open_inputs
 from pipeline.io.table_sink import SAMPLE_CAP, TableSink, rejected_sample, tally_of
 from pipeline.languages import hears_every_language, language_check, transcriber_for, whisper_language
@@ -32,12 +35,17 @@ from pipeline.manifest import DataFileInfo, LocaleResult, ModelInfo, RunResult, 
 from pipeline.models import resolve_model
 from pipeline.progress import ConsoleProgress, start_counter, stop_counter
 from pipeline.ray_init import ensure_ray
-from pipeline.stages.gates import build_gates, decide_row, judge_gates, metadata_gates
+from pipeline.releases import release_key
+from pipeline.shards import agreement_key, engine_key, settings_key
+from pipeline.stages.gates import build_gates, decide_table, metadata_gates
 from pipeline.storage import resolve_filesystem
 from pipeline.table import commit as commits
+from pipeline.table import writers
 from pipeline.table.catalog import TableRoot, check_output_root, load_or_create, table_root
-from pipeline.table.plan import Plan, plan_work, rows_table
+from pipeline.table.plan import OLD_KEPT, Rules, TablePlan, plan_table
+from pipeline.table.scan import kept_counts, load_existing
 from pipeline.table.schema import AUDIO_TABLE, clips_schema, conform
+from pipeline.table.workspace import Workspace
 from pipeline.version import code_version
 
 if TYPE_CHECKING:
@@ -50,6 +58,16 @@ log = logging.getLogger("pipeline")
 
 class RowAccountingError(RuntimeError):
     """Rows out did not equal rows in: something was lost or duplicated."""
+
+
+def check_ids(expected: Counter, written: Counter) -> None:
+    """Every id that went to the engines came out exactly once: none lost, none doubled."""
+    if expected != written:
+        lost, extra = expected - written, written - expected
+        raise RowAccountingError(
+            f"ids out differ from ids in: {sum(lost.values())} lost (e.g. {list(lost)[:5]}), "
+            f"{sum(extra.values())} extra (e.g. {list(extra)[:5]})"
+        )
 
 
 def resolve_models(cfg: CurationConfig) -> Models:
@@ -82,44 +100,6 @@ def locale_setups(cfg: CurationConfig, models: Models, locales: list[str]) -> di
         )
         out[locale] = (local, Models(transcriber=resolved[ref], judge=models.judge))
     return out
-
-
-def _digest(obj: Any) -> str:
-    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:20]
-
-
-def engine_key(cfg: CurationConfig, models: Models) -> str:
-    """What a clip's scores are a function of besides its audio: the models, their revisions, the settings
-    that change what they output.  Rows scored under another key are scored again."""
-    content = cfg.content_settings()
-    return _digest(
-        {
-            "audio": content["audio"],
-            "quality": content["quality"],
-            "transcriber": content["transcriber"],
-            "judge": content["judge"],
-            "revisions": [models.transcriber.revision, models.judge.revision],
-        }
-    )
-
-
-def settings_key(cfg: CurationConfig, models: Models, split: str | None) -> str:
-    """What a unit of work's result is a function of besides its input: engines, gates, split, limit."""
-    return _digest({"engine": engine_key(cfg, models), "content": cfg.content_settings(), "split": split})
-
-
-def check_ids(expected: Counter, written: Counter) -> None:
-    """Every id that went to the engines came out exactly once: none lost, none doubled."""
-    if expected != written:
-        lost, extra = expected - written, written - expected
-        raise RowAccountingError(
-            f"ids out differ from ids in: {sum(lost.values())} lost (e.g. {list(lost)[:5]}), "
-            f"{sum(extra.values())} extra (e.g. {list(extra)[:5]})"
-        )
-
-
-def shard_of(rid: str, count: int) -> int:
-    return int(hashlib.sha1(rid.encode()).hexdigest()[:8], 16) % count
 
 
 @dataclass
@@ -201,25 +181,102 @@ def _model_info(cfg: CurationConfig, models: Models) -> dict[str, ModelInfo]:
     }
 
 
-def _existing(table: Table, shard: tuple[int, int]) -> dict[str, dict[str, Any]]:
-    if table.current_snapshot() is None:
-        return {}
-    rows = table.scan().to_arrow().to_pylist()
-    i, k = shard
-    return {r[ID]: r for r in rows if k == 1 or shard_of(r[ID], k) == i}
+@contextlib.contextmanager
+def timed(clock: dict[str, float], step: str):
+    """Adds the block's seconds to ``clock[step]``, and logs the driver's memory after it."""
+    t0 = time.perf_counter()
+    try:
+        yield
+    finally:
+        clock[step] = round(clock.get(step, 0.0) + time.perf_counter() - t0, 3)
+        log.info("%s took %.1f s; driver memory %s", step, time.perf_counter() - t0, _memory())
 
 
-def _view_rows(ctx: RunContext, view: pa.Table) -> list[dict[str, Any]]:
-    """The view's rows for this shard, limited to ``limit`` curated clips (the first by id)."""
-    i, k = ctx.shard
-    rows = view.sort_by(ID).to_pylist() if view.num_rows else []
-    if k > 1:
-        rows = [r for r in rows if shard_of(r[ID], k) == i]
-    limit = ctx.cfg.limit
-    if limit is not None:
-        picked = [r for r in rows if ctx.inputs.selected(r)][:limit]
-        rows = picked
-    return rows
+def _memory() -> str:
+    try:
+        with open("/proc/self/status") as f:
+            got = {k: v.split()[0] for k, _, v in (line.partition(":") for line in f) if k in ("VmRSS", "VmHWM")}
+        return f"{int(got['VmRSS']) >> 10} MiB (peak {int(got['VmHWM']) >> 10} MiB)"
+    except (OSError, KeyError, ValueError):
+        return "unknown"
+
+
+@dataclass
+class Tables:
+    """One locale's two tables, opened (created if new) for this run."""
+
+    catalog: Any
+    clips_id: str
+    audio_id: str
+    clips: Table
+    audio: Table
+    schema: pa.Schema  # the clips table's, with the input's own pass-through columns
+    resolve: Callable[[str], Any]
+
+    def load_clips(self) -> Table:
+        return self.catalog.load_table(self.clips_id)
+
+    def load_audio(self) -> Table:
+        return self.catalog.load_table(self.audio_id)
+
+
+def open_tables(ctx: RunContext, locale: str) -> Tables:
+    """The locale's tables, and their upkeep before any write: orphan files of dead writers removed."""
+    cfg = ctx.cfg
+    clips_id, audio_id = ctx.root.identifiers(locale)
+    catalog = ctx.root.catalog()
+    schema = clips_schema(ctx.inputs.passthrough())
+    clips = load_or_create(catalog, clips_id, schema)
+    audio = load_or_create(catalog, audio_id, AUDIO_TABLE)
+    resolve = lambda uri: resolve_filesystem(uri, cfg.storage)  # noqa: E731
+    for t in (clips, audio):
+        gone = commits.remove_orphans(t, cfg.table.orphan_min_age_s, resolve, cfg.table.writer_ttl_s)
+        if gone:
+            log.info("removed %d orphan data file(s) of %s (a dead writer's)", len(gone), ".".join(t.name()))
+    return Tables(catalog, clips_id, audio_id, clips, audio, schema, resolve)
+
+
+def make_plan(ctx: RunContext, ws: Workspace, pending: list, tables: Tables) -> TablePlan:
+    """The table's rows beside the view in the workspace, then the plan over both."""
+    cfg = ctx.cfg
+    load_existing(ws, tables.clips, tables.schema, ctx.shard)
+    newest = max(ctx.inputs.full_releases(pending), key=release_key, default=None) if cfg.limit is None else None
+    rules = Rules(
+        engine_key=engine_key(cfg, ctx.models),
+        split=ctx.inputs.curated_list,
+        newest_full=newest,
+        force=ctx.force,
+        shard=ctx.shard,
+        limit=cfg.limit,
+    )
+    decide = functools.partial(
+        decide_table,
+        gates=build_gates(cfg, ctx.split),
+        unscored_gates=metadata_gates(cfg, ctx.split),
+        language=cfg.transcriber.language,
+        fold_diacritics=cfg.gates.fold_diacritics,
+        agreement_key=agreement_key(cfg),
+    )
+    snap = tables.clips.current_snapshot()
+    plan = plan_table(ws, rules, decide, base=snap.snapshot_id if snap else None)
+    log.info("%s: plan %s, %d for the engines", tables.clips_id, dict(plan.counts), plan.engine.num_rows)
+    return plan
+
+
+@dataclass
+class Written:
+    """Data files a run wrote, not yet committed, and what they hold."""
+
+    clips: list = field(default_factory=list)
+    audio: list = field(default_factory=list)
+    ids: list = field(default_factory=list)  # arrays of the ids written
+    tallies: list = field(default_factory=list)
+    rejected: list = field(default_factory=list)
+    changes: Counter = field(default_factory=Counter)
+
+    def all_ids(self) -> pa.ChunkedArray:
+        return pa.chunked_array([pa.array(i, pa.string()) if isinstance(i, list) else i.cast(pa.string())
+                                 for i in self.ids], pa.string())  # fmt: skip
 
 
 def curate_locale(ctx: RunContext, locale: str) -> LocaleResult:
@@ -245,96 +302,123 @@ def curate_locale(ctx: RunContext, locale: str) -> LocaleResult:
             ctx.console.say(f"{clips_id}: nothing to do: every input is already applied ({len(units)} source(s))")
         return result
     result.units = [u.uri for u in pending]
-    # Every TSV is read and checked before anything is written: a malformed release leaves no trace.
-    view = ctx.inputs.view(locale, pending)
-    catalog = ctx.root.catalog()
-    clips = load_or_create(catalog, clips_id, clips_schema(ctx.inputs.passthrough()))
-    audio = load_or_create(catalog, audio_id, AUDIO_TABLE)
-    resolve = lambda uri: resolve_filesystem(uri, cfg.storage)  # noqa: E731
-    for t in (clips, audio):
-        gone = commits.remove_orphans(t, cfg.table.orphan_min_age_s, resolve)
-        if gone:
-            log.info("removed %d orphan data file(s) of %s (a killed write's)", len(gone), ".".join(t.name()))
-    gates, cv_gates = build_gates(cfg, ctx.split), metadata_gates(cfg, ctx.split)
-    plan = plan_work(
-        _view_rows(ctx, view),
-        _existing(clips, ctx.shard),
-        selected=ctx.inputs.selected,
-        engine_key=engine_key(cfg, ctx.models),
-        decide=lambda row: decide_row(row, gates, cfg.transcriber.language, cfg.gates.fold_diacritics),
-        unscored=lambda row: judge_gates(row, cv_gates),
-        ever_selected=ctx.inputs.ever_selected,
-        full_releases=ctx.inputs.full_releases(pending) if cfg.limit is None else (),
-        force=ctx.force,
-    )
-    log.info("%s: plan %s", clips_id, dict(plan.counts))
-    schema = clips_schema(ctx.inputs.passthrough())
     now = datetime.now(UTC)
-    engine_written = _run_engines(ctx, plan, view.schema, clips, audio, schema, now) if plan.engine else None
-    clip_files = list(engine_written["clips"]) if engine_written else []
-    audio_files = list(engine_written["audio"]) if engine_written else []
-    try:
-        updates = conform(
-            rows_table(plan.updates, schema)
-            .drop_columns(["updated_run", "updated_at", "code_version"])
-            .append_column("updated_run", pa.array([ctx.run_id] * len(plan.updates), pa.string()))
-            .append_column("updated_at", pa.array([now] * len(plan.updates), pa.timestamp("us", tz="UTC")))
-            .append_column("code_version", pa.array([code_version()] * len(plan.updates), pa.string())),
-            schema,
-        )
-        update_files = commits.write_rows(clips, updates)
-        written_ids = (engine_written["ids"] if engine_written else []) + updates.column(ID).to_pylist()
-        tally = combine([engine_written["tally"] if engine_written else Tally(), tally_of(updates)])
-        kept_now = {
-            **(engine_written["kept"] if engine_written else {}),
-            **dict(zip(updates.column(ID).to_pylist(), updates.column(KEPT).to_pylist(), strict=True)),
-        }
-        result.changes = _changes(plan, kept_now)
-        result.tally = tally
-        sampled = (engine_written["rejected"] if engine_written else []) + rejected_sample(updates, SAMPLE_CAP)
-        result.rejected = sampled[:SAMPLE_CAP]
-        props = _properties(ctx, locale, clips_id, pending, result)
-        if audio_files:
-            commits.append_audio(lambda: catalog.load_table(audio_id), audio_files, props)
-            audio_files = []  # committed (or dropped as duplicates): no longer ours to delete
-        table = commits.upsert(
-            lambda: catalog.load_table(clips_id),
-            [*clip_files, *update_files],
-            pa.array(written_ids, pa.string()),
-            props,
-            units=[u.key(ctx.settings) for u in pending],
-            shard=ctx.shard,
-            run_id=ctx.run_id,
-        )
-    except BaseException:
-        # Never committed: the previous snapshot is the table still; these files are nobody's.
-        commits.delete_files(clips, clip_files)
-        commits.delete_files(audio, audio_files)
-        raise
+    clock = result.timings
+    with Workspace(cfg.table.plan_memory_mb) as ws:
+        # Every TSV is read and checked before anything is written: a malformed release leaves no trace.
+        with timed(clock, "view"):
+            ctx.inputs.load_view(ws, locale, pending)
+        tables = open_tables(ctx, locale)
+        # Writers record their intent beside each table's data: another run's sweep spares these files.
+        with writers.writing([tables.clips, tables.audio], ctx.run_id, tables.resolve):
+            with timed(clock, "plan"):
+                plan = make_plan(ctx, ws, pending, tables)
+            table, props, written = _engines_and_commit(ctx, locale, result, pending, plan, tables, now)
     snap = table.current_snapshot()
     result.snapshot_id = snap.snapshot_id
     result.tag = commits.tag(table, snap.snapshot_id, cfg.table.tag or f"run-{now:%Y%m%dT%H%M%SZ}")
     result.files = [
         DataFileInfo(table=clips_id, path=f.file_path, rows=f.record_count, bytes=f.file_size_in_bytes)
-        for f in [*clip_files, *update_files]
+        for f in written.clips
     ]
-    _upkeep(ctx, catalog, clips_id, audio_id, props)
-    kept = catalog.load_table(clips_id).scan(selected_fields=(KEPT,)).to_arrow().column(KEPT)
-    result.table_rows, result.table_kept = len(kept), pc.sum(pc.fill_null(kept, False).cast(pa.int64())).as_py() or 0
+    with timed(clock, "upkeep"):
+        _upkeep(ctx, tables.catalog, clips_id, audio_id, props)
+    with timed(clock, "count"):
+        result.table_rows, result.table_kept = kept_counts(tables.load_clips())
+    log.info("%s: seconds per step %s", clips_id, {k: round(v, 1) for k, v in clock.items()})
     log.info("committed %s snapshot %s (%s): %s", clips_id, result.snapshot_id, result.tag, result.changes)
     return result
 
 
-def _run_engines(
-    ctx: RunContext, plan: Plan, view: pa.Schema, clips: Table, audio: Table, schema: pa.Schema, now: datetime
-) -> dict[str, Any]:
-    """Whisper and the judge on the plan's engine rows; returns their uncommitted files, ids and tally."""
+def _engines_and_commit(
+    ctx: RunContext, locale: str, result: LocaleResult, pending: list, plan: TablePlan, tables: Tables, now: datetime
+) -> tuple[Table, dict[str, str], Written]:
+    """The engines on the plan's new clips, the updates written, both tables committed: one snapshot each."""
+    written = Written()
+    clock = result.timings
+    try:
+        if plan.engine.num_rows:
+            with timed(clock, "engines"):
+                _run_engines(ctx, plan, tables, now, written)
+        with timed(clock, "updates"):
+            _write_updates(ctx, plan, tables, now, written)
+        result.changes = _changes(plan, written)
+        result.tally = combine(written.tallies)
+        result.rejected = written.rejected[:SAMPLE_CAP]
+        props = _properties(ctx, locale, tables.clips_id, pending, result)
+        with timed(clock, "commit"):
+            if written.audio:
+                commits.append_audio(tables.load_audio, written.audio, props)
+                written.audio = []  # committed (or dropped as duplicates): no longer ours to delete
+            table = commits.upsert(
+                tables.load_clips,
+                written.clips,
+                written.all_ids(),
+                props,
+                units=[u.key(ctx.settings) for u in pending],
+                shard=ctx.shard,
+                run_id=ctx.run_id,
+                replaced=plan.replaced(),
+            )
+    except commits.CommitUnknown:
+        log.error("the commit's outcome is unknown: its data files are kept (the table's if it landed; a "
+                  "later run's sweep removes them if it did not)")  # fmt: skip
+        raise
+    except BaseException:
+        # Known not committed: the previous snapshot is the table still; these files are nobody's.
+        commits.delete_files(tables.clips, written.clips)
+        commits.delete_files(tables.audio, written.audio)
+        raise
+    return table, props, written
+
+
+def _provenance(t: pa.Table, ctx: RunContext, now: datetime) -> pa.Table:
+    n = t.num_rows
+    for name, value, typ in (
+        ("updated_run", ctx.run_id, pa.string()),
+        ("updated_at", now, pa.timestamp("us", tz="UTC")),
+        ("code_version", code_version(), pa.string()),
+    ):
+        col = pa.array([value] * n, typ)
+        t = (
+            t.set_column(t.schema.get_field_index(name), name, col)
+            if name in t.column_names
+            else t.append_column(name, col)
+        )
+    return t
+
+
+def _write_updates(ctx: RunContext, plan: TablePlan, tables: Tables, now: datetime, out: Written) -> None:
+    """The plan's metadata updates as data files, streamed (a file per ~128 MiB of rows); what they change,
+    counted as the rows pass."""
+
+    def rows() -> Iterator[pa.Table]:
+        for batch in plan.updates():
+            before = batch.column(OLD_KEPT)
+            kept = pc.fill_null(batch.column(KEPT), False)
+            out.changes["added"] += batch.num_rows - (len(before) - before.null_count)
+            flipped = pc.fill_null(pc.not_equal(kept, before), False)
+            out.changes["redecided"] += pc.sum(flipped).as_py() or 0
+            out.changes["withdrawn"] += pc.sum(pc.and_(flipped, pc.fill_null(before, False))).as_py() or 0
+            t = conform(_provenance(batch, ctx, now), tables.schema)
+            out.ids.append(t.column(ID))
+            out.tallies.append(tally_of(t))
+            if len(out.rejected) < SAMPLE_CAP:
+                out.rejected += rejected_sample(t, SAMPLE_CAP - len(out.rejected))
+            yield t
+
+    out.clips += commits.write_stream(tables.clips, tables.schema, rows())
+
+
+def _run_engines(ctx: RunContext, plan: TablePlan, tables: Tables, now: datetime, out: Written) -> None:
+    """Whisper and the judge on the plan's engine rows; their uncommitted files, ids and tally into ``out``."""
     cfg = ctx.cfg
-    rows = pa.Table.from_pylist(plan.engine, schema=view)  # the view's types, even for an all-null column
+    rows = releases_json(plan.engine).drop_columns(["releases"])
     columns = [c for c in rows.column_names if c not in VIEW_ONLY]
     ensure_ray(cfg)
     constants = {
         "engine_key": engine_key(cfg, ctx.models),
+        "agreement_key": agreement_key(cfg),
         "processed_run": ctx.run_id,
         "updated_run": ctx.run_id,
         "request_key": ctx.settings,
@@ -344,13 +428,15 @@ def _run_engines(
         "processed_at": now,
         "updated_at": now,
     }
-    sink = TableSink(clips, audio if cfg.keep_audio else None, schema, constants, cfg.table.rows_per_file)
+    sink = TableSink(
+        tables.clips, tables.audio if cfg.keep_audio else None, tables.schema, constants, cfg.table.rows_per_file
+    )
     stages = curation_stages(cfg, ctx.models, columns, ctx.split)
     counter, name, display = None, None, None
     if ctx.console is not None:
         counter, name = start_counter(ctx.run_id)
         where = ", ".join(ctx.inputs.describe()["inputs"])[:100]
-        ctx.console.say(f"curating {rows.num_rows} clips from {where} into {'.'.join(clips.name())}")
+        ctx.console.say(f"curating {rows.num_rows} clips from {where} into {tables.clips_id}")
         counted = [s.name for s in stages if s.counted]
         display = ConsoleProgress(counter, counted, rows.num_rows, ctx.console.out, ctx.console.tty).start()
     # Bounded: an engine that cannot start (or an actor that cannot be placed) fails the run.
@@ -361,45 +447,51 @@ def _run_engines(
     except Exception as exc:
         if display is not None:
             exc.waiting_stage = display.first_unfinished()  # type: ignore[attr-defined]
-        _drop_written(sink, clips, audio)
+        _drop_written(sink, tables)
         raise
     finally:
         if display is not None:
             display.stop()
             stop_counter(counter)
-    out = {
-        "clips": [f for r in sink.results for f in r["clips"]],
-        "audio": [f for r in sink.results for f in r["audio"]],
-        "ids": [i for r in sink.results for i in r["ids"]],
-        "kept": {i: k for r in sink.results for i, k in r["kept"].items()},
-        "tally": combine(Tally.model_validate(r["tally"]) for r in sink.results),
-        "rejected": [row for r in sink.results for row in r["rejected"]],
-    }
+    out.clips += [f for r in sink.results for f in r["clips"]]
+    out.audio += [f for r in sink.results for f in r["audio"]]
+    ids = [i for r in sink.results for i in r["ids"]]
     try:
-        check_ids(Counter(r[ID] for r in plan.engine), Counter(out["ids"]))
+        check_ids(Counter(rows.column(ID).to_pylist()), Counter(ids))
     except RowAccountingError:
-        _drop_written(sink, clips, audio)
+        _drop_written(sink, tables)
+        out.clips, out.audio = [], []
         raise
-    return out
-
-
-def _drop_written(sink: TableSink, clips: Table, audio: Table) -> None:
-    commits.delete_files(clips, [f for r in sink.results for f in r["clips"]])
-    commits.delete_files(audio, [f for r in sink.results for f in r["audio"]])
-
-
-def _changes(plan: Plan, kept_now: dict[str, bool]) -> dict[str, int]:
-    """What changed tonight: clips added, scored again, updated, re-decided and withdrawn."""
-    before = plan.previous_kept
-    c = Counter()
+    out.ids.append(ids)
+    out.tallies += [Tally.model_validate(r["tally"]) for r in sink.results]
+    out.rejected += [row for r in sink.results for row in r["rejected"]][:SAMPLE_CAP]
+    # What the engines changed: new clips added, and the kept flag of clips scored again.
+    kept_now = {i: k for r in sink.results for i, k in r["kept"].items()}
+    before = dict(
+        zip(
+            plan.engine_kept_before.column(ID).to_pylist(),
+            plan.engine_kept_before.column(KEPT).to_pylist(),
+            strict=True,
+        )
+    )
     for rid, kept in kept_now.items():
         if rid not in before:
-            c["added"] += 1
-        elif before[rid] != bool(kept):
-            c["redecided"] += 1
-            c["withdrawn"] += before[rid] and not kept
-    c["rescored"] = sum(1 for r in plan.engine if r[ID] in before)
-    c["engine_rows"] = len(plan.engine)
+            out.changes["added"] += 1
+        elif bool(before[rid]) != bool(kept):
+            out.changes["redecided"] += 1
+            out.changes["withdrawn"] += bool(before[rid]) and not kept
+
+
+def _drop_written(sink: TableSink, tables: Tables) -> None:
+    commits.delete_files(tables.clips, [f for r in sink.results for f in r["clips"]])
+    commits.delete_files(tables.audio, [f for r in sink.results for f in r["audio"]])
+
+
+def _changes(plan: TablePlan, written: Written) -> dict[str, int]:
+    """What changed tonight: clips added, scored again, updated, re-decided and withdrawn."""
+    c = Counter({k: written.changes.get(k, 0) for k in ("added", "redecided", "withdrawn")})
+    c["rescored"] = plan.engine_kept_before.num_rows
+    c["engine_rows"] = plan.engine.num_rows
     for key in ("updated", "unchanged", "held", "unscored", "not_selected"):
         c[key] = plan.counts.get(key, 0)
     c["deleted_from_release"] = plan.counts.get("withdrawn", 0)

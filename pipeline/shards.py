@@ -1,16 +1,71 @@
-"""Shards: a run's inputs cut into parallel pieces by a hash of each clip's id.  Pure: no Prefect, no Ray.
+"""Shards and the keys of work: what decides who does a clip, and whether it is done already.  Pure:
+no Prefect, no Ray.
 
 Every shard reads the same sources and plans against the same table, keeping only the clips whose id
-hashes to it (``pipeline.run.shard_of``), so each clip is processed by exactly one shard whatever the
-releases hold, and a clip that two cumulative releases both list is never done twice.  Each shard
-commits its own snapshot; the ledger counts a unit of work applied once every shard of it has.
-The embedded default runs one shard (one engine start-up); a cluster runs several in parallel.
+hashes to it (``shard_of``; the plan's SQL computes the same, ``pipeline.table.plan.shard_sql``), so each
+clip is processed by exactly one shard whatever the releases hold, and a clip that two cumulative
+releases both list is never done twice.  Each shard commits its own snapshot; the ledger counts a unit
+of work applied once every shard of it has.  The embedded default runs one shard (one engine
+start-up); a cluster runs several in parallel.
+
+The keys: ``engine_key`` (what a clip's scores are a function of besides its audio), ``settings_key``
+(what a unit of work's result is a function of besides its input) and ``agreement_key`` (what a stored
+WER/CER was measured under).
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import re
 from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from pipeline.config import CurationConfig
+    from pipeline.dag import Models
+
+
+def shard_of(rid: str, count: int) -> int:
+    return int(hashlib.sha1(rid.encode()).hexdigest()[:8], 16) % count
+
+
+def _digest(obj: Any) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:20]
+
+
+def engine_key(cfg: CurationConfig, models: Models) -> str:
+    """What a clip's scores are a function of besides its audio: the models, their revisions, the settings
+    that change what they output.  Rows scored under another key are scored again."""
+    content = cfg.content_settings()
+    return _digest(
+        {
+            "audio": content["audio"],
+            "quality": content["quality"],
+            "transcriber": content["transcriber"],
+            "judge": content["judge"],
+            "revisions": [models.transcriber.revision, models.judge.revision],
+        }
+    )
+
+
+def settings_key(cfg: CurationConfig, models: Models, split: str | None) -> str:
+    """What a unit of work's result is a function of besides its input: engines, gates, split, limit."""
+    return _digest({"engine": engine_key(cfg, models), "content": cfg.content_settings(), "split": split})
+
+
+def agreement_key(cfg: CurationConfig) -> str:
+    """What a stored WER/CER is a function of besides the transcript and the sentence: Whisper's normaliser
+    (the transformers release that ships it), accent folding, and the default language."""
+    from importlib.metadata import version
+
+    return _digest(
+        {
+            "normaliser": version("transformers"),
+            "fold_diacritics": cfg.gates.fold_diacritics,
+            "language": cfg.transcriber.language,
+        }
+    )
 
 
 @dataclass(frozen=True)

@@ -10,7 +10,9 @@ sets) and streams clips out of a tarball member by member.  No Ray here: the dat
 from __future__ import annotations
 
 import io
+import os
 import re
+import stat
 import tarfile
 from collections.abc import Container, Iterator
 from dataclasses import dataclass, field
@@ -88,11 +90,14 @@ def parse_tarball_name(uri: str) -> tuple[str, str] | None:
 # ---------------------------------------------------------------------------------------------- TSVs
 
 
-def read_tsv(stream: IO[bytes], name: str) -> pa.Table:
-    """A Common Voice TSV as all-string columns.  Tab-separated, no quoting (sentences hold quotes).
+def iter_tsv(stream: IO[bytes], name: str, block_bytes: int = 1 << 22) -> Iterator[pa.Table]:
+    """A Common Voice TSV as all-string tables of about ``block_bytes`` of text each, streamed: memory holds
+    one block, whatever the file's size.  Tab-separated, no quoting (sentences hold quotes).  A header
+    with no rows gives one empty table, so its columns are known.
 
     A row with the wrong number of fields (a stray tab) or a header with repeated names is an
-    ``InputSchemaError`` that names the file and line, never a half-read table.
+    ``InputSchemaError`` that names the file and line, raised once the file is read, before the caller
+    can have written anything of it.
     """
     if isinstance(stream, pa.NativeFile) or not hasattr(stream, "peek"):
         stream = io.BufferedReader(stream)  # pyarrow's streams have no readline or peek
@@ -105,9 +110,11 @@ def read_tsv(stream: IO[bytes], name: str) -> pa.Table:
         raise InputSchemaError(f"{name}: line 1 is not UTF-8 ({exc.reason} at byte {exc.start})") from None
     if len(set(header)) != len(header) or any(not h for h in header):
         raise InputSchemaError(f"{name}: malformed header {header!r}")
+    empty = pa.table({h: pa.array([], pa.string()) for h in header})
     if not stream.peek(1):
         # A header and no rows: small locales' and deltas' other.tsv, invalidated.tsv, reported.tsv.
-        return pa.table({h: pa.array([], pa.string()) for h in header})
+        yield empty
+        return
     bad: list[str] = []
 
     def on_invalid(row) -> str:
@@ -117,10 +124,10 @@ def read_tsv(stream: IO[bytes], name: str) -> pa.Table:
         return "skip"
 
     try:
-        table = pacsv.read_csv(
+        reader = pacsv.open_csv(
             stream,
             # One thread, so a bad row's line number is known (threaded parsing cannot count lines).
-            read_options=pacsv.ReadOptions(column_names=header, block_size=1 << 22, use_threads=False),
+            read_options=pacsv.ReadOptions(column_names=header, block_size=block_bytes, use_threads=False),
             parse_options=pacsv.ParseOptions(
                 delimiter="\t", quote_char=False, escape_char=False, invalid_row_handler=on_invalid
             ),
@@ -128,12 +135,22 @@ def read_tsv(stream: IO[bytes], name: str) -> pa.Table:
                 column_types={h: pa.string() for h in header}, strings_can_be_null=False
             ),
         )
+        yielded = False
+        for batch in reader:
+            yielded = True
+            yield pa.Table.from_batches([batch])
+        if not yielded:
+            yield empty
     except pa.ArrowInvalid as exc:
         raise InputSchemaError(f"{name}: cannot parse as a tab-separated file: {exc}") from None
     if bad:
         more = f" (and {len(bad) - 1} more)" if len(bad) > 1 else ""
         raise InputSchemaError(f"{name}: {bad[0]}{more}; a stray tab or a broken line")
-    return table
+
+
+def read_tsv(stream: IO[bytes], name: str) -> pa.Table:
+    """A whole TSV as one table (``iter_tsv`` for a file of any size)."""
+    return pa.concat_tables(list(iter_tsv(stream, name)))
 
 
 def _int_column(col: pa.ChunkedArray, name: str, source: str) -> pa.ChunkedArray:
@@ -176,87 +193,6 @@ def canonical_clip_table(raw: pa.Table, source: str) -> pa.Table:
             cols.append(raw.column(name))
             fields.append(pa.field(name, pa.string()))
     return pa.Table.from_arrays(cols, schema=pa.schema(fields))
-
-
-def durations_map(table: pa.Table | None, source: str) -> dict[str, int]:
-    """``clip_durations.tsv`` (``clip``, ``duration[ms]``) as {clip file name: milliseconds}."""
-    if table is None:
-        return {}
-    if "clip" not in table.column_names or "duration[ms]" not in table.column_names:
-        raise InputSchemaError(f"{source}: expected columns 'clip' and 'duration[ms]', got {table.column_names}")
-    ms = _int_column(table.column("duration[ms]"), "duration[ms]", source)
-    return {c: m for c, m in zip(table.column("clip").to_pylist(), ms.to_pylist(), strict=True) if m is not None}
-
-
-def reported_keys(table: pa.Table | None) -> tuple[frozenset[str], frozenset[str]]:
-    """(sentence ids, sentence texts) in ``reported.tsv``."""
-    if table is None:
-        return frozenset(), frozenset()
-    ids = table.column("sentence_id").to_pylist() if "sentence_id" in table.column_names else []
-    texts = table.column("sentence").to_pylist() if "sentence" in table.column_names else []
-    return frozenset(i for i in ids if i), frozenset(t for t in texts if t)
-
-
-# Which list decides a clip's status when a release lists it twice (it should not): the harshest.
-STATUS_LISTS = ("invalidated", "validated", "other")
-SPLIT_LISTS = ("train", "dev", "test")
-
-
-def release_view(
-    lists: dict[str, pa.Table],
-    *,
-    release: str,
-    durations: dict[str, int],
-    reported: tuple[frozenset[str], frozenset[str]],
-    source: str,
-) -> pa.Table:
-    """One row per clip that any clip list of one release names: ``id`` (the TSV's ``path``), the CV
-    columns, ``lists`` (every list naming it), ``copies`` (most times one list names it),
-    ``cv_status``, ``split``, ``duration_ms``, ``sentence_reported``, ``release`` and ``_source``."""
-    parts = []
-    for name, clips in lists.items():
-        if clips.num_rows:
-            parts.append(clips.append_column("_list", pa.array([name] * clips.num_rows, pa.string())))
-    if not parts:
-        return pa.table({"id": pa.array([], pa.string())})
-    rows = pa.concat_tables(parts, promote_options="permissive")
-    copies = (
-        rows.group_by(["path", "_list"])
-        .aggregate([("path", "count")])
-        .group_by("path")
-        .aggregate([("path_count", "max")])
-    )
-    # Metadata from the list that decides the status; every list's name kept.
-    rank = {n: i for i, n in enumerate((*STATUS_LISTS, *SPLIT_LISTS))}
-    order = pa.array([rank.get(n, len(rank)) for n in rows.column("_list").to_pylist()], pa.int32())
-    rows = rows.append_column("_rank", order).sort_by([("path", "ascending"), ("_rank", "ascending")])
-    meta = [c for c in rows.column_names if c not in ("path", "_list", "_rank")]
-    view = rows.group_by("path", use_threads=False).aggregate([(c, "first") for c in meta] + [("_list", "list")])
-    names = {"path": "id", "_list_list": "lists"}
-    view = view.rename_columns([names.get(c, c.removesuffix("_first")) for c in view.column_names])
-    ids = view.column("id").to_pylist()
-    n_copies = dict(zip(copies.column("path").to_pylist(), copies.column("path_count_max").to_pylist(), strict=True))
-    lists_of = view.column("lists").to_pylist()
-    status = [next((s for s in STATUS_LISTS if s in ls), None) for ls in lists_of]
-    split = [next((s for s in SPLIT_LISTS if s in ls), None) for ls in lists_of]
-    rid, rtext = reported
-    flagged = [
-        bool((s and s in rid) or (t and t in rtext))
-        for s, t in zip(view.column("sentence_id").to_pylist(), view.column("sentence").to_pylist(), strict=True)
-    ]
-    n = view.num_rows
-    # A path that is not a plain file name inside clips/ is held before anything is opened.
-    held = [outside(i) for i in ids]
-    return (
-        view.append_column("_hold", pa.array(held, pa.string()))
-        .append_column("copies", pa.array([n_copies[i] for i in ids], pa.int64()))
-        .append_column("cv_status", pa.array(status, pa.string()))
-        .append_column("split", pa.array(split, pa.string()))
-        .append_column("duration_ms", pa.array([durations.get(i) for i in ids], pa.int64()))
-        .append_column("sentence_reported", pa.array(flagged, pa.bool_()))
-        .append_column("release", pa.array([release] * n, pa.string()))
-        .append_column("_source", pa.array([source] * n, pa.string()))
-    )
 
 
 # -------------------------------------------------------------------------------------- discovery
@@ -361,38 +297,82 @@ def tarball_identity(where: Location) -> tuple[str, str]:
     )
 
 
-def read_tarball_tsvs(where: Location, wanted: set[str]) -> dict[str, pa.Table]:
-    """The wanted top-level TSVs of the locale folder, read in one streaming pass.
+class _Bounded(io.RawIOBase):
+    """A stream that refuses to give more than ``limit`` bytes: a TSV whose size lied (a link to
+    ``/dev/zero``, a growing file) stops the run with a clear error instead of filling the disk."""
 
-    The pass stops as soon as all wanted TSVs are found, so a tarball that lists them before the
-    clips costs almost nothing; one that lists them after is decompressed once to find them.
-    Also returns ``"__tsvs__"``: the names of every TSV seen, to name the choices in errors.
-    """
-    uri = where.uri
-    tar, raw = open_tarball(where)
-    out: dict[str, pa.Table] = {}
-    seen: list[str] = []
+    def __init__(self, raw, limit: int, name: str):
+        self.raw, self.left, self.limit, self.name = raw, limit, limit, name
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buf) -> int:
+        data = self.raw.read(min(len(buf), self.left + 1))
+        if len(data) > self.left:
+            raise InputSchemaError(f"{self.name}: over reader.max_tsv_bytes={self.limit} bytes; not a clip list")
+        self.left -= len(data)
+        buf[: len(data)] = data
+        return len(data)
+
+
+def _too_big(name: str, size: int, limit: int) -> InputSchemaError:
+    return InputSchemaError(f"{name}: {size} bytes, over reader.max_tsv_bytes={limit}; not read")
+
+
+def _tarball_tsv(tar: tarfile.TarFile, member: tarfile.TarInfo, uri: str, limit: int) -> Iterator[pa.Table]:
+    name = f"{uri}:{member.name}"
     try:
-        for member in tar:
-            parts = _member_parts(member.name)
-            if parts and seen and parts[2].startswith("clips/"):
-                break  # the TSVs came first and are all read: no need to decompress the clips
-            if not parts or not member.isfile() or "/" in parts[2] or not parts[2].endswith(".tsv"):
-                continue
-            stem = parts[2][: -len(".tsv")]
-            seen.append(stem)
-            if stem in wanted:
-                f = tar.extractfile(member)
-                out[stem] = read_tsv(f, f"{uri}:{member.name}")
-                if wanted <= set(out):
-                    break
+        yield from iter_tsv(_Bounded(tar.extractfile(member), limit, name), name)
     except (tarfile.TarError, EOFError, OSError) as exc:
         raise InputSchemaError(f"{uri}: broken tar archive: {exc}") from None
-    finally:
-        tar.close()
-        raw.close()
-    out["__tsvs__"] = pa.table({"name": sorted(seen)})
-    return out
+
+
+def _folder_tsv_file(where: Location, info: pafs.FileInfo, limit: int) -> Iterator[pa.Table]:
+    name = f"{where.uri}/{info.base_name}"
+    with where.fs.open_input_stream(info.path) as f:
+        yield from iter_tsv(_Bounded(f, limit, name), name)
+
+
+def release_tsvs(where: Location, form: str, limit: int = 8 << 30) -> Iterator[tuple[str, Iterator[pa.Table]]]:
+    """(stem, its tables) for every top-level TSV of a release's locale folder, each read as it comes.
+
+    A tarball is read in one streaming pass to its end, so a TSV stored after ``clips/`` (or between
+    clips) is read like one stored first; each table must be taken before the next TSV is asked for.
+    A TSV is read only if it is a regular file inside the release (never a link leading out of it) and
+    at most ``limit`` bytes, by its size and by what is actually read.
+    """
+    uri = where.uri
+    if form == "tarball":
+        tar, raw = open_tarball(where)
+        try:
+            for member in tar:
+                parts = _member_parts(member.name)
+                if not parts or "/" in parts[2] or not parts[2].endswith(".tsv") or not member.isfile():
+                    continue
+                if member.size > limit:
+                    raise _too_big(f"{uri}:{member.name}", member.size, limit)
+                yield parts[2][: -len(".tsv")], _tarball_tsv(tar, member, uri, limit)
+        except (tarfile.TarError, EOFError, OSError) as exc:
+            raise InputSchemaError(f"{uri}: broken tar archive: {exc}") from None
+        finally:
+            tar.close()
+            raw.close()
+        return
+    local = isinstance(where.fs, pafs.LocalFileSystem)
+    home = os.path.realpath(where.path) if local else None
+    for info in sorted(_children(where.fs, where.path), key=lambda i: i.base_name):
+        if not info.base_name.endswith(".tsv"):
+            continue
+        if local:
+            real = os.path.realpath(info.path)
+            if os.path.dirname(real) != home or not stat.S_ISREG(os.stat(real).st_mode):
+                raise InputSchemaError(f"{uri}/{info.base_name}: not a regular file inside the release (a link?)")
+        elif info.type != pafs.FileType.File:
+            continue
+        if (info.size or 0) > limit:
+            raise _too_big(f"{uri}/{info.base_name}", info.size, limit)
+        yield info.base_name[: -len(".tsv")], _folder_tsv_file(where, info, limit)
 
 
 def iter_tarball_clips(
@@ -422,55 +402,3 @@ def iter_tarball_clips(
     finally:
         tar.close()
         raw.close()
-
-
-# ------------------------------------------------------------------------------------ one split
-
-
-def _folder_tsv(fs: pafs.FileSystem, folder: str, stem: str, uri: str) -> pa.Table | None:
-    path = f"{folder}/{stem}.tsv"
-    if _kind(fs, path) != pafs.FileType.File:
-        return None
-    with fs.open_input_stream(path) as f:
-        return read_tsv(f, f"{uri}/{stem}.tsv")
-
-
-def _folder_tsv_names(fs: pafs.FileSystem, folder: str) -> list[str]:
-    return sorted(e.base_name[:-4] for e in _children(fs, folder) if e.base_name.endswith(".tsv"))
-
-
-def load_release(src: ReleaseSource, split: str, storage: StorageConfig | None = None) -> pa.Table:
-    """Every clip the release lists, with its lists (``release_view``), before any clip is read.
-
-    ``InputSchemaError`` when the curated ``split``'s TSV is absent (naming the lists there), is not a
-    clip list, or when any TSV is malformed.
-    """
-    if split in NOT_CLIP_LISTS:
-        raise InputSchemaError(f"{split}.tsv is not a clip list; pick one of {', '.join(KNOWN_SPLITS)}")
-    wanted = {*KNOWN_SPLITS, split, "clip_durations", "reported"}
-    if src.form == "tarball":
-        tsvs = read_tarball_tsvs(src.located(storage), wanted)
-        available = tsvs.pop("__tsvs__").column("name").to_pylist()
-    else:
-        where = src.located(storage)
-        fs, folder = where.fs, where.path
-        tsvs = {s: t for s in wanted if (t := _folder_tsv(fs, folder, s, src.uri)) is not None}
-        available = _folder_tsv_names(fs, folder)
-    if split not in tsvs:
-        lists = [a for a in available if a not in NOT_CLIP_LISTS]
-        kind = "delta release" if src.delta else "release"
-        raise InputSchemaError(
-            f"{src.uri}: this {kind} has no {split}.tsv; its clip lists are: {', '.join(lists) or 'none'}"
-        )
-    lists = {
-        name: canonical_clip_table(t, f"{src.uri}:{name}.tsv")
-        for name, t in tsvs.items()
-        if name not in ("clip_durations", "reported")
-    }
-    return release_view(
-        lists,
-        release=src.release,
-        durations=durations_map(tsvs.get("clip_durations"), f"{src.uri}:clip_durations.tsv"),
-        reported=reported_keys(tsvs.get("reported")),
-        source=src.uri,
-    )

@@ -14,6 +14,7 @@ import dataclasses
 import functools
 import hashlib
 import json
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -24,9 +25,11 @@ import pyarrow.parquet as pq
 
 from pipeline.columns import AUDIO, ID
 from pipeline.config import CurationConfig, StorageConfig
-from pipeline.io.cv_release import ReleaseSource, classify_release_input, load_release
+from pipeline.io import cv_view
+from pipeline.io.cv_release import ReleaseSource, classify_release_input
 from pipeline.io.schema import InputLayout, InputSchemaError, check_consistent, inspect_schema, to_canonical
 from pipeline.storage import Location, list_parquet_files, locate
+from pipeline.table.workspace import Workspace
 
 ACCEPTED_FORMS = (
     "a Common Voice release tarball (cv-corpus-<ver>[-delta]-<date>-<locale>.tar.gz), "
@@ -62,58 +65,6 @@ def _identity(fs: pafs.FileSystem, paths: list[str]) -> tuple[tuple[str, int, in
     return tuple(out)
 
 
-def _history(release: list[str], status: list[str | None], split: list[str | None]) -> str:
-    entries = [{"release": r, "status": st, "split": sp} for r, st, sp in zip(release, status, split, strict=True)]
-    return json.dumps(entries, separators=(",", ":"))
-
-
-def latest_view(views: list[pa.Table]) -> pa.Table:
-    """One row per clip over several releases' views (each from ``load_release``): the newest release's
-    columns, ``first_release``/``last_release``, and the history as ``releases_json``."""
-    from pipeline.releases import release_key
-
-    views = [v for v in views if v.num_rows]
-    if not views:
-        return pa.table({ID: pa.array([], pa.string())})
-    order = sorted({r for v in views for r in v.column("release").unique().to_pylist()}, key=release_key)
-    rank = {r: i for i, r in enumerate(order)}
-    rows = pa.concat_tables(views, promote_options="permissive")
-    # Arrow's "first" aggregation takes no list columns: the list names travel joined.
-    rows = rows.set_column(rows.schema.get_field_index("lists"), "lists", pc.binary_join(rows.column("lists"), ","))
-    rows = rows.append_column("_rank", pa.array([rank[r] for r in rows.column("release").to_pylist()], pa.int32()))
-    newest_first = rows.sort_by([(ID, "ascending"), ("_rank", "descending")])
-    meta = [c for c in rows.column_names if c not in (ID, "_rank")]
-    latest = newest_first.group_by(ID, use_threads=False).aggregate([(c, "first") for c in meta])
-    latest = latest.rename_columns([c.removesuffix("_first") for c in latest.column_names])
-    latest = latest.set_column(
-        latest.schema.get_field_index("lists"), "lists", pc.split_pattern(latest.column("lists"), ",")
-    )
-    oldest_first = rows.sort_by([(ID, "ascending"), ("_rank", "ascending")])
-    hist = oldest_first.group_by(ID, use_threads=False).aggregate(
-        [("release", "list"), ("cv_status", "list"), ("split", "list"), ("copies", "max")]
-    )
-    by_id = {
-        i: (_history(r, st, sp), r[0], c)
-        for i, r, st, sp, c in zip(
-            hist.column(ID).to_pylist(),
-            hist.column("release_list").to_pylist(),
-            hist.column("cv_status_list").to_pylist(),
-            hist.column("split_list").to_pylist(),
-            hist.column("copies_max").to_pylist(),
-            strict=True,
-        )
-    }
-    ids = latest.column(ID).to_pylist()
-    latest = latest.set_column(
-        latest.schema.get_field_index("copies"), "copies", pa.array([by_id[i][2] for i in ids], pa.int64())
-    )
-    return (
-        latest.append_column("releases_json", pa.array([by_id[i][0] for i in ids], pa.string()))
-        .append_column("first_release", pa.array([by_id[i][1] for i in ids], pa.string()))
-        .append_column("last_release", latest.column("release"))
-    )
-
-
 @dataclass
 class ReleaseInputs:
     """Common Voice releases: one unit per release and locale; their TSVs are read here, clips later."""
@@ -122,6 +73,7 @@ class ReleaseInputs:
     split: str
     storage: StorageConfig
     notes: list[str] = field(default_factory=list)
+    max_tsv_bytes: int = 8 << 30
 
     def __post_init__(self) -> None:
         # A release there both as a tarball and extracted is one release: read from the folder, whose
@@ -137,6 +89,11 @@ class ReleaseInputs:
         self.releases = sorted(chosen.values(), key=lambda s: s.uri)
 
     form = "common-voice"
+
+    @property
+    def curated_list(self) -> str | None:
+        """The clip list the plan selects by: the split curated."""
+        return self.split
 
     def locales(self) -> set[str]:
         return {s.locale for s in self.releases}
@@ -159,17 +116,21 @@ class ReleaseInputs:
             out.append(Unit(src.uri, locale, src.release, ident))
         return out
 
-    def view(self, locale: str, units: list[Unit]) -> pa.Table:
+    def load_view(self, ws: Workspace, locale: str, units: list[Unit]) -> None:
+        """The workspace's ``view``: every TSV of ``units`` read (streamed) and their latest word per clip.
+        Every TSV is read and checked before anything is written: a malformed release leaves no trace."""
         by_uri = {s.uri: s for s in self.releases}
-        views = []
+        order = cv_view._Order()
         for u in units:
-            v = load_release(by_uri[u.uri], self.split, self.storage)
-            if v.num_rows and "locale" in v.column_names:
-                # Old releases leave the column empty; the release's own folder names the locale.
-                loc = pc.if_else(pc.equal(pc.fill_null(v.column("locale"), ""), ""), locale, v.column("locale"))
-                v = v.set_column(v.schema.get_field_index("locale"), "locale", loc)
-            views.append(v)
-        return latest_view(views)
+            cv_view.ingest_release(ws, by_uri[u.uri], self.split, self.storage, order, self.max_tsv_bytes)
+        cv_view.release_views(ws)
+        cv_view.latest_view(ws)
+
+    def view(self, locale: str, units: list[Unit]) -> pa.Table:
+        """The view as an Arrow table, with ``releases_json`` (a look at a small release; runs stream it)."""
+        with Workspace(memory_limit_mb=256) as ws:
+            self.load_view(ws, locale, units)
+            return cv_view.releases_json(ws.arrow("SELECT * FROM view ORDER BY id"))
 
     def selected(self, row: dict[str, Any]) -> bool:
         return self.split in (row.get("lists") or ())
@@ -217,6 +178,7 @@ class ParquetInputs:
     layout: InputLayout = field(init=False)
     schema: pa.Schema = field(init=False)
     form = "parquet"
+    curated_list = None  # every row is in the curated set
 
     def __post_init__(self) -> None:
         # Footers only: cheap, and every file's schema is checked before any work starts.
@@ -237,29 +199,38 @@ class ParquetInputs:
     def _columns(self) -> list[str]:
         return [c for c in self.schema.names if c not in (AUDIO, "audio")]
 
-    @functools.cached_property
-    def _meta(self) -> pa.Table:
-        """Every row's columns but its audio, with ``_source`` (one read of the small columns)."""
-        parts = []
-        for where in self.files:
-            f = where.uri
-            t = pq.read_table(where.path, columns=self._columns(), filesystem=where.fs)
-            ids = t.column(ID).cast(pa.string()).to_pylist()
-            # A row without an id cannot be keyed: it becomes one quarantined row under a stand-in id
-            # that names its file and row, so the next run finds the same one.
-            name = f.rsplit("/", 1)[-1]
-            hold = [None if i else "missing id" for i in ids]
-            ids = [i or f"missing-id:{name}:{k}" for k, i in enumerate(ids)]
-            t = t.set_column(t.schema.get_field_index(ID), ID, pa.array(ids, pa.string()))
-            t = t.append_column("_hold", pa.array(hold, pa.string()))
-            parts.append(t.append_column("_source", pa.array([f] * t.num_rows, pa.string())))
-        meta = pa.concat_tables(parts, promote_options="permissive")
-        if "locale" not in meta.column_names:
-            meta = meta.append_column("locale", pa.array([self.default_locale] * meta.num_rows, pa.string()))
-        return meta
+    def _batches(self, where: Location, start: int) -> Iterator[pa.Table]:
+        """One file's rows, every column but the audio, a batch at a time, with ``_source``, ``_ord`` and
+        ``_hold``; a row without an id gets a stand-in naming its file and row (held, so the next run
+        finds the same one)."""
+        name = where.uri.rsplit("/", 1)[-1]
+        k = 0
+        with where.fs.open_input_file(where.path) as f:
+            for batch in pq.ParquetFile(f).iter_batches(columns=self._columns(), batch_size=65_536):
+                t = pa.Table.from_batches([batch])
+                n = t.num_rows
+                ids = pc.cast(t.column(ID), pa.string())
+                has = pc.fill_null(pc.not_equal(ids, ""), False)
+                stand_in = pc.binary_join_element_wise(
+                    f"missing-id:{name}:", pc.cast(pa.array(range(k, k + n)), pa.string()), ""
+                )
+                t = t.set_column(t.schema.get_field_index(ID), ID, pc.if_else(has, ids, stand_in))
+                t = t.append_column("_hold", pc.if_else(has, pa.nulls(n, pa.string()), "missing id"))
+                t = t.append_column("_source", pa.array([where.uri] * n, pa.string()))
+                t = t.append_column("_ord", pa.array(range(start + k, start + k + n), pa.int64()))
+                if "locale" not in t.column_names:
+                    t = t.append_column("locale", pa.array([self.default_locale] * n, pa.string()))
+                yield t
+                k += n
 
     def locales(self) -> set[str]:
-        return {v or self.default_locale for v in pc.unique(self._meta.column("locale")).to_pylist()}
+        if "locale" not in self.schema.names:
+            return {self.default_locale}
+        found = set()
+        for where in self.files:
+            col = pq.read_table(where.path, columns=["locale"], filesystem=where.fs).column("locale")
+            found |= {v or self.default_locale for v in pc.unique(col).to_pylist()}
+        return found
 
     def passthrough(self) -> pa.Schema:
         return pa.schema([self.schema.field(c) for c in self.layout.passthrough if c != "locale"])
@@ -270,19 +241,42 @@ class ParquetInputs:
             out.append(Unit(f.uri, locale, None, _identity(f.fs, [f.path])))
         return out
 
+    def load_view(self, ws: Workspace, locale: str, units: list[Unit]) -> None:
+        """The workspace's ``view``: one row per id of ``units``' files in ``locale`` (the first copy; every
+        copy counted), streamed from the files' small columns."""
+        wanted = [f for f in self.files if f.uri in {u.uri for u in units}]
+        start = 0
+        schema = None
+        for where in wanted:
+            for t in self._batches(where, start):
+                start += t.num_rows
+                t = t.filter(pc.equal(pc.fill_null(t.column("locale"), self.default_locale), locale))
+                schema = schema or t.schema
+                with ws.writer("parquet_rows", schema) as w:
+                    w.write(t)
+        if schema is None:
+            schema = next(self._batches(self.files[0], 0)).schema
+            with ws.writer("parquet_rows", schema) as w:
+                w.write(schema.empty_table())
+        cols = [c for c in schema.names if c not in (ID, "_ord")]
+        fields = ", ".join(f"'{c}': \"{c}\"" for c in cols)
+        ws.materialize(
+            "view",
+            f"""
+            WITH firsts AS (SELECT id, arg_min({{{fields}}}, _ord) AS r, count(*) AS copies
+                            FROM parquet_rows GROUP BY id)
+            SELECT id, {", ".join(f'r."{c}" AS "{c}"' for c in cols)}, copies,
+                   []::STRUCT(release VARCHAR, status VARCHAR, split VARCHAR)[] AS releases,
+                   NULL::VARCHAR[] AS lists, NULL::VARCHAR AS release,
+                   NULL::VARCHAR AS first_release, NULL::VARCHAR AS last_release
+            FROM firsts
+        """,
+        )
+
     def view(self, locale: str, units: list[Unit]) -> pa.Table:
-        meta = self._meta
-        meta = meta.filter(
-            pc.and_(
-                pc.is_in(meta.column("_source"), pa.array([u.uri for u in units], pa.string())),
-                pc.equal(pc.fill_null(meta.column("locale"), self.default_locale), locale),
-            )
-        )
-        n = {c["values"]: c["counts"] for c in pc.value_counts(meta.column(ID)).to_pylist()}
-        copies = pa.array([n[i] for i in meta.column(ID).to_pylist()], pa.int64())
-        return meta.append_column("copies", copies).append_column(
-            "releases_json", pa.array(["[]"] * meta.num_rows, pa.string())
-        )
+        with Workspace(memory_limit_mb=256) as ws:
+            self.load_view(ws, locale, units)
+            return cv_view.releases_json(ws.arrow("SELECT * FROM view ORDER BY id"))
 
     def selected(self, row: dict[str, Any]) -> bool:
         return True

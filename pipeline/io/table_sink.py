@@ -10,7 +10,6 @@ never committed.
 
 from __future__ import annotations
 
-from collections import Counter
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
@@ -50,9 +49,9 @@ def tally_of(table: pa.Table) -> Tally:
     healthy = table.filter(pc.invert(failed))
     kept_rows = healthy.filter(pc.fill_null(healthy.column(KEPT), False))
     kept = kept_rows.num_rows
-    bins = expected_score_bins(healthy.column(SCORE_EXPECTED).to_pylist())
-    kept_bins = expected_score_bins(kept_rows.column(SCORE_EXPECTED).to_pylist())
-    wers = [w for w in healthy.column(WER).to_pylist() if w is not None]
+    bins = expected_score_bins(healthy.column(SCORE_EXPECTED))
+    kept_bins = expected_score_bins(kept_rows.column(SCORE_EXPECTED))
+    wers = healthy.column(WER)
     return Tally(
         counts=Counts(
             in_=table.num_rows,
@@ -62,21 +61,34 @@ def tally_of(table: pa.Table) -> Tally:
         ),
         audio_seconds=pc.sum(healthy.column(DURATION)).as_py() or 0.0,
         histogram=Histogram(
-            score={str(k): v for k, v in score_histogram(healthy.column(SCORE).to_pylist()).items()},
-            score_kept={str(k): v for k, v in score_histogram(kept_rows.column(SCORE).to_pylist()).items()},
+            score={str(k): v for k, v in score_histogram(healthy.column(SCORE)).items()},
+            score_kept={str(k): v for k, v in score_histogram(kept_rows.column(SCORE)).items()},
             score_expected=[
                 ScoreBin(lo=lo, hi=hi, count=c, kept=k) for (lo, hi, c), (_, _, k) in zip(bins, kept_bins, strict=True)
             ],
         ),
-        reasons=dict(Counter(code for codes in healthy.column(REASONS).to_pylist() for code in (codes or []))),
-        quarantined_by_stage=dict(Counter(s or "unknown" for s in table.filter(failed).column(STAGE).to_pylist())),
+        reasons=_value_counts(pc.list_flatten(pc.cast(healthy.column(REASONS), pa.list_(pa.string())))),
+        quarantined_by_stage=_value_counts(
+            pc.fill_null(pc.cast(table.filter(failed).column(STAGE), pa.string()), "unknown")
+        ),
         wer_bins=wer_histogram(wers),
-        wer_bins_kept=wer_histogram(kept_rows.column(WER).to_pylist()),
-        wer_sum=sum(wers),
-        wer_count=len(wers),
+        wer_bins_kept=wer_histogram(kept_rows.column(WER)),
+        wer_sum=pc.sum(wers).as_py() or 0.0,
+        wer_count=len(wers) - wers.null_count,
         signal_bins=_signal_bins(healthy),
         signal_bins_kept=_signal_bins(kept_rows),
     )
+
+
+def _text(col) -> pa.ChunkedArray:
+    return pc.cast(col, pa.string())
+
+
+def _value_counts(values) -> dict[str, int]:
+    """Rows per value, counted by Arrow (a run's reasons or quarantine stages)."""
+    if len(values) == 0:
+        return {}
+    return {c["values"]: c["counts"] for c in pc.value_counts(values).to_pylist()}
 
 
 def _signal_bins(rows: pa.Table) -> dict[str, dict[str, int]]:
@@ -84,7 +96,7 @@ def _signal_bins(rows: pa.Table) -> dict[str, dict[str, int]]:
     out = {}
     for signal in SIGNAL_EDGES:
         if signal in rows.column_names and rows.column(signal).null_count < rows.num_rows:
-            out[signal] = signal_histogram(signal, rows.column(signal).to_pylist())
+            out[signal] = signal_histogram(signal, rows.column(signal))
     return out
 
 

@@ -11,13 +11,16 @@ from __future__ import annotations
 
 import functools
 from collections import Counter
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from pipeline.columns import (
+    AGREEMENT_KEY,
     AVG_LOGPROB,
     BANDWIDTH,
     CER,
@@ -56,11 +59,60 @@ Verdict = tuple[bool, str | None]
 class Gate(Protocol):
     code: str
 
+    def fails(self, t: pa.Table) -> tuple[np.ndarray, str | np.ndarray]:
+        """Which rows of ``t`` fail (a bool array) and their reason: one code, or a code per row."""
+        ...
+
     def __call__(self, row: Row) -> Verdict: ...
 
 
+# ------------------------------------------------------------------------------- columns as arrays
+
+
+def _floats(t: pa.Table, column: str) -> np.ndarray:
+    """``column`` as float64, NaN where null or absent (a null value passes every bound)."""
+    if column not in t.column_names or pa.types.is_null(t.column(column).type):
+        return np.full(t.num_rows, np.nan)
+    return pc.fill_null(pc.cast(t.column(column), pa.float64()), np.nan).to_numpy()
+
+
+def _text(t: pa.Table, column: str) -> pa.Array:
+    """``column`` as a string array (all null where absent)."""
+    if column not in t.column_names:
+        return pa.nulls(t.num_rows, pa.string())
+    return pc.cast(t.column(column), pa.string()).combine_chunks() if t.num_rows else pa.array([], pa.string())
+
+
+def _per_value(col: pa.Array, value: Callable[[Any], Any], typ: pa.DataType) -> pa.Array:
+    """``value(v)`` for each row's ``v`` in ``col``, computed once per distinct value (nulls too)."""
+    enc = pc.dictionary_encode(col)
+    mapped = pa.array([value(v) for v in enc.dictionary.to_pylist()], typ)
+    out = pc.take(mapped, enc.indices)
+    if enc.null_count:
+        out = pc.if_else(pc.is_null(enc.indices), pa.scalar(value(None), typ), out)
+    return out
+
+
+def _mask(a: pa.Array) -> np.ndarray:
+    """A boolean Arrow array as numpy, null as False."""
+    return pc.fill_null(a, False).to_numpy(zero_copy_only=False).astype(bool)
+
+
+class _RowCall:
+    """A gate called on one row: the same rule as on a table, on a table of that row."""
+
+    def __call__(self, row: Row) -> Verdict:
+        mask, code = self.fails(pa.Table.from_pylist([dict(row)]))  # type: ignore[attr-defined]
+        if not mask[0]:
+            return True, None
+        return False, code if isinstance(code, str) else code[0]
+
+
+# ----------------------------------------------------------------------------------------- gates
+
+
 @dataclass(frozen=True)
-class Bound:
+class Bound(_RowCall):
     """Rejects a row whose ``column`` is above ``limit`` (``upper``) or below it (a null value or a
     null limit passes: nothing to judge by, or the gate is off)."""
 
@@ -69,16 +121,16 @@ class Bound:
     code: str
     upper: bool = True
 
-    def __call__(self, row: Row) -> Verdict:
-        value = row.get(self.column)
-        if value is None or self.limit is None:
-            return True, None
-        outside = value > self.limit if self.upper else value < self.limit
-        return (False, self.code) if outside else (True, None)
+    def fails(self, t: pa.Table) -> tuple[np.ndarray, str]:
+        if self.limit is None:
+            return np.zeros(t.num_rows, bool), self.code
+        v = _floats(t, self.column)
+        with np.errstate(invalid="ignore"):
+            return (v > self.limit if self.upper else v < self.limit), self.code
 
 
 @dataclass(frozen=True)
-class ForScript:
+class ForScript(_RowCall):
     """``gate`` applied only to rows whose language is written with (``spaced``) or without word spaces:
     WER means nothing where a "word" is a whole phrase, so those rows are gated on CER instead."""
 
@@ -90,51 +142,53 @@ class ForScript:
     def code(self) -> str:
         return self.gate.code
 
-    def __call__(self, row: Row) -> Verdict:
-        lang = whisper_language(row.get(LOCALE)) or self.default
-        return self.gate(row) if unspaced(lang) != self.spaced else (True, None)
+    def fails(self, t: pa.Table) -> tuple[np.ndarray, str | np.ndarray]:
+        rule = lambda loc: unspaced(whisper_language(loc) or self.default) != self.spaced  # noqa: E731
+        mask, code = self.gate.fails(t)
+        return mask & _mask(_per_value(_text(t, LOCALE), rule, pa.bool_())), code
 
 
 @dataclass(frozen=True)
-class NoSpeech:
+class NoSpeech(_RowCall):
     """Whisper's own silence rule: "no speech" is likely *and* the decode is unsure."""
 
     prob: float
     logprob: float
     code: str = "no_speech"
 
-    def __call__(self, row: Row) -> Verdict:
-        p, lp = row.get(NO_SPEECH_PROB), row.get(AVG_LOGPROB)
-        silent = p is not None and p > self.prob and (lp is None or lp < self.logprob)
-        return (False, self.code) if silent else (True, None)
+    def fails(self, t: pa.Table) -> tuple[np.ndarray, str]:
+        p, lp = _floats(t, NO_SPEECH_PROB), _floats(t, AVG_LOGPROB)
+        with np.errstate(invalid="ignore"):
+            return (p > self.prob) & (np.isnan(lp) | (lp < self.logprob)), self.code
 
 
 @dataclass(frozen=True)
-class LanguageMismatch:
+class LanguageMismatch(_RowCall):
     """A multilingual model heard, with confidence, another language than the row's locale says."""
 
     default: str | None
     min_prob: float
     code: str = "language_mismatch"
 
-    def __call__(self, row: Row) -> Verdict:
-        heard, p = row.get(LANGUAGE), row.get(LANGUAGE_PROB)
-        expected = whisper_language(row.get(LOCALE)) or self.default
-        if heard is None or expected is None or heard == expected or (p is not None and p < self.min_prob):
-            return True, None
-        return False, self.code
+    def fails(self, t: pa.Table) -> tuple[np.ndarray, str]:
+        heard, p = _text(t, LANGUAGE), _floats(t, LANGUAGE_PROB)
+        expected = _per_value(_text(t, LOCALE), lambda loc: whisper_language(loc) or self.default, pa.string())
+        with np.errstate(invalid="ignore"):
+            unsure = p < self.min_prob
+        return _mask(pc.not_equal(heard, expected)) & ~unsure, self.code  # a null on either side: no mismatch
 
 
 @dataclass(frozen=True)
-class JudgeAtLeast:
+class JudgeAtLeast(_RowCall):
     column: str
     threshold: float
     code: str = "judge_below"
 
-    def __call__(self, row: Row) -> Verdict:
-        value = row.get(self.column)
+    def fails(self, t: pa.Table) -> tuple[np.ndarray, str]:
         # A judged row without a value never gets here: the judge stage quarantines it.
-        return (True, None) if value is not None and float(value) >= self.threshold else (False, self.code)
+        v = _floats(t, self.column)
+        with np.errstate(invalid="ignore"):
+            return np.isnan(v) | (v < self.threshold), self.code
 
 
 # Common Voice's statuses, and the code a row gets when its status is not one the run keeps.
@@ -150,7 +204,7 @@ def kept_statuses(split: str | None, configured: list[str] | None) -> frozenset[
 
 
 @dataclass(frozen=True)
-class CvStatus:
+class CvStatus(_RowCall):
     """Common Voice's own verdict, as of the latest release listing the clip (null: not from a release)."""
 
     allowed: frozenset[str]
@@ -159,20 +213,21 @@ class CvStatus:
     def code(self) -> str:
         return "cv_status"
 
-    def __call__(self, row: Row) -> Verdict:
-        status = row.get("cv_status")
-        if status is None or status in self.allowed:
-            return True, None
-        return False, CV_STATUS_CODES.get(status, f"cv_{status}")
+    def fails(self, t: pa.Table) -> tuple[np.ndarray, np.ndarray]:
+        code = lambda v: None if v is None or v in self.allowed else CV_STATUS_CODES.get(v, f"cv_{v}")  # noqa: E731
+        codes = _per_value(_text(t, "cv_status"), code, pa.string())
+        return _mask(pc.is_valid(codes)), np.asarray(codes.to_pylist(), dtype=object)
 
 
 @dataclass(frozen=True)
-class NotReported:
+class NotReported(_RowCall):
     on: bool
     code: str = "sentence_reported"
 
-    def __call__(self, row: Row) -> Verdict:
-        return (False, self.code) if self.on and row.get("sentence_reported") else (True, None)
+    def fails(self, t: pa.Table) -> tuple[np.ndarray, str]:
+        if not self.on or "sentence_reported" not in t.column_names:
+            return np.zeros(t.num_rows, bool), self.code
+        return _mask(pc.cast(t.column("sentence_reported"), pa.bool_())), self.code
 
 
 def metadata_gates(cfg: CurationConfig, split: str | None = None) -> list[Gate]:
@@ -240,9 +295,35 @@ def build_gates(cfg: CurationConfig, split: str | None = None) -> list[Gate]:
     return gates
 
 
+def reasons_of(t: pa.Table, gates: Sequence[Gate]) -> pa.ListArray:
+    """Per row of ``t``: the codes of every gate it fails, in the gates' order, each once (empty: keep it).
+
+    Columnar: each gate marks its failing rows over the whole table; the rows' lists are cut from the
+    marks in one pass, so a release of millions of rows is decided without a Python loop over rows.
+    """
+    n = t.num_rows
+    if not gates or n == 0:
+        return pa.ListArray.from_arrays(pa.array(np.zeros(n + 1, np.int32)), pa.array([], pa.string()))
+    verdicts = [g.fails(t) for g in gates]
+    masks = [m.copy() for m, _ in verdicts]
+    codes = [c for _, c in verdicts]
+    for j in range(len(gates)):  # a code an earlier gate gave is not given again
+        for k in range(j):
+            if isinstance(codes[j], str) and isinstance(codes[k], str) and codes[j] == codes[k]:
+                masks[j] &= ~masks[k]
+    failing = np.stack(masks, axis=1)
+    rows, cols = np.nonzero(failing)  # row-major: each row's codes in the gates' order
+    values = np.empty(len(rows), dtype=object)
+    for j, code in enumerate(codes):
+        picked = cols == j
+        values[picked] = code if isinstance(code, str) else code[rows[picked]]
+    offsets = np.concatenate([[0], np.cumsum(failing.sum(axis=1))]).astype(np.int32)
+    return pa.ListArray.from_arrays(pa.array(offsets), pa.array(values.tolist(), pa.string()))
+
+
 def judge_gates(row: Row, gates: Sequence[Gate]) -> list[str]:
     """The codes of every gate ``row`` fails (empty: keep it), each once."""
-    return list(dict.fromkeys(reason for keep, reason in (gate(row) for gate in gates) if not keep and reason))
+    return reasons_of(pa.Table.from_pylist([dict(row)]), gates)[0].as_py()
 
 
 def measure_agreement(row: dict[str, Any], language: str | None, fold_diacritics: bool = False) -> None:
@@ -252,10 +333,75 @@ def measure_agreement(row: dict[str, Any], language: str | None, fold_diacritics
     row[WER], row[CER] = agreement(row.get(SENTENCE), row.get(TRANSCRIPT) or "", lang, fold_diacritics)
 
 
+def agreement_columns(
+    t: pa.Table, language: str | None, fold_diacritics: bool = False, only: np.ndarray | None = None
+) -> tuple[pa.Array, pa.Array]:
+    """(wer, cer) of every row of ``t`` against its sentence; with ``only`` (a mask), measured for those rows
+    and taken from ``t``'s stored ``wer``/``cer`` for the rest (nothing they depend on changed)."""
+    n = t.num_rows
+    wer, cer = _floats(t, WER).copy(), _floats(t, CER).copy()
+    todo = np.ones(n, bool) if only is None else only
+    if todo.any():
+        idx = np.flatnonzero(todo)
+        sub = t.take(pa.array(idx)).select([c for c in (LOCALE, SENTENCE, TRANSCRIPT) if c in t.column_names])
+        for i, row in zip(idx, sub.to_pylist(), strict=True):
+            lang = whisper_language(row.get(LOCALE)) or language
+            w, c = agreement(row.get(SENTENCE), row.get(TRANSCRIPT) or "", lang, fold_diacritics)
+            wer[i], cer[i] = (np.nan if w is None else w), (np.nan if c is None else c)
+    return pa.array(wer, pa.float64(), mask=np.isnan(wer)), pa.array(cer, pa.float64(), mask=np.isnan(cer))
+
+
+def decide_table(
+    t: pa.Table,
+    gates: Sequence[Gate],
+    unscored_gates: Sequence[Gate],
+    language: str | None,
+    fold_diacritics: bool,
+    agreement_key: str,
+) -> pa.Table:
+    """Table rows decided again by today's gates (the plan's re-decision; ``pipeline.table.plan``).
+
+    A quarantined row is not kept and has no reasons.  A row the engines never scored is not kept, with
+    Common Voice's own verdicts (``unscored_gates``) or ``not_scored``.  A scored row gets every gate on
+    its stored scores.  Its WER/CER are measured again only where what they depend on changed: the
+    sentence (``_old_sentence``, when the plan gives it) or the normaliser's settings (``agreement_key``).
+    """
+    n = t.num_rows
+    quarantined = pc.is_valid(t.column(ERROR)).to_numpy(zero_copy_only=False) if ERROR in t.column_names else None
+    quarantined = np.zeros(n, bool) if quarantined is None else quarantined
+    keyed = pc.is_valid(t.column("engine_key")).to_numpy(zero_copy_only=False)
+    scored, unscored = ~quarantined & keyed, ~quarantined & ~keyed
+    remeasure = scored & ~_mask(pc.equal(_text(t, AGREEMENT_KEY), agreement_key))
+    if "_old_sentence" in t.column_names:
+        same = pc.or_(
+            pc.equal(_text(t, SENTENCE), _text(t, "_old_sentence")),
+            pc.and_(pc.is_null(_text(t, SENTENCE)), pc.is_null(_text(t, "_old_sentence"))),
+        )
+        remeasure |= scored & ~_mask(same)
+    wer, cer = agreement_columns(t, language, fold_diacritics, only=remeasure)
+    t = _column(_column(t, WER, wer), CER, cer)
+    on = pa.array(scored)
+    empty = pa.array([[]] * n, pa.list_(pa.string()))
+    never = pa.array([["not_scored"]] * n, pa.list_(pa.string()))
+    cv = reasons_of(t, unscored_gates)
+    cv = pc.if_else(pc.equal(pc.list_value_length(cv), 0), never, cv)
+    reasons = pc.if_else(on, reasons_of(t, gates), pc.if_else(pa.array(unscored), cv, empty))
+    t = _column(t, REASONS, reasons)
+    t = _column(t, KEPT, pc.and_(on, pc.equal(pc.list_value_length(reasons), 0)))
+    stored = t.column(AGREEMENT_KEY) if AGREEMENT_KEY in t.column_names else pa.nulls(n, pa.string())
+    return _column(t, AGREEMENT_KEY, pc.if_else(on, pa.scalar(agreement_key), stored))
+
+
+def _column(t: pa.Table, name: str, values) -> pa.Table:
+    if name in t.column_names:
+        return t.set_column(t.schema.get_field_index(name), name, values)
+    return t.append_column(name, values)
+
+
 def decide_row(
     row: dict[str, Any], gates: Sequence[Gate], language: str | None, fold_diacritics: bool = False
 ) -> list[str]:
-    """A scored row's agreement measured again, then every gate it fails (the plan's re-decision)."""
+    """A scored row's agreement measured again, then every gate it fails."""
     measure_agreement(row, language, fold_diacritics)
     return judge_gates(row, gates)
 
@@ -264,25 +410,20 @@ def apply_gates(
     batch: pa.Table, gates: Sequence[Gate], language: str | None = "en", fold_diacritics: bool = False
 ) -> pa.Table:
     """Stage: add ``wer``, ``cer``, ``reasons`` and ``kept``.  Quarantined rows get no verdict."""
-    rows = batch.to_pylist()
-    wers, cers, reasons, kept = [], [], [], []
-    for row in rows:
-        if row.get(ERROR) is not None:
-            wers.append(None)
-            cers.append(None)
-            reasons.append([])
-            kept.append(False)
-            continue
-        failed = decide_row(row, gates, language, fold_diacritics)
-        wers.append(row[WER])
-        cers.append(row[CER])
-        reasons.append(failed)
-        kept.append(not failed)
+    healthy = pc.is_null(batch.column(ERROR)).to_numpy(zero_copy_only=False) if ERROR in batch.column_names else None
+    if healthy is None:
+        healthy = np.ones(batch.num_rows, bool)
+    wer, cer = agreement_columns(batch, language, fold_diacritics, only=healthy)
+    measured = batch.drop_columns([c for c in (WER, CER) if c in batch.column_names])
+    measured = measured.append_column(WER, wer).append_column(CER, cer)
+    ok = pa.array(healthy)
+    reasons = pc.if_else(ok, reasons_of(measured, gates), pa.array([[]] * batch.num_rows, pa.list_(pa.string())))
+    null = pa.nulls(batch.num_rows, pa.float64())
     return (
-        batch.append_column(WER, pa.array(wers, pa.float64()))
-        .append_column(CER, pa.array(cers, pa.float64()))
-        .append_column(REASONS, pa.array(reasons, pa.list_(pa.string())))
-        .append_column(KEPT, pa.array(kept, pa.bool_()))
+        batch.append_column(WER, pc.if_else(ok, wer, null))
+        .append_column(CER, pc.if_else(ok, cer, null))
+        .append_column(REASONS, reasons)
+        .append_column(KEPT, pc.and_(ok, pc.equal(pc.list_value_length(reasons), 0)))
     )
 
 

@@ -29,7 +29,14 @@ if TYPE_CHECKING:
 # What an output root of ours holds; anything else means it is not one.
 ROOT_ENTRIES = frozenset({"catalog.db", "warehouse", "_logs"})
 # Our own commit loop re-plans on a conflict (see commit.py); pyiceberg's retry would replay a stale plan.
-TABLE_PROPERTIES = {"commit.retry.num-retries": "0", "format-version": "2"}
+# A data file is cut every 128 MiB of Arrow data (pyiceberg's default, 512 MiB, is what a streamed write
+# holds in memory), and a Parquet row group every 64k rows, so a reader decodes a bounded piece at once.
+TABLE_PROPERTIES = {
+    "commit.retry.num-retries": "0",
+    "format-version": "2",
+    "write.target-file-size-bytes": str(128 << 20),
+    "write.parquet.row-group-limit": "65536",
+}
 
 
 class TableError(RuntimeError):
@@ -142,7 +149,8 @@ def table_root(output: str, cfg: CurationConfig) -> TableRoot:
     t, storage = cfg.table, cfg.storage
     uri = os.environ.get("CURATE_CATALOG_URI") or t.catalog_uri
     if t.warehouse:
-        warehouse = t.warehouse
+        # A plain path becomes a file:// URI, so every data file the table references names its scheme.
+        warehouse = f"file://{_abs(t.warehouse)}" if _local(t.warehouse) else t.warehouse
     elif _local(output):
         warehouse = f"file://{_abs(output)}/warehouse"
     else:
@@ -209,6 +217,10 @@ def load_or_create(catalog: Catalog, identifier: str, schema) -> Table:
     except NoSuchTableError:
         return catalog.create_table_if_not_exists(identifier, schema=schema, properties=TABLE_PROPERTIES)
     evolve(table, schema)
+    missing = {k: v for k, v in TABLE_PROPERTIES.items() if k not in table.properties and k != "format-version"}
+    if missing:  # a table made by an earlier version: today's write settings, once
+        with table.transaction() as txn:
+            txn.set_properties(missing)
     return catalog.load_table(identifier)
 
 

@@ -19,14 +19,17 @@ import json
 import logging
 import random
 import time
-from collections.abc import Callable, Iterable, Sequence
+import uuid
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from pipeline.columns import AUDIO_SHA, ID
+from pipeline.table import writers
+from pipeline.table.schema import conform
 
 if TYPE_CHECKING:
     from pyiceberg.manifest import DataFile
@@ -95,6 +98,20 @@ def write_rows(table: Table, rows: pa.Table) -> list[DataFile]:
     return list(_dataframe_to_data_files(table_metadata=table.metadata, df=rows, io=table.io))
 
 
+def write_stream(table: Table, schema: pa.Schema, batches: Iterable[pa.Table]) -> list[DataFile]:
+    """Data files of a stream of tables (each conformed to ``schema``), written as they come: a file is
+    cut every ``write.target-file-size-bytes`` of Arrow data (``TABLE_PROPERTIES``), so memory holds one
+    file's worth, whatever the stream's length."""
+    from pyiceberg.io.pyarrow import _dataframe_to_data_files
+
+    def record_batches():
+        for t in batches:
+            yield from t.to_batches()
+
+    reader = pa.RecordBatchReader.from_batches(schema, record_batches())
+    return list(_dataframe_to_data_files(table_metadata=table.metadata, df=reader, io=table.io))
+
+
 def read_file(table: Table, data_file: DataFile) -> pa.Table:
     import pyarrow.parquet as pq
 
@@ -131,6 +148,61 @@ def _retry(what: str, attempt: Callable[[], Any]) -> Any:
     raise CommitConflict(f"{what}: the table changed under every one of {MAX_ATTEMPTS} attempts")
 
 
+class CommitUnknown(RuntimeError):
+    """The catalog's answer to a commit was an error, and whether the snapshot landed could not be read
+    afterwards: the data files are left where they are (a later sweep removes them if unreferenced)."""
+
+
+COMMIT_ID = "curate.commit-id"
+
+
+def _landed(load: Callable[[], Table], token: str) -> bool | None:
+    """Whether a snapshot carrying ``token`` is in the table now (None: the table cannot be read)."""
+    try:
+        table = load()
+    except Exception:
+        return None
+    return any((s.summary.additional_properties or {}).get(COMMIT_ID) == token for s in table.snapshots() if s.summary)
+
+
+def _commit(txn, load: Callable[[], Table], token: str, what: str) -> Table:
+    """Commit ``txn``.  A refusal (another writer first, a failed validation) is raised as it is: nothing
+    landed.  Any other error leaves the outcome unknown (Postgres can commit and still lose the reply), so
+    the table is read again: the snapshot there is success; absent, the error stands; unreadable,
+    ``CommitUnknown``."""
+    from pyiceberg.exceptions import CommitFailedException, ValidationException
+
+    try:
+        return txn.commit_transaction()
+    except (CommitFailedException, ValidationException):
+        raise
+    except Exception as exc:
+        landed = _landed(load, token)
+        if landed:
+            log.warning("%s: the catalog answered %s, but the snapshot is in the table: committed", what, exc)
+            return load()
+        if landed is None:
+            raise CommitUnknown(
+                f"{what}: the catalog answered {type(exc).__name__}: {str(exc).splitlines()[0][:200]}, and the "
+                "table could not be read again to tell whether the snapshot landed; no file was deleted"
+            ) from exc
+        raise
+
+
+class Replaced(Protocol):
+    """Where the rows a commit replaces are, as the plan found them on snapshot ``base``."""
+
+    base: int | None
+
+    def counts(self) -> Mapping[str, int]:
+        """Data file -> how many of its rows are replaced."""
+        ...
+
+    def ids(self, path: str) -> pa.Array:
+        """The replaced ids held by data file ``path``."""
+        ...
+
+
 # ------------------------------------------------------------------------------------------ upsert
 
 
@@ -142,16 +214,25 @@ def upsert(
     units: Iterable[str] = (),
     shard: tuple[int, int] = (0, 1),
     run_id: str = "",
+    replaced: Replaced | None = None,
 ) -> Table:
-    """One snapshot: every row whose id is in ``ids`` replaced by the rows of ``files``."""
+    """One snapshot: every row whose id is in ``ids`` replaced by the rows of ``files``.
+
+    With ``replaced`` (the plan's account of which data files hold the replaced rows), the files to
+    rewrite are known without a scan: a file whose rows are all replaced is dropped unread; one partly
+    replaced is rewritten without them; a brand-new id touches no file.  A file another writer added
+    since the plan's snapshot is read for our ids.  Without it every file that may hold one is read.
+    """
     units = list(units)
     keys = pc.unique(ids)
+    what = f"commit to {properties.get('curate.table', 'the table')}"
 
     def attempt() -> Table:
         table = load()
-        doomed, preserved = _rewrite_without(table, keys)
+        doomed, preserved = _doomed(table, keys, replaced)
         ledger = merge_ledger(read_ledger(table), units, shard, run_id)
-        props = {**properties, LEDGER: json.dumps(ledger, separators=(",", ":"), sort_keys=True)}
+        token = uuid.uuid4().hex
+        props = {**properties, LEDGER: json.dumps(ledger, separators=(",", ":"), sort_keys=True), COMMIT_ID: token}
         txn = table.transaction()
         try:
             with txn.update_snapshot(snapshot_properties=props).overwrite() as snap:
@@ -159,20 +240,54 @@ def upsert(
                     snap.delete_data_file(f)
                 for f in [*preserved, *files]:
                     snap.append_data_file(f)
-            return txn.commit_transaction()
+            return _commit(txn, load, token, what)
+        except CommitUnknown:
+            raise  # the preserved files may be the table's now
         except Exception:
             delete_files(table, preserved)  # never referenced: ours to remove
             raise
 
-    return _retry(f"commit to {properties.get('curate.table', 'the table')}", attempt)
+    return _retry(what, attempt)
+
+
+def _live(table: Table, snapshot_id: int | None = None) -> dict[str, DataFile] | None:
+    """The data files of a snapshot (the current one by default); None when it is gone (expired)."""
+    if snapshot_id is not None and table.snapshot_by_id(snapshot_id) is None:
+        return None
+    return {t.file.file_path: t.file for t in table.scan(snapshot_id=snapshot_id).plan_files()}
+
+
+def _doomed(table: Table, keys: pa.Array, replaced: Replaced | None) -> tuple[list[DataFile], list[DataFile]]:
+    """(files holding any of ``keys``, new files holding their other rows)."""
+    if table.current_snapshot() is None or len(keys) == 0:
+        return [], []
+    known = _live(table, replaced.base) if replaced is not None and replaced.base is not None else None
+    if known is None:
+        return _rewrite_without(table, keys)
+    live = _live(table) or {}
+    doomed, preserved = [], []
+    for path, n in replaced.counts().items():
+        f = live.get(path)
+        if f is None:
+            continue  # rewritten since the plan: its rows are in a file added since (read below)
+        doomed.append(f)
+        if n < f.record_count:
+            rows = read_file(table, f)
+            preserved += write_rows(table, rows.filter(pc.invert(pc.is_in(rows.column(ID), replaced.ids(path)))))
+    for path in live.keys() - known.keys():  # added by another writer since the plan
+        rows = read_file(table, live[path])
+        hit = pc.is_in(rows.column(ID), value_set=keys)
+        if pc.any(hit).as_py():
+            doomed.append(live[path])
+            preserved += write_rows(table, rows.filter(pc.invert(hit)))
+    return doomed, preserved
 
 
 def _rewrite_without(table: Table, keys: pa.Array) -> tuple[list[DataFile], list[DataFile]]:
-    """(files holding any of ``keys``, new files holding their other rows)."""
+    """(files holding any of ``keys``, new files holding their other rows), by reading every file that
+    may hold one: the fallback when the plan's snapshot is gone (expired) or there was no plan."""
     from pyiceberg.expressions import And, GreaterThanOrEqual, LessThanOrEqual
 
-    if table.current_snapshot() is None or len(keys) == 0:
-        return [], []
     bounds = pc.min_max(keys)
     coarse = And(GreaterThanOrEqual(ID, bounds["min"].as_py()), LessThanOrEqual(ID, bounds["max"].as_py()))
     doomed, preserved = [], []
@@ -194,15 +309,23 @@ def append_audio(load: Callable[[], Table], files: Sequence[DataFile], propertie
 
     Audio is content-addressed: a clip scored again (new models) or listed by two releases keeps its
     one copy.  A file with no new audio is dropped; one with some is rewritten to hold only the new.
+    The table's shas are read a file at a time and only ours are kept, so memory holds this run's.
     """
+    import pyarrow.parquet as pq
+
+    what = "commit to the audio table"
 
     def attempt() -> Table | None:
         table = load()
-        taken = _existing_shas(table)
+        ours = {}
+        for f in files:
+            with table.io.new_input(f.file_path).open() as stream:
+                ours[f.file_path] = pq.read_table(stream, columns=[AUDIO_SHA]).column(AUDIO_SHA).cast(pa.string())
+        candidates = pa.chunked_array([c for c in ours.values()], pa.string()).combine_chunks() if ours else None
+        taken = _existing_shas(table, candidates) if candidates is not None else set()
         keep, written, dropped = [], [], []
         for f in files:
-            rows = read_file(table, f)
-            shas = rows.column(AUDIO_SHA).to_pylist()
+            shas = ours[f.file_path].to_pylist()
             first = {s: i for i, s in reversed(list(enumerate(shas)))}
             mask = [s not in taken and first[s] == i for i, s in enumerate(shas)]
             taken |= set(shas)
@@ -211,31 +334,39 @@ def append_audio(load: Callable[[], Table], files: Sequence[DataFile], propertie
                 continue
             dropped.append(f)
             if any(mask):
-                new = write_rows(table, rows.filter(pa.array(mask)))
+                new = write_rows(table, read_file(table, f).filter(pa.array(mask)))
                 written += new
                 keep += new
         if not keep:
             delete_files(table, dropped)
             return None
+        token = uuid.uuid4().hex
         txn = table.transaction()
         try:
-            with txn.update_snapshot(snapshot_properties=properties).fast_append() as snap:
+            with txn.update_snapshot(snapshot_properties={**properties, COMMIT_ID: token}).fast_append() as snap:
                 for f in keep:
                     snap.append_data_file(f)
-            committed = txn.commit_transaction()
+            committed = _commit(txn, load, token, what)
+        except CommitUnknown:
+            raise
         except Exception:
             delete_files(table, written)
             raise
         delete_files(table, dropped)
         return committed
 
-    return _retry("commit to the audio table", attempt)
+    return _retry(what, attempt)
 
 
-def _existing_shas(table: Table) -> set[str]:
-    if table.current_snapshot() is None:
-        return set()
-    return set(table.scan(selected_fields=(AUDIO_SHA,)).to_arrow().column(AUDIO_SHA).to_pylist())
+def _existing_shas(table: Table, candidates: pa.Array) -> set[str]:
+    """Which of ``candidates`` the table holds already."""
+    from pipeline.table.scan import file_batches
+
+    found: set[str] = set()
+    for _, t in file_batches(table, (AUDIO_SHA,)):
+        col = t.column(AUDIO_SHA).cast(pa.string())
+        found |= set(col.filter(pc.is_in(col, value_set=candidates)).to_pylist())
+    return found
 
 
 # ------------------------------------------------------------------------------------------ upkeep
@@ -281,33 +412,28 @@ def expire(table: Table, retention_days: float) -> int:
 
 
 def compact(load: Callable[[], Table], target_bytes: int, min_files: int, properties: dict[str, str]) -> int:
-    """Rewrite small data files into files of about ``target_bytes`` once ``min_files`` are small.
-
-    One snapshot; rows are unchanged (same ids, same values).  Returns the number of files replaced.
-    """
+    """Rewrite small data files (a write task's, under an eighth of ``target_bytes``) into files of about
+    ``target_bytes`` once ``min_files`` are small.  Files the run wrote whole (``write_stream``) are not
+    small.  One snapshot; rows are unchanged (same ids, same values).  Streamed: memory holds one output
+    file's worth.  Returns the number of files replaced."""
+    from pipeline.table.scan import file_batches_of
 
     def attempt() -> int:
         table = load()
         if table.current_snapshot() is None:
             return 0
-        tasks = [t for t in table.scan().plan_files() if t.file.file_size_in_bytes < target_bytes // 2]
+        tasks = [t for t in table.scan().plan_files() if t.file.file_size_in_bytes < target_bytes // 8]
         if len(tasks) < min_files:
             return 0
-        bins: list[list] = [[]]
-        size = 0
-        for t in sorted(tasks, key=lambda t: t.file.file_path):
-            if bins[-1] and size + t.file.file_size_in_bytes > target_bytes:
-                bins.append([])
-                size = 0
-            bins[-1].append(t)
-            size += t.file.file_size_in_bytes
+        schema = _arrow_schema(table)
         written = []
         # The ledger rides along: the newest snapshot must carry it (read_ledger reads that one first).
         props = {**properties, LEDGER: json.dumps(read_ledger(table), separators=(",", ":"), sort_keys=True)}
         try:
-            for b in bins:
-                rows = pa.concat_tables([_read_task(table, t) for t in b], promote_options="permissive")
-                written += write_rows(table, rows)
+            ordered = sorted(tasks, key=lambda t: t.file.file_path)
+            written += write_stream(
+                table, schema, (conform(b, schema) for t in ordered for b in file_batches_of(table, t))
+            )
             txn = table.transaction()
             with txn.update_snapshot(snapshot_properties=props).overwrite() as snap:
                 for t in tasks:
@@ -323,23 +449,64 @@ def compact(load: Callable[[], Table], target_bytes: int, min_files: int, proper
     return _retry("compaction", attempt)
 
 
-def remove_orphans(table: Table, min_age_s: float, resolve: Callable[[str], tuple[Any, str]]) -> list[str]:
-    """Delete data files under the table's ``data/`` that no snapshot references and that are older than
-    ``min_age_s`` (a killed write's; a live writer's files are younger).  Returns their paths."""
+def _arrow_schema(table: Table) -> pa.Schema:
+    from pyiceberg.io.pyarrow import schema_to_pyarrow
+
+    return schema_to_pyarrow(table.schema(), include_field_ids=False)
+
+
+# Clock skew between a writer's host and the store allowed for when sparing a live writer's files.
+SKEW_S = 300.0
+
+
+def remove_orphans(
+    table: Table,
+    min_age_s: float,
+    resolve: Callable[[str], tuple[Any, str]],
+    writer_ttl_s: float = writers.DEFAULT_TTL_S,
+) -> list[str]:
+    """Delete data files under the table's ``data/`` that no snapshot references, that are older than
+    ``min_age_s``, and that no live writer may own (``pipeline.table.writers``).  Returns their paths.
+
+    Order matters: files are listed first, live writers next, the table's references last (reloaded),
+    so a file listed either has a writer whose intent is seen, or was committed before the references
+    were read, or is a dead writer's.  Locations are compared without their scheme, as the table's
+    FileIO parses them, so a plain-path warehouse and ``file://`` one are the same.
+    """
     import pyarrow.fs as pafs
 
-    referenced = set(table.inspect.all_files().column("file_path").to_pylist()) if table.snapshots() else set()
-    fs, base = resolve(f"{table.location().rstrip('/')}/data")
+    location = table.location().rstrip("/")
+    scheme, where = writers.normalised(location)
+    if scheme not in writers.SWEEPABLE:
+        log.warning(
+            "orphan sweep of %s skipped: its location %s is on %s://, which the sweep cannot list and compare "
+            "(it handles local paths and s3://)",
+            ".".join(table.name()),
+            location,
+            scheme,
+        )
+        return []
+    uri = writers.as_uri
+    fs, base = resolve(uri(scheme, f"{where}/data"))
     infos = fs.get_file_info(pafs.FileSelector(base, recursive=True, allow_not_found=True))
+    files = [i for i in infos if i.type == pafs.FileType.File]
+    if not files:
+        return []
+    live = writers.live_since(uri(scheme, where), resolve, writer_ttl_s)
+    table = table.refresh()
+    referenced = (
+        {writers.normalised(p)[1] for p in table.inspect.all_files().column("file_path").to_pylist()}
+        if table.snapshots()
+        else set()
+    )
     now = time.time()
-    scheme = table.location().split("://", 1)[0] + "://"
     gone = []
-    for info in infos:
-        if info.type != pafs.FileType.File:
+    for info in files:
+        written = info.mtime.timestamp() if info.mtime else now
+        if writers.normalised(uri(scheme, info.path))[1] in referenced or now - written < min_age_s:
             continue
-        uri = scheme + info.path if scheme == "s3://" else f"file://{info.path}"
-        if uri in referenced or (info.mtime and now - info.mtime.timestamp() < min_age_s):
-            continue
+        if live is not None and written >= live - SKEW_S:
+            continue  # a live writer's, or too near one to tell
         fs.delete_file(info.path)
-        gone.append(uri)
+        gone.append(uri(scheme, info.path))
     return gone

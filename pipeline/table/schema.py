@@ -13,6 +13,7 @@ from collections.abc import Iterable
 import pyarrow as pa
 
 from pipeline.columns import (
+    AGREEMENT_KEY,
     AUDIO,
     AUDIO_SHA,
     AVG_LOGPROB,
@@ -67,6 +68,7 @@ RESULT_FIELDS = [
     pa.field(SCORE_EXPECTED, pa.float64()),
     pa.field(WER, pa.float64()),
     pa.field(CER, pa.float64()),
+    pa.field(AGREEMENT_KEY, pa.string()),
     pa.field(AVG_LOGPROB, pa.float64()),
     pa.field(NO_SPEECH_PROB, pa.float64()),
     pa.field(COMPRESSION_RATIO, pa.float64()),

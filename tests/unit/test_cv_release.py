@@ -18,10 +18,10 @@ from pipeline.io.cv_release import (
     MISSING_CLIP,
     canonical_clip_table,
     discover_releases,
-    load_release,
     parse_tarball_name,
     read_tsv,
 )
+from pipeline.io.cv_view import load_release
 from pipeline.io.inputs import ACCEPTED_FORMS, ParquetInputs, ReleaseInputs, open_inputs
 from pipeline.io.schema import InputSchemaError
 from pipeline.stages.decode import decode_clip

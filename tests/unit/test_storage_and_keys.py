@@ -6,10 +6,11 @@ import pyarrow as pa
 import pytest
 
 from pipeline.config import build_config
+from pipeline.dag import Models
 from pipeline.io.inputs import Unit, open_inputs
 from pipeline.io.table_sink import audio_rows, tally_of
 from pipeline.models import ResolvedModel
-from pipeline.run import Models, engine_key, settings_key, shard_of
+from pipeline.shards import engine_key, settings_key, shard_of
 from pipeline.storage import list_parquet_files, locate
 from tests.conftest import write_parquet
 
@@ -69,6 +70,15 @@ def test_shards_cut_by_id_hash_cover_every_clip_once():
     owners = [shard_of(i, 3) for i in ids]
     assert sorted(set(owners)) == [0, 1, 2] and all(owners.count(k) > 50 for k in range(3))
     assert owners == [shard_of(i, 3) for i in ids]  # stable across processes and runs
+    # The plan's SQL cuts the same way (it shards a release of millions of rows without Python).
+    from pipeline.table.plan import shard_sql
+    from pipeline.table.workspace import Workspace
+
+    with Workspace(memory_limit_mb=64, threads=1) as ws:
+        ws.put("ids", pa.table({"id": ids}))
+        for k in range(3):
+            got = {i for (i,) in ws.rows(f"SELECT id FROM ids WHERE {shard_sql('id', (k, 3))}")}
+            assert got == {i for i, o in zip(ids, owners, strict=True) if o == k}
 
 
 def test_parquet_splits_are_discovered(tmp_path, monkeypatch):

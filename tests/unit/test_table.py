@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import socket
 import time
 
 import pyarrow as pa
@@ -12,6 +13,7 @@ from pyiceberg.io.pyarrow import schema_to_pyarrow
 from pipeline.config import build_config
 from pipeline.storage import resolve_filesystem
 from pipeline.table import commit as commits
+from pipeline.table import writers
 from pipeline.table.catalog import TableError, check_output_root, load_or_create, redact_uri, table_root
 from pipeline.table.schema import AUDIO_TABLE
 
@@ -144,6 +146,92 @@ def test_orphan_files_are_removed_once_old_enough_and_referenced_ones_never(cata
     assert commits.remove_orphans(t, 3600, resolve) == []  # too young: it may be a live writer's
     gone = commits.remove_orphans(t, 0, resolve)
     assert gone == [f.file_path for f in orphans]
+    assert _read(catalog) == {"a": 1}
+
+
+def _plain_path_catalog(tmp_path):
+    """A catalog whose warehouse is a plain path, as tables made before warehouses became file:// URIs
+    (``--set table.warehouse=/data/wh``) are: their data files are referenced without a scheme."""
+    from pyiceberg.catalog import load_catalog
+
+    wh = tmp_path / "wh"
+    return load_catalog("t", type="sql", uri=f"sqlite:///{tmp_path}/catalog.db", warehouse=str(wh))
+
+
+@pytest.mark.parametrize("form", ["plain", "file"])
+def test_the_sweep_never_deletes_a_committed_file_whatever_the_warehouse_form(tmp_path, form):
+    """The data loss a user met: a plain-path warehouse lost every committed file on the second night,
+    because the sweep compared ``file://…`` with ``/…``.  Both forms compare as one path now."""
+    catalog = _plain_path_catalog(tmp_path) if form == "plain" else table_root(str(tmp_path), build_config()).catalog()
+    t = load_or_create(catalog, "curate.t", SCHEMA)
+    _upsert(catalog, _rows(t, a=1, b=2))
+    _upsert(catalog, _rows(t, b=3, c=4))
+    t = catalog.load_table("curate.t")
+    paths = t.inspect.all_files().column("file_path").to_pylist()
+    assert all(p.startswith("/") for p in paths) if form == "plain" else all(p.startswith("file:///") for p in paths)
+    resolve = lambda uri: resolve_filesystem(uri, None)  # noqa: E731
+    referenced = set(t.inspect.files().column("file_path").to_pylist())
+    gone = commits.remove_orphans(t, 0, resolve)
+    assert not {writers.normalised(g)[1] for g in gone} & {writers.normalised(p)[1] for p in referenced}
+    assert _read(catalog) == {"a": 1, "b": 3, "c": 4}
+
+
+def test_a_plain_path_warehouse_setting_becomes_a_file_uri(tmp_path):
+    root = table_root(str(tmp_path / "out"), build_config(overrides=[f"table.warehouse={tmp_path}/wh"]))
+    assert root.catalog_kwargs["warehouse"] == f"file://{tmp_path}/wh"
+
+
+def test_a_live_writers_files_are_spared_by_another_runs_sweep(catalog, tmp_path):
+    """Writer A writes its data files under its write intent; B sweeps with no minimum age; A commits.
+    The table reads back completely, with A's rows."""
+    t = load_or_create(catalog, "curate.t", SCHEMA)
+    _upsert(catalog, _rows(t, a=1))
+    resolve = lambda uri: resolve_filesystem(uri, None)  # noqa: E731
+    t = catalog.load_table("curate.t")
+    with writers.writing([t], "run-a", resolve):
+        files = commits.write_rows(t, _rows(t, b=2, c=3))
+        assert commits.remove_orphans(catalog.load_table("curate.t"), 0, resolve) == []  # B's sweep
+        commits.upsert(lambda: catalog.load_table("curate.t"), files, pa.array(["b", "c"]), {})
+    assert _read(catalog) == {"a": 1, "b": 2, "c": 3}
+    assert writers.read_intents(writers.as_uri(*writers.normalised(t.location())), resolve) == []  # A is done
+
+
+def test_a_dead_writers_intent_protects_nothing(catalog):
+    """A writer on this host whose process is gone (a SIGKILLed run) is known dead at once; one on
+    another host is dead once its heartbeat is older than the TTL."""
+    t = load_or_create(catalog, "curate.t", SCHEMA)
+    _upsert(catalog, _rows(t, a=1))
+    t = catalog.load_table("curate.t")
+    resolve = lambda uri: resolve_filesystem(uri, None)  # noqa: E731
+    where = writers.as_uri(*writers.normalised(t.location()))
+    intent = writers.WriteIntent(where, "run-dead", resolve)
+    intent.body = json.dumps({"run": "run-dead", "host": socket.gethostname(), "pid": 2**22 + 7,
+                              "pid_started": 1.0, "started": time.time()}).encode()  # fmt: skip
+    intent.fs.create_dir(intent.path.rsplit("/", 1)[0], recursive=True)
+    intent._write()
+    orphans = commits.write_rows(t, _rows(t, z=9))
+    assert writers.live_since(where, resolve) is None
+    gone = commits.remove_orphans(t, 0, resolve)
+    assert gone == [f.file_path for f in orphans]
+    other = writers.Intent("r", "another-host", 1, None, started=time.time() - 100, beat=time.time() - 100)
+    assert other.alive(time.time(), ttl_s=900) and not other.alive(time.time(), ttl_s=60)
+
+
+def test_the_sweep_refuses_a_location_it_cannot_compare(catalog, caplog):
+    t = load_or_create(catalog, "curate.t", SCHEMA)
+    _upsert(catalog, _rows(t, a=1))
+    t = catalog.load_table("curate.t")
+
+    class OnGcs:
+        def location(self):
+            return "gs://bucket/wh/curate.db/t"
+
+        def name(self):
+            return t.name()
+
+    with caplog.at_level("WARNING", logger="pipeline"):
+        assert commits.remove_orphans(OnGcs(), 0, lambda uri: resolve_filesystem(uri, None)) == []
+    assert "orphan sweep of curate.t skipped" in caplog.text and "gs://" in caplog.text
     assert _read(catalog) == {"a": 1}
 
 
