@@ -175,18 +175,27 @@ def histogram_markdown(report: RunReport) -> str:
     gates = report.config.get("gates", {})
     lines = [f"{judged} judged clips; bars: kept █ rejected ░, the full width is every judged clip.", ""]
     lines += ["## Judge score (argmax)", ""]
-    items = []
-    for k in SCORE_CHOICES:
-        first_kept = on == "score" and k == next((c for c in SCORE_CHOICES if c >= threshold), None)
-        items.append((_mark(str(k), first_kept, f"threshold ≥ {threshold:g}"), h.score[str(k)], h.score_kept[str(k)]))
-    lines += _split_table("score", items, judged)
-    lines += ["", "## score_expected (Σ p(k)·k)", ""]
-    note = f"threshold ≥ {threshold:g}"
-    items = [
-        (_mark(f"{b.lo:.1f}–{b.hi:.1f}", on == "score_expected" and b.lo <= threshold < b.hi, note), b.count, b.kept)
-        for b in h.score_expected
-    ]
-    lines += _split_table("bin", items, judged)
+    if not sum(h.score.values()):
+        lines.append("The judge scored no clip of this run (it is off for these locales: judge.locales).")
+    else:
+        items = []
+        for k in SCORE_CHOICES:
+            first_kept = on == "score" and k == next((c for c in SCORE_CHOICES if c >= threshold), None)
+            items.append(
+                (_mark(str(k), first_kept, f"threshold ≥ {threshold:g}"), h.score[str(k)], h.score_kept[str(k)])
+            )
+        lines += _split_table("score", items, judged)
+        lines += ["", "## score_expected (Σ p(k)·k)", ""]
+        note = f"threshold ≥ {threshold:g}"
+        items = [
+            (
+                _mark(f"{b.lo:.1f}–{b.hi:.1f}", on == "score_expected" and b.lo <= threshold < b.hi, note),
+                b.count,
+                b.kept,
+            )
+            for b in h.score_expected
+        ]
+        lines += _split_table("bin", items, judged)
     lines += ["", "## WER against the prompted sentence", ""]
     max_wer = gates.get("max_wer")
     wer_total = sum(t.wer_bins.get(b, 0) for b in WER_BINS)
@@ -236,7 +245,11 @@ def histogram_markdown(report: RunReport) -> str:
 def kept_rule(config: dict[str, Any]) -> list[tuple[str, str]]:
     """What "kept" meant in this run, as short (name, rule) rows."""
     g = config.get("gates", {})
-    rules = [("judge", f"`{config.get('threshold_on', 'score')}` ≥ {config.get('threshold')}")]
+    locales = (config.get("judge") or {}).get("locales")
+    judge = f"`{config.get('threshold_on', 'score')}` ≥ {config.get('threshold')}"
+    if locales == []:
+        judge = "off (judge.locales is empty)"
+    rules = [("judge", judge)]
     agreement = [f"WER ≤ {g['max_wer']}"] if g.get("max_wer") is not None else []
     agreement += [f"CER ≤ {g['max_cer']}"] if g.get("max_cer") is not None else []
     rules.append(("agreement with the prompt", ", ".join(agreement) or "off"))

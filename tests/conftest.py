@@ -22,6 +22,14 @@ os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")
 os.environ.setdefault("RAY_AUTH_MODE", "token")
 
 REPO = Path(__file__).resolve().parents[1]
+# The judge's engine takes about a minute to start on two cores (vLLM's import and engine).  A test whose
+# subject is not the judge (a killed writer, a lost node, a restarted server, two writers, S3, a backfill's
+# bookkeeping) runs without it: the judge is off for English, as it is for locales outside judge.locales.
+# The judge itself is exercised by test_pipeline_e2e, test_cv_releases_e2e, test_engine_failures,
+# test_secrets, test_prefect_deployment and test_catalog_and_export, and in the one full-DAG fault test
+# (test_mixed_input_with_killed_worker).
+NO_JUDGE = "judge.locales=[]"
+NO_JUDGE_ARGS = ("--set", NO_JUDGE)
 SAMPLE = REPO / "pipeline" / "sample_data" / "common_voice_sample.parquet"
 
 
@@ -46,6 +54,19 @@ def write_parquet(rows: list[dict], path: Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     pq.write_table(pa.Table.from_pylist(rows), path)
     return path
+
+
+@pytest.fixture(scope="session")
+def prefect_api(tmp_path_factory):
+    """One real ``prefect server start`` for the session's tests that talk to a server (all but the one
+    that restarts its own): a server start costs about 15 s on two cores."""
+    from tests.services import PrefectServer
+
+    server = PrefectServer(tmp_path_factory.mktemp("prefect-server"))
+    try:
+        yield server.start()
+    finally:
+        server.close()
 
 
 @pytest.fixture(autouse=True, scope="session")

@@ -80,6 +80,9 @@ class PrefectServer:
             "PREFECT_HOME": str(self.home),
             "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
             "PREFECT_API_URL": self.api,
+            # The scheduler looks for runs to create every 5 s instead of 60: a test waits for a night's
+            # run to be created by the server itself, not for a loop's period.
+            "PREFECT_SERVER_SERVICES_SCHEDULER_LOOP_SECONDS": "5",
         }
         self.starts += 1
         with open(self.log_dir / f"prefect-server-{self.starts}.log", "w") as log:

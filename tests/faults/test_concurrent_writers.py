@@ -10,10 +10,9 @@ import time
 import pytest
 from prefect.settings import PREFECT_API_URL, temporary_settings
 
-from tests.conftest import REPO
+from tests.conftest import NO_JUDGE, NO_JUDGE_ARGS, REPO
 from tests.flow_process import flow_result, start_flow
 from tests.integration.conftest import split_sample
-from tests.services import prefect_server
 from tests.table import engine_rows, result_of, rows, summaries
 
 pytestmark = pytest.mark.slow
@@ -26,7 +25,8 @@ def test_two_writers_on_one_table_both_land_and_every_id_appears_once(tmp_path):
     runs = []
     for limit in ("3", "5"):
         log = tmp_path / f"run-{limit}.log"
-        cmd = [sys.executable, "-m", "pipeline.cli", "run", "--output", str(out), "--limit", limit, "--emit-result"]
+        cmd = [sys.executable, "-m", "pipeline.cli", "run", "--output", str(out), "--limit", limit, "--emit-result",
+               *NO_JUDGE_ARGS]  # fmt: skip
         with open(log, "w") as f:
             runs.append((subprocess.Popen(cmd, cwd=REPO, stdout=f, stderr=subprocess.STDOUT), log))
     for proc, log in runs:
@@ -40,15 +40,16 @@ def test_two_writers_on_one_table_both_land_and_every_id_appears_once(tmp_path):
     assert engine_rows(out) == 8
 
 
-def test_two_flow_runs_on_one_table_take_turns_and_never_score_a_clip_twice(tmp_path, sample_table):
+def test_two_flow_runs_on_one_table_take_turns_and_never_score_a_clip_twice(tmp_path, sample_table, prefect_api):
     """The nightly run and a backfill aimed at the same tables: Prefect's global concurrency limit keyed
     by the output root makes the second wait, and then it finds nothing to do."""
     src = tmp_path / "in"
     split_sample(sample_table, src, parts=1, rows_each=4)
     out = tmp_path / "out"
-    with prefect_server(tmp_path) as api, temporary_settings({PREFECT_API_URL: api}):
+    api = prefect_api
+    with temporary_settings({PREFECT_API_URL: api}):
         env = {**os.environ, "PREFECT_API_URL": api, "HF_HUB_OFFLINE": "1"}
-        kwargs = {"source": str(src), "output_root": str(out), "split": "dev"}
+        kwargs = {"source": str(src), "output_root": str(out), "split": "dev", "config_overrides": [NO_JUDGE]}
         procs = []
         for name in ("a", "b"):
             procs.append(start_flow(kwargs, env, tmp_path / f"flow-{name}.log"))

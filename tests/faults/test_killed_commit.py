@@ -13,7 +13,7 @@ import sys
 
 import pytest
 
-from tests.conftest import REPO
+from tests.conftest import NO_JUDGE_ARGS, REPO
 from tests.services import stop_tree
 from tests.table import rows, summaries, tables
 
@@ -21,7 +21,7 @@ pytestmark = pytest.mark.slow
 
 
 def _run(out, limit: str, env, log, *extra: str):
-    cmd = [sys.executable, "-m", "pipeline.cli", "run", "--output", str(out), "--limit", limit, *extra]
+    cmd = [sys.executable, "-m", "pipeline.cli", "run", "--output", str(out), "--limit", limit, *NO_JUDGE_ARGS, *extra]
     with open(log, "w") as f:
         proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=f, stderr=subprocess.STDOUT, start_new_session=True)
     try:

@@ -16,6 +16,7 @@ from prefect import get_client
 from prefect.settings import PREFECT_API_URL, temporary_settings
 from prefect.utilities.asyncutils import run_coro_as_sync
 
+from tests.conftest import NO_JUDGE
 from tests.flow_process import flow_result, start_flow
 from tests.integration.conftest import split_sample
 from tests.services import PrefectServer
@@ -41,7 +42,8 @@ def test_a_prefect_server_restart_mid_run_loses_and_doubles_nothing(tmp_path, sa
         api = server.start()
         log = tmp_path / "flow.log"
         env = {**os.environ, "PREFECT_API_URL": api, "HF_HUB_OFFLINE": "1"}
-        proc = start_flow({"source": str(src), "output_root": str(out), "split": "dev"}, env, log)
+        kwargs = {"source": str(src), "output_root": str(out), "split": "dev", "config_overrides": [NO_JUDGE]}
+        proc = start_flow(kwargs, env, log)
         deadline = time.time() + 600
         while not _shard_child_running(str(out)):
             assert proc.poll() is None, log.read_text()[-6000:]

@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 from ray.util.state import list_actors, list_nodes, list_tasks
 
-from tests.conftest import REPO
+from tests.conftest import NO_JUDGE, NO_JUDGE_ARGS, REPO
 from tests.flow_process import flow_result, start_flow
 from tests.integration.conftest import split_sample
 from tests.rows import same_rows
@@ -29,12 +29,10 @@ from tests.table import rows, summaries
 pytestmark = pytest.mark.slow
 
 
-def _flow_env(tmp_path: Path, head: dict[str, str], name: str = "flow") -> dict[str, str]:
-    # Each flow its own ephemeral Prefect database, so its task runs are its own.
-    home = tmp_path / f"prefect-home-{name}"
-    home.mkdir(exist_ok=True)
-    # RAY_ADDRESS: what `ray start` leaves for processes on a cluster node, and what "auto" finds.
-    return {**os.environ, "RAY_ADDRESS": head["gcs"], "PREFECT_HOME": str(home), "HF_HUB_OFFLINE": "1"}
+def _flow_env(head: dict[str, str], api: str) -> dict[str, str]:
+    # RAY_ADDRESS: what `ray start` leaves for processes on a cluster node, and what "auto" finds.  The
+    # session's Prefect server: a flow's result reads its own task runs (tests/flow_process.py).
+    return {**os.environ, "RAY_ADDRESS": head["gcs"], "PREFECT_API_URL": api, "HF_HUB_OFFLINE": "1"}
 
 
 def _rows(out: Path, kind: str) -> dict[str, dict]:
@@ -43,7 +41,7 @@ def _rows(out: Path, kind: str) -> dict[str, dict]:
     return {rid: r for rid, r in got.items() if (r["error"] is None) == (kind == "scores")}
 
 
-def test_auto_path_runs_shards_through_prefect_rays_task_runner(tmp_path, sample_table):
+def test_auto_path_runs_shards_through_prefect_rays_task_runner(tmp_path, sample_table, prefect_api):
     """``ray_address="auto"``: the flow beside a token-auth ``ray start --head`` hands its shards to
     prefect-ray's RayTaskRunner; each shard runs inside the cluster and commits every clip."""
     src = tmp_path / "in"
@@ -53,8 +51,14 @@ def test_auto_path_runs_shards_through_prefect_rays_task_runner(tmp_path, sample
     with ray_head(num_cpus=6) as head:
         log = tmp_path / "flow.log"
         proc = start_flow(
-            {"source": str(src), "output_root": str(out), "split": "dev", "ray_address": "auto"},
-            _flow_env(tmp_path, head),
+            {
+                "source": str(src),
+                "output_root": str(out),
+                "split": "dev",
+                "ray_address": "auto",
+                "config_overrides": [NO_JUDGE],
+            },
+            _flow_env(head, prefect_api),
             log,
         )
         assert proc.wait(timeout=1200) == 0, log.read_text()[-6000:]
@@ -79,13 +83,14 @@ def _whisper_actor_on(dashboard: str, node_id: str, skip: set[str]):
     return None
 
 
-def test_losing_the_whisper_node_mid_run_gives_a_clean_runs_rows(tmp_path, sample_table):
+def test_losing_the_whisper_node_mid_run_gives_a_clean_runs_rows(tmp_path, sample_table, prefect_api):
     """Two nodes: the head, and a node that alone offers the ``whisper`` resource the transcriber
     asks for.  Mid-run that node's raylet is SIGKILLed (by PID); a replacement node joins 10 s later,
     as KubeRay or an autoscaler would bring one.  Output must equal a clean run's, row for row."""
     src = tmp_path / "in"
     split_sample(sample_table, src, parts=1, rows_each=40)
     overrides = [
+        NO_JUDGE,
         "transcriber.resources={whisper: 1}",
         # The Whisper node has no CPUs for anything else, so the kill hits only Whisper.
         "transcriber.num_cpus_per_actor=0",
@@ -101,7 +106,7 @@ def test_losing_the_whisper_node_mid_run_gives_a_clean_runs_rows(tmp_path, sampl
             ]
             clean_log = tmp_path / "clean.log"
             clean = start_flow(
-                {**common, "output_root": str(tmp_path / "clean")}, _flow_env(tmp_path, head, "clean"), clean_log
+                {**common, "output_root": str(tmp_path / "clean")}, _flow_env(head, prefect_api), clean_log
             )
             assert clean.wait(timeout=1200) == 0, clean_log.read_text()[-6000:]
             assert flow_result(clean_log)["completed"]
@@ -109,7 +114,7 @@ def test_losing_the_whisper_node_mid_run_gives_a_clean_runs_rows(tmp_path, sampl
 
             log = tmp_path / "faulty.log"
             faulty_out = tmp_path / "faulty"
-            proc = start_flow({**common, "output_root": str(faulty_out)}, _flow_env(tmp_path, head, "faulty"), log)
+            proc = start_flow({**common, "output_root": str(faulty_out)}, _flow_env(head, prefect_api), log)
             deadline = time.time() + 600
             while (actor := _whisper_actor_on(head["dashboard"], node_id, clean_actors)) is None:
                 assert proc.poll() is None, log.read_text()[-6000:]
@@ -149,7 +154,8 @@ def test_an_embedded_run_starts_its_own_ray_beside_a_ray_start_cluster(tmp_path,
             assert (Path(base) / "ray" / "ray_current_cluster").exists()
             env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
             env["RAY_TMPDIR"] = base
-            cmd = [sys.executable, "-m", "pipeline.cli", "run", "--input", str(path), "--output", str(tmp_path / "out")]
+            cmd = [sys.executable, "-m", "pipeline.cli", "run", "--input", str(path), "--output", str(tmp_path / "out"),
+                   *NO_JUDGE_ARGS]  # fmt: skip
             proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=900)
             assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
             # The cluster ran none of it.

@@ -19,7 +19,7 @@ import boto3
 import pyarrow.parquet as pq
 import pytest
 
-from tests.conftest import REPO
+from tests.conftest import NO_JUDGE_ARGS, REPO
 from tests.services import FlakyProxy, moto_s3
 from tests.table import rows, tables
 
@@ -88,6 +88,7 @@ def test_transient_outage_is_retried_and_output_is_complete(tmp_path, sample_tab
                 "s3://cv-data/out",
                 "--set",
                 f"table.catalog_uri=sqlite:///{catalog}",
+                *NO_JUDGE_ARGS,
             ],
             cwd=REPO,
             env=_env(proxy_url),

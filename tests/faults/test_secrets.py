@@ -24,7 +24,7 @@ from prefect.utilities.asyncutils import run_coro_as_sync
 
 from tests.flow_process import flow_result, start_flow
 from tests.integration.conftest import split_sample
-from tests.services import VENV_BIN, prefect_server, ray_head
+from tests.services import VENV_BIN, ray_head
 from tests.table import rows
 
 pytestmark = pytest.mark.slow
@@ -39,11 +39,12 @@ def _cmdlines(seen: set[str], stop: threading.Event) -> None:
         time.sleep(0.3)
 
 
-def test_a_planted_secret_is_nowhere_it_could_leak(tmp_path, sample_table):
+def test_a_planted_secret_is_nowhere_it_could_leak(tmp_path, sample_table, prefect_api):
     src = tmp_path / "in"
     split_sample(sample_table, src, parts=1, rows_each=4)
     out = tmp_path / "out"
-    with prefect_server(tmp_path) as api, temporary_settings({PREFECT_API_URL: api}), ray_head() as head:
+    api = prefect_api
+    with temporary_settings({PREFECT_API_URL: api}), ray_head() as head:
         from prefect.blocks.system import Secret
 
         Secret(value={"HF_TOKEN": SECRET}).save("curate-creds", overwrite=True)

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import REPO
+from tests.conftest import NO_JUDGE_ARGS, REPO
 from tests.hostile.make_hostile import build
 from tests.integration.test_pipeline_e2e import run_cli
 from tests.table import rows
@@ -81,7 +81,8 @@ def test_hostile_rows_are_held_or_refused_before_any_read_and_memory_stays_bound
 @pytest.mark.slow
 def test_a_run_over_hostile_releases_curates_the_genuine_clips_and_leaks_nothing(hostile, tmp_path):
     out = tmp_path / "out"
-    proc = run_cli("run", "--input", str(Path(hostile["folder"]).parents[2] / "releases"), "--output", str(out))
+    proc = run_cli("run", "--input", str(Path(hostile["folder"]).parents[2] / "releases"), "--output", str(out),
+                   *NO_JUDGE_ARGS)  # fmt: skip
     got = rows(out)
     assert set(got) == set(hostile["genuine"]) | set(hostile["hostile"])
     for rid in hostile["genuine"]:

@@ -13,6 +13,7 @@ import pytest
 from pipeline.io.cv_release import CV_COLUMNS, MISSING_CLIP
 from pipeline.metrics import corpus_wer
 from scripts.make_cv_release import QUOTED_SENTENCE, build_cumulative, build_release
+from tests.conftest import NO_JUDGE_ARGS
 from tests.integration.test_pipeline_e2e import run_cli
 from tests.table import engine_rows, result_of, rows
 
@@ -100,7 +101,7 @@ def test_an_extracted_delta_release_with_the_pre_v17_columns(tmp_path):
         tmp_path / "dl", clips=6, delta=True, version="16.1", date="2023-12-06", folder=True, old_schema=True
     )
     out = tmp_path / "out"
-    run_cli("run", "--input", str(rel.path), "--output", str(out))
+    run_cli("run", "--input", str(rel.path), "--output", str(out), *NO_JUDGE_ARGS)
     got = rows(out)
     assert sorted(got) == sorted(r["path"] for r in rel.rows)
     assert got[rel.missing]["error"] == MISSING_CLIP

@@ -33,22 +33,24 @@ from prefect.client.schemas.filters import (
 from prefect.settings import PREFECT_API_URL, temporary_settings
 from prefect.utilities.asyncutils import run_coro_as_sync
 
+from pipeline.metrics import WER_BINS, wer_histogram
 from pipeline.shards import plan_shards
 from tests.conftest import REPO
 from tests.integration.conftest import split_sample
-from tests.services import VENV_BIN, WebhookReceiver, background, prefect_server
+from tests.services import VENV_BIN, WebhookReceiver, background
 from tests.table import rows, summaries, tables
 
 pytestmark = pytest.mark.slow
 
 
-def _histogram_from_markdown(md: str) -> dict[int, int]:
-    """The judge-score table's clips per score (kept + rejected); a row may carry the threshold mark."""
+def _wer_from_markdown(md: str) -> dict[str, int]:
+    """The WER table's clips per bin (kept + rejected); a row may carry the max_wer mark."""
     counts = {}
-    for line in md.split("## score_expected")[0].splitlines():
+    section = md.split("## WER against the prompted sentence")[1].split("\n## ")[0]
+    for line in section.splitlines():
         cells = [c.strip() for c in line.strip("|").split("|")]
-        if len(cells) == 5 and cells[0].split(" ")[0] in {"1", "2", "3", "4", "5"}:
-            counts[int(cells[0].split(" ")[0])] = int(cells[1]) + int(cells[2])
+        if len(cells) == 5 and cells[0].split(" ")[0] in WER_BINS:
+            counts[cells[0].split(" ")[0]] = int(cells[1]) + int(cells[2])
     return counts
 
 
@@ -99,14 +101,15 @@ def _deployment_runs(deployment_id) -> list:
 
 
 @pytest.fixture(scope="module")
-def nightly(tmp_path_factory, sample_table):
+def nightly(tmp_path_factory, sample_table, prefect_api):
     tmp = tmp_path_factory.mktemp("nightly")
     src = tmp / "cv" / "validated"
     split_sample(sample_table, src, parts=2)
     out = tmp / "curated"
     specs = plan_shards([str(src)], str(out), "validated", 2)
 
-    with prefect_server(tmp) as api, temporary_settings({PREFECT_API_URL: api}):
+    api = prefect_api
+    with temporary_settings({PREFECT_API_URL: api}):
         env = {
             **os.environ,
             "PREFECT_API_URL": api,
@@ -120,8 +123,12 @@ def nightly(tmp_path_factory, sample_table):
             "CURATE_TEST_FAULT": f"{specs[1].shard_id}:1",
             "CURATE_TEST_FAULT_DIR": str(tmp / "faults"),
         }
-        due = _cron_due_in(100, TZ)
+        due = _cron_due_in(60, TZ)
         hook = WebhookReceiver()
+        # The nights run without the judge (tests/conftest.py NO_JUDGE): what is tested here is the
+        # deployment, its schedule, retries and artifacts; a config file on the worker says so.
+        config_file = tmp / "nightly.yaml"
+        config_file.write_text("judge:\n  locales: []\n")
         subprocess.run(
             [
                 sys.executable,
@@ -141,6 +148,8 @@ def nightly(tmp_path_factory, sample_table):
                 TZ,
                 "--alert-webhook",
                 hook.url,
+                "--config",
+                str(config_file),
             ],
             env=env,
             cwd=REPO,
@@ -228,13 +237,11 @@ def test_a_custom_run_from_the_ui_retries_a_failed_shard_and_publishes_artifacts
     assert {r["path"] for r in data_rows} == added  # the output file list is what the snapshots added
     assert sum(r["rows"] for r in data_rows) == 4
 
-    scores = [r["score"] for r in got.values() if r["score"] is not None]
-    want = {k: scores.count(k) for k in range(1, 6)}
     histogram = by_key["common-voice-validated-histogram"].data
-    assert _histogram_from_markdown(histogram) == want
-    assert "WER against the prompted sentence" in histogram and "Why rows were not kept" in histogram
+    assert _wer_from_markdown(histogram) == wer_histogram([r["wer"] for r in got.values() if r["error"] is None])
+    assert "The judge scored no clip" in histogram and "Why rows were not kept" in histogram
     summary = by_key["common-voice-validated-summary"].data
-    assert "| clips in | 4 |" in summary and str(out) in summary and "`score` ≥ 3.0" in summary
+    assert "| clips in | 4 |" in summary and str(out) in summary and "judge | off (judge.locales is empty)" in summary
     assert "`curate.en_clips` @" in summary and f"| input | `{nightly.specs[0].sources[0]}` |" in summary
     assert by_key["common-voice-validated-progress"].data == 100.0
     # Cards and a key's history compare nights without clicks: the headline is in the description.
@@ -315,8 +322,8 @@ def _artifact_rows(flow_run_id, key: str) -> list[dict]:
 
 def test_alerts_fire_for_a_failed_night_and_for_a_kept_drop(nightly):
     """The automations deploy.py ships, on the real server: a night that fails (a source that does not
-    exist: refused, not retried) and a night whose kept % falls (a stricter threshold, decided again
-    from stored scores) each POST to the webhook."""
+    exist: refused, not retried) and a night whose kept % falls (a stricter gate, decided again from
+    stored scores: every clip is now too short) each POST to the webhook."""
     dep, hook = nightly.deployment, nightly.hook
     bad = _sync(lambda c: c.create_flow_run_from_deployment(dep.id, parameters={"source": "/nonexistent/night"}))
     final = _sync(lambda c: _wait_final(c, bad.id, timeout=900))
@@ -326,7 +333,7 @@ def test_alerts_fire_for_a_failed_night_and_for_a_kept_drop(nightly):
     got = hook.wait_for(lambda x: final.name in x.get("text", "") and "Failed" in x.get("subject", ""), 180)
     assert got and "does not exist" in got["text"], hook.received
 
-    strict = {"threshold": 5.5, "alert_min_nights": 2}
+    strict = {"config_overrides": ["gates.min_duration_s=60"], "alert_min_nights": 2}
     drop = _sync(lambda c: c.create_flow_run_from_deployment(dep.id, parameters=strict))
     final = _sync(lambda c: _wait_final(c, drop.id, timeout=900))
     assert final.state.is_completed() and final.state.message.startswith("0/10 kept"), final.state.message

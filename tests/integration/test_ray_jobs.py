@@ -12,6 +12,7 @@ from prefect.client.schemas.filters import LogFilter, LogFilterFlowRunId
 from prefect.utilities.asyncutils import run_coro_as_sync
 
 from flows.curation import curate_dataset
+from tests.conftest import NO_JUDGE
 from tests.integration.conftest import split_sample
 from tests.services import ray_head
 from tests.table import rows, summaries
@@ -34,6 +35,7 @@ def test_flow_submits_shards_as_ray_jobs(tmp_path, sample_table, monkeypatch):
             split="dev",
             limit=3,
             ray_address=head["dashboard"],
+            config_overrides=[NO_JUDGE],
             return_state=True,
         )
         assert state.is_completed()
