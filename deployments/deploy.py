@@ -157,8 +157,8 @@ async def ensure_alerts(deployment_ids: list[Any], webhook: str | None) -> dict[
             ),
             "audio-curate: kept dropped in {{ event.resource.name }}",
             "{{ event.resource.name }}: kept {{ event.payload.tonight }}% tonight, "
-            "{{ event.payload.drop_points }} points below the {{ event.payload.trailing_mean }}% of the "
-            "{{ event.payload.nights }} nights before (run {{ flow_run.name }}).",
+            "{{ event.payload.drop_points }} points below the {{ event.payload.trailing_mean }}% of "
+            "{{ event.payload.before }} (run {{ flow_run.name }}).",
         ),
     }
     made = {}

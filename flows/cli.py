@@ -40,12 +40,17 @@ def main(argv: list[str] | None = None) -> int:
 def backfill_command(args) -> int:
     os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", EPHEMERAL_STARTUP_TIMEOUT_S)
     from flows.backfill import backfill
-    from pipeline.config import SecretInConfigError, refuse_secrets
+    from pipeline.config import SecretInConfigError, build_config, refuse_secrets
     from pipeline.io.schema import InputSchemaError
     from pipeline.table.catalog import TableError
 
-    try:
+    try:  # checked before any flow run exists: a bad config is the caller's to fix, not a run to retry
         refuse_secrets(overrides=args.overrides, where="curate backfill")
+        build_config(args.profile, file=args.config, overrides=args.overrides)
+    except ValueError as exc:  # SecretInConfigError included; the message names keys, never values
+        print(f"curate: error: {exc}", file=sys.stderr)
+        return 2
+    try:
         result = backfill(
             source_root=args.source_root,
             output_root=args.output_root,

@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import time
+from datetime import UTC, datetime
 from typing import Any
 
 from prefect import flow, get_run_logger, task, unmapped
@@ -40,11 +41,30 @@ def source_label(source: str, dataset: str) -> str:
     return dataset
 
 
+def is_night() -> bool:
+    """Whether this run is a night: created by its deployment's schedule (its root run, for a subflow).  A
+    custom run from the UI, ``prefect deployment run`` or the CLI is manual."""
+    from prefect import get_client
+
+    run_id = flow_run.get_root_flow_run_id() or flow_run.get_id()
+    if not run_id:
+        return False
+    try:
+        with get_client(sync_client=True) as client:
+            return bool(client.read_flow_run(run_id).auto_scheduled)
+    except Exception:  # no API to ask: not a scheduled run
+        return False
+
+
 def run_name() -> str:
-    """``validated-en-2026-12-02``: what was curated, and the night it was scheduled for."""
+    """``validated-en-2026-12-02``: what was curated, and the night it was scheduled for; a manual run says
+    so and when it started: ``validated-en-manual-2026-12-04-1530``."""
     p = flow_run.parameters
     what = source_label(p["source"], p.get("dataset") or "dataset")
-    return f"{slug(p.get('split') or 'validated')}-{slug(what)}-{flow_run.scheduled_start_time:%Y-%m-%d}"
+    base = f"{slug(p.get('split') or 'validated')}-{slug(what)}"
+    if is_night():
+        return f"{base}-{flow_run.scheduled_start_time:%Y-%m-%d}"
+    return f"{base}-manual-{datetime.now(UTC):%Y-%m-%d-%H%M}"
 
 
 def outcome(counts: dict[str, Any]) -> str:
@@ -85,11 +105,13 @@ def show_outcome(short: str) -> None:
             client.update_flow_run(run_id, name=f"{name} · {short}")
 
 
-def night_tag(default: str = "run") -> str:
-    """``nightly-2026-12-02`` for a deployment's run (its name, the night it was scheduled for)."""
-    from prefect.runtime import deployment
-
-    return f"{slug(deployment.name or default)}-{flow_run.scheduled_start_time:%Y-%m-%d}"
+def night_tag() -> str:
+    """The snapshot's tag: ``nightly-2026-12-02`` for a scheduled run (the night it was scheduled for,
+    whichever deployment), ``manual-20261204T153000Z`` for any other run.  Expiry removes only these
+    forms; a tag a person makes stays (``pipeline.table.commit.PRODUCT_TAG``)."""
+    if is_night():
+        return f"nightly-{flow_run.scheduled_start_time:%Y-%m-%d}"
+    return f"manual-{datetime.now(UTC):%Y%m%dT%H%M%SZ}"
 
 
 def flow_config(
@@ -205,14 +227,22 @@ def publish(
         markdown=report.summary_markdown(run, wall_s, f"Curation of {dataset}/{split}", output_root, idle, source),
         description=f"{head} (input {source})",
     )
-    tonight = report.trend_row(run, f"{flow_run.scheduled_start_time:%Y-%m-%d}", flow_run.name or "")
-    rows = report.trend(previous_trend(f"{key}-trend"), tonight)
-    past = [r["kept %"] for r in rows[:-1] if r.get("kept %") is not None]
-    nights = "the night before" if len(past) == 1 else f"the {len(past)} nights before"
-    versus = f" vs {sum(past) / len(past):.0f}% over {nights}" if past else ""
-    kept_pct = "-" if tonight["kept %"] is None else f"{tonight['kept %']:.0f}%"
-    create_table_artifact(key=f"{key}-trend", table=rows, description=f"tonight {kept_pct} kept{versus}")
-    drop = report.kept_drop(rows, alert_kept_drop_points, alert_min_nights)
+    kind = "night" if is_night() else "manual"
+    tonight = report.trend_row(run, f"{flow_run.scheduled_start_time:%Y-%m-%d}", flow_run.name or "", kind)
+    before = report.nights(previous_trend(f"{key}-trend"))
+    drop = None
+    if idle == len(results):  # nothing happened: the trend stays as it was, with no row for this run
+        create_table_artifact(key=f"{key}-trend", table=before or [{"night": "", "run": "no night yet"}],
+                              description="nothing to do: the trend is unchanged")  # fmt: skip
+    else:
+        rows = report.trend(before, tonight)
+        past = [r["kept %"] for r in rows[:-1] if r.get("kept %") is not None]
+        nights = "the night before" if len(past) == 1 else f"the {len(past)} nights before"
+        versus = f" vs {sum(past) / len(past):.0f}% over {nights}" if past else ""
+        kept_pct = "-" if tonight["kept %"] is None else f"{tonight['kept %']:.0f}%"
+        what = "tonight" if kind == "night" else "this manual run"
+        create_table_artifact(key=f"{key}-trend", table=rows, description=f"{what} {kept_pct} kept{versus}")
+        drop = report.kept_drop(rows, alert_kept_drop_points, alert_min_nights)
     if drop:
         # The deployment's automation (deployments/deploy.py) turns this into a notification.
         from prefect.events import emit_event

@@ -47,7 +47,11 @@ def _build(args: argparse.Namespace):
 
 
 def build_parser() -> tuple[argparse.ArgumentParser, argparse._SubParsersAction]:
-    parser = argparse.ArgumentParser(prog="curate", description="Curate Common Voice audio into Parquet.")
+    parser = argparse.ArgumentParser(
+        prog="curate",
+        description="Curate Common Voice releases into one versioned, transcribed, quality-scored dataset table "
+        "(Apache Iceberg), and export it to what trainers load.",
+    )
     sub = parser.add_subparsers(dest="cmd", required=True)
 
     run = sub.add_parser("run", help="run the curation pipeline once")
@@ -87,11 +91,23 @@ def build_parser() -> tuple[argparse.ArgumentParser, argparse._SubParsersAction]
     )
     exp.add_argument("--output", required=True, help="the table root `curate run` wrote")
     exp.add_argument("--locale", default="en")
-    exp.add_argument("--as-of", help="a tag (nightly-2026-12-01, run-…) or a snapshot id; default: the current one")
+    exp.add_argument(
+        "--as-of",
+        help="a tag (nightly-2026-12-01, run-…), a snapshot id, or an ISO time (2026-12-01T02:00Z: the snapshot "
+        "current then); default: the current one",
+    )
     exp.add_argument("--release", help="freeze one release's view: the clips it listed (with --split, in that split)")
     exp.add_argument("--split", help="train, dev, test, … (with --release: as that release drew it)")
     exp.add_argument("--format", required=True, choices=["parquet", "hf", "nemo", "webdataset"])
-    exp.add_argument("--to", required=True, help="folder to write into")
+    exp.add_argument("--to", required=True, help="folder to write into: new or empty (see --overwrite)")
+    exp.add_argument(
+        "--overwrite", action="store_true", help="replace what --to holds (the new export is moved in when complete)"
+    )
+    exp.add_argument(
+        "--absolute-paths",
+        action="store_true",
+        help="nemo: audio_filepath absolute (default: relative to the manifest)",
+    )
     exp.add_argument(
         "--trim",
         action="store_true",
@@ -99,6 +115,11 @@ def build_parser() -> tuple[argparse.ArgumentParser, argparse._SubParsersAction]
     )
     exp.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.FIELD=VALUE")
     exp.add_argument("--profile", choices=["local", "cluster"], default="local")
+    hist = sub.add_parser("history", help="list a table's snapshots and tags: what each run changed, and when")
+    hist.add_argument("--output", required=True, help="the table root `curate run` wrote")
+    hist.add_argument("--locale", default="en")
+    hist.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.FIELD=VALUE")
+    hist.add_argument("--profile", choices=["local", "cluster"], default="local")
     sub.add_parser("prepare-models", help="assemble and convert the bundled models once")
     return parser, sub
 
@@ -122,6 +143,8 @@ def run_command(args: argparse.Namespace) -> int:
 
     if args.cmd == "export":
         return export_command(args)
+    if args.cmd == "history":
+        return history_command(args)
     try:
         cfg = _build(args)
     except (SecretInConfigError, ValueError) as exc:
@@ -183,12 +206,36 @@ def export_command(args: argparse.Namespace) -> int:
 
     cfg = build_config(args.profile, overrides=args.overrides + ["quality.trim_silence=true"] * args.trim)
     try:
-        done = export(args.output, cfg, args.locale, args.format, args.to, args.as_of, args.release, args.split)
+        done = export(
+            args.output,
+            cfg,
+            args.locale,
+            args.format,
+            args.to,
+            args.as_of,
+            args.release,
+            args.split,
+            overwrite=args.overwrite,
+            absolute_paths=args.absolute_paths,
+        )
     except (TableError, ValueError) as exc:
         print(f"curate: error: {exc}", file=sys.stderr)
         return 2
     parts = ", ".join(f"{n} {kind}" for kind, n in done.rows.items())
     print(f"exported {done.table} at snapshot {done.snapshot_id} as {args.format}: {parts} -> {done.to}")
+    return 0
+
+
+def history_command(args: argparse.Namespace) -> int:
+    from pipeline.table.catalog import TableError
+    from pipeline.table.history import history, history_text
+
+    try:
+        entries = history(args.output, build_config(args.profile, overrides=args.overrides), args.locale)
+    except (TableError, ValueError) as exc:
+        print(f"curate: error: {exc}", file=sys.stderr)
+        return 2
+    print(history_text(entries))
     return 0
 
 

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 # The seed notebook's judge prompt, kept verbatim as the default.
 SEED_SYSTEM_PROMPT = (
@@ -50,9 +50,12 @@ class QualityConfig(_Section):
     enabled: bool = True
     # A 32 ms frame is speech when Silero's probability reaches this (its own default).
     vad_threshold: float = Field(default=0.5, gt=0, lt=1)
-    # Clipping: runs of at least clip_min_run consecutive samples at or above clip_level of full scale.
+    # Clipping at the rails: runs of at least clip_min_run consecutive samples at or above clip_level of
+    # full scale; below full scale: samples piled up within clip_tolerance of one level, relative to the
+    # clip's own peak (a clipped take normalised later, or its MP3).  pipeline/quality/signals.py.
     clip_level: float = Field(default=0.99, gt=0, le=1)
     clip_min_run: int = Field(default=3, ge=1)
+    clip_tolerance: float = Field(default=0.05, gt=0, lt=0.3)
     # Bandwidth: the highest frequency within this many dB of the long-term spectrum's peak.
     bandwidth_floor_db: float = Field(default=50.0, gt=0)
     # DNSMOS P.835/P.808 (speechmos's ONNX models): ~0.3-0.65 s of CPU a clip, more than the rest of the
@@ -69,7 +72,9 @@ class QualityConfig(_Section):
 
 
 # The quality settings that change what is measured (so a clip measured otherwise is measured again).
-QUALITY_MEASURES = {"enabled", "vad_threshold", "clip_level", "clip_min_run", "bandwidth_floor_db", "dnsmos"}
+QUALITY_MEASURES = {
+    "enabled", "vad_threshold", "clip_level", "clip_min_run", "clip_tolerance", "bandwidth_floor_db", "dnsmos"
+}  # fmt: skip
 
 
 class TranscriberConfig(_Section):
@@ -193,8 +198,13 @@ class GatesConfig(_Section):
     # Common Voice's own bundler drops clips of 0 s or over 30 s and warns under 0.5 s.
     min_duration_s: float | None = 0.5
     max_duration_s: float | None = 30.0
-    # Multilingual models only: the language heard must be the locale's, unless the model is unsure.
+    # Multilingual models only: the language heard must be the locale's, unless the model is unsure, or the
+    # transcript decoded in the locale's language agrees with the prompted sentence (WER at most
+    # language_agree_wer; CER at most language_agree_cer where words are not spaced): agreement is
+    # evidence of the language.  null: detection alone decides.
     min_language_prob: float = Field(default=0.5, ge=0, le=1)
+    language_agree_wer: float | None = Field(default=0.5, ge=0)
+    language_agree_cer: float | None = Field(default=0.35, ge=0)
     # How the clip sounds (quality.*).  Chosen on bench/quality_set.py's labelled set with
     # bench/quality_eval.py (docs/curation.md "Acoustic quality"): every default keeps all 40 clean clips.
     # A null signal passes: quality measurement off, or nothing to measure (no speech, DNSMOS off).
@@ -245,6 +255,9 @@ class ReaderConfig(_Section):
     # parallel; a tarball is one task per archive (gzip reads in order) yielding blocks this big.
     clips_per_task: int = Field(default=64, ge=1)
     rows_per_block: int = Field(default=32, ge=1)
+    # A clip list larger than this is refused before it is read (by its size, and by what is read): an
+    # English validated.tsv is about 0.5 GB; a TSV linked to /dev/zero or a sparse file is not a release.
+    max_tsv_bytes: int = Field(default=8 << 30, ge=1)
 
 
 class TableConfig(_Section):
@@ -352,10 +365,7 @@ class CurationConfig(_Section):
         ``judge.engine_kwargs`` could (an API key, a token), so values under secret-looking keys are
         redacted in everything we write.
         """
-        data = json.loads(self.model_dump_json())
-        for section in ("engine_env", "engine_kwargs"):
-            data["judge"][section] = redact(data["judge"][section])
-        return data
+        return redact(json.loads(self.model_dump_json()))
 
 
 SECRET_KEY = re.compile(r"(token|secret|password|passwd|credential|api[_-]?key|access[_-]?key|auth)", re.I)
@@ -388,18 +398,41 @@ def secret_overrides(overrides: list[str] | None) -> list[str]:
     return found
 
 
-def secret_settings(cfg: CurationConfig) -> list[str]:
-    """The config's secret-looking settings: engine env/kwargs keys, a password inside the catalog URI."""
-    found = [
-        f"judge.{section}.{k}"
-        for section in ("engine_env", "engine_kwargs")
-        for k in getattr(cfg.judge, section)
-        if _secret_key(str(k))
-    ]
-    from urllib.parse import urlsplit
+def _secret_paths(value: Any, path: str) -> list[str]:
+    """The dotted paths under ``value`` whose key looks like a secret, at any depth."""
+    found = []
+    if isinstance(value, dict):
+        for k, v in value.items():
+            sub = f"{path}.{k}"
+            found += [sub] if _secret_key(str(k)) else _secret_paths(v, sub)
+    elif isinstance(value, list):
+        for i, v in enumerate(value):
+            found += _secret_paths(v, f"{path}[{i}]")
+    return found
 
-    if cfg.table.catalog_uri and urlsplit(cfg.table.catalog_uri).password:
-        found.append("table.catalog_uri (a password in the URI; put it in PGPASSWORD)")
+
+_CREDENTIALS_IN_URL = re.compile(r"^[a-z][a-z0-9+.-]*://[^/@\s]*:[^/@\s]*@", re.I)
+
+
+def _urls_with_credentials(value: Any, path: str) -> list[str]:
+    """The dotted paths of string settings that are URLs carrying a user and password."""
+    if isinstance(value, dict):
+        return [p for k, v in value.items() for p in _urls_with_credentials(v, f"{path}.{k}" if path else str(k))]
+    if isinstance(value, list):
+        return [p for i, v in enumerate(value) for p in _urls_with_credentials(v, f"{path}[{i}]")]
+    return [path] if isinstance(value, str) and _CREDENTIALS_IN_URL.match(value) else []
+
+
+def secret_settings(cfg: CurationConfig) -> list[str]:
+    """The config's secret-looking settings: keys of the free-form engine env/kwargs (at any depth), and any
+    URL that carries a password (the catalog's, an S3 endpoint's, a Ray address)."""
+    found = [p for section in ("engine_env", "engine_kwargs") for p in _secret_paths(getattr(cfg.judge, section),
+                                                                                       f"judge.{section}")]  # fmt: skip
+    for where in _urls_with_credentials(cfg.model_dump(), ""):
+        hint = (
+            "; put it in PGPASSWORD" if where == "table.catalog_uri" else "; give credentials through the environment"
+        )
+        found.append(f"{where} (a password in the URL{hint})")
     return found
 
 
@@ -411,11 +444,16 @@ def refuse_secrets(cfg: CurationConfig | None = None, overrides: list[str] | Non
 
 
 def redact(value: Any) -> Any:
-    """``value`` with every entry under a secret-looking key replaced by "***", at any depth."""
+    """``value`` with every entry under a secret-looking key replaced by "***", and the password of any URL
+    too, at any depth."""
     if isinstance(value, dict):
         return {k: "***" if SECRET_KEY.search(str(k)) else redact(v) for k, v in value.items()}
     if isinstance(value, list):
         return [redact(v) for v in value]
+    if isinstance(value, str) and _CREDENTIALS_IN_URL.match(value):
+        scheme, rest = value.split("://", 1)
+        user = rest.split("@", 1)[0].split(":", 1)[0]
+        return f"{scheme}://{user}:***@{rest.split('@', 1)[1]}"
     return value
 
 
@@ -524,4 +562,10 @@ def build_config(
     for item in overrides or []:
         data = deep_merge(data, parse_override(item))
     data = deep_merge(data, {k: v for k, v in fields.items() if v is not None})
-    return CurationConfig.model_validate(data)
+    try:
+        return CurationConfig.model_validate(data)
+    except ValidationError as exc:
+        # pydantic's message quotes the values it refused; a config file or an override may hold a secret
+        # in the wrong place, so the error names where and why, never what.
+        problems = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors())
+        raise ValueError(f"invalid config: {problems}") from None

@@ -37,12 +37,13 @@ from pipeline.progress import ConsoleProgress, start_counter, stop_counter
 from pipeline.ray_init import ensure_ray
 from pipeline.releases import release_key
 from pipeline.shards import agreement_key, engine_key, settings_key
-from pipeline.stages.gates import build_gates, decide_table, metadata_gates
+from pipeline.stages.gates import build_gates, decide_table, kept_statuses, metadata_gates
 from pipeline.storage import resolve_filesystem
 from pipeline.table import commit as commits
 from pipeline.table import writers
 from pipeline.table.catalog import TableRoot, check_output_root, load_or_create, table_root
 from pipeline.table.plan import OLD_KEPT, Rules, TablePlan, plan_table
+from pipeline.table.plan_rows import reconcile_rows
 from pipeline.table.scan import kept_counts, load_existing
 from pipeline.table.schema import AUDIO_TABLE, clips_schema, conform
 from pipeline.table.workspace import Workspace
@@ -141,7 +142,11 @@ def run_curation(
     if not root.fresh:
         root.catalog()  # an unreachable catalog fails here, before any input is read or engine started
     inputs = open_inputs(
-        sources, cfg.storage, split=split, default_locale=cfg.table.locale or cfg.transcriber.language or "en"
+        sources,
+        cfg.storage,
+        split=split,
+        default_locale=cfg.table.locale or cfg.transcriber.language or "en",
+        max_tsv_bytes=cfg.reader.max_tsv_bytes,
     )
     models = resolve_models(cfg)
     # Every locale's Whisper is chosen (and resolved) before any work: one that cannot be heard stops here.
@@ -220,6 +225,37 @@ class Tables:
         return self.catalog.load_table(self.audio_id)
 
 
+KEPT_STATUSES = "curate.kept-statuses"
+
+
+class MixedSplitsError(ValueError):
+    """A run would decide ``kept`` under other Common Voice statuses than the table was curated with."""
+
+
+def check_kept_statuses(table: Table | None, cfg: CurationConfig, split: str | None) -> None:
+    """``kept`` is a clip's verdict under every gate, Common Voice's status among them; which split it is in
+    is its ``split`` (and its history), never ``kept``.  Curating train, dev, test or validated into one
+    table gives each clip one verdict (they all keep validated clips).  Curating ``other`` (which keeps
+    other clips too) into the same table would flip every other clip's verdict at each run: refused."""
+    if table is None:
+        return
+    have = table.properties.get(KEPT_STATUSES)
+    want = ",".join(sorted(kept_statuses(split, cfg.gates.keep_cv_status)))
+    if have is not None and have != want:
+        raise MixedSplitsError(
+            f"{'.'.join(table.name())} keeps clips of status {have}; curating split {split!r} keeps {want}, which "
+            "would decide every clip again under other rules at each run. Curate it into another output root, "
+            "or set gates.keep_cv_status to the same statuses for both"
+        )
+
+
+def _remember_kept_statuses(table: Table, cfg: CurationConfig, split: str | None) -> None:
+    want = ",".join(sorted(kept_statuses(split, cfg.gates.keep_cv_status)))
+    if table.properties.get(KEPT_STATUSES) != want:
+        with table.transaction() as txn:
+            txn.set_properties({KEPT_STATUSES: want})
+
+
 def open_tables(ctx: RunContext, locale: str) -> Tables:
     """The locale's tables, and their upkeep before any write: orphan files of dead writers removed."""
     cfg = ctx.cfg
@@ -227,6 +263,8 @@ def open_tables(ctx: RunContext, locale: str) -> Tables:
     catalog = ctx.root.catalog()
     schema = clips_schema(ctx.inputs.passthrough())
     clips = load_or_create(catalog, clips_id, schema)
+    _remember_kept_statuses(clips, cfg, ctx.split)
+    clips = catalog.load_table(clips_id)
     audio = load_or_create(catalog, audio_id, AUDIO_TABLE)
     resolve = lambda uri: resolve_filesystem(uri, cfg.storage)  # noqa: E731
     for t in (clips, audio):
@@ -292,6 +330,7 @@ def curate_locale(ctx: RunContext, locale: str) -> LocaleResult:
         judge=f"{ctx.models.judge.ref}" if cfg.judge.enabled else "off (judge.locales)",
     )
     known = ctx.root.existing(clips_id)
+    check_kept_statuses(known, cfg, ctx.split)
     ledger = commits.read_ledger(known) if known is not None else {}
     units = ctx.inputs.units(locale)
     keyed = {u.key(ctx.settings): u for u in units}
@@ -314,6 +353,13 @@ def curate_locale(ctx: RunContext, locale: str) -> LocaleResult:
             with timed(clock, "plan"):
                 plan = make_plan(ctx, ws, pending, tables)
             table, props, written = _engines_and_commit(ctx, locale, result, pending, plan, tables, now)
+    if table is None:  # nothing changed: no snapshot, no tag; the units are recorded as applied
+        result.nothing_to_do = True
+        result.table_rows, result.table_kept = kept_counts(tables.load_clips())
+        if ctx.console:
+            ctx.console.say(f"{clips_id}: nothing changed: every clip the inputs list is already up to date")
+        log.info("%s: nothing changed (%s); no snapshot", clips_id, result.changes)
+        return result
     snap = table.current_snapshot()
     result.snapshot_id = snap.snapshot_id
     result.tag = commits.tag(table, snap.snapshot_id, cfg.table.tag or f"run-{now:%Y%m%dT%H%M%SZ}")
@@ -332,8 +378,9 @@ def curate_locale(ctx: RunContext, locale: str) -> LocaleResult:
 
 def _engines_and_commit(
     ctx: RunContext, locale: str, result: LocaleResult, pending: list, plan: TablePlan, tables: Tables, now: datetime
-) -> tuple[Table, dict[str, str], Written]:
-    """The engines on the plan's new clips, the updates written, both tables committed: one snapshot each."""
+) -> tuple[Table | None, dict[str, str], Written]:
+    """The engines on the plan's new clips, the updates written, both tables committed: one snapshot each.
+    No table (None) when nothing changed: no snapshot then, only the units recorded as applied."""
     written = Written()
     clock = result.timings
     try:
@@ -346,6 +393,10 @@ def _engines_and_commit(
         result.tally = combine(written.tallies)
         result.rejected = written.rejected[:SAMPLE_CAP]
         props = _properties(ctx, locale, tables.clips_id, pending, result)
+        units = [u.key(ctx.settings) for u in pending]
+        if not written.clips and not written.audio:
+            commits.record_applied(tables.load_clips, units, ctx.shard, ctx.run_id)
+            return None, props, written
         with timed(clock, "commit"):
             if written.audio:
                 commits.append_audio(tables.load_audio, written.audio, props)
@@ -355,10 +406,11 @@ def _engines_and_commit(
                 written.clips,
                 written.all_ids(),
                 props,
-                units=[u.key(ctx.settings) for u in pending],
+                units=units,
                 shard=ctx.shard,
                 run_id=ctx.run_id,
                 replaced=plan.replaced(),
+                reconcile=lambda ours, theirs: reconcile_rows(ours, theirs, plan.decide),
             )
     except commits.CommitUnknown:
         log.error("the commit's outcome is unknown: its data files are kept (the table's if it landed; a "

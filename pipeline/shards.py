@@ -83,6 +83,12 @@ class ShardSpec:
     def to_dict(self) -> dict:
         return {**asdict(self), "sources": list(self.sources), "shard_id": self.shard_id}
 
+    def run_id(self, flow_run_id: str) -> str:
+        """This shard's run id under a flow run: the same for every retry of it (a Ray Job's submission id
+        is derived from it), distinct for each split, input set and output one flow run curates."""
+        what = hashlib.sha1(json.dumps([self.split, list(self.sources), self.output]).encode()).hexdigest()[:6]
+        return f"{flow_run_id[:8]}-{what}-{self.index + 1}of{self.count}"
+
 
 def slug(text: str) -> str:
     return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-") or "x"

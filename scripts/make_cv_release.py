@@ -23,6 +23,7 @@ import hashlib
 import io
 import tarfile
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -121,9 +122,13 @@ def write_release(
     columns: list[str] = CURRENT_COLUMNS,
     folder: bool = False,
     tsv_first: bool = False,
+    order: Sequence[str] = (),
 ) -> Path:
     """One release on disk, as Common Voice ships it: the clip lists, clip_durations.tsv, reported.tsv and
-    ``clips/``, as an extracted locale folder or a tarball.  Returns the folder or the tarball."""
+    ``clips/``, as an extracted locale folder or a tarball.  Returns the folder or the tarball.
+
+    ``order`` puts the tarball's members in that order (TSV stems and ``"clips"``; the rest follow), as
+    a repacked release may be: a reader must not stop at ``clips/``."""
     tsvs = {name: _tsv(rows, columns) for name, rows in lists.items()}
     tsvs["clip_durations"] = _tsv(
         [{"clip": n, "duration[ms]": str(round(sec * 1000))} for n, (_, sec) in files.items() if sec],
@@ -143,6 +148,10 @@ def write_release(
     members = [(f"{release}/{locale}/clips/{n}", d) for n, (d, _) in files.items()]
     tsv_members = [(f"{release}/{locale}/{s}.tsv", b) for s, b in tsvs.items()]
     members = tsv_members + members if tsv_first else members + tsv_members
+    if order:
+        named = {s: [(f"{release}/{locale}/{s}.tsv", b)] for s, b in tsvs.items()}
+        named["clips"] = [(f"{release}/{locale}/clips/{n}", d) for n, (d, _) in files.items()]
+        members = [m for name in order for m in named.pop(name)] + [m for rest in named.values() for m in rest]
     with tarfile.open(path, "w:gz", compresslevel=1) as tar:
         for name, data in members:
             info = tarfile.TarInfo(name)

@@ -66,7 +66,7 @@ def curate_shard(
     log = _logger()
     # Traceable: a snapshot's curate.run-id starts with the flow run's id (a failed attempt commits nothing).
     flow_id = flow_run.get_id()
-    run_id = f"{flow_id[:8]}-{spec.index + 1}of{spec.count}" if flow_id else uuid.uuid4().hex[:12]
+    run_id = spec.run_id(flow_id) if flow_id else uuid.uuid4().hex[:12]
     log.info(
         "curating %s of %s -> %s (attempt %d, run %s)",
         spec.shard_id,

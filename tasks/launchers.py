@@ -306,6 +306,27 @@ def submit_when_ready(client, timeout_s: float = 180, call_timeout_s: float = 30
             time.sleep(2)
 
 
+def submit_or_find(client, base_id: str, log: logging.Logger, call_timeout_s: float = 30, **kwargs) -> str:
+    """The job of this run and shard: submitted under a submission id derived from them, so a retry finds
+    the job an earlier attempt started (a submit whose answer timed out may still have been accepted)
+    and follows it instead of starting a second.  A job of that id that ended without success is not
+    followed again: the next free id (``-2``, ``-3``, …) is submitted."""
+    from ray.job_submission import JobStatus
+
+    for n in range(1, 100):
+        sid = base_id if n == 1 else f"{base_id}-{n}"
+        try:
+            status = within(call_timeout_s, f"asking for job {sid}", client.get_job_status, sid)
+        except RayJobUnreachable:
+            raise
+        except Exception:  # no such job: ours to submit
+            return submit_when_ready(client, call_timeout_s=call_timeout_s, submission_id=sid, **kwargs)
+        if status in (JobStatus.PENDING, JobStatus.RUNNING, JobStatus.SUCCEEDED):
+            log.info("Ray job %s was started by an earlier attempt (%s): following it", sid, status)
+            return sid
+    raise RuntimeError(f"{base_id}: 99 jobs of this run and shard ended without success")
+
+
 class LogTail:
     """The job's log, followed through the Jobs API's websocket in a thread of its own: each chunk once,
     instead of downloading the whole log every poll (quadratic over a 12-hour job)."""
@@ -367,15 +388,17 @@ class RayJobLauncher:
         args = shard_cli_args(spec, cfg.model_copy(update={"ray_address": None}), run_id, force, verbose=True)
         entrypoint = " ".join(shlex.quote(a) for a in [sys.executable, "-m", "pipeline.cli", *args])
         env = {k: os.environ[k] for k in FORWARDED_ENV if k in os.environ}
-        job_id = submit_when_ready(
+        job_id = submit_or_find(
             client,
+            f"curate-{run_id}",
+            log,
             call_timeout_s=t,
             entrypoint=entrypoint,
             runtime_env={"env_vars": env},
             entrypoint_num_cpus=limits.entrypoint_num_cpus,
             metadata={"shard": spec.shard_id, "split": spec.split, "run": run_id},
         )
-        log.info("submitted Ray job %s for %s to %s", job_id, spec.shard_id, self.address)
+        log.info("following Ray job %s for %s at %s", job_id, spec.shard_id, self.address)
         tail = LogTail(client, job_id)
         status, submitted, started = None, time.monotonic(), None
 

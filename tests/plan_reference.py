@@ -135,7 +135,8 @@ def plan_work(
         hold = DUPLICATE.format(n=n) if n > 1 else row.get("_hold")
         if hold:  # quarantined before any engine: a duplicate, a row without an id
             plan.counts["held"] += 1
-            plan.updates.append({**merged, ERROR: hold, STAGE: "read", KEPT: False, REASONS: []})
+            if old is None:  # a clip the table holds keeps its row: which copy is right is undefined
+                plan.updates.append({**merged, ERROR: hold, STAGE: "read", KEPT: False, REASONS: []})
             continue
         wanted = selected(merged)
         plan.counts["selected"] += wanted

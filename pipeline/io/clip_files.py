@@ -70,7 +70,7 @@ def read_clip(fs: pafs.FileSystem, folder: str, name: str, limit: int) -> tuple[
         if isinstance(fs, pafs.LocalFileSystem):
             # Follow no link out of clips/, and read only regular files (not a device, a FIFO, a dir).
             real, home = os.path.realpath(path), os.path.realpath(f"{folder}/clips")
-            if os.path.dirname(real) != home:
+            if os.path.dirname(real) != home or os.path.dirname(home) != os.path.realpath(folder):
                 return None, f"{PATH_OUTSIDE}: clips/{name} leads outside clips/ (a link)"
             st = os.stat(real)
             if not stat.S_ISREG(st.st_mode):

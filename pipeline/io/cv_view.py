@@ -91,6 +91,7 @@ def ingest_release(
     if split in NOT_CLIP_LISTS:
         raise InputSchemaError(f"{split}.tsv is not a clip list; pick one of {', '.join(KNOWN_SPLITS)}")
     wanted = {*KNOWN_SPLITS, split}
+    _clips_inside(src, storage)
     seen = []
     with (
         ws.writer("cv_rows", ROWS) as rows,
@@ -127,6 +128,23 @@ def ingest_release(
         raise InputSchemaError(
             f"{src.uri}: this {kind} has no {split}.tsv; its clip lists are: {', '.join(lists) or 'none'}"
         )
+
+
+def _clips_inside(src: ReleaseSource, storage: StorageConfig | None) -> None:
+    """An extracted release's ``clips/`` on a local disk must be inside it: a link to a folder elsewhere would
+    make the reader open files the release does not hold."""
+    import os
+
+    import pyarrow.fs as pafs
+
+    where = src.located(storage)
+    if src.form != "folder" or not isinstance(where.fs, pafs.LocalFileSystem):
+        return
+    clips = os.path.join(where.path, "clips")
+    if os.path.lexists(clips):
+        home, real = os.path.realpath(where.path), os.path.realpath(clips)
+        if os.path.dirname(real) != home or not os.path.isdir(real):
+            raise InputSchemaError(f"{src.uri}/clips leads outside the release (a link?); not read")
 
 
 def _case(values: tuple[str, ...], lists: str) -> str:

@@ -321,7 +321,11 @@ def _is_parquet_source(where: Location) -> bool:
 
 
 def open_inputs(
-    sources: list[str], storage: StorageConfig, split: str | None = None, default_locale: str = "en"
+    sources: list[str],
+    storage: StorageConfig,
+    split: str | None = None,
+    default_locale: str = "en",
+    max_tsv_bytes: int = 8 << 30,
 ) -> ParquetInputs | ReleaseInputs:
     """Classify every source, refuse mixtures and unknown forms, and read what must be known up front."""
     releases: list[ReleaseSource] = []
@@ -343,5 +347,6 @@ def open_inputs(
     if releases and parquet:
         raise InputSchemaError("mixing Common Voice releases and Parquet in one run is not supported; run them apart")
     if releases:
-        return ReleaseInputs(sorted(set(releases), key=lambda r: r.uri), split or DEFAULT_SPLIT, storage)
+        found = sorted(set(releases), key=lambda r: r.uri)
+        return ReleaseInputs(found, split or DEFAULT_SPLIT, storage, max_tsv_bytes=max_tsv_bytes)
     return ParquetInputs(sorted(set(parquet), key=lambda f: f.uri), default_locale)

@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import logging
 import random
+import re
 import time
 import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -50,14 +51,43 @@ class CommitConflict(RuntimeError):
 
 def read_ledger(table: Table) -> dict[str, dict[str, Any]]:
     """unit key -> {"shards": k, "done": [shard indices], "run": run id}: from the newest snapshot of the
-    current branch that carries one (every snapshot we make does; one made by another tool may not)."""
+    current branch that carries one (every snapshot we make does; one made by another tool may not),
+    joined with the units applied without a snapshot (nothing changed; the table's ``curate.ledger``
+    property)."""
+    ledger: dict[str, dict[str, Any]] = {}
     snap = table.current_snapshot()
     while snap is not None:
         text = snap.summary.additional_properties.get(LEDGER) if snap.summary else None
         if text:
-            return json.loads(text)
+            ledger = json.loads(text)
+            break
         snap = table.snapshot_by_id(snap.parent_snapshot_id) if snap.parent_snapshot_id else None
-    return {}
+    idle = json.loads(table.properties.get(LEDGER) or "{}")
+    for unit, entry in idle.items():
+        have = ledger.get(unit)
+        if have is None or have["shards"] != entry["shards"]:
+            ledger[unit] = entry
+        else:
+            ledger[unit] = {**have, "done": sorted(set(have["done"]) | set(entry["done"]))}
+    return ledger
+
+
+def record_applied(
+    load: Callable[[], Table], units: Iterable[str], shard: tuple[int, int] = (0, 1), run_id: str = ""
+) -> None:
+    """Mark ``units`` applied without a snapshot: the run changed nothing, so it commits no data, but the next
+    run must not do it again.  A table property (a metadata commit, not a snapshot); the next snapshot's
+    ledger folds it in."""
+    units = list(units)
+
+    def attempt() -> None:
+        table = load()
+        idle = json.loads(table.properties.get(LEDGER) or "{}")
+        merged = merge_ledger(idle, units, shard, run_id)
+        with table.transaction() as txn:
+            txn.set_properties({LEDGER: json.dumps(merged, separators=(",", ":"), sort_keys=True)})
+
+    _retry("the table's ledger", attempt)
 
 
 def is_applied(ledger: dict[str, dict[str, Any]], unit: str, shard: tuple[int, int] | None = None) -> bool:
@@ -215,21 +245,31 @@ def upsert(
     shard: tuple[int, int] = (0, 1),
     run_id: str = "",
     replaced: Replaced | None = None,
+    reconcile: Callable[[pa.Table, pa.Table], pa.Table] | None = None,
 ) -> Table:
     """One snapshot: every row whose id is in ``ids`` replaced by the rows of ``files``.
 
     With ``replaced`` (the plan's account of which data files hold the replaced rows), the files to
     rewrite are known without a scan: a file whose rows are all replaced is dropped unread; one partly
     replaced is rewritten without them; a brand-new id touches no file.  A file another writer added
-    since the plan's snapshot is read for our ids.  Without it every file that may hold one is read.
+    since the plan's snapshot is read for our ids: those clips are contested, and with ``reconcile``
+    (ours, theirs -> rows) our rows for them are built again from the table as it stands now, so a
+    retry never moves their metadata backwards or drops the other writer's history.  Without
+    ``replaced`` every file that may hold one of the ids is read.
     """
     units = list(units)
     keys = pc.unique(ids)
     what = f"commit to {properties.get('curate.table', 'the table')}"
+    superseded: list[DataFile] = []  # our files a reconciled attempt replaced: never committed
 
     def attempt() -> Table:
         table = load()
-        doomed, preserved = _doomed(table, keys, replaced)
+        doomed, preserved, theirs = _doomed(table, keys, replaced)
+        ours, rebuilt = list(files), []
+        if theirs is not None and theirs.num_rows and reconcile is not None:
+            ours, rebuilt, dropped = _rebuild(table, files, theirs, reconcile)
+            log.info("%s: %d clip(s) changed by another writer since the plan: built again", what, theirs.num_rows)
+            superseded.extend(dropped)
         ledger = merge_ledger(read_ledger(table), units, shard, run_id)
         token = uuid.uuid4().hex
         props = {**properties, LEDGER: json.dumps(ledger, separators=(",", ":"), sort_keys=True), COMMIT_ID: token}
@@ -238,16 +278,42 @@ def upsert(
             with txn.update_snapshot(snapshot_properties=props).overwrite() as snap:
                 for f in doomed:
                     snap.delete_data_file(f)
-                for f in [*preserved, *files]:
+                for f in [*preserved, *ours]:
                     snap.append_data_file(f)
             return _commit(txn, load, token, what)
         except CommitUnknown:
             raise  # the preserved files may be the table's now
         except Exception:
-            delete_files(table, preserved)  # never referenced: ours to remove
+            delete_files(table, [*preserved, *rebuilt])  # never referenced: ours to remove
             raise
 
-    return _retry(what, attempt)
+    committed = _retry(what, attempt)
+    delete_files(committed, superseded)
+    return committed
+
+
+def _rebuild(
+    table: Table, files: Sequence[DataFile], theirs: pa.Table, reconcile: Callable[[pa.Table, pa.Table], pa.Table]
+) -> tuple[list[DataFile], list[DataFile], list[DataFile]]:
+    """(our files for this attempt, the new ones among them, our files they supersede): our rows for the
+    contested clips (those in ``theirs``) reconciled with theirs, the rest kept as they were."""
+    contested = theirs.column(ID)
+    keep, rebuilt, dropped, mine = [], [], [], []
+    for f in files:
+        rows = read_file(table, f)
+        hit = pc.is_in(rows.column(ID), value_set=contested)
+        if not pc.any(hit).as_py():
+            keep.append(f)
+            continue
+        dropped.append(f)
+        mine.append(rows.filter(hit))
+        rest = rows.filter(pc.invert(hit))
+        if rest.num_rows:
+            rebuilt += write_rows(table, rest)
+    if mine:
+        ours = pa.concat_tables(mine, promote_options="permissive")
+        rebuilt += write_rows(table, conform(reconcile(ours, theirs), ours.schema))
+    return [*keep, *rebuilt], rebuilt, dropped
 
 
 def _live(table: Table, snapshot_id: int | None = None) -> dict[str, DataFile] | None:
@@ -257,15 +323,18 @@ def _live(table: Table, snapshot_id: int | None = None) -> dict[str, DataFile] |
     return {t.file.file_path: t.file for t in table.scan(snapshot_id=snapshot_id).plan_files()}
 
 
-def _doomed(table: Table, keys: pa.Array, replaced: Replaced | None) -> tuple[list[DataFile], list[DataFile]]:
-    """(files holding any of ``keys``, new files holding their other rows)."""
+def _doomed(
+    table: Table, keys: pa.Array, replaced: Replaced | None
+) -> tuple[list[DataFile], list[DataFile], pa.Table | None]:
+    """(files holding any of ``keys``, new files holding their other rows, the rows of ``keys`` another
+    writer committed since the plan's snapshot)."""
     if table.current_snapshot() is None or len(keys) == 0:
-        return [], []
+        return [], [], None
     known = _live(table, replaced.base) if replaced is not None and replaced.base is not None else None
     if known is None:
-        return _rewrite_without(table, keys)
+        return (*_rewrite_without(table, keys), None)
     live = _live(table) or {}
-    doomed, preserved = [], []
+    doomed, preserved, theirs = [], [], []
     for path, n in replaced.counts().items():
         f = live.get(path)
         if f is None:
@@ -280,7 +349,8 @@ def _doomed(table: Table, keys: pa.Array, replaced: Replaced | None) -> tuple[li
         if pc.any(hit).as_py():
             doomed.append(live[path])
             preserved += write_rows(table, rows.filter(pc.invert(hit)))
-    return doomed, preserved
+            theirs.append(rows.filter(hit))
+    return doomed, preserved, pa.concat_tables(theirs, promote_options="permissive") if theirs else None
 
 
 def _rewrite_without(table: Table, keys: pa.Array) -> tuple[list[DataFile], list[DataFile]]:
@@ -383,15 +453,21 @@ def tag(table: Table, snapshot_id: int, name: str) -> str:
     return final
 
 
+# The tags runs make (``run-<time>``, ``<deployment>-<date>``, ``manual-<time>``): expiry removes only
+# these.  A tag a person made to pin a dataset stays, and keeps its snapshot.
+PRODUCT_TAG = re.compile(r"^(run-\d{8}T\d{6}Z|nightly-\d{4}-\d{2}-\d{2}|manual-\d{8}T\d{6}Z)(-\d+)?$")
+
+
 def expire(table: Table, retention_days: float) -> int:
-    """Drop tags and snapshots older than the retention (never the current one).  Returns how many."""
+    """Drop the product's own tags and the snapshots older than the retention (never the current one, nor a
+    snapshot a person's tag pins).  Returns how many snapshots went."""
     cutoff = datetime.now(UTC) - timedelta(days=retention_days)
     cutoff_ms = int(cutoff.timestamp() * 1000)
-    current = table.current_snapshot()
     old_tags = [
         name
         for name, ref in table.refs().items()
         if ref.snapshot_ref_type == "tag"
+        and PRODUCT_TAG.match(name)
         and (s := table.snapshot_by_id(ref.snapshot_id)) is not None
         and s.timestamp_ms < cutoff_ms
     ]
@@ -401,11 +477,8 @@ def expire(table: Table, retention_days: float) -> int:
             manage = manage.remove_tag(name)
         manage.commit()
         table = table.refresh()
-    old = [
-        s.snapshot_id
-        for s in table.snapshots()
-        if s.timestamp_ms < cutoff_ms and (current is None or s.snapshot_id != current.snapshot_id)
-    ]
+    pinned = {ref.snapshot_id for ref in table.refs().values()}
+    old = [s.snapshot_id for s in table.snapshots() if s.timestamp_ms < cutoff_ms and s.snapshot_id not in pinned]
     if old:
         table.maintenance.expire_snapshots().older_than(cutoff).commit()
     return len(old)
@@ -416,7 +489,7 @@ def compact(load: Callable[[], Table], target_bytes: int, min_files: int, proper
     ``target_bytes`` once ``min_files`` are small.  Files the run wrote whole (``write_stream``) are not
     small.  One snapshot; rows are unchanged (same ids, same values).  Streamed: memory holds one output
     file's worth.  Returns the number of files replaced."""
-    from pipeline.table.scan import file_batches_of
+    from pipeline.table.scan import arrow_schema, file_batches_of
 
     def attempt() -> int:
         table = load()
@@ -425,7 +498,7 @@ def compact(load: Callable[[], Table], target_bytes: int, min_files: int, proper
         tasks = [t for t in table.scan().plan_files() if t.file.file_size_in_bytes < target_bytes // 8]
         if len(tasks) < min_files:
             return 0
-        schema = _arrow_schema(table)
+        schema = arrow_schema(table)
         written = []
         # The ledger rides along: the newest snapshot must carry it (read_ledger reads that one first).
         props = {**properties, LEDGER: json.dumps(read_ledger(table), separators=(",", ":"), sort_keys=True)}
@@ -447,12 +520,6 @@ def compact(load: Callable[[], Table], target_bytes: int, min_files: int, proper
         return len(tasks)
 
     return _retry("compaction", attempt)
-
-
-def _arrow_schema(table: Table) -> pa.Schema:
-    from pyiceberg.io.pyarrow import schema_to_pyarrow
-
-    return schema_to_pyarrow(table.schema(), include_field_ids=False)
 
 
 # Clock skew between a writer's host and the store allowed for when sparing a live writer's files.

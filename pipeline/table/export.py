@@ -1,18 +1,29 @@
 """Export a view of the dataset's table to what trainers load: Parquet, Hugging Face, NeMo, WebDataset.
 
 A view is one locale's clips table at a snapshot (the current one, a tag such as ``nightly-2026-12-01``,
-or a snapshot id), optionally frozen to one release's split (from each row's history).  Audio is read
-from the audio table batch by batch and joined on ``audio_sha256``, so an export never holds more than
-a batch of audio in memory.
+a snapshot id, or the snapshot current at an ISO time), optionally frozen to one release's split (from
+each row's history).  Everything streams: the view's rows are read by the workspace (DuckDB) a data
+file at a time, and each clip's audio is met one audio data file at a time (the kept rows are first
+grouped by the audio file that holds their sha256), so memory holds one audio file's clips, whatever
+the table's size.
+
+An export is written beside its destination and moved into place once complete: a reader never sees
+half of one.  A destination that holds anything is refused unless ``overwrite``.
 """
 
 from __future__ import annotations
 
+import hashlib
+import io
 import json
 import os
 import re
+import shutil
+import tarfile
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any, Literal
 
@@ -23,6 +34,7 @@ import pyarrow.parquet as pq
 from pipeline.columns import (
     AUDIO,
     AUDIO_SHA,
+    AUDIO_SIZE,
     DURATION,
     ERROR,
     ID,
@@ -37,6 +49,7 @@ from pipeline.columns import (
 )
 from pipeline.config import CurationConfig
 from pipeline.table.catalog import TableError, table_root
+from pipeline.table.workspace import Workspace, quote
 
 Format = Literal["parquet", "hf", "nemo", "webdataset"]
 ROWS_PER_FILE = 2000
@@ -50,19 +63,64 @@ class ExportResult:
     to: str
 
 
-def _snapshot(table, as_of: str | None) -> int:
+def snapshot_of(table, as_of: str | None) -> int:
+    """The snapshot ``as_of`` names: a tag, a snapshot id, or an ISO time (the snapshot current then)."""
+    name = ".".join(table.name())
     if table.current_snapshot() is None:
-        raise TableError(f"{'.'.join(table.name())} has no snapshot yet: no run has committed to it")
+        raise TableError(f"{name} has no snapshot yet: no run has committed to it")
     if as_of is None:
         snap = table.current_snapshot()
     elif as_of.isdigit():
         snap = table.snapshot_by_id(int(as_of))
     else:
         snap = table.snapshot_by_name(as_of)
+        if snap is None and re.match(r"^\d{4}-\d{2}-\d{2}", as_of):
+            try:
+                when = datetime.fromisoformat(as_of.replace("Z", "+00:00"))
+            except ValueError:
+                raise TableError(f"--as-of {as_of!r}: not a tag, a snapshot id, or an ISO time") from None
+            if when.tzinfo is None:
+                raise TableError(f"--as-of {as_of!r}: say the time zone (2026-12-01T02:00Z, or +01:00)")
+            snap = table.snapshot_as_of_timestamp(int(when.timestamp() * 1000))
+            if snap is None:
+                raise TableError(f"{name} had no snapshot yet at {as_of}")
     if snap is None:
         tags = sorted(n for n, r in table.refs().items() if n != "main")
-        raise TableError(f"{'.'.join(table.name())} has no snapshot {as_of!r}; its tags: {', '.join(tags) or 'none'}")
+        raise TableError(f"{name} has no snapshot {as_of!r}; its tags: {', '.join(tags) or 'none'}")
     return snap.snapshot_id
+
+
+def open_tables(output: str, cfg: CurationConfig, locale: str):
+    """(clips table, audio table) of an existing table root; never creates a catalog or a table."""
+    from pyiceberg.exceptions import NoSuchNamespaceError, NoSuchTableError
+
+    root = table_root(output, cfg)
+    if root.fresh:
+        raise TableError(f"{output} is not a table root (no catalog.db there): check --output")
+    catalog = root.catalog()
+    clips_id, audio_id = root.identifiers(locale)
+    try:
+        return catalog.load_table(clips_id), catalog.load_table(audio_id)
+    except (NoSuchTableError, NoSuchNamespaceError):
+        try:
+            have = [".".join(t) for t in catalog.list_tables(root.namespace)]
+        except NoSuchNamespaceError:
+            have = []
+        raise TableError(f"{output} has no table {clips_id}; it has: {', '.join(have) or 'none'}") from None
+
+
+def load_view(ws: Workspace, clips, snapshot: int, release: str | None, split: str | None) -> None:
+    """View ``rows`` of the workspace: the clips at ``snapshot`` (of ``release``'s split, or today's)."""
+    from pipeline.table.scan import arrow_schema, load_existing
+
+    load_existing(ws, clips, arrow_schema(clips), snapshot_id=snapshot)
+    where = "TRUE"
+    if release is not None:
+        wanted = f"e.release = {quote(release)}" + (f" AND e.split = {quote(split)}" if split else "")
+        where = f"list_bool_or(list_transform(coalesce(releases, []), lambda e: {wanted}))"
+    elif split is not None:
+        where = f"split = {quote(split)}"
+    ws.run(f"CREATE OR REPLACE VIEW rows AS SELECT * EXCLUDE (_file, _fno) FROM existing WHERE {where}")
 
 
 def view(
@@ -73,84 +131,80 @@ def view(
     release: str | None = None,
     split: str | None = None,
 ) -> tuple[Any, Any, int, pa.Table]:
-    """(clips table, audio table, snapshot id, the rows of the view)."""
-    root = table_root(output, cfg)
-    catalog = root.catalog()
-    clips_id, audio_id = root.identifiers(locale)
-    from pyiceberg.exceptions import NoSuchTableError
-
-    try:
-        clips, audio = catalog.load_table(clips_id), catalog.load_table(audio_id)
-    except NoSuchTableError:
-        have = [".".join(t) for t in catalog.list_tables(root.namespace)] if root.namespace else []
-        raise TableError(f"{output} has no table {clips_id}; it has: {', '.join(have) or 'none'}") from None
-    snapshot = _snapshot(clips, as_of)
-    rows = clips.scan(snapshot_id=snapshot).to_arrow()
-    if release is not None:
-        entries = rows.column("releases").to_pylist()
-        keep = [
-            any(e["release"] == release and (split is None or e["split"] == split) for e in (es or []))
-            for es in entries
-        ]
-        rows = rows.filter(pa.array(keep, pa.bool_()))
-    elif split is not None:
-        rows = rows.filter(pc.equal(rows.column("split"), split))
-    return clips, audio, snapshot, rows
+    """(clips table, audio table, snapshot id, the rows of the view) for a look at a small table."""
+    clips, audio = open_tables(output, cfg, locale)
+    snapshot = snapshot_of(clips, as_of)
+    with Workspace() as ws:
+        load_view(ws, clips, snapshot, release, split)
+        return clips, audio, snapshot, ws.arrow("SELECT * FROM rows ORDER BY id")
 
 
-def _with_audio(audio, rows: pa.Table, batch_rows: int = ROWS_PER_FILE) -> Iterator[pa.Table]:
-    """``rows`` (kept clips) in batches, each with its ``audio_bytes``, streamed from the audio table."""
-    wanted: dict[str, list[int]] = {}
-    for i, sha in enumerate(rows.column(AUDIO_SHA).to_pylist()):
-        if sha:
-            wanted.setdefault(sha, []).append(i)
-    missing = rows.num_rows - sum(len(v) for v in wanted.values())
+def _kept_with_audio(ws: Workspace, audio) -> Iterator[pa.Table]:
+    """The kept rows of view ``rows``, each with its ``audio_bytes``, a batch at a time, one audio data file
+    at a time: the rows are grouped by the audio file that holds their sha256 first."""
+    from pipeline.table.scan import file_batches_of
+    from pipeline.table.writers import normalised
+
+    missing = ws.scalar(f"SELECT count(*) FROM rows WHERE {KEPT} AND {ERROR} IS NULL AND {AUDIO_SHA} IS NULL")
     if missing:
         raise TableError(f"{missing} kept row(s) have no audio (the run had --no-audio); export without audio")
+    if not ws.scalar(f"SELECT count(*) FROM rows WHERE {KEPT} AND {ERROR} IS NULL"):
+        return
     if audio.current_snapshot() is None:
         raise TableError("the audio table is empty")
-    idx: list[int] = []
-    blobs: list[bytes] = []
-    for batch in audio.scan(selected_fields=(AUDIO_SHA, AUDIO)).to_arrow_batch_reader():
-        shas = batch.column(0)
-        hit = pc.is_in(shas, value_set=pa.array(list(wanted), pa.string()))
-        if not pc.any(hit).as_py():
+    tasks = list(audio.scan().plan_files())
+    with ws.writer("audio_index", pa.schema([(AUDIO_SHA, pa.string()), ("_afno", pa.int32())])) as w:
+        for n, task in enumerate(tasks):
+            scheme, path = normalised(task.file.file_path)
+            if scheme == "file":
+                shas = pq.read_table(path, columns=[AUDIO_SHA]).column(AUDIO_SHA)
+            else:
+                shas = pa.chunked_array([b.column(AUDIO_SHA) for b in file_batches_of(audio, task, (AUDIO_SHA,))])
+            w.write(pa.table({AUDIO_SHA: pc.cast(shas, pa.string()), "_afno": pa.array([n] * len(shas), pa.int32())}))
+    ws.partitioned(
+        "kept",
+        f"""SELECT r.*, coalesce(a._afno, -1) AS _afno FROM rows r
+            LEFT JOIN (SELECT {AUDIO_SHA}, min(_afno) AS _afno FROM audio_index GROUP BY ALL) a USING ({AUDIO_SHA})
+            WHERE r.{KEPT} AND r.{ERROR} IS NULL""",
+        by="_afno",
+    )
+    lost = ws.partition("kept", -1)
+    if lost is not None:
+        n = ws.scalar(f"SELECT count(*) FROM {lost}")
+        raise TableError(f"{n} kept row(s) point at audio the audio table lacks")
+    for n, task in enumerate(tasks):
+        part = ws.partition("kept", n)
+        if part is None:
             continue
-        sub = pa.Table.from_batches([batch]).filter(hit)
-        for sha, data in zip(sub.column(AUDIO_SHA).to_pylist(), sub.column(AUDIO).to_pylist(), strict=True):
-            for i in wanted.pop(sha, []):
-                idx.append(i)
-                blobs.append(data)
-            if len(idx) >= batch_rows:
-                yield rows.take(pa.array(idx, pa.int64())).append_column(AUDIO, pa.array(blobs, pa.binary()))
-                idx, blobs = [], []
-    if idx:
-        yield rows.take(pa.array(idx, pa.int64())).append_column(AUDIO, pa.array(blobs, pa.binary()))
-    if wanted:
-        raise TableError(f"{sum(len(v) for v in wanted.values())} kept row(s) point at audio the audio table lacks")
+        rows = ws.arrow(f"SELECT * EXCLUDE (_afno) FROM {part} ORDER BY id")
+        where = {sha: i for i, sha in enumerate(rows.column(AUDIO_SHA).to_pylist())}
+        found: dict[str, bytes] = {}
+        for batch in file_batches_of(audio, task, (AUDIO_SHA, AUDIO)):
+            shas, blobs = batch.column(AUDIO_SHA).to_pylist(), batch.column(AUDIO).to_pylist()
+            found |= {sha: blob for sha, blob in zip(shas, blobs, strict=True) if sha in where}
+        order = rows.column(AUDIO_SHA).to_pylist()
+        for start in range(0, rows.num_rows, ROWS_PER_FILE):
+            chunk = rows.slice(start, ROWS_PER_FILE)
+            data = [found[s] for s in order[start : start + ROWS_PER_FILE]]
+            yield chunk.append_column(AUDIO, pa.array(data, pa.binary()))
 
 
 def trimmed(batch: pa.Table, pad: float) -> pa.Table:
     """``batch`` with each clip's audio cut to its speech (``quality.trim_silence``), re-encoded as FLAC
-    at its own rate (lossless from the decoded samples), and the cut recorded in ``trim_start_s`` and
-    ``trim_end_s`` (seconds of the original) and ``duration_s``.  A clip without measured silences
-    (quality was off when it was scored) is left whole, with null trim columns."""
-    import io
-
+    at its own rate (lossless from the decoded samples), the cut recorded in ``trim_start_s`` and
+    ``trim_end_s`` (seconds of the original) and ``duration_s``, and ``audio_sha256``/``audio_size`` of
+    the bytes exported.  A clip without measured silences (quality was off when it was scored) is left
+    whole, with null trim columns."""
     import soundfile as sf
 
     from pipeline.quality.signals import trim_span
 
+    n = batch.num_rows
+    column = lambda c: batch.column(c).to_pylist() if c in batch.column_names else [None] * n  # noqa: E731
     blobs, starts, ends = [], [], []
-    durations = batch.column(DURATION).to_pylist()
+    durations = column(DURATION)
     for data, dur, lead, trail in zip(
-        batch.column(AUDIO).to_pylist(),
-        durations,
-        batch.column(LEADING_SILENCE).to_pylist() if LEADING_SILENCE in batch.column_names else [None] * len(durations),
-        batch.column(TRAILING_SILENCE).to_pylist()
-        if TRAILING_SILENCE in batch.column_names
-        else [None] * len(durations),
-        strict=True,
+        column(AUDIO), durations, column(LEADING_SILENCE), column(TRAILING_SILENCE), strict=True
     ):
         span = trim_span(dur or 0.0, lead, trail, pad)
         if span is None:
@@ -166,11 +220,19 @@ def trimmed(batch: pa.Table, pad: float) -> pa.Table:
         starts.append(span[0])
         ends.append(span[1])
     new_durations = [e - s if s is not None else d for s, e, d in zip(starts, ends, durations, strict=True)]
-    out = batch.set_column(batch.schema.get_field_index(AUDIO), AUDIO, pa.array(blobs, pa.binary()))
-    out = out.set_column(out.schema.get_field_index(DURATION), DURATION, pa.array(new_durations, pa.float64()))
+    out = _replace(batch, AUDIO, pa.array(blobs, pa.binary()))
+    out = _replace(out, DURATION, pa.array(new_durations, pa.float64()))
+    out = _replace(out, AUDIO_SHA, pa.array([hashlib.sha256(b).hexdigest() for b in blobs], pa.string()))
+    out = _replace(out, AUDIO_SIZE, pa.array([len(b) for b in blobs], pa.int64()))
     return out.append_column(TRIM_START, pa.array(starts, pa.float64())).append_column(
         TRIM_END, pa.array(ends, pa.float64())
     )
+
+
+def _replace(t: pa.Table, name: str, values: pa.Array) -> pa.Table:
+    if name in t.column_names:
+        return t.set_column(t.schema.get_field_index(name), name, values)
+    return t.append_column(name, values)
 
 
 def _flat(rows: pa.Table) -> pa.Table:
@@ -206,8 +268,6 @@ SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,200}$")
 
 def file_name(rid: str, data: bytes) -> str:
     """A file name for a clip: its id when that is a plain name, else a safe stand-in; the right extension."""
-    import hashlib
-
     base = rid if SAFE_NAME.match(rid) else f"clip-{hashlib.sha1(rid.encode()).hexdigest()[:16]}"
     ext = audio_extension(data)
     return base if base.lower().endswith(f".{ext}") else f"{base}.{ext}"
@@ -222,33 +282,62 @@ def export(
     as_of: str | None = None,
     release: str | None = None,
     split: str | None = None,
+    overwrite: bool = False,
+    absolute_paths: bool = False,
 ) -> ExportResult:
-    clips, audio, snapshot, rows = view(output, cfg, locale, as_of, release, split)
-    dest = Path(to)
-    dest.mkdir(parents=True, exist_ok=True)
-    healthy = rows.filter(pc.is_null(rows.column(ERROR)))
-    kept = healthy.filter(pc.fill_null(healthy.column(KEPT), False))
+    """Write the view as ``fmt`` into ``to``: in a folder beside it first, moved into place when complete."""
+    if fmt not in ("parquet", "hf", "nemo", "webdataset"):
+        raise ValueError(f"unknown export format {fmt!r}")
+    clips, audio = open_tables(output, cfg, locale)
+    snapshot = snapshot_of(clips, as_of)
+    dest = Path(to).resolve()
+    if dest.exists() and (not dest.is_dir() or any(dest.iterdir())) and not overwrite:
+        raise TableError(f"{to} is not empty: export into a new folder, or give --overwrite to replace it")
+    work = dest.parent / f".{dest.name}.partial-{uuid.uuid4().hex[:8]}"
+    work.mkdir(parents=True)
     counts: dict[str, int] = {}
     q = cfg.quality
+    try:
+        with Workspace(cfg.table.plan_memory_mb) as ws:
+            load_view(ws, clips, snapshot, release, split)
 
-    def curated() -> Iterator[pa.Table]:
-        for batch in _with_audio(audio, kept):
-            yield trimmed(batch, q.trim_pad_s) if q.trim_silence else batch
+            def curated() -> Iterator[pa.Table]:
+                for batch in _kept_with_audio(ws, audio):
+                    yield trimmed(batch, q.trim_pad_s) if q.trim_silence else batch
 
-    if fmt == "parquet":
-        counts["curated"] = _write_parquet(dest / "curated", (_flat(b) for b in curated()))
-        counts["scores"] = _write_parquet(dest / "scores", iter([_flat(healthy)]))
-        quarantine = rows.filter(pc.is_valid(rows.column(ERROR))).select([ID, ERROR, STAGE])
-        counts["quarantine"] = _write_parquet(dest / "quarantine", iter([_flat(quarantine)]))
-    elif fmt == "hf":
-        counts["curated"] = _write_hf(dest, curated(), split or "train")
-    elif fmt == "nemo":
-        counts["curated"] = _write_nemo(dest, curated())
-    elif fmt == "webdataset":
-        counts["curated"] = _write_webdataset(dest, curated())
-    else:
-        raise ValueError(f"unknown export format {fmt!r}")
+            if fmt == "parquet":
+                counts["curated"] = _write_parquet(work / "curated", (_flat(b) for b in curated()))
+                healthy = f"SELECT * FROM rows WHERE {ERROR} IS NULL ORDER BY id"
+                counts["scores"] = _write_parquet(work / "scores", _tables(ws, healthy))
+                quarantined = f"SELECT {ID}, {ERROR}, {STAGE} FROM rows WHERE {ERROR} IS NOT NULL ORDER BY id"
+                counts["quarantine"] = _write_parquet(work / "quarantine", _tables(ws, quarantined))
+            elif fmt == "hf":
+                counts["curated"] = _write_hf(work, curated(), split or "train")
+            elif fmt == "nemo":
+                counts["curated"] = _write_nemo(work, curated(), absolute_paths, dest)
+            else:
+                counts["curated"] = _write_webdataset(work, curated())
+        _swap(work, dest)
+    except BaseException:
+        shutil.rmtree(work, ignore_errors=True)
+        raise
     return ExportResult(".".join(clips.name()), snapshot, counts, str(dest))
+
+
+def _swap(work: Path, dest: Path) -> None:
+    """``work`` becomes ``dest``; an old ``dest`` is moved aside first and removed after."""
+    old = None
+    if dest.exists():
+        old = dest.parent / f".{dest.name}.old-{uuid.uuid4().hex[:8]}"
+        dest.rename(old)
+    work.rename(dest)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def _tables(ws: Workspace, sql: str) -> Iterator[pa.Table]:
+    for batch in ws.batches(sql, rows=ROWS_PER_FILE * 10):
+        yield _flat(pa.Table.from_batches([batch]))
 
 
 def _write_parquet(folder: Path, batches: Iterator[pa.Table]) -> int:
@@ -278,8 +367,9 @@ def _hf_feature(t: pa.DataType) -> dict[str, Any]:
 
 def _write_hf(dest: Path, batches: Iterator[pa.Table], split: str) -> int:
     """Parquet with ``audio`` as ``{bytes, path}`` and the ``datasets`` features in the schema metadata,
-    so ``datasets.load_dataset("parquet", data_dir=...)`` gives an ``Audio`` column that decodes."""
-    n, files = 0, []
+    so ``datasets.load_dataset("parquet", data_dir=...)`` gives an ``Audio`` column (docs/data.md says how
+    it decodes under each ``datasets`` release)."""
+    n = 0
     for i, batch in enumerate(batches):
         batch = _flat(batch)
         ids, blobs = batch.column(ID).to_pylist(), batch.column(AUDIO).to_pylist()
@@ -291,28 +381,27 @@ def _write_hf(dest: Path, batches: Iterator[pa.Table], split: str) -> int:
         features = {f.name: _hf_feature(f.type) for f in table.schema if f.name != "audio"}
         features["audio"] = {"_type": "Audio"}
         table = table.replace_schema_metadata({"huggingface": json.dumps({"info": {"features": features}})})
-        path = dest / f"{split}-{i:05d}.parquet"
-        pq.write_table(table, path)
-        files.append(path)
+        pq.write_table(table, dest / f"{split}-{i:05d}.parquet")
         n += table.num_rows
     return n
 
 
-def _write_nemo(dest: Path, batches: Iterator[pa.Table]) -> int:
+def _write_nemo(work: Path, batches: Iterator[pa.Table], absolute: bool, dest: Path) -> int:
     """``manifest.jsonl`` (``audio_filepath``, ``duration``, ``text`` = the prompted sentence, and the CV
-    columns) and the audio files under ``audio/``."""
-    folder = dest / "audio"
+    columns) and the audio files under ``audio/``.  Paths are relative to the manifest (the folder can
+    move), or absolute (where it lands) with ``absolute``."""
+    folder = work / "audio"
     folder.mkdir(parents=True, exist_ok=True)
     n = 0
-    with open(dest / "manifest.jsonl", "w", encoding="utf-8") as out:
+    with open(work / "manifest.jsonl", "w", encoding="utf-8") as out:
         for batch in batches:
             for row in _flat(batch).to_pylist():
                 data = row.pop(AUDIO)
-                path = folder / file_name(row[ID], data)
-                path.write_bytes(data)
+                name = file_name(row[ID], data)
+                (folder / name).write_bytes(data)
                 duration = row.get("duration_s") or ((row.get("duration_ms") or 0) / 1000)
                 entry = {
-                    "audio_filepath": str(path.resolve()),
+                    "audio_filepath": str(dest / "audio" / name) if absolute else f"audio/{name}",
                     "duration": duration,
                     "text": row.get(SENTENCE) or row.get(TRANSCRIPT) or "",
                     **{k: _jsonable(v) for k, v in row.items()},
@@ -327,23 +416,26 @@ def _jsonable(v: Any) -> Any:
 
 
 def _write_webdataset(dest: Path, batches: Iterator[pa.Table]) -> int:
-    """Tar shards through Ray Data's ``write_webdataset``: per clip its audio (``mp3``/``flac``/…) and
-    its row as ``json``."""
-    import ray
-
-    from pipeline.ray_init import ensure_ray
-
-    ensure_ray(CurationConfig())
-    items = []
-    for batch in batches:
-        for row in _flat(batch).to_pylist():
-            data = row.pop(AUDIO)
-            key = re.sub(r"[^A-Za-z0-9_-]", "_", os.path.splitext(row[ID])[0])
-            meta = json.dumps({k: _jsonable(v) for k, v in row.items()}, ensure_ascii=False)
-            items.append({"__key__": key, audio_extension(data): data, "json": meta.encode()})
-    if not items:
-        return 0
-    # Our values are bytes already (encoder=None); one tar shard per ROWS_PER_FILE samples.
-    ds = ray.data.from_items(items, override_num_blocks=max(1, len(items) // ROWS_PER_FILE))
-    ds.write_webdataset(str(dest.resolve()), encoder=None, min_rows_per_file=ROWS_PER_FILE)
-    return len(items)
+    """WebDataset tar shards written as the rows stream: per clip its audio (``mp3``/``flac``/…) and its
+    row as ``json``, ``ROWS_PER_FILE`` clips a shard."""
+    n, shard, tar = 0, 0, None
+    try:
+        for batch in batches:
+            for row in _flat(batch).to_pylist():
+                if tar is None or n % ROWS_PER_FILE == 0:
+                    if tar is not None:
+                        tar.close()
+                    tar = tarfile.open(dest / f"shard-{shard:06d}.tar", "w")  # noqa: SIM115 (closed below)
+                    shard += 1
+                data = row.pop(AUDIO)
+                key = re.sub(r"[^A-Za-z0-9_-]", "_", os.path.splitext(row[ID])[0])
+                meta = json.dumps({k: _jsonable(v) for k, v in row.items()}, ensure_ascii=False).encode()
+                for suffix, payload in ((audio_extension(data), data), ("json", meta)):
+                    info = tarfile.TarInfo(f"{key}.{suffix}")
+                    info.size = len(payload)
+                    tar.addfile(info, io.BytesIO(payload))
+                n += 1
+    finally:
+        if tar is not None:
+            tar.close()
+    return n

@@ -185,7 +185,10 @@ def plan_table(
     sql.merged(ws, rules, selection.mark)
     counts = Counter(dict(ws.rows("SELECT _class, count(*) FROM merged GROUP BY _class")))
     counts["incoming"] = sum(counts.values())
-    counts["selected"] = ws.scalar("SELECT count(*) FROM merged WHERE _class <> 'held' AND _selected")
+    counts["held"] += counts.pop("held_kept", 0)
+    counts["selected"] = ws.scalar(
+        "SELECT count(*) FROM merged WHERE _class NOT IN ('held', 'held_kept') AND _selected"
+    )
     engine_n = counts.pop("engine", 0)
     counts.pop("candidate", None)
     if rules.newest_full is not None and rules.limit is None:

@@ -209,3 +209,34 @@ def plan_work(
         load_rows(ws, incoming, existing)
         plan = plan_table(ws, rules, row_decider(decide, unscored), CallableSelection(selected, ever_selected))
         return as_rows(plan)
+
+
+def reconcile_rows(ours: pa.Table, theirs: pa.Table, decide: Callable[[pa.Table], pa.Table]) -> pa.Table:
+    """Our rows for clips another writer committed after our plan read the table, built again on theirs:
+    the newer release's metadata, every release of both histories (our entry winning for a release both
+    list), the earlier first release, the scores of whichever row has them under engines (ours when both
+    do: they are the newer), and ``kept``/``reasons`` decided again.  The contested clips are the few two
+    writers touched at once: rows of Python here."""
+    from pipeline.table.plan_sql import METADATA
+
+    theirs_by_id = {r[ID]: r for r in theirs.to_pylist()}
+    out = []
+    cv = {*METADATA, "first_release", "releases", ID, "locale"}
+    for row in ours.to_pylist():
+        other = theirs_by_id.get(row[ID])
+        if other is None:
+            out.append(row)
+            continue
+        merged = dict(row)
+        ours_scored = row.get("engine_key") is not None and row.get("stage") != "read"
+        theirs_scored = other.get("engine_key") is not None and other.get("stage") != "read"
+        if theirs_scored and not ours_scored:
+            merged |= {k: v for k, v in other.items() if k not in cv}
+        if release_key(other.get("last_release")) > release_key(row.get("last_release")):
+            merged |= {k: other.get(k) for k in METADATA}
+        firsts = [f for f in (row.get("first_release"), other.get("first_release")) if f]
+        merged["first_release"] = min(firsts, key=release_key) if firsts else None
+        merged["releases"] = merge_history(other.get("releases"), row.get("releases"))
+        out.append(merged)
+    table = pa.Table.from_pylist(out, schema=ours.schema)
+    return decide(table).select(ours.schema.names)

@@ -193,6 +193,9 @@ def merged(ws: Workspace, rules: Rules, mark) -> None:
         "merged",
         f"""
         SELECT *, CASE
+            -- Held back (listed twice, a path outside the release): quarantined when the table lacks the
+            -- clip; a clip the table holds keeps its row (which copy is right is undefined).
+            WHEN _hold_reason IS NOT NULL AND _has_old THEN 'held_kept'
             WHEN _hold_reason IS NOT NULL THEN 'held'
             WHEN _selected AND ({str(rules.force).upper()} OR NOT {scored_here}) THEN 'engine'
             WHEN NOT _has_old AND _ever THEN 'unscored'

@@ -38,7 +38,9 @@ def file_batches(table: Table, columns: tuple[str, ...] | None = None) -> Iterat
             yield task.file.file_path, pa.Table.from_batches([batch])
 
 
-def load_existing(ws: Workspace, table: Table, schema: pa.Schema, shard: tuple[int, int] = (0, 1)) -> None:
+def load_existing(
+    ws: Workspace, table: Table, schema: pa.Schema, shard: tuple[int, int] = (0, 1), snapshot_id: int | None = None
+) -> None:
     """View ``existing`` of the workspace: the table's rows of ``shard``, each with ``_file``, as ``schema``;
     and ``table_files``, each data file with SQL that reads it alone (``pipeline.table.plan``).
 
@@ -47,7 +49,7 @@ def load_existing(ws: Workspace, table: Table, schema: pa.Schema, shard: tuple[i
     """
     from pipeline.table.writers import normalised
 
-    tasks = list(table.scan().plan_files()) if table.current_snapshot() is not None else []
+    tasks = list(table.scan(snapshot_id=snapshot_id).plan_files()) if table.current_snapshot() is not None else []
     target = pa.schema([*schema, pa.field(FILE, pa.string()), pa.field("_fno", pa.int32())])
     files = []
     for n, task in enumerate(tasks):
@@ -78,13 +80,22 @@ def _conformed(ws: Workspace, path: str, schema: pa.Schema) -> str:
     return f"SELECT {cols} FROM {source}"
 
 
-def file_batches_of(table: Table, task) -> Iterator[pa.Table]:
+def file_batches_of(table: Table, task, columns: tuple[str, ...] | None = None) -> Iterator[pa.Table]:
+    """One data file's rows (a scan task's), batch by batch, as the table's schema (or ``columns`` of it)."""
     from pyiceberg.expressions import AlwaysTrue
     from pyiceberg.io.pyarrow import ArrowScan
 
-    reader = ArrowScan(table.metadata, table.io, table.schema(), AlwaysTrue())
+    schema = table.schema().select(*columns) if columns else table.schema()
+    reader = ArrowScan(table.metadata, table.io, schema, AlwaysTrue())
     for batch in reader.to_record_batches([task]):
         yield pa.Table.from_batches([batch])
+
+
+def arrow_schema(table: Table) -> pa.Schema:
+    """The table's schema as Arrow (no field ids)."""
+    from pyiceberg.io.pyarrow import schema_to_pyarrow
+
+    return schema_to_pyarrow(table.schema(), include_field_ids=False)
 
 
 def kept_counts(table: Table) -> tuple[int, int]:

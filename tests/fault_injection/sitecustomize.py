@@ -25,7 +25,8 @@ if (_spec or _kill) and _dir:
     _target, _, _times = _spec.partition(":")
     _real_upsert = _commit.upsert
 
-    def _faulty_upsert(load, files, ids, properties, units=(), shard=(0, 1), run_id=""):
+    # Takes whatever upsert takes, so the shim cannot drift from the real signature.
+    def _faulty_upsert(load, files, *args, shard=(0, 1), **kwargs):
         os.makedirs(_dir, exist_ok=True)
         if _kill:
             with open(os.path.join(_dir, "killed-before-commit"), "w") as f:
@@ -37,6 +38,6 @@ if (_spec or _kill) and _dir:
             if done < int(_times or 1):
                 open(os.path.join(_dir, f"{shard_id}.{done + 1}"), "w").close()
                 raise RuntimeError(f"injected fault in {shard_id} on attempt {done + 1}, after writing, before commit")
-        return _real_upsert(load, files, ids, properties, units, shard, run_id)
+        return _real_upsert(load, files, *args, shard=shard, **kwargs)
 
     _commit.upsert = _faulty_upsert

@@ -2,6 +2,10 @@
 
 The previous snapshot must still be the table and read completely; the dead writer's files are
 orphans that the next run removes; and the re-run gives every id once.
+
+The warehouse is a plain folder (``table.warehouse=/some/path``), as a new user would set it: the
+re-run sweeps orphans with no minimum age, and must find every committed file its own (#31: the sweep
+once compared a plain path with ``file://`` URIs and deleted the whole table on the second night).
 """
 
 from __future__ import annotations
@@ -21,7 +25,8 @@ pytestmark = pytest.mark.slow
 
 
 def _run(out, limit: str, env, log, *extra: str):
-    cmd = [sys.executable, "-m", "pipeline.cli", "run", "--output", str(out), "--limit", limit, *NO_JUDGE_ARGS, *extra]
+    cmd = [sys.executable, "-m", "pipeline.cli", "run", "--output", str(out), "--limit", limit, *NO_JUDGE_ARGS]
+    cmd += ["--set", f"table.warehouse={_warehouse(out)}", *extra]
     with open(log, "w") as f:
         proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=f, stderr=subprocess.STDOUT, start_new_session=True)
     try:
@@ -30,16 +35,24 @@ def _run(out, limit: str, env, log, *extra: str):
         stop_tree(proc.pid)  # a SIGKILLed driver leaves its Ray behind: stop it, by PID
 
 
+def _warehouse(out):
+    return out.parent / "plain-warehouse"  # a plain path, outside the output root
+
+
 def _files(out) -> set[str]:
-    return {f"file://{p}" for p in (out / "warehouse").rglob("*.parquet") if "/data/" in str(p)}
+    return {f"file://{p}" for p in _warehouse(out).rglob("*.parquet") if "/data/" in str(p)}
+
+
+def _overrides(out) -> list[str]:
+    return [f"table.warehouse={_warehouse(out)}"]
 
 
 def test_a_writer_killed_before_the_commit_loses_nothing(tmp_path):
     out = tmp_path / "table"
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
     assert _run(out, "2", env, tmp_path / "first.log") == 0, (tmp_path / "first.log").read_text()[-3000:]
-    before = rows(out)
-    (snap,) = summaries(out)
+    before = rows(out, overrides=_overrides(out))
+    (snap,) = summaries(out, overrides=_overrides(out))
 
     faults = tmp_path / "faults"
     killed = {
@@ -53,9 +66,9 @@ def test_a_writer_killed_before_the_commit_loses_nothing(tmp_path):
     assert "data files written, not committed" in (faults / "killed-before-commit").read_text()
 
     # The previous snapshot is the table, and every file it references is there and reads.
-    assert [s["_id"] for s in summaries(out)] == [snap["_id"]]
-    assert rows(out) == before
-    clips, audio = tables(out)
+    assert [s["_id"] for s in summaries(out, overrides=_overrides(out))] == [snap["_id"]]
+    assert rows(out, overrides=_overrides(out)) == before
+    clips, audio = tables(out, overrides=_overrides(out))
     referenced = set(clips.inspect.all_files().column("file_path").to_pylist())
     referenced |= set(audio.inspect.all_files().column("file_path").to_pylist())
     orphans = _files(out) - referenced
@@ -66,7 +79,11 @@ def test_a_writer_killed_before_the_commit_loses_nothing(tmp_path):
     code = _run(out, "4", env, tmp_path / "rerun.log", "--set", "table.orphan_min_age_s=0")
     assert code == 0, (tmp_path / "rerun.log").read_text()[-3000:]
     assert not (orphans & _files(out))
-    after = rows(out)
+    clips, audio = tables(out, overrides=_overrides(out))
+    referenced = set(clips.inspect.all_files().column("file_path").to_pylist())
+    referenced |= set(audio.inspect.all_files().column("file_path").to_pylist())
+    assert referenced <= _files(out), "the sweep deleted a file the table references"
+    after = rows(out, overrides=_overrides(out))
     assert len(after) == 4
     for rid, row in before.items():
         assert (

@@ -1,11 +1,13 @@
 """One secret planted through every entry point, then looked for everywhere it could leak.
 
-Entry points: the flow process's environment, a Prefect Secret block (``credentials_block``), and an
-attempted ``--set judge.engine_env.HF_TOKEN=…`` override.  The flow runs as a deployment's flow run
-would (its own process, a real ``prefect server``), its shard in a child process whose driver joins a
-real ``ray start`` head, so the Ray actors are there to inspect.  The secret must be in no process's
-command line (sampled all through the run), nothing Prefect's API returns (flow-run parameters, logs,
-artifacts), no Ray job or actor runtime env, and no file the run wrote (table, catalog, logs).
+Entry points: the flow process's environment, a Prefect Secret block (``credentials_block``), attempted
+overrides (``--set judge.engine_env.HF_TOKEN=…``, a key nested in ``judge.engine_kwargs``, a URL with a
+password), and a ``config_file`` that holds a secret (a Prefect profiles file, given by mistake).  The
+flow runs as a deployment's flow run would (its own process, a real ``prefect server``), its shard in a
+child process whose driver joins a real ``ray start`` head, so the Ray actors are there to inspect.  The
+secret must be in no process's command line (sampled all through the run), nothing Prefect's API
+returns (flow-run parameters and states, logs, artifacts), no Ray job or actor runtime env, and no file
+the run wrote (table, catalog, logs).
 """
 
 from __future__ import annotations
@@ -50,15 +52,34 @@ def test_a_planted_secret_is_nowhere_it_could_leak(tmp_path, sample_table, prefe
         Secret(value={"HF_TOKEN": SECRET}).save("curate-creds", overwrite=True)
         env = {**os.environ, "PREFECT_API_URL": api, "HF_HUB_OFFLINE": "1", "AWS_SECRET_ACCESS_KEY": SECRET}
 
-        # An override through the front door is refused before any flow run exists.
-        refused = subprocess.run(
-            [str(VENV_BIN / "curate"), "backfill", "--source-root", str(src), "--output-root", str(out),
-             "--set", f"judge.engine_env.HF_TOKEN={SECRET}"],
-            env=env, capture_output=True, text=True, timeout=300,
-        )  # fmt: skip
-        assert refused.returncode == 2, refused.stdout[-2000:] + refused.stderr[-2000:]
-        assert "refused judge.engine_env.HF_TOKEN" in refused.stderr and "Secret block" in refused.stderr
-        assert SECRET not in refused.stderr + refused.stdout
+        # Overrides through the front door are refused before any flow run exists, naming the key only.
+        profiles = tmp_path / "profiles.toml"
+        profiles.write_text(f'[profiles.default]\nPREFECT_API_KEY = "{SECRET}"\n')
+        attempts = {
+            "refused judge.engine_env.HF_TOKEN": ["--set", f"judge.engine_env.HF_TOKEN={SECRET}"],
+            "refused judge.engine_kwargs.hf_overrides.api_key": [
+                "--set", f"judge.engine_kwargs={{hf_overrides: {{api_key: {SECRET}}}}}"
+            ],
+            "refused storage.s3_endpoint_url (a password in the URL": [
+                "--set", f"storage.s3_endpoint_url=http://curate:{SECRET}@127.0.0.1:9000"
+            ],
+            "invalid config: profiles": ["--config", str(profiles)],
+        }  # fmt: skip
+        for said, extra in attempts.items():
+            refused = subprocess.run(
+                [str(VENV_BIN / "curate"), "backfill", "--source-root", str(src), "--output-root", str(out), *extra],
+                env=env, capture_output=True, text=True, timeout=300,
+            )  # fmt: skip
+            assert refused.returncode == 2, refused.stdout[-2000:] + refused.stderr[-2000:]
+            assert said in refused.stderr, refused.stderr[-2000:]
+            assert SECRET not in refused.stderr + refused.stdout, said
+
+        # The same profiles file as a flow run's config_file (as typed into the UI's custom-run form): the
+        # run fails on its config, and its state message and logs name the key, not the value.
+        bad_log = tmp_path / "bad-config-flow.log"
+        bad = start_flow({"source": str(src), "output_root": str(out), "config_file": str(profiles)}, env, bad_log)
+        assert bad.wait(timeout=600) != 0, bad_log.read_text()[-3000:]
+        assert "invalid config: profiles" in bad_log.read_text(), bad_log.read_text()[-3000:]
 
         seen: set[str] = set()
         stop = threading.Event()
@@ -113,11 +134,13 @@ def test_a_planted_secret_is_nowhere_it_could_leak(tmp_path, sample_table, prefe
     places = {
         "process command lines": "\n".join(seen),
         "flow-run parameters": json.dumps([r.parameters for r in runs], default=str),
+        "flow-run states": json.dumps([[r.state_name, r.state and r.state.message] for r in runs], default=str),
         "task-run inputs": json.dumps([t.task_inputs for t in tasks], default=str),
         "Prefect logs": "\n".join(entry.message for entry in logs),
         "artifacts": json.dumps([[a.data, a.description] for a in arts], default=str),
         "Ray actors and jobs": ray_side,
         "the flow's own output": log.read_text(),
+        "the failed flow's output": bad_log.read_text(),
     }
     for path in out.rglob("*"):
         if path.is_file():

@@ -12,6 +12,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import shutil
 import subprocess
 import sys
 
@@ -64,14 +65,22 @@ def test_the_catalog_is_in_postgres_and_holds_no_password(on_postgres):
             assert pg["password"].encode() not in path.read_bytes(), path
 
 
-def _export(out, uri, fmt, to, *extra):
+def _export(out, uri, fmt, to, *extra, code=0):
     return run_cli(
-        "export", "--output", str(out), "--set", f"table.catalog_uri={uri}", "--format", fmt, "--to", str(to), *extra
-    )
+        "export", "--output", str(out), "--set", f"table.catalog_uri={uri}", "--format", fmt, "--to", str(to), *extra,
+        code=code,
+    )  # fmt: skip
 
 
 def test_every_export_loads_in_its_consumers_library(on_postgres, sample_table):
+    """Every format written, then moved elsewhere (as a team copies a dataset to its training machines),
+    and loaded there by its consumer's own library."""
     tmp, out, uri, _ = on_postgres
+    written = tmp / "written"
+    for fmt in ("parquet", "hf", "webdataset", "nemo"):
+        _export(out, uri, fmt, written / fmt)
+    shutil.move(written, tmp / "moved")
+    moved = tmp / "moved"
     got = rows(out, overrides=[f"table.catalog_uri={uri}"])
     kept = {rid for rid, r in got.items() if r["kept"]}
     originals = dict(
@@ -79,23 +88,22 @@ def test_every_export_loads_in_its_consumers_library(on_postgres, sample_table):
     )
 
     # Parquet: curated/ with audio byte for byte, scores/ and quarantine/ holding every id once.
-    _export(out, uri, "parquet", tmp / "pq")
-    curated = pads.dataset(tmp / "pq" / "curated").to_table().to_pylist()
+    pq_dir = moved / "parquet"
+    curated = pads.dataset(pq_dir / "curated").to_table().to_pylist()
     assert {r["id"] for r in curated} == kept
     assert all(r["audio_bytes"] == originals[r["id"]] for r in curated)
-    scores = pads.dataset(tmp / "pq" / "scores").to_table().column("id").to_pylist()
+    scores = pads.dataset(pq_dir / "scores").to_table().column("id").to_pylist()
     quarantine = (
-        pads.dataset(tmp / "pq" / "quarantine").to_table().column("id").to_pylist()
-        if (tmp / "pq" / "quarantine").exists() and any((tmp / "pq" / "quarantine").iterdir())
+        pads.dataset(pq_dir / "quarantine").to_table().column("id").to_pylist()
+        if (pq_dir / "quarantine").exists() and any((pq_dir / "quarantine").iterdir())
         else []
     )
     assert sorted(scores + quarantine) == sorted(got)
 
     # Hugging Face: datasets itself loads it, and the Audio column decodes.
-    _export(out, uri, "hf", tmp / "hf")
     code = (
         "import datasets, json, sys\n"
-        f"d = datasets.load_dataset('parquet', data_dir={str(tmp / 'hf')!r})['train']\n"
+        f"d = datasets.load_dataset('parquet', data_dir={str(moved / 'hf')!r})['train']\n"
         "a = d[0]['audio']\n"
         "print(json.dumps({'n': len(d), 'ids': sorted(d['id']), 'rate': a['sampling_rate'], 'len': len(a['array']),"
         " 'feature': type(d.features['audio']).__name__}))\n"
@@ -109,21 +117,28 @@ def test_every_export_loads_in_its_consumers_library(on_postgres, sample_table):
     # WebDataset: tar shards read by the webdataset library.
     import webdataset as wds
 
-    _export(out, uri, "webdataset", tmp / "wds")
-    shards = sorted(str(p) for p in (tmp / "wds").glob("*.tar"))
+    shards = sorted(str(p) for p in (moved / "webdataset").glob("*.tar"))
     samples = list(wds.WebDataset(shards, shardshuffle=False))
     assert sorted(json.loads(s["json"])["id"] for s in samples) == sorted(kept)
     for s in samples:
         audio, rate = sf.read(io.BytesIO(s["flac"]))
         assert rate == 48_000 and len(audio) > 48_000
 
-    # NeMo: manifest.jsonl with audio_filepath, duration, text; the files decode and last that long.
-    _export(out, uri, "nemo", tmp / "nemo")
-    lines = [json.loads(x) for x in (tmp / "nemo" / "manifest.jsonl").read_text().splitlines()]
+    # NeMo: manifest.jsonl with audio_filepath (relative to it), duration, text; the files decode, that long.
+    lines = [json.loads(x) for x in (moved / "nemo" / "manifest.jsonl").read_text().splitlines()]
     assert sorted(x["id"] for x in lines) == sorted(kept)
     for x in lines:
-        info = sf.info(x["audio_filepath"])
+        assert not x["audio_filepath"].startswith("/")
+        info = sf.info(moved / "nemo" / x["audio_filepath"])
         assert abs(info.duration - x["duration"]) < 0.05 and x["text"] == got[x["id"]]["sentence"]
+
+    # A used folder is refused; --overwrite replaces it whole: one copy of each clip, never two.
+    again = _export(out, uri, "webdataset", moved / "webdataset", code=2)
+    assert "not empty" in again.stderr and "--overwrite" in again.stderr
+    _export(out, uri, "webdataset", moved / "webdataset", "--overwrite")
+    shards = sorted(str(p) for p in (moved / "webdataset").glob("*.tar"))
+    assert sorted(json.loads(s["json"])["id"] for s in wds.WebDataset(shards, shardshuffle=False)) == sorted(kept)
+    assert not [p for p in moved.iterdir() if p.name.startswith(".")]  # no partial or old copy left beside it
 
     # The README's DuckDB and Polars lines, as written there.
     readme = (REPO / "README.md").read_text()

@@ -8,6 +8,7 @@ release extracted to a folder with the pre-v17 columns.
 
 from __future__ import annotations
 
+import pyarrow.parquet as pq
 import pytest
 
 from pipeline.io.cv_release import CV_COLUMNS, MISSING_CLIP
@@ -94,6 +95,25 @@ def test_the_next_quarter_scores_only_what_is_new_and_moves_take_effect(quarter)
     assert redrawn and all(
         next(e["split"] for e in now[rid]["releases"] if e["release"] == N) == after_n[rid]["split"] for rid in redrawn
     )
+
+
+def test_a_clip_drawn_out_of_train_leaves_the_train_export(quarter, tmp_path):
+    """``kept`` is the clip's own verdict; the split is chosen at export, as of today or of a named release
+    (#31): a clip N drew into train and N+1 into dev is in N's train and not in today's."""
+    c, out, _, after_n, _, now = quarter
+    left = [rid for rid in c.first if after_n[rid]["split"] == "train" and now[rid]["split"] == "dev"]
+    left = [rid for rid in left if now[rid]["kept"]]
+    assert left, "no kept clip moved from train to dev: the fixture no longer tests the leak"
+
+    def exported(*args: str) -> set[str]:
+        to = tmp_path / "-".join(args)
+        run_cli("export", "--output", str(out), "--format", "parquet", "--to", str(to), *args)
+        return set(pq.read_table(to / "curated").column("id").to_pylist())
+
+    today = exported("--split", "train")
+    assert today and not set(left) & today
+    assert today == {rid for rid, r in now.items() if r["kept"] and r["split"] == "train"}
+    assert set(left) <= exported("--release", N, "--split", "train")
 
 
 def test_an_extracted_delta_release_with_the_pre_v17_columns(tmp_path):

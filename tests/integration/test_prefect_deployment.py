@@ -191,9 +191,9 @@ def test_a_custom_run_from_the_ui_retries_a_failed_shard_and_publishes_artifacts
     final = _sync(lambda c: _wait_final(c, run.id, timeout=1200))
     worker_log = nightly.worker_log.read_text()
     assert final.state.is_completed(), worker_log[-6000:]
-    # The runs list reads at a glance: what and when, and the outcome beside the state.
-    base = f"validated-common-voice-{final.expected_start_time:%Y-%m-%d}"
-    assert final.name == f"{base} · {final.state.message.split(',')[0]}"  # what, when, and how it went
+    # The runs list reads at a glance: what, that it was run by hand and when, and how it went.
+    base, outcome = final.name.split(" · ")
+    assert base.startswith("validated-common-voice-manual-") and outcome == final.state.message.split(",")[0]
 
     async def details(client):
         arts = await client.read_artifacts(
@@ -257,8 +257,10 @@ def test_a_custom_run_from_the_ui_retries_a_failed_shard_and_publishes_artifacts
     listed = json.loads(rejected.data) if isinstance(rejected.data, str) else rejected.data
     assert sorted(r["id"] for r in listed if r["id"]) == sorted(not_kept)
     trend = by_key["common-voice-validated-trend"]
-    (night,) = json.loads(trend.data) if isinstance(trend.data, str) else trend.data
-    assert night["clips"] == 4 and night["run"] == base and night["table clips"] == 4
+    (row,) = json.loads(trend.data) if isinstance(trend.data, str) else trend.data
+    assert row["clips"] == 4 and row["run"] == base and row["table clips"] == 4 and row["kind"] == "manual"
+    # Its snapshots are tagged as a manual run's, which expiry may remove; a night's would say nightly.
+    assert {t for t in tables(out)[0].refs() if t.startswith("manual-")}
 
 
 def test_the_schedule_fires_by_itself_and_the_night_completes(nightly):
@@ -305,18 +307,39 @@ def test_the_schedule_fires_by_itself_and_the_night_completes(nightly):
         and min(r.expected_start_time for r in later).astimezone(ZoneInfo(TZ)).date()
         == (due + timedelta(days=1)).date()
     )
-    # The trend now holds both nights, tonight last.
+    # The trend holds tonight, the first night: the custom run before it was manual, not a night.
     rows_ = _artifact_rows(final.id, "common-voice-validated-trend")
-    assert len(rows_) == 2 and final.name.startswith(rows_[-1]["run"]) and rows_[-1]["table clips"] == 10
+    assert len(rows_) == 1 and final.name.startswith(rows_[-1]["run"]) and rows_[-1]["table clips"] == 10
+    assert rows_[-1]["kind"] == "night"
 
 
-def _artifact_rows(flow_run_id, key: str) -> list[dict]:
+def test_a_custom_run_that_changes_nothing_commits_nothing_and_says_so(nightly):
+    """As from the UI, on an up-to-date table, with settings the table has not seen (a limit): the run
+    plans, finds every clip up to date, and commits no snapshot and no tag; its name, message and summary
+    agree, and the trend gains no row."""
+    dep, out = nightly.deployment, nightly.out
+    snapshots, refs = len(tables(out)[0].snapshots()), set(tables(out)[0].refs())
+    run = _sync(lambda c: c.create_flow_run_from_deployment(dep.id, parameters={"limit": 3}))
+    final = _sync(lambda c: _wait_final(c, run.id, timeout=900))
+    assert final.state.is_completed(), nightly.worker_log.read_text()[-6000:]
+    assert final.state.message.startswith("nothing to do") and final.name.endswith(" · nothing to do")
+    assert len(tables(out)[0].snapshots()) == snapshots and set(tables(out)[0].refs()) == refs
+    summary = next(a for a in _artifacts(final.id) if a.key == "common-voice-validated-summary")
+    assert "nothing to do" in summary.description or "nothing" in summary.data
+    assert all(r["kind"] == "night" for r in _artifact_rows(final.id, "common-voice-validated-trend"))
+
+
+def _artifacts(flow_run_id) -> list:
     async def read(client):
         return await client.read_artifacts(
             artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[flow_run_id]))
         )
 
-    (art,) = [a for a in _sync(read) if a.key == key]
+    return _sync(read)
+
+
+def _artifact_rows(flow_run_id, key: str) -> list[dict]:
+    (art,) = [a for a in _artifacts(flow_run_id) if a.key == key]
     return json.loads(art.data) if isinstance(art.data, str) else art.data
 
 
@@ -333,11 +356,11 @@ def test_alerts_fire_for_a_failed_night_and_for_a_kept_drop(nightly):
     got = hook.wait_for(lambda x: final.name in x.get("text", "") and "Failed" in x.get("subject", ""), 180)
     assert got and "does not exist" in got["text"], hook.received
 
-    strict = {"config_overrides": ["gates.min_duration_s=60"], "alert_min_nights": 2}
+    strict = {"config_overrides": ["gates.min_duration_s=60"], "alert_min_nights": 1}
     drop = _sync(lambda c: c.create_flow_run_from_deployment(dep.id, parameters=strict))
     final = _sync(lambda c: _wait_final(c, drop.id, timeout=900))
     assert final.state.is_completed() and final.state.message.startswith("0/10 kept"), final.state.message
     got = hook.wait_for(lambda x: "kept dropped" in x.get("subject", ""), 180)
     assert got, hook.received
     base = final.name.split(" · ")[0]
-    assert "kept 0.0% tonight" in got["text"] and base in got["text"] and "2 nights before" in got["text"]
+    assert "kept 0.0% tonight" in got["text"] and base in got["text"] and "the night before" in got["text"]

@@ -93,7 +93,7 @@ def test_a_job_the_cluster_cannot_place_times_out_and_is_stopped(tmp_path, sampl
 
     from pipeline.config import build_config
     from pipeline.shards import plan_shards
-    from tasks.launchers import JobTimedOut, RayJobLauncher
+    from tasks.launchers import JobTimedOut, RayJobLauncher, submit_or_find
 
     src = tmp_path / "in"
     (path,) = split_sample(sample_table, src, parts=1, rows_each=2)
@@ -113,4 +113,13 @@ def test_a_job_the_cluster_cannot_place_times_out_and_is_stopped(tmp_path, sampl
         while not client.get_job_status(job.submission_id).is_terminal() and time.time() < deadline:
             time.sleep(2)
         assert client.get_job_status(job.submission_id) in (JobStatus.STOPPED, JobStatus.FAILED)
+
+        # A retry of the same run and shard follows the job an earlier attempt started, never a second
+        # one; a job of that id that ended without success gets the next free id (#31).
+        log = logging.getLogger("test")
+        live = submit_or_find(client, "curate-probe", log, entrypoint="sleep 60")
+        assert submit_or_find(client, "curate-probe", log, entrypoint="sleep 60") == live == "curate-probe"
+        assert [j.submission_id for j in client.list_jobs() if j.submission_id.startswith("curate-probe")] == [live]
+        client.stop_job(live)
+        assert submit_or_find(client, job.submission_id, log, entrypoint="true") == f"{job.submission_id}-2"
     assert not (Path(spec.output) / "warehouse").exists()  # nothing committed, nothing written

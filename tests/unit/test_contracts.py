@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from pipeline.config import build_config
@@ -173,3 +175,22 @@ def test_every_entry_point_refuses_a_secret_with_one_rule(tmp_path):
         run_curation(cfg, [str(tmp_path / "in.parquet")], str(tmp_path / "out"))
     with pytest.raises(SecretInConfigError, match="PGPASSWORD"):
         refuse_secrets(build_config(overrides=["table.catalog_uri=postgresql://u:pw@db/cat"]))
+
+
+def test_nested_keys_and_urls_with_credentials_are_refused_and_never_shown():
+    """A secret under a nested engine key, or as a URL's password anywhere in the config (#31)."""
+    from pipeline.config import SecretInConfigError, build_config, redact, refuse_secrets
+
+    nested = build_config(overrides=["judge.engine_kwargs={hf_overrides: {api_key: s3cr3t-nested}}"])
+    with pytest.raises(SecretInConfigError, match=r"refused judge\.engine_kwargs\.hf_overrides\.api_key") as err:
+        refuse_secrets(nested)
+    assert "s3cr3t-nested" not in str(err.value)
+    url = build_config(overrides=["storage.s3_endpoint_url=http://curate:s3cr3t-url@127.0.0.1:9000"])
+    with pytest.raises(SecretInConfigError, match=r"refused storage\.s3_endpoint_url") as err:
+        refuse_secrets(url)
+    assert "s3cr3t-url" not in str(err.value)
+    # Wherever a config is shown (the run's log, the artifacts), a URL's password is redacted.
+    shown = json.dumps(url.public_dict()) + json.dumps(redact(url.model_dump()))
+    assert "s3cr3t-url" not in shown and "http://curate:***@127.0.0.1:9000" in shown
+    # A password-less URL, or a key that only looks like one, is no secret.
+    refuse_secrets(build_config(overrides=["storage.s3_endpoint_url=http://127.0.0.1:9000"]))

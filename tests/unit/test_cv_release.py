@@ -7,11 +7,13 @@ from __future__ import annotations
 
 import io
 import json
+import shutil
+import tarfile
 
 import pyarrow as pa
 import pytest
 
-from pipeline.config import AudioConfig, StorageConfig
+from pipeline.config import AudioConfig, StorageConfig, build_config
 from pipeline.io.cv_datasource import read_folder_chunk, read_tarball
 from pipeline.io.cv_release import (
     CV_COLUMNS,
@@ -25,8 +27,9 @@ from pipeline.io.cv_view import load_release
 from pipeline.io.inputs import ACCEPTED_FORMS, ParquetInputs, ReleaseInputs, open_inputs
 from pipeline.io.schema import InputSchemaError
 from pipeline.stages.decode import decode_clip
+from pipeline.stages.gates import metadata_gates, reasons_of
 from pipeline.storage import locate
-from scripts.make_cv_release import QUOTED_SENTENCE, build_release
+from scripts.make_cv_release import QUOTED_SENTENCE, _reported, build_release, clip_rows, sample_clips, write_release
 from tests.conftest import SAMPLE
 
 ST = StorageConfig()
@@ -211,3 +214,55 @@ def test_a_read_is_bounded_whatever_the_size_said():
     data, why = read_bounded(io.BufferedReader(endless), 1 << 20)
     assert data is None and why.startswith("too_large")
     assert (1 << 40) - endless.left <= (1 << 20) + io.DEFAULT_BUFFER_SIZE + 1
+
+
+def test_every_tsv_is_read_whatever_the_tarball_order_and_the_reported_clip_is_not_kept(tmp_path):
+    """A repacked tarball: validated.tsv, clips/, reported.tsv, invalidated.tsv, then the rest (#31)."""
+    audio = sample_clips(4)
+    rows = clip_rows(audio, "en", 41_000_000)
+    files = {row["path"]: (mp3, sec) for row, (mp3, _, sec) in zip(rows, audio, strict=True)}
+    release = "cv-corpus-23.0-2025-09-05"
+    lists = {"validated": rows[:3], "train": rows[:3], "invalidated": [rows[3]], "other": [], "dev": [], "test": []}
+    order = ("validated", "clips", "reported", "invalidated")
+    tar = write_release(tmp_path, release, "en", lists, files, [_reported(rows[0], "en")], order=order)
+    with tarfile.open(tar) as t:
+        names = [m.name.split("/", 2)[2] for m in t.getmembers()]
+    assert names[0] == "validated.tsv" and names[1].startswith("clips/") and "clip_durations.tsv" in names[-3:]
+
+    _, view = view_of(tar)
+    got = {r["id"]: r for r in view.to_pylist()}
+    assert got[rows[3]["path"]]["cv_status"] == "invalidated"  # invalidated.tsv, after clips/, was read
+    assert all(got[r["path"]]["duration_ms"] > 1000 for r in rows)  # and clip_durations.tsv, last of all
+    assert [got[r["path"]]["sentence_reported"] for r in rows] == [True, False, False, False]
+
+    verdicts = reasons_of(view, metadata_gates(build_config())).to_pylist()
+    reasons = dict(zip(view.column("id").to_pylist(), verdicts, strict=True))
+    assert reasons[rows[0]["path"]] == ["sentence_reported"]  # reported after clips/: still never kept
+    assert reasons[rows[3]["path"]] == ["cv_invalidated"]
+    assert reasons[rows[1]["path"]] == reasons[rows[2]["path"]] == []
+
+
+def test_links_out_of_a_release_and_oversized_tsvs_are_refused_before_any_read(tmp_path):
+    """A release is outside input: its clips/ and TSVs must be what it holds, and a TSV is bounded (#31)."""
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "secret.txt").write_text("path\tsentence\nsecret.mp3\tnot yours\n")
+
+    linked = build_release(tmp_path / "a", clips=4, folder=True).path
+    shutil.rmtree(linked / "clips")
+    (linked / "clips").symlink_to(outside, target_is_directory=True)
+    with pytest.raises(InputSchemaError, match=r"clips leads outside the release"):
+        view_of(linked)
+
+    tsv = build_release(tmp_path / "b", clips=4, folder=True).path
+    (tsv / "reported.tsv").unlink()
+    (tsv / "reported.tsv").symlink_to(outside / "secret.txt")
+    with pytest.raises(InputSchemaError, match=r"reported\.tsv: not a regular file inside the release"):
+        view_of(tsv)
+
+    for form in ("folder", "tarball"):
+        big = build_release(tmp_path / f"c-{form}", clips=4, folder=form == "folder").path
+        inputs = open_inputs([str(big)], ST, max_tsv_bytes=200)
+        (locale,) = inputs.locales()
+        with pytest.raises(InputSchemaError, match=r"over reader\.max_tsv_bytes=200"):
+            inputs.view(locale, inputs.units(locale))

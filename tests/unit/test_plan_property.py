@@ -8,6 +8,7 @@ counts and what was kept before.
 
 from __future__ import annotations
 
+import functools
 import json
 import random
 
@@ -15,7 +16,7 @@ import pytest
 
 from pipeline.config import build_config
 from pipeline.releases import release_key
-from pipeline.stages.gates import build_gates, judge_gates
+from pipeline.stages.gates import build_gates, decide_table, judge_gates, measure_agreement
 from pipeline.table.plan import Rules, SplitSelection, plan_table, plan_work
 from pipeline.table.plan_rows import as_rows, load_rows, row_decider
 from pipeline.table.workspace import Workspace
@@ -167,4 +168,30 @@ def test_the_runs_own_selection_by_split_equals_the_reference(seed):
         got = as_rows(plan_table(ws, rules, row_decider(kwargs["decide"], kwargs["unscored"]), SplitSelection()))
     assert +got.counts == +want.counts
     assert sorted(r["id"] for r in got.engine) == sorted(r["id"] for r in want.engine)
+    assert {r["id"]: _pick(r, STORED) for r in got.updates} == {r["id"]: _pick(r, STORED) for r in want.updates}
+
+
+@pytest.mark.parametrize("seed", range(230, 290))
+def test_the_runs_own_columnar_decider_equals_the_reference(seed):
+    """What a run decides with: ``decide_table`` over whole batches (a release's own rows, the unscored
+    ones, have no engine columns at all), against the reference's gates row by row."""
+    incoming, existing, kwargs = _case(seed)
+    for row in existing.values():  # stored agreement as measured under today's settings ("a1")
+        measure_agreement(row, "en")
+        row["agreement_key"] = "a1"
+
+    def measured_then_judged(row: dict) -> list[str]:  # the sentence may have changed: measure again
+        measure_agreement(row, "en")
+        return judge_gates(row, GATES)
+
+    want = plan_reference.plan_work(incoming, existing, **{**kwargs, "decide": measured_then_judged})
+    newest = max(kwargs["full_releases"], key=release_key, default=None)
+    rules = Rules(engine_key="k1", split="validated", newest_full=newest, force=kwargs["force"])
+    decide = functools.partial(
+        decide_table, gates=GATES, unscored_gates=CV_GATES, language="en", fold_diacritics=False, agreement_key="a1"
+    )
+    with Workspace(memory_limit_mb=128, threads=1) as ws:
+        load_rows(ws, incoming, existing)
+        got = as_rows(plan_table(ws, rules, decide, SplitSelection()))
+    assert +got.counts == +want.counts
     assert {r["id"]: _pick(r, STORED) for r in got.updates} == {r["id"]: _pick(r, STORED) for r in want.updates}

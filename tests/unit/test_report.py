@@ -107,8 +107,17 @@ def test_the_trend_carries_nights_on_and_flags_a_kept_drop():
         "trailing_mean": 90.0,
         "drop_points": 20.0,
         "nights": 2,
+        "before": "the 2 nights before",
     }
     assert report.kept_drop(rows, points=25, min_nights=2) is None  # within the tolerance
+    # One row per night: a second run for a night (a retry) replaces its row; a manual run is shown
+    # last in its own trend, and is never carried on as a night.
+    again = report.trend(rows, night(4, 75.0), nights=3)
+    assert [(r["night"], r["kept %"]) for r in again][-2:] == [("2026-12-03", 88.0), ("2026-12-04", 75.0)]
+    manual = {**night(4, 10.0), "kind": "manual", "run": "validated-en-manual-2026-12-04-1530"}
+    with_manual = report.trend(again, manual, nights=3)
+    assert with_manual[-1]["kind"] == "manual" and len(report.nights(with_manual)) == 2
+    assert report.trend(with_manual, night(5, 80.0), nights=3)[-2]["night"] == "2026-12-04"
     assert report.kept_drop(rows, points=10, min_nights=3) is None  # too few nights to judge
     idle = {**night(5, None), "clips": 0}
     assert report.kept_drop([*rows, idle], points=1, min_nights=1) is None  # nothing to do is no drop

@@ -130,3 +130,16 @@ def test_one_s3_filesystem_per_settings_and_credentials(monkeypatch):
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", "rotated")  # a Secret block applied again with new keys
     c, _ = resolve_filesystem("s3://bucket/other", storage)
     assert c is not a
+
+
+def test_a_shard_s_run_id_is_the_same_for_each_retry_and_distinct_per_split():
+    """A Ray Job's submission id comes from the run id: a retry must find its own job, never another
+    split's job of the same flow run (#31)."""
+    from pipeline.shards import plan_shards
+
+    dev = plan_shards(["/in/a.parquet"], "/out", "dev", count=2)
+    train = plan_shards(["/in/a.parquet"], "/out", "train", count=2)
+    flow = "8f1c2e9a-1111-2222-3333-444455556666"
+    assert dev[0].run_id(flow) == plan_shards(["/in/a.parquet"], "/out", "dev", count=2)[0].run_id(flow)
+    ids = {s.run_id(flow) for s in dev + train}
+    assert len(ids) == 4 and all(i.startswith("8f1c2e9a-") for i in ids)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import socket
 import time
 
@@ -283,3 +284,141 @@ def test_output_roots_and_catalog_errors(tmp_path, monkeypatch):
     with pytest.raises(TableError) as err:
         root.catalog().list_namespaces()
     assert "127.0.0.1:1" in str(err.value) and "hunter2" not in str(err.value) and "***" in str(err.value)
+
+
+def test_a_person_s_tag_outlives_expiry_and_keeps_its_snapshot(catalog):
+    t = load_or_create(catalog, "curate.t", SCHEMA)
+    _upsert(catalog, _rows(t, a=1))
+    t = catalog.load_table("curate.t")
+    pinned = t.current_snapshot().snapshot_id
+    commits.tag(t, pinned, "paper-2026-submission")
+    commits.tag(catalog.load_table("curate.t"), pinned, "run-20261201T020000Z")
+    _upsert(catalog, _rows(t, b=2))
+    time.sleep(0.05)
+    commits.expire(catalog.load_table("curate.t"), retention_days=1e-9)
+    t = catalog.load_table("curate.t")
+    assert set(t.refs()) == {"main", "paper-2026-submission"}  # the run's own tag went, the person's stayed
+    assert t.snapshot_by_id(pinned) is not None
+    assert {r["id"] for r in t.scan(snapshot_id=pinned).to_arrow().to_pylist()} == {"a"}
+
+
+def test_units_applied_without_a_snapshot_are_in_the_ledger(catalog):
+    t = load_or_create(catalog, "curate.t", SCHEMA)
+    _upsert(catalog, _rows(t, a=1), units=["u1"])
+    n = len(catalog.load_table("curate.t").snapshots())
+    commits.record_applied(lambda: catalog.load_table("curate.t"), ["u2"], (0, 1), "r2")
+    t = catalog.load_table("curate.t")
+    assert len(t.snapshots()) == n  # no snapshot for a run that changed nothing
+    ledger = commits.read_ledger(t)
+    assert commits.is_applied(ledger, "u1") and commits.is_applied(ledger, "u2")
+    _upsert(catalog, _rows(t, b=2), units=["u3"])  # the next snapshot carries all three
+    props = catalog.load_table("curate.t").current_snapshot().summary.additional_properties
+    assert {"u1", "u2", "u3"} <= set(json.loads(props[commits.LEDGER]))
+
+
+class _LosesTheReply:
+    """A catalog that commits, then raises what Postgres raises when the connection drops before the reply."""
+
+    def __init__(self, catalog, land: bool):
+        self.catalog, self.land = catalog, land
+
+    def __getattr__(self, name):
+        return getattr(self.catalog, name)
+
+    def commit_table(self, *args, **kwargs):
+        from sqlalchemy.exc import OperationalError
+
+        if self.land:
+            self.catalog.commit_table(*args, **kwargs)
+        raise OperationalError("COMMIT", {}, Exception("server closed the connection unexpectedly"))
+
+
+def test_a_commit_whose_reply_is_lost_is_checked_before_anything_is_deleted(catalog, monkeypatch):
+    """The catalog took the snapshot and raised anyway: the upsert reads the table again, finds its snapshot,
+    and succeeds; no referenced file is deleted.  When it did not land, the error stands; when the table
+    cannot even be read, the outcome is unknown and nothing is deleted."""
+    t = load_or_create(catalog, "curate.t", SCHEMA)
+    _upsert(catalog, _rows(t, a=1, b=2))
+    t = catalog.load_table("curate.t")
+    files = commits.write_rows(t, _rows(t, b=20, c=3))
+    flaky = _LosesTheReply(catalog, land=True)
+    load = lambda: flaky.load_table("curate.t")  # noqa: E731
+    real_load = catalog.load_table
+
+    def table_with_flaky_catalog(ident):
+        table = real_load(ident)
+        table.catalog = flaky
+        return table
+
+    monkeypatch.setattr(flaky, "load_table", table_with_flaky_catalog, raising=False)
+    committed = commits.upsert(load, files, pa.array(["b", "c"]), {"p": "1"})
+    assert _read(catalog) == {"a": 1, "b": 20, "c": 3}
+    referenced = catalog.load_table("curate.t").inspect.files().column("file_path").to_pylist()
+    assert all(os.path.exists(p.removeprefix("file://")) for p in referenced)
+    assert committed.current_snapshot().snapshot_id == catalog.load_table("curate.t").current_snapshot().snapshot_id
+
+    # Not landed, table readable: the error stands, and the upsert's own rewritten files are removed.
+    flaky.land = False
+    more = commits.write_rows(catalog.load_table("curate.t"), _rows(t, d=4))
+    with pytest.raises(Exception, match="server closed"):
+        commits.upsert(load, more, pa.array(["d"]), {"p": "1"})
+    assert _read(catalog) == {"a": 1, "b": 20, "c": 3}
+
+    # Not landed and the table cannot be read after: unknown, and every file is left where it is.
+    reads = {"n": 0}
+
+    def unreadable(ident):
+        reads["n"] += 1
+        if reads["n"] > 1:
+            raise OSError("catalog unreachable")
+        return table_with_flaky_catalog(ident)
+
+    monkeypatch.setattr(flaky, "load_table", unreadable, raising=False)
+    with pytest.raises(commits.CommitUnknown, match="no file was deleted"):
+        commits.upsert(load, more, pa.array(["d"]), {"p": "1"})
+    assert all(os.path.exists(f.file_path.removeprefix("file://")) for f in more)
+
+
+def test_a_retry_builds_contested_rows_again_from_the_table_as_it_stands(catalog):
+    """Writer A planned on snapshot S; writer B committed a newer release's word on clip x first.  A's
+    commit finds x in a file B added, and builds its row again on B's: the metadata never moves back and
+    no release of either history is lost."""
+    from pipeline.table.plan_rows import reconcile_rows
+    from pipeline.table.schema import CLIPS, conform
+
+    n1, n2, n3 = "cv-corpus-22.0-2025-06-20", "cv-corpus-23.0-2025-09-05", "cv-corpus-24.0-2025-12-05"
+    load_or_create(catalog, "curate.clips", CLIPS)
+
+    def row(release, history, votes):
+        return {"id": "x", "up_votes": votes, "last_release": release, "first_release": history[0],
+                "cv_status": "validated", "engine_key": "k", "transcription": "hello", "kept": True, "reasons": [],
+                "releases": [{"release": r, "status": "validated", "split": None} for r in history]}  # fmt: skip
+
+    def write(rows):
+        table = catalog.load_table("curate.clips")
+        return commits.write_rows(table, conform(pa.Table.from_pylist(rows), CLIPS))
+
+    load = lambda: catalog.load_table("curate.clips")  # noqa: E731
+    commits.upsert(load, write([row(n1, [n1], 2)]), pa.array(["x"]), {})
+    base = load().current_snapshot().snapshot_id
+    (old_file,) = load().inspect.files().column("file_path").to_pylist()
+    mine = write([row(n2, [n1, n2], 3)])  # A: release N+1, planned on S
+    commits.upsert(load, write([row(n3, [n1, n3], 5)]), pa.array(["x"]), {})  # B: N+2 lands first
+
+    class Replaced:
+        def __init__(self):
+            self.base = base
+
+        def counts(self):
+            return {old_file: 1}
+
+        def ids(self, path):
+            return pa.array(["x"])
+
+    keep = lambda t: t.append_column("x", pa.nulls(t.num_rows)).drop_columns(["x"])  # noqa: E731
+    commits.upsert(load, mine, pa.array(["x"]), {}, replaced=Replaced(),
+                   reconcile=lambda ours, theirs: reconcile_rows(ours, theirs, keep))  # fmt: skip
+    (got,) = load().scan().to_arrow().to_pylist()
+    assert got["last_release"] == n3 and got["up_votes"] == 5  # B's newer word stands
+    assert [e["release"] for e in got["releases"]] == [n1, n2, n3]  # and A's release is in the history
+    assert not [f for f in mine if os.path.exists(f.file_path.removeprefix("file://"))]  # A's first files gone
