@@ -10,9 +10,14 @@ For each N, in a fresh output root:
    and agreement key the run will compute, as if release N had been curated;
 2. **full N+1** (``cv-corpus-23.0``, an extracted folder as users unpack it): TSVs that list every clip
    again (validated, train/dev/test, invalidated, other, reported, clip_durations), 30% with new votes,
-   0.5% moved to invalidated, 0.1% with a reported sentence, plus ``--new`` clips with real audio from the
-   bundled sample; ``curate run`` on it in a fresh process, as a user runs it;
-3. **nightly delta** (``cv-corpus-24.0-delta``): ``--new`` newer clips with real audio; ``curate run``.
+   0.5% moved to invalidated, 0.1% with a reported sentence, 0.05% no longer listed (deleted at a
+   speaker's request), plus ``--new`` clips with real audio from the bundled sample; ``curate run`` on
+   it in a fresh process, as a user runs it;
+3. **nightly delta** (``cv-corpus-24.0-delta``): ``--new`` newer clips with real audio; ``curate run``;
+4. **upserts of ``--new`` existing ids**: two more deltas that list ``--new`` clips of the table again
+   with new votes, no engine work: the newest clips (votes still coming in: ids next to each other,
+   ``cv-corpus-25.0-delta``), then clips drawn at random (``cv-corpus-26.0-delta``).  Their data files
+   rewritten show the table's layout: ids live in files in id order, so neighbours share a file.
 
 Recorded per run: its wall time; the engines' seconds (the run's own ``timings``) and everything else
 (wall minus engines: reading the TSVs, the plan, writing updates, the commit, tally, upkeep and the
@@ -42,6 +47,7 @@ import pyarrow.csv as pacsv
 RESULTS = Path(__file__).resolve().parent / "results"
 REPO = RESULTS.parents[1]
 N_RELEASE, FULL, DELTA = "cv-corpus-22.0-2025-06-20", "cv-corpus-23.0-2025-09-05", "cv-corpus-24.0-delta-2025-12-05"
+REVOTE_NEWEST, REVOTE_SCATTERED = "cv-corpus-25.0-delta-2026-03-05", "cv-corpus-26.0-delta-2026-06-05"
 FIRST_ID = 10_000_000
 JUDGE_OFF = ["--set", "judge.locales=[]"]
 SENTENCES = [
@@ -220,6 +226,7 @@ def _clip_list(t: pa.Table) -> pa.Table:
 class Planted:
     moved: list[str]
     reported: list[str]
+    deleted: list[str]
     voted: int
     new: list[str]
 
@@ -232,10 +239,13 @@ def write_full_release(root: Path, s: Seeded, new: int, rng: np.random.Generator
     order = rng.permutation(n)
     moved_i = np.sort(order[: max(1, n // 200)])
     reported_i = np.sort(order[n // 200 : n // 200 + max(1, n // 1000)])
+    gone = n // 200 + max(1, n // 1000)
+    deleted_i = np.sort(order[gone : gone + max(1, n // 2000)])
     voted = rng.random(n) < 0.3
     votes = s.up_votes + voted.astype(np.int64)
     status = np.full(n, "validated", dtype=object)
     status[moved_i] = "invalidated"
+    status[deleted_i] = "deleted"  # listed nowhere: the release withdraws it
     # A reported clip gets a sentence of its own, so only it is flagged (reported.tsv lists the sentence).
     sentence = np.array(s.sentence.to_pylist(), dtype=object)
     for i in reported_i:
@@ -254,15 +264,17 @@ def write_full_release(root: Path, s: Seeded, new: int, rng: np.random.Generator
         pa.table({"sentence_id": pa.array([""] * len(reported_i)), "sentence": pa.array(sentence[reported_i]),
                   "locale": pa.array(["en"] * len(reported_i)), "reason": pa.array(["offensive"] * len(reported_i))}),
     )  # fmt: skip
+    listed = s.ids.filter(pa.array(status != "deleted"))
     durations = pa.table(
-        {"clip": pa.concat_arrays([s.ids, fresh.column("path").combine_chunks()]),
-         "duration[ms]": pa.array(rng.integers(2000, 9000, n + new))}
+        {"clip": pa.concat_arrays([listed, fresh.column("path").combine_chunks()]),
+         "duration[ms]": pa.array(rng.integers(2000, 9000, len(listed) + new))}
     )  # fmt: skip
     _write_tsv(folder / "clip_durations.tsv", durations)
     planted = Planted(
         moved=s.ids.take(pa.array(moved_i)).to_pylist(),
         reported=s.ids.take(pa.array(reported_i)).to_pylist(),
-        voted=int(voted.sum()),
+        deleted=s.ids.take(pa.array(deleted_i)).to_pylist(),
+        voted=int((voted & (status != "deleted")).sum()),  # a deleted clip's new votes are never seen
         new=fresh.column("path").to_pylist(),
     )
     return folder, planted
@@ -275,6 +287,21 @@ def write_delta(root: Path, first: int, new: int) -> Path:
     _write_tsv(folder / "validated.tsv", fresh)
     for name in ("invalidated", "other", "reported"):
         _write_tsv(folder / f"{name}.tsv", fresh.slice(0, 0))
+    return folder
+
+
+def write_revote(root: Path, release: str, s: Seeded, picked: np.ndarray, bump: int) -> Path:
+    """A delta listing the seeded clips ``picked`` again, their up votes raised by ``bump``."""
+    folder = root / release / "en"
+    folder.mkdir(parents=True)
+    n = len(picked)
+    take = pa.array(picked)
+    sub = Seeded(s.ids.take(take), s.client_id.take(take), s.sentence_id.take(take), s.sentence.take(take),
+                 s.up_votes[picked] + bump, s.split[picked])  # fmt: skip
+    _write_tsv(folder / "validated.tsv", _lists(n, sub, sub.ids, np.full(n, "validated"), sub.up_votes))
+    for name in ("invalidated", "other", "reported"):
+        _write_tsv(folder / f"{name}.tsv", _clip_list(pa.table({"path": pa.array([], pa.string()),
+                                                                "sentence": pa.array([], pa.string())})))  # fmt: skip
     return folder
 
 
@@ -362,13 +389,24 @@ def bench_size(n: int, new: int, judge: bool, keep: Path | None = None) -> dict:
         delta_run = _record(
             run_cli(["--input", str(delta), "--output", str(out), *sets], work / "delta.log"), out, overrides
         )
+        upserts = {}
+        k = min(new, n)
+        picks = {
+            "newest": (REVOTE_NEWEST, np.arange(n - k, n)),
+            "scattered": (REVOTE_SCATTERED, np.sort(rng.choice(n, k, replace=False))),
+        }
+        for bump, (name, (release, picked)) in enumerate(picks.items(), start=2):
+            folder = write_revote(src, release, seeded, picked, bump)
+            run = run_cli(["--input", str(folder), "--output", str(out), *sets], work / f"{name}.log")
+            upserts[name] = _record(run, out, overrides)
         return {
             "rows": n,
             "seed_s": round(seed_s, 1),
-            "planted": {"moved": len(planted.moved), "reported": len(planted.reported), "voted": planted.voted,
-                        "new": len(planted.new)},
+            "planted": {"moved": len(planted.moved), "reported": len(planted.reported),
+                        "deleted": len(planted.deleted), "voted": planted.voted, "new": len(planted.new)},
             "full": full_run,
             "delta": delta_run,
+            "upserts": upserts,
         }  # fmt: skip
     finally:
         if keep is None:
@@ -391,7 +429,7 @@ def main() -> None:
     for n in args.sizes:
         print(f"release scale: N = {n:,}", flush=True)
         r = bench_size(n, args.new, args.judge, args.keep)
-        print(json.dumps({k: r[k] for k in ("rows", "full", "delta")}, indent=1), flush=True)
+        print(json.dumps({k: r[k] for k in ("rows", "full", "delta", "upserts")}, indent=1), flush=True)
         out["sizes"].append(r)
         path = write_results("release-scale-", out, path)
     print(f"wrote {path}")
