@@ -41,7 +41,7 @@ GATES = (
 
 
 def measure(clips: list[quality_set.Clip], cfg: CurationConfig, dnsmos: bool) -> list[dict]:
-    table = pa.table({"id": [c.id for c in clips], "audio_bytes": [quality_set.mp3(c.audio) for c in clips]})
+    table = pa.table({"id": [c.id for c in clips], "audio_bytes": [c.encoded() for c in clips]})
     rows: list[dict] = []
     scorer = DnsmosScorer(cfg.quality) if dnsmos else None
     for start in range(0, table.num_rows, 16):

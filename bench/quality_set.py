@@ -1,7 +1,8 @@
 """A labelled set for the acoustic-quality gates, built from the bundled sample's speech.
 
 Every clip is the sample's speech (espeak-ng voices at 48 kHz) put through one condition, then
-MP3-encoded at 48 kHz as Common Voice ships clips.  The sample's speech has digital silence between
+MP3-encoded at 48 kHz as Common Voice ships clips (the below-full-scale clipped ones: every other one
+as 16-bit WAV instead, a clipped take stored losslessly).  The sample's speech has digital silence between
 words, which no microphone gives, so even ``clean`` clips get a room noise floor 30-45 dB under the
 speech, and a level between -30 and -14 dBFS RMS.
 
@@ -13,6 +14,7 @@ Conditions (``condition`` column) and the gate each one should fail (``expect``)
 | loud | clean, peak-normalized to 0.999 (hot but not clipped) | nothing |
 | white@S, babble@S, music@S | white noise, 5-talker babble, hold music at S = 20, 10, 5, 0 dB | see below |
 | clipped@G | clean times G = 2, 4, 8, hard-clipped at full scale | ``clipped`` |
+| clipped-below@L | clean times 12, clipped at L = 0.3, 0.5, 0.8, then peaking at 0.99 (WAV, MP3) | ``clipped`` |
 | padded | a 0.6-1.2 s phrase inside 8-10 s of room floor | ``mostly_silence`` |
 | quiet | clean at -58 dBFS RMS | ``too_quiet`` |
 | narrowband | clean through 8 kHz (telephone), stored at 48 kHz | ``narrow_band`` |
@@ -36,6 +38,7 @@ SAMPLE = Path(__file__).resolve().parents[1] / "pipeline" / "sample_data" / "com
 RATE = 48_000
 SNRS = (20, 10, 5, 0)
 GAINS = (2, 4, 8)
+CLIP_LEVELS = (0.3, 0.5, 0.8)
 NOISES = ("white", "babble", "music")
 # A condition's gate, and the SNRs at which a noise condition must fail it.
 NOISY_AT = (5, 0)
@@ -48,6 +51,10 @@ class Clip:
     condition: str
     expect: tuple[str, ...]  # the gate codes this clip should fail
     audio: np.ndarray  # float32 at RATE
+    encoding: str = "mp3"  # or "wav16"
+
+    def encoded(self) -> bytes:
+        return mp3(self.audio) if self.encoding == "mp3" else wav16(self.audio)
 
 
 def speech(count: int) -> list[np.ndarray]:
@@ -104,6 +111,20 @@ def mp3(x: np.ndarray) -> bytes:
     return buf.getvalue()
 
 
+def wav16(x: np.ndarray) -> bytes:
+    """16-bit WAV quantised as most tools do (full scale is 32767): a peak of 0.99 reads back as 0.98996."""
+    buf = io.BytesIO()
+    sf.write(buf, np.round(np.clip(x, -1, 1) * 32767).astype(np.int16), RATE, format="WAV", subtype="PCM_16")
+    return buf.getvalue()
+
+
+def mp3_peak(x: np.ndarray, peak: float) -> np.ndarray:
+    """``x`` scaled so that its MP3, decoded, peaks at ``peak``: a clipped take's MP3 rings above its
+    plateau, so a tool that normalises the true peak leaves the plateau well under it."""
+    decoded, _ = sf.read(io.BytesIO(mp3(x)), dtype="float32")
+    return x * (peak / float(np.abs(decoded).max()))
+
+
 def build(count: int = 10, clean: int = 40, seed: int = 0) -> list[Clip]:
     """``clean`` clean clips and ``count`` of every degraded condition (each from a different voice and
     sentence where the sample has enough)."""
@@ -116,11 +137,11 @@ def build(count: int = 10, clean: int = 40, seed: int = 0) -> list[Clip]:
         x = at_level(voices[i % len(voices)], rng.uniform(-30, -14))
         return mix(x, pink(len(x), rng), rng.uniform(30, 45))
 
-    def add(condition: str, i: int, audio: np.ndarray, expect: tuple[str, ...] = ()) -> None:
+    def add(condition: str, i: int, audio: np.ndarray, expect: tuple[str, ...] = (), encoding: str = "mp3") -> None:
         peak = float(np.abs(audio).max())
         if peak > 0.999 and "clipped" not in expect:  # only the clipped condition may hit the rails
             audio = audio * (0.95 / peak)
-        clips.append(Clip(f"{condition}-{i:03d}", condition, expect, audio.astype(np.float32)))
+        clips.append(Clip(f"{condition}-{i:03d}", condition, expect, audio.astype(np.float32), encoding))
 
     for i in range(clean):
         add("clean", i, base(i))
@@ -149,6 +170,15 @@ def build(count: int = 10, clean: int = 40, seed: int = 0) -> list[Clip]:
         add("quiet", i, at_level(base(i + 23), -58), ("too_quiet",))
         telephone = soxr.resample(soxr.resample(base(i + 29), RATE, 8000), 8000, RATE)
         add("narrowband", i, telephone, ("narrow_band",))
+    # Last, so that adding them left every clip above as it was.
+    for i in range(count):
+        for level in CLIP_LEVELS:
+            y = base(i + 13)
+            flat = np.clip(y * 12 / np.abs(y).max(), -level, level) * (0.99 / level)
+            if i % 2 == 0:
+                add(f"clipped-below@{level}", i, mp3_peak(flat, 0.99), ("clipped",))
+            else:
+                add(f"clipped-below@{level}", i, flat, ("clipped",), "wav16")
     return clips
 
 

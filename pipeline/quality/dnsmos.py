@@ -21,6 +21,10 @@ _SIG = np.poly1d([-0.08397278, 1.22083953, 0.0052439])
 _BAK = np.poly1d([-0.13166888, 1.60915514, -0.39604546])
 _OVR = np.poly1d([-0.06766283, 1.11546468, 0.04602535])
 COLUMNS = ("dnsmos_sig", "dnsmos_bak", "dnsmos_ovrl", "dnsmos_p808")
+# Windows per model call.  The primary model's activations for 32 windows peak near 4 GiB, and
+# onnxruntime's CPU arena then keeps that much for the life of the actor (6 GiB measured); 8 windows
+# peak at 1.2 GiB and run as fast per clip (bench/dnsmos_memory.py, docs/curation.md).
+MAX_WINDOWS = 8
 
 
 class DnsmosUnavailable(RuntimeError):
@@ -69,6 +73,9 @@ class Dnsmos:
         opts.intra_op_num_threads = max(1, self.threads)
         opts.inter_op_num_threads = 1
         opts.log_severity_level = 3
+        # No CPU arena: it keeps the largest call's buffers for the actor's life, and every quality actor
+        # would hold gigabytes it no longer uses.
+        opts.enable_cpu_mem_arena = False
         make = lambda f: ort.InferenceSession(  # noqa: E731
             os.path.join(path, f), sess_options=opts, providers=["CPUExecutionProvider"]
         )
@@ -83,7 +90,7 @@ class Dnsmos:
         db = np.stack([(librosa.power_to_db(m, ref=np.max) + 40) / 40 for m in mel])
         return np.ascontiguousarray(db.transpose(0, 2, 1), dtype=np.float32)
 
-    def score(self, clips: list[np.ndarray], max_windows: int = 32) -> list[dict[str, float | None]]:
+    def score(self, clips: list[np.ndarray], max_windows: int = MAX_WINDOWS) -> list[dict[str, float | None]]:
         """The four scores of each 16 kHz clip (None for an empty clip), windows averaged per clip."""
         per_clip = [windows(c) for c in clips]
         flat = [w for ws in per_clip for w in ws]

@@ -67,17 +67,63 @@ def snr_db(power: np.ndarray, speech: np.ndarray, pause: np.ndarray) -> float | 
     return float(np.clip(10 * np.log10(signal / noise), -MAX_SNR_DB, MAX_SNR_DB))
 
 
-def clipping_ratio(audio: np.ndarray, level: float = 0.99, min_run: int = 3) -> float:
-    """Share of samples inside runs of at least ``min_run`` consecutive samples at or above ``level`` of
-    full scale.  A lone loud peak of clean speech is not a run; a waveform flattened at the rails is."""
-    hot = np.abs(audio) >= level
+# A pure tone's samples pile up towards its crest, up to 2.3 times as many within 5% of a level as in
+# the band just under it; a plateau holds far more.  Past this factor, a pile-up is a plateau.
+PLATEAU_EXCESS = 2.5
+
+
+def clipping_ratio(
+    audio: np.ndarray, level: float = 0.99, min_run: int = 3, tolerance: float = 0.05, floor: float = 0.3
+) -> float:
+    """Share of the clip's samples flattened by clipping: the larger of two measures.
+
+    - **At the rails**: samples inside runs of at least ``min_run`` consecutive samples at or above
+      ``level`` of full scale (a lone loud peak is not a run).
+    - **On a plateau below full scale**, relative to the clip's own peak: a recording clipped at 0.3 and
+      normalised later, or an MP3 of a clipped take (whose ringing overshoots the plateau, so the
+      plateau is not the peak), piles its samples up at one level.  For each level between ``floor``
+      and 1 of the peak, the samples within ``tolerance`` of it are compared with those in the band
+      just under it; the excess over ``PLATEAU_EXCESS`` times that band is the plateau's share.  Clean
+      speech thins out towards its peak, so it has none, however loud.
+    """
+    if len(audio) == 0:
+        return 0.0
+    mags = np.abs(audio)
+    return max(_rails(mags, level, min_run), _plateau(mags, tolerance, floor, min_run))
+
+
+def _runs(hot: np.ndarray) -> np.ndarray:
+    """Lengths of the runs of consecutive True samples."""
+    edges = np.diff(np.concatenate(([0], hot.view(np.int8), [0])))
+    return np.flatnonzero(edges == -1) - np.flatnonzero(edges == 1)
+
+
+def _rails(mags: np.ndarray, level: float, min_run: int) -> float:
+    hot = mags >= level
     if not hot.any():
         return 0.0
-    # Run lengths of consecutive hot samples.
-    edges = np.diff(np.concatenate(([0], hot.view(np.int8), [0])))
-    starts, ends = np.flatnonzero(edges == 1), np.flatnonzero(edges == -1)
-    runs = ends - starts
-    return float(runs[runs >= min_run].sum() / len(audio))
+    runs = _runs(hot)
+    return float(runs[runs >= min_run].sum() / len(mags))
+
+
+def _plateau(mags: np.ndarray, tolerance: float, floor: float, min_run: int, levels: int = 100) -> float:
+    peak = float(mags.max())
+    if peak <= 0:
+        return 0.0
+    ordered = np.sort(mags)
+    at = np.linspace(floor * peak, peak, levels)
+    below = lambda x: np.searchsorted(ordered, x)  # noqa: E731
+    band = below(at * (1 + tolerance)) - below(at * (1 - tolerance))
+    under = below(at * (1 - tolerance)) - below(at * (1 - 3 * tolerance))
+    excess = band - PLATEAU_EXCESS * under
+    best = int(np.argmax(excess))
+    if excess[best] <= 0:
+        return 0.0
+    # A plateau is flat for a while: stray samples at one level (isolated spikes) are not one.
+    lo, hi = at[best] * (1 - tolerance), at[best] * (1 + tolerance)
+    if not (_runs((mags >= lo) & (mags < hi)) >= min_run).any():
+        return 0.0
+    return float(excess[best]) / len(mags)
 
 
 def loudness_lufs(audio: np.ndarray, rate: int) -> float | None:

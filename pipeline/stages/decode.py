@@ -87,7 +87,7 @@ def decode_clip(data: bytes | None, cfg: AudioConfig) -> np.ndarray:
 def native_signals(mono: np.ndarray, rate: int, cfg: QualityConfig) -> tuple[float, float | None]:
     """(clipping_ratio, bandwidth_hz) of the original samples."""
     return (
-        clipping_ratio(mono, cfg.clip_level, cfg.clip_min_run),
+        clipping_ratio(mono, cfg.clip_level, cfg.clip_min_run, cfg.clip_tolerance),
         bandwidth_hz(mono, rate, cfg.bandwidth_floor_db),
     )
 

@@ -23,14 +23,14 @@ RATE = qs.RATE
 
 
 @pytest.fixture(scope="module")
-def degraded() -> dict[str, np.ndarray]:
+def degraded() -> dict[str, qs.Clip]:
     """One clip of every condition of bench/quality_set.py (built, never committed)."""
     clips = qs.build(count=1, clean=2)
-    return {c.condition if c.condition != "clean" else c.id: c.audio for c in clips}
+    return {c.condition if c.condition != "clean" else c.id: c for c in clips}
 
 
-def measured(audio: dict[str, np.ndarray], cfg) -> dict[str, dict]:
-    table = pa.table({"id": list(audio), "audio_bytes": [qs.mp3(a) for a in audio.values()]})
+def measured(clips: dict[str, qs.Clip], cfg) -> dict[str, dict]:
+    table = pa.table({"id": list(clips), "audio_bytes": [c.encoded() for c in clips.values()]})
     out = decode_audio(table, cfg.audio, cfg.quality)
     if cfg.quality.enabled:  # as the DAG composes it
         out = measure_quality(out, cfg.quality, cfg.audio)
@@ -52,6 +52,8 @@ def test_each_degradation_gets_its_own_reason_and_clean_speech_none(degraded):
         "white@0": ["noisy"],
         "music@0": ["noisy"],
         "clipped@8": ["clipped"],
+        "clipped-below@0.3": ["clipped"],
+        "clipped-below@0.8": ["clipped"],
         "padded": ["mostly_silence"],
         "quiet": ["too_quiet"],
         "narrowband": ["narrow_band"],
@@ -92,16 +94,28 @@ def test_bandwidth_is_measured_before_resampling():
     assert bandwidth_hz(wide, 48000) > 20000
 
 
-def test_clipping_counts_runs_at_the_rails_not_loud_peaks():
+def test_clipping_is_heard_below_full_scale_and_through_mp3_and_loud_clean_speech_is_not():
     t = np.arange(3 * 48000) / 48000
     sine = np.sin(2 * np.pi * 220 * t)
     # Speech-like: in a 3 s clip the envelope touches 0.999 of full scale once, as a loud syllable does.
     hot = 0.999 * sine * np.exp(-(((t - 0.5) / 0.1) ** 2))
-    assert 0 < clipping_ratio(hot) < 1e-3
+    assert clipping_ratio(hot) < 1e-3
+    assert clipping_ratio(0.5 * sine) == 0.0  # a steady tone piles up at its crest, but is no plateau
     assert clipping_ratio(np.clip(4 * sine, -1, 1)) > 0.5  # flattened at ±1 most of the time
     lone = np.zeros(1000)
     lone[[10, 500]] = 1.0  # isolated full-scale samples are not runs
     assert clipping_ratio(lone) == 0.0
+
+    # Speech clipped at 0.3, 0.5 and 0.8 of full scale, then normalised to 0.99 (its plateaus quantised
+    # to 0.98996 by 16 bits, or rippling around ~0.99 with MP3's overshoot above them): heard, either way.
+    speech = qs.speech(3)
+    for x in speech:
+        loud = x * (0.999 / np.abs(x).max())
+        for stored in (qs.mp3, qs.wav16):
+            assert clipping_ratio(sf.read(io.BytesIO(stored(loud)), dtype="float32")[0]) < 1e-3
+            for level in qs.CLIP_LEVELS:
+                flat = np.clip(x * 12 / np.abs(x).max(), -level, level) * (0.99 / level)
+                assert clipping_ratio(sf.read(io.BytesIO(stored(flat)), dtype="float32")[0]) > 0.01, (level, stored)
 
 
 def test_speech_span_snr_and_loudness_arithmetic():
@@ -128,7 +142,7 @@ def test_dnsmos_matches_speechmos_clip_by_clip(degraded):
 
     from pipeline.quality.dnsmos import Dnsmos
 
-    clips = [np.clip(soxr.resample(degraded[k], RATE, 16000), -1, 1) for k in ("clean-000", "white@0", "padded")]
+    clips = [np.clip(soxr.resample(degraded[k].audio, RATE, 16000), -1, 1) for k in ("clean-000", "white@0", "padded")]
     ours = Dnsmos(threads=1).score(clips)
     for clip, mine in zip(clips, ours, strict=True):
         ref = reference.run(clip, 16000)
@@ -199,3 +213,9 @@ def test_trim_cuts_exported_audio_to_the_speech_and_records_it():
     assert rate2 == rate and len(cut) / rate == pytest.approx(2.4, abs=1e-3)
     assert (out[0]["trim_start_s"], out[0]["trim_end_s"], out[0]["duration_s"]) == pytest.approx((0.8, 3.2, 2.4))
     assert out[1]["audio_bytes"] == buf.getvalue() and out[1]["trim_start_s"] is None  # not measured: whole
+    # The exported bytes' own hash and size, not the untrimmed audio's.
+    import hashlib
+
+    for row in out:
+        assert row["audio_sha256"] == hashlib.sha256(row["audio_bytes"]).hexdigest()
+        assert row["audio_size"] == len(row["audio_bytes"])
