@@ -27,9 +27,13 @@ TOKENS = "token_ids"  # transformers backend only
 AVG_LOGPROB = "avg_logprob"
 NO_SPEECH_PROB = "no_speech_prob"
 COMPRESSION_RATIO = "compression_ratio"
-LANGUAGE = "language"  # what a multilingual model hears
-LANGUAGE_PROB = "language_prob"
-CONFIDENCE = (AVG_LOGPROB, NO_SPEECH_PROB, COMPRESSION_RATIO, LANGUAGE, LANGUAGE_PROB)
+DETECTED_LANGUAGE = "detected_language"  # what a multilingual model hears (with its probability)
+DETECTED_LANGUAGE_PROB = "detected_language_prob"
+CONFIDENCE = (AVG_LOGPROB, NO_SPEECH_PROB, COMPRESSION_RATIO, DETECTED_LANGUAGE, DETECTED_LANGUAGE_PROB)
+# The clip's language: its locale's (Whisper's code), the language it is kept as.  Tables written before
+# detected_language existed hold the detection here, with LEGACY_LANGUAGE_PROB beside it.
+LANGUAGE = "language"
+LEGACY_LANGUAGE_PROB = "language_prob"
 # How the clip sounds (docs/curation.md "Acoustic quality").  Measured on the original samples by decode:
 CLIPPING = "clipping_ratio"
 BANDWIDTH = "bandwidth_hz"

@@ -36,8 +36,8 @@ class Transcript:
     avg_logprob: float | None = None
     no_speech_prob: float | None = None
     compression_ratio: float | None = None
-    language: str | None = None  # detected; multilingual models only
-    language_prob: float | None = None
+    detected_language: str | None = None  # what a multilingual model hears; None for an English-only one
+    detected_language_prob: float | None = None
 
     def looks_failed(self) -> bool:
         """faster-whisper's own signs of a failed decode: a repetition loop or a very unsure one."""
@@ -99,15 +99,15 @@ class BatchedWhisper:
             # Told the language, faster-whisper reports it back with p=1: ask what the model hears.
             heard, heard_p, _ = self.model.detect_language(audio)
         if not segments:
-            return Transcript(text="", language=heard)
+            return Transcript(text="", detected_language=heard)
         weights = [max(len(s.tokens), 1) for s in segments]
         return Transcript(
             text=text,
             avg_logprob=sum(s.avg_logprob * w for s, w in zip(segments, weights, strict=True)) / sum(weights),
             no_speech_prob=max(s.no_speech_prob for s in segments),
             compression_ratio=get_compression_ratio(text) if text else None,
-            language=heard,
-            language_prob=heard_p,
+            detected_language=heard,
+            detected_language_prob=heard_p,
         )
 
     def transcribe(
@@ -175,8 +175,8 @@ class BatchedWhisper:
                     avg_logprob=r.scores[0] * seq_len / (seq_len + 1),
                     no_speech_prob=r.no_speech_prob,
                     compression_ratio=get_compression_ratio(text) if text else None,
-                    language=det,
-                    language_prob=det_p,
+                    detected_language=det,
+                    detected_language_prob=det_p,
                 )
             )
         return out

@@ -27,12 +27,14 @@ from pipeline.columns import (
     CLIPPING,
     COMPRESSION_RATIO,
     CONFIDENCE,
+    DETECTED_LANGUAGE,
+    DETECTED_LANGUAGE_PROB,
     DNSMOS_OVRL,
     DURATION,
     ERROR,
     KEPT,
     LANGUAGE,
-    LANGUAGE_PROB,
+    LEGACY_LANGUAGE_PROB,
     LOCALE,
     LOUDNESS,
     NO_SPEECH_PROB,
@@ -162,20 +164,44 @@ class NoSpeech(_RowCall):
             return (p > self.prob) & (np.isnan(lp) | (lp < self.logprob)), self.code
 
 
+def clip_language(t: pa.Table, default: str | None) -> pa.Array:
+    """Per row, the language the clip is curated as: its locale's (Whisper's code), else ``default``."""
+    if LOCALE not in t.column_names:
+        return pa.array([default] * t.num_rows, pa.string())
+    return _per_value(_text(t, LOCALE), lambda loc: whisper_language(loc) or default, pa.string())
+
+
 @dataclass(frozen=True)
 class LanguageMismatch(_RowCall):
-    """A multilingual model heard, with confidence, another language than the row's locale says."""
+    """A multilingual model heard, with confidence, another language than the row's locale says, and the
+    transcript decoded in the locale's language does not agree with the prompted sentence.
+
+    Agreement is evidence of the language: a telephone-band Spanish clip read word for word may still be
+    heard as Hebrew, and detection alone would reject it.  Speech in another language forced through the
+    locale's decoder does not come out as the prompted sentence, so it is still rejected.  The bound is
+    ``agree_wer`` for languages written with spaces and ``agree_cer`` for the others (None: detection
+    alone decides)."""
 
     default: str | None
     min_prob: float
+    agree_wer: float | None = None
+    agree_cer: float | None = None
     code: str = "language_mismatch"
 
     def fails(self, t: pa.Table) -> tuple[np.ndarray, str]:
-        heard, p = _text(t, LANGUAGE), _floats(t, LANGUAGE_PROB)
-        expected = _per_value(_text(t, LOCALE), lambda loc: whisper_language(loc) or self.default, pa.string())
+        heard, p = _text(t, DETECTED_LANGUAGE), _floats(t, DETECTED_LANGUAGE_PROB)
+        expected = clip_language(t, self.default)
         with np.errstate(invalid="ignore"):
             unsure = p < self.min_prob
-        return _mask(pc.not_equal(heard, expected)) & ~unsure, self.code  # a null on either side: no mismatch
+        mismatch = _mask(pc.not_equal(heard, expected)) & ~unsure  # a null on either side: no mismatch
+        if self.agree_wer is None and self.agree_cer is None:
+            return mismatch, self.code
+        spaced = _mask(_per_value(expected, lambda lang: not unspaced(lang), pa.bool_()))
+        no = np.zeros(t.num_rows, bool)
+        with np.errstate(invalid="ignore"):  # an unmeasured WER/CER (NaN) is no evidence
+            wer_ok = _floats(t, WER) <= self.agree_wer if self.agree_wer is not None else no
+            cer_ok = _floats(t, CER) <= self.agree_cer if self.agree_cer is not None else no
+        return mismatch & ~np.where(spaced, wer_ok, cer_ok), self.code
 
 
 @dataclass(frozen=True)
@@ -288,7 +314,7 @@ def build_gates(cfg: CurationConfig, split: str | None = None) -> list[Gate]:
         Bound(AVG_LOGPROB, g.min_avg_logprob, "low_logprob", upper=False),
         Bound(DURATION, g.min_duration_s, "too_short", upper=False),
         Bound(DURATION, g.max_duration_s, "too_long"),
-        LanguageMismatch(cfg.transcriber.language, g.min_language_prob),
+        LanguageMismatch(cfg.transcriber.language, g.min_language_prob, g.language_agree_wer, g.language_agree_cer),
         *quality_gates(cfg),
         *([JudgeAtLeast(cfg.threshold_on, cfg.threshold)] if cfg.judge.enabled else []),
     ]
@@ -367,9 +393,13 @@ def decide_table(
     sentence (``_old_sentence``, when the plan gives it) or the normaliser's settings (``agreement_key``).
     """
     n = t.num_rows
+    t = _legacy_detection(t)
     quarantined = pc.is_valid(t.column(ERROR)).to_numpy(zero_copy_only=False) if ERROR in t.column_names else None
     quarantined = np.zeros(n, bool) if quarantined is None else quarantined
-    keyed = pc.is_valid(t.column("engine_key")).to_numpy(zero_copy_only=False)
+    # A release's own row (an unscored clip's) has no engine_key column at all: never scored.
+    keyed = np.zeros(n, bool)
+    if "engine_key" in t.column_names:
+        keyed = pc.is_valid(t.column("engine_key")).to_numpy(zero_copy_only=False)
     scored, unscored = ~quarantined & keyed, ~quarantined & ~keyed
     remeasure = scored & ~_mask(pc.equal(_text(t, AGREEMENT_KEY), agreement_key))
     if "_old_sentence" in t.column_names:
@@ -389,7 +419,22 @@ def decide_table(
     t = _column(t, REASONS, reasons)
     t = _column(t, KEPT, pc.and_(on, pc.equal(pc.list_value_length(reasons), 0)))
     stored = t.column(AGREEMENT_KEY) if AGREEMENT_KEY in t.column_names else pa.nulls(n, pa.string())
+    t = _column(t, LANGUAGE, clip_language(t, language))
     return _column(t, AGREEMENT_KEY, pc.if_else(on, pa.scalar(agreement_key), stored))
+
+
+def _legacy_detection(t: pa.Table) -> pa.Table:
+    """A row of a table written before ``detected_language`` held the detection in ``language`` (with
+    ``language_prob``): moved to where it belongs, so the language gate still reads it."""
+    if LEGACY_LANGUAGE_PROB not in t.column_names or LANGUAGE not in t.column_names:
+        return t
+    n = t.num_rows
+    detected = t.column(DETECTED_LANGUAGE) if DETECTED_LANGUAGE in t.column_names else pa.nulls(n, pa.string())
+    prob = t.column(DETECTED_LANGUAGE_PROB) if DETECTED_LANGUAGE_PROB in t.column_names else pa.nulls(n, pa.float64())
+    old = pc.and_(pc.is_valid(t.column(LEGACY_LANGUAGE_PROB)), pc.is_null(detected))
+    t = _column(t, DETECTED_LANGUAGE, pc.if_else(old, pc.cast(t.column(LANGUAGE), pa.string()), detected))
+    t = _column(t, DETECTED_LANGUAGE_PROB, pc.if_else(old, pc.cast(t.column(LEGACY_LANGUAGE_PROB), pa.float64()), prob))
+    return _column(t, LEGACY_LANGUAGE_PROB, pa.nulls(n, t.schema.field(LEGACY_LANGUAGE_PROB).type))
 
 
 def _column(t: pa.Table, name: str, values) -> pa.Table:
@@ -419,12 +464,13 @@ def apply_gates(
     ok = pa.array(healthy)
     reasons = pc.if_else(ok, reasons_of(measured, gates), pa.array([[]] * batch.num_rows, pa.list_(pa.string())))
     null = pa.nulls(batch.num_rows, pa.float64())
-    return (
+    out = (
         batch.append_column(WER, pc.if_else(ok, wer, null))
         .append_column(CER, pc.if_else(ok, cer, null))
         .append_column(REASONS, reasons)
         .append_column(KEPT, pc.and_(ok, pc.equal(pc.list_value_length(reasons), 0)))
     )
+    return _column(out, LANGUAGE, clip_language(batch, language))
 
 
 def reason_counts(reasons: Iterable[list[str] | None]) -> dict[str, int]:
@@ -437,7 +483,7 @@ def stage(cfg: CurationConfig, split: str | None = None) -> Stage:
     return Stage(
         NAME,
         reads=(ERROR, TRANSCRIPT, DURATION, SCORE, SCORE_EXPECTED, *CONFIDENCE),
-        writes=(WER, CER, KEPT, REASONS),
+        writes=(WER, CER, KEPT, REASONS, LANGUAGE),
         call=functools.partial(
             apply_gates,
             gates=build_gates(cfg, split),

@@ -20,11 +20,11 @@ from pipeline.columns import (
     AVG_LOGPROB,
     COMPRESSION_RATIO,
     CONFIDENCE,
+    DETECTED_LANGUAGE,
+    DETECTED_LANGUAGE_PROB,
     DURATION,
     ERROR,
     FEATURES,
-    LANGUAGE,
-    LANGUAGE_PROB,
     LOCALE,
     NO_SPEECH_PROB,
     STAGE,
@@ -46,6 +46,10 @@ GENERATE_STAGE = "generate"
 WHISPER_WINDOW_S = 30.0
 
 
+# What the transformers decoder measures on the GPU; the token decoder adds the compression ratio.
+DECODER_CONFIDENCE = (AVG_LOGPROB, NO_SPEECH_PROB, DETECTED_LANGUAGE, DETECTED_LANGUAGE_PROB)
+
+
 def _set_errors(batch: pa.Table, errors: list[str | None], stages: list[str | None]) -> pa.Table:
     batch = batch.set_column(batch.schema.get_field_index(ERROR), ERROR, pa.array(errors, pa.string()))
     return batch.set_column(batch.schema.get_field_index(STAGE), STAGE, pa.array(stages, pa.string()))
@@ -62,7 +66,7 @@ def _finish(
     drop = [c for c in (ARR, FEATURES, TOKENS, *CONFIDENCE) if c in batch.schema.names]
     batch = batch.drop_columns(drop).append_column(TRANSCRIPT, pa.array([t.text for t in transcripts], pa.string()))
     for col in CONFIDENCE:
-        typ = pa.string() if col == LANGUAGE else pa.float64()
+        typ = pa.string() if col == DETECTED_LANGUAGE else pa.float64()
         batch = batch.append_column(col, pa.array([getattr(t, col) for t in transcripts], typ))
     return batch
 
@@ -248,7 +252,7 @@ class HFWhisperTranscriber:
         langs = row_languages(batch, self.cfg)
         todo = [i for i, e in enumerate(errors) if not e]
         tokens: list[list[int]] = [[] for _ in errors]
-        conf = {c: [None] * len(errors) for c in (AVG_LOGPROB, NO_SPEECH_PROB, LANGUAGE, LANGUAGE_PROB)}
+        conf = {c: [None] * len(errors) for c in DECODER_CONFIDENCE}
         if todo:
             feats = batch.column(FEATURES).take(pa.array(todo))
             flat = np.stack([f.values.to_numpy(zero_copy_only=False) for f in feats])
@@ -283,11 +287,12 @@ class HFWhisperTranscriber:
                     ids = list(self.lang_tokens.values())
                     p = probs[j, ids]
                     best = int(p.argmax())
-                    conf[LANGUAGE][i] = list(self.lang_tokens)[best]
-                    conf[LANGUAGE_PROB][i] = float(p[best] / p.sum())
+                    conf[DETECTED_LANGUAGE][i] = list(self.lang_tokens)[best]
+                    conf[DETECTED_LANGUAGE_PROB][i] = float(p[best] / p.sum())
         batch = batch.drop_columns([FEATURES]).append_column(TOKENS, pa.array(tokens, type=pa.list_(pa.int32())))
         for col, values in conf.items():
-            batch = batch.append_column(col, pa.array(values, pa.string() if col == LANGUAGE else pa.float64()))
+            typ = pa.string() if col == DETECTED_LANGUAGE else pa.float64()
+            batch = batch.append_column(col, pa.array(values, typ))
         return batch
 
 
@@ -306,7 +311,7 @@ class WhisperTokenDecoder:
         stages = batch.column(STAGE).to_pylist()
         token_ids = batch.column(TOKENS).to_pylist()
         texts = [t.strip() for t in self.processor.batch_decode(token_ids, skip_special_tokens=True)]
-        conf = {c: batch.column(c).to_pylist() for c in (AVG_LOGPROB, NO_SPEECH_PROB, LANGUAGE, LANGUAGE_PROB)}
+        conf = {c: batch.column(c).to_pylist() for c in DECODER_CONFIDENCE}
         out = [
             Transcript(
                 text="" if errors[i] else t,
@@ -355,14 +360,14 @@ def stages(cfg: CurationConfig, model_path: str) -> list[Stage]:
         Stage(
             GENERATE_STAGE,
             reads=(FEATURES, ERROR),
-            writes=(TOKENS, AVG_LOGPROB, NO_SPEECH_PROB, LANGUAGE, LANGUAGE_PROB),
+            writes=(TOKENS, *DECODER_CONFIDENCE),
             drops=(FEATURES,),
             call=HFWhisperTranscriber,
             **engine,
         ),
         Stage(
             NAME,
-            reads=(TOKENS, ERROR, STAGE, AVG_LOGPROB, NO_SPEECH_PROB, LANGUAGE, LANGUAGE_PROB),
+            reads=(TOKENS, ERROR, STAGE, *DECODER_CONFIDENCE),
             writes=(TRANSCRIPT, COMPRESSION_RATIO),
             drops=(TOKENS,),
             call=WhisperTokenDecoder,

@@ -19,12 +19,13 @@ from pipeline.columns import (
     AVG_LOGPROB,
     CER,
     COMPRESSION_RATIO,
+    DETECTED_LANGUAGE,
+    DETECTED_LANGUAGE_PROB,
     DURATION,
     ERROR,
     ID,
     KEPT,
     LANGUAGE,
-    LANGUAGE_PROB,
     NO_SPEECH_PROB,
     QUALITY,
     REASONS,
@@ -72,8 +73,9 @@ RESULT_FIELDS = [
     pa.field(AVG_LOGPROB, pa.float64()),
     pa.field(NO_SPEECH_PROB, pa.float64()),
     pa.field(COMPRESSION_RATIO, pa.float64()),
-    pa.field(LANGUAGE, pa.string()),
-    pa.field(LANGUAGE_PROB, pa.float64()),
+    pa.field(LANGUAGE, pa.string()),  # the language it is curated as: its locale's
+    pa.field(DETECTED_LANGUAGE, pa.string()),  # what a multilingual Whisper heard (the language gate)
+    pa.field(DETECTED_LANGUAGE_PROB, pa.float64()),
     *(pa.field(name, pa.float64()) for name in QUALITY),  # how it sounds (docs/curation.md "Acoustic quality")
     pa.field(KEPT, pa.bool_()),
     pa.field(REASONS, pa.list_(pa.string())),

@@ -186,7 +186,8 @@ def test_gates_keep_bad_clips_out_and_say_why(curated):
         # Every judged row carries agreement and Whisper's own confidence; every rejected row its reasons.
         assert None not in (r["wer"], r["cer"], r["avg_logprob"], r["no_speech_prob"], r["compression_ratio"]), r
         assert r["kept"] == (not r["reasons"])
-        assert r["language"] is None  # tiny.en is English-only: it reports no language
+        assert r["detected_language"] is None  # tiny.en is English-only: it detects no language
+        assert r["language"] == "en"
     counted: dict[str, int] = {}
     for r in scored.values():
         for code in r["reasons"]:

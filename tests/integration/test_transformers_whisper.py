@@ -160,7 +160,7 @@ def test_confidence_equals_generate_scores(tmp_path, sample_table, which):
     import torch
 
     from bench.gpu_check import TINY, build_model
-    from pipeline.columns import AVG_LOGPROB, FEATURES, LANGUAGE, LOCALE, NO_SPEECH_PROB, TOKENS
+    from pipeline.columns import AVG_LOGPROB, DETECTED_LANGUAGE, FEATURES, LOCALE, NO_SPEECH_PROB, TOKENS
     from pipeline.models import resolve_model
     from pipeline.stages.transcribe import HFWhisperTranscriber, WhisperFeatures
 
@@ -189,4 +189,4 @@ def test_confidence_equals_generate_scores(tmp_path, sample_table, which):
         lang_ids = stage.model.generation_config.lang_to_id
         prompts = [toks[1] for toks in got.column(TOKENS).to_pylist()]
         assert prompts == [lang_ids[f"<|{loc}|>"] for loc in locales]
-        assert all(lang is not None for lang in got.column(LANGUAGE).to_pylist())
+        assert all(lang is not None for lang in got.column(DETECTED_LANGUAGE).to_pylist())

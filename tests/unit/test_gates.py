@@ -6,7 +6,14 @@ import pyarrow as pa
 import pytest
 
 from pipeline.config import build_config
-from pipeline.stages.gates import LanguageMismatch, apply_gates, build_gates, judge_gates, reason_counts
+from pipeline.stages.gates import (
+    LanguageMismatch,
+    apply_gates,
+    build_gates,
+    decide_table,
+    judge_gates,
+    reason_counts,
+)
 
 GOOD = {
     "transcription": "Plants use sunlight to turn water into sugar.",
@@ -17,8 +24,8 @@ GOOD = {
     "avg_logprob": -0.2,
     "no_speech_prob": 0.01,
     "compression_ratio": 1.2,
-    "language": None,
-    "language_prob": None,
+    "detected_language": None,
+    "detected_language_prob": None,
     "error": None,
     "stage": None,
 }
@@ -75,11 +82,58 @@ def test_the_judge_gate_follows_threshold_on():
 
 def test_language_mismatch_only_when_the_model_is_sure():
     gate = LanguageMismatch(default="en", min_prob=0.5)
-    assert gate({"locale": "pt", "language": "pt", "language_prob": 0.9}) == (True, None)
-    assert gate({"locale": "pt", "language": "es", "language_prob": 0.8}) == (False, "language_mismatch")
-    assert gate({"locale": "pt", "language": "es", "language_prob": 0.3}) == (True, None)
-    assert gate({"locale": "zh-CN", "language": "zh", "language_prob": 0.99}) == (True, None)
-    assert gate({"language": None}) == (True, None)  # an English-only model reports no language
+    heard = lambda lang, p, **row: gate({"detected_language": lang, "detected_language_prob": p, **row})  # noqa: E731
+    assert heard("pt", 0.9, locale="pt") == (True, None)
+    assert heard("es", 0.8, locale="pt") == (False, "language_mismatch")
+    assert heard("es", 0.3, locale="pt") == (True, None)
+    assert heard("zh", 0.99, locale="zh-CN") == (True, None)
+    assert gate({"detected_language": None}) == (True, None)  # an English-only model reports no language
+
+
+def test_a_transcript_that_agrees_with_its_sentence_outweighs_detection():
+    """Telephone-band Spanish read word for word, heard as Hebrew: kept; English speech forced through the
+    Spanish decoder agrees with nothing: still rejected (#33)."""
+    gate = LanguageMismatch(default="en", min_prob=0.5, agree_wer=0.5, agree_cer=0.35)
+    row = {"locale": "es", "detected_language": "he", "detected_language_prob": 0.63}
+    assert gate({**row, "wer": 0.0}) == (True, None)
+    assert gate({**row, "wer": 0.5}) == (True, None)
+    assert gate({**row, "wer": 0.9}) == (False, "language_mismatch")
+    assert gate({**row, "wer": None}) == (False, "language_mismatch")  # no sentence: no evidence
+    english = {"locale": "es", "detected_language": "en", "detected_language_prob": 0.97, "wer": 1.0}
+    assert gate(english) == (False, "language_mismatch")
+    # Scripts without spaces weigh CER.
+    zh = {"locale": "zh-CN", "detected_language": "ja", "detected_language_prob": 0.7, "wer": 1.0}
+    assert gate({**zh, "cer": 0.2}) == (True, None) and gate({**zh, "cer": 0.6}) == (False, "language_mismatch")
+    # The config turns it on by default; null brings back detection alone.
+    on = [g for g in build_gates(build_config()) if isinstance(g, LanguageMismatch)]
+    assert on[0]({**row, "wer": 0.1}) == (True, None)
+    off = build_config(overrides=["gates.language_agree_wer=null", "gates.language_agree_cer=null"])
+    alone = [g for g in build_gates(off) if isinstance(g, LanguageMismatch)]
+    assert alone[0]({**row, "wer": 0.1}) == (False, "language_mismatch")
+
+
+def test_a_kept_clip_s_language_is_its_locale_s_and_detection_has_its_own_column():
+    t = pa.Table.from_pylist(
+        [{**GOOD, "locale": "es", "sentence": "hola amigo", "transcription": "hola amigo",
+          "detected_language": "he", "detected_language_prob": 0.63}]
+    )  # fmt: skip
+    (out,) = apply_gates(t, build_gates(build_config()), language="en").to_pylist()
+    assert out["kept"] is True and out["language"] == "es" and out["detected_language"] == "he"
+
+
+def test_a_table_row_written_before_detected_language_keeps_its_detection():
+    """Older tables held the detection in ``language``/``language_prob``: deciding such a row again moves it
+    to ``detected_language`` and still gates on it."""
+    cfg = build_config()
+    legacy = {**GOOD, "id": "a", "locale": "pt", "engine_key": "k", "language": "es", "language_prob": 0.9,
+              "transcription": "something else entirely", "sentence": "Plants use sunlight."}  # fmt: skip
+    legacy.pop("detected_language")
+    legacy.pop("detected_language_prob")
+    out = decide_table(
+        pa.Table.from_pylist([legacy]), build_gates(cfg), [], language="en", fold_diacritics=False, agreement_key="a"
+    ).to_pylist()[0]
+    assert (out["detected_language"], out["detected_language_prob"], out["language_prob"]) == ("es", 0.9, None)
+    assert out["language"] == "pt" and "language_mismatch" in out["reasons"]
 
 
 def test_gates_can_be_turned_off():
