@@ -46,7 +46,7 @@ def backfill_command(args) -> int:
 
     try:  # checked before any flow run exists: a bad config is the caller's to fix, not a run to retry
         refuse_secrets(overrides=args.overrides, where="curate backfill")
-        build_config(args.profile, file=args.config, overrides=args.overrides)
+        refuse_secrets(build_config(args.profile, file=args.config, overrides=args.overrides), where="curate backfill")
     except ValueError as exc:  # SecretInConfigError included; the message names keys, never values
         print(f"curate: error: {exc}", file=sys.stderr)
         return 2

@@ -78,7 +78,9 @@ def test_a_planted_secret_is_nowhere_it_could_leak(tmp_path, sample_table, prefe
         # run fails on its config, and its state message and logs name the key, not the value.
         bad_log = tmp_path / "bad-config-flow.log"
         bad = start_flow({"source": str(src), "output_root": str(out), "config_file": str(profiles)}, env, bad_log)
-        assert bad.wait(timeout=600) != 0, bad_log.read_text()[-3000:]
+        assert bad.wait(timeout=600) == 0, bad_log.read_text()[-3000:]  # the child ran; its flow run failed
+        failed = flow_result(bad_log)
+        assert not failed["completed"] and "invalid config: profiles" in failed["message"], failed
         assert "invalid config: profiles" in bad_log.read_text(), bad_log.read_text()[-3000:]
 
         seen: set[str] = set()
