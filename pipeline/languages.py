@@ -112,10 +112,6 @@ def is_multilingual(model_path: str) -> bool:
     raise ValueError(f"{model_path}: cannot tell whether this Whisper model is multilingual (no config/vocabulary)")
 
 
-def locale_name(locale: str) -> str:
-    return COMMON_VOICE_LOCALES.get(locale, locale)
-
-
 def language_check(locale: str | None) -> LanguageCheck:
     """``whisper`` when Whisper knows the locale's language (it is told it, and a mismatch is gated);
     ``unsupported`` when it does not (the agreement gates decide alone)."""

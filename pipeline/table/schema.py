@@ -8,7 +8,6 @@ from (run, models, code).  Its audio is in the audio table, joined on ``audio_sh
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
 
 import pyarrow as pa
 
@@ -131,10 +130,6 @@ def conform(table: pa.Table, schema: pa.Schema) -> pa.Table:
         for f in schema
     ]
     return pa.Table.from_arrays(cols, schema=schema)
-
-
-def releases_to_json(entries: Iterable[dict] | None) -> str:
-    return json.dumps(list(entries or []), separators=(",", ":"))
 
 
 def releases_from_json(values: list[str | None]) -> pa.Array:
