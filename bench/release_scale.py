@@ -80,7 +80,7 @@ class Seeded:
     split: np.ndarray
 
 
-def seed_table(output: Path, n: int, overrides: list[str], rng: np.random.Generator, rows_per_file: int = 50_000):
+def seed_table(output: Path, n: int, overrides: list[str], rng: np.random.Generator, rows_per_file: int = 250_000):
     """N scored rows of release N in ``output``'s clips table, through the product's writer (one snapshot)."""
     from pipeline.config import build_config
     from pipeline.run import locale_setups, resolve_models

@@ -274,7 +274,7 @@ class TableConfig(_Section):
     locale: str | None = None
     # Rows per data file the workers write (one file per write call), and what compaction aims for.
     rows_per_file: int = Field(default=2000, ge=1)
-    target_file_mb: int = Field(default=16, ge=1)
+    target_file_mb: int = Field(default=128, ge=1)
     # Compact a table once this many of its data files are under half the target size.
     compact_min_files: int = Field(default=16, ge=2)
     # Snapshots (and the run tags on them) older than this are expired; their data files go with them.

@@ -29,14 +29,12 @@ if TYPE_CHECKING:
 # What an output root of ours holds; anything else means it is not one.
 ROOT_ENTRIES = frozenset({"catalog.db", "warehouse", "_logs"})
 # Our own commit loop re-plans on a conflict (see commit.py); pyiceberg's retry would replay a stale plan.
-# A data file is cut every 16 MiB of Arrow data (about 50,000 clips, 3 MiB of Parquet): pyiceberg's
-# default, 512 MiB, is what a streamed write holds in memory, and an upsert rewrites every file holding
-# one of its ids, so a 2,000,000-clip table in 40 files rewrites 1 for a night's 1,000 newest ids
-# (bench/release_scale.py).  A Parquet row group every 64k rows: a reader decodes a bounded piece at once.
+# A data file is cut every 128 MiB of Arrow data (pyiceberg's default, 512 MiB, is what a streamed write
+# holds in memory), and a Parquet row group every 64k rows, so a reader decodes a bounded piece at once.
 TABLE_PROPERTIES = {
     "commit.retry.num-retries": "0",
     "format-version": "2",
-    "write.target-file-size-bytes": str(16 << 20),
+    "write.target-file-size-bytes": str(128 << 20),
     "write.parquet.row-group-limit": "65536",
 }
 
