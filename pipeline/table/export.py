@@ -53,6 +53,9 @@ from pipeline.table.workspace import Workspace, quote
 
 Format = Literal["parquet", "hf", "nemo", "webdataset"]
 ROWS_PER_FILE = 2000
+# The export streams: its sorts and joins spill past this, so the process stays under 1 GiB at 2M rows
+# (bench/export_scale.py; with the plan's 768 MB it peaked at 1.1-1.3 GiB).
+EXPORT_MEMORY_MB = 384
 
 
 @dataclass
@@ -298,7 +301,7 @@ def export(
     counts: dict[str, int] = {}
     q = cfg.quality
     try:
-        with Workspace(cfg.table.plan_memory_mb) as ws:
+        with Workspace(min(cfg.table.plan_memory_mb, EXPORT_MEMORY_MB)) as ws:
             load_view(ws, clips, snapshot, release, split)
 
             def curated() -> Iterator[pa.Table]:
