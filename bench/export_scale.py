@@ -13,8 +13,6 @@ Results: ``bench/results/export-scale-<utc>.json``.
 from __future__ import annotations
 
 import argparse
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -23,7 +21,7 @@ import numpy as np
 import pyarrow as pa
 
 from bench.common import write_results
-from bench.release_scale import REPO, _hwm, seed_table
+from bench.release_scale import run_curate, seed_table
 from pipeline.hardware import cpu_flags
 
 STUB = b"ID3" + bytes(61)
@@ -63,21 +61,11 @@ def seed_audio(output: Path, rows_per_file: int = 200_000) -> int:
 
 
 def export_once(output: Path, fmt: str, dest: Path, log: Path) -> dict:
-    cmd = [sys.executable, "-m", "pipeline.cli", "export", "--output", str(output), "--format", fmt, "--to", str(dest)]
-    t0 = time.perf_counter()
-    with open(log, "w") as out:
-        proc = subprocess.Popen(cmd, cwd=REPO, stdout=out, stderr=subprocess.STDOUT)
-        peak = 0
-        while proc.poll() is None:
-            peak = max(peak, _hwm(proc.pid))
-            time.sleep(0.2)
-    text = log.read_text()
-    if proc.returncode != 0:
-        raise RuntimeError(f"curate export failed ({proc.returncode}): {text[-3000:]}")
+    wall, peak, text = run_curate(["export", "--output", str(output), "--format", fmt, "--to", str(dest)], log)
     size = sum(p.stat().st_size for p in dest.rglob("*") if p.is_file())
     return {
         "format": fmt,
-        "wall_s": round(time.perf_counter() - t0, 1),
+        "wall_s": round(wall, 1),
         "peak_rss_mib": round(peak / 2**20),
         "bytes_out": size,
         "said": text.strip().splitlines()[-1],

@@ -316,14 +316,12 @@ def _hwm(pid: int) -> int:
     return 0
 
 
-def run_cli(args: list[str], log: Path) -> dict:
-    """``curate run ARGS`` in a fresh process; its RunResult, wall time and peak RSS (the driver's)."""
-    from pipeline.cli import RESULT_MARK
-
-    cmd = [sys.executable, "-m", "pipeline.cli", "run", *args, "--emit-result"]
+def run_curate(args: list[str], log: Path) -> tuple[float, int, str]:
+    """``curate ARGS`` in a fresh process: its wall time, peak RSS (polled ``VmHWM``) and output."""
     t0 = time.perf_counter()
     with open(log, "w") as out:
-        proc = subprocess.Popen(cmd, cwd=REPO, stdout=out, stderr=subprocess.STDOUT)
+        proc = subprocess.Popen([sys.executable, "-m", "pipeline.cli", *args], cwd=REPO, stdout=out,
+                                stderr=subprocess.STDOUT)  # fmt: skip
         peak = 0
         while proc.poll() is None:
             peak = max(peak, _hwm(proc.pid))
@@ -331,7 +329,15 @@ def run_cli(args: list[str], log: Path) -> dict:
     wall = time.perf_counter() - t0
     text = log.read_text()
     if proc.returncode != 0:
-        raise RuntimeError(f"curate run failed ({proc.returncode}): {text[-3000:]}")
+        raise RuntimeError(f"curate {args[0]} failed ({proc.returncode}): {text[-3000:]}")
+    return wall, peak, text
+
+
+def run_cli(args: list[str], log: Path) -> dict:
+    """``curate run ARGS`` in a fresh process; its RunResult, wall time and peak RSS (the driver's)."""
+    from pipeline.cli import RESULT_MARK
+
+    wall, peak, text = run_curate(["run", *args, "--emit-result"], log)
     line = next(ln for ln in reversed(text.splitlines()) if ln.startswith(RESULT_MARK))
     return {"wall_s": wall, "peak_rss_bytes": peak, "result": json.loads(line[len(RESULT_MARK) + 1 :])}
 
