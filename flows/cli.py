@@ -45,8 +45,8 @@ def backfill_command(args) -> int:
     from pipeline.table.catalog import TableError
 
     try:  # checked before any flow run exists: a bad config is the caller's to fix, not a run to retry
-        refuse_secrets(overrides=args.overrides, where="curate backfill")
-        refuse_secrets(build_config(args.profile, file=args.config, overrides=args.overrides), where="curate backfill")
+        cfg = build_config(args.profile, file=args.config, overrides=args.overrides)
+        refuse_secrets(cfg, overrides=args.overrides, where="curate backfill")
     except ValueError as exc:  # SecretInConfigError included; the message names keys, never values
         print(f"curate: error: {exc}", file=sys.stderr)
         return 2

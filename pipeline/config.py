@@ -438,7 +438,8 @@ def secret_settings(cfg: CurationConfig) -> list[str]:
 
 def refuse_secrets(cfg: CurationConfig | None = None, overrides: list[str] | None = None, where: str = "") -> None:
     """The one rule every entry point applies: no secret-looking setting goes any further."""
-    found = secret_overrides(overrides) + (secret_settings(cfg) if cfg is not None else [])
+    # An override and the config built from it name the same key: each once.
+    found = list(dict.fromkeys(secret_overrides(overrides) + (secret_settings(cfg) if cfg is not None else [])))
     if found:
         raise SecretInConfigError(f"{where + ': ' if where else ''}refused {', '.join(found)}: {SECRET_ADVICE}")
 
