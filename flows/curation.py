@@ -8,6 +8,7 @@ import hashlib
 import time
 from datetime import UTC, datetime
 from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from prefect import flow, get_run_logger, task, unmapped
 from prefect.artifacts import (
@@ -41,29 +42,61 @@ def source_label(source: str, dataset: str) -> str:
     return dataset
 
 
-def is_night() -> bool:
-    """Whether this run is a night: created by its deployment's schedule (its root run, for a subflow).  A
-    custom run from the UI, ``prefect deployment run`` or the CLI is manual."""
+def _root_run():
+    """This run's root flow run as the API has it (the run itself unless it is a subflow), or None."""
     from prefect import get_client
 
     run_id = flow_run.get_root_flow_run_id() or flow_run.get_id()
     if not run_id:
-        return False
+        return None
     try:
         with get_client(sync_client=True) as client:
-            return bool(client.read_flow_run(run_id).auto_scheduled)
-    except Exception:  # no API to ask: not a scheduled run
-        return False
+            return client.read_flow_run(run_id)
+    except Exception:  # no API to ask
+        return None
+
+
+def is_night() -> bool:
+    """Whether this run is a night: created by its deployment's schedule (its root run, for a subflow).  A
+    custom run from the UI, ``prefect deployment run`` or the CLI is manual."""
+    root = _root_run()
+    return bool(root and root.auto_scheduled)
+
+
+def night_of(scheduled: datetime, timezone: str | None) -> str:
+    """The night a scheduled run belongs to, as its deployment's schedule sees it: 23:30 in New York is
+    that day's night there, although it is the next day in UTC."""
+    try:
+        zone = ZoneInfo(timezone) if timezone else UTC
+    except (ZoneInfoNotFoundError, ValueError):
+        zone = UTC
+    return f"{scheduled.astimezone(zone):%Y-%m-%d}"
+
+
+def _schedule_timezone(root) -> str | None:
+    """The timezone of the schedule that created ``root``, read from its deployment."""
+    from prefect import get_client
+
+    if root is None or not root.deployment_id:
+        return None
+    try:
+        with get_client(sync_client=True) as client:
+            schedules = client.read_deployment(root.deployment_id).schedules or []
+    except Exception:
+        return None
+    zones = [getattr(s.schedule, "timezone", None) for s in schedules]
+    return next((z for z in zones if z), None)
 
 
 def run_name() -> str:
-    """``validated-en-2026-12-02``: what was curated, and the night it was scheduled for; a manual run says
-    so and when it started: ``validated-en-manual-2026-12-04-1530``."""
+    """``validated-en-2026-12-02``: what was curated, and the night it was scheduled for (in the schedule's
+    timezone); a manual run says so and when it started: ``validated-en-manual-2026-12-04-1530``."""
     p = flow_run.parameters
     what = source_label(p["source"], p.get("dataset") or "dataset")
     base = f"{slug(p.get('split') or 'validated')}-{slug(what)}"
-    if is_night():
-        return f"{base}-{flow_run.scheduled_start_time:%Y-%m-%d}"
+    root = _root_run()
+    if root and root.auto_scheduled:
+        return f"{base}-{night_of(flow_run.scheduled_start_time, _schedule_timezone(root))}"
     return f"{base}-manual-{datetime.now(UTC):%Y-%m-%d-%H%M}"
 
 
