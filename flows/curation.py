@@ -25,6 +25,7 @@ from prefect.task_runners import ThreadPoolTaskRunner
 from pipeline import report
 from pipeline.config import CurationConfig, Profile, build_config, refuse_secrets
 from pipeline.io.cv_release import parse_tarball_name
+from pipeline.launch import runs_in_cluster
 from pipeline.releases import is_release_name
 from pipeline.shards import ShardSpec, plan_shards, slug
 from tasks.credentials import apply_credentials_block
@@ -177,7 +178,7 @@ def run_shards(
     # In-cluster shards have no child process for a watchdog to stop, so Prefect's own timeout bounds
     # them.  The other launchers stop their child or job themselves (Prefect cannot interrupt a task
     # blocked in a worker thread, and says so in every run's log when asked to).
-    limit = cfg.shard_timeout_s if cfg.ray_address == "auto" else None
+    limit = cfg.shard_timeout_s if runs_in_cluster(cfg.ray_address) else None
     shard_task = curate_shard.with_options(timeout_seconds=limit)
     futures = shard_task.map(
         specs, cfg=unmapped(cfg), force=unmapped(force), credentials_block=unmapped(credentials_block)
@@ -368,7 +369,7 @@ def curate_dataset(
     with concurrency(lock, occupy=1, strict=True, raise_on_lease_renewal_failure=False):
         # Decided from the built config, like the launcher and the timeout: ray_address=auto given as a
         # parameter or as an override (config_overrides=["ray_address=auto"]) runs the same way.
-        if cfg.ray_address == "auto":
+        if runs_in_cluster(cfg.ray_address):
             from prefect_ray import RayTaskRunner
 
             results = run_shards_on_ray.with_options(task_runner=RayTaskRunner(address="auto"))(

@@ -18,9 +18,10 @@ from prefect.tasks import exponential_backoff
 from pydantic import BaseModel
 
 from pipeline.config import CurationConfig
+from pipeline.launch import InClusterLauncher, ShardRefused, launcher_for
 from pipeline.manifest import RunResult
 from pipeline.shards import ShardSpec
-from tasks.launchers import ShardRefused, launcher_for
+from tasks.credentials import apply_credentials_block
 
 
 class ShardOutcome(BaseModel):
@@ -75,9 +76,12 @@ def curate_shard(
         _attempt(),
         run_id,
     )
-    result = launcher_for(cfg.ray_address).launch(
-        spec, cfg, log, run_id=run_id, force=force, credentials_block=credentials_block
-    )
+    launcher = launcher_for(cfg.ray_address)
+    if credentials_block and isinstance(launcher, InClusterLauncher):
+        # This task is a Ray task on a cluster node: the flow process's environment is not here, so the
+        # block is read again, into this worker's environment only.  A child or a Ray Job has its own.
+        log.info("credentials from Secret block %r: %s", credentials_block, apply_credentials_block(credentials_block))
+    result = launcher.launch(spec, cfg, log, run_id=run_id, force=force)
     for r in result.locales:
         if r.nothing_to_do:
             log.info("%s: nothing to do in %s: every input already applied", spec.shard_id, r.table)

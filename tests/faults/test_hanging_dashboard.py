@@ -11,8 +11,8 @@ import time
 import pytest
 
 from pipeline.config import build_config
+from pipeline.launch import RayJobLauncher, RayJobUnreachable
 from pipeline.shards import plan_shards
-from tasks.launchers import RayJobLauncher, RayJobUnreachable
 
 pytestmark = pytest.mark.slow
 

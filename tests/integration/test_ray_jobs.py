@@ -92,8 +92,9 @@ def test_a_job_the_cluster_cannot_place_times_out_and_is_stopped(tmp_path, sampl
     from ray.job_submission import JobStatus, JobSubmissionClient
 
     from pipeline.config import build_config
+    from pipeline.launch import JobTimedOut, RayJobLauncher
+    from pipeline.launch.ray_jobs import submit_or_find
     from pipeline.shards import plan_shards
-    from tasks.launchers import JobTimedOut, RayJobLauncher, submit_or_find
 
     src = tmp_path / "in"
     (path,) = split_sample(sample_table, src, parts=1, rows_each=2)

@@ -12,8 +12,8 @@ import psutil
 import pytest
 
 from pipeline.config import build_config
+from pipeline.launch import ChildProcessLauncher, ShardTimedOut
 from pipeline.shards import plan_shards
-from tasks.launchers import ChildProcessLauncher, ShardTimedOut
 from tests.integration.conftest import split_sample
 
 pytestmark = pytest.mark.slow

@@ -52,7 +52,7 @@ def test_unreachable_ray_cluster_is_a_clear_failure(tmp_path):
     (spec,) = plan_shards([str(tmp_path / "in.parquet")], str(tmp_path / "out"), "dev")
     import logging
 
-    from tasks.launchers import RayJobLauncher, launcher_for
+    from pipeline.launch import RayJobLauncher, launcher_for
 
     address = f"http://127.0.0.1:{free_port()}"
     assert launcher_for(address) == RayJobLauncher(address)

@@ -8,10 +8,10 @@ import pytest
 
 from pipeline.config import build_config
 from pipeline.dag import Models, check_curation, curation_stages
+from pipeline.launch import ChildProcessLauncher, InClusterLauncher, RayJobLauncher, launcher_for
 from pipeline.manifest import Counts, LocaleResult, RunResult, Tally, combine
 from pipeline.models import ResolvedModel
 from pipeline.stage import READ, WRITE, ColumnContractError, Stage, check_stages
-from tasks.launchers import ChildProcessLauncher, InClusterLauncher, RayJobLauncher, launcher_for
 
 # Building the stages loads nothing: models load in the actors' setup, the judge's engine when added.
 MODELS = Models(ResolvedModel("w", "/models/w", "r1"), ResolvedModel("j", "/models/j", "r1"))
