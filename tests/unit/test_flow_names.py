@@ -2,7 +2,7 @@
 
 from datetime import UTC, datetime
 
-from flows.curation import night_of, source_label
+from flows.publish import night_of, source_label
 
 
 def test_a_night_is_named_for_the_schedules_local_date():
