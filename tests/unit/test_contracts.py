@@ -141,7 +141,7 @@ def test_one_place_picks_the_launcher():
 def test_the_commit_checks_ids_not_just_counts():
     from collections import Counter
 
-    from pipeline.run import RowAccountingError, check_ids
+    from pipeline.run.engines import RowAccountingError, check_ids
 
     inp = Counter({"a": 1, "b": 1, "c": 1})
     check_ids(inp, Counter({"a": 1, "b": 1, "c": 1}))

@@ -1,0 +1,136 @@
+"""The engines step: the DAG (Whisper, the judge, the gates) on the plan's clips that need it, written as
+uncommitted data files, with every id checked to come out exactly once."""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from dataclasses import dataclass, field
+from datetime import datetime
+
+import pyarrow as pa
+from ray.data import DataContext
+
+from pipeline.columns import ID, KEPT
+from pipeline.dag import build_curation_dataset, curation_stages
+from pipeline.io.cv_view import releases_json
+from pipeline.io.inputs import VIEW_ONLY
+from pipeline.io.table_sink import SAMPLE_CAP, TableSink
+from pipeline.manifest import Tally
+from pipeline.progress import ConsoleProgress, start_counter, stop_counter
+from pipeline.ray_init import ensure_ray
+from pipeline.run.context import RunContext
+from pipeline.run.tables import Tables
+from pipeline.shards import agreement_key, engine_key
+from pipeline.table import commit as commits
+from pipeline.table.plan import TablePlan
+from pipeline.version import code_version
+
+log = logging.getLogger("pipeline")
+
+
+class RowAccountingError(RuntimeError):
+    """Rows out did not equal rows in: something was lost or duplicated."""
+
+
+def check_ids(expected: Counter, written: Counter) -> None:
+    """Every id that went to the engines came out exactly once: none lost, none doubled."""
+    if expected != written:
+        lost, extra = expected - written, written - expected
+        raise RowAccountingError(
+            f"ids out differ from ids in: {sum(lost.values())} lost (e.g. {list(lost)[:5]}), "
+            f"{sum(extra.values())} extra (e.g. {list(extra)[:5]})"
+        )
+
+
+@dataclass
+class Written:
+    """Data files a run wrote, not yet committed, and what they hold."""
+
+    clips: list = field(default_factory=list)
+    audio: list = field(default_factory=list)
+    ids: list = field(default_factory=list)  # arrays of the ids written
+    tallies: list = field(default_factory=list)
+    rejected: list = field(default_factory=list)
+    changes: Counter = field(default_factory=Counter)
+
+    def all_ids(self) -> pa.ChunkedArray:
+        return pa.chunked_array([pa.array(i, pa.string()) if isinstance(i, list) else i.cast(pa.string())
+                                 for i in self.ids], pa.string())  # fmt: skip
+
+
+def run_engines(ctx: RunContext, plan: TablePlan, tables: Tables, now: datetime, out: Written) -> None:
+    """Whisper and the judge on the plan's engine rows; their uncommitted files, ids and tally into ``out``."""
+    cfg = ctx.cfg
+    rows = releases_json(plan.engine).drop_columns(["releases"])
+    columns = [c for c in rows.column_names if c not in VIEW_ONLY]
+    ensure_ray(cfg)
+    constants = {
+        "engine_key": engine_key(cfg, ctx.models),
+        "agreement_key": agreement_key(cfg),
+        "processed_run": ctx.run_id,
+        "updated_run": ctx.run_id,
+        "request_key": ctx.settings,
+        "transcriber": f"{ctx.models.transcriber.ref}@{ctx.models.transcriber.revision}",
+        "judge": f"{ctx.models.judge.ref}@{ctx.models.judge.revision}",
+        "code_version": code_version(),
+        "processed_at": now,
+        "updated_at": now,
+    }
+    sink = TableSink(
+        tables.clips, tables.audio if cfg.keep_audio else None, tables.schema, constants, cfg.table.rows_per_file
+    )
+    stages = curation_stages(cfg, ctx.models, columns, ctx.split)
+    counter, name, display = None, None, None
+    if ctx.console is not None:
+        counter, name = start_counter(ctx.run_id)
+        where = ", ".join(ctx.inputs.describe()["inputs"])[:100]
+        ctx.console.say(f"curating {rows.num_rows} clips from {where} into {tables.clips_id}")
+        counted = [s.name for s in stages if s.counted]
+        display = ConsoleProgress(counter, counted, rows.num_rows, ctx.console.out, ctx.console.tty).start()
+    # Bounded: an engine that cannot start (or an actor that cannot be placed) fails the run.
+    DataContext.get_current().execution_no_progress_timeout_s = cfg.stall_timeout_s
+    try:
+        ds = build_curation_dataset(ctx.inputs.dataset(rows, cfg), columns, stages, cfg, progress=name)
+        ds.write_datasink(sink)
+    except Exception as exc:
+        if display is not None:
+            exc.waiting_stage = display.first_unfinished()  # type: ignore[attr-defined]
+        drop_written(sink, tables)
+        raise
+    finally:
+        if display is not None:
+            display.stop()
+            stop_counter(counter)
+    out.clips += [f for r in sink.results for f in r["clips"]]
+    out.audio += [f for r in sink.results for f in r["audio"]]
+    ids = [i for r in sink.results for i in r["ids"]]
+    try:
+        check_ids(Counter(rows.column(ID).to_pylist()), Counter(ids))
+    except RowAccountingError:
+        drop_written(sink, tables)
+        out.clips, out.audio = [], []
+        raise
+    out.ids.append(ids)
+    out.tallies += [Tally.model_validate(r["tally"]) for r in sink.results]
+    out.rejected += [row for r in sink.results for row in r["rejected"]][:SAMPLE_CAP]
+    # What the engines changed: new clips added, and the kept flag of clips scored again.
+    kept_now = {i: k for r in sink.results for i, k in r["kept"].items()}
+    before = dict(
+        zip(
+            plan.engine_kept_before.column(ID).to_pylist(),
+            plan.engine_kept_before.column(KEPT).to_pylist(),
+            strict=True,
+        )
+    )
+    for rid, kept in kept_now.items():
+        if rid not in before:
+            out.changes["added"] += 1
+        elif bool(before[rid]) != bool(kept):
+            out.changes["redecided"] += 1
+            out.changes["withdrawn"] += bool(before[rid]) and not kept
+
+
+def drop_written(sink: TableSink, tables: Tables) -> None:
+    commits.delete_files(tables.clips, [f for r in sink.results for f in r["clips"]])
+    commits.delete_files(tables.audio, [f for r in sink.results for f in r["audio"]])

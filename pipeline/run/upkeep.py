@@ -1,0 +1,28 @@
+"""The upkeep step, after the commit and never in its way: expire what is past retention, compact."""
+
+from __future__ import annotations
+
+import logging
+
+from pipeline.run.context import RunContext
+from pipeline.run.tables import Tables
+from pipeline.table import commit as commits
+
+log = logging.getLogger("pipeline")
+
+
+def upkeep(ctx: RunContext, tables: Tables) -> None:
+    """Expire what is past retention, compact small files: after the commit, never in its way."""
+    t = ctx.cfg.table
+    catalog = tables.catalog
+    props = {"curate.run-id": ctx.run_id, "curate.operation": "compaction"}
+    for ident in (tables.clips_id, tables.audio_id):
+        try:
+            commits.expire(catalog.load_table(ident), t.retention_days)
+            replaced = commits.compact(
+                lambda ident=ident: catalog.load_table(ident), t.target_file_mb << 20, t.compact_min_files, props
+            )
+            if replaced:
+                log.info("compacted %d small data files of %s", replaced, ident)
+        except Exception as exc:  # upkeep is retried next run; the data is committed
+            log.warning("upkeep of %s failed, left for the next run: %s: %s", ident, type(exc).__name__, exc)
