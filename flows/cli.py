@@ -15,7 +15,8 @@ from pipeline import cli as pipeline_cli
 EPHEMERAL_STARTUP_TIMEOUT_S = "180"
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser():
+    """``pipeline.cli``'s parser, plus ``backfill``, whose config flags are ``pipeline.cli.config_args``."""
     parser, sub = pipeline_cli.build_parser()
     bf = sub.add_parser("backfill", help="curate every release (or split) under a root that is not yet committed")
     bf.add_argument(
@@ -25,16 +26,20 @@ def main(argv: list[str] | None = None) -> int:
     bf.add_argument(
         "--split", action="append", dest="splits", help="clip list(s) to curate; repeatable (default: validated)"
     )
-    bf.add_argument("--profile", choices=["local", "cluster"], default="local")
-    bf.add_argument("--config", help="YAML or TOML file of config overrides")
-    bf.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.FIELD=VALUE")
-    bf.add_argument("--threshold", type=float)
-    bf.add_argument("--limit", type=int, help="clips per run (a limited run is completed by a later full one)")
-    bf.add_argument("--ray-address", help="default: a local Ray per shard")
-    args = parser.parse_args(argv)
+    pipeline_cli.config_args(bf)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
     if args.cmd != "backfill":
         return pipeline_cli.run_command(args)
     return backfill_command(args)
+
+
+def flow_overrides(args) -> list[str]:
+    """``--set`` items, then the shortcut flags as overrides after them, as ``curate run`` applies them."""
+    return [*args.overrides, *(f"{k}={v}" for k, v in pipeline_cli.shortcuts(args).items() if v is not None)]
 
 
 def backfill_command(args) -> int:
@@ -44,9 +49,10 @@ def backfill_command(args) -> int:
     from pipeline.io.schema import InputSchemaError
     from pipeline.table.catalog import TableError
 
+    overrides = flow_overrides(args)
     try:  # checked before any flow run exists: a bad config is the caller's to fix, not a run to retry
-        cfg = build_config(args.profile, file=args.config, overrides=args.overrides)
-        refuse_secrets(cfg, overrides=args.overrides, where="curate backfill")
+        cfg = build_config(args.profile, file=args.config, overrides=overrides)
+        refuse_secrets(cfg, overrides=overrides, where="curate backfill")
     except ValueError as exc:  # SecretInConfigError included; the message names keys, never values
         print(f"curate: error: {exc}", file=sys.stderr)
         return 2
@@ -55,11 +61,8 @@ def backfill_command(args) -> int:
             source_root=args.source_root,
             output_root=args.output_root,
             splits=args.splits,
-            limit=args.limit,
-            threshold=args.threshold,
             profile=args.profile,
-            ray_address=args.ray_address,
-            config_overrides=args.overrides or None,
+            config_overrides=overrides or None,
             config_file=args.config,
         )
     except (InputSchemaError, FileNotFoundError, TableError, SecretInConfigError) as exc:

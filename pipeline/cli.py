@@ -15,7 +15,8 @@ SAMPLE = Path(__file__).parent / "sample_data" / "common_voice_sample.parquet"
 RESULT_MARK = "CURATE-RESULT"
 
 
-def _config_args(p: argparse.ArgumentParser) -> None:
+def config_args(p: argparse.ArgumentParser) -> None:
+    """The flags that build a config, the same on every subcommand that builds one (backfill too)."""
     p.add_argument("--profile", choices=["local", "cluster"], default="local")
     p.add_argument("--config", help="YAML or TOML file of config overrides")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.FIELD=VALUE")
@@ -24,6 +25,17 @@ def _config_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--limit", type=int)
     p.add_argument("--ray-address", help="Ray address; default: a local Ray on this machine")
     p.add_argument("--no-audio", action="store_true", help="leave audio_bytes out of curated/")
+
+
+def shortcuts(args: argparse.Namespace) -> dict[str, object]:
+    """The config fields that ``config_args``' shortcut flags set (None: not given)."""
+    return {
+        "threshold": args.threshold,
+        "threshold_on": args.threshold_on,
+        "limit": args.limit,
+        "ray_address": args.ray_address,
+        "keep_audio": False if args.no_audio else None,
+    }
 
 
 def _build(args: argparse.Namespace):
@@ -36,11 +48,7 @@ def _build(args: argparse.Namespace):
         base=base,
         file=args.config,
         overrides=args.overrides,
-        threshold=args.threshold,
-        threshold_on=args.threshold_on,
-        limit=args.limit,
-        ray_address=args.ray_address,
-        keep_audio=False if args.no_audio else None,
+        **shortcuts(args),
     )
     refuse_secrets(cfg, args.overrides, where="curate")
     return cfg
@@ -81,10 +89,10 @@ def build_parser() -> tuple[argparse.ArgumentParser, argparse._SubParsersAction]
     run.add_argument(
         "--verbose", action="store_true", help="stream Ray's and vLLM's logs here instead of OUTPUT/_logs/"
     )
-    _config_args(run)
+    config_args(run)
 
     show = sub.add_parser("config", help="print the resolved config as JSON")
-    _config_args(show)
+    config_args(show)
 
     exp = sub.add_parser(
         "export", help="write a view of the dataset's table as Parquet, Hugging Face, NeMo or WebDataset"
