@@ -7,6 +7,31 @@ built, so a stage that reads a column nobody wrote fails with the stage's name, 
 
 from __future__ import annotations
 
+# Common Voice's clip-list columns from v17 on, in the release's order: the one list the release reader,
+# the plan and the clips table's schema use.  Older releases say ``accent`` and lack
+# ``sentence_id``/``sentence_domain``; both load into this one shape.
+CV_COLUMNS = (
+    "client_id",
+    "path",
+    "sentence_id",
+    "sentence",
+    "sentence_domain",
+    "up_votes",
+    "down_votes",
+    "age",
+    "gender",
+    "accents",
+    "variant",
+    "locale",
+    "segment",
+)
+CV_INT_COLUMNS = ("up_votes", "down_votes")
+# What the release reader adds from the release's other files: clip_durations.tsv, the list a clip is in,
+# the split it is drawn into, reported.tsv.
+CV_DERIVED = ("duration_ms", "cv_status", "split", "sentence_reported")
+# The release's own verdicts and metadata, stored per clip: the latest release that lists a clip decides
+# them (``path`` is the clip's id, ``locale`` its table's).
+CV_METADATA = (*(c for c in CV_COLUMNS if c not in ("path", "locale")), *CV_DERIVED, "last_release")
 # From the reader (every input form).
 ID = "id"
 AUDIO = "audio_bytes"

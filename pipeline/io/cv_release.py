@@ -23,31 +23,14 @@ import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 import pyarrow.fs as pafs
 
+from pipeline.columns import CV_COLUMNS, CV_INT_COLUMNS
 from pipeline.config import StorageConfig
 from pipeline.io.clip_files import outside, read_bounded, too_large
 from pipeline.io.schema import InputSchemaError
 from pipeline.releases import is_release_name
 from pipeline.storage import Location, locate
 
-# Clip-list columns from v17 on, in the release's order.  Older releases say ``accent`` and lack
-# ``sentence_id``/``sentence_domain``; both load into this one shape.
-CV_COLUMNS = (
-    "client_id",
-    "path",
-    "sentence_id",
-    "sentence",
-    "sentence_domain",
-    "up_votes",
-    "down_votes",
-    "age",
-    "gender",
-    "accents",
-    "variant",
-    "locale",
-    "segment",
-)
 REQUIRED_COLUMNS = ("client_id", "path", "sentence")
-INT_COLUMNS = ("up_votes", "down_votes")
 # What the reader adds to every row, besides the clip-list columns.
 ADDED_COLUMNS = ("duration_ms", "release", "split", "sentence_reported", "cv_status", "lists", "copies")
 KNOWN_SPLITS = ("validated", "train", "dev", "test", "other", "invalidated")
@@ -183,9 +166,9 @@ def canonical_clip_table(raw: pa.Table, source: str) -> pa.Table:
     for name in CV_COLUMNS:
         if name in names:
             col = raw.column(name)
-            col = _int_column(col, name, source) if name in INT_COLUMNS else col
+            col = _int_column(col, name, source) if name in CV_INT_COLUMNS else col
         else:
-            col = pa.nulls(raw.num_rows, pa.int64() if name in INT_COLUMNS else pa.string())
+            col = pa.nulls(raw.num_rows, pa.int64() if name in CV_INT_COLUMNS else pa.string())
         cols.append(col)
         fields.append(pa.field(name, col.type))
     for name in names:

@@ -16,11 +16,10 @@ import itertools
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from pipeline.columns import CV_COLUMNS, CV_INT_COLUMNS
 from pipeline.config import StorageConfig
 from pipeline.io.clip_files import outside
 from pipeline.io.cv_release import (
-    CV_COLUMNS,
-    INT_COLUMNS,
     KNOWN_SPLITS,
     NOT_CLIP_LISTS,
     ReleaseSource,
@@ -43,7 +42,7 @@ ROWS = pa.schema(
         ("_list", pa.string()),
         ("_ord", pa.int64()),
         ("id", pa.string()),
-        *((c, pa.int64() if c in INT_COLUMNS else pa.string()) for c in LIST_COLUMNS),
+        *((c, pa.int64() if c in CV_INT_COLUMNS else pa.string()) for c in LIST_COLUMNS),
     ]
 )
 DURATIONS = pa.schema([("release", pa.string()), ("clip", pa.string()), ("ms", pa.int64()), ("_ord", pa.int64())])

@@ -18,32 +18,14 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
-from pipeline.columns import ID, KEPT, REASONS
+from pipeline.columns import CV_METADATA, ID, KEPT, REASONS
 from pipeline.table.schema import CLIPS
 from pipeline.table.workspace import Workspace, duck_type, quote
 
 if TYPE_CHECKING:
     from pipeline.table.plan import Rules
 
-# The release's own verdicts and metadata: the latest release that lists a clip decides them.
-METADATA = (
-    "client_id",
-    "sentence_id",
-    "sentence",
-    "sentence_domain",
-    "up_votes",
-    "down_votes",
-    "age",
-    "gender",
-    "accents",
-    "variant",
-    "segment",
-    "duration_ms",
-    "cv_status",
-    "split",
-    "sentence_reported",
-    "last_release",
-)
+METADATA = CV_METADATA  # the release's verdicts and metadata: the latest release listing a clip decides
 # Compared to tell whether a row changed at all (and so must be written); kept and reasons too.
 COMPARED = (*METADATA, "first_release", "releases")
 FILE = "_file"

@@ -18,6 +18,8 @@ from pipeline.columns import (
     AVG_LOGPROB,
     CER,
     COMPRESSION_RATIO,
+    CV_INT_COLUMNS,
+    CV_METADATA,
     DETECTED_LANGUAGE,
     DETECTED_LANGUAGE_PROB,
     DURATION,
@@ -30,7 +32,6 @@ from pipeline.columns import (
     REASONS,
     SCORE,
     SCORE_EXPECTED,
-    SENTENCE,
     STAGE,
     TRANSCRIPT,
     WER,
@@ -39,27 +40,23 @@ from pipeline.columns import (
 # The history of a clip across releases: in which list it was, and which split.
 RELEASE_ENTRY = pa.struct([("release", pa.string()), ("status", pa.string()), ("split", pa.string())])
 
-# Common Voice's clip-list columns (pipeline.io.cv_release.CV_COLUMNS) and what the reader adds.
+# Common Voice's columns (pipeline.columns.CV_METADATA: the clip list's and what the reader adds), their
+# history, and the locale.  cv_status: validated / other / invalidated / deleted, and split: train / dev /
+# test, both as of last_release.
+_CV_TYPES = {
+    **dict.fromkeys((*CV_INT_COLUMNS, "duration_ms"), pa.int64()),
+    "sentence_reported": pa.bool_(),
+    "releases": pa.list_(RELEASE_ENTRY),
+}
 CV_FIELDS = [
-    pa.field("locale", pa.string()),
-    pa.field("client_id", pa.string()),
-    pa.field("sentence_id", pa.string()),
-    pa.field(SENTENCE, pa.string()),
-    pa.field("sentence_domain", pa.string()),
-    pa.field("up_votes", pa.int64()),
-    pa.field("down_votes", pa.int64()),
-    pa.field("age", pa.string()),
-    pa.field("gender", pa.string()),
-    pa.field("accents", pa.string()),
-    pa.field("variant", pa.string()),
-    pa.field("segment", pa.string()),
-    pa.field("duration_ms", pa.int64()),
-    pa.field("cv_status", pa.string()),  # validated / other / invalidated / deleted, as of last_release
-    pa.field("split", pa.string()),  # train / dev / test, as of last_release
-    pa.field("sentence_reported", pa.bool_()),
-    pa.field("first_release", pa.string()),
-    pa.field("last_release", pa.string()),
-    pa.field("releases", pa.list_(RELEASE_ENTRY)),
+    pa.field(name, _CV_TYPES.get(name, pa.string()))
+    for name in (
+        "locale",
+        *(c for c in CV_METADATA if c != "last_release"),
+        "first_release",
+        "last_release",
+        "releases",
+    )
 ]
 RESULT_FIELDS = [
     pa.field(DURATION, pa.float64()),

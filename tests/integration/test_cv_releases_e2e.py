@@ -11,7 +11,8 @@ from __future__ import annotations
 import pyarrow.parquet as pq
 import pytest
 
-from pipeline.io.cv_release import CV_COLUMNS, MISSING_CLIP
+from pipeline.columns import CV_COLUMNS, CV_DERIVED
+from pipeline.io.cv_release import MISSING_CLIP
 from pipeline.metrics import corpus_wer
 from scripts.make_cv_release import QUOTED_SENTENCE, build_cumulative, build_release
 from tests.conftest import NO_JUDGE_ARGS
@@ -21,7 +22,7 @@ from tests.table import engine_rows, result_of, rows
 pytestmark = pytest.mark.slow
 
 N, DELTA, N1 = "cv-corpus-22.0-2025-06-20", "cv-corpus-23.0-delta-2025-09-05", "cv-corpus-23.0-2025-09-05"
-CV_OUT = [c for c in CV_COLUMNS if c != "path"] + ["duration_ms", "cv_status", "split", "sentence_reported"]
+CV_OUT = [c for c in CV_COLUMNS if c != "path"] + list(CV_DERIVED)
 
 
 @pytest.fixture(scope="module")

@@ -13,10 +13,10 @@ import tarfile
 import pyarrow as pa
 import pytest
 
+from pipeline.columns import CV_COLUMNS
 from pipeline.config import AudioConfig, StorageConfig, build_config
 from pipeline.io.cv_datasource import read_folder_chunk, read_tarball
 from pipeline.io.cv_release import (
-    CV_COLUMNS,
     MISSING_CLIP,
     canonical_clip_table,
     discover_releases,
