@@ -14,8 +14,7 @@ from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.runtime import flow_run
 
 from pipeline import report
-from pipeline.io.cv_release import parse_tarball_name
-from pipeline.releases import is_release_name
+from pipeline.releases import is_release_name, parse_tarball_name
 from pipeline.shards import slug
 from tasks.curate_shard import ShardOutcome
 

@@ -83,7 +83,7 @@ _STAGE_OF = (
 _ERROR_LINE = re.compile(r"\b([A-Z]\w*(?:Error|Exception)): (.+)")
 # Wrappers that say "something failed" without saying what.
 _GENERIC = ("Engine core initialization failed", "The actor died", "ray::", "See root cause", "Traceback")
-_ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
+ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 
 
 def stage_of(text: str) -> str | None:
@@ -121,7 +121,7 @@ def root_cause(log_path: Path | None, stage: str | None = None) -> str | None:
     markers = STAGE_PROCESSES.get(stage or "", ())
     with log_path.open(errors="replace") as f:
         for raw in f:
-            line = _ANSI.sub("", raw)
+            line = ANSI.sub("", raw)
             m = _ERROR_LINE.search(line)
             if not m or any(g in m.group(2) for g in _GENERIC) or "Warning" in m.group(1):
                 continue
@@ -135,7 +135,7 @@ def root_cause(log_path: Path | None, stage: str | None = None) -> str | None:
 
 def explain_failure(exc: BaseException, log_path: Path | None, waiting_stage: str | None = None) -> str:
     """One readable paragraph: which stage failed, the engine's own root cause, where the log is."""
-    text = _ANSI.sub("", f"{type(exc).__name__}: {exc}")
+    text = ANSI.sub("", f"{type(exc).__name__}: {exc}")
     first = text.splitlines()[0][:300] if text else type(exc).__name__
     stage = stage_of(text) or waiting_stage
     if "ExecutionTimeoutError" in text or "no progress" in text.lower():

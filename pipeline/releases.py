@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import re
 
-_RELEASE_RE = re.compile(r"^cv-corpus-(?P<version>\d+(?:\.\d+)*)-(?P<delta>delta-)?(?P<date>\d{4}-\d{2}-\d{2})$")
+_RELEASE = r"cv-corpus-(?P<version>\d+(?:\.\d+)*)-(?P<delta>delta-)?(?P<date>\d{4}-\d{2}-\d{2})"
+_RELEASE_RE = re.compile(f"^{_RELEASE}$")
+# A release's per-locale tarball: cv-corpus-23.0-2025-09-05-en.tar.gz (or .tgz, .tar).
+_TARBALL_RE = re.compile(f"^(?P<release>{_RELEASE})-(?P<locale>[A-Za-z0-9-]+)\\.(?:tar\\.gz|tgz|tar)$")
 
 
 def is_release_name(name: str) -> bool:
@@ -17,6 +20,18 @@ def parse_release(name: str) -> tuple[tuple[int, ...], bool, str] | None:
     if not m:
         return None
     return tuple(int(x) for x in m["version"].split(".")), bool(m["delta"]), m["date"]
+
+
+def is_delta(name: str | None) -> bool:
+    """Whether ``name`` is a delta release (only the clips added since the full release before it)."""
+    parsed = parse_release(name) if name else None
+    return bool(parsed and parsed[1])
+
+
+def parse_tarball_name(uri: str) -> tuple[str, str] | None:
+    """(release, locale) of a release tarball's name (or a path or URI ending in it), else None."""
+    m = _TARBALL_RE.match(uri.rstrip("/").rsplit("/", 1)[-1])
+    return (m["release"], m["locale"]) if m else None
 
 
 def release_key(release: str | None) -> tuple:

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import io
 import os
-import re
 import stat
 import tarfile
 from collections.abc import Container, Iterator
@@ -27,7 +26,7 @@ from pipeline.columns import CV_COLUMNS, CV_INT_COLUMNS
 from pipeline.config import StorageConfig
 from pipeline.io.clip_files import outside, read_bounded, too_large
 from pipeline.io.schema import InputSchemaError
-from pipeline.releases import is_release_name
+from pipeline.releases import is_delta, is_release_name, parse_tarball_name
 from pipeline.storage import Location, locate
 
 REQUIRED_COLUMNS = ("client_id", "path", "sentence")
@@ -39,9 +38,6 @@ NOT_CLIP_LISTS = frozenset(
 )
 MISSING_CLIP = "clip missing from release"
 
-_TARBALL_RE = re.compile(
-    r"^(?P<release>cv-corpus-\d+(?:\.\d+)*-(?:delta-)?\d{4}-\d{2}-\d{2})-(?P<locale>[A-Za-z0-9-]+)\.(?:tar\.gz|tgz|tar)$"
-)
 TARBALL_SUFFIXES = (".tar.gz", ".tgz", ".tar")
 
 
@@ -61,13 +57,7 @@ class ReleaseSource:
 
     @property
     def delta(self) -> bool:
-        return "-delta-" in self.release
-
-
-def parse_tarball_name(uri: str) -> tuple[str, str] | None:
-    """(release, locale) from ``cv-corpus-<ver>[-delta]-<date>-<locale>.tar.gz``, else None."""
-    m = _TARBALL_RE.match(uri.rstrip("/").rsplit("/", 1)[-1])
-    return (m["release"], m["locale"]) if m else None
+        return is_delta(self.release)
 
 
 # ---------------------------------------------------------------------------------------------- TSVs

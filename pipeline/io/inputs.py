@@ -28,6 +28,7 @@ from pipeline.config import CurationConfig, StorageConfig
 from pipeline.io import cv_view
 from pipeline.io.cv_release import ReleaseSource, classify_release_input
 from pipeline.io.schema import InputLayout, InputSchemaError, check_consistent, inspect_schema, to_canonical
+from pipeline.releases import is_delta
 from pipeline.storage import Location, list_parquet_files, locate
 from pipeline.table.workspace import Workspace
 
@@ -140,7 +141,7 @@ class ReleaseInputs:
         return any(self.split in (e.get("status"), e.get("split")) for e in history)
 
     def full_releases(self, units: list[Unit]) -> list[str]:
-        return [u.release for u in units if u.release and "-delta-" not in u.release]
+        return [u.release for u in units if u.release and not is_delta(u.release)]
 
     def dataset(self, rows: pa.Table, cfg: CurationConfig):
         """The audio of ``rows`` (engine work), read from the release each row's latest entry names."""

@@ -11,7 +11,6 @@ from pipeline.config import CurationConfig
 from pipeline.manifest import RunResult
 from pipeline.shards import ShardSpec
 
-ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 # "… INFO pipeline: committed …" (pipeline/cli.py's log format) or "curate: error: …".
 OUR_LINE = re.compile(r"\b(?:INFO|WARNING|ERROR) pipeline[\w.]*: |^curate: ")
 

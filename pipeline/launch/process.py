@@ -15,7 +15,8 @@ from dataclasses import dataclass
 
 from pipeline.cli import RESULT_MARK
 from pipeline.config import CurationConfig, refuse_secrets
-from pipeline.launch.base import ANSI, ShardFailed, ShardRefused, ShardTimedOut, parse_result, shard_cli_args
+from pipeline.console import ANSI
+from pipeline.launch.base import ShardFailed, ShardRefused, ShardTimedOut, parse_result, shard_cli_args
 from pipeline.manifest import RunResult
 from pipeline.shards import ShardSpec
 

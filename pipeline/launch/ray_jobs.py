@@ -13,7 +13,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from pipeline.config import CurationConfig, refuse_secrets
-from pipeline.launch.base import ANSI, OUR_LINE, JobTimedOut, RayJobFailed, parse_result, shard_cli_args
+from pipeline.console import ANSI
+from pipeline.launch.base import OUR_LINE, JobTimedOut, RayJobFailed, parse_result, shard_cli_args
 from pipeline.manifest import RunResult
 from pipeline.shards import ShardSpec
 

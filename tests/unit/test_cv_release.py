@@ -20,12 +20,12 @@ from pipeline.io.cv_release import (
     MISSING_CLIP,
     canonical_clip_table,
     discover_releases,
-    parse_tarball_name,
     read_tsv,
 )
 from pipeline.io.cv_view import load_release
 from pipeline.io.inputs import ACCEPTED_FORMS, ParquetInputs, ReleaseInputs, open_inputs
 from pipeline.io.schema import InputSchemaError
+from pipeline.releases import parse_tarball_name
 from pipeline.stages.decode import decode_clip
 from pipeline.stages.gates import metadata_gates, reasons_of
 from pipeline.storage import locate
