@@ -205,7 +205,7 @@ def plan_table(
 
 
 # The plan on Python rows, and what the tests import from here.
-from pipeline.table.plan_rows import Plan, merge_history, plan_work, table_files  # noqa: E402
+from pipeline.table.plan_rows import Plan, merge_histories, plan_work, table_files  # noqa: E402
 
 __all__ = [
     "COMPARED",
@@ -216,7 +216,7 @@ __all__ = [
     "Rules",
     "SplitSelection",
     "TablePlan",
-    "merge_history",
+    "merge_histories",
     "plan_table",
     "plan_work",
     "release_key",

@@ -22,13 +22,20 @@ HISTORY = pa.list_(RELEASE_ENTRY)
 ROWS_FILE = "rows"  # the one pseudo data file that Python table rows are in
 
 
-def merge_history(*histories: Sequence[Mapping[str, Any]] | None) -> list[dict[str, Any]]:
-    """The union of release entries, one per release (the later argument wins), in release order."""
-    by_release: dict[str, dict[str, Any]] = {}
-    for h in histories:
-        for entry in h or []:
-            by_release[entry["release"]] = dict(entry)
-    return [by_release[r] for r in sorted(by_release, key=release_key)]
+def merge_histories(
+    old: Sequence[Sequence[Mapping[str, Any]] | None], new: Sequence[Sequence[Mapping[str, Any]] | None]
+):
+    """Row by row, the union of two lists of release entries, one per release (``new``'s entry wins), in
+    release order: the plan's own rule (``plan_sql.history_sql``), run on these few rows."""
+    from pipeline.releases import rank_table
+    from pipeline.table.plan_sql import RANK_MAP, history_sql
+
+    names = {e["release"] for h in (*old, *new) for e in h or []}
+    with Workspace(64, threads=1) as ws:
+        ws.put("ranks", rank_table(names))
+        ws.put("h", pa.table({"i": range(len(old)), "old": pa.array(old, HISTORY), "new": pa.array(new, HISTORY)}))
+        got = ws.arrow(f"SELECT {history_sql('h.old', 'h.new')} AS releases FROM h CROSS JOIN {RANK_MAP} ORDER BY i")
+    return got.column("releases").to_pylist()
 
 
 @dataclass
@@ -220,9 +227,12 @@ def reconcile_rows(ours: pa.Table, theirs: pa.Table, decide: Callable[[pa.Table]
     from pipeline.table.plan_sql import METADATA
 
     theirs_by_id = {r[ID]: r for r in theirs.to_pylist()}
+    mine = ours.to_pylist()
+    both = [(theirs_by_id[r[ID]].get("releases"), r.get("releases")) for r in mine if r[ID] in theirs_by_id]
+    histories = iter(merge_histories([o for o, _ in both], [n for _, n in both]))
     out = []
     cv = {*METADATA, "first_release", "releases", ID, "locale"}
-    for row in ours.to_pylist():
+    for row in mine:
         other = theirs_by_id.get(row[ID])
         if other is None:
             out.append(row)
@@ -236,7 +246,7 @@ def reconcile_rows(ours: pa.Table, theirs: pa.Table, decide: Callable[[pa.Table]
             merged |= {k: other.get(k) for k in METADATA}
         firsts = [f for f in (row.get("first_release"), other.get("first_release")) if f]
         merged["first_release"] = min(firsts, key=release_key) if firsts else None
-        merged["releases"] = merge_history(other.get("releases"), row.get("releases"))
+        merged["releases"] = next(histories)
         out.append(merged)
     table = pa.Table.from_pylist(out, schema=ours.schema)
     return decide(table).select(ours.schema.names)

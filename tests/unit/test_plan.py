@@ -6,7 +6,7 @@ import json
 
 from pipeline.config import build_config
 from pipeline.stages.gates import build_gates, judge_gates
-from pipeline.table.plan import merge_history, plan_work, release_key
+from pipeline.table.plan import merge_histories, plan_work, release_key
 
 N, D, N1 = "cv-corpus-22.0-2025-06-20", "cv-corpus-23.0-delta-2025-09-05", "cv-corpus-23.0-2025-09-05"
 GATES = build_gates(build_config(), "validated")
@@ -64,7 +64,15 @@ def plan(rows, existing, **kw):
 
 def test_releases_order_by_version_then_delta_before_full():
     assert release_key(N) < release_key(D) < release_key(N1)
-    assert [e["release"] for e in merge_history([{"release": N1}], [{"release": N}], [{"release": D}])] == [N, D, N1]
+    old = [{"release": N1, "status": "validated", "split": "dev"}, {"release": N, "status": "other", "split": None}]
+    new = [
+        {"release": D, "status": "validated", "split": "train"},
+        {"release": N, "status": "validated", "split": "train"},
+    ]
+    (merged, alone) = merge_histories([old, None], [new, new[:1]])
+    assert [e["release"] for e in merged] == [N, D, N1]
+    assert merged[0]["status"] == "validated"  # a release both list: the newer side's entry
+    assert alone == new[:1]
 
 
 def test_a_new_clip_goes_to_the_engines_and_a_known_one_never_again():
