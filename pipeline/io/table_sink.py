@@ -37,6 +37,7 @@ from pipeline.columns import (
 from pipeline.manifest import Counts, Histogram, ScoreBin, Tally
 from pipeline.metrics import SIGNAL_EDGES, expected_score_bins, score_histogram, signal_histogram, wer_histogram
 from pipeline.stage import WRITE, Stage
+from pipeline.stages.gates import reason_counts
 from pipeline.table.schema import AUDIO_TABLE, conform
 
 if TYPE_CHECKING:
@@ -67,7 +68,7 @@ def tally_of(table: pa.Table) -> Tally:
                 ScoreBin(lo=lo, hi=hi, count=c, kept=k) for (lo, hi, c), (_, _, k) in zip(bins, kept_bins, strict=True)
             ],
         ),
-        reasons=_value_counts(pc.list_flatten(pc.cast(healthy.column(REASONS), pa.list_(pa.string())))),
+        reasons=reason_counts(healthy.column(REASONS)),
         quarantined_by_stage=_value_counts(
             pc.fill_null(pc.cast(table.filter(failed).column(STAGE), pa.string()), "unknown")
         ),

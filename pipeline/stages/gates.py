@@ -10,8 +10,7 @@ sink counts kept and rejected rows per reason in one place (``reason_counts``).
 from __future__ import annotations
 
 import functools
-from collections import Counter
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -473,9 +472,12 @@ def apply_gates(
     return _column(out, LANGUAGE, clip_language(batch, language))
 
 
-def reason_counts(reasons: Iterable[list[str] | None]) -> dict[str, int]:
-    """Rejected rows per reason code (a row with two reasons counts under both)."""
-    return dict(Counter(code for codes in reasons for code in (codes or [])))
+def reason_counts(reasons: pa.Array | pa.ChunkedArray) -> dict[str, int]:
+    """Rejected rows per reason code, counted by Arrow (a row with two reasons counts under both)."""
+    codes = pc.list_flatten(pc.cast(reasons, pa.list_(pa.string())))
+    if len(codes) == 0:
+        return {}
+    return {c["values"]: c["counts"] for c in pc.value_counts(codes).to_pylist()}
 
 
 def stage(cfg: CurationConfig, split: str | None = None) -> Stage:

@@ -142,7 +142,9 @@ def test_gates_can_be_turned_off():
 
 
 def test_reason_counts():
-    assert reason_counts([["wer_above"], [], None, ["wer_above", "too_short"]]) == {"wer_above": 2, "too_short": 1}
+    reasons = pa.array([["wer_above"], [], None, ["wer_above", "too_short"]], pa.list_(pa.string()))
+    assert reason_counts(reasons) == {"wer_above": 2, "too_short": 1}
+    assert reason_counts(pa.chunked_array([], pa.list_(pa.string()))) == {}
 
 
 def test_input_without_sentence_flows_through_every_contract():
