@@ -15,6 +15,11 @@ SAMPLE = Path(__file__).parent / "sample_data" / "common_voice_sample.parquet"
 RESULT_MARK = "CURATE-RESULT"
 
 
+def result_line(result) -> str:
+    """The one line ``--emit-result`` prints for a launcher (``pipeline.launch.parse_result`` reads it)."""
+    return f"{RESULT_MARK} {result.model_dump_json(by_alias=True, exclude_none=True)}"
+
+
 def config_args(p: argparse.ArgumentParser) -> None:
     """The flags that build a config, the same on every subcommand that builds one (backfill too)."""
     p.add_argument("--profile", choices=["local", "cluster"], default="local")
@@ -204,7 +209,7 @@ def run_command(args: argparse.Namespace) -> int:
     console.say()
     console.say(console_summary(result, log=result.log))
     if args.emit_result:
-        console.say(f"{RESULT_MARK} {result.model_dump_json(by_alias=True, exclude_none=True)}")
+        console.say(result_line(result))
     return 0
 
 

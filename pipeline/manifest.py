@@ -146,13 +146,6 @@ class RunResult(_Model):
     def nothing_to_do(self) -> bool:
         return all(r.nothing_to_do for r in self.locales)
 
-    def to_json(self) -> str:
-        return self.model_dump_json(by_alias=True, indent=2, exclude_none=True)
-
-    @classmethod
-    def from_json(cls, text: str | bytes) -> RunResult:
-        return cls.model_validate_json(text)
-
 
 def combine(tallies: Iterable[Tally]) -> Tally:
     """The sum of tallies: counts, audio seconds, and histograms bin by bin."""

@@ -346,7 +346,7 @@ def reasons_of(t: pa.Table, gates: Sequence[Gate]) -> pa.ListArray:
     return pa.ListArray.from_arrays(pa.array(offsets), pa.array(values.tolist(), pa.string()))
 
 
-def judge_gates(row: Row, gates: Sequence[Gate]) -> list[str]:
+def failed_gates(row: Row, gates: Sequence[Gate]) -> list[str]:
     """The codes of every gate ``row`` fails (empty: keep it), each once."""
     return reasons_of(pa.Table.from_pylist([dict(row)]), gates)[0].as_py()
 
@@ -447,7 +447,7 @@ def decide_row(
 ) -> list[str]:
     """A scored row's agreement measured again, then every gate it fails."""
     measure_agreement(row, language, fold_diacritics)
-    return judge_gates(row, gates)
+    return failed_gates(row, gates)
 
 
 def apply_gates(

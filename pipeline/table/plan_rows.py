@@ -47,10 +47,6 @@ class Plan:
     previous_kept: dict[str, bool] = field(default_factory=dict)  # id -> kept before, for what changed
     counts: Counter = field(default_factory=Counter)
 
-    @property
-    def idle(self) -> bool:
-        return not self.engine and not self.updates
-
 
 @dataclass
 class CallableSelection:

@@ -11,7 +11,7 @@ from pipeline.stages.gates import (
     apply_gates,
     build_gates,
     decide_table,
-    judge_gates,
+    failed_gates,
     reason_counts,
 )
 
@@ -76,8 +76,8 @@ def test_quarantined_rows_get_no_verdict():
 
 def test_the_judge_gate_follows_threshold_on():
     cfg = build_config(threshold=3.9, threshold_on="score_expected")
-    assert judge_gates({**GOOD}, build_gates(cfg)) == ["judge_below"]
-    assert judge_gates({**GOOD, "score_expected": 4.0}, build_gates(cfg)) == []
+    assert failed_gates({**GOOD}, build_gates(cfg)) == ["judge_below"]
+    assert failed_gates({**GOOD, "score_expected": 4.0}, build_gates(cfg)) == []
 
 
 def test_language_mismatch_only_when_the_model_is_sure():
@@ -138,7 +138,7 @@ def test_a_table_row_written_before_detected_language_keeps_its_detection():
 
 def test_gates_can_be_turned_off():
     cfg = build_config(overrides=["gates.max_wer=null", "gates.min_duration_s=null"])
-    assert judge_gates({**GOOD, "wer": 1.0, "duration_s": 0.1}, build_gates(cfg)) == []
+    assert failed_gates({**GOOD, "wer": 1.0, "duration_s": 0.1}, build_gates(cfg)) == []
 
 
 def test_reason_counts():
@@ -175,14 +175,14 @@ def test_common_voice_status_and_reported_sentences_gate_with_their_codes():
     from pipeline.stages.gates import kept_statuses
 
     gates = build_gates(build_config(), "validated")
-    assert judge_gates({**GOOD, "cv_status": "validated"}, gates) == []
-    assert judge_gates({**GOOD, "cv_status": None}, gates) == []  # not from a release: nothing to judge by
-    assert judge_gates({**GOOD, "cv_status": "invalidated"}, gates) == ["cv_invalidated"]
-    assert judge_gates({**GOOD, "cv_status": "other"}, gates) == ["cv_not_validated"]
-    assert judge_gates({**GOOD, "cv_status": "deleted"}, gates) == ["cv_deleted"]
-    assert judge_gates({**GOOD, "sentence_reported": True}, gates) == ["sentence_reported"]
+    assert failed_gates({**GOOD, "cv_status": "validated"}, gates) == []
+    assert failed_gates({**GOOD, "cv_status": None}, gates) == []  # not from a release: nothing to judge by
+    assert failed_gates({**GOOD, "cv_status": "invalidated"}, gates) == ["cv_invalidated"]
+    assert failed_gates({**GOOD, "cv_status": "other"}, gates) == ["cv_not_validated"]
+    assert failed_gates({**GOOD, "cv_status": "deleted"}, gates) == ["cv_deleted"]
+    assert failed_gates({**GOOD, "sentence_reported": True}, gates) == ["sentence_reported"]
     lenient = build_gates(build_config(overrides=["gates.exclude_reported=false"]), "validated")
-    assert judge_gates({**GOOD, "sentence_reported": True}, lenient) == []
+    assert failed_gates({**GOOD, "sentence_reported": True}, lenient) == []
     # Curating other.tsv keeps other clips; a configured list wins.
     assert kept_statuses("other", None) == {"validated", "other"}
     assert kept_statuses("train", None) == {"validated"}
@@ -193,7 +193,7 @@ def test_a_locale_the_judge_does_not_score_is_decided_by_the_gates_alone():
     import pyarrow as pa
 
     from pipeline.config import build_config
-    from pipeline.stages.gates import build_gates, judge_gates
+    from pipeline.stages.gates import build_gates, failed_gates
     from pipeline.stages.judge import unjudged
 
     cfg = build_config()
@@ -202,7 +202,7 @@ def test_a_locale_the_judge_does_not_score_is_decided_by_the_gates_alone():
     assert "judge_below" in {g.code for g in build_gates(cfg)}
     assert "judge_below" not in {g.code for g in build_gates(off)}
     row = {"wer": 0.1, "cer": 0.05, "duration_s": 3.0, "score": None, "score_expected": None}
-    assert "judge_below" not in judge_gates(row, build_gates(off))
+    assert "judge_below" not in failed_gates(row, build_gates(off))
     out = unjudged(pa.table({"id": ["a"], "transcription": ["hola"], "extra": [1]}), keep=("id", "transcription"))
     assert out.column_names == ["id", "transcription", "score", "score_expected"]
     assert out.column("score").to_pylist() == [None]

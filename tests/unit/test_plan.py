@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 from pipeline.config import build_config
-from pipeline.stages.gates import build_gates, judge_gates
+from pipeline.stages.gates import build_gates, failed_gates
 from pipeline.table.plan import merge_histories, plan_work, release_key
 
 N, D, N1 = "cv-corpus-22.0-2025-06-20", "cv-corpus-23.0-delta-2025-09-05", "cv-corpus-23.0-2025-09-05"
@@ -13,7 +13,7 @@ GATES = build_gates(build_config(), "validated")
 
 
 def decide(row):
-    return judge_gates(row, GATES)
+    return failed_gates(row, GATES)
 
 
 def incoming(rid, release, status="validated", split=None, lists=None, **kw):
@@ -88,7 +88,7 @@ def test_a_new_clip_goes_to_the_engines_and_a_known_one_never_again():
     assert [e["release"] for e in row["releases"]] == [N, N1] and row["kept"]
     assert row["transcription"] == "a sentence" and row["engine_key"] == "k1"  # scores kept
     p = plan([again], {"a.mp3": row})
-    assert p.idle and p.counts["unchanged"] == 1
+    assert not p.engine and not p.updates and p.counts["unchanged"] == 1
 
 
 def test_new_engines_score_again_and_force_does_too():
@@ -118,7 +118,7 @@ def test_a_reported_sentence_stops_being_kept_unless_switched_off():
         {"a.mp3": before},
         selected=lambda r: True,
         engine_key="k1",
-        decide=lambda r: judge_gates(r, lenient),
+        decide=lambda r: failed_gates(r, lenient),
     )
     assert p.updates[0]["kept"]
 
@@ -174,7 +174,7 @@ def test_a_clip_first_seen_already_moved_enters_unscored_with_its_reason():
         ever_selected=lambda r: any(e["status"] == "validated" for e in r["releases"]),
         engine_key="k1",
         decide=decide,
-        unscored=lambda r: judge_gates(r, cv),
+        unscored=lambda r: failed_gates(r, cv),
     )
     assert not p.engine
     (got,) = p.updates

@@ -16,7 +16,7 @@ import pytest
 
 from pipeline.config import build_config
 from pipeline.releases import release_key
-from pipeline.stages.gates import build_gates, decide_table, judge_gates, measure_agreement
+from pipeline.stages.gates import build_gates, decide_table, failed_gates, measure_agreement
 from pipeline.table.plan import Rules, SplitSelection, plan_table, plan_work
 from pipeline.table.plan_rows import as_rows, load_rows, row_decider
 from pipeline.table.workspace import Workspace
@@ -78,7 +78,7 @@ def _existing(rng: random.Random, rid: str) -> dict:
         row["error"], row["stage"] = "clip missing from release", rng.choice(["read", "decode"])
     # What the table says now: usually decided as today's gates would, sometimes stale.
     if rng.random() < 0.7 and row["error"] is None and row["engine_key"] is not None:
-        row["reasons"] = judge_gates(row, GATES)
+        row["reasons"] = failed_gates(row, GATES)
         row["kept"] = not row["reasons"]
     else:
         row["kept"], row["reasons"] = rng.random() < 0.5, rng.choice([[], ["judge_below"], ["cv_invalidated"]])
@@ -129,8 +129,8 @@ def _case(seed: int):
         selected=lambda r: "validated" in (r.get("lists") or ()),
         ever_selected=lambda r: any(e["status"] == "validated" for e in r["releases"]),
         engine_key="k1",
-        decide=lambda r: judge_gates(r, GATES),
-        unscored=lambda r: judge_gates(r, CV_GATES),
+        decide=lambda r: failed_gates(r, GATES),
+        unscored=lambda r: failed_gates(r, CV_GATES),
         full_releases=rng.sample(FULL, rng.randint(0, 2)),
         force=rng.random() < 0.1,
     )
@@ -182,7 +182,7 @@ def test_the_runs_own_columnar_decider_equals_the_reference(seed):
 
     def measured_then_judged(row: dict) -> list[str]:  # the sentence may have changed: measure again
         measure_agreement(row, "en")
-        return judge_gates(row, GATES)
+        return failed_gates(row, GATES)
 
     want = plan_reference.plan_work(incoming, existing, **{**kwargs, "decide": measured_then_judged})
     newest = max(kwargs["full_releases"], key=release_key, default=None)
