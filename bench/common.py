@@ -20,7 +20,7 @@ REPO = RESULTS.parents[1]
 def curate(args: list[str], **kwargs: Any) -> tuple[subprocess.CompletedProcess, Any]:
     """``curate run ARGS`` as a user runs it; returns the process and its RunResult (None if it failed)."""
     from pipeline.cli import RESULT_MARK
-    from pipeline.manifest import RunResult
+    from pipeline.result import RunResult
 
     kwargs.setdefault("cwd", REPO)
     proc = subprocess.run(

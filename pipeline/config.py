@@ -359,7 +359,7 @@ class CurationConfig(_Section):
         }
 
     def public_dict(self) -> dict[str, Any]:
-        """The config as recorded in manifests and artifacts.
+        """The config as recorded in run results and artifacts.
 
         Its typed fields hold no secrets by design; the free-form ``judge.engine_env`` and
         ``judge.engine_kwargs`` could (an API key, a token), so values under secret-looking keys are

@@ -37,7 +37,7 @@ def judge_dtype(flags: frozenset[str], on_gpu: bool = False) -> str:
 
 
 def describe(flags: frozenset[str], chosen: dict[str, Any]) -> dict[str, Any]:
-    """For the manifest: the features that decided, and what was chosen."""
+    """For the run result: the features that decided, and what was chosen."""
     return {
         "cpu_flags": sorted(f for f in REPORTED_FLAGS if f in flags),
         "cpu_count": os.cpu_count(),

@@ -13,8 +13,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from pipeline.manifest import LocaleResult, ModelInfo, RunResult, Tally, combine
 from pipeline.metrics import SCORE_CHOICES, SIGNAL_GATES, WER_BINS, signal_bin_edges
+from pipeline.result import LocaleResult, ModelInfo, RunResult, Tally, combine
 from pipeline.stages.gates import REASON_NAMES
 
 SIGNAL_TITLES = {
@@ -74,8 +74,8 @@ def open_lines(result: RunResult, table: str) -> list[str]:
     out = result.output.rstrip("/")
     locale = next((r.locale for r in result.locales if r.table == table), "en")
     lines = [
-        f'DuckDB:    python -m pipeline.table.open {out} --locale {locale} "select id, transcription, score from clips '
-        'where kept limit 5"',
+        f"DuckDB:    python -m pipeline.table.query {out} --locale {locale} "
+        '"select id, transcription, score from clips where kept limit 5"',
         f"datasets:  curate export --output {out} --locale {locale} --format hf --to {out}-hf && "
         f"python -c \"import datasets; print(datasets.load_dataset('parquet', data_dir='{out}-hf'))\"",
     ]

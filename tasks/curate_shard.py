@@ -19,7 +19,7 @@ from pydantic import BaseModel
 
 from pipeline.config import CurationConfig
 from pipeline.launch import InClusterLauncher, ShardRefused, launcher_for
-from pipeline.manifest import RunResult
+from pipeline.result import RunResult
 from pipeline.shards import ShardSpec
 from tasks.credentials import apply_credentials_block
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from pipeline.cli import RESULT_MARK
 from pipeline.config import build_config
-from pipeline.manifest import RunResult
+from pipeline.result import RunResult
 from pipeline.table.catalog import table_root
 
 

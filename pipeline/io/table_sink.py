@@ -34,8 +34,8 @@ from pipeline.columns import (
     TRANSCRIPT,
     WER,
 )
-from pipeline.manifest import Counts, Histogram, ScoreBin, Tally
 from pipeline.metrics import SIGNAL_EDGES, expected_score_bins, score_histogram, signal_histogram, wer_histogram
+from pipeline.result import Counts, Histogram, ScoreBin, Tally
 from pipeline.stage import WRITE, Stage
 from pipeline.stages.gates import reason_counts
 from pipeline.table.schema import AUDIO_TABLE, conform

@@ -8,7 +8,7 @@ from typing import Protocol
 
 from pipeline.cli import RESULT_MARK
 from pipeline.config import CurationConfig
-from pipeline.manifest import RunResult
+from pipeline.result import RunResult
 from pipeline.shards import ShardSpec
 
 # "… INFO pipeline: committed …" (pipeline/cli.py's log format) or "curate: error: …".

@@ -17,7 +17,7 @@ from pipeline.cli import RESULT_MARK
 from pipeline.config import CurationConfig, refuse_secrets
 from pipeline.console import ANSI
 from pipeline.launch.base import ShardFailed, ShardRefused, ShardTimedOut, parse_result, shard_cli_args
-from pipeline.manifest import RunResult
+from pipeline.result import RunResult
 from pipeline.shards import ShardSpec
 
 

@@ -15,7 +15,7 @@ from typing import Any
 from pipeline.config import CurationConfig, refuse_secrets
 from pipeline.console import ANSI
 from pipeline.launch.base import OUR_LINE, JobTimedOut, RayJobFailed, parse_result, shard_cli_args
-from pipeline.manifest import RunResult
+from pipeline.result import RunResult
 from pipeline.shards import ShardSpec
 
 # Environment forwarded to Ray Jobs: settings only.  Credentials (AWS_SECRET_ACCESS_KEY, HF_TOKEN, …)

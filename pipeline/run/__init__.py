@@ -18,8 +18,8 @@ from pipeline.config import CurationConfig, refuse_secrets
 from pipeline.dag import Models
 from pipeline.io.inputs import open_inputs
 from pipeline.languages import hears_every_language, transcriber_for, whisper_language
-from pipeline.manifest import RunResult
 from pipeline.models import resolve_model
+from pipeline.result import RunResult
 from pipeline.run.context import RunContext, model_info
 from pipeline.run.locale import curate_locale
 from pipeline.table.catalog import check_output_root, table_root

@@ -15,7 +15,7 @@ import pyarrow.compute as pc
 
 from pipeline.columns import ID, KEPT
 from pipeline.io.table_sink import SAMPLE_CAP, rejected_sample, tally_of
-from pipeline.manifest import DataFileInfo, LocaleResult, combine
+from pipeline.result import DataFileInfo, LocaleResult, combine
 from pipeline.run.context import RunContext, model_info, timed
 from pipeline.run.engines import Written, run_engines
 from pipeline.run.tables import Tables

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 from pipeline.config import CurationConfig
 from pipeline.dag import Models
 from pipeline.io.inputs import ParquetInputs, ReleaseInputs
-from pipeline.manifest import ModelInfo
+from pipeline.result import ModelInfo
 from pipeline.shards import settings_key
 from pipeline.table.catalog import TableRoot
 

@@ -16,9 +16,9 @@ from pipeline.dag import build_curation_dataset, curation_stages
 from pipeline.io.cv_view import releases_json
 from pipeline.io.inputs import VIEW_ONLY
 from pipeline.io.table_sink import SAMPLE_CAP, TableSink
-from pipeline.manifest import Tally
 from pipeline.progress import ConsoleProgress, start_counter, stop_counter
 from pipeline.ray_init import ensure_ray
+from pipeline.result import Tally
 from pipeline.run.context import RunContext
 from pipeline.run.tables import Tables
 from pipeline.shards import agreement_key, engine_key

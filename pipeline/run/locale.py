@@ -7,7 +7,7 @@ import logging
 from datetime import UTC, datetime
 
 from pipeline.languages import language_check
-from pipeline.manifest import LocaleResult
+from pipeline.result import LocaleResult
 from pipeline.run.commit import write_and_commit
 from pipeline.run.context import RunContext, timed
 from pipeline.run.plan import make_plan

@@ -10,8 +10,8 @@ from pipeline.cli import result_line
 from pipeline.config import build_config
 from pipeline.dag import Models, check_curation, curation_stages
 from pipeline.launch import ChildProcessLauncher, InClusterLauncher, RayJobLauncher, launcher_for, parse_result
-from pipeline.manifest import Counts, LocaleResult, RunResult, Tally, combine
 from pipeline.models import ResolvedModel
+from pipeline.result import Counts, LocaleResult, RunResult, Tally, combine
 from pipeline.stage import READ, WRITE, ColumnContractError, Stage, check_stages
 
 # Building the stages loads nothing: models load in the actors' setup, the judge's engine when added.

@@ -13,8 +13,8 @@ import soundfile as sf
 
 from bench import quality_set as qs
 from pipeline.config import build_config
-from pipeline.manifest import Tally
 from pipeline.quality.signals import bandwidth_hz, clipping_ratio, loudness_lufs, snr_db, speech_span, trim_span
+from pipeline.result import Tally
 from pipeline.stages.decode import decode_audio
 from pipeline.stages.gates import quality_gates
 from pipeline.stages.quality import measure_quality

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pipeline import report
 from pipeline.config import build_config
-from pipeline.manifest import Counts, DataFileInfo, LocaleResult, ModelInfo, RunResult, Tally
+from pipeline.result import Counts, DataFileInfo, LocaleResult, ModelInfo, RunResult, Tally
 
 
 def _result(shard: str, kept: int, reasons: dict[str, int]) -> RunResult:

@@ -1,4 +1,4 @@
-"""Query a locale's clips table with DuckDB: ``python -m pipeline.table.open OUTPUT [--locale en] "SQL"``.
+"""Query a locale's clips table with DuckDB: ``python -m pipeline.table.query OUTPUT [--locale en] "SQL"``.
 
 The table is the view ``clips`` (its current snapshot, or ``--as-of TAG|SNAPSHOT|ISO time``), read by DuckDB
 from the table's data files as the query needs them, so a table of millions of clips is queried in
