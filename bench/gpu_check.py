@@ -200,8 +200,8 @@ def decode_breakdown(transcriber: HFWhisperTranscriber, feats: np.ndarray, batch
     """Seconds per batch for the encoder, ``generate`` bare and with scores, and the whole stage call."""
     import torch
 
-    model = transcriber.model
-    x = torch.from_numpy(feats[np.arange(batch) % feats.shape[0]]).to(transcriber.device, transcriber.dtype)
+    model = transcriber.engine.model
+    x = torch.from_numpy(feats[np.arange(batch) % feats.shape[0]]).to(transcriber.engine.device, transcriber.engine.dtype)
     table = with_features(feats[np.arange(batch) % feats.shape[0]])
     n = transcriber.cfg.max_new_tokens
     with torch.inference_mode():
@@ -252,7 +252,7 @@ def serial_pipeline(
     """Features then generate, batch after batch in one process: what one GPU actor does if it makes its own."""
     feats_stage = WhisperFeatures(TranscriberConfig(), model_path)
     fe = feats_stage.feature_extractor
-    device = transcriber.device
+    device = transcriber.engine.device
 
     def one(group: list[np.ndarray]) -> None:
         if gpu_features:
@@ -358,9 +358,9 @@ def main(argv: list[str] | None = None) -> int:
         def check_length() -> dict[str, Any]:
             import torch
 
-            x = torch.from_numpy(feats[:2]).to(transcriber.device, transcriber.dtype)
+            x = torch.from_numpy(feats[:2]).to(transcriber.engine.device, transcriber.engine.dtype)
             with torch.inference_mode():
-                text = transcriber._generate(transcriber.model.get_encoder()(x), ["en", "en"])
+                text = transcriber.engine.generate(transcriber.engine.model.get_encoder()(x), ["en", "en"])
             return {"text_tokens": int(text.shape[1])}
 
         arm("decode_length", check_length)

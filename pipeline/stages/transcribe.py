@@ -156,96 +156,15 @@ class WhisperFeatures:
 
 
 class HFWhisperTranscriber:
-    """Stage (GPU or CPU actor): ``AutoModelForSpeechSeq2Seq.generate`` on the features.
-
-    Also Whisper's own confidence: the mean token log-probability from ``generate``'s scores, and,
-    from one decoder step at the start-of-transcript token (as Whisper itself does), the probability
-    of "no speech" and, for multilingual models, of each language.
-    """
+    """Stage (GPU or CPU actor): ``engines/hf_whisper.py``'s Whisper on the features: token ids, and Whisper's
+    own confidence (mean token log-probability, "no speech", the language it hears)."""
 
     def __init__(self, cfg: TranscriberConfig, model_path: str):
-        import torch
-        from transformers import AutoModelForSpeechSeq2Seq
+        from pipeline.engines.hf_whisper import HFWhisper
 
-        self.torch = torch
         self.cfg = cfg
-        self.device = "cuda" if cfg.num_gpus_per_actor > 0 else "cpu"
-        self.dtype = getattr(torch, cfg.dtype)
-        self.model = AutoModelForSpeechSeq2Seq.from_pretrained(model_path, dtype=self.dtype, low_cpu_mem_usage=True).to(
-            self.device
-        )
-        self.model.eval()
-        self.n_mels = self.model.config.num_mel_bins
-        gen = self.model.generation_config
-        self.multilingual = bool(getattr(gen, "is_multilingual", False))
-        self.sot = self.model.config.decoder_start_token_id
-        # Whisper's "no speech" token sits just before <|notimestamps|> in every checkpoint's vocabulary.
-        self.no_speech = gen.no_timestamps_token_id - 1 if getattr(gen, "no_timestamps_token_id", None) else None
-        lang_ids = getattr(gen, "lang_to_id", None) or {}
-        self.lang_tokens = {tok[2:-2]: i for tok, i in lang_ids.items()} if self.multilingual else {}
-
-    def _prompt(self, lang: str | None) -> list[int]:
-        """The decoder prompt ``generate`` forces: <|startoftranscript|> [language, task] <|notimestamps|>."""
-        gen = self.model.generation_config
-        ids = [self.sot]
-        if self.multilingual:
-            ids += [gen.lang_to_id[f"<|{lang or self.cfg.language or 'en'}|>"], gen.task_to_id["transcribe"]]
-        if getattr(gen, "no_timestamps_token_id", None) is not None:
-            ids.append(gen.no_timestamps_token_id)
-        return ids
-
-    def _detect(self, encoded) -> list[str]:
-        """The most likely language of each row, from the first decoder step after <|startoftranscript|>."""
-        n = encoded.last_hidden_state.shape[0]
-        ids = self.torch.full((n, 1), self.sot, dtype=self.torch.long, device=self.device)
-        logits = self.model(encoder_outputs=encoded, decoder_input_ids=ids).logits[:, 0].float()
-        names, token_ids = list(self.lang_tokens), list(self.lang_tokens.values())
-        return [names[int(k)] for k in logits[:, token_ids].argmax(dim=-1).tolist()]
-
-    def _generate(self, encoded, langs: list[str | None]):
-        """Token ids of each row's text, neither prompt nor end of text (``generate``'s plain output)."""
-        kwargs: dict = {"max_new_tokens": self.cfg.max_new_tokens}
-        if self.multilingual:
-            default = self.cfg.language or "en"
-            kwargs.update(language=[lang or default for lang in langs], task="transcribe")
-        # No return_dict_in_generate/output_scores: on an H200 they tripled generate's time at batch 16
-        # and made it 9x at batch 64 (bench/gpu_check.py); one teacher-forced pass gives the same numbers.
-        return self.model.generate(encoder_outputs=encoded, **kwargs)
-
-    def _text_ids(self, row: list[int], prompt: list[int]) -> list[int]:
-        """``row`` as ``generate`` returned it, without the prompt (some versions keep it) or padding."""
-        gen = self.model.generation_config
-        if row[: len(prompt)] == prompt:
-            row = row[len(prompt) :]
-        end = len(row)
-        while end > 0 and row[end - 1] in (gen.eos_token_id, gen.pad_token_id):
-            end -= 1
-        return row[:end]
-
-    def _score(self, encoded, sequences: list[list[int]], prompt_len: list[int]):
-        """One decoder pass over prompt + text + end of text: each generated token's log-probability
-        under Whisper's own token filters (as generate's normalised scores), and the raw odds of the
-        first step after <|startoftranscript|> (no speech, language), as Whisper computes them."""
-        torch = self.torch
-        gen = self.model.generation_config
-        width = max(len(s) for s in sequences)
-        ids = torch.full((len(sequences), width), gen.pad_token_id, dtype=torch.long)
-        for j, seq in enumerate(sequences):
-            ids[j, : len(seq)] = torch.tensor(seq)
-        ids = ids.to(self.device)
-        logits = self.model(encoder_outputs=encoded, decoder_input_ids=ids[:, :-1]).logits.float()
-        first = logits[:, 0].softmax(dim=-1)
-        if gen.suppress_tokens:
-            logits[..., list(gen.suppress_tokens)] = -float("inf")
-        logprobs = []
-        for j, seq in enumerate(sequences):
-            p = prompt_len[j]
-            step = logits[j, p - 1 : len(seq) - 1]
-            if gen.begin_suppress_tokens:
-                step[0, list(gen.begin_suppress_tokens)] = -float("inf")
-            lp = step.log_softmax(dim=-1).gather(1, ids[j, p : len(seq)].unsqueeze(1)).squeeze(1)
-            logprobs.append(lp[torch.isfinite(lp)])
-        return logprobs, first
+        device = "cuda" if cfg.num_gpus_per_actor > 0 else "cpu"
+        self.engine = HFWhisper(model_path, device, cfg.dtype, cfg.language, cfg.max_new_tokens)
 
     def __call__(self, batch: pa.Table) -> pa.Table:
         errors = batch.column(ERROR).to_pylist()
@@ -256,39 +175,10 @@ class HFWhisperTranscriber:
         if todo:
             feats = batch.column(FEATURES).take(pa.array(todo))
             flat = np.stack([f.values.to_numpy(zero_copy_only=False) for f in feats])
-            x = self.torch.from_numpy(flat.reshape(len(todo), self.n_mels, -1)).to(self.device, self.dtype)
-            eot = self.model.generation_config.eos_token_id
-            row_langs = [langs[i] for i in todo]
-            with self.torch.inference_mode():
-                # The encoder is a large share of the cost on a GPU: run it once for both passes.
-                encoded = self.model.get_encoder()(x)
-                if self.lang_tokens and not all(row_langs):
-                    # Not forced: decode the language the model hears (one decoder step, as Whisper does).
-                    heard = self._detect(encoded)
-                    row_langs = [lang or h for lang, h in zip(row_langs, heard, strict=True)]
-                generated = self._generate(encoded, row_langs).cpu().tolist()
-                prompts = [self._prompt(lang) for lang in row_langs]
-                sequences, n_text = [], []
-                for j, row in enumerate(generated):
-                    text = self._text_ids(row, prompts[j])
-                    # Stopped before the cap means it produced <|endoftext|>, which Whisper counts.
-                    stop = [eot] if len(text) < self.cfg.max_new_tokens else []
-                    sequences.append(prompts[j] + text + stop)
-                    n_text.append(len(text))
-                logprobs, probs = self._score(encoded, sequences, [len(p) for p in prompts])
-            for j, i in enumerate(todo):
-                tokens[i] = sequences[j]
-                lp = logprobs[j]
-                # Whisper's avg_logprob: summed over the text and <|endoftext|>, over len(text) + 1.
-                conf[AVG_LOGPROB][i] = float(lp.sum()) / (n_text[j] + 1)
-                if self.no_speech is not None:
-                    conf[NO_SPEECH_PROB][i] = float(probs[j, self.no_speech])
-                if self.lang_tokens:
-                    ids = list(self.lang_tokens.values())
-                    p = probs[j, ids]
-                    best = int(p.argmax())
-                    conf[DETECTED_LANGUAGE][i] = list(self.lang_tokens)[best]
-                    conf[DETECTED_LANGUAGE_PROB][i] = float(p[best] / p.sum())
+            for i, d in zip(todo, self.engine.transcribe(flat, [langs[i] for i in todo]), strict=True):
+                tokens[i] = d.tokens
+                conf[AVG_LOGPROB][i], conf[NO_SPEECH_PROB][i] = d.avg_logprob, d.no_speech_prob
+                conf[DETECTED_LANGUAGE][i], conf[DETECTED_LANGUAGE_PROB][i] = d.language, d.language_prob
         batch = batch.drop_columns([FEATURES]).append_column(TOKENS, pa.array(tokens, type=pa.list_(pa.int32())))
         for col, values in conf.items():
             typ = pa.string() if col == DETECTED_LANGUAGE else pa.float64()

@@ -178,15 +178,15 @@ def test_confidence_equals_generate_scores(tmp_path, sample_table, which):
     got = stage(feats)
 
     x = torch.from_numpy(np.stack([f.values.to_numpy() for f in feats.column(FEATURES)]).reshape(6, 80, -1))
-    sequences, want = _generate_scores(stage.model, x, locales, 12)
+    sequences, want = _generate_scores(stage.engine.model, x, locales, 12)
     assert got.column(AVG_LOGPROB).to_pylist() == pytest.approx(want, abs=2e-3)
     for j, toks in enumerate(got.column(TOKENS).to_pylist()):
         assert toks == sequences[j, : len(toks)].tolist()
-        assert toks[0] == stage.sot
+        assert toks[0] == stage.engine.sot
     assert all(p is not None and 0.0 <= p <= 1.0 for p in got.column(NO_SPEECH_PROB).to_pylist())
-    if stage.multilingual:
+    if stage.engine.multilingual:
         # Each row was decoded in its own locale's language: its prompt says so.
-        lang_ids = stage.model.generation_config.lang_to_id
+        lang_ids = stage.engine.model.generation_config.lang_to_id
         prompts = [toks[1] for toks in got.column(TOKENS).to_pylist()]
         assert prompts == [lang_ids[f"<|{loc}|>"] for loc in locales]
         assert all(lang is not None for lang in got.column(DETECTED_LANGUAGE).to_pylist())
