@@ -201,7 +201,9 @@ def decode_breakdown(transcriber: HFWhisperTranscriber, feats: np.ndarray, batch
     import torch
 
     model = transcriber.engine.model
-    x = torch.from_numpy(feats[np.arange(batch) % feats.shape[0]]).to(transcriber.engine.device, transcriber.engine.dtype)
+    x = torch.from_numpy(feats[np.arange(batch) % feats.shape[0]]).to(
+        transcriber.engine.device, transcriber.engine.dtype
+    )
     table = with_features(feats[np.arange(batch) % feats.shape[0]])
     n = transcriber.cfg.max_new_tokens
     with torch.inference_mode():

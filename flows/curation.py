@@ -35,15 +35,14 @@ def flow_config(
     the worker, overrides, and the ``threshold``/``limit``/``ray_address`` shortcuts); a flow that starts
     others passes it on built.  The overrides are refused before anything is logged or handed on:
     Prefect has stored the parameter already, so the error names the keys, never the values."""
-    refuse_secrets(overrides=config_overrides, where=where)
+    cfg = build_config(profile, file=config_file, overrides=config_overrides, **fields)
+    refuse_secrets(cfg, config_overrides, where=where)  # a config file may hold one too
     if credentials_block:
         get_run_logger().info(
             "credentials from Secret block %r: %s",
             credentials_block,
             ", ".join(apply_credentials_block(credentials_block)),
         )
-    cfg = build_config(profile, file=config_file, overrides=config_overrides, **fields)
-    refuse_secrets(cfg, where=where)  # a config file may hold one too
     return cfg
 
 

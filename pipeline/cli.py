@@ -55,7 +55,6 @@ def _build(args: argparse.Namespace):
         overrides=args.overrides,
         **shortcuts(args),
     )
-    refuse_secrets(cfg, args.overrides, where="curate")
     return cfg
 
 
@@ -164,6 +163,11 @@ def run_command(args: argparse.Namespace) -> int:
         print(f"curate: error: {str(exc).splitlines()[0]}", file=sys.stderr)
         return 2
     if args.cmd == "config":
+        try:  # `curate run` refuses in run_curation, the pipeline's one boundary
+            refuse_secrets(cfg, args.overrides, where="curate config")
+        except SecretInConfigError as exc:
+            print(f"curate: error: {exc}", file=sys.stderr)
+            return 2
         print(json.dumps(cfg.public_dict(), indent=2))
         return 0
 

@@ -49,7 +49,7 @@ def shard_cli_args(
 
     With ``stdin`` the config goes on the child's stdin, not in argv (``ps`` and ``/proc/*/cmdline`` show
     argv to every user of the machine).  A Ray Job has no stdin: its entrypoint carries the config,
-    which ``refuse_secrets`` has checked holds nothing secret.
+    which the flow's ``refuse_secrets`` has checked holds nothing secret.
     """
     args = [
         "run",

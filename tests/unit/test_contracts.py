@@ -159,6 +159,7 @@ def test_every_entry_point_refuses_a_secret_with_one_rule(tmp_path):
     rule, naming the keys, never the values."""
     import logging
 
+    from flows.curation import flow_config
     from pipeline.config import SecretInConfigError, build_config, refuse_secrets, secret_overrides
     from pipeline.run import run_curation
     from pipeline.shards import plan_shards
@@ -170,12 +171,15 @@ def test_every_entry_point_refuses_a_secret_with_one_rule(tmp_path):
     assert secret_overrides(["judge.engine_env.RAY_AUTH_MODE=token"]) == []  # a mode, not a secret
     (spec,) = plan_shards([str(tmp_path / "in.parquet")], str(tmp_path / "out"), "dev")
     cfg = build_config(overrides=["judge.engine_env={HF_TOKEN: hf_abc}"])
-    for launcher in (RayJobLauncher("http://127.0.0.1:1"), ChildProcessLauncher(), InClusterLauncher()):
-        with pytest.raises(SecretInConfigError, match=r"refused judge\.engine_env\.HF_TOKEN") as err:
-            launcher.launch(spec, cfg, logging.getLogger("test"), run_id="r")
-        assert "hf_abc" not in str(err.value) and "Secret block" in str(err.value)
+    # The run is the pipeline's boundary (a CLI run, a shard's child, a Ray Job's driver and an in-cluster
+    # shard all go through it); the flows refuse before any launcher is handed the config.
+    with pytest.raises(SecretInConfigError, match=r"refused judge\.engine_env\.HF_TOKEN") as err:
+        InClusterLauncher().launch(spec, cfg, logging.getLogger("test"), run_id="r")
+    assert "hf_abc" not in str(err.value) and "Secret block" in str(err.value)
     with pytest.raises(SecretInConfigError):
         run_curation(cfg, [str(tmp_path / "in.parquet")], str(tmp_path / "out"))
+    with pytest.raises(SecretInConfigError, match=r"curate_dataset: refused judge\.engine_env\.HF_TOKEN"):
+        flow_config("curate_dataset", config_overrides=["judge.engine_env={HF_TOKEN: hf_abc}"])
     with pytest.raises(SecretInConfigError, match="PGPASSWORD"):
         refuse_secrets(build_config(overrides=["table.catalog_uri=postgresql://u:pw@db/cat"]))
 
