@@ -30,6 +30,7 @@ STUB = b"ID3" + bytes(61)
 def seed_audio(output: Path, rows_per_file: int = 200_000) -> int:
     """One stub audio row for every clip of the seeded clips table, committed as the run commits audio."""
     from pipeline.config import build_config
+    from pipeline.table import audio as audio_table
     from pipeline.table import commit as commits
     from pipeline.table.catalog import table_root
     from pipeline.table.scan import file_batches_of
@@ -56,7 +57,7 @@ def seed_audio(output: Path, rows_per_file: int = 200_000) -> int:
                 )
                 files += commits.write_rows(audio, rows)
                 n += b.num_rows
-    commits.append_audio(lambda: catalog.load_table(audio_id), files, {"curate.run-id": "seed"})
+    audio_table.append_audio(lambda: catalog.load_table(audio_id), files, {"curate.run-id": "seed"})
     return n
 
 

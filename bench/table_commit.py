@@ -29,6 +29,7 @@ import pyarrow as pa
 
 from pipeline.config import build_config
 from pipeline.table import commit as commits
+from pipeline.table import upkeep as table_upkeep
 from pipeline.table.catalog import load_or_create, table_root
 from pipeline.table.schema import CLIPS, conform
 
@@ -150,7 +151,7 @@ def bench_nights(nights: int, compact: bool, rows_per_file: int) -> dict:
             _write(catalog, "curate.en_clips", rows, rows_per_file)
             total += 100
             if compact:
-                commits.compact(
+                table_upkeep.compact(
                     lambda: catalog.load_table("curate.en_clips"),
                     cfg.table.target_file_mb << 20,
                     cfg.table.compact_min_files,

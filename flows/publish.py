@@ -129,7 +129,7 @@ def show_outcome(short: str) -> None:
 def night_tag() -> str:
     """The snapshot's tag: ``nightly-2026-12-02`` for a scheduled run (the night it was scheduled for,
     whichever deployment), ``manual-20261204T153000Z`` for any other run.  Expiry removes only these
-    forms; a tag a person makes stays (``pipeline.table.commit.PRODUCT_TAG``)."""
+    forms; a tag a person makes stays (``pipeline.table.upkeep.PRODUCT_TAG``)."""
     night = tonight()
     return f"nightly-{night}" if night else f"manual-{datetime.now(UTC):%Y%m%dT%H%M%SZ}"
 

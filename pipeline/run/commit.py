@@ -19,7 +19,9 @@ from pipeline.result import DataFileInfo, LocaleResult, combine
 from pipeline.run.context import RunContext, model_info, timed
 from pipeline.run.engines import Written, run_engines
 from pipeline.run.tables import Tables
+from pipeline.table import audio as audio_table
 from pipeline.table import commit as commits
+from pipeline.table import upkeep as table_upkeep
 from pipeline.table.plan import OLD_KEPT, TablePlan
 from pipeline.table.plan_rows import reconcile_rows
 from pipeline.table.schema import conform
@@ -65,7 +67,7 @@ def write_and_commit(
         raise
     snap = table.current_snapshot()
     result.snapshot_id = snap.snapshot_id
-    result.tag = commits.tag(table, snap.snapshot_id, ctx.cfg.table.tag or f"run-{now:%Y%m%dT%H%M%SZ}")
+    result.tag = table_upkeep.tag(table, snap.snapshot_id, ctx.cfg.table.tag or f"run-{now:%Y%m%dT%H%M%SZ}")
     result.files = [
         DataFileInfo(table=tables.clips_id, path=f.file_path, rows=f.record_count, bytes=f.file_size_in_bytes)
         for f in written.clips
@@ -79,7 +81,7 @@ def _commit(
     """The audio appended, then the clips upserted; a retried commit rebuilds contested rows on the other
     writer's (``reconcile_rows``)."""
     if written.audio:
-        commits.append_audio(tables.load_audio, written.audio, props)
+        audio_table.append_audio(tables.load_audio, written.audio, props)
         written.audio = []  # committed (or dropped as duplicates): no longer ours to delete
     return commits.upsert(
         tables.load_clips,

@@ -13,7 +13,7 @@ from pipeline.run.context import RunContext, timed
 from pipeline.run.plan import make_plan
 from pipeline.run.tables import check_kept_statuses, open_tables
 from pipeline.run.upkeep import upkeep
-from pipeline.table import commit as commits
+from pipeline.table import ledger as ledgers
 from pipeline.table import writers
 from pipeline.table.scan import kept_counts
 from pipeline.table.workspace import Workspace
@@ -67,10 +67,10 @@ def pending_units(ctx: RunContext, result: LocaleResult) -> list:
     says so, and the result is marked as having nothing to do."""
     known = ctx.root.existing(result.table)
     check_kept_statuses(known, ctx.cfg, ctx.split)
-    ledger = commits.read_ledger(known) if known is not None else {}
+    ledger = ledgers.read_ledger(known) if known is not None else {}
     units = ctx.inputs.units(result.locale)
     keyed = {u.key(ctx.settings): u for u in units}
-    pending = [u for key, u in keyed.items() if ctx.force or not commits.is_applied(ledger, key, ctx.shard)]
+    pending = [u for key, u in keyed.items() if ctx.force or not ledgers.is_applied(ledger, key, ctx.shard)]
     result.units = [u.uri for u in pending]
     if not pending:
         result.nothing_to_do = True

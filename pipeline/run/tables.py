@@ -14,7 +14,7 @@ from pipeline.config import CurationConfig
 from pipeline.run.context import RunContext
 from pipeline.stages.gates import kept_statuses
 from pipeline.storage import resolve_filesystem
-from pipeline.table import commit as commits
+from pipeline.table import upkeep as table_upkeep
 from pipeline.table.catalog import load_or_create
 from pipeline.table.schema import AUDIO_TABLE, clips_schema
 
@@ -86,7 +86,7 @@ def open_tables(ctx: RunContext, locale: str) -> Tables:
     audio = load_or_create(catalog, audio_id, AUDIO_TABLE)
     resolve = lambda uri: resolve_filesystem(uri, cfg.storage)  # noqa: E731
     for t in (clips, audio):
-        gone = commits.remove_orphans(t, cfg.table.orphan_min_age_s, resolve, cfg.table.writer_ttl_s)
+        gone = table_upkeep.remove_orphans(t, cfg.table.orphan_min_age_s, resolve, cfg.table.writer_ttl_s)
         if gone:
             log.info("removed %d orphan data file(s) of %s (a dead writer's)", len(gone), ".".join(t.name()))
     return Tables(catalog, clips_id, audio_id, clips, audio, schema, resolve)

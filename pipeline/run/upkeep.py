@@ -6,7 +6,7 @@ import logging
 
 from pipeline.run.context import RunContext
 from pipeline.run.tables import Tables
-from pipeline.table import commit as commits
+from pipeline.table import upkeep as table_upkeep
 
 log = logging.getLogger("pipeline")
 
@@ -18,8 +18,8 @@ def upkeep(ctx: RunContext, tables: Tables) -> None:
     props = {"curate.run-id": ctx.run_id, "curate.operation": "compaction"}
     for ident in (tables.clips_id, tables.audio_id):
         try:
-            commits.expire(catalog.load_table(ident), t.retention_days)
-            replaced = commits.compact(
+            table_upkeep.expire(catalog.load_table(ident), t.retention_days)
+            replaced = table_upkeep.compact(
                 lambda ident=ident: catalog.load_table(ident), t.target_file_mb << 20, t.compact_min_files, props
             )
             if replaced:

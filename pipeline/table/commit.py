@@ -1,4 +1,4 @@
-"""Commits to the dataset's tables: one atomic snapshot per unit of work, and the table's upkeep.
+"""Commits to the dataset's clips table: one atomic snapshot per unit of work.
 
 - ``upsert`` replaces the rows of the given ids and adds the new ones in one snapshot (copy on write:
   the files that hold any of the ids are rewritten without them, the new files added).  Its snapshot
@@ -7,10 +7,8 @@
 - A concurrent writer that committed first makes the catalog refuse ours (pyiceberg's own retry is
   off: it would replay a plan made on the old snapshot and could double an id both writers added).
   Then the whole upsert is planned again on the new snapshot, so every id stays once.
-- The ledger (``curate.ledger``) is cumulative: every snapshot's summary holds every unit of work
-  applied so far, so expiring old snapshots forgets nothing.
-- ``append_audio`` adds only audio whose sha256 the table lacks; ``compact``, ``expire`` and
-  ``remove_orphans`` keep file counts and storage bounded.
+- Every snapshot's summary carries the ledger (``table/ledger.py``).  The audio table's appends are
+  ``table/audio.py``'s; compaction, expiry and the orphan sweep ``table/upkeep.py``'s.
 """
 
 from __future__ import annotations
@@ -18,18 +16,16 @@ from __future__ import annotations
 import json
 import logging
 import random
-import re
 import time
 import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, Protocol
 
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from pipeline.columns import AUDIO_SHA, ID
-from pipeline.table import writers
+from pipeline.columns import ID
+from pipeline.table.ledger import LEDGER, merge_ledger, read_ledger
 from pipeline.table.schema import conform
 
 if TYPE_CHECKING:
@@ -38,38 +34,11 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("pipeline")
 
-LEDGER = "curate.ledger"
 MAX_ATTEMPTS = 12
 
 
 class CommitConflict(RuntimeError):
     """The table kept changing under us for ``MAX_ATTEMPTS`` plans in a row."""
-
-
-# ------------------------------------------------------------------------------------------ ledger
-
-
-def read_ledger(table: Table) -> dict[str, dict[str, Any]]:
-    """unit key -> {"shards": k, "done": [shard indices], "run": run id}: from the newest snapshot of the
-    current branch that carries one (every snapshot we make does; one made by another tool may not),
-    joined with the units applied without a snapshot (nothing changed; the table's ``curate.ledger``
-    property)."""
-    ledger: dict[str, dict[str, Any]] = {}
-    snap = table.current_snapshot()
-    while snap is not None:
-        text = snap.summary.additional_properties.get(LEDGER) if snap.summary else None
-        if text:
-            ledger = json.loads(text)
-            break
-        snap = table.snapshot_by_id(snap.parent_snapshot_id) if snap.parent_snapshot_id else None
-    idle = json.loads(table.properties.get(LEDGER) or "{}")
-    for unit, entry in idle.items():
-        have = ledger.get(unit)
-        if have is None or have["shards"] != entry["shards"]:
-            ledger[unit] = entry
-        else:
-            ledger[unit] = {**have, "done": sorted(set(have["done"]) | set(entry["done"]))}
-    return ledger
 
 
 def record_applied(
@@ -87,33 +56,7 @@ def record_applied(
         with table.transaction() as txn:
             txn.set_properties({LEDGER: json.dumps(merged, separators=(",", ":"), sort_keys=True)})
 
-    _retry("the table's ledger", attempt)
-
-
-def is_applied(ledger: dict[str, dict[str, Any]], unit: str, shard: tuple[int, int] | None = None) -> bool:
-    """Whether every shard of ``unit`` is committed, or with ``shard``, whether that shard is."""
-    entry = ledger.get(unit)
-    if not entry:
-        return False
-    if set(range(entry["shards"])) <= set(entry["done"]):
-        return True
-    return shard is not None and entry["shards"] == shard[1] and shard[0] in entry["done"]
-
-
-def merge_ledger(
-    ledger: dict[str, dict[str, Any]], units: Iterable[str], shard: tuple[int, int], run_id: str
-) -> dict[str, dict[str, Any]]:
-    """``ledger`` with ``units`` marked done by shard ``i`` of ``k``."""
-    out = {k: dict(v) for k, v in ledger.items()}
-    i, k = shard
-    for unit in units:
-        entry = out.get(unit)
-        if entry is None or entry["shards"] != k:
-            entry = {"shards": k, "done": []}
-        entry["done"] = sorted(set(entry["done"]) | {i})
-        entry["run"] = run_id
-        out[unit] = entry
-    return out
+    retry("the table's ledger", attempt)
 
 
 # ------------------------------------------------------------------------------------------- files
@@ -165,7 +108,7 @@ def delete_files(table: Table, files: Iterable[DataFile | str]) -> None:
             log.warning("could not delete uncommitted file %s", path)
 
 
-def _retry(what: str, attempt: Callable[[], Any]) -> Any:
+def retry(what: str, attempt: Callable[[], Any]) -> Any:
     from pyiceberg.exceptions import CommitFailedException
 
     for n in range(MAX_ATTEMPTS):
@@ -195,7 +138,7 @@ def _landed(load: Callable[[], Table], token: str) -> bool | None:
     return any((s.summary.additional_properties or {}).get(COMMIT_ID) == token for s in table.snapshots() if s.summary)
 
 
-def _commit(txn, load: Callable[[], Table], token: str, what: str) -> Table:
+def commit_txn(txn, load: Callable[[], Table], token: str, what: str) -> Table:
     """Commit ``txn``.  A refusal (another writer first, a failed validation) is raised as it is: nothing
     landed.  Any other error leaves the outcome unknown (Postgres can commit and still lose the reply), so
     the table is read again: the snapshot there is success; absent, the error stands; unreadable,
@@ -280,14 +223,14 @@ def upsert(
                     snap.delete_data_file(f)
                 for f in [*preserved, *ours]:
                     snap.append_data_file(f)
-            return _commit(txn, load, token, what)
+            return commit_txn(txn, load, token, what)
         except CommitUnknown:
             raise  # the preserved files may be the table's now
         except Exception:
             delete_files(table, [*preserved, *rebuilt])  # never referenced: ours to remove
             raise
 
-    committed = _retry(what, attempt)
+    committed = retry(what, attempt)
     delete_files(committed, superseded)
     return committed
 
@@ -369,211 +312,3 @@ def _rewrite_without(table: Table, keys: pa.Array) -> tuple[list[DataFile], list
         doomed.append(task.file)
         preserved += write_rows(table, rows.filter(pc.invert(hit)))
     return doomed, preserved
-
-
-# ------------------------------------------------------------------------------------------- audio
-
-
-def append_audio(load: Callable[[], Table], files: Sequence[DataFile], properties: dict[str, str]) -> Table | None:
-    """Add the audio of ``files`` whose sha256 the table does not hold yet, in one snapshot.
-
-    Audio is content-addressed: a clip scored again (new models) or listed by two releases keeps its
-    one copy.  A file with no new audio is dropped; one with some is rewritten to hold only the new.
-    The table's shas are read a file at a time and only ours are kept, so memory holds this run's.
-    """
-    import pyarrow.parquet as pq
-
-    what = "commit to the audio table"
-
-    def attempt() -> Table | None:
-        table = load()
-        ours = {}
-        for f in files:
-            with table.io.new_input(f.file_path).open() as stream:
-                ours[f.file_path] = pq.read_table(stream, columns=[AUDIO_SHA]).column(AUDIO_SHA).cast(pa.string())
-        candidates = pa.chunked_array([c for c in ours.values()], pa.string()).combine_chunks() if ours else None
-        taken = _existing_shas(table, candidates) if candidates is not None else set()
-        keep, written, dropped = [], [], []
-        for f in files:
-            shas = ours[f.file_path].to_pylist()
-            first = {s: i for i, s in reversed(list(enumerate(shas)))}
-            mask = [s not in taken and first[s] == i for i, s in enumerate(shas)]
-            taken |= set(shas)
-            if all(mask):
-                keep.append(f)
-                continue
-            dropped.append(f)
-            if any(mask):
-                new = write_rows(table, read_file(table, f).filter(pa.array(mask)))
-                written += new
-                keep += new
-        if not keep:
-            delete_files(table, dropped)
-            return None
-        token = uuid.uuid4().hex
-        txn = table.transaction()
-        try:
-            with txn.update_snapshot(snapshot_properties={**properties, COMMIT_ID: token}).fast_append() as snap:
-                for f in keep:
-                    snap.append_data_file(f)
-            committed = _commit(txn, load, token, what)
-        except CommitUnknown:
-            raise
-        except Exception:
-            delete_files(table, written)
-            raise
-        delete_files(table, dropped)
-        return committed
-
-    return _retry(what, attempt)
-
-
-def _existing_shas(table: Table, candidates: pa.Array) -> set[str]:
-    """Which of ``candidates`` the table holds already."""
-    from pipeline.table.scan import file_batches
-
-    found: set[str] = set()
-    for _, t in file_batches(table, (AUDIO_SHA,)):
-        col = t.column(AUDIO_SHA).cast(pa.string())
-        found |= set(col.filter(pc.is_in(col, value_set=candidates)).to_pylist())
-    return found
-
-
-# ------------------------------------------------------------------------------------------ upkeep
-
-
-def tag(table: Table, snapshot_id: int, name: str) -> str:
-    """Tag ``snapshot_id``; a name already taken gets ``-2``, ``-3``, …  Returns the tag given."""
-    refs = table.refs()
-    final, n = name, 1
-    while final in refs:
-        n += 1
-        final = f"{name}-{n}"
-    table.manage_snapshots().create_tag(snapshot_id, final).commit()
-    return final
-
-
-# The tags runs make (``run-<time>``, ``<deployment>-<date>``, ``manual-<time>``): expiry removes only
-# these.  A tag a person made to pin a dataset stays, and keeps its snapshot.
-PRODUCT_TAG = re.compile(r"^(run-\d{8}T\d{6}Z|nightly-\d{4}-\d{2}-\d{2}|manual-\d{8}T\d{6}Z)(-\d+)?$")
-
-
-def expire(table: Table, retention_days: float) -> int:
-    """Drop the product's own tags and the snapshots older than the retention (never the current one, nor a
-    snapshot a person's tag pins).  Returns how many snapshots went."""
-    cutoff = datetime.now(UTC) - timedelta(days=retention_days)
-    cutoff_ms = int(cutoff.timestamp() * 1000)
-    old_tags = [
-        name
-        for name, ref in table.refs().items()
-        if ref.snapshot_ref_type == "tag"
-        and PRODUCT_TAG.match(name)
-        and (s := table.snapshot_by_id(ref.snapshot_id)) is not None
-        and s.timestamp_ms < cutoff_ms
-    ]
-    if old_tags:
-        manage = table.manage_snapshots()
-        for name in old_tags:
-            manage = manage.remove_tag(name)
-        manage.commit()
-        table = table.refresh()
-    pinned = {ref.snapshot_id for ref in table.refs().values()}
-    old = [s.snapshot_id for s in table.snapshots() if s.timestamp_ms < cutoff_ms and s.snapshot_id not in pinned]
-    if old:
-        table.maintenance.expire_snapshots().older_than(cutoff).commit()
-    return len(old)
-
-
-def compact(load: Callable[[], Table], target_bytes: int, min_files: int, properties: dict[str, str]) -> int:
-    """Rewrite small data files (a write task's, under an eighth of ``target_bytes``) into files of about
-    ``target_bytes`` once ``min_files`` are small.  Files the run wrote whole (``write_stream``) are not
-    small.  One snapshot; rows are unchanged (same ids, same values).  Streamed: memory holds one output
-    file's worth.  Returns the number of files replaced."""
-    from pipeline.table.scan import arrow_schema, file_batches_of
-
-    def attempt() -> int:
-        table = load()
-        if table.current_snapshot() is None:
-            return 0
-        tasks = [t for t in table.scan().plan_files() if t.file.file_size_in_bytes < target_bytes // 8]
-        if len(tasks) < min_files:
-            return 0
-        schema = arrow_schema(table)
-        written = []
-        # The ledger rides along: the newest snapshot must carry it (read_ledger reads that one first).
-        props = {**properties, LEDGER: json.dumps(read_ledger(table), separators=(",", ":"), sort_keys=True)}
-        try:
-            ordered = sorted(tasks, key=lambda t: t.file.file_path)
-            written += write_stream(
-                table, schema, (conform(b, schema) for t in ordered for b in file_batches_of(table, t))
-            )
-            txn = table.transaction()
-            with txn.update_snapshot(snapshot_properties=props).overwrite() as snap:
-                for t in tasks:
-                    snap.delete_data_file(t.file)
-                for f in written:
-                    snap.append_data_file(f)
-            txn.commit_transaction()
-        except Exception:
-            delete_files(table, written)
-            raise
-        return len(tasks)
-
-    return _retry("compaction", attempt)
-
-
-# Clock skew between a writer's host and the store allowed for when sparing a live writer's files.
-SKEW_S = 300.0
-
-
-def remove_orphans(
-    table: Table,
-    min_age_s: float,
-    resolve: Callable[[str], tuple[Any, str]],
-    writer_ttl_s: float = writers.DEFAULT_TTL_S,
-) -> list[str]:
-    """Delete data files under the table's ``data/`` that no snapshot references, that are older than
-    ``min_age_s``, and that no live writer may own (``pipeline.table.writers``).  Returns their paths.
-
-    Order matters: files are listed first, live writers next, the table's references last (reloaded),
-    so a file listed either has a writer whose intent is seen, or was committed before the references
-    were read, or is a dead writer's.  Locations are compared without their scheme, as the table's
-    FileIO parses them, so a plain-path warehouse and ``file://`` one are the same.
-    """
-    import pyarrow.fs as pafs
-
-    location = table.location().rstrip("/")
-    scheme, where = writers.normalised(location)
-    if scheme not in writers.SWEEPABLE:
-        log.warning(
-            "orphan sweep of %s skipped: its location %s is on %s://, which the sweep cannot list and compare "
-            "(it handles local paths and s3://)",
-            ".".join(table.name()),
-            location,
-            scheme,
-        )
-        return []
-    uri = writers.as_uri
-    fs, base = resolve(uri(scheme, f"{where}/data"))
-    infos = fs.get_file_info(pafs.FileSelector(base, recursive=True, allow_not_found=True))
-    files = [i for i in infos if i.type == pafs.FileType.File]
-    if not files:
-        return []
-    live = writers.live_since(uri(scheme, where), resolve, writer_ttl_s)
-    table = table.refresh()
-    referenced = (
-        {writers.normalised(p)[1] for p in table.inspect.all_files().column("file_path").to_pylist()}
-        if table.snapshots()
-        else set()
-    )
-    now = time.time()
-    gone = []
-    for info in files:
-        written = info.mtime.timestamp() if info.mtime else now
-        if writers.normalised(uri(scheme, info.path))[1] in referenced or now - written < min_age_s:
-            continue
-        if live is not None and written >= live - SKEW_S:
-            continue  # a live writer's, or too near one to tell
-        fs.delete_file(info.path)
-        gone.append(uri(scheme, info.path))
-    return gone

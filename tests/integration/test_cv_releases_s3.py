@@ -65,7 +65,9 @@ def test_the_tables_with_their_warehouse_on_s3(tmp_path, monkeypatch):
     from pyiceberg.io.pyarrow import schema_to_pyarrow
 
     from pipeline.storage import resolve_filesystem
+    from pipeline.table import audio as audio_table
     from pipeline.table import commit as commits
+    from pipeline.table import upkeep as table_upkeep
     from pipeline.table.catalog import load_or_create, table_root
     from pipeline.table.schema import AUDIO_TABLE
 
@@ -97,12 +99,12 @@ def test_the_tables_with_their_warehouse_on_s3(tmp_path, monkeypatch):
         audio = load_or_create(catalog, "curate.en_audio", AUDIO_TABLE)
         batch = pa.table({"audio_sha256": ["s1"], "id": ["a"], "size": [3], "audio_bytes": [b"abc"]})
         files = commits.write_rows(audio, batch.cast(schema_to_pyarrow(audio.schema())))
-        commits.append_audio(lambda: catalog.load_table("curate.en_audio"), files, {})
+        audio_table.append_audio(lambda: catalog.load_table("curate.en_audio"), files, {})
         assert catalog.load_table("curate.en_audio").scan().to_arrow().column("audio_bytes").to_pylist() == [b"abc"]
 
         t = catalog.load_table("curate.en_clips")
         orphan = commits.write_rows(t, pa.table({"id": ["z"], "v": [0]}).cast(schema_to_pyarrow(t.schema())))
-        gone = commits.remove_orphans(t, 0, lambda uri: resolve_filesystem(uri, cfg.storage))
+        gone = table_upkeep.remove_orphans(t, 0, lambda uri: resolve_filesystem(uri, cfg.storage))
         assert gone == [f.file_path for f in orphan]
         # With no minimum age, the sweep took the orphan and nothing the table references: all reads back.
         got = catalog.load_table("curate.en_clips").scan().to_arrow().to_pylist()

@@ -13,7 +13,10 @@ from pyiceberg.io.pyarrow import schema_to_pyarrow
 
 from pipeline.config import build_config
 from pipeline.storage import resolve_filesystem
+from pipeline.table import audio as audio_table
 from pipeline.table import commit as commits
+from pipeline.table import ledger as ledgers
+from pipeline.table import upkeep as table_upkeep
 from pipeline.table import writers
 from pipeline.table.catalog import TableError, check_output_root, load_or_create, redact_uri, table_root
 from pipeline.table.schema import AUDIO_TABLE
@@ -70,7 +73,7 @@ def test_upsert_replaces_the_ids_and_keeps_the_rest_in_one_snapshot(catalog):
     t = catalog.load_table("curate.t")
     assert len(t.snapshots()) == 2
     props = t.current_snapshot().summary.additional_properties
-    assert props["p"] == "1" and commits.is_applied(json.loads(props[commits.LEDGER]), "u1")
+    assert props["p"] == "1" and ledgers.is_applied(json.loads(props[ledgers.LEDGER]), "u1")
 
 
 def test_a_writer_that_lost_the_race_plans_again_and_every_id_stays_once(catalog):
@@ -90,13 +93,13 @@ def test_a_writer_that_lost_the_race_plans_again_and_every_id_stays_once(catalog
 
 
 def test_the_ledger_counts_a_unit_done_once_every_shard_committed():
-    ledger = commits.merge_ledger({}, ["u"], (0, 2), "r1")
-    assert not commits.is_applied(ledger, "u") and commits.is_applied(ledger, "u", (0, 2))
-    assert not commits.is_applied(ledger, "u", (1, 2))
-    ledger = commits.merge_ledger(ledger, ["u"], (1, 2), "r2")
-    assert commits.is_applied(ledger, "u") and ledger["u"]["done"] == [0, 1]
+    ledger = ledgers.merge_ledger({}, ["u"], (0, 2), "r1")
+    assert not ledgers.is_applied(ledger, "u") and ledgers.is_applied(ledger, "u", (0, 2))
+    assert not ledgers.is_applied(ledger, "u", (1, 2))
+    ledger = ledgers.merge_ledger(ledger, ["u"], (1, 2), "r2")
+    assert ledgers.is_applied(ledger, "u") and ledger["u"]["done"] == [0, 1]
     # A plan with another shard count starts the unit over.
-    assert commits.merge_ledger(ledger, ["u"], (0, 3), "r3")["u"] == {"shards": 3, "done": [0], "run": "r3"}
+    assert ledgers.merge_ledger(ledger, ["u"], (0, 3), "r3")["u"] == {"shards": 3, "done": [0], "run": "r3"}
 
 
 def test_compaction_keeps_rows_and_the_ledger_and_cuts_files(catalog):
@@ -106,13 +109,15 @@ def test_compaction_keeps_rows_and_the_ledger_and_cuts_files(catalog):
     before = _read(catalog)
     t = catalog.load_table("curate.t")
     assert len(list(t.scan().plan_files())) == 6
-    replaced = commits.compact(lambda: catalog.load_table("curate.t"), 1 << 20, 4, {"curate.operation": "compaction"})
+    replaced = table_upkeep.compact(
+        lambda: catalog.load_table("curate.t"), 1 << 20, 4, {"curate.operation": "compaction"}
+    )
     t = catalog.load_table("curate.t")
     assert replaced == 6 and len(list(t.scan().plan_files())) == 1
     assert _read(catalog) == before
-    assert all(commits.is_applied(commits.read_ledger(t), f"u{i}") for i in range(6))
+    assert all(ledgers.is_applied(ledgers.read_ledger(t), f"u{i}") for i in range(6))
     # Under the threshold nothing happens.
-    assert commits.compact(lambda: catalog.load_table("curate.t"), 1 << 20, 4, {}) == 0
+    assert table_upkeep.compact(lambda: catalog.load_table("curate.t"), 1 << 20, 4, {}) == 0
 
 
 def test_audio_is_added_once_per_sha(catalog):
@@ -124,16 +129,17 @@ def test_audio_is_added_once_per_sha(catalog):
         ).cast(schema_to_pyarrow(audio.schema()))
 
     f1 = commits.write_rows(audio, batch("s1", "s2"))
-    commits.append_audio(lambda: catalog.load_table("curate.a"), f1, {})
+    audio_table.append_audio(lambda: catalog.load_table("curate.a"), f1, {})
     # A second run scores s2 again (new models) and brings s3 twice: only s3 is added, once.
     f2 = commits.write_rows(audio, batch("s2", "s3", "s3"))
-    commits.append_audio(lambda: catalog.load_table("curate.a"), f2, {})
+    audio_table.append_audio(lambda: catalog.load_table("curate.a"), f2, {})
     got = catalog.load_table("curate.a").scan().to_arrow().column("audio_sha256").to_pylist()
     assert sorted(got) == ["s1", "s2", "s3"]
     # Nothing new: no snapshot at all.
     n = len(catalog.load_table("curate.a").snapshots())
     assert (
-        commits.append_audio(lambda: catalog.load_table("curate.a"), commits.write_rows(audio, batch("s1")), {}) is None
+        audio_table.append_audio(lambda: catalog.load_table("curate.a"), commits.write_rows(audio, batch("s1")), {})
+        is None
     )
     assert len(catalog.load_table("curate.a").snapshots()) == n
 
@@ -144,8 +150,8 @@ def test_orphan_files_are_removed_once_old_enough_and_referenced_ones_never(cata
     t = catalog.load_table("curate.t")
     orphans = commits.write_rows(t, _rows(t, z=9))  # written, never committed: a killed writer's
     resolve = lambda uri: resolve_filesystem(uri, None)  # noqa: E731
-    assert commits.remove_orphans(t, 3600, resolve) == []  # too young: it may be a live writer's
-    gone = commits.remove_orphans(t, 0, resolve)
+    assert table_upkeep.remove_orphans(t, 3600, resolve) == []  # too young: it may be a live writer's
+    gone = table_upkeep.remove_orphans(t, 0, resolve)
     assert gone == [f.file_path for f in orphans]
     assert _read(catalog) == {"a": 1}
 
@@ -172,7 +178,7 @@ def test_the_sweep_never_deletes_a_committed_file_whatever_the_warehouse_form(tm
     assert all(p.startswith("/") for p in paths) if form == "plain" else all(p.startswith("file:///") for p in paths)
     resolve = lambda uri: resolve_filesystem(uri, None)  # noqa: E731
     referenced = set(t.inspect.files().column("file_path").to_pylist())
-    gone = commits.remove_orphans(t, 0, resolve)
+    gone = table_upkeep.remove_orphans(t, 0, resolve)
     assert not {writers.normalised(g)[1] for g in gone} & {writers.normalised(p)[1] for p in referenced}
     assert _read(catalog) == {"a": 1, "b": 3, "c": 4}
 
@@ -191,7 +197,7 @@ def test_a_live_writers_files_are_spared_by_another_runs_sweep(catalog, tmp_path
     t = catalog.load_table("curate.t")
     with writers.writing([t], "run-a", resolve):
         files = commits.write_rows(t, _rows(t, b=2, c=3))
-        assert commits.remove_orphans(catalog.load_table("curate.t"), 0, resolve) == []  # B's sweep
+        assert table_upkeep.remove_orphans(catalog.load_table("curate.t"), 0, resolve) == []  # B's sweep
         commits.upsert(lambda: catalog.load_table("curate.t"), files, pa.array(["b", "c"]), {})
     assert _read(catalog) == {"a": 1, "b": 2, "c": 3}
     assert writers.read_intents(writers.as_uri(*writers.normalised(t.location())), resolve) == []  # A is done
@@ -212,7 +218,7 @@ def test_a_dead_writers_intent_protects_nothing(catalog):
     intent._write()
     orphans = commits.write_rows(t, _rows(t, z=9))
     assert writers.live_since(where, resolve) is None
-    gone = commits.remove_orphans(t, 0, resolve)
+    gone = table_upkeep.remove_orphans(t, 0, resolve)
     assert gone == [f.file_path for f in orphans]
     other = writers.Intent("r", "another-host", 1, None, started=time.time() - 100, beat=time.time() - 100)
     assert other.alive(time.time(), ttl_s=900) and not other.alive(time.time(), ttl_s=60)
@@ -231,7 +237,7 @@ def test_the_sweep_refuses_a_location_it_cannot_compare(catalog, caplog):
             return t.name()
 
     with caplog.at_level("WARNING", logger="pipeline"):
-        assert commits.remove_orphans(OnGcs(), 0, lambda uri: resolve_filesystem(uri, None)) == []
+        assert table_upkeep.remove_orphans(OnGcs(), 0, lambda uri: resolve_filesystem(uri, None)) == []
     assert "orphan sweep of curate.t skipped" in caplog.text and "gs://" in caplog.text
     assert _read(catalog) == {"a": 1}
 
@@ -241,18 +247,18 @@ def test_tags_and_expiry(catalog):
     _upsert(catalog, _rows(t, a=1), units=["u"])
     t = catalog.load_table("curate.t")
     first = t.current_snapshot().snapshot_id
-    assert commits.tag(t, first, "nightly-2026-12-01") == "nightly-2026-12-01"
+    assert table_upkeep.tag(t, first, "nightly-2026-12-01") == "nightly-2026-12-01"
     t = catalog.load_table("curate.t")
-    assert commits.tag(t, first, "nightly-2026-12-01") == "nightly-2026-12-01-2"
+    assert table_upkeep.tag(t, first, "nightly-2026-12-01") == "nightly-2026-12-01-2"
     _upsert(catalog, _rows(t, b=2))
     time.sleep(0.05)
     t = catalog.load_table("curate.t")
-    assert commits.expire(t, retention_days=1e-9) == 1  # everything but the current snapshot
+    assert table_upkeep.expire(t, retention_days=1e-9) == 1  # everything but the current snapshot
     t = catalog.load_table("curate.t")
     assert [s.snapshot_id for s in t.snapshots()] == [t.current_snapshot().snapshot_id]
     assert set(t.refs()) == {"main"}
     # The ledger survives: every snapshot carries all of it.
-    assert commits.is_applied(commits.read_ledger(t), "u")
+    assert ledgers.is_applied(ledgers.read_ledger(t), "u")
     assert _read(catalog) == {"a": 1, "b": 2}
 
 
@@ -291,11 +297,11 @@ def test_a_person_s_tag_outlives_expiry_and_keeps_its_snapshot(catalog):
     _upsert(catalog, _rows(t, a=1))
     t = catalog.load_table("curate.t")
     pinned = t.current_snapshot().snapshot_id
-    commits.tag(t, pinned, "paper-2026-submission")
-    commits.tag(catalog.load_table("curate.t"), pinned, "run-20261201T020000Z")
+    table_upkeep.tag(t, pinned, "paper-2026-submission")
+    table_upkeep.tag(catalog.load_table("curate.t"), pinned, "run-20261201T020000Z")
     _upsert(catalog, _rows(t, b=2))
     time.sleep(0.05)
-    commits.expire(catalog.load_table("curate.t"), retention_days=1e-9)
+    table_upkeep.expire(catalog.load_table("curate.t"), retention_days=1e-9)
     t = catalog.load_table("curate.t")
     assert set(t.refs()) == {"main", "paper-2026-submission"}  # the run's own tag went, the person's stayed
     assert t.snapshot_by_id(pinned) is not None
@@ -309,11 +315,11 @@ def test_units_applied_without_a_snapshot_are_in_the_ledger(catalog):
     commits.record_applied(lambda: catalog.load_table("curate.t"), ["u2"], (0, 1), "r2")
     t = catalog.load_table("curate.t")
     assert len(t.snapshots()) == n  # no snapshot for a run that changed nothing
-    ledger = commits.read_ledger(t)
-    assert commits.is_applied(ledger, "u1") and commits.is_applied(ledger, "u2")
+    ledger = ledgers.read_ledger(t)
+    assert ledgers.is_applied(ledger, "u1") and ledgers.is_applied(ledger, "u2")
     _upsert(catalog, _rows(t, b=2), units=["u3"])  # the next snapshot carries all three
     props = catalog.load_table("curate.t").current_snapshot().summary.additional_properties
-    assert {"u1", "u2", "u3"} <= set(json.loads(props[commits.LEDGER]))
+    assert {"u1", "u2", "u3"} <= set(json.loads(props[ledgers.LEDGER]))
 
 
 class _LosesTheReply:
