@@ -33,7 +33,8 @@ from pipeline.languages import unspaced, whisper_language
 from pipeline.metrics import agreement, corpus_wer
 from pipeline.models import resolve_model
 from pipeline.stages.decode import decode_clip
-from pipeline.stages.gates import LanguageMismatch, apply_gates, build_gates
+from pipeline.stages.gate_rules import LanguageMismatch, build_gates
+from pipeline.stages.gates import apply_gates
 from scripts.make_cv_release import SAMPLE
 
 LOCALES = ("es", "fr", "de", "zh-CN", "ja")

@@ -15,7 +15,7 @@ from typing import Any
 
 from pipeline.metrics import SCORE_CHOICES, SIGNAL_GATES, WER_BINS, signal_bin_edges
 from pipeline.result import LocaleResult, ModelInfo, RunResult, Tally, combine
-from pipeline.stages.gates import REASON_NAMES
+from pipeline.stages.gate_rules import REASON_NAMES
 
 SIGNAL_TITLES = {
     "snr_db": "SNR (dB, speech vs pauses, Silero VAD)",

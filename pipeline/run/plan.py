@@ -9,7 +9,8 @@ from pipeline.releases import release_key
 from pipeline.run.context import RunContext
 from pipeline.run.tables import Tables
 from pipeline.shards import agreement_key, engine_key
-from pipeline.stages.gates import build_gates, decide_table, metadata_gates
+from pipeline.stages.gate_rules import build_gates, metadata_gates
+from pipeline.stages.gates import decide_table
 from pipeline.table.plan import Rules, TablePlan, plan_table
 from pipeline.table.scan import load_existing
 from pipeline.table.workspace import Workspace

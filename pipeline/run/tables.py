@@ -12,7 +12,7 @@ import pyarrow as pa
 
 from pipeline.config import CurationConfig
 from pipeline.run.context import RunContext
-from pipeline.stages.gates import kept_statuses
+from pipeline.stages.gate_rules import kept_statuses
 from pipeline.storage import resolve_filesystem
 from pipeline.table import upkeep as table_upkeep
 from pipeline.table.catalog import load_or_create

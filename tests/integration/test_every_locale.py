@@ -19,7 +19,7 @@ from pipeline.languages import unspaced, whisper_language
 from pipeline.metrics import agreement, corpus_wer
 from pipeline.models import resolve_model
 from pipeline.stages.decode import decode_clip
-from pipeline.stages.gates import build_gates
+from pipeline.stages.gate_rules import build_gates
 from scripts.make_cv_release import clip_rows, sample_clips, write_release
 from tests.integration.test_pipeline_e2e import run_cli
 from tests.table import result_of, rows

@@ -27,7 +27,8 @@ from pipeline.io.inputs import ACCEPTED_FORMS, ParquetInputs, ReleaseInputs, ope
 from pipeline.io.schema import InputSchemaError
 from pipeline.releases import parse_tarball_name
 from pipeline.stages.decode import decode_clip
-from pipeline.stages.gates import metadata_gates, reasons_of
+from pipeline.stages.gate_rules import metadata_gates
+from pipeline.stages.gates import reasons_of
 from pipeline.storage import locate
 from scripts.make_cv_release import QUOTED_SENTENCE, _reported, build_release, clip_rows, sample_clips, write_release
 from tests.conftest import SAMPLE

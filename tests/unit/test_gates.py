@@ -6,14 +6,8 @@ import pyarrow as pa
 import pytest
 
 from pipeline.config import build_config
-from pipeline.stages.gates import (
-    LanguageMismatch,
-    apply_gates,
-    build_gates,
-    decide_table,
-    failed_gates,
-    reason_counts,
-)
+from pipeline.stages.gate_rules import LanguageMismatch, build_gates
+from pipeline.stages.gates import apply_gates, decide_table, failed_gates, reason_counts
 
 GOOD = {
     "transcription": "Plants use sunlight to turn water into sugar.",
@@ -172,7 +166,7 @@ def test_input_without_sentence_flows_through_every_contract():
 
 
 def test_common_voice_status_and_reported_sentences_gate_with_their_codes():
-    from pipeline.stages.gates import kept_statuses
+    from pipeline.stages.gate_rules import kept_statuses
 
     gates = build_gates(build_config(), "validated")
     assert failed_gates({**GOOD, "cv_status": "validated"}, gates) == []
@@ -193,7 +187,8 @@ def test_a_locale_the_judge_does_not_score_is_decided_by_the_gates_alone():
     import pyarrow as pa
 
     from pipeline.config import build_config
-    from pipeline.stages.gates import build_gates, failed_gates
+    from pipeline.stages.gate_rules import build_gates
+    from pipeline.stages.gates import failed_gates
     from pipeline.stages.judge import unjudged
 
     cfg = build_config()
@@ -210,7 +205,7 @@ def test_a_locale_the_judge_does_not_score_is_decided_by_the_gates_alone():
 
 def test_every_reason_a_gate_can_give_has_a_human_name():
     from pipeline.config import build_config
-    from pipeline.stages.gates import CV_STATUS_CODES, REASON_NAMES, CvStatus, build_gates
+    from pipeline.stages.gate_rules import CV_STATUS_CODES, REASON_NAMES, CvStatus, build_gates
 
     for profile in ("local", "cluster"):
         cfg = build_config(profile, overrides=["gates.min_bandwidth_hz=4500", "quality.dnsmos=true"])

@@ -5,7 +5,8 @@ from __future__ import annotations
 import json
 
 from pipeline.config import build_config
-from pipeline.stages.gates import build_gates, failed_gates
+from pipeline.stages.gate_rules import build_gates
+from pipeline.stages.gates import failed_gates
 from pipeline.table.plan import merge_histories, plan_work, release_key
 
 N, D, N1 = "cv-corpus-22.0-2025-06-20", "cv-corpus-23.0-delta-2025-09-05", "cv-corpus-23.0-2025-09-05"

@@ -16,7 +16,8 @@ import pytest
 
 from pipeline.config import build_config
 from pipeline.releases import release_key
-from pipeline.stages.gates import build_gates, decide_table, failed_gates, measure_agreement
+from pipeline.stages.gate_rules import build_gates
+from pipeline.stages.gates import decide_table, failed_gates, measure_agreement
 from pipeline.table.plan import Rules, SplitSelection, plan_table, plan_work
 from pipeline.table.plan_rows import as_rows, load_rows, row_decider
 from pipeline.table.workspace import Workspace

@@ -16,7 +16,7 @@ from pipeline.config import build_config
 from pipeline.quality.signals import bandwidth_hz, clipping_ratio, loudness_lufs, snr_db, speech_span, trim_span
 from pipeline.result import Tally
 from pipeline.stages.decode import decode_audio
-from pipeline.stages.gates import quality_gates
+from pipeline.stages.gate_rules import quality_gates
 from pipeline.stages.quality import measure_quality
 
 RATE = qs.RATE
