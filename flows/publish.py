@@ -13,7 +13,7 @@ from prefect import get_run_logger, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.runtime import flow_run
 
-from pipeline import report
+from pipeline import report, trend
 from pipeline.releases import is_release_name, parse_tarball_name
 from pipeline.shards import slug
 from tasks.curate_shard import ShardOutcome
@@ -193,21 +193,21 @@ def publish(
     )
     night = tonight()
     kind = "night" if night else "manual"
-    this_run = report.trend_row(run, night or f"{flow_run.scheduled_start_time:%Y-%m-%d}", flow_run.name or "", kind)
-    before = report.nights(previous_trend(f"{key}-trend"))
+    this_run = trend.trend_row(run, night or f"{flow_run.scheduled_start_time:%Y-%m-%d}", flow_run.name or "", kind)
+    before = trend.nights(previous_trend(f"{key}-trend"))
     drop = None
     if idle == len(results):  # nothing happened: the trend stays as it was, with no row for this run
         create_table_artifact(key=f"{key}-trend", table=before or [{"night": "", "run": "no night yet"}],
                               description="nothing to do: the trend is unchanged")  # fmt: skip
     else:
-        rows = report.trend(before, this_run)
+        rows = trend.trend(before, this_run)
         past = [r["kept %"] for r in rows[:-1] if r.get("kept %") is not None]
         nights = "the night before" if len(past) == 1 else f"the {len(past)} nights before"
         versus = f" vs {sum(past) / len(past):.0f}% over {nights}" if past else ""
         kept_pct = "-" if this_run["kept %"] is None else f"{this_run['kept %']:.0f}%"
         what = "tonight" if kind == "night" else "this manual run"
         create_table_artifact(key=f"{key}-trend", table=rows, description=f"{what} {kept_pct} kept{versus}")
-        drop = report.kept_drop(rows, alert_kept_drop_points, alert_min_nights)
+        drop = trend.kept_drop(rows, alert_kept_drop_points, alert_min_nights)
     if drop:
         # The deployment's automation (deployments/deploy.py) turns this into a notification.
         from prefect.events import emit_event

@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 from pipeline.config import SecretInConfigError, build_config, refuse_secrets
-from pipeline.report import console_summary
+from pipeline.console import console_summary
 
 SAMPLE = Path(__file__).parent / "sample_data" / "common_voice_sample.parquet"
 RESULT_MARK = "CURATE-RESULT"

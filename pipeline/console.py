@@ -18,6 +18,10 @@ import time
 from pathlib import Path
 from typing import IO
 
+from pipeline.report import changes_words, language_words, open_lines
+from pipeline.result import RunResult
+from pipeline.stages.gate_rules import REASON_NAMES
+
 
 class Console:
     def __init__(self, out: IO[str], err: IO[str], log_path: Path | None):
@@ -149,3 +153,48 @@ def explain_failure(exc: BaseException, log_path: Path | None, waiting_stage: st
     if log_path:
         lines.append(f"  full log: {log_path}")
     return "\n".join(lines)
+
+
+def _table_lines(rows: list[tuple[str, str]]) -> str:
+    width = max(len(k) for k, _ in rows)
+    return "\n".join(f"  {k:<{width}}  {v}" for k, v in rows)
+
+
+def console_summary(result: RunResult, log: str | None = None) -> str:
+    """The summary a person reads when ``curate run`` ends: per locale, the table and its snapshot, what
+    changed, the counts with reasons, and copy-paste lines to open the curated clips.  The flow's
+    artifact (``summary_markdown``) says the same of a whole run, with the same words."""
+    blocks = []
+    for r in result.locales:
+        if r.nothing_to_do:
+            blocks.append(_table_lines([("table", r.table), ("nothing to do", "every input is already applied")]))
+            continue
+        c, ch = r.tally.counts, r.changes
+        total = c.in_ or 1
+        rows = [
+            ("table", f"{r.table}  (snapshot {r.snapshot_id}, tag {r.tag})"),
+            *([("transcriber", r.transcriber)] if r.transcriber else []),
+            *([("language", language_words(r))] if r.language_check else []),
+            *([("judge", r.judge)] if r.judge else []),
+            ("this run", changes_words(ch)),
+            ("in", f"{c.in_}"),
+            ("kept", f"{c.kept} ({100 * c.kept / total:.0f}%)"),
+            ("rejected", f"{c.rejected}"),
+        ]
+        for code, n in sorted(r.tally.reasons.items(), key=lambda kv: -kv[1]):
+            rows.append((f"  {code}", f"{n}  {REASON_NAMES.get(code, '')}".rstrip()))
+        rows.append(("quarantined", f"{c.quarantined}"))
+        for stage, n in sorted(r.tally.quarantined_by_stage.items()):
+            rows.append((f"  at {stage}", f"{n}"))
+        hours = r.tally.audio_seconds / 3600
+        rows.append(("audio", f"{r.tally.audio_seconds:.0f} s" if hours < 0.1 else f"{hours:.2f} h"))
+        rows.append(("table now", f"{r.table_rows} clips, {r.table_kept} kept"))
+        blocks.append(_table_lines(rows))
+    tail = [("wall time", f"{result.wall_time_s:.0f} s"), ("catalog", result.catalog)]
+    if log:
+        tail.append(("log", log))
+    text = "\n\n".join([*blocks, _table_lines(tail)])
+    opened = [r for r in result.locales if not r.nothing_to_do] or result.locales
+    if opened:
+        text += "\n\nOpen the curated clips:\n" + "\n".join(f"  {line}" for line in open_lines(result, opened[0].table))
+    return text

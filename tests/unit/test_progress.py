@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+from pipeline.console import console_summary
 from pipeline.progress import ConsoleProgress, stage_line, track
-from pipeline.report import console_summary
 
 
 def test_stage_lines_say_done_rate_and_eta():

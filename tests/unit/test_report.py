@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pipeline import report
+from pipeline import report, trend
 from pipeline.config import build_config
 from pipeline.result import Counts, DataFileInfo, LocaleResult, ModelInfo, RunResult, Tally
 
@@ -98,30 +98,30 @@ def test_the_trend_carries_nights_on_and_flags_a_kept_drop():
     night = lambda n, pct: {"night": f"2026-12-{n:02d}", "run": f"r{n}", "clips": 10, "kept %": pct}  # noqa: E731
     rows = []
     for n, pct in enumerate([90.0, 92.0, 88.0], 1):
-        rows = report.trend(rows, night(n, pct), nights=3)
+        rows = trend.trend(rows, night(n, pct), nights=3)
     assert [r["night"] for r in rows] == ["2026-12-01", "2026-12-02", "2026-12-03"]
-    rows = report.trend(rows, night(4, 70.0), nights=3)
+    rows = trend.trend(rows, night(4, 70.0), nights=3)
     assert [r["night"] for r in rows] == ["2026-12-02", "2026-12-03", "2026-12-04"]  # the last three
-    assert report.kept_drop(rows, points=10, min_nights=2) == {
+    assert trend.kept_drop(rows, points=10, min_nights=2) == {
         "tonight": 70.0,
         "trailing_mean": 90.0,
         "drop_points": 20.0,
         "nights": 2,
         "before": "the 2 nights before",
     }
-    assert report.kept_drop(rows, points=25, min_nights=2) is None  # within the tolerance
+    assert trend.kept_drop(rows, points=25, min_nights=2) is None  # within the tolerance
     # One row per night: a second run for a night (a retry) replaces its row; a manual run is shown
     # last in its own trend, and is never carried on as a night.
-    again = report.trend(rows, night(4, 75.0), nights=3)
+    again = trend.trend(rows, night(4, 75.0), nights=3)
     assert [(r["night"], r["kept %"]) for r in again][-2:] == [("2026-12-03", 88.0), ("2026-12-04", 75.0)]
     manual = {**night(4, 10.0), "kind": "manual", "run": "validated-en-manual-2026-12-04-1530"}
-    with_manual = report.trend(again, manual, nights=3)
-    assert with_manual[-1]["kind"] == "manual" and len(report.nights(with_manual)) == 2
-    assert report.trend(with_manual, night(5, 80.0), nights=3)[-2]["night"] == "2026-12-04"
-    assert report.kept_drop(rows, points=10, min_nights=3) is None  # too few nights to judge
+    with_manual = trend.trend(again, manual, nights=3)
+    assert with_manual[-1]["kind"] == "manual" and len(trend.nights(with_manual)) == 2
+    assert trend.trend(with_manual, night(5, 80.0), nights=3)[-2]["night"] == "2026-12-04"
+    assert trend.kept_drop(rows, points=10, min_nights=3) is None  # too few nights to judge
     idle = {**night(5, None), "clips": 0}
-    assert report.kept_drop([*rows, idle], points=1, min_nights=1) is None  # nothing to do is no drop
-    tonight = report.trend_row(report.aggregate([_result("s1", 7, {})]), "2026-12-05", "validated-en-2026-12-05")
+    assert trend.kept_drop([*rows, idle], points=1, min_nights=1) is None  # nothing to do is no drop
+    tonight = trend.trend_row(report.aggregate([_result("s1", 7, {})]), "2026-12-05", "validated-en-2026-12-05")
     assert tonight["kept %"] == 70.0 and tonight["mean WER"] == 0.231 and tonight["clips"] == 10
 
 
@@ -131,7 +131,7 @@ def test_the_table_now_is_the_last_shards_view_not_a_sum():
     b.locales[0].table_rows, b.locales[0].table_kept = 4, 3  # the second's, which holds the first's rows
     run = report.aggregate([a, b])
     assert run.tables_now == {"curate.en_clips": (4, 3)}
-    assert report.trend_row(run, "2026-12-01", "r")["table clips"] == 4
+    assert trend.trend_row(run, "2026-12-01", "r")["table clips"] == 4
     assert "| table now | `curate.en_clips`: 4 clips, 3 kept |" in report.summary_markdown(run, 1.0, "t", "/out")
 
 
