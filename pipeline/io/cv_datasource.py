@@ -22,7 +22,8 @@ from ray.data.datasource import Datasource, ReadTask
 from pipeline.columns import AUDIO, READ_ERROR
 from pipeline.config import ReaderConfig, StorageConfig
 from pipeline.io.clip_files import read_clip
-from pipeline.io.cv_release import MISSING_CLIP, ReleaseSource, iter_tarball_clips
+from pipeline.io.cv_files import iter_tarball_clips
+from pipeline.io.cv_release import MISSING_CLIP, ReleaseSource
 from pipeline.storage import locate, resolve_filesystem
 
 # A Common Voice MP3 is ~30-60 KB; only used to size Ray's estimate of the data.

@@ -10,10 +10,7 @@ sets) and streams clips out of a tarball member by member.  No Ray here: the dat
 from __future__ import annotations
 
 import io
-import os
-import stat
-import tarfile
-from collections.abc import Container, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import IO, Literal
 
@@ -24,9 +21,8 @@ import pyarrow.fs as pafs
 
 from pipeline.columns import CV_COLUMNS, CV_INT_COLUMNS
 from pipeline.config import StorageConfig
-from pipeline.io.clip_files import outside, read_bounded, too_large
 from pipeline.io.schema import InputSchemaError
-from pipeline.releases import is_delta, is_release_name, parse_tarball_name
+from pipeline.releases import is_delta, parse_tarball_name
 from pipeline.storage import Location, locate
 
 REQUIRED_COLUMNS = ("client_id", "path", "sentence")
@@ -175,7 +171,7 @@ def _kind(fs: pafs.FileSystem, path: str) -> pafs.FileType:
     return fs.get_file_info(path).type
 
 
-def _children(fs: pafs.FileSystem, path: str) -> list[pafs.FileInfo]:
+def children(fs: pafs.FileSystem, path: str) -> list[pafs.FileInfo]:
     return fs.get_file_info(pafs.FileSelector(path, recursive=False, allow_not_found=True))
 
 
@@ -194,7 +190,7 @@ def discover_releases(root: Location, max_depth: int = 4) -> list[ReleaseSource]
     found: list[ReleaseSource] = []
 
     def visit(p: str, depth: int) -> None:
-        entries = _children(fs, p)
+        entries = children(fs, p)
         if _is_locale_folder(entries):
             parent = p.rstrip("/").rsplit("/", 1)
             release = parent[0].rsplit("/", 1)[-1] if len(parent) == 2 else ""
@@ -223,155 +219,11 @@ def classify_release_input(where: Location) -> list[ReleaseSource] | None:
         named = parse_tarball_name(path)
         if named is None:
             # A renamed tarball: its first member names the release and locale.
+            from pipeline.io.cv_files import tarball_identity
+
             named = tarball_identity(where)
         return [ReleaseSource(where.at(path).uri, "tarball", *named, where.at(path))]
     if kind == pafs.FileType.Directory:
         found = discover_releases(where)
         return found or None
     return None
-
-
-# --------------------------------------------------------------------------------------- tarballs
-
-
-def open_tarball(where: Location) -> tuple[tarfile.TarFile, IO[bytes]]:
-    """A tarball opened as a *stream* (``r|*``): members in order, nothing seeks, nothing is extracted.
-
-    Works the same for a local file and an S3 object; memory holds one member at a time.
-    """
-    raw = where.fs.open_input_stream(where.path)
-    try:
-        return tarfile.open(fileobj=raw, mode="r|*"), raw
-    except tarfile.TarError as exc:
-        raw.close()
-        raise InputSchemaError(f"{where.uri}: not a readable tar archive: {exc}") from None
-
-
-def _member_parts(name: str) -> tuple[str, str, str] | None:
-    """(release dir, locale, rest) of ``cv-corpus-…/<locale>/<rest>``, tolerating a leading ``./``."""
-    parts = name.lstrip("./").split("/")
-    if len(parts) < 3:
-        return None
-    return parts[0], parts[1], "/".join(parts[2:])
-
-
-def tarball_identity(where: Location) -> tuple[str, str]:
-    tar, raw = open_tarball(where)
-    try:
-        for member in tar:
-            parts = _member_parts(member.name)
-            if parts and is_release_name(parts[0]):
-                return parts[0], parts[1]
-    finally:
-        tar.close()
-        raw.close()
-    raise InputSchemaError(
-        f"{where.uri}: no cv-corpus-<version>-<date>/<locale>/ folder inside; not a Common Voice release"
-    )
-
-
-class _Bounded(io.RawIOBase):
-    """A stream that refuses to give more than ``limit`` bytes: a TSV whose size lied (a link to
-    ``/dev/zero``, a growing file) stops the run with a clear error instead of filling the disk."""
-
-    def __init__(self, raw, limit: int, name: str):
-        self.raw, self.left, self.limit, self.name = raw, limit, limit, name
-
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, buf) -> int:
-        data = self.raw.read(min(len(buf), self.left + 1))
-        if len(data) > self.left:
-            raise InputSchemaError(f"{self.name}: over reader.max_tsv_bytes={self.limit} bytes; not a clip list")
-        self.left -= len(data)
-        buf[: len(data)] = data
-        return len(data)
-
-
-def _too_big(name: str, size: int, limit: int) -> InputSchemaError:
-    return InputSchemaError(f"{name}: {size} bytes, over reader.max_tsv_bytes={limit}; not read")
-
-
-def _tarball_tsv(tar: tarfile.TarFile, member: tarfile.TarInfo, uri: str, limit: int) -> Iterator[pa.Table]:
-    name = f"{uri}:{member.name}"
-    try:
-        yield from iter_tsv(_Bounded(tar.extractfile(member), limit, name), name)
-    except (tarfile.TarError, EOFError, OSError) as exc:
-        raise InputSchemaError(f"{uri}: broken tar archive: {exc}") from None
-
-
-def _folder_tsv_file(where: Location, info: pafs.FileInfo, limit: int) -> Iterator[pa.Table]:
-    name = f"{where.uri}/{info.base_name}"
-    with where.fs.open_input_stream(info.path) as f:
-        yield from iter_tsv(_Bounded(f, limit, name), name)
-
-
-def release_tsvs(where: Location, form: str, limit: int = 8 << 30) -> Iterator[tuple[str, Iterator[pa.Table]]]:
-    """(stem, its tables) for every top-level TSV of a release's locale folder, each read as it comes.
-
-    A tarball is read in one streaming pass to its end, so a TSV stored after ``clips/`` (or between
-    clips) is read like one stored first; each table must be taken before the next TSV is asked for.
-    A TSV is read only if it is a regular file inside the release (never a link leading out of it) and
-    at most ``limit`` bytes, by its size and by what is actually read.
-    """
-    uri = where.uri
-    if form == "tarball":
-        tar, raw = open_tarball(where)
-        try:
-            for member in tar:
-                parts = _member_parts(member.name)
-                if not parts or "/" in parts[2] or not parts[2].endswith(".tsv") or not member.isfile():
-                    continue
-                if member.size > limit:
-                    raise _too_big(f"{uri}:{member.name}", member.size, limit)
-                yield parts[2][: -len(".tsv")], _tarball_tsv(tar, member, uri, limit)
-        except (tarfile.TarError, EOFError, OSError) as exc:
-            raise InputSchemaError(f"{uri}: broken tar archive: {exc}") from None
-        finally:
-            tar.close()
-            raw.close()
-        return
-    local = isinstance(where.fs, pafs.LocalFileSystem)
-    home = os.path.realpath(where.path) if local else None
-    for info in sorted(_children(where.fs, where.path), key=lambda i: i.base_name):
-        if not info.base_name.endswith(".tsv"):
-            continue
-        if local:
-            real = os.path.realpath(info.path)
-            if os.path.dirname(real) != home or not stat.S_ISREG(os.stat(real).st_mode):
-                raise InputSchemaError(f"{uri}/{info.base_name}: not a regular file inside the release (a link?)")
-        elif info.type != pafs.FileType.File:
-            continue
-        if (info.size or 0) > limit:
-            raise _too_big(f"{uri}/{info.base_name}", info.size, limit)
-        yield info.base_name[: -len(".tsv")], _folder_tsv_file(where, info, limit)
-
-
-def iter_tarball_clips(
-    where: Location, wanted: Container[str], max_bytes: int = 20 << 20
-) -> Iterator[tuple[str, bytes | None, str | None]]:
-    """(clip file name, bytes, None) for the wanted ``clips/<plain name>`` members, in archive order, one
-    at a time; (name, None, reason) for one over ``max_bytes`` (by its header's size: never read) or
-    one that is not a regular file.
-
-    Clips not wanted are skipped without being copied out (the stream still decompresses them).
-    """
-    tar, raw = open_tarball(where)
-    try:
-        for member in tar:
-            parts = _member_parts(member.name)
-            if not parts or not parts[2].startswith("clips/"):
-                continue
-            name = parts[2][len("clips/") :]
-            if name not in wanted or outside(name):
-                continue
-            if not member.isfile():
-                yield name, None, f"not a regular file: clips/{name} is a {member.type!r} member"
-            elif member.size > max_bytes:
-                yield name, None, too_large(member.size, max_bytes)
-            else:
-                yield name, *read_bounded(tar.extractfile(member), max_bytes)
-    finally:
-        tar.close()
-        raw.close()

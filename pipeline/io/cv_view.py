@@ -19,13 +19,13 @@ import pyarrow.compute as pc
 from pipeline.columns import CV_COLUMNS, CV_INT_COLUMNS
 from pipeline.config import StorageConfig
 from pipeline.io.clip_files import outside
+from pipeline.io.cv_files import release_tsvs
 from pipeline.io.cv_release import (
     KNOWN_SPLITS,
     NOT_CLIP_LISTS,
     ReleaseSource,
     _int_column,
     canonical_clip_table,
-    release_tsvs,
 )
 from pipeline.io.schema import InputSchemaError
 from pipeline.releases import rank_table
