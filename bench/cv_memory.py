@@ -25,12 +25,12 @@ PROBE = """
 import json, resource, sys, time
 from pipeline.config import StorageConfig
 from pipeline.io.cv_datasource import read_tarball
-from pipeline.io.inputs import open_inputs
+from pipeline.io.inputs import open_inputs, view_table
 base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 t0 = time.perf_counter()
 inputs = open_inputs([sys.argv[1]], StorageConfig())
 (locale,) = inputs.locales()
-view = inputs.view(locale, inputs.units(locale))
+view = view_table(inputs, locale, inputs.units(locale))
 t1 = time.perf_counter()
 after_tsv = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 rows = audio = 0

@@ -127,12 +127,6 @@ class ReleaseInputs:
         cv_view.release_views(ws)
         cv_view.latest_view(ws)
 
-    def view(self, locale: str, units: list[Unit]) -> pa.Table:
-        """The view as an Arrow table, with ``releases_json`` (a look at a small release; runs stream it)."""
-        with Workspace(memory_limit_mb=256) as ws:
-            self.load_view(ws, locale, units)
-            return cv_view.releases_json(ws.arrow("SELECT * FROM view ORDER BY id"))
-
     def selected(self, row: dict[str, Any]) -> bool:
         return self.split in (row.get("lists") or ())
 
@@ -274,11 +268,6 @@ class ParquetInputs:
         """,
         )
 
-    def view(self, locale: str, units: list[Unit]) -> pa.Table:
-        with Workspace(memory_limit_mb=256) as ws:
-            self.load_view(ws, locale, units)
-            return cv_view.releases_json(ws.arrow("SELECT * FROM view ORDER BY id"))
-
     def selected(self, row: dict[str, Any]) -> bool:
         return True
 
@@ -302,6 +291,13 @@ class ParquetInputs:
 
     def describe(self) -> dict[str, Any]:
         return {"form": self.form, "inputs": [f.uri for f in self.files]}
+
+
+def view_table(inputs: ReleaseInputs | ParquetInputs, locale: str, units: list[Unit]) -> pa.Table:
+    """The view as an Arrow table, with ``releases_json`` (a look at a small release; runs stream it)."""
+    with Workspace(memory_limit_mb=256) as ws:
+        inputs.load_view(ws, locale, units)
+        return cv_view.releases_json(ws.arrow("SELECT * FROM view ORDER BY id"))
 
 
 def _canonical_rows(batch: pa.Table, layout: InputLayout, extra: pa.Table) -> pa.Table:

@@ -10,7 +10,7 @@ import ray
 
 from pipeline.config import StorageConfig, build_config
 from pipeline.io.cv_release import MISSING_CLIP
-from pipeline.io.inputs import ReleaseInputs, open_inputs
+from pipeline.io.inputs import ReleaseInputs, open_inputs, view_table
 from scripts.make_cv_release import build_release
 from tests.services import moto_s3
 
@@ -43,7 +43,7 @@ def test_releases_on_s3_read_every_row_once(tmp_path, monkeypatch):
             ("tarball", "cv-corpus-23.0-2025-09-05"),
             ("folder", "cv-corpus-24.0-delta-2025-12-05"),
         ]
-        view = inputs.view("en", inputs.units("en"))
+        view = view_table(inputs, "en", inputs.units("en"))
         assert view.num_rows == 11
 
         cfg = build_config(overrides=[f"storage.s3_endpoint_url={endpoint}", "reader.clips_per_task=2"])

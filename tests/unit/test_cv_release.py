@@ -23,7 +23,7 @@ from pipeline.io.cv_release import (
     read_tsv,
 )
 from pipeline.io.cv_view import load_release
-from pipeline.io.inputs import ACCEPTED_FORMS, ParquetInputs, ReleaseInputs, open_inputs
+from pipeline.io.inputs import ACCEPTED_FORMS, ParquetInputs, ReleaseInputs, open_inputs, view_table
 from pipeline.io.schema import InputSchemaError
 from pipeline.releases import parse_tarball_name
 from pipeline.stages.decode import decode_clip
@@ -40,7 +40,7 @@ def view_of(path, split="validated"):
     """What a run reads of a release before any clip: its latest view (one release here)."""
     inputs = open_inputs([str(path)], ST, split=split)
     (locale,) = inputs.locales()
-    return inputs, inputs.view(locale, inputs.units(locale))
+    return inputs, view_table(inputs, locale, inputs.units(locale))
 
 
 def test_tsv_keeps_quotes_verbatim_and_every_column_a_string():
@@ -167,7 +167,7 @@ def test_cumulative_releases_give_one_row_per_clip_with_the_newest_word_and_the_
     inputs = open_inputs([str(tmp_path)], ST)
     assert len(inputs.releases) == 2 and "again" in inputs.notes[0]
     assert inputs.releases[0].form == "tarball" or inputs.releases[1].form == "folder"
-    view = {x["id"]: x for x in inputs.view("en", inputs.units("en")).to_pylist()}
+    view = {x["id"]: x for x in view_table(inputs, "en", inputs.units("en")).to_pylist()}
     assert len(view) == 6
     old = view["common_voice_en_41000000.mp3"]
     assert old["first_release"] == "cv-corpus-22.0-2025-06-20" and old["last_release"] == "cv-corpus-23.0-2025-09-05"
@@ -266,4 +266,4 @@ def test_links_out_of_a_release_and_oversized_tsvs_are_refused_before_any_read(t
         inputs = open_inputs([str(big)], ST, max_tsv_bytes=200)
         (locale,) = inputs.locales()
         with pytest.raises(InputSchemaError, match=r"over reader\.max_tsv_bytes=200"):
-            inputs.view(locale, inputs.units(locale))
+            view_table(inputs, locale, inputs.units(locale))

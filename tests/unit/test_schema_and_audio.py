@@ -105,7 +105,7 @@ def test_decode_stage_marks_errors_and_keys_the_audio():
 
 
 def test_duplicate_and_missing_ids_across_a_runs_files_are_held_before_any_engine(tmp_path):
-    from pipeline.io.inputs import ParquetInputs
+    from pipeline.io.inputs import ParquetInputs, view_table
     from pipeline.storage import locate
     from tests.conftest import write_parquet
 
@@ -113,6 +113,6 @@ def test_duplicate_and_missing_ids_across_a_runs_files_are_held_before_any_engin
     a = write_parquet(rows, tmp_path / "a.parquet")
     b = write_parquet([{"id": "y", "audio_bytes": b""}, {"id": None, "audio_bytes": b""}], tmp_path / "b.parquet")
     inputs = ParquetInputs([locate(str(a)), locate(str(b))])
-    view = {r["id"]: r for r in inputs.view("en", inputs.units("en")).to_pylist()}
+    view = {r["id"]: r for r in view_table(inputs, "en", inputs.units("en")).to_pylist()}
     assert view["y"]["copies"] == 2 and view["x"]["copies"] == 1
     assert view["missing-id:b.parquet:1"]["_hold"] == "missing id"
