@@ -24,7 +24,7 @@ from bench.common import write_results
 PROBE = """
 import json, resource, sys, time
 from pipeline.config import StorageConfig
-from pipeline.io.cv_datasource import read_tarball
+from pipeline.commonvoice.datasource import read_tarball
 from pipeline.io.inputs import open_inputs, view_table
 base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 t0 = time.perf_counter()

@@ -16,7 +16,7 @@ import subprocess
 import sys
 
 from bench.common import write_results
-from pipeline.hardware import cpu_flags
+from pipeline.runtime.hardware import cpu_flags
 
 ARMS = [(True, 32), (True, 8), (False, 32), (False, 8)]
 

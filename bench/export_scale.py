@@ -22,7 +22,7 @@ import pyarrow as pa
 
 from bench.common import write_results
 from bench.release_scale import run_curate, seed_table
-from pipeline.hardware import cpu_flags
+from pipeline.runtime.hardware import cpu_flags
 
 STUB = b"ID3" + bytes(61)
 

@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 
 from bench.common import curate, write_results
-from pipeline.hardware import cpu_flags
+from pipeline.runtime.hardware import cpu_flags
 
 REPO = Path(__file__).resolve().parents[1]
 AVX2_ENV = {

@@ -26,12 +26,12 @@ import pyarrow.parquet as pq
 
 from bench import multilingual_set
 from bench.common import write_results
+from pipeline.commonvoice.languages import unspaced, whisper_language
 from pipeline.config import AudioConfig, build_config
 from pipeline.engines.whisper import BatchedWhisper
-from pipeline.hardware import cpu_flags
-from pipeline.languages import unspaced, whisper_language
 from pipeline.metrics import agreement, corpus_wer
 from pipeline.models import resolve_model
+from pipeline.runtime.hardware import cpu_flags
 from pipeline.stages.decode import decode_clip
 from pipeline.stages.gate_rules import LanguageMismatch, build_gates
 from pipeline.stages.gates import apply_gates

@@ -22,7 +22,7 @@ import pyarrow as pa
 
 from bench import quality_set
 from pipeline.config import CurationConfig, build_config
-from pipeline.hardware import cpu_flags
+from pipeline.runtime.hardware import cpu_flags
 from pipeline.stages.decode import decode_audio
 from pipeline.stages.gate_rules import quality_gates
 from pipeline.stages.quality import DnsmosScorer, measure_quality

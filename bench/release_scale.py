@@ -427,7 +427,7 @@ def main() -> None:
     ap.add_argument("--keep", type=Path, help="keep each size's folders under this directory")
     args = ap.parse_args()
     from bench.common import write_results
-    from pipeline.hardware import cpu_flags, describe
+    from pipeline.runtime.hardware import cpu_flags, describe
 
     out = {"created": datetime.now(UTC).isoformat(), "hardware": describe(cpu_flags(), {}), "new": args.new,
            "judge": args.judge, "sizes": []}  # fmt: skip

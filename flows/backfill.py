@@ -17,10 +17,10 @@ from prefect.runtime import flow_run
 from prefect.states import Completed, State
 
 from flows.curation import curate_dataset, flow_config
+from pipeline.commonvoice.reader import discover_releases
 from pipeline.config import Profile
-from pipeline.io.cv_release import discover_releases
+from pipeline.runtime.storage import locate
 from pipeline.shards import discover_splits, slug
-from pipeline.storage import locate
 
 DEFAULT_RELEASE_SPLITS = ("validated",)
 

@@ -13,9 +13,9 @@ from prefect import get_run_logger, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.runtime import flow_run
 
-from pipeline import report, trend
-from pipeline.releases import is_release_name, parse_tarball_name
+from pipeline.commonvoice.releases import is_release_name, parse_tarball_name
 from pipeline.shards import slug
+from pipeline.show import report, trend
 from tasks.curate_shard import ShardOutcome
 
 

@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 from pipeline.config import SecretInConfigError, build_config, refuse_secrets
-from pipeline.console import console_summary
+from pipeline.show.console import console_summary
 
 SAMPLE = Path(__file__).parent / "sample_data" / "common_voice_sample.parquet"
 RESULT_MARK = "CURATE-RESULT"
@@ -171,11 +171,11 @@ def run_command(args: argparse.Namespace) -> int:
         print(json.dumps(cfg.public_dict(), indent=2))
         return 0
 
-    from pipeline.console import Console, explain_failure
+    from pipeline.commonvoice.languages import LanguageNotSupportedError
     from pipeline.io.schema import InputSchemaError
-    from pipeline.languages import LanguageNotSupportedError
     from pipeline.models import ModelUnavailableError
     from pipeline.run import run_curation
+    from pipeline.show.console import Console, explain_failure
     from pipeline.table.catalog import TableError
 
     console = Console.open(verbose=args.verbose)

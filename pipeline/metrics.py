@@ -35,11 +35,11 @@ def agreement(
 ) -> tuple[float | None, float | None]:
     """(WER, CER) of ``hypothesis`` against the sentence the speaker was prompted with, normalised.
 
-    For scripts without word spaces (``pipeline.languages.UNSPACED``) the CER is over the characters
+    For scripts without word spaces (``pipeline.commonvoice.languages.UNSPACED``) the CER is over the characters
     alone, spaces left out (Whisper puts some between phrases, the sentence none).  None for both when
     there is no reference, or nothing left of it after normalisation: an undefined rate is null, never 0.
     """
-    from pipeline.languages import unspaced
+    from pipeline.commonvoice.languages import unspaced
 
     if not reference:
         return None, None

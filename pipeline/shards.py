@@ -104,7 +104,7 @@ def plan_shards(sources: list[str], output: str, split: str, count: int | None =
 
 def discover_splits(source_root: str, storage=None) -> dict[str, str]:
     """``<root>/<split>/*.parquet`` -> {split: its folder}.  Files directly under the root are ignored."""
-    from pipeline.storage import list_parquet_files, locate
+    from pipeline.runtime.storage import list_parquet_files, locate
 
     where = locate(source_root, storage)
     root = where.at(where.path).uri.rstrip("/")

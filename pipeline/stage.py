@@ -49,7 +49,7 @@ class Stage:
 
     def apply(self, ds: Dataset, progress: str | None = None) -> Dataset:
         """``ds`` with this stage added; ``progress`` names the counter actor its rows go to."""
-        from pipeline.progress import track
+        from pipeline.show.progress import track
 
         if self.build is not None:
             ds = self.build(ds)

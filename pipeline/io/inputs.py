@@ -24,12 +24,12 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from pipeline.columns import AUDIO, ID
+from pipeline.commonvoice import view as cv_view
+from pipeline.commonvoice.reader import ReleaseSource, classify_release_input
+from pipeline.commonvoice.releases import is_delta
 from pipeline.config import CurationConfig, StorageConfig
-from pipeline.io import cv_view
-from pipeline.io.cv_release import ReleaseSource, classify_release_input
 from pipeline.io.schema import InputLayout, InputSchemaError, check_consistent, inspect_schema, to_canonical
-from pipeline.releases import is_delta
-from pipeline.storage import Location, list_parquet_files, locate
+from pipeline.runtime.storage import Location, list_parquet_files, locate
 from pipeline.table.workspace import Workspace
 
 ACCEPTED_FORMS = (
@@ -141,7 +141,7 @@ class ReleaseInputs:
         """The audio of ``rows`` (engine work), read from the release each row's latest entry names."""
         import ray
 
-        from pipeline.io.cv_datasource import ReleaseDatasource
+        from pipeline.commonvoice.datasource import ReleaseDatasource
 
         by_uri = {s.uri: s for s in self.releases}
         parts = []

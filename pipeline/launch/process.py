@@ -15,10 +15,10 @@ from dataclasses import dataclass
 
 from pipeline.cli import RESULT_MARK
 from pipeline.config import CurationConfig
-from pipeline.console import ANSI
 from pipeline.launch.base import ShardFailed, ShardRefused, ShardTimedOut, parse_result, shard_cli_args
 from pipeline.result import RunResult
 from pipeline.shards import ShardSpec
+from pipeline.show.console import ANSI
 
 
 def with_parent_death(cmd: list[str]) -> list[str]:

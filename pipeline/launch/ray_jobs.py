@@ -13,10 +13,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from pipeline.config import CurationConfig
-from pipeline.console import ANSI
 from pipeline.launch.base import OUR_LINE, JobTimedOut, RayJobFailed, parse_result, shard_cli_args
 from pipeline.result import RunResult
 from pipeline.shards import ShardSpec
+from pipeline.show.console import ANSI
 
 # Environment forwarded to Ray Jobs: settings only.  Credentials (AWS_SECRET_ACCESS_KEY, HF_TOKEN, …)
 # never go into a job's runtime_env, because Ray keeps it in its job table, where `ray job list`, the

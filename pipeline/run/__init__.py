@@ -14,10 +14,10 @@ import uuid
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
+from pipeline.commonvoice.languages import hears_every_language, transcriber_for, whisper_language
 from pipeline.config import CurationConfig, refuse_secrets
 from pipeline.dag import Models
 from pipeline.io.inputs import open_inputs
-from pipeline.languages import hears_every_language, transcriber_for, whisper_language
 from pipeline.models import resolve_model
 from pipeline.result import RunResult
 from pipeline.run.context import RunContext, model_info
@@ -25,7 +25,7 @@ from pipeline.run.locale import curate_locale
 from pipeline.table.catalog import check_output_root, table_root
 
 if TYPE_CHECKING:
-    from pipeline.console import Console
+    from pipeline.show.console import Console
 
 log = logging.getLogger("pipeline")
 

@@ -19,13 +19,13 @@ from pipeline.result import DataFileInfo, LocaleResult, combine
 from pipeline.run.context import RunContext, model_info, timed
 from pipeline.run.engines import Written, run_engines
 from pipeline.run.tables import Tables
+from pipeline.runtime.version import code_version
 from pipeline.table import audio as audio_table
 from pipeline.table import commit as commits
 from pipeline.table import upkeep as table_upkeep
 from pipeline.table.plan import OLD_KEPT, TablePlan
 from pipeline.table.plan_rows import reconcile_rows
 from pipeline.table.schema import conform
-from pipeline.version import code_version
 
 if TYPE_CHECKING:
     from pyiceberg.table import Table

@@ -16,7 +16,7 @@ from pipeline.shards import settings_key
 from pipeline.table.catalog import TableRoot
 
 if TYPE_CHECKING:
-    from pipeline.console import Console
+    from pipeline.show.console import Console
 
 log = logging.getLogger("pipeline")
 

@@ -12,19 +12,19 @@ import pyarrow as pa
 from ray.data import DataContext
 
 from pipeline.columns import ID, KEPT
+from pipeline.commonvoice.view import releases_json
 from pipeline.dag import build_curation_dataset, curation_stages
-from pipeline.io.cv_view import releases_json
 from pipeline.io.inputs import VIEW_ONLY
 from pipeline.io.table_sink import SAMPLE_CAP, TableSink
-from pipeline.progress import ConsoleProgress, start_counter, stop_counter
-from pipeline.ray_init import ensure_ray
 from pipeline.result import Tally
 from pipeline.run.context import RunContext
 from pipeline.run.tables import Tables
+from pipeline.runtime.ray_init import ensure_ray
+from pipeline.runtime.version import code_version
 from pipeline.shards import agreement_key, engine_key
+from pipeline.show.progress import ConsoleProgress, start_counter, stop_counter
 from pipeline.table import commit as commits
 from pipeline.table.plan import TablePlan
-from pipeline.version import code_version
 
 log = logging.getLogger("pipeline")
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import logging
 from datetime import UTC, datetime
 
-from pipeline.languages import language_check
+from pipeline.commonvoice.languages import language_check
 from pipeline.result import LocaleResult
 from pipeline.run.commit import write_and_commit
 from pipeline.run.context import RunContext, timed

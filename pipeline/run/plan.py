@@ -5,7 +5,7 @@ from __future__ import annotations
 import functools
 import logging
 
-from pipeline.releases import release_key
+from pipeline.commonvoice.releases import release_key
 from pipeline.run.context import RunContext
 from pipeline.run.tables import Tables
 from pipeline.shards import agreement_key, engine_key

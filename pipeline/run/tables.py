@@ -12,8 +12,8 @@ import pyarrow as pa
 
 from pipeline.config import CurationConfig
 from pipeline.run.context import RunContext
+from pipeline.runtime.storage import resolve_filesystem
 from pipeline.stages.gate_rules import kept_statuses
-from pipeline.storage import resolve_filesystem
 from pipeline.table import upkeep as table_upkeep
 from pipeline.table.catalog import load_or_create
 from pipeline.table.schema import AUDIO_TABLE, clips_schema

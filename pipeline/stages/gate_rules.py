@@ -29,8 +29,8 @@ from pipeline.columns import (
     SPEECH_RATIO,
     WER,
 )
+from pipeline.commonvoice.languages import unspaced, whisper_language
 from pipeline.config import CurationConfig
-from pipeline.languages import unspaced, whisper_language
 
 Row = Mapping[str, Any]
 Verdict = tuple[bool, str | None]

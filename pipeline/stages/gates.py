@@ -35,8 +35,8 @@ from pipeline.columns import (
     TRANSCRIPT,
     WER,
 )
+from pipeline.commonvoice.languages import whisper_language
 from pipeline.config import CurationConfig
-from pipeline.languages import whisper_language
 from pipeline.metrics import agreement
 from pipeline.stage import Stage
 from pipeline.stages.gate_rules import Gate, Row, build_gates, clip_language, floats_of, text_of, true_mask

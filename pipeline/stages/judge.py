@@ -14,7 +14,6 @@ from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
 
-from pipeline import hardware
 from pipeline.columns import (
     ARR,
     AUDIO,
@@ -33,6 +32,7 @@ from pipeline.columns import (
 )
 from pipeline.config import CurationConfig, JudgeConfig
 from pipeline.metrics import SCORE_CHOICES
+from pipeline.runtime import hardware
 from pipeline.stage import Stage
 
 if TYPE_CHECKING:

@@ -31,9 +31,9 @@ from pipeline.columns import (
     TOKENS,
     TRANSCRIPT,
 )
+from pipeline.commonvoice.languages import whisper_language
 from pipeline.config import CurationConfig, TranscriberConfig
 from pipeline.engines.whisper import SAMPLE_RATE, BatchedWhisper, Transcript
-from pipeline.languages import whisper_language
 from pipeline.stage import Stage
 
 log = logging.getLogger(__name__)

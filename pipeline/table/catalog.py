@@ -119,7 +119,7 @@ class TableRoot:
         seconds, before any engine starts, not at the first data file hours later."""
         import uuid
 
-        from pipeline.storage import resolve_filesystem
+        from pipeline.runtime.storage import resolve_filesystem
 
         warehouse = self.catalog_kwargs["warehouse"]
         if _local(warehouse):  # a local root is created at the first commit: check, write nothing yet
@@ -173,7 +173,7 @@ def table_root(output: str, cfg: CurationConfig) -> TableRoot:
             kwargs["s3.endpoint"] = endpoint
         if region:
             kwargs["s3.region"] = region
-        kwargs["s3.retry-strategy-impl"] = "pipeline.storage.s3_retry"
+        kwargs["s3.retry-strategy-impl"] = "pipeline.runtime.storage.s3_retry"
     return TableRoot(output=output, catalog_kwargs=kwargs, namespace=t.namespace)
 
 

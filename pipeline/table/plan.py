@@ -35,7 +35,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from pipeline.columns import ERROR, ID, KEPT, REASONS, STAGE
-from pipeline.releases import release_key
+from pipeline.commonvoice.releases import release_key
 from pipeline.table import plan_sql as sql
 from pipeline.table.plan_sql import COMPARED, FILE, METADATA, OLD_KEPT, OLD_REASONS, OLD_SENTENCE, shard_sql
 from pipeline.table.workspace import Workspace

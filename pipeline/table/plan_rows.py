@@ -13,7 +13,7 @@ from typing import Any
 import pyarrow as pa
 
 from pipeline.columns import ERROR, ID, KEPT, REASONS
-from pipeline.releases import release_key
+from pipeline.commonvoice.releases import release_key
 from pipeline.table.plan_sql import FILE, OLD_KEPT
 from pipeline.table.schema import CLIPS, RELEASE_ENTRY
 from pipeline.table.workspace import Workspace, quote
@@ -27,7 +27,7 @@ def merge_histories(
 ):
     """Row by row, the union of two lists of release entries, one per release (``new``'s entry wins), in
     release order: the plan's own rule (``plan_sql.history_sql``), run on these few rows."""
-    from pipeline.releases import rank_table
+    from pipeline.commonvoice.releases import rank_table
     from pipeline.table.plan_sql import RANK_MAP, history_sql
 
     names = {e["release"] for h in (*old, *new) for e in h or []}

@@ -117,7 +117,7 @@ RANK_MAP = "(SELECT map_from_entries(list({'key': release, 'value': rank})) AS r
 
 def ranks(ws: Workspace, also: tuple[str | None, ...] = ()) -> None:
     """Table ``ranks`` (release, rank): every release name the view and the table mention (and ``also``)."""
-    from pipeline.releases import rank_table
+    from pipeline.commonvoice.releases import rank_table
 
     names = set(also)
     for table in ("view", "existing"):

@@ -23,7 +23,7 @@ MAX_CLIP = 20 * 1024 * 1024  # the default max_clip_bytes
 PROBE = """
 import json, resource, sys
 from pipeline.config import StorageConfig
-from pipeline.io.cv_datasource import read_folder_chunk, read_tarball
+from pipeline.commonvoice.datasource import read_folder_chunk, read_tarball
 from pipeline.io.inputs import open_inputs
 st = StorageConfig()
 base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss

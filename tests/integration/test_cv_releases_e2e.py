@@ -12,7 +12,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from pipeline.columns import CV_COLUMNS, CV_DERIVED
-from pipeline.io.cv_release import MISSING_CLIP
+from pipeline.commonvoice.reader import MISSING_CLIP
 from pipeline.metrics import corpus_wer
 from scripts.make_cv_release import QUOTED_SENTENCE, build_cumulative, build_release
 from tests.conftest import NO_JUDGE_ARGS

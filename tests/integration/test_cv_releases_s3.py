@@ -8,8 +8,8 @@ import boto3
 import pytest
 import ray
 
+from pipeline.commonvoice.reader import MISSING_CLIP
 from pipeline.config import StorageConfig, build_config
-from pipeline.io.cv_release import MISSING_CLIP
 from pipeline.io.inputs import ReleaseInputs, open_inputs, view_table
 from scripts.make_cv_release import build_release
 from tests.services import moto_s3
@@ -64,7 +64,7 @@ def test_the_tables_with_their_warehouse_on_s3(tmp_path, monkeypatch):
     import pyarrow as pa
     from pyiceberg.io.pyarrow import schema_to_pyarrow
 
-    from pipeline.storage import resolve_filesystem
+    from pipeline.runtime.storage import resolve_filesystem
     from pipeline.table import audio as audio_table
     from pipeline.table import commit as commits
     from pipeline.table import upkeep as table_upkeep

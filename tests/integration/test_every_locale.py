@@ -14,8 +14,8 @@ import re
 import pytest
 
 from bench import multilingual_set
+from pipeline.commonvoice.languages import unspaced, whisper_language
 from pipeline.config import AudioConfig, build_config
-from pipeline.languages import unspaced, whisper_language
 from pipeline.metrics import agreement, corpus_wer
 from pipeline.models import resolve_model
 from pipeline.stages.decode import decode_clip

@@ -133,7 +133,7 @@ def test_a_non_english_locale_without_a_multilingual_model_stops_before_any_work
 def test_every_locale_gets_a_whisper_that_hears_it():
     import pytest
 
-    from pipeline.languages import LanguageNotSupportedError, transcriber_for
+    from pipeline.commonvoice.languages import LanguageNotSupportedError, transcriber_for
 
     tiny, base = "bundled:whisper-tiny.en", "bundled:whisper-base"
     assert transcriber_for("en", tiny, False, base) == tiny  # English keeps tiny.en
@@ -145,8 +145,8 @@ def test_every_locale_gets_a_whisper_that_hears_it():
 
 
 def test_every_common_voice_locale_has_a_language_check():
+    from pipeline.commonvoice.languages import COMMON_VOICE_LOCALES, language_check, whisper_language
     from pipeline.config import build_config
-    from pipeline.languages import COMMON_VOICE_LOCALES, language_check, whisper_language
 
     checks = {loc: language_check(loc) for loc in COMMON_VOICE_LOCALES}
     assert len(checks) > 130

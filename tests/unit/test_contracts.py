@@ -57,7 +57,7 @@ def test_a_stage_reading_an_unwritten_column_fails_with_its_name():
 def test_one_name_per_stage_in_contracts_errors_progress_and_failures():
     """A stage's name is what a quarantined row's ``stage`` says, what the progress line shows, and what
     a failed run names: the console's map of Ray's operator names speaks the same vocabulary."""
-    from pipeline.console import _STAGE_OF, STAGE_PROCESSES
+    from pipeline.show.console import _STAGE_OF, STAGE_PROCESSES
     from pipeline.stages import decode, judge, transcribe
 
     names = {READ, WRITE}

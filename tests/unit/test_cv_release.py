@@ -14,22 +14,22 @@ import pyarrow as pa
 import pytest
 
 from pipeline.columns import CV_COLUMNS
-from pipeline.config import AudioConfig, StorageConfig, build_config
-from pipeline.io.cv_datasource import read_folder_chunk, read_tarball
-from pipeline.io.cv_release import (
+from pipeline.commonvoice.datasource import read_folder_chunk, read_tarball
+from pipeline.commonvoice.reader import (
     MISSING_CLIP,
     canonical_clip_table,
     discover_releases,
     read_tsv,
 )
-from pipeline.io.cv_view import load_release
+from pipeline.commonvoice.releases import parse_tarball_name
+from pipeline.commonvoice.view import load_release
+from pipeline.config import AudioConfig, StorageConfig, build_config
 from pipeline.io.inputs import ACCEPTED_FORMS, ParquetInputs, ReleaseInputs, open_inputs, view_table
 from pipeline.io.schema import InputSchemaError
-from pipeline.releases import parse_tarball_name
+from pipeline.runtime.storage import locate
 from pipeline.stages.decode import decode_clip
 from pipeline.stages.gate_rules import metadata_gates
 from pipeline.stages.gates import reasons_of
-from pipeline.storage import locate
 from scripts.make_cv_release import QUOTED_SENTENCE, _reported, build_release, clip_rows, sample_clips, write_release
 from tests.conftest import SAMPLE
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from pipeline import hardware
 from pipeline.config import build_config
+from pipeline.runtime import hardware
 from pipeline.stages.judge import vllm_engine_kwargs
 
 AVX2_ONLY = "processor: 0\nflags\t\t: fpu sse2 avx avx2 fma\n"

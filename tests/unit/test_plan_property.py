@@ -14,8 +14,8 @@ import random
 
 import pytest
 
+from pipeline.commonvoice.releases import release_key
 from pipeline.config import build_config
-from pipeline.releases import release_key
 from pipeline.stages.gate_rules import build_gates
 from pipeline.stages.gates import decide_table, failed_gates, measure_agreement
 from pipeline.table.plan import Rules, SplitSelection, plan_table, plan_work

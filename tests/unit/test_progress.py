@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from pipeline.console import console_summary
-from pipeline.progress import ConsoleProgress, stage_line, track
+from pipeline.show.console import console_summary
+from pipeline.show.progress import ConsoleProgress, stage_line, track
 
 
 def test_stage_lines_say_done_rate_and_eta():
@@ -72,7 +72,7 @@ def test_summary_names_the_table_what_changed_and_how_to_open_it():
 
 
 def test_a_failure_names_the_stage_and_the_engines_own_cause(tmp_path):
-    from pipeline.console import explain_failure
+    from pipeline.show.console import explain_failure
 
     log = tmp_path / "run.log"
     log.write_text(
@@ -91,7 +91,7 @@ def test_a_failure_names_the_stage_and_the_engines_own_cause(tmp_path):
 def test_the_root_cause_comes_from_the_failed_stages_own_process(tmp_path):
     """Under load a Ray GCS line ("RpcError: Socket closed") can come first in the log; the judge's
     engine's own error, 118 lines later in the CI run that found this, is the cause."""
-    from pipeline.console import explain_failure, root_cause
+    from pipeline.show.console import explain_failure, root_cause
 
     log = tmp_path / "run.log"
     noise = [f"(ReadFiles pid=10) reading block {i}\n" for i in range(118)]

@@ -162,7 +162,7 @@ def test_dnsmos_fails_loudly_without_its_runtime(monkeypatch):
 
 def test_the_report_shows_signal_histograms_and_the_new_reasons():
     from pipeline.io.table_sink import tally_of
-    from pipeline.report import RunReport, histogram_markdown
+    from pipeline.show.report import RunReport, histogram_markdown
 
     rows = pa.table(
         {

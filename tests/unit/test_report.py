@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from pipeline import report, trend
 from pipeline.config import build_config
 from pipeline.result import Counts, DataFileInfo, LocaleResult, ModelInfo, RunResult, Tally
+from pipeline.show import report, trend
 
 
 def _result(shard: str, kept: int, reasons: dict[str, int]) -> RunResult:

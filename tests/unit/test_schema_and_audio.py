@@ -106,7 +106,7 @@ def test_decode_stage_marks_errors_and_keys_the_audio():
 
 def test_duplicate_and_missing_ids_across_a_runs_files_are_held_before_any_engine(tmp_path):
     from pipeline.io.inputs import ParquetInputs, view_table
-    from pipeline.storage import locate
+    from pipeline.runtime.storage import locate
     from tests.conftest import write_parquet
 
     rows = [{"id": "x", "audio_bytes": b"a"}, {"id": "y", "audio_bytes": b"b"}]

@@ -10,8 +10,8 @@ from pipeline.dag import Models
 from pipeline.io.inputs import Unit, open_inputs
 from pipeline.io.table_sink import audio_rows, tally_of
 from pipeline.models import ResolvedModel
+from pipeline.runtime.storage import list_parquet_files, locate
 from pipeline.shards import engine_key, settings_key, shard_of
-from pipeline.storage import list_parquet_files, locate
 from tests.conftest import write_parquet
 
 MODELS = Models(ResolvedModel("w", "/w", "rev1"), ResolvedModel("j", "/j", "rev1"))
@@ -119,7 +119,7 @@ def test_what_a_unit_of_work_is_keyed_by(tmp_path):
 
 def test_one_s3_filesystem_per_settings_and_credentials(monkeypatch):
     from pipeline.config import StorageConfig
-    from pipeline.storage import resolve_filesystem
+    from pipeline.runtime.storage import resolve_filesystem
 
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", "first")
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "x")

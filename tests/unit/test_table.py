@@ -12,7 +12,7 @@ import pytest
 from pyiceberg.io.pyarrow import schema_to_pyarrow
 
 from pipeline.config import build_config
-from pipeline.storage import resolve_filesystem
+from pipeline.runtime.storage import resolve_filesystem
 from pipeline.table import audio as audio_table
 from pipeline.table import commit as commits
 from pipeline.table import ledger as ledgers

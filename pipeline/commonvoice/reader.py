@@ -4,7 +4,7 @@ A release unpacks to ``cv-corpus-<ver>[-delta]-<date>/<locale>/`` holding ``clip
 lists (``validated.tsv``, ``train.tsv``, …), ``clip_durations.tsv`` and ``reported.tsv``.  This module
 finds releases, reads their TSVs into one canonical table (both the pre-v17 and the current column
 sets) and streams clips out of a tarball member by member.  No Ray here: the datasource in
-``cv_datasource.py`` turns these pieces into read tasks.
+``datasource.py`` turns these pieces into read tasks.
 """
 
 from __future__ import annotations
@@ -20,10 +20,10 @@ import pyarrow.csv as pacsv
 import pyarrow.fs as pafs
 
 from pipeline.columns import CV_COLUMNS, CV_INT_COLUMNS
+from pipeline.commonvoice.releases import is_delta, parse_tarball_name
 from pipeline.config import StorageConfig
 from pipeline.io.schema import InputSchemaError
-from pipeline.releases import is_delta, parse_tarball_name
-from pipeline.storage import Location, locate
+from pipeline.runtime.storage import Location, locate
 
 REQUIRED_COLUMNS = ("client_id", "path", "sentence")
 # What the reader adds to every row, besides the clip-list columns.
@@ -219,7 +219,7 @@ def classify_release_input(where: Location) -> list[ReleaseSource] | None:
         named = parse_tarball_name(path)
         if named is None:
             # A renamed tarball: its first member names the release and locale.
-            from pipeline.io.cv_files import tarball_identity
+            from pipeline.commonvoice.files import tarball_identity
 
             named = tarball_identity(where)
         return [ReleaseSource(where.at(path).uri, "tarball", *named, where.at(path))]

@@ -17,18 +17,18 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from pipeline.columns import CV_COLUMNS, CV_INT_COLUMNS
-from pipeline.config import StorageConfig
-from pipeline.io.clip_files import outside
-from pipeline.io.cv_files import release_tsvs
-from pipeline.io.cv_release import (
+from pipeline.commonvoice.files import release_tsvs
+from pipeline.commonvoice.reader import (
     KNOWN_SPLITS,
     NOT_CLIP_LISTS,
     ReleaseSource,
     _int_column,
     canonical_clip_table,
 )
+from pipeline.commonvoice.releases import rank_table
+from pipeline.config import StorageConfig
+from pipeline.io.clip_files import outside
 from pipeline.io.schema import InputSchemaError
-from pipeline.releases import rank_table
 from pipeline.table.workspace import Workspace, quote
 
 # Which list decides a clip's status when a release lists it twice (it should not): the harshest.

@@ -18,8 +18,8 @@ import time
 from pathlib import Path
 from typing import IO
 
-from pipeline.report import changes_words, language_words, open_lines
 from pipeline.result import RunResult
+from pipeline.show.report import changes_words, language_words, open_lines
 from pipeline.stages.gate_rules import REASON_NAMES
 
 

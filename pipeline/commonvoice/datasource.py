@@ -20,11 +20,11 @@ from ray.data.block import BlockMetadata
 from ray.data.datasource import Datasource, ReadTask
 
 from pipeline.columns import AUDIO, READ_ERROR
+from pipeline.commonvoice.files import iter_tarball_clips
+from pipeline.commonvoice.reader import MISSING_CLIP, ReleaseSource
 from pipeline.config import ReaderConfig, StorageConfig
 from pipeline.io.clip_files import read_clip
-from pipeline.io.cv_files import iter_tarball_clips
-from pipeline.io.cv_release import MISSING_CLIP, ReleaseSource
-from pipeline.storage import locate, resolve_filesystem
+from pipeline.runtime.storage import locate, resolve_filesystem
 
 # A Common Voice MP3 is ~30-60 KB; only used to size Ray's estimate of the data.
 EST_CLIP_BYTES = 48_000

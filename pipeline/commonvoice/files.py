@@ -13,11 +13,11 @@ from typing import IO
 import pyarrow as pa
 import pyarrow.fs as pafs
 
+from pipeline.commonvoice.reader import children, iter_tsv
+from pipeline.commonvoice.releases import is_release_name
 from pipeline.io.clip_files import outside, read_bounded, too_large
-from pipeline.io.cv_release import children, iter_tsv
 from pipeline.io.schema import InputSchemaError
-from pipeline.releases import is_release_name
-from pipeline.storage import Location
+from pipeline.runtime.storage import Location
 
 
 def open_tarball(where: Location) -> tuple[tarfile.TarFile, IO[bytes]]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from pipeline.report import RunReport
+from pipeline.show.report import RunReport
 
 TREND_NIGHTS = 14
 

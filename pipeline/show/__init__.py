@@ -1,0 +1,1 @@
+"""What a person sees: the console (progress line, summary, errors), the run report and the nightly trend."""
