@@ -10,28 +10,11 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from pipeline.columns import ERROR, ID, KEPT, REASONS, STAGE
+from pipeline.columns import CV_METADATA, ERROR, ID, KEPT, REASONS, STAGE
 from pipeline.commonvoice.releases import release_key
 
-# The release's own verdicts and metadata: the latest release that lists a clip decides them.
-METADATA = (
-    "client_id",
-    "sentence_id",
-    "sentence",
-    "sentence_domain",
-    "up_votes",
-    "down_votes",
-    "age",
-    "gender",
-    "accents",
-    "variant",
-    "segment",
-    "duration_ms",
-    "cv_status",
-    "split",
-    "sentence_reported",
-    "last_release",
-)
+# The release's own verdicts and metadata (the product's column list; the rules below are the reference's own).
+METADATA = CV_METADATA
 # Compared to tell whether a row changed at all (and so must be written).
 COMPARED = (*METADATA, "first_release", "releases", KEPT, REASONS)
 DUPLICATE = "duplicate id: listed {n} times in the input (every copy held back; which one is right is undefined)"
