@@ -118,6 +118,9 @@ class LocaleResult(_Model):
     rejected: list[dict[str, Any]] = Field(default_factory=list)
     # Seconds per step: view (the release's TSVs), plan, engines, updates, commit, upkeep, count.
     timings: dict[str, float] = Field(default_factory=dict)
+    # Per DAG stage, as the stage counted itself: rows in, rows out, rows it quarantined, and its busy
+    # seconds summed over its workers (none for the judge, whose time is its engine's).
+    stages: dict[str, dict[str, float]] = Field(default_factory=dict)
 
 
 class RunResult(_Model):
@@ -145,6 +148,16 @@ class RunResult(_Model):
     @property
     def nothing_to_do(self) -> bool:
         return all(r.nothing_to_do for r in self.locales)
+
+
+STAT_KEYS = ("in", "out", "quarantined", "seconds")
+
+
+def add_stats(into: dict[str, dict[str, float]], stage: str, **values: float) -> None:
+    """Add one batch's ``values`` (of ``STAT_KEYS``) to ``stage``'s totals in ``into``."""
+    totals = into.setdefault(stage, dict.fromkeys(STAT_KEYS, 0))
+    for key, value in values.items():
+        totals[key] += value
 
 
 def combine(tallies: Iterable[Tally]) -> Tally:

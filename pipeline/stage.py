@@ -43,24 +43,26 @@ class Stage:
     num_cpus: float | None = None
     num_gpus: float | None = None
     resources: dict[str, float] | None = None
-    counted: bool = False  # its output rows are shown as a progress line under ``name``
+    counted: bool = False  # its output rows are shown as a progress line under ``name`` (every stage is counted)
     # A stage that is a small DAG of its own (ray.data.llm's processor): ``build(ds)`` adds it whole.
     build: Callable[[Dataset], Dataset] | None = None
 
     def apply(self, ds: Dataset, progress: str | None = None) -> Dataset:
-        """``ds`` with this stage added; ``progress`` names the counter actor its rows go to."""
+        """``ds`` with this stage added; ``progress`` names the counter actor its counts go to (rows in and
+        out, quarantined, seconds: the stage counts itself, the run never rebuilds that from the rows)."""
         from pipeline.show.progress import track
 
         if self.build is not None:
             ds = self.build(ds)
-            if self.counted and progress:
-                # Counted after its last step (fused into it by Ray Data: no extra hop).
-                ds = ds.map_batches(track(_rows_out, self.name, progress), batch_format="pyarrow")
+            if progress:
+                # Counted after its last step (fused into it by Ray Data: no extra hop); its own seconds
+                # are spread over its engine's steps, so none are claimed here.
+                ds = ds.map_batches(track(_rows_out, self.name, progress, timed=False), batch_format="pyarrow")
             return ds
         if self.call is None:
             raise TypeError(f"stage {self.name} has a contract but nothing to run")
 
-        udf = track(self.call, self.name, progress) if self.counted else self.call
+        udf = track(self.call, self.name, progress)
         kwargs: dict[str, Any] = {"batch_size": self.batch_size, "batch_format": "pyarrow"}
         if isinstance(self.call, type):
             from ray.data import ActorPoolStrategy

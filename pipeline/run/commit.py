@@ -49,6 +49,7 @@ def write_and_commit(
         result.changes = _changes(plan, written)
         result.tally = combine(written.tallies)
         result.rejected = written.rejected[:SAMPLE_CAP]
+        result.stages = written.stages
         props = _properties(ctx, result, pending)
         units = [u.key(ctx.settings) for u in pending]
         if not written.clips and not written.audio:

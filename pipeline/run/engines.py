@@ -16,13 +16,13 @@ from pipeline.commonvoice.view import releases_json
 from pipeline.dag import build_curation_dataset, curation_stages
 from pipeline.io.inputs import VIEW_ONLY
 from pipeline.io.table_sink import SAMPLE_CAP, TableSink
-from pipeline.result import Tally
+from pipeline.result import Tally, add_stats
 from pipeline.run.context import RunContext
 from pipeline.run.tables import Tables
 from pipeline.runtime.ray_init import ensure_ray
 from pipeline.runtime.version import code_version
 from pipeline.shards import agreement_key, engine_key
-from pipeline.show.progress import ConsoleProgress, start_counter, stop_counter
+from pipeline.show.progress import ConsoleProgress, stage_stats, start_counter, stop_counter
 from pipeline.table import commit as commits
 from pipeline.table.plan import TablePlan
 
@@ -53,6 +53,7 @@ class Written:
     tallies: list = field(default_factory=list)
     rejected: list = field(default_factory=list)
     changes: Counter = field(default_factory=Counter)
+    stages: dict = field(default_factory=dict)  # per stage: rows in, out, quarantined, seconds
 
     def all_ids(self) -> pa.ChunkedArray:
         return pa.chunked_array([pa.array(i, pa.string()) if isinstance(i, list) else i.cast(pa.string())
@@ -81,9 +82,9 @@ def run_engines(ctx: RunContext, plan: TablePlan, tables: Tables, now: datetime,
         tables.clips, tables.audio if cfg.keep_audio else None, tables.schema, constants, cfg.table.rows_per_file
     )
     stages = curation_stages(cfg, ctx.models, columns, ctx.split)
-    counter, name, display = None, None, None
+    counter, name = start_counter(ctx.run_id)  # every stage counts itself into it
+    display = None
     if ctx.console is not None:
-        counter, name = start_counter(ctx.run_id)
         where = ", ".join(ctx.inputs.describe()["inputs"])[:100]
         ctx.console.say(f"curating {rows.num_rows} clips from {where} into {tables.clips_id}")
         counted = [s.name for s in stages if s.counted]
@@ -101,7 +102,9 @@ def run_engines(ctx: RunContext, plan: TablePlan, tables: Tables, now: datetime,
     finally:
         if display is not None:
             display.stop()
-            stop_counter(counter)
+        for stage, totals in stage_stats(counter).items():
+            add_stats(out.stages, stage, **totals)
+        stop_counter(counter)
     out.clips += [f for r in sink.results for f in r["clips"]]
     out.audio += [f for r in sink.results for f in r["audio"]]
     ids = [i for r in sink.results for i in r["ids"]]

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import IO
 
 from pipeline.result import RunResult
-from pipeline.show.report import changes_words, language_words, open_lines
+from pipeline.show.report import changes_words, language_words, open_lines, stage_words
 from pipeline.stages.gate_rules import REASON_NAMES
 
 
@@ -186,6 +186,9 @@ def console_summary(result: RunResult, log: str | None = None) -> str:
         rows.append(("quarantined", f"{c.quarantined}"))
         for stage, n in sorted(r.tally.quarantined_by_stage.items()):
             rows.append((f"  at {stage}", f"{n}"))
+        if r.stages:
+            rows.append(("stages", "as each counted itself"))
+            rows += [(f"  {stage}", stage_words(t)) for stage, t in r.stages.items()]
         hours = r.tally.audio_seconds / 3600
         rows.append(("audio", f"{r.tally.audio_seconds:.0f} s" if hours < 0.1 else f"{hours:.2f} h"))
         rows.append(("table now", f"{r.table_rows} clips, {r.table_kept} kept"))

@@ -1,9 +1,11 @@
-"""Progress a person can read: rows done per stage, counted where the rows are, shown on the driver.
+"""Per-stage counters, counted where the rows are, and the progress a person reads from them.
 
-Each stage's UDF is wrapped (``track``) so that after every batch it adds its row count to a small
-named Ray actor.  The driver polls that actor and draws one line per stage: a live bar on a
-terminal, a line per stage every ``period_s`` seconds otherwise (a log file, a CI job, a Prefect
-run).  Engines never see any of this; without a progress actor, ``track`` returns the UDF as is.
+Each stage's UDF is wrapped (``track``, by ``Stage.apply``) so that after every batch it adds to a
+small named Ray actor its rows in and out, the rows it quarantined and the seconds it took, datatrove's
+way (``stat_update``): counted as the rows pass, never rebuilt from them afterwards.  The run keeps
+the totals in its result; the driver polls the actor and draws one line per counted stage: a live bar
+on a terminal, a line per stage every ``period_s`` seconds otherwise (a log file, a CI job, a Prefect
+run).  Engines never see any of this; without a counter actor, ``track`` returns the UDF as is.
 """
 
 from __future__ import annotations
@@ -16,30 +18,39 @@ from typing import IO, Any
 
 import ray
 
+from pipeline.result import add_stats
+
 
 @ray.remote(num_cpus=0)
 class ProgressCounter:
     def __init__(self) -> None:
-        self.counts: dict[str, int] = {}
+        self.stages: dict[str, dict[str, float]] = {}
 
-    def add(self, stage: str, rows: int) -> None:
-        self.counts[stage] = self.counts.get(stage, 0) + rows
+    def add(self, stage: str, rows_in: int, rows_out: int, quarantined: int, seconds: float) -> None:
+        add_stats(
+            self.stages, stage, **{"in": rows_in, "out": rows_out, "quarantined": quarantined, "seconds": seconds}
+        )
 
     def snapshot(self) -> dict[str, int]:
-        return dict(self.counts)
+        """Rows out per stage: what the progress lines show."""
+        return {stage: int(t["out"]) for stage, t in self.stages.items()}
+
+    def stats(self) -> dict[str, dict[str, float]]:
+        return {stage: dict(t) for stage, t in self.stages.items()}
 
 
 _handles: dict[str, Any] = {}
 
 
-def _report(name: str, stage: str, rows: int) -> None:
+def _report(name: str, stage: str, batch: Any, out: Any, seconds: float) -> None:
     if not ray.is_initialized():  # never start a Ray just to count (Ray workers are always initialised)
         return
     try:
         if name not in _handles:
             _handles[name] = ray.get_actor(name)
-        _handles[name].add.remote(stage, rows)
-    except Exception:  # progress is best effort; it must never fail a batch
+        rows_in = _rows(batch) if batch is not None else _rows(out)
+        _handles[name].add.remote(stage, rows_in, _rows(out), _quarantined_by(out, stage), seconds)
+    except Exception:  # counting is best effort; it must never fail a batch
         pass
 
 
@@ -47,16 +58,30 @@ def _rows(out: Any) -> int:
     return getattr(out, "num_rows", None) or (1 if isinstance(out, dict) else len(out))
 
 
-def track(udf: Any, stage: str, counter: str | None) -> Any:
-    """``udf`` (a function or a callable class) reporting its output rows to ``counter`` as ``stage``."""
+def _quarantined_by(out: Any, stage: str) -> int:
+    """Rows of ``out`` that ``stage`` itself quarantined: a row's ``stage`` names the stage that failed it."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    from pipeline.columns import STAGE
+
+    if not isinstance(out, pa.Table) or STAGE not in out.column_names:
+        return 0
+    return int(pc.sum(pc.equal(out.column(STAGE), stage)).as_py() or 0)
+
+
+def track(udf: Any, stage: str, counter: str | None, timed: bool = True) -> Any:
+    """``udf`` (a function or a callable class) reporting each batch's rows in and out, the rows it
+    quarantined and (``timed``) its seconds to ``counter`` as ``stage``."""
     if counter is None:
         return udf
     if isinstance(udf, type):
 
         class Tracked(udf):  # type: ignore[misc, valid-type]
             def __call__(self, batch):
+                t0 = time.perf_counter()
                 out = super().__call__(batch)
-                _report(counter, stage, _rows(out))
+                _report(counter, stage, batch, out, time.perf_counter() - t0)
                 return out
 
         Tracked.__name__ = Tracked.__qualname__ = udf.__name__
@@ -64,8 +89,9 @@ def track(udf: Any, stage: str, counter: str | None) -> Any:
 
     @functools.wraps(udf if not isinstance(udf, functools.partial) else udf.func)
     def tracked(batch):
+        t0 = time.perf_counter()
         out = udf(batch)
-        _report(counter, stage, _rows(out))
+        _report(counter, stage, batch, out, time.perf_counter() - t0 if timed else 0.0)
         return out
 
     return tracked
@@ -168,9 +194,17 @@ class ConsoleProgress:
 
 
 def start_counter(run_id: str) -> tuple[Any, str]:
-    """A fresh counter actor for one run; its name is what ``track`` reports to."""
+    """A fresh counter actor for one run (a run always has one); its name is what ``track`` reports to."""
     name = f"curate-progress-{run_id}"
     return ProgressCounter.options(name=name).remote(), name
+
+
+def stage_stats(counter: Any) -> dict[str, dict[str, float]]:
+    """The counter's totals per stage (empty if it cannot be read: counting never fails a run)."""
+    try:
+        return ray.get(counter.stats.remote(), timeout=30)
+    except Exception:
+        return {}
 
 
 def stop_counter(counter: Any) -> None:

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from pipeline.metrics import SCORE_CHOICES, SIGNAL_GATES, WER_BINS, signal_bin_edges
-from pipeline.result import LocaleResult, ModelInfo, RunResult, Tally, combine
+from pipeline.result import LocaleResult, ModelInfo, RunResult, Tally, add_stats, combine
 from pipeline.stages.gate_rules import REASON_NAMES
 
 SIGNAL_TITLES = {
@@ -47,6 +47,15 @@ class RunReport:
             if r.table_rows is not None and r.table_rows >= now.get(r.table, (-1, 0))[0]:
                 now[r.table] = (r.table_rows, r.table_kept or 0)
         return now
+
+    @property
+    def stages(self) -> dict[str, dict[str, float]]:
+        """Per DAG stage, its own counts summed over the locales and shards (stage order kept)."""
+        out: dict[str, dict[str, float]] = {}
+        for r in self.locales:
+            for stage, totals in r.stages.items():
+                add_stats(out, stage, **totals)
+        return out
 
     @property
     def changes(self) -> dict[str, int]:
@@ -332,4 +341,16 @@ def summary_markdown(
         f"| transcriber | {tr.backend} `{tr.ref}` ({tr.revision}) |" if tr else "| transcriber | - |",
         f"| judge | `{jd.ref}` ({jd.revision}) |" if jd else "| judge | - |",
     ]
+    if report.stages:
+        lines += ["", "| stage | rows in | rows out | quarantined | busy s |", "|---|---:|---:|---:|---:|"]
+        lines += [f"| {stage} | {stage_words(t, '|')} |" for stage, t in report.stages.items()]
     return "\n".join(lines)
+
+
+def stage_words(t: dict[str, float], sep: str = ",") -> str:
+    """One stage's own counts: rows in and out, quarantined, busy seconds (summed over its workers)."""
+    busy = f"{t['seconds']:.1f}" if t.get("seconds") else "-"
+    if sep == "|":
+        return f"{int(t['in'])} | {int(t['out'])} | {int(t['quarantined'])} | {busy}"
+    busy = f"busy {busy} s" if t.get("seconds") else "busy: its engine's"
+    return f"{int(t['in'])} in, {int(t['out'])} out, {int(t['quarantined'])} quarantined, {busy}"

@@ -105,3 +105,35 @@ def test_the_root_cause_comes_from_the_failed_stages_own_process(tmp_path):
     assert root_cause(log).startswith("RpcError")  # no stage known: the first specific error
     text = explain_failure(RuntimeError("vLLMEngineStageUDF failed: Engine core initialization failed"), log)
     assert "the judge stage failed" in text and "root cause: ValueError: Available memory" in text
+
+
+def test_each_stage_counts_itself_rows_in_and_out_its_quarantine_and_seconds(monkeypatch):
+    """Per-stage counters come from the stage's own batches (datatrove's stat_update), never from the rows
+    afterwards: a batch's rows in and out, the rows this stage quarantined (not an earlier stage's)."""
+    import pyarrow as pa
+
+    from pipeline.result import LocaleResult, add_stats
+    from pipeline.show import progress
+    from pipeline.show.report import RunReport, summary_markdown
+
+    seen = []
+    monkeypatch.setattr(progress, "_report", lambda *a: seen.append(a))
+
+    def decode(batch):
+        stage = ["decode" if i == 1 else s for i, s in enumerate(batch.column("stage").to_pylist())]
+        return batch.set_column(batch.schema.get_field_index("stage"), "stage", pa.array(stage, pa.string()))
+
+    batch = pa.table({"id": ["a", "b", "c"], "stage": [None, None, "read"]})
+    out = progress.track(decode, "decode", "counter")(batch)
+    ((name, stage, got_in, got_out, seconds),) = seen
+    assert (name, stage, got_in.num_rows, got_out.num_rows) == ("counter", "decode", 3, 3) and seconds >= 0
+    assert progress._quarantined_by(out, "decode") == 1  # "read" failed the third row, not decode
+
+    totals: dict = {}
+    add_stats(totals, "decode", **{"in": 3, "out": 3, "quarantined": 1, "seconds": 0.5})
+    add_stats(totals, "decode", **{"in": 2, "out": 2, "quarantined": 0, "seconds": 0.25})
+    assert totals == {"decode": {"in": 5, "out": 5, "quarantined": 1, "seconds": 0.75}}
+    # Shown as counted, summed over locales and shards.
+    loc = LocaleResult(locale="en", table="t", audio_table="a", stages=totals)
+    run = RunReport(shards=2, tally=loc.tally, locales=[loc, loc], models={}, config={})
+    assert "| decode | 10 | 10 | 2 | 1.5 |" in summary_markdown(run, 1.0, "x", "/out")
