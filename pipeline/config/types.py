@@ -162,7 +162,8 @@ class TableConfig(Section):
     # Rows per data file the workers write (one file per write call), and what compaction aims for.
     rows_per_file: int = Field(default=2000, ge=1)
     target_file_mb: int = Field(default=128, ge=1)
-    # Compact a table once this many of its data files are under half the target size.
+    # Compact a table once this many of its data files are small: a write task's (under an eighth of the
+    # target on disk, and under 4x rows_per_file rows), never a file written whole.
     compact_min_files: int = Field(default=16, ge=2)
     # Snapshots (and the run tags on them) older than this are expired; their data files go with them.
     retention_days: float = Field(default=30, gt=0)

@@ -9,6 +9,7 @@ from pipeline.run.tables import Tables
 from pipeline.table import upkeep as table_upkeep
 
 log = logging.getLogger("pipeline")
+SMALL_FILE_ROWS_FACTOR = 4
 
 
 def upkeep(ctx: RunContext, tables: Tables) -> None:
@@ -19,8 +20,14 @@ def upkeep(ctx: RunContext, tables: Tables) -> None:
     for ident in (tables.clips_id, tables.audio_id):
         try:
             table_upkeep.expire(catalog.load_table(ident), t.retention_days)
+            # A write task's file holds about rows_per_file rows; one written whole holds many times more.
+            small_rows = SMALL_FILE_ROWS_FACTOR * t.rows_per_file
             replaced = table_upkeep.compact(
-                lambda ident=ident: catalog.load_table(ident), t.target_file_mb << 20, t.compact_min_files, props
+                lambda ident=ident: catalog.load_table(ident),
+                t.target_file_mb << 20,
+                t.compact_min_files,
+                props,
+                small_rows=small_rows,
             )
             if replaced:
                 log.info("compacted %d small data files of %s", replaced, ident)

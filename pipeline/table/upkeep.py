@@ -64,18 +64,31 @@ def expire(table: Table, retention_days: float) -> int:
     return len(old)
 
 
-def compact(load: Callable[[], Table], target_bytes: int, min_files: int, properties: dict[str, str]) -> int:
-    """Rewrite small data files (a write task's, under an eighth of ``target_bytes``) into files of about
-    ``target_bytes`` once ``min_files`` are small.  Files the run wrote whole (``write_stream``) are not
-    small.  One snapshot; rows are unchanged (same ids, same values).  Streamed: memory holds one output
-    file's worth.  Returns the number of files replaced."""
+def compact(
+    load: Callable[[], Table],
+    target_bytes: int,
+    min_files: int,
+    properties: dict[str, str],
+    small_rows: int | None = None,
+) -> int:
+    """Rewrite small data files (a write task's) into files of about ``target_bytes`` once ``min_files`` are
+    small.  Small is under an eighth of ``target_bytes`` on disk and, with ``small_rows``, under that many
+    rows: a clips file the run wrote whole (``write_stream``, ``target_bytes`` of Arrow rows) compresses
+    far below an eighth on disk, so its row count tells it from a write task's; audio does not compress,
+    so its bytes do.  One snapshot; rows are unchanged (same ids, same values).  Streamed: memory holds
+    one output file's worth.  Returns the number of files replaced."""
     from pipeline.table.scan import arrow_schema, file_batches_of
 
     def attempt() -> int:
         table = load()
         if table.current_snapshot() is None:
             return 0
-        tasks = [t for t in table.scan().plan_files() if t.file.file_size_in_bytes < target_bytes // 8]
+        tasks = [
+            t
+            for t in table.scan().plan_files()
+            if t.file.file_size_in_bytes < target_bytes // 8
+            and (small_rows is None or t.file.record_count < small_rows)
+        ]
         if len(tasks) < min_files:
             return 0
         schema = arrow_schema(table)

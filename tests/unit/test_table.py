@@ -118,6 +118,14 @@ def test_compaction_keeps_rows_and_the_ledger_and_cuts_files(catalog):
     assert all(ledgers.is_applied(ledgers.read_ledger(t), f"u{i}") for i in range(6))
     # Under the threshold nothing happens.
     assert table_upkeep.compact(lambda: catalog.load_table("curate.t"), 1 << 20, 4, {}) == 0
+    # A file with more rows than a write task's is not small, however well it compresses: no churn.
+    for i in range(6, 12):
+        _upsert(catalog, _rows(t, **{f"k{i}": i}), units=[f"u{i}"])
+    whole = catalog.load_table("curate.t")
+    rows_of_whole = max(f.file.record_count for f in whole.scan().plan_files())
+    assert table_upkeep.compact(lambda: catalog.load_table("curate.t"), 1 << 20, 4, {}, small_rows=1) == 0
+    assert table_upkeep.compact(lambda: catalog.load_table("curate.t"), 1 << 20, 4, {}, small_rows=2) == 6
+    assert max(f.file.record_count for f in catalog.load_table("curate.t").scan().plan_files()) >= rows_of_whole
 
 
 def test_audio_is_added_once_per_sha(catalog):
