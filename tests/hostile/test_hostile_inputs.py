@@ -24,14 +24,14 @@ PROBE = """
 import json, resource, sys
 from pipeline.config import StorageConfig
 from pipeline.commonvoice.datasource import read_folder_chunk, read_tarball
-from pipeline.io.inputs import open_inputs
+from pipeline.io.inputs import open_inputs, view_table
 st = StorageConfig()
 base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 out = {}
 for source in sys.argv[1:]:
     inputs = open_inputs([source], st)
     (locale,) = inputs.locales()
-    view = inputs.view(locale, inputs.units(locale))
+    view = view_table(inputs, locale, inputs.units(locale))
     held = {r["id"]: r["_hold"] for r in view.to_pylist() if r["_hold"]}
     readable = view.filter(__import__("pyarrow.compute").compute.is_null(view.column("_hold")))
     read = read_tarball if source.endswith(".tar.gz") else read_folder_chunk
