@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import logging
 import os
+import time
 
 import ray
 
 from pipeline.config import CurationConfig
+
+log = logging.getLogger("pipeline")
+STARTS = 3
 
 
 def ensure_ray(cfg: CurationConfig) -> None:
@@ -21,6 +26,21 @@ def ensure_ray(cfg: CurationConfig) -> None:
         # Loopback only: an embedded Ray serves this process, never the network.
         # address="local": a new Ray for this process even if `ray start` left a cluster on this
         # machine, which ray.init() would otherwise join.
-        ray.init(
-            address="local", num_cpus=max(8, os.cpu_count() or 1), include_dashboard=False, _node_ip_address="127.0.0.1"
-        )
+        for attempt in range(1, STARTS + 1):
+            try:
+                ray.init(
+                    address="local",
+                    num_cpus=max(8, os.cpu_count() or 1),
+                    include_dashboard=False,
+                    _node_ip_address="127.0.0.1",
+                )
+                return
+            except Exception as exc:
+                # Ray gives a new node a fixed 30 s to register (ray/_private/node.py); a machine busy
+                # with other work can miss that.  Nothing of the run has started: start it again.
+                if "timed out during startup" not in str(exc) or attempt == STARTS:
+                    raise
+                log.warning("the local Ray did not start in Ray's 30 s (attempt %d of %d); starting it again",
+                            attempt, STARTS)  # fmt: skip
+                ray.shutdown()
+                time.sleep(5)

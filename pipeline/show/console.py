@@ -19,7 +19,8 @@ from pathlib import Path
 from typing import IO
 
 from pipeline.result import RunResult
-from pipeline.show.report import changes_words, language_words, open_lines, stage_words
+from pipeline.show.progress import stage_words
+from pipeline.show.report import changes_words, language_words, open_lines
 from pipeline.stages.gate_rules import REASON_NAMES
 
 

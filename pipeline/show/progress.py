@@ -210,3 +210,12 @@ def stage_stats(counter: Any) -> dict[str, dict[str, float]]:
 def stop_counter(counter: Any) -> None:
     with contextlib.suppress(Exception):
         ray.kill(counter)
+
+
+def stage_words(t: dict[str, float], sep: str = ",") -> str:
+    """One stage's own counts: rows in and out, quarantined, busy seconds (summed over its workers)."""
+    busy = f"{t['seconds']:.1f}" if t.get("seconds") else "-"
+    if sep == "|":
+        return f"{int(t['in'])} | {int(t['out'])} | {int(t['quarantined'])} | {busy}"
+    busy = f"busy {busy} s" if t.get("seconds") else "busy: its engine's"
+    return f"{int(t['in'])} in, {int(t['out'])} out, {int(t['quarantined'])} quarantined, {busy}"

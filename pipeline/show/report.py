@@ -15,6 +15,7 @@ from typing import Any
 
 from pipeline.metrics import SCORE_CHOICES, SIGNAL_GATES, WER_BINS, signal_bin_edges
 from pipeline.result import LocaleResult, ModelInfo, RunResult, Tally, add_stats, combine
+from pipeline.show.progress import stage_words
 from pipeline.stages.gate_rules import REASON_NAMES
 
 SIGNAL_TITLES = {
@@ -345,12 +346,3 @@ def summary_markdown(
         lines += ["", "| stage | rows in | rows out | quarantined | busy s |", "|---|---:|---:|---:|---:|"]
         lines += [f"| {stage} | {stage_words(t, '|')} |" for stage, t in report.stages.items()]
     return "\n".join(lines)
-
-
-def stage_words(t: dict[str, float], sep: str = ",") -> str:
-    """One stage's own counts: rows in and out, quarantined, busy seconds (summed over its workers)."""
-    busy = f"{t['seconds']:.1f}" if t.get("seconds") else "-"
-    if sep == "|":
-        return f"{int(t['in'])} | {int(t['out'])} | {int(t['quarantined'])} | {busy}"
-    busy = f"busy {busy} s" if t.get("seconds") else "busy: its engine's"
-    return f"{int(t['in'])} in, {int(t['out'])} out, {int(t['quarantined'])} quarantined, {busy}"

@@ -59,3 +59,32 @@ def test_the_benchmarks_avx2_emulation_reaches_vllm_and_auto():
         [sys.executable, "-c", probe], env=arm_env("avx2"), capture_output=True, text=True, check=True, timeout=300
     ).stdout.split("\n")[-2]
     assert out == "False True AVX2 float32 ['_C_AVX2.abi3.so']"
+
+
+def test_a_local_ray_that_misses_rays_30_s_start_window_is_started_again(monkeypatch):
+    """A busy machine can miss the 30 s Ray gives a new node to register; the run starts it again, and
+    any other failure stands."""
+    import pytest
+    import ray
+
+    from pipeline.config import build_config
+    from pipeline.runtime import ray_init
+
+    calls = []
+
+    def init(**kw):
+        calls.append(kw)
+        if len(calls) < 3:
+            raise Exception("The current node timed out during startup. This could happen because ...")
+
+    monkeypatch.setattr(ray, "is_initialized", lambda: False)
+    monkeypatch.setattr(ray, "init", init)
+    monkeypatch.setattr(ray, "shutdown", lambda: None)
+    monkeypatch.setattr(ray_init.time, "sleep", lambda s: None)
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    ray_init.ensure_ray(build_config())
+    assert len(calls) == 3 and calls[-1]["address"] == "local"
+
+    monkeypatch.setattr(ray, "init", lambda **kw: (_ for _ in ()).throw(RuntimeError("no such thing")))
+    with pytest.raises(RuntimeError, match="no such thing"):
+        ray_init.ensure_ray(build_config())
