@@ -159,6 +159,8 @@ def main() -> None:
             variants[f"ours[{name}]"] = tuple(x for x in sets.split(",") if x)
     results: dict = {"args": vars(args), "variants": variants, "seed": {}, **{v: {} for v in variants}}
 
+    out.parent.mkdir(parents=True, exist_ok=True)
+
     def save() -> None:
         results["marginal"] = {arm: marginal(results, arm) for arm in (*variants, "seed")}
         out.write_text(json.dumps(results, indent=2))
