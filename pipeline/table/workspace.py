@@ -21,7 +21,9 @@ import glob
 import itertools
 import logging
 import os
+import re
 import shutil
+import socket
 import tempfile
 from collections.abc import Iterable, Iterator
 
@@ -71,13 +73,55 @@ def duck_type(t: pa.DataType) -> str:
     return "VARCHAR"
 
 
+PREFIX = "curate-plan-"
+
+
+def _host() -> str:
+    return re.sub(r"[^A-Za-z0-9.]", "_", socket.gethostname())[:64] or "host"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's live process
+        return True
+    return True
+
+
+def sweep_stale(temp_root: str | None = None) -> list[str]:
+    """Remove workspace folders left by runs of this host that were killed (SIGKILL, the OOM killer): a
+    folder is named for its host and process, and is stale once that process is gone.  At a release's size
+    a plan's folder holds gigabytes, and a night killed every week would fill the disk.  Folders of other
+    hosts (a shared temp folder) and of live processes are left alone."""
+    root = temp_root or tempfile.gettempdir()
+    pattern = re.compile(re.escape(PREFIX + _host() + "-") + r"(\d+)-")
+    removed = []
+    with contextlib.suppress(OSError):
+        for entry in os.scandir(root):
+            m = pattern.match(entry.name)
+            if not m or not entry.is_dir(follow_symlinks=False):
+                continue
+            pid = int(m.group(1))
+            if pid == os.getpid() or _alive(pid):
+                continue
+            shutil.rmtree(entry.path, ignore_errors=True)
+            removed.append(entry.path)
+    if removed:
+        log.info("removed %d plan folder(s) left by killed runs: %s", len(removed), ", ".join(removed))
+    return removed
+
+
 class Workspace:
-    """``with Workspace() as ws:`` a DuckDB connection of its own, its temporary folder removed on exit."""
+    """``with Workspace() as ws:`` a DuckDB connection of its own, its temporary folder removed on exit (and,
+    when the process is killed, by the next workspace of the host: ``sweep_stale``)."""
 
     def __init__(self, memory_limit_mb: int = 512, threads: int | None = None, temp_root: str | None = None):
         import duckdb
 
-        self.folder = tempfile.mkdtemp(prefix="curate-plan-", dir=temp_root)
+        sweep_stale(temp_root)
+        self.folder = tempfile.mkdtemp(prefix=f"{PREFIX}{_host()}-{os.getpid()}-", dir=temp_root)
         self.con = duckdb.connect(
             config={
                 "memory_limit": f"{memory_limit_mb}MB",

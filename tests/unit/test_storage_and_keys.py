@@ -143,3 +143,42 @@ def test_a_shard_s_run_id_is_the_same_for_each_retry_and_distinct_per_split():
     assert dev[0].run_id(flow) == plan_shards(["/in/a.parquet"], "/out", "dev", count=2)[0].run_id(flow)
     ids = {s.run_id(flow) for s in dev + train}
     assert len(ids) == 4 and all(i.startswith("8f1c2e9a-") for i in ids)
+
+
+@pytest.mark.process
+def test_a_killed_runs_plan_folder_is_removed_by_the_next_run(tmp_path):
+    """A run killed by SIGKILL (the OOM killer) cannot clean up its workspace; at a release's size that is
+    gigabytes a night.  The next workspace on the host removes it, and leaves live runs' and other hosts'."""
+    import signal
+    import subprocess
+    import sys
+
+    from pipeline.table.workspace import PREFIX, Workspace, _host
+
+    code = (
+        "import os, sys, time\n"
+        "from pipeline.table.workspace import Workspace\n"
+        f"ws = Workspace(memory_limit_mb=64, threads=1, temp_root={str(tmp_path)!r})\n"
+        "open(os.path.join(ws.folder, 'spilled.parquet'), 'wb').write(b'x' * 1000)\n"
+        "print(ws.folder, flush=True)\n"
+        "time.sleep(600)\n"
+    )
+    killed = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    live = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    try:
+        killed_folder = killed.stdout.readline().strip()
+        live_folder = live.stdout.readline().strip()
+        killed.send_signal(signal.SIGKILL)
+        killed.wait(timeout=30)
+        assert os.path.isdir(killed_folder)  # SIGKILL left it behind
+        other_host = tmp_path / f"{PREFIX}another-host-{killed.pid}-abc"
+        other_host.mkdir()
+        with Workspace(memory_limit_mb=64, threads=1, temp_root=str(tmp_path)) as ws:
+            assert os.path.basename(ws.folder).startswith(f"{PREFIX}{_host()}-{os.getpid()}-")
+            assert not os.path.exists(killed_folder)
+            assert os.path.isdir(live_folder) and other_host.is_dir()
+        assert not os.path.exists(ws.folder)  # its own, on a clean exit
+    finally:
+        for p in (killed, live):
+            p.kill()
+            p.wait(timeout=30)
