@@ -86,7 +86,7 @@ def seed_table(output: Path, n: int, overrides: list[str], rng: np.random.Genera
     from pipeline.run import locale_setups, resolve_models
     from pipeline.shards import agreement_key, engine_key
     from pipeline.table import commit as commits
-    from pipeline.table.catalog import load_or_create, table_root
+    from pipeline.table.catalog import CLIPS_TABLE_PROPERTIES, load_or_create, table_root
     from pipeline.table.schema import AUDIO_TABLE, clips_schema, conform
 
     cfg = build_config(overrides=overrides)
@@ -95,7 +95,7 @@ def seed_table(output: Path, n: int, overrides: list[str], rng: np.random.Genera
     catalog = root.catalog()
     clips_id, audio_id = root.identifiers("en")
     schema = clips_schema()
-    table = load_or_create(catalog, clips_id, schema)
+    table = load_or_create(catalog, clips_id, schema, CLIPS_TABLE_PROPERTIES)
     load_or_create(catalog, audio_id, AUDIO_TABLE)
     s = Seeded(
         ids=_ids(FIRST_ID, n),

@@ -30,7 +30,7 @@ import pyarrow as pa
 from pipeline.config import build_config
 from pipeline.table import commit as commits
 from pipeline.table import upkeep as table_upkeep
-from pipeline.table.catalog import load_or_create, table_root
+from pipeline.table.catalog import CLIPS_TABLE_PROPERTIES, load_or_create, table_root
 from pipeline.table.schema import CLIPS, conform
 
 RESULTS = Path(__file__).parent / "results"
@@ -102,7 +102,7 @@ def _write(catalog, ident, rows: pa.Table, rows_per_file: int) -> tuple[float, f
 def bench_size(n: int, rows_per_file: int) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         catalog = table_root(f"{tmp}/out", build_config()).catalog()
-        load_or_create(catalog, "curate.en_clips", CLIPS)
+        load_or_create(catalog, "curate.en_clips", CLIPS, CLIPS_TABLE_PROPERTIES)
         rng = random.Random(n)
         rows = clip_rows(0, n, rng)
         write_s, commit_s, written = _write(catalog, "curate.en_clips", rows, rows_per_file)
@@ -140,7 +140,7 @@ def bench_nights(nights: int, compact: bool, rows_per_file: int) -> dict:
     cfg = build_config()
     with tempfile.TemporaryDirectory() as tmp:
         catalog = table_root(f"{tmp}/out", cfg).catalog()
-        load_or_create(catalog, "curate.en_clips", CLIPS)
+        load_or_create(catalog, "curate.en_clips", CLIPS, CLIPS_TABLE_PROPERTIES)
         rng = random.Random(7)
         total, counts, seconds = 0, [], []
         for _ in range(nights):

@@ -15,7 +15,7 @@ from pipeline.run.context import RunContext
 from pipeline.runtime.storage import resolve_filesystem
 from pipeline.stages.gate_rules import kept_statuses
 from pipeline.table import upkeep as table_upkeep
-from pipeline.table.catalog import load_or_create
+from pipeline.table.catalog import CLIPS_TABLE_PROPERTIES, load_or_create
 from pipeline.table.schema import AUDIO_TABLE, clips_schema
 
 if TYPE_CHECKING:
@@ -80,7 +80,7 @@ def open_tables(ctx: RunContext, locale: str) -> Tables:
     clips_id, audio_id = ctx.root.identifiers(locale)
     catalog = ctx.root.catalog()
     schema = clips_schema(ctx.inputs.passthrough())
-    clips = load_or_create(catalog, clips_id, schema)
+    clips = load_or_create(catalog, clips_id, schema, CLIPS_TABLE_PROPERTIES)
     remember_kept_statuses(clips, cfg, ctx.split)
     clips = catalog.load_table(clips_id)
     audio = load_or_create(catalog, audio_id, AUDIO_TABLE)

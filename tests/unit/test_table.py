@@ -436,3 +436,36 @@ def test_a_retry_builds_contested_rows_again_from_the_table_as_it_stands(catalog
     assert got["last_release"] == n3 and got["up_votes"] == 5  # B's newer word stands
     assert [e["release"] for e in got["releases"]] == [n1, n2, n3]  # and A's release is in the history
     assert not [f for f in mine if os.path.exists(f.file_path.removeprefix("file://"))]  # A's first files gone
+
+
+def test_the_clips_table_is_cut_finer_so_a_night_of_revotes_rewrites_one_small_file(catalog):
+    """Clips rows are small: the clips table's files are cut at 32 MiB of Arrow data (the audio table's at
+    128), so re-votes on the newest clips rewrite one file of the table, not a quarter of it."""
+    from pipeline.table.catalog import CLIPS_TABLE_PROPERTIES
+
+    schema = pa.schema([pa.field("id", pa.string(), nullable=False), pa.field("text", pa.string())])
+    clips = load_or_create(catalog, "curate.clips", schema, CLIPS_TABLE_PROPERTIES)
+    audio_like = load_or_create(catalog, "curate.other", schema)
+    row = "x" * 100_000  # ~100 KB a row: 1,000 rows are ~95 MiB of Arrow
+
+    def batches(ids):
+        for start in range(0, len(ids), 100):
+            chunk = ids[start : start + 100]
+            yield pa.table({"id": chunk, "text": [row] * len(chunk)}, schema=schema)
+
+    ids = [f"common_voice_en_{i:07d}.mp3" for i in range(1000)]
+    files = commits.write_stream(clips, schema, batches(ids))
+    assert len(files) >= 3  # ~95 MiB cut every 32
+    assert len(commits.write_stream(audio_like, schema, batches(ids))) == 1  # under 128 MiB: whole
+    commits.upsert(lambda: catalog.load_table("curate.clips"), files, pa.array(ids), {"p": "1"})
+
+    newest = ids[-20:]
+    rows = pa.table({"id": newest, "text": ["revoted"] * len(newest)}, schema=schema)
+    commits.upsert(
+        lambda: catalog.load_table("curate.clips"), commits.write_rows(clips, rows), rows.column("id"), {"p": "2"}
+    )
+    summary = catalog.load_table("curate.clips").current_snapshot().summary
+    assert int(summary["deleted-data-files"]) == 1  # the one file that held them
+    assert int(summary["total-data-files"]) == len(files) + 1
+    got = catalog.load_table("curate.clips").scan(row_filter="text = 'revoted'").to_arrow()
+    assert sorted(got.column("id").to_pylist()) == newest
