@@ -137,11 +137,12 @@ def audio_batch(arrs: list[np.ndarray]) -> pa.Table:
     )
 
 
-def with_features(feats: np.ndarray) -> pa.Table:
+def with_features(feats: np.ndarray, seconds: float = 5.0) -> pa.Table:
     n = feats.shape[0]
     return pa.table(
         {
             FEATURES: pa.array(list(feats.astype(np.float32).reshape(n, -1)), pa.list_(pa.float32())),
+            DURATION: pa.array([seconds] * n, pa.float64()),
             ERROR: pa.array([None] * n, pa.string()),
         }
     )
@@ -228,6 +229,41 @@ def decode_breakdown(transcriber: HFWhisperTranscriber, feats: np.ndarray, batch
     return {"batch": batch, **times}
 
 
+def stage_arms(
+    tcfg: TranscriberConfig,
+    model_path: str,
+    feats: np.ndarray,
+    compiled: bool,
+    window,
+    batches: list[int],
+    timer: Timer,
+) -> dict[str, Any]:
+    """The full stage (features in, rows out) and the encoder alone, at each batch, for one encoder (eager or
+    compiled) and one window (30 s, or ``auto``: 5 s clips in a 10 s window).  Building the stage includes
+    the compiled encoder's warm-up, reported as ``start_s``."""
+    import torch
+
+    from pipeline.engines.windows import frames
+
+    cfg = tcfg.model_copy(update={"compile_encoder": compiled, "window": window})
+    t0 = time.perf_counter()
+    transcriber = HFWhisperTranscriber(cfg, model_path)
+    out: dict[str, Any] = {"start_s": time.perf_counter() - t0, "compiled": transcriber.engine.compiled}
+    n_frames = transcriber.buckets([5.0])[0][1]
+    out["window_frames"] = n_frames
+    for b in batches:
+        r = transcriber_rate(transcriber, feats, b, timer)
+        x = torch.from_numpy(np.ascontiguousarray(feats[np.arange(b) % feats.shape[0], :, :n_frames]))
+        x = x.to(transcriber.engine.device, transcriber.engine.dtype)
+        with torch.inference_mode():
+            transcriber.engine.encode(x)
+            enc_s = timer(lambda x=x: transcriber.engine.encode(x), reps=3)
+        r["encoder_alone_clips_per_s"] = b / enc_s
+        out[f"batch_{b}"] = r
+    assert n_frames <= frames(30.0)
+    return out
+
+
 def features_rate(model_path: str, arrs: list[np.ndarray], batch: int, device: str, timer: Timer) -> dict[str, Any]:
     """Log-mel features for ``arrs``: the shipped CPU stage, or the same extractor's torch path on ``device``."""
     feats_stage = WhisperFeatures(TranscriberConfig(), model_path)
@@ -294,6 +330,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--tokens", type=int, default=32, help="tokens decoded per clip (a Common Voice sentence is ~20-30)")
     p.add_argument("--clips", type=int, default=128, help="clips per arm (at least 4 batches)")
     p.add_argument("--batches", default="2,16,32,64", help="transcriber batch sizes; 2 is the seed's, 16 the profile's")
+    p.add_argument("--stage-batches", default="64,128,256", help="batches of the eager/compiled x 30/auto arms")
     p.add_argument("--out", type=Path, default=None, help="JSON results file (default bench/results/gpu-check-*.json)")
     args = p.parse_args(argv)
 
@@ -311,6 +348,8 @@ def main(argv: list[str] | None = None) -> int:
             "max_new_tokens": args.tokens,
             "dtype": dtype,
             "num_gpus_per_actor": 1.0 if args.device == "cuda" else 0.0,
+            # The arms before the stage arms measure today's stage as it was: eager, 30 s.
+            "compile_encoder": False,
         }
     )
     result: dict[str, Any] = {
@@ -376,6 +415,11 @@ def main(argv: list[str] | None = None) -> int:
                 save()
         for b in (cluster.batch_size, 64):
             arm(f"decode_breakdown_{b}", lambda b=b: decode_breakdown(transcriber, feats, b, timer))
+        stage_batches = [int(x) for x in args.stage_batches.split(",")]
+        for compiled in (False, True):
+            for window in (30, "auto"):
+                name = f"stage_{'compiled' if compiled else 'eager'}_{window}"
+                arm(name, lambda c=compiled, w=window: stage_arms(tcfg, model_path, feats, c, w, stage_batches, timer))
         fb = cluster.feature_batch_size
         arm("features_cpu_stage", lambda: features_rate(model_path, arrs, fb, "cpu-stage", timer))
         if args.device == "cuda":

@@ -33,6 +33,7 @@ def _cluster_overrides() -> dict[str, Any]:
             "feature_actors": 2,
             "decoder_batch_size": 64,
             "decoder_actors": 2,
+            "compile_encoder": True,
         },
         "judge": {
             "model": "unsloth/Meta-Llama-3.1-8B-Instruct",

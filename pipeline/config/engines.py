@@ -60,6 +60,16 @@ class TranscriberConfig(Section):
     decoder_batch_size: int = 32
     decoder_actors: int = 1
     max_new_tokens: int = 200
+    # The encoder's window (transformers backend): 30 pads every clip to Whisper's 30 s, as trained;
+    # "auto" buckets a batch by duration and encodes each bucket over the smallest 5 s step that holds its
+    # longest clip plus ``window_margin_s`` (and at least ``min_window_s``): a third of the encoder's work
+    # for 10 s clips (pipeline/engines/windows.py; WER per window in docs/curation.md).
+    window: Literal[30, "auto"] = 30
+    window_margin_s: float = Field(default=1.0, ge=0.0, le=10.0)
+    # torch.compile the encoder (once per actor and window, warmed up at start, inductor's cache reused
+    # across restarts); any failure falls back to eager with a log line.  On an H200 the compiled
+    # encoder ran 60% of its FLOP ceiling against 45% eager; CPUs gain little and pay the compile.
+    compile_encoder: bool = False
 
 
 class JudgeConfig(Section):

@@ -240,7 +240,9 @@ class CurationConfig(Section):
                     *("backend", "model", "language", "force_language", "compute_type", "beam_size"),
                     *("min_window_s", "dtype"),
                 )
-            },
+            }
+            # Only when it changes the output: the keys of tables scored before it existed stay the same.
+            | ({"window": t.window, "window_margin_s": t.window_margin_s} if t.window != 30 else {}),
             "judge": {
                 k: getattr(j, k) for k in ("enabled", "model", "system_prompt", "max_transcript_chars", "top_logprobs")
             },

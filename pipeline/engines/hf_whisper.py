@@ -3,9 +3,15 @@ each clip's token ids and Whisper's own confidence out.  ``pipeline/stages/trans
 
 from __future__ import annotations
 
+import logging
+import time
 from dataclasses import dataclass
 
 import numpy as np
+
+from pipeline.engines.windows import FULL_WINDOW_S, frames
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -19,13 +25,36 @@ class Decoded:
     language_prob: float | None = None
 
 
+def encoder_forward(encoder, x):
+    """``WhisperEncoder.forward`` over any window up to 30 s: the library's refuses all but 3,000 frames.
+    Positions are sliced to the window, as whisper.cpp's ``audio_ctx`` does; at 3,000 frames this is the
+    library's own computation (a unit test holds the two equal)."""
+    import torch.nn.functional as F
+
+    h = F.gelu(encoder.conv1(x))
+    h = F.gelu(encoder.conv2(h)).permute(0, 2, 1)
+    h = h + encoder.embed_positions.weight[: h.shape[1]]
+    for layer in encoder.layers:
+        h = layer(h, None)
+    return encoder.layer_norm(h)
+
+
 class HFWhisper:
     """``generate`` on the features, and Whisper's own confidence: the mean token log-probability (from one
     teacher-forced pass), and, from one decoder step at the start-of-transcript token (as Whisper itself
     does), the probability of "no speech" and, for multilingual models, of each language.
     """
 
-    def __init__(self, model_path: str, device: str, dtype: str, language: str | None, max_new_tokens: int):
+    def __init__(
+        self,
+        model_path: str,
+        device: str,
+        dtype: str,
+        language: str | None,
+        max_new_tokens: int,
+        compile_encoder: bool = False,
+        windows_s: tuple[float, ...] = (FULL_WINDOW_S,),
+    ):
         import torch
         from transformers import AutoModelForSpeechSeq2Seq
 
@@ -46,6 +75,49 @@ class HFWhisper:
         self.no_speech = gen.no_timestamps_token_id - 1 if getattr(gen, "no_timestamps_token_id", None) else None
         lang_ids = getattr(gen, "lang_to_id", None) or {}
         self.lang_tokens = {tok[2:-2]: i for tok, i in lang_ids.items()} if self.multilingual else {}
+        self.encoder = self.model.get_encoder()
+        self._encode = None
+        self.compiled = False
+        self.warmup_s = 0.0
+        if compile_encoder:
+            self._compile(windows_s)
+
+    def _compile(self, windows_s: tuple[float, ...]) -> None:
+        """The encoder under ``torch.compile``, one graph per window (the batch dimension dynamic), the usual
+        windows warmed up here so no batch pays for them (another window compiles on its first use).
+        Inductor keeps its compiled code in its cache folder (``TORCHINDUCTOR_CACHE_DIR``), so an actor
+        restarted on the same node loads it instead of compiling.  Any failure (no C++ compiler, an
+        unsupported op) leaves the encoder eager, with a log line."""
+        torch = self.torch
+        t0 = time.perf_counter()
+        try:
+            compiled = torch.compile(lambda x: encoder_forward(self.encoder, x), dynamic=False)
+            with torch.inference_mode():
+                for w in sorted(set(windows_s)):
+                    x = torch.zeros(2, self.n_mels, frames(w), device=self.device, dtype=self.dtype)
+                    torch._dynamo.mark_dynamic(x, 0)
+                    compiled(x)
+        except Exception as exc:
+            log.warning("compiling Whisper's encoder failed, running it eager: %s: %s", type(exc).__name__, exc)
+            return
+        self._encode, self.compiled = compiled, True
+        self.warmup_s = time.perf_counter() - t0
+        log.info("Whisper's encoder compiled for windows %s s in %.1f s", sorted(set(windows_s)), self.warmup_s)
+
+    def encode(self, x):
+        """The encoder's output for ``x`` (clips, mels, frames), any window up to 30 s."""
+        from transformers.modeling_outputs import BaseModelOutput
+
+        if self._encode is not None:
+            try:
+                self.torch._dynamo.mark_dynamic(x, 0)
+                return BaseModelOutput(last_hidden_state=self._encode(x))
+            except Exception as exc:  # a shape or op the warm-up did not see
+                log.warning("compiled encoder failed, running it eager from now: %s: %s", type(exc).__name__, exc)
+                self._encode, self.compiled = None, False
+        if x.shape[-1] == frames(FULL_WINDOW_S):
+            return self.encoder(x)
+        return BaseModelOutput(last_hidden_state=encoder_forward(self.encoder, x))
 
     def prompt(self, lang: str | None) -> list[int]:
         """The decoder prompt ``generate`` forces: <|startoftranscript|> [language, task] <|notimestamps|>."""
@@ -110,13 +182,21 @@ class HFWhisper:
             logprobs.append(lp[torch.isfinite(lp)])
         return logprobs, first
 
+    def to_device(self, features: np.ndarray):
+        """One contiguous tensor for the batch, through pinned memory to a GPU (an asynchronous copy)."""
+        x = self.torch.from_numpy(np.ascontiguousarray(features, dtype=np.float32))
+        if self.device.startswith("cuda"):
+            return x.pin_memory().to(self.device, self.dtype, non_blocking=True)
+        return x.to(self.device, self.dtype)
+
     def transcribe(self, features: np.ndarray, langs: list[str | None]) -> list[Decoded]:
-        """``features``: (clips, mels, frames) log-mel; ``langs``: each clip's language, or None to detect it."""
-        x = self.torch.from_numpy(features.reshape(len(langs), self.n_mels, -1)).to(self.device, self.dtype)
+        """``features``: (clips, mels, frames) log-mel, any window up to 30 s (``frames`` a multiple of
+        100 per second); ``langs``: each clip's language, or None to detect it."""
+        x = self.to_device(features.reshape(len(langs), self.n_mels, -1))
         eot = self.model.generation_config.eos_token_id
         with self.torch.inference_mode():
             # The encoder is a large share of the cost on a GPU: run it once for both passes.
-            encoded = self.model.get_encoder()(x)
+            encoded = self.encode(x)
             if self.lang_tokens and not all(langs):
                 # Not forced: decode the language the model hears (one decoder step, as Whisper does).
                 heard = self.detect(encoded)

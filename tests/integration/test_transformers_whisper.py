@@ -190,3 +190,73 @@ def test_confidence_equals_generate_scores(tmp_path, sample_table, which):
         prompts = [toks[1] for toks in got.column(TOKENS).to_pylist()]
         assert prompts == [lang_ids[f"<|{loc}|>"] for loc in locales]
         assert all(lang is not None for lang in got.column(DETECTED_LANGUAGE).to_pylist())
+
+
+def test_the_windowed_encoder_is_the_librarys_at_30_s_and_compiles_or_falls_back(tiny_whisper, caplog):
+    """``encoder_forward`` mirrors transformers' encoder (a new transformers release that changes it fails
+    here); the compiled encoder gives the eager numbers at every window it warmed up; a compile that fails
+    leaves the encoder eager with a log line, and transcription goes on."""
+    import torch
+
+    from pipeline.engines import hf_whisper
+    from pipeline.engines.hf_whisper import HFWhisper, encoder_forward
+
+    eager = HFWhisper(tiny_whisper, "cpu", "float32", "en", 4)
+    x = torch.randn(3, 80, 3000)
+    with torch.inference_mode():
+        assert torch.equal(eager.encoder(x).last_hidden_state, encoder_forward(eager.encoder, x))
+
+    compiled = HFWhisper(tiny_whisper, "cpu", "float32", "en", 4, compile_encoder=True, windows_s=(10.0, 30.0))
+    assert compiled.compiled and compiled.warmup_s > 0
+    with torch.inference_mode():
+        for n_frames in (1000, 3000):
+            for batch in (1, 5):  # the batch dimension is dynamic: no compile per batch size
+                x = torch.randn(batch, 80, n_frames)
+                want = eager.encode(x).last_hidden_state
+                got = compiled.encode(x).last_hidden_state
+                assert torch.allclose(got, want, atol=1e-4), (n_frames, batch)
+    assert compiled.compiled
+
+    real_compile = torch.compile
+
+    def broken(*a, **kw):
+        raise RuntimeError("no inductor here")
+
+    torch.compile = broken
+    try:
+        with caplog.at_level("WARNING", logger=hf_whisper.__name__):
+            fallback = HFWhisper(tiny_whisper, "cpu", "float32", "en", 4, compile_encoder=True)
+    finally:
+        torch.compile = real_compile
+    assert not fallback.compiled
+    assert "compiling Whisper's encoder failed, running it eager" in caplog.text
+    feats = np.zeros((2, 80, 1000), dtype=np.float32)
+    assert len(fallback.transcribe(feats, ["en", "en"])) == 2
+
+
+def test_the_auto_window_transcribes_each_clip_as_alone(tiny_whisper, sample_table):
+    """With ``window: auto`` a batch is cut into buckets by duration; each clip's tokens and odds are those
+    of the clip encoded alone over its bucket's window: bucketing reorders nothing and mixes no rows."""
+    from pipeline.columns import AVG_LOGPROB, DURATION, FEATURES, NO_SPEECH_PROB, TOKENS
+    from pipeline.engines.windows import buckets
+    from pipeline.stages.transcribe import HFWhisperTranscriber, WhisperFeatures
+
+    cfg = build_config(
+        overrides=[
+            *("transcriber.backend=transformers", "transcriber.window=auto", "transcriber.max_new_tokens=6"),
+            *("transcriber.min_window_s=0", "transcriber.window_margin_s=0"),  # 5 and 10 s buckets
+        ]
+    ).transcriber
+    rows = decode_audio(sample_table.slice(0, 6), build_config().audio)
+    feats = WhisperFeatures(cfg, tiny_whisper)(rows)
+    stage = HFWhisperTranscriber(cfg, tiny_whisper)
+    got = stage(feats)
+    durations = feats.column(DURATION).to_pylist()
+    windows = {i: n for b, n in buckets(durations, cfg.window_margin_s, cfg.min_window_s) for i in b}
+    assert sorted(set(windows.values())) == [500, 1000]
+    for i in range(feats.num_rows):
+        alone = feats.column(FEATURES)[i].values.to_numpy().reshape(1, 80, -1)[:, :, : windows[i]]
+        (d,) = stage.engine.transcribe(alone, ["en"])
+        assert got.column(TOKENS)[i].as_py() == d.tokens
+        assert got.column(AVG_LOGPROB)[i].as_py() == pytest.approx(d.avg_logprob, abs=1e-4)
+        assert got.column(NO_SPEECH_PROB)[i].as_py() == pytest.approx(d.no_speech_prob, abs=1e-4)
