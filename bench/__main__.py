@@ -24,7 +24,8 @@ BENCHMARKS = {
     "release_scale": "a full release and a nightly delta against a table of 0.2-2 M clips: non-engine time, RSS",
     "export_scale": "curate export of a release-sized table (audio stubs): peak RSS and wall per format",
     "dnsmos_memory": "a DNSMOS actor's memory: onnxruntime's CPU arena and windows per call",
-    "gpu_check": "the cluster profile's Whisper on a GPU (device machine only)",
+    "window_eval": "Whisper's encoder window, 30 s against auto: WER, speed, no-speech/language odds (CPU)",
+    "gpu_check": "the cluster profile's Whisper on a GPU: eager/compiled x 30/auto (device machine only)",
 }
 
 
