@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import re
 import sys
+import sysconfig
 from importlib import metadata
 from pathlib import Path
 
@@ -35,7 +36,11 @@ def read_lock(path: Path) -> dict[str, str]:
 
 
 def installed() -> dict[str, str]:
-    return {canonical(d.metadata["Name"]): d.version for d in metadata.distributions() if d.metadata["Name"]}
+    """What the venv's site-packages hold.  Not ``sys.path`` at large: once setuptools is imported (torch's
+    inductor does, to compile) it appends its ``_vendor`` folder, whose private copies are not installs."""
+    paths = sorted({sysconfig.get_paths()["purelib"], sysconfig.get_paths()["platlib"]})
+    dists = metadata.distributions(path=paths)
+    return {canonical(d.metadata["Name"]): d.version for d in dists if d.metadata["Name"]}
 
 
 def differences(locked: dict[str, str], have: dict[str, str]) -> list[str]:

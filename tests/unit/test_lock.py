@@ -25,6 +25,8 @@ def test_an_unlocked_or_moved_package_is_a_difference():
 
 
 def test_this_venv_is_exactly_the_lock_and_the_lock_keeps_the_scheduler_working(tmp_path):
+    import setuptools  # noqa: F401  (it appends its _vendor copies to sys.path, as torch's inductor makes it)
+
     lock = check_lock.read_lock(REPO / "constraints.txt")
     assert check_lock.differences(lock, check_lock.installed()) == []
     # Prefect 3.7.7's scheduler creates no run with SQLAlchemy 2.1 (test_prefect_deployment.py).
