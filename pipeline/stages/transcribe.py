@@ -34,7 +34,7 @@ from pipeline.columns import (
 from pipeline.commonvoice.languages import whisper_language
 from pipeline.config import CurationConfig, TranscriberConfig
 from pipeline.engines.whisper import SAMPLE_RATE, BatchedWhisper, Transcript
-from pipeline.engines.windows import buckets, frames, window_s
+from pipeline.engines.windows import FULL_WINDOW_S, buckets, frames, window_s
 from pipeline.stage import Stage
 
 log = logging.getLogger(__name__)
@@ -43,8 +43,6 @@ log = logging.getLogger(__name__)
 NAME = "transcribe"
 FEATURES_STAGE = "features"
 GENERATE_STAGE = "generate"
-
-WHISPER_WINDOW_S = 30.0
 
 
 # What the transformers decoder measures on the GPU; the token decoder adds the compression ratio.
@@ -142,9 +140,9 @@ class WhisperFeatures:
         arrs = batch.column(ARR)
         clips = []
         for i in range(batch.num_rows):
-            if not errors[i] and durations[i] > WHISPER_WINDOW_S:
+            if not errors[i] and durations[i] > FULL_WINDOW_S:
                 errors[i] = (
-                    f"clip is {durations[i]:.1f} s, over Whisper's {WHISPER_WINDOW_S:.0f} s window; "
+                    f"clip is {durations[i]:.1f} s, over Whisper's {FULL_WINDOW_S:.0f} s window; "
                     "the transformers backend does not chunk long audio (use backend=ctranslate2)"
                 )
                 stages[i] = FEATURES_STAGE
@@ -179,13 +177,13 @@ class HFWhisperTranscriber:
         """The windows the compiled encoder warms up at start: 30 s, or with ``auto`` the smallest (most of
         Common Voice's 2-10 s clips).  A longer window compiles on its first batch, once per actor."""
         if self.cfg.window == 30:
-            return (WHISPER_WINDOW_S,)
+            return (FULL_WINDOW_S,)
         return (window_s(0.0, self.cfg.window_margin_s, self.cfg.min_window_s),)
 
     def buckets(self, durations: list[float]) -> list[tuple[list[int], int]]:
         """Rows by encoder window: all in one at 30 s, or by duration with ``window: auto``."""
         if self.cfg.window == 30:
-            return [(list(range(len(durations))), frames(WHISPER_WINDOW_S))]
+            return [(list(range(len(durations))), frames(FULL_WINDOW_S))]
         return buckets(durations, self.cfg.window_margin_s, self.cfg.min_window_s)
 
     def __call__(self, batch: pa.Table) -> pa.Table:
