@@ -68,7 +68,7 @@ def write_and_commit(
         raise
     snap = table.current_snapshot()
     result.snapshot_id = snap.snapshot_id
-    result.tag = table_upkeep.tag(table, snap.snapshot_id, ctx.cfg.table.tag or f"run-{now:%Y%m%dT%H%M%SZ}")
+    result.tag = table_upkeep.tag(tables.load_clips, snap.snapshot_id, ctx.cfg.table.tag or f"run-{now:%Y%m%dT%H%M%SZ}")
     result.files = [
         DataFileInfo(table=tables.clips_id, path=f.file_path, rows=f.record_count, bytes=f.file_size_in_bytes)
         for f in written.clips

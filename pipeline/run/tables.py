@@ -15,7 +15,7 @@ from pipeline.run.context import RunContext
 from pipeline.runtime.storage import resolve_filesystem
 from pipeline.stages.gate_rules import kept_statuses
 from pipeline.table import upkeep as table_upkeep
-from pipeline.table.catalog import CLIPS_TABLE_PROPERTIES, load_or_create
+from pipeline.table.catalog import CLIPS_TABLE_PROPERTIES, load_or_create, update_metadata
 from pipeline.table.schema import AUDIO_TABLE, clips_schema
 
 if TYPE_CHECKING:
@@ -68,6 +68,8 @@ def check_kept_statuses(table: Table | None, cfg: CurationConfig, split: str | N
 
 
 def remember_kept_statuses(table: Table, cfg: CurationConfig, split: str | None) -> None:
+    """Record the statuses ``kept`` follows, once; refused if another writer recorded others meanwhile."""
+    check_kept_statuses(table, cfg, split)
     want = ",".join(sorted(kept_statuses(split, cfg.gates.keep_cv_status)))
     if table.properties.get(KEPT_STATUSES) != want:
         with table.transaction() as txn:
@@ -80,9 +82,10 @@ def open_tables(ctx: RunContext, locale: str) -> Tables:
     clips_id, audio_id = ctx.root.identifiers(locale)
     catalog = ctx.root.catalog()
     schema = clips_schema(ctx.inputs.passthrough())
-    clips = load_or_create(catalog, clips_id, schema, CLIPS_TABLE_PROPERTIES)
-    remember_kept_statuses(clips, cfg, ctx.split)
-    clips = catalog.load_table(clips_id)
+    load_or_create(catalog, clips_id, schema, CLIPS_TABLE_PROPERTIES)
+    clips = update_metadata(
+        catalog, clips_id, "record kept's statuses", lambda t: remember_kept_statuses(t, cfg, ctx.split)
+    )
     audio = load_or_create(catalog, audio_id, AUDIO_TABLE)
     resolve = lambda uri: resolve_filesystem(uri, cfg.storage)  # noqa: E731
     for t in (clips, audio):

@@ -22,15 +22,22 @@ if TYPE_CHECKING:
 log = logging.getLogger("pipeline")
 
 
-def tag(table: Table, snapshot_id: int, name: str) -> str:
-    """Tag ``snapshot_id``; a name already taken gets ``-2``, ``-3``, …  Returns the tag given."""
-    refs = table.refs()
-    final, n = name, 1
-    while final in refs:
-        n += 1
-        final = f"{name}-{n}"
-    table.manage_snapshots().create_tag(snapshot_id, final).commit()
-    return final
+def tag(load: Callable[[], Table], snapshot_id: int, name: str) -> str:
+    """Tag ``snapshot_id``; a name already taken gets ``-2``, ``-3``, …  Returns the tag given.  A writer that
+    commits between our read and the tag's commit refuses it: read again and tag again (the rows are
+    committed already; a run must not fail on its tag)."""
+
+    def attempt() -> str:
+        table = load()
+        refs = table.refs()
+        final, n = name, 1
+        while final in refs:
+            n += 1
+            final = f"{name}-{n}"
+        table.manage_snapshots().create_tag(snapshot_id, final).commit()
+        return final
+
+    return retry(f"tag {name}", attempt)
 
 
 # The tags runs make (``run-<time>``, ``<deployment>-<date>``, ``manual-<time>``): expiry removes only
