@@ -224,8 +224,17 @@ def decode_breakdown(transcriber: HFWhisperTranscriber, feats: np.ndarray, batch
         times["teacher_forced_s"] = timer(
             lambda: model(encoder_outputs=enc, decoder_input_ids=seqs[:, :-1]).logits.float().log_softmax(-1), reps=3
         )
+        # The static-cache greedy loop (eager step) on the same encoder output, confidence included.
+        from pipeline.engines.static_decoder import StaticDecoder
+
+        static = StaticDecoder(model, n)
+        rest = torch.tensor([transcriber.engine.prompt("en")[1:]] * batch)
+        hidden, sot = enc.last_hidden_state, transcriber.engine.sot
+        static.decode(hidden, sot, lambda first: rest)
+        times["static_decode_s"] = timer(lambda: static.decode(hidden, sot, lambda first: rest), reps=3)
     times["stage_call_s"] = timer(lambda: transcriber(table), reps=3)
     times["per_token_ms"] = 1000 * times["generate_s"] / n
+    times["static_per_token_ms"] = 1000 * times["static_decode_s"] / n
     return {"batch": batch, **times}
 
 
@@ -237,18 +246,29 @@ def stage_arms(
     window,
     batches: list[int],
     timer: Timer,
+    decoder: str = "generate",
+    compile_decoder: bool = False,
 ) -> dict[str, Any]:
     """The full stage (features in, rows out) and the encoder alone, at each batch, for one encoder (eager or
-    compiled) and one window (30 s, or ``auto``: 5 s clips in a 10 s window).  Building the stage includes
-    the compiled encoder's warm-up, reported as ``start_s``."""
+    compiled), one window (30 s, or ``auto``: 5 s clips in a 10 s window) and one decoder loop (``generate``
+    or the static-cache one, its step eager or compiled).  Building the stage includes the compiled
+    warm-ups, reported as ``start_s``."""
     import torch
 
     from pipeline.engines.windows import frames
 
-    cfg = tcfg.model_copy(update={"compile_encoder": compiled, "window": window})
+    cfg = tcfg.model_copy(
+        update={"compile_encoder": compiled, "window": window, "decoder": decoder, "compile_decoder": compile_decoder}
+    )
     t0 = time.perf_counter()
     transcriber = HFWhisperTranscriber(cfg, model_path)
-    out: dict[str, Any] = {"start_s": time.perf_counter() - t0, "compiled": transcriber.engine.compiled}
+    engine = transcriber.engine
+    out: dict[str, Any] = {
+        "start_s": time.perf_counter() - t0,
+        "compiled": engine.compiled,
+        "decoder": decoder,
+        "decoder_compiled": bool(engine.static and engine.static.compiled),
+    }
     n_frames = transcriber.buckets([5.0])[0][1]
     out["window_frames"] = n_frames
     for b in batches:
@@ -261,6 +281,7 @@ def stage_arms(
         r["encoder_alone_clips_per_s"] = b / enc_s
         out[f"batch_{b}"] = r
     assert n_frames <= frames(30.0)
+    out["decoder_compiled"] = bool(engine.static and engine.static.compiled)  # still, after the batches
     return out
 
 
@@ -420,6 +441,15 @@ def main(argv: list[str] | None = None) -> int:
             for window in (30, "auto"):
                 name = f"stage_{'compiled' if compiled else 'eager'}_{window}"
                 arm(name, lambda c=compiled, w=window: stage_arms(tcfg, model_path, feats, c, w, stage_batches, timer))
+        # The static-cache decoder loop (pipeline/engines/static_decoder.py), on the compiled encoder.
+        for window, compile_decoder in ((30, False), (30, True), ("auto", True)):
+            name = f"stage_compiled_{window}_static{'_compiled' if compile_decoder else ''}"
+            arm(
+                name,
+                lambda w=window, cd=compile_decoder: stage_arms(
+                    tcfg, model_path, feats, True, w, stage_batches, timer, decoder="static", compile_decoder=cd
+                ),
+            )
         fb = cluster.feature_batch_size
         arm("features_cpu_stage", lambda: features_rate(model_path, arrs, fb, "cpu-stage", timer))
         if args.device == "cuda":

@@ -70,6 +70,14 @@ class TranscriberConfig(Section):
     # across restarts); any failure falls back to eager with a log line.  On an H200 the compiled
     # encoder ran 60% of its FLOP ceiling against 45% eager; CPUs gain little and pay the compile.
     compile_encoder: bool = False
+    # The decoder loop: "static" is pipeline/engines/static_decoder.py's greedy loop over a fixed-length
+    # cache, Whisper's confidence taken on the way; "generate" is transformers' own loop and one
+    # teacher-forced pass for the confidence.  Same tokens and scores (tested), so neither is in a table's
+    # content key.  generate's loop was launch-bound on an H200 (6-7 ms a token); on two CPU cores the
+    # static loop took 22 ms a token against 60 at batch 64 (tiny model), as fast with real weights.
+    # ``compile_decoder`` puts its step under torch.compile: off until bench/gpu_check.py measures it.
+    decoder: Literal["generate", "static"] = "static"
+    compile_decoder: bool = False
 
 
 class JudgeConfig(Section):

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from pipeline.engines.static_decoder import StaticDecoder
 from pipeline.engines.windows import FULL_WINDOW_S, frames
 
 log = logging.getLogger(__name__)
@@ -40,9 +41,10 @@ def encoder_forward(encoder, x):
 
 
 class HFWhisper:
-    """``generate`` on the features, and Whisper's own confidence: the mean token log-probability (from one
-    teacher-forced pass), and, from one decoder step at the start-of-transcript token (as Whisper itself
-    does), the probability of "no speech" and, for multilingual models, of each language.
+    """Greedy decoding of the features, and Whisper's own confidence: the mean token log-probability, and,
+    from the decoder step at the start-of-transcript token (as Whisper itself does), the probability of
+    "no speech" and, for multilingual models, of each language.  ``decoder="static"`` takes them on the way
+    (``static_decoder.py``); ``"generate"`` runs transformers' loop and then one teacher-forced pass.
     """
 
     def __init__(
@@ -54,6 +56,8 @@ class HFWhisper:
         max_new_tokens: int,
         compile_encoder: bool = False,
         windows_s: tuple[float, ...] = (FULL_WINDOW_S,),
+        decoder: str = "generate",
+        compile_decoder: bool = False,
     ):
         import torch
         from transformers import AutoModelForSpeechSeq2Seq
@@ -81,6 +85,12 @@ class HFWhisper:
         self.warmup_s = 0.0
         if compile_encoder:
             self._compile(windows_s)
+        # "static": pipeline/engines/static_decoder.py's greedy loop, confidence taken on the way.
+        self.static = None
+        if decoder == "static":
+            self.static = StaticDecoder(self.model, max_new_tokens, compile=compile_decoder)
+            if self.static.compiled:
+                self._warm_decoder(windows_s)
 
     def _compile(self, windows_s: tuple[float, ...]) -> None:
         """The encoder under ``torch.compile``, one graph per window (the batch dimension dynamic), the usual
@@ -103,6 +113,16 @@ class HFWhisper:
         self._encode, self.compiled = compiled, True
         self.warmup_s = time.perf_counter() - t0
         log.info("Whisper's encoder compiled for windows %s s in %.1f s", sorted(set(windows_s)), self.warmup_s)
+
+    def _warm_decoder(self, windows_s: tuple[float, ...]) -> None:
+        """One small batch through the compiled decoder step, so its compile is paid at actor start."""
+        t0 = time.perf_counter()
+        with self.torch.inference_mode():
+            self.transcribe(np.zeros((2, self.n_mels, frames(min(windows_s))), np.float32), [self.language] * 2)
+        self.warmup_s += time.perf_counter() - t0
+        log.info(
+            "Whisper's decoder step compiled in %.1f s (compiled: %s)", time.perf_counter() - t0, self.static.compiled
+        )
 
     def encode(self, x):
         """The encoder's output for ``x`` (clips, mels, frames), any window up to 30 s."""
@@ -158,29 +178,31 @@ class HFWhisper:
         return row[:end]
 
     def score(self, encoded, sequences: list[list[int]], prompt_len: list[int]):
-        """One decoder pass over prompt + text + end of text: each generated token's log-probability
-        under Whisper's own token filters (as generate's normalised scores), and the raw odds of the
-        first step after <|startoftranscript|> (no speech, language), as Whisper computes them."""
+        """One decoder pass over prompt + text + end of text: each row's summed log-probability of its
+        generated tokens under Whisper's own token filters (as generate's normalised scores), and the raw
+        odds of the first step after <|startoftranscript|> (no speech, language), as Whisper computes them.
+        Whole-batch tensor work: no Python per row or per token, so a GPU is not left waiting on launches."""
         torch = self.torch
         gen = self.model.generation_config
-        width = max(len(s) for s in sequences)
-        ids = torch.full((len(sequences), width), gen.pad_token_id, dtype=torch.long)
+        n, width = len(sequences), max(len(s) for s in sequences)
+        ids = np.full((n, width), gen.pad_token_id, dtype=np.int64)
         for j, seq in enumerate(sequences):
-            ids[j, : len(seq)] = torch.tensor(seq)
-        ids = ids.to(self.device)
+            ids[j, : len(seq)] = seq
+        ids = torch.from_numpy(ids).to(self.device)
         logits = self.model(encoder_outputs=encoded, decoder_input_ids=ids[:, :-1]).logits.float()
         first = logits[:, 0].softmax(dim=-1)
         if gen.suppress_tokens:
             logits[..., list(gen.suppress_tokens)] = -float("inf")
-        logprobs = []
-        for j, seq in enumerate(sequences):
-            p = prompt_len[j]
-            step = logits[j, p - 1 : len(seq) - 1]
-            if gen.begin_suppress_tokens:
-                step[0, list(gen.begin_suppress_tokens)] = -float("inf")
-            lp = step.log_softmax(dim=-1).gather(1, ids[j, p : len(seq)].unsqueeze(1)).squeeze(1)
-            logprobs.append(lp[torch.isfinite(lp)])
-        return logprobs, first
+        # Step s predicts token s + 1; a row's text starts at its prompt's end and runs to its last token.
+        steps = torch.arange(width - 1, device=self.device).unsqueeze(0)
+        start = torch.tensor(prompt_len, device=self.device).unsqueeze(1) - 1
+        end = torch.tensor([len(s) for s in sequences], device=self.device).unsqueeze(1) - 1
+        if gen.begin_suppress_tokens:
+            begin = list(gen.begin_suppress_tokens)
+            logits[:, :, begin] = logits[:, :, begin].masked_fill((steps == start).unsqueeze(2), -float("inf"))
+        lp = logits.gather(2, ids[:, 1:].unsqueeze(2)).squeeze(2) - logits.logsumexp(dim=-1)
+        keep = (steps >= start) & (steps < end) & torch.isfinite(lp)
+        return torch.where(keep, lp, 0.0).sum(dim=1), first
 
     def to_device(self, features: np.ndarray):
         """One contiguous tensor for the batch, through pinned memory to a GPU (an asynchronous copy)."""
@@ -193,28 +215,18 @@ class HFWhisper:
         """``features``: (clips, mels, frames) log-mel, any window up to 30 s (``frames`` a multiple of
         100 per second); ``langs``: each clip's language, or None to detect it."""
         x = self.to_device(features.reshape(len(langs), self.n_mels, -1))
-        eot = self.model.generation_config.eos_token_id
         with self.torch.inference_mode():
             # The encoder is a large share of the cost on a GPU: run it once for both passes.
             encoded = self.encode(x)
-            if self.lang_tokens and not all(langs):
-                # Not forced: decode the language the model hears (one decoder step, as Whisper does).
-                heard = self.detect(encoded)
-                langs = [lang or h for lang, h in zip(langs, heard, strict=True)]
-            generated = self.generate(encoded, langs).cpu().tolist()
-            prompts = [self.prompt(lang) for lang in langs]
-            sequences, n_text = [], []
-            for j, row in enumerate(generated):
-                text = self.text_ids(row, prompts[j])
-                # Stopped before the cap means it produced <|endoftext|>, which Whisper counts.
-                stop = [eot] if len(text) < self.max_new_tokens else []
-                sequences.append(prompts[j] + text + stop)
-                n_text.append(len(text))
-            logprobs, probs = self.score(encoded, sequences, [len(p) for p in prompts])
+            if self.static is not None:
+                sequences, n_text, sums, probs = self._decode_static(encoded, langs)
+            else:
+                sequences, n_text, sums, probs = self._decode_generate(encoded, langs)
+            sums, probs = sums.tolist(), probs.float().cpu()
         out = []
         for j, seq in enumerate(sequences):
             # Whisper's avg_logprob: summed over the text and <|endoftext|>, over len(text) + 1.
-            d = Decoded(tokens=seq, avg_logprob=float(logprobs[j].sum()) / (n_text[j] + 1))
+            d = Decoded(tokens=seq, avg_logprob=float(sums[j]) / (n_text[j] + 1))
             if self.no_speech is not None:
                 d.no_speech_prob = float(probs[j, self.no_speech])
             if self.lang_tokens:
@@ -223,3 +235,39 @@ class HFWhisper:
                 d.language, d.language_prob = list(self.lang_tokens)[best], float(p[best] / p.sum())
             out.append(d)
         return out
+
+    def _decode_generate(self, encoded, langs: list[str | None]):
+        """``generate``, then one teacher-forced pass for the confidence."""
+        eot = self.model.generation_config.eos_token_id
+        if self.lang_tokens and not all(langs):
+            # Not forced: decode the language the model hears (one decoder step, as Whisper does).
+            heard = self.detect(encoded)
+            langs = [lang or h for lang, h in zip(langs, heard, strict=True)]
+        generated = self.generate(encoded, langs).cpu().tolist()
+        prompts = [self.prompt(lang) for lang in langs]
+        sequences, n_text = [], []
+        for j, row in enumerate(generated):
+            text = self.text_ids(row, prompts[j])
+            # Stopped before the cap means it produced <|endoftext|>, which Whisper counts.
+            stop = [eot] if len(text) < self.max_new_tokens else []
+            sequences.append(prompts[j] + text + stop)
+            n_text.append(len(text))
+        sums, probs = self.score(encoded, sequences, [len(p) for p in prompts])
+        return sequences, n_text, sums, probs
+
+    def _decode_static(self, encoded, langs: list[str | None]):
+        """The static-cache greedy loop; the language, where not forced, from its first step's odds."""
+        names, lang_ids = list(self.lang_tokens), list(self.lang_tokens.values())
+        prompts: list[list[int]] = []
+
+        def prompt_rest(first):
+            heard = [None] * len(langs)
+            if self.lang_tokens and not all(langs):
+                heard = [names[int(k)] for k in first[:, lang_ids].argmax(dim=-1).tolist()]
+            prompts.extend(self.prompt(lang or h) for lang, h in zip(langs, heard, strict=True))
+            return self.torch.tensor([p[1:] for p in prompts], dtype=self.torch.long)
+
+        g = self.static.decode(encoded.last_hidden_state, self.sot, prompt_rest)
+        eot = self.model.generation_config.eos_token_id
+        sequences = [p + t + ([eot] if s else []) for p, t, s in zip(prompts, g.text, g.stopped, strict=True)]
+        return sequences, [len(t) for t in g.text], self.torch.tensor(g.logprob_sum), g.first

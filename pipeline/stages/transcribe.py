@@ -171,6 +171,8 @@ class HFWhisperTranscriber:
             cfg.max_new_tokens,
             compile_encoder=cfg.compile_encoder,
             windows_s=self.windows_s(),
+            decoder=cfg.decoder,
+            compile_decoder=cfg.compile_decoder,
         )
 
     def windows_s(self) -> tuple[float, ...]:

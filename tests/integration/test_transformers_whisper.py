@@ -153,10 +153,12 @@ def _generate_scores(model, x, langs, max_new_tokens):
     return out.sequences, want
 
 
+@pytest.mark.parametrize("decoder", ["generate", "static"])
 @pytest.mark.parametrize("which", ["tiny.en real weights", "multilingual random weights"])
-def test_confidence_equals_generate_scores(tmp_path, sample_table, which):
-    """The stage scores tokens in one teacher-forced pass instead of generate(output_scores=True), which
-    was 3-9x slower on a GPU: it must give generate's numbers, the same tokens, and per-row languages."""
+def test_confidence_equals_generate_scores(tmp_path, sample_table, which, decoder):
+    """The stage scores tokens in one teacher-forced pass (``generate``) or on the way (``static``)
+    instead of generate(output_scores=True), which was 3-9x slower on a GPU: either must give generate's
+    numbers, the same tokens, and per-row languages."""
     import torch
 
     from bench.gpu_check import TINY, build_model
@@ -171,7 +173,13 @@ def test_confidence_equals_generate_scores(tmp_path, sample_table, which):
         path = str(tmp_path / "multi")
         build_model(tmp_path / "multi", {**TINY, "num_mel_bins": 80}, tokens=0, dtype="float32")
         locales = ["en", "de", "fr", "en", "es", "de"]
-    cfg = build_config(overrides=["transcriber.backend=transformers", "transcriber.max_new_tokens=12"]).transcriber
+    cfg = build_config(
+        overrides=[
+            "transcriber.backend=transformers",
+            "transcriber.max_new_tokens=12",
+            f"transcriber.decoder={decoder}",
+        ]
+    ).transcriber
     rows = decode_audio(sample_table.slice(0, 6), build_config().audio)
     feats = WhisperFeatures(cfg, path)(rows.append_column(LOCALE, pa.array(locales)))
     stage = HFWhisperTranscriber(cfg, path)
@@ -260,3 +268,46 @@ def test_the_auto_window_transcribes_each_clip_as_alone(tiny_whisper, sample_tab
         assert got.column(TOKENS)[i].as_py() == d.tokens
         assert got.column(AVG_LOGPROB)[i].as_py() == pytest.approx(d.avg_logprob, abs=1e-4)
         assert got.column(NO_SPEECH_PROB)[i].as_py() == pytest.approx(d.no_speech_prob, abs=1e-4)
+
+
+def test_the_static_decoder_detects_languages_compiles_or_falls_back(tmp_path, sample_table, caplog):
+    """The static decoder, eager and under torch.compile, gives the ``generate`` path's tokens and odds
+    with the language left to Whisper (detected from its first step) and a capped row; a compile that
+    fails leaves an eager decoder with a log line."""
+    import torch
+
+    from bench.gpu_check import TINY, build_model
+    from pipeline.engines import static_decoder
+    from pipeline.engines.hf_whisper import HFWhisper
+
+    path = str(tmp_path / "multi")
+    build_model(tmp_path / "multi", {**TINY, "num_mel_bins": 80}, tokens=0, dtype="float32")
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((5, 80, 1000)).astype(np.float32)
+    langs = [None, "de", None, "fr", None]
+    engines = {
+        "generate": HFWhisper(path, "cpu", "float32", None, 9, decoder="generate"),
+        "static": HFWhisper(path, "cpu", "float32", None, 9, decoder="static"),
+        "compiled": HFWhisper(path, "cpu", "float32", None, 9, decoder="static", compile_decoder=True),
+    }
+    assert engines["compiled"].static.compiled and engines["compiled"].warmup_s > 0
+    got = {k: e.transcribe(x, langs) for k, e in engines.items()}
+    for k in ("static", "compiled"):
+        for want, d in zip(got["generate"], got[k], strict=True):
+            assert d.tokens == want.tokens and d.language == want.language
+            assert d.avg_logprob == pytest.approx(want.avg_logprob, abs=1e-4)
+            assert d.no_speech_prob == pytest.approx(want.no_speech_prob, abs=1e-5)
+    assert engines["compiled"].static.compiled
+    # Random weights rarely say <|endoftext|> within 9 tokens: the capped rows are covered too.
+    assert any(d.tokens[-1] != engines["generate"].model.generation_config.eos_token_id for d in got["generate"])
+
+    real_compile = torch.compile
+    torch.compile = lambda *a, **kw: (_ for _ in ()).throw(RuntimeError("no inductor here"))
+    try:
+        with caplog.at_level("WARNING", logger=static_decoder.__name__):
+            fallback = HFWhisper(path, "cpu", "float32", None, 9, decoder="static", compile_decoder=True)
+    finally:
+        torch.compile = real_compile
+    assert not fallback.static.compiled
+    assert "compiling Whisper's decoder step failed, running it eager" in caplog.text
+    assert [d.tokens for d in fallback.transcribe(x, langs)] == [d.tokens for d in got["generate"]]
