@@ -65,7 +65,6 @@ class StaticDecoder:
     the step under ``torch.compile`` (falling back to eager, with a log line, on any failure)."""
 
     def __init__(self, model, max_new_tokens: int, compile: bool = False):
-        self.model = model
         self.dec = model.model.decoder
         self.proj = model.get_output_embeddings().weight
         gen = model.generation_config
@@ -115,7 +114,6 @@ class StaticDecoder:
         b, device = hidden.shape[0], hidden.device
         a = self.dec.layers[0].self_attn
         first_tok = torch.full((b,), sot, dtype=torch.long, device=device)
-        rest = None
         cross_k, cross_v = self.cross(hidden)
         # The prompt's length is known only after the first step; 4 covers every Whisper prompt.
         length = min(4 + self.max_new_tokens, self.dec.embed_positions.weight.shape[0])

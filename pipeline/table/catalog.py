@@ -219,30 +219,31 @@ def load_or_create(catalog: Catalog, identifier: str, schema, properties: dict[s
         # database's own IntegrityError then, not NamespaceAlreadyExists.  The same outcome.
         if not catalog.namespace_exists(namespace):
             raise
-    try:
-        catalog.load_table(identifier)
-    except NoSuchTableError:
-        return catalog.create_table_if_not_exists(identifier, schema=schema, properties=properties)
 
     def bring_up_to_date(table: Table) -> None:
         evolve(table, schema)
         missing = {k: v for k, v in properties.items() if k not in table.properties and k != "format-version"}
         if missing:  # a table made by an earlier version: today's write settings, once
-            with catalog.load_table(identifier).transaction() as txn:
+            with table.transaction() as txn:
                 txn.set_properties(missing)
 
-    return update_metadata(catalog, identifier, f"bring {identifier} up to date", bring_up_to_date)
+    try:
+        return update_metadata(catalog, identifier, f"bring {identifier} up to date", bring_up_to_date)
+    except NoSuchTableError:
+        return catalog.create_table_if_not_exists(identifier, schema=schema, properties=properties)
 
 
 def update_metadata(catalog: Catalog, identifier: str, what: str, change) -> Table:
     """Apply ``change`` (an idempotent metadata update that looks at the table before it writes) to the
     table as it is now, reloading and applying it again when another writer committed first: two runs
-    that start together both open the table, and only one of their first commits can land on a version."""
+    that start together both open the table, and only one of their first commits can land on a version.
+    pyiceberg refreshes the table object on each commit, so the table returned is the current one."""
     from pipeline.table.commit import retry
 
     def attempt() -> Table:
-        change(catalog.load_table(identifier))
-        return catalog.load_table(identifier)
+        table = catalog.load_table(identifier)
+        change(table)
+        return table
 
     return retry(what, attempt)
 
