@@ -23,7 +23,7 @@ RATE = 48_000
 # Mandarin is spoken from pinyin (SPOKEN); Japanese is written in kana, which its dictionary reads.
 VOICES = {
     "en": "en-us", "es": "es", "fr": "fr+m3", "de": "de", "it": "it", "pt": "pt", "zh-CN": "cmn-latn-pinyin",
-    "ja": "ja",
+    "ja": "ja", "yue": "yue",
 }  # fmt: skip
 
 SENTENCES: dict[str, dict[str, list[str]]] = {

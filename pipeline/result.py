@@ -102,6 +102,7 @@ class LocaleResult(_Model):
     # knows the locale's language ("whisper") or the agreement gates decided alone ("unsupported").
     transcriber: str | None = None
     language: str | None = None
+    decoded_as: str | None = None  # the language it is decoded as when the Whisper lacks it (yue on base)
     language_check: str | None = None
     judge: str | None = None  # the judge's ref, or "off (judge.locales)": the gates decided alone
     nothing_to_do: bool = False

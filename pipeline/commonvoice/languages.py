@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import functools
 import json
+from collections.abc import Collection
 from pathlib import Path
 from typing import Literal
 
@@ -67,6 +68,9 @@ _SPECIAL = {
     "fil": "tl",
     "jv": "jw",  # Whisper's code for Javanese
 }
+# Languages that older Whisper checkpoints lack, and the language those checkpoints write them as:
+# Cantonese has its own token only since large-v3; tiny..large-v2 were trained on it as Chinese.
+FALLBACK = {"yue": "zh"}
 # Whisper languages written without spaces between words: agreement is measured in characters (CER).
 UNSPACED = frozenset({"zh", "yue", "ja", "th", "lo", "my", "km", "bo"})
 # Whisper's English-only checkpoints have 51864 tokens; every multilingual one has more.
@@ -90,6 +94,47 @@ def whisper_language(locale: str | None) -> str | None:
         return _SPECIAL[locale]
     primary = locale.split("-")[0].lower()
     return primary if primary in whisper_languages() else None
+
+
+def decodable(language: str | None, known: Collection[str]) -> str | None:
+    """What a Whisper knowing the languages ``known`` decodes ``language`` as: the language itself, else its
+    ``FALLBACK`` when the model knows that, else None (the model detects it).  Forcing a language a
+    checkpoint has no token for would drop the token from its prompt and decode garbage."""
+    if language is None or language in known:
+        return language
+    fallback = FALLBACK.get(language)
+    return fallback if fallback in known else None
+
+
+def model_languages(model_path: str) -> frozenset[str] | None:
+    """The languages a local Whisper checkpoint has a token for, read from its files without loading it:
+    a transformers checkpoint's ``generation_config.json``, else a tokenizer's ``<|xx|>`` special tokens.
+    None when the files do not say (a hub id, an English-only model)."""
+    root = Path(model_path)
+    gen = root / "generation_config.json"
+    if gen.is_file():
+        ids = json.loads(gen.read_text()).get("lang_to_id") or {}
+        return frozenset(t[2:-2] for t in ids) or None
+    tok = root / "tokenizer.json"
+    if tok.is_file():
+        added = {a["content"] for a in json.loads(tok.read_text()).get("added_tokens", [])}
+        return frozenset(c for c in whisper_languages() if f"<|{c}|>" in added) or None
+    return None
+
+
+def decoded_as(language: str | None, model_path: str) -> str | None:
+    """What a local checkpoint decodes ``language`` as when it has no token for it: the fallback, or
+    "the language it detects"; None when it decodes the language itself (or its files do not say)."""
+    known = model_languages(model_path)
+    if language is None or known is None or language in known:
+        return None
+    return decodable(language, known) or "the language it detects"
+
+
+def same_language(language: str | None) -> str | None:
+    """``language`` with its ``FALLBACK`` folded in, for comparing what a model heard with a locale's
+    language: large-v3 often hears Cantonese as Chinese, and older checkpoints can hear nothing else."""
+    return FALLBACK.get(language, language) if language else language
 
 
 def is_multilingual(model_path: str) -> bool:

@@ -9,7 +9,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from pipeline.commonvoice.languages import decodable
 from pipeline.engines.static_decoder import StaticDecoder
+from pipeline.engines.whisper import say_fallback
 from pipeline.engines.windows import FULL_WINDOW_S, frames
 
 log = logging.getLogger(__name__)
@@ -79,6 +81,7 @@ class HFWhisper:
         self.no_speech = gen.no_timestamps_token_id - 1 if getattr(gen, "no_timestamps_token_id", None) else None
         lang_ids = getattr(gen, "lang_to_id", None) or {}
         self.lang_tokens = {tok[2:-2]: i for tok, i in lang_ids.items()} if self.multilingual else {}
+        self.language = self.decodable(language)
         self.encoder = self.model.get_encoder()
         self._encode = None
         self.compiled = False
@@ -138,6 +141,15 @@ class HFWhisper:
         if x.shape[-1] == frames(FULL_WINDOW_S):
             return self.encoder(x)
         return BaseModelOutput(last_hidden_state=encoder_forward(self.encoder, x))
+
+    def decodable(self, language: str | None) -> str | None:
+        """The language this checkpoint decodes ``language`` as (``languages.decodable``)."""
+        if not self.lang_tokens:
+            return language
+        got = decodable(language, self.lang_tokens)
+        if got != language:
+            say_fallback(language, got)
+        return got
 
     def prompt(self, lang: str | None) -> list[int]:
         """The decoder prompt ``generate`` forces: <|startoftranscript|> [language, task] <|notimestamps|>."""
@@ -215,6 +227,7 @@ class HFWhisper:
         """``features``: (clips, mels, frames) log-mel, any window up to 30 s (``frames`` a multiple of
         100 per second); ``langs``: each clip's language, or None to detect it."""
         x = self.to_device(features.reshape(len(langs), self.n_mels, -1))
+        langs = [self.decodable(lang) for lang in langs]
         with self.torch.inference_mode():
             # The encoder is a large share of the cost on a GPU: run it once for both passes.
             encoded = self.encode(x)

@@ -8,10 +8,15 @@ through faster-whisper's own per-clip ``transcribe`` (chunks over 30 s, temperat
 from __future__ import annotations
 
 import functools
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
+
+from pipeline.commonvoice.languages import decodable
+
+log = logging.getLogger(__name__)
 
 # Whisper hears 16 kHz mono: its feature extractor and its 30 s window are defined at this rate.
 SAMPLE_RATE = 16_000
@@ -59,13 +64,25 @@ class BatchedWhisper:
         beam_size: int = 1,
     ):
         from faster_whisper import WhisperModel
+        from faster_whisper.tokenizer import _LANGUAGE_CODES
         from faster_whisper.transcribe import get_suppressed_tokens
 
         self.model = WhisperModel(model_path, device=device, compute_type=compute_type, cpu_threads=cpu_threads)
-        self.language = language
         self.beam_size = beam_size
         self.multilingual = self.model.model.is_multilingual
+        tok = self.model.hf_tokenizer
+        self.languages = frozenset(c for c in _LANGUAGE_CODES if tok.token_to_id(f"<|{c}|>") is not None)
+        self.language = self.decodable(language)
         self.suppress = list(get_suppressed_tokens(self._tokenizer(language), [-1]))
+
+    def decodable(self, language: str | None) -> str | None:
+        """The language this checkpoint decodes ``language`` as (``languages.decodable``)."""
+        if not self.multilingual:
+            return language
+        got = decodable(language, self.languages)
+        if got != language:
+            say_fallback(language, got)
+        return got
 
     @functools.cache  # noqa: B019 (one engine per actor; a handful of languages)
     def _tokenizer(self, language: str | None):
@@ -82,7 +99,7 @@ class BatchedWhisper:
         """faster-whisper's own path: chunks audio over 30 s, temperature fallback on failure."""
         from faster_whisper.transcribe import get_compression_ratio
 
-        language = language if self.multilingual else None
+        language = self.decodable(language) if self.multilingual else None
         segments, info = self.model.transcribe(
             audio,
             language=language,
@@ -125,7 +142,7 @@ class BatchedWhisper:
         ``languages`` (one per clip, for multilingual models) is what each clip is decoded as; the
         language the model hears is reported apart, so a mismatch can be gated.
         """
-        langs = list(languages) if languages is not None else [None] * len(clips)
+        langs = [self.decodable(lang) for lang in languages] if languages is not None else [None] * len(clips)
         out: list[Transcript | None] = [None] * len(clips)
         short = [i for i, a in enumerate(clips) if len(a) <= SAMPLE_RATE * 30]
         if sort:
@@ -180,6 +197,14 @@ class BatchedWhisper:
                 )
             )
         return out
+
+
+@functools.cache
+def say_fallback(language: str | None, decoded_as: str | None) -> None:
+    """Once per process and language: which language a checkpoint without ``language`` decodes instead."""
+    log.warning(
+        "this Whisper has no <|%s|> token: decoding it as %s", language, decoded_as or "the language it detects"
+    )
 
 
 def _pad_frames(feat: np.ndarray, frames: int) -> np.ndarray:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import logging
 from datetime import UTC, datetime
 
-from pipeline.commonvoice.languages import language_check
+from pipeline.commonvoice.languages import decoded_as, language_check
 from pipeline.result import LocaleResult
 from pipeline.run.commit import write_and_commit
 from pipeline.run.context import RunContext, timed
@@ -57,6 +57,7 @@ def new_result(ctx: RunContext, locale: str) -> LocaleResult:
         audio_table=audio_id,
         transcriber=f"{ctx.models.transcriber.ref}@{ctx.models.transcriber.revision}",
         language=cfg.transcriber.language,
+        decoded_as=decoded_as(cfg.transcriber.language, ctx.models.transcriber.path),
         language_check=language_check(locale),
         judge=f"{ctx.models.judge.ref}" if cfg.judge.enabled else "off (judge.locales)",
     )

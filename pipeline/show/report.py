@@ -285,7 +285,8 @@ def language_words(r: LocaleResult) -> str:
     """``en; language check: whisper``, or what an unsupported locale runs without."""
     if r.language_check == "unsupported":
         return "no Whisper language for this locale; language check: unsupported (agreement gates only)"
-    return f"{r.language or 'detected'}; language check: {r.language_check or 'whisper'}"
+    decoded = f" (this Whisper has no {r.language}: decoded as {r.decoded_as})" if r.decoded_as else ""
+    return f"{r.language or 'detected'}{decoded}; language check: {r.language_check or 'whisper'}"
 
 
 def locale_line(r: LocaleResult) -> str:

@@ -29,7 +29,7 @@ from pipeline.columns import (
     SPEECH_RATIO,
     WER,
 )
-from pipeline.commonvoice.languages import unspaced, whisper_language
+from pipeline.commonvoice.languages import same_language, unspaced, whisper_language
 from pipeline.config import CurationConfig
 
 Row = Mapping[str, Any]
@@ -171,7 +171,9 @@ class LanguageMismatch(_RowCall):
         expected = clip_language(t, self.default)
         with np.errstate(invalid="ignore"):
             unsure = p < self.min_prob
-        mismatch = true_mask(pc.not_equal(heard, expected)) & ~unsure  # a null on either side: no mismatch
+        # Cantonese heard as Chinese is no mismatch (``same_language``); a null on either side is none.
+        folded = [_per_value(a, same_language, pa.string()) for a in (heard, expected)]
+        mismatch = true_mask(pc.not_equal(*folded)) & ~unsure
         if self.agree_wer is None and self.agree_cer is None:
             return mismatch, self.code
         spaced = true_mask(_per_value(expected, lambda lang: not unspaced(lang), pa.bool_()))

@@ -159,3 +159,15 @@ def test_mandarin_is_judged_by_characters(base_engine):
     for cer in cers:
         assert all(gate({"locale": "zh-CN", "wer": 1.0, "cer": cer})[0] for gate in gates) == (cer <= limit)
     assert [g.code for g in gates if not g({"locale": "zh-CN", "wer": 0.0, "cer": 0.9})[0]] == ["cer_above"]
+
+
+def test_cantonese_on_a_whisper_without_it_is_decoded_as_chinese(base_engine):
+    """base has no <|yue|> (Cantonese came with large-v3): forcing it would leave the prompt without a
+    language and decode garbage ("G G G ...", found on espeak-ng's Cantonese).  It decodes as Chinese."""
+    assert "yue" not in base_engine.languages and base_engine.decodable("yue") == "zh"
+    assert base_engine._prompt(base_engine.decodable("yue")) == base_engine._prompt("zh")
+    said = ["今日天氣好好。", "我鍾意食點心。", "香港係一個大城市。"]
+    audio = [decode_clip(multilingual_set.speak(s, "yue")[0], AudioConfig()) for s in said]
+    got = base_engine.transcribe(audio, batch_size=8, min_window_s=10.0, languages=["yue"] * len(audio))
+    han = [sum("\u4e00" <= ch <= "\u9fff" for ch in t.text) for t in got]
+    assert all(n >= 2 for n in han), [t.text for t in got]

@@ -311,3 +311,29 @@ def test_the_static_decoder_detects_languages_compiles_or_falls_back(tmp_path, s
     assert not fallback.static.compiled
     assert "compiling Whisper's decoder step failed, running it eager" in caplog.text
     assert [d.tokens for d in fallback.transcribe(x, langs)] == [d.tokens for d in got["generate"]]
+
+
+def test_a_language_the_checkpoint_has_no_token_for_decodes_as_its_fallback(tmp_path):
+    """A transformers Whisper without <|yue|> (every checkpoint before large-v3): a Cantonese row decodes
+    exactly as a Chinese one instead of failing on the missing token, and the summary can say so."""
+    import json
+    import shutil
+
+    from bench.gpu_check import TINY, build_model
+    from pipeline.commonvoice.languages import decoded_as
+    from pipeline.engines.hf_whisper import HFWhisper
+
+    v3, v2 = tmp_path / "v3", tmp_path / "v2"
+    build_model(v3, {**TINY, "num_mel_bins": 80}, tokens=0, dtype="float32")
+    shutil.copytree(v3, v2)
+    gen = json.loads((v2 / "generation_config.json").read_text())
+    del gen["lang_to_id"]["<|yue|>"]
+    (v2 / "generation_config.json").write_text(json.dumps(gen))
+    assert decoded_as("yue", str(v2)) == "zh" and decoded_as("yue", str(v3)) is None
+    x = np.random.default_rng(1).standard_normal((3, 80, 1000)).astype(np.float32)
+    for decoder in ("generate", "static"):
+        engine = HFWhisper(str(v2), "cpu", "float32", "yue", 6, decoder=decoder)
+        assert engine.language == "zh"
+        as_yue, as_zh = engine.transcribe(x, ["yue"] * 3), engine.transcribe(x, ["zh"] * 3)
+        assert [d.tokens for d in as_yue] == [d.tokens for d in as_zh]
+        assert all(d.tokens[1] == gen["lang_to_id"]["<|zh|>"] for d in as_yue)

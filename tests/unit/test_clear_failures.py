@@ -158,6 +158,29 @@ def test_every_common_voice_locale_has_a_language_check():
     assert build_config("cluster").transcriber.multilingual_model is None  # hub ids there are multilingual
 
 
+def test_a_language_the_checkpoint_lacks_is_decoded_as_its_fallback_or_detected(tmp_path):
+    """Forcing <|yue|> on a Whisper without it would drop the token from the prompt (garbage out): Cantonese
+    is decoded as Chinese there, and a language with no fallback is left to detection."""
+    import json
+
+    from pipeline.commonvoice.languages import decodable, decoded_as, model_languages
+
+    v2 = {"en", "zh", "de"}
+    assert decodable("yue", v2) == "zh" and decodable("yue", v2 | {"yue"}) == "yue"
+    assert decodable("de", v2) == "de" and decodable("fr", v2) is None and decodable(None, v2) is None
+    # What a local checkpoint knows, from its files: transformers' generation config, a tokenizer's tokens.
+    hf, ct2, bare = tmp_path / "hf", tmp_path / "ct2", tmp_path / "bare"
+    for d in (hf, ct2, bare):
+        d.mkdir()
+    (hf / "generation_config.json").write_text(json.dumps({"lang_to_id": {"<|en|>": 1, "<|zh|>": 2}}))
+    tokens = [{"content": t} for t in ("<|endoftext|>", "<|en|>", "<|zh|>", "<|yue|>")]
+    (ct2 / "tokenizer.json").write_text(json.dumps({"added_tokens": tokens}))
+    assert model_languages(str(hf)) == {"en", "zh"} and model_languages(str(ct2)) == {"en", "zh", "yue"}
+    assert model_languages(str(bare)) is None and model_languages("openai/whisper-large-v3") is None
+    assert decoded_as("yue", str(hf)) == "zh" and decoded_as("yue", str(ct2)) is None
+    assert decoded_as("fr", str(hf)) == "the language it detects" and decoded_as("yue", str(bare)) is None
+
+
 def test_accents_fold_and_unspaced_scripts_are_compared_by_characters():
     from pipeline.metrics import agreement
 

@@ -84,6 +84,19 @@ def test_language_mismatch_only_when_the_model_is_sure():
     assert gate({"detected_language": None}) == (True, None)  # an English-only model reports no language
 
 
+def test_cantonese_heard_as_chinese_is_no_language_mismatch():
+    """Whisper before large-v3 has no Cantonese and hears it as Chinese; large-v3 often does too."""
+    gate = LanguageMismatch(default="en", min_prob=0.5)
+    for locale in ("yue", "zh-HK"):
+        row = {"locale": locale, "detected_language_prob": 0.9}
+        assert gate({**row, "detected_language": "zh"}) == (True, None)
+        assert gate({**row, "detected_language": "yue"}) == (True, None)
+        assert gate({**row, "detected_language": "ja"}) == (False, "language_mismatch")
+    assert gate({"locale": "zh-CN", "detected_language": "yue", "detected_language_prob": 0.9}) == (True, None)
+    english = {"locale": "en", "detected_language": "zh", "detected_language_prob": 0.9}
+    assert gate(english) == (False, "language_mismatch")
+
+
 def test_a_transcript_that_agrees_with_its_sentence_outweighs_detection():
     """Telephone-band Spanish read word for word, heard as Hebrew: kept; English speech forced through the
     Spanish decoder agrees with nothing: still rejected (#33)."""

@@ -149,3 +149,5 @@ def test_the_summary_has_a_row_per_locale_saying_how_it_was_heard_and_judged():
     assert "| locale es | 10 in, 7 kept; bundled:whisper-base@ct2-sha256:d01c, es; language check: whisper; " in md
     assert "judge off (judge.locales) |" in md
     assert "| locale rw | 10 in, 5 kept; " in md and "language check: unsupported (agreement gates only)" in md
+    yue = es.locales[0].model_copy(update={"locale": "yue", "language": "yue", "decoded_as": "zh"})
+    assert report.language_words(yue) == "yue (this Whisper has no yue: decoded as zh); language check: whisper"
