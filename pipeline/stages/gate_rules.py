@@ -25,6 +25,7 @@ from pipeline.columns import (
     LOCALE,
     LOUDNESS,
     NO_SPEECH_PROB,
+    SENTENCE,
     SNR,
     SPEECH_RATIO,
     WER,
@@ -126,6 +127,20 @@ class ForScript(_RowCall):
         rule = lambda loc: unspaced(whisper_language(loc) or self.default) != self.spaced  # noqa: E731
         mask, code = self.gate.fails(t)
         return mask & true_mask(_per_value(text_of(t, LOCALE), rule, pa.bool_())), code
+
+
+@dataclass(frozen=True)
+class BlankSentence(_RowCall):
+    """A row whose prompted sentence is there but blank (no letter or digit in any script): agreement cannot
+    be checked, and a trainer reading the sentence as the label would learn silence.  A null sentence (an
+    input without sentences, such as a Parquet file with no ``sentence`` column) passes, as its null WER."""
+
+    code: str = "no_sentence"
+
+    def fails(self, t: pa.Table) -> tuple[np.ndarray, str]:
+        sentence = text_of(t, SENTENCE)
+        blank = pc.invert(pc.match_substring_regex(sentence, r"[\pL\pN]"))
+        return true_mask(blank), self.code
 
 
 @dataclass(frozen=True)
@@ -247,6 +262,7 @@ def metadata_gates(cfg: CurationConfig, split: str | None = None) -> list[Gate]:
 REASON_NAMES = {
     "wer_above": "transcript disagrees with the prompted sentence (WER)",
     "cer_above": "transcript disagrees with the prompted sentence (CER)",
+    "no_sentence": "its prompted sentence is blank (nothing to check the transcript against)",
     "no_speech": "no speech (Whisper's no-speech rule)",
     "hallucination": "repetition loop (compression ratio)",
     "low_logprob": "Whisper unsure (avg log-prob)",
@@ -289,6 +305,7 @@ def build_gates(cfg: CurationConfig, split: str | None = None) -> list[Gate]:
         ForScript(Bound(WER, g.max_wer, "wer_above"), spaced=True, default=cfg.transcriber.language),
         ForScript(Bound(CER, g.max_cer, "cer_above"), spaced=True, default=cfg.transcriber.language),
         ForScript(Bound(CER, g.max_cer_unspaced, "cer_above"), spaced=False, default=cfg.transcriber.language),
+        BlankSentence(),
         NoSpeech(g.no_speech_prob, g.no_speech_logprob),
         Bound(COMPRESSION_RATIO, g.max_compression_ratio, "hallucination"),
         Bound(AVG_LOGPROB, g.min_avg_logprob, "low_logprob", upper=False),

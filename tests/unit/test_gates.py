@@ -63,6 +63,15 @@ def test_no_sentence_means_null_wer_and_no_agreement_gate():
     assert out["wer"] is None and out["cer"] is None and out["kept"] is True
 
 
+@pytest.mark.parametrize("sentence", ["", "   ", "...", "« — »"])
+def test_a_blank_prompted_sentence_is_rejected_not_kept_by_default(sentence):
+    """A release row whose sentence is there but blank: nothing to agree with, and an empty label."""
+    out = _verdict(sentence=sentence)
+    assert out["wer"] is None and out["kept"] is False and out["reasons"] == ["no_sentence"]
+    zh = _verdict(sentence=sentence, locale="zh-CN", transcription="今天天气很好")
+    assert zh["reasons"] == ["no_sentence"]
+
+
 def test_quarantined_rows_get_no_verdict():
     out = _verdict(error="audio is silent", stage="decode")
     assert out["kept"] is False and out["reasons"] == [] and out["wer"] is None
