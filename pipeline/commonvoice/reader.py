@@ -74,7 +74,8 @@ def iter_tsv(stream: IO[bytes], name: str, block_bytes: int = 1 << 22) -> Iterat
     if not header_line.strip():
         raise InputSchemaError(f"{name}: empty file, expected a tab-separated header")
     try:
-        header = header_line.decode("utf-8").rstrip("\r\n").split("\t")
+        # utf-8-sig: a list re-saved by a spreadsheet or a Windows editor starts with a byte-order mark.
+        header = header_line.decode("utf-8-sig").rstrip("\r\n").split("\t")
     except UnicodeDecodeError as exc:
         raise InputSchemaError(f"{name}: line 1 is not UTF-8 ({exc.reason} at byte {exc.start})") from None
     if len(set(header)) != len(header) or any(not h for h in header):

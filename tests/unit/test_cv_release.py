@@ -50,6 +50,14 @@ def test_tsv_keeps_quotes_verbatim_and_every_column_a_string():
     assert all(pa.types.is_string(f.type) for f in t.schema)
 
 
+def test_a_list_resaved_on_windows_reads_the_same():
+    """A byte-order mark and CRLF line ends (a spreadsheet's or a Windows editor's save) change nothing."""
+    body = b"client_id\tpath\tsentence\tsegment\nc1\ta.mp3\tHello there.\t\nc2\tb.mp3\tBye.\tx\n"
+    windows = b"\xef\xbb\xbf" + body.replace(b"\n", b"\r\n")
+    assert read_tsv(io.BytesIO(windows), "x.tsv").to_pylist() == read_tsv(io.BytesIO(body), "x.tsv").to_pylist()
+    assert read_tsv(io.BytesIO(windows), "x.tsv").column_names == ["client_id", "path", "sentence", "segment"]
+
+
 def test_stray_tab_names_the_file_and_line():
     body = b"client_id\tpath\tsentence\nc1\ta.mp3\tfine\nc2\tb.mp3\tone\textra\n"
     with pytest.raises(InputSchemaError, match=r"x\.tsv: line 3: expected 3 fields, got 4"):
