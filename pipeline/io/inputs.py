@@ -28,7 +28,7 @@ from pipeline.commonvoice import view as cv_view
 from pipeline.commonvoice.reader import ReleaseSource, classify_release_input
 from pipeline.commonvoice.releases import is_delta
 from pipeline.config import CurationConfig, StorageConfig
-from pipeline.io.schema import InputLayout, InputSchemaError, check_consistent, inspect_schema, to_canonical
+from pipeline.io.schema import InputLayout, InputSchemaError, check_consistent, inspect_schema, to_canonical, with_ids
 from pipeline.runtime.storage import Location, list_parquet_files, locate
 from pipeline.table.workspace import Workspace
 
@@ -202,9 +202,9 @@ class ParquetInputs:
         k = 0
         with where.fs.open_input_file(where.path) as f:
             for batch in pq.ParquetFile(f).iter_batches(columns=self._columns(), batch_size=65_536):
-                t = pa.Table.from_batches([batch])
+                t = with_ids(pa.Table.from_batches([batch]), self.layout)
                 n = t.num_rows
-                ids = pc.cast(t.column(ID), pa.string())
+                ids = t.column(ID)
                 has = pc.fill_null(pc.not_equal(ids, ""), False)
                 stand_in = pc.binary_join_element_wise(
                     f"missing-id:{name}:", pc.cast(pa.array(range(k, k + n)), pa.string()), ""
@@ -284,7 +284,8 @@ class ParquetInputs:
         files = [by_uri[u] for u in sorted(set(rows.column("_source").to_pylist()))]
         ds = ray.data.read_parquet([f.path for f in files], filesystem=files[0].fs)
         # The plan's columns the files lack (the locale, the history) join each read row by id.
-        extra = rows.select([ID, *(c for c in rows.column_names if c not in self.schema.names and c not in VIEW_ONLY)])
+        read = {*self.schema.names} - {self.layout.id_column} | {ID}  # the columns a read row has
+        extra = rows.select([ID, *(c for c in rows.column_names if c not in read and c not in VIEW_ONLY)])
         return ds.map_batches(
             functools.partial(_canonical_rows, layout=self.layout, extra=extra), batch_format="pyarrow"
         )

@@ -2,7 +2,8 @@
 
 Accepted input:
 - Common Voice / the seed: ``id``, ``audio_bytes`` (binary), optional ``sentence``;
-- Hugging Face exports: ``audio: struct<bytes: binary, path: string>`` instead of ``audio_bytes``.
+- Hugging Face exports: ``audio: struct<bytes: binary, path: string>`` instead of ``audio_bytes``, and
+  Common Voice's ``path`` instead of ``id`` (its file name is the clip's id, as in a release's TSVs).
 Every other column passes through to the curated output.
 """
 
@@ -11,6 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from pipeline.columns import ID, RESERVED, SENTENCE
 
@@ -24,6 +26,14 @@ class InputLayout:
     audio_column: str  # "audio_bytes" or "audio" (HF struct)
     has_sentence: bool
     passthrough: tuple[str, ...]
+    id_column: str = ID  # "id", or Common Voice's "path" (HF exports): the id is its file name
+
+
+def ids_of(t: pa.Table, layout: InputLayout) -> pa.ChunkedArray:
+    """The rows' ids as strings: the ``id`` column, or the file name of Common Voice's ``path``
+    (``en_train_0/common_voice_en_1.mp3`` is ``common_voice_en_1.mp3``, the id a release gives it)."""
+    ids = pc.cast(t.column(layout.id_column), pa.string())
+    return pc.replace_substring_regex(ids, r"^.*/", "") if layout.id_column != ID else ids
 
 
 def _is_binary(t: pa.DataType) -> bool:
@@ -32,8 +42,14 @@ def _is_binary(t: pa.DataType) -> bool:
 
 def inspect_schema(schema: pa.Schema, source: str = "input") -> InputLayout:
     names = set(schema.names)
+    id_column = ID
     if ID not in names:
-        raise InputSchemaError(f"{source}: missing required column 'id' (found: {sorted(names)})")
+        if "path" not in names or not pa.types.is_string(schema.field("path").type):
+            raise InputSchemaError(
+                f"{source}: missing required column 'id' (or Common Voice's 'path', as Hugging Face exports "
+                f"name it) (found: {sorted(names)})"
+            )
+        id_column = "path"
     if "audio_bytes" in names:
         if not _is_binary(schema.field("audio_bytes").type):
             raise InputSchemaError(
@@ -56,8 +72,8 @@ def inspect_schema(schema: pa.Schema, source: str = "input") -> InputLayout:
     clash = sorted(RESERVED & names)
     if clash:
         raise InputSchemaError(f"{source}: input columns {clash} clash with columns the pipeline adds")
-    passthrough = tuple(n for n in schema.names if n not in {ID, "audio_bytes", "audio", SENTENCE})
-    return InputLayout(audio_column=audio, has_sentence="sentence" in names, passthrough=passthrough)
+    passthrough = tuple(n for n in schema.names if n not in {id_column, "audio_bytes", "audio", SENTENCE})
+    return InputLayout(audio, "sentence" in names, passthrough, id_column)
 
 
 def check_consistent(layouts: dict[str, InputLayout]) -> InputLayout:
@@ -71,11 +87,13 @@ def check_consistent(layouts: dict[str, InputLayout]) -> InputLayout:
 
 
 def to_canonical(batch: pa.Table, layout: InputLayout) -> pa.Table:
-    """Rename the HF ``audio`` struct to ``audio_bytes`` and make ``id`` a string column."""
+    """Rename the HF ``audio`` struct to ``audio_bytes`` and make ``id`` a string column (``ids_of``)."""
     if layout.audio_column == "audio":
         audio = batch.column("audio").combine_chunks()
         batch = batch.drop_columns(["audio"]).append_column("audio_bytes", audio.field("bytes"))
-    ids = batch.column(ID)
-    if not pa.types.is_string(ids.type):
-        batch = batch.set_column(batch.schema.get_field_index(ID), ID, ids.cast(pa.string()))
-    return batch
+    return with_ids(batch, layout)
+
+
+def with_ids(t: pa.Table, layout: InputLayout) -> pa.Table:
+    """``t`` with its ``id`` column (``ids_of``) where its id column was."""
+    return t.set_column(t.schema.get_field_index(layout.id_column), ID, ids_of(t, layout))

@@ -30,10 +30,43 @@ def test_hf_struct_is_mapped_to_audio_bytes():
     assert "audio" not in out.schema.names
 
 
+def test_a_hugging_face_common_voice_export_is_keyed_by_its_clips_file_name(tmp_path):
+    """HF's Common Voice Parquet has no ``id``: its ``path`` (``en_train_0/common_voice_en_1.mp3``) names
+    the clip, and its file name is the id a release gives the same clip, so both land on one row."""
+    import pyarrow.parquet as pq
+
+    from pipeline.config import StorageConfig
+    from pipeline.io.inputs import open_inputs, view_table
+
+    audio_t = pa.struct([("bytes", pa.binary()), ("path", pa.string())])
+    paths = ["en_train_0/common_voice_en_1.mp3", "common_voice_en_2.mp3", "en_train_0/common_voice_en_1.mp3"]
+    table = pa.table(
+        {
+            "client_id": ["a", "b", "a"],
+            "path": paths,
+            "audio": pa.array([{"bytes": b"x", "path": p.rsplit("/")[-1]} for p in paths], audio_t),
+            "sentence": ["One.", "Two.", "One."],
+            "up_votes": [2, 3, 2],
+        }
+    )
+    layout = inspect_schema(table.schema)
+    assert layout.id_column == "path" and layout.passthrough == ("client_id", "up_votes")
+    out = to_canonical(table, layout)
+    assert out.column("id").to_pylist() == ["common_voice_en_1.mp3", "common_voice_en_2.mp3", "common_voice_en_1.mp3"]
+    assert "path" not in out.schema.names and out.column_names[1] == "id"
+    pq.write_table(table, tmp_path / "train-00000-of-00001.parquet")
+    inputs = open_inputs([str(tmp_path)], StorageConfig())
+    view = view_table(inputs, "en", inputs.units("en"))
+    got = {r["id"]: r for r in view.to_pylist()}
+    assert set(got) == {"common_voice_en_1.mp3", "common_voice_en_2.mp3"}
+    assert got["common_voice_en_1.mp3"]["copies"] == 2 and got["common_voice_en_2.mp3"]["up_votes"] == 3
+
+
 @pytest.mark.parametrize(
     "schema,msg",
     [
         (pa.schema([("audio_bytes", pa.binary())]), "missing required column 'id'"),
+        (pa.schema([("path", pa.int64()), ("audio_bytes", pa.binary())]), "or Common Voice's 'path'"),
         (pa.schema([("id", pa.string()), ("path", pa.string())]), "no audio column"),
         (pa.schema([("id", pa.string()), ("audio_bytes", pa.string())]), "must be binary"),
         (pa.schema([("id", pa.string()), ("audio_bytes", pa.binary()), ("score", pa.int64())]), "clash"),
