@@ -85,6 +85,10 @@ class GatesConfig(Section):
     # Common Voice's own bundler drops clips of 0 s or over 30 s and warns under 0.5 s.
     min_duration_s: float | None = 0.5
     max_duration_s: float | None = 30.0
+    # The decoded audio falls short of the release's clip_durations.tsv by more than this: a truncated or
+    # damaged file (an interrupted download or extraction), whose start may still agree with the sentence.
+    # MP3 decoders differ from Common Voice's figures by tens of milliseconds.
+    max_truncation_s: float | None = Field(default=0.5, ge=0)
     # Multilingual models only: the language heard must be the locale's, unless the model is unsure, or the
     # transcript decoded in the locale's language agrees with the prompted sentence (WER at most
     # language_agree_wer; CER at most language_agree_cer where words are not spaced): agreement is

@@ -127,13 +127,21 @@ def _plateau(mags: np.ndarray, tolerance: float, floor: float, min_run: int, lev
 
 
 def loudness_lufs(audio: np.ndarray, rate: int) -> float | None:
-    """Integrated loudness (ITU-R BS.1770-4, gated) in LUFS; None for a clip under one 400 ms block or
-    with every block under the -70 LUFS absolute gate (silence)."""
+    """Integrated loudness (ITU-R BS.1770-4, gated) in LUFS; None for a clip under one 400 ms block or of
+    digital silence.  A clip whose every block is under the -70 LUFS absolute gate is measured with the
+    relative gate alone (at a gain that lifts it over the absolute one, taken off again): it reads under
+    -70, so too_quiet rejects it, rather than null, which would pass."""
     import pyloudnorm
 
     if len(audio) < int(0.4 * rate) + 1:
         return None
-    value = pyloudnorm.Meter(rate).integrated_loudness(audio.astype(np.float64))
+    x = audio.astype(np.float64)
+    meter = pyloudnorm.Meter(rate)
+    value = meter.integrated_loudness(x)
+    peak = float(np.abs(x).max(initial=0.0))
+    if not np.isfinite(value) and peak > 0:
+        gain = 0.5 / peak  # the relative gate is scale-free; the absolute gate is not
+        value = meter.integrated_loudness(x * gain) - 20 * np.log10(gain)
     return float(value) if np.isfinite(value) else None
 
 

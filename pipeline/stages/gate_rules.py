@@ -144,6 +144,21 @@ class BlankSentence(_RowCall):
 
 
 @dataclass(frozen=True)
+class Truncated(_RowCall):
+    """The decoded audio is more than ``limit_s`` shorter than the release lists it (``duration_ms``, from
+    clip_durations.tsv): a truncated or damaged file.  Rows without a listed duration pass."""
+
+    limit_s: float | None
+    code: str = "truncated"
+
+    def fails(self, t: pa.Table) -> tuple[np.ndarray, str]:
+        if self.limit_s is None:
+            return np.zeros(t.num_rows, bool), self.code
+        with np.errstate(invalid="ignore"):
+            return floats_of(t, "duration_ms") / 1000 - floats_of(t, DURATION) > self.limit_s, self.code
+
+
+@dataclass(frozen=True)
 class NoSpeech(_RowCall):
     """Whisper's own silence rule: "no speech" is likely *and* the decode is unsure."""
 
@@ -268,6 +283,7 @@ REASON_NAMES = {
     "low_logprob": "Whisper unsure (avg log-prob)",
     "too_short": "shorter than the minimum duration",
     "too_long": "longer than the maximum duration",
+    "truncated": "shorter than the release lists it (a truncated or damaged file)",
     "language_mismatch": "another language than the locale's",
     "judge_below": "judge score below the threshold",
     "cv_invalidated": "Common Voice moved it to invalidated",
@@ -311,6 +327,7 @@ def build_gates(cfg: CurationConfig, split: str | None = None) -> list[Gate]:
         Bound(AVG_LOGPROB, g.min_avg_logprob, "low_logprob", upper=False),
         Bound(DURATION, g.min_duration_s, "too_short", upper=False),
         Bound(DURATION, g.max_duration_s, "too_long"),
+        Truncated(g.max_truncation_s),
         LanguageMismatch(cfg.transcriber.language, g.min_language_prob, g.language_agree_wer, g.language_agree_cer),
         *quality_gates(cfg),
         *([JudgeAtLeast(cfg.threshold_on, cfg.threshold)] if cfg.judge.enabled else []),

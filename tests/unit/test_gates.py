@@ -45,12 +45,22 @@ def test_a_clean_row_passes_every_gate():
         ({"avg_logprob": -1.4}, "low_logprob"),
         ({"duration_s": 0.3}, "too_short"),
         ({"duration_s": 31.0}, "too_long"),
+        ({"duration_s": 2.0, "duration_ms": 5531}, "truncated"),  # an interrupted download's first 2 s
         ({"score": 2}, "judge_below"),
     ],
 )
 def test_each_gate_rejects_with_its_code(changes, reason):
     out = _verdict(**changes)
     assert out["kept"] is False and reason in out["reasons"]
+
+
+def test_a_clip_is_truncated_only_past_the_tolerance_and_where_the_release_lists_its_duration():
+    assert _verdict(duration_s=4.16, duration_ms=4200)["kept"] is True  # a decoder's tens of milliseconds
+    assert _verdict(duration_s=4.2, duration_ms=None)["kept"] is True  # not from a release
+    assert _verdict(duration_s=4.2, duration_ms=3000)["kept"] is True  # longer is not truncated
+    off = build_config(overrides=["gates.max_truncation_s=null"])
+    row = pa.Table.from_pylist([{**GOOD, "duration_s": 1.0, "duration_ms": 5000}])
+    assert apply_gates(row, build_gates(off)).column("kept").to_pylist() == [True]
 
 
 def test_a_row_carries_every_reason_it_fails():

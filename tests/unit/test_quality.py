@@ -132,6 +132,9 @@ def test_speech_span_snr_and_loudness_arithmetic():
     b = loudness_lufs(0.01 * np.sin(2 * np.pi * 1000 * t), 16000)
     assert a - b == pytest.approx(20, abs=0.1) and -25 < a < -20
     assert loudness_lufs(np.zeros(16000), 16000) is None and loudness_lufs(np.ones(100), 16000) is None
+    # Under the -70 LUFS absolute gate, a clip still has a (very low) loudness, never a null that passes.
+    faint = loudness_lufs(1e-4 * np.sin(2 * np.pi * 1000 * t), 16000)
+    assert faint == pytest.approx(a - 60, abs=0.1) and faint < -70
     assert trim_span(5.0, 1.0, 2.0, 0.2) == (0.8, 3.2)
     assert trim_span(5.0, None, 2.0, 0.2) is None and trim_span(1.0, 0.6, 0.5, 0.1) is None
 
