@@ -78,6 +78,7 @@ class Seeded:
     sentence: pa.Array
     up_votes: np.ndarray
     split: np.ndarray
+    duration_ms: np.ndarray  # clip_durations.tsv's figure; the decoded length agrees with it
 
 
 def seed_table(output: Path, n: int, overrides: list[str], rng: np.random.Generator, rows_per_file: int = 250_000):
@@ -104,6 +105,7 @@ def seed_table(output: Path, n: int, overrides: list[str], rng: np.random.Genera
         sentence=pa.array(np.array(SENTENCES, dtype=object)[rng.integers(0, len(SENTENCES), n)], pa.string()),
         up_votes=rng.integers(2, 6, n),
         split=np.array(["train", "dev", "test", None], dtype=object)[rng.choice(4, n, p=[0.6, 0.05, 0.05, 0.3])],
+        duration_ms=rng.integers(2000, 9000, n),
     )
     files = []
     keys = {"engine_key": engine_key(local_cfg, models), "agreement_key": agreement_key(local_cfg)}
@@ -125,14 +127,14 @@ def seed_table(output: Path, n: int, overrides: list[str], rng: np.random.Genera
             "accents": pa.array(["United States English"] * m),
             "variant": pa.array([""] * m),
             "segment": pa.array([""] * m),
-            "duration_ms": pa.array(rng.integers(2000, 9000, m)),
+            "duration_ms": pa.array(s.duration_ms[sl]),
             "cv_status": pa.array(["validated"] * m),
             "split": pa.array(s.split[sl], pa.string()),
             "sentence_reported": pa.array(np.zeros(m, bool)),
             "first_release": pa.array([N_RELEASE] * m),
             "last_release": pa.array([N_RELEASE] * m),
             "releases": pa.array(history),
-            "duration_s": pa.array(rng.uniform(2, 9, m)),
+            "duration_s": pa.array(s.duration_ms[sl] / 1000),
             "transcription": s.sentence[sl],
             "wer": pa.array(np.zeros(m)),
             "cer": pa.array(np.zeros(m)),
@@ -194,10 +196,10 @@ def _new_clips(folder: Path, first: int, n: int) -> pa.Table:
     audio = sample_clips(40)
     rows = []
     for k in range(n):
-        data, sentence, _ = audio[k % len(audio)]
+        data, sentence, seconds = audio[k % len(audio)]
         name = f"common_voice_en_{first + k}.mp3"
         (clips / name).write_bytes(data)
-        rows.append({"path": name, "sentence": sentence})
+        rows.append({"path": name, "sentence": sentence, "ms": round(seconds * 1000)})
     return pa.Table.from_pylist(rows)
 
 
@@ -250,9 +252,10 @@ def write_full_release(root: Path, s: Seeded, new: int, rng: np.random.Generator
     sentence = np.array(s.sentence.to_pylist(), dtype=object)
     for i in reported_i:
         sentence[i] = f"A sentence someone reported, number {i}."
-    s2 = Seeded(s.ids, s.client_id, s.sentence_id, pa.array(sentence, pa.string()), votes, s.split)
+    s2 = Seeded(s.ids, s.client_id, s.sentence_id, pa.array(sentence, pa.string()), votes, s.split, s.duration_ms)
     everything = _lists(n, s2, s.ids, status, votes)
-    fresh = _clip_list(_new_clips(folder, FIRST_ID + n, new))
+    made = _new_clips(folder, FIRST_ID + n, new)
+    fresh = _clip_list(made)
     valid = pa.concat_tables([everything.filter(pa.array(status == "validated")), fresh.cast(everything.schema)])
     _write_tsv(folder / "validated.tsv", valid)
     _write_tsv(folder / "invalidated.tsv", everything.filter(pa.array(status == "invalidated")))
@@ -265,9 +268,12 @@ def write_full_release(root: Path, s: Seeded, new: int, rng: np.random.Generator
                   "locale": pa.array(["en"] * len(reported_i)), "reason": pa.array(["offensive"] * len(reported_i))}),
     )  # fmt: skip
     listed = s.ids.filter(pa.array(status != "deleted"))
+    # Each clip's figure as release N listed it (and the new clips' own lengths): a release lists the
+    # length of the file it ships, and the truncated gate compares the two.
+    listed_ms = s.duration_ms[status != "deleted"]
     durations = pa.table(
         {"clip": pa.concat_arrays([listed, fresh.column("path").combine_chunks()]),
-         "duration[ms]": pa.array(rng.integers(2000, 9000, len(listed) + new))}
+         "duration[ms]": pa.concat_arrays([pa.array(listed_ms), made.column("ms").combine_chunks()])}
     )  # fmt: skip
     _write_tsv(folder / "clip_durations.tsv", durations)
     planted = Planted(
@@ -297,7 +303,7 @@ def write_revote(root: Path, release: str, s: Seeded, picked: np.ndarray, bump: 
     n = len(picked)
     take = pa.array(picked)
     sub = Seeded(s.ids.take(take), s.client_id.take(take), s.sentence_id.take(take), s.sentence.take(take),
-                 s.up_votes[picked] + bump, s.split[picked])  # fmt: skip
+                 s.up_votes[picked] + bump, s.split[picked], s.duration_ms[picked])  # fmt: skip
     _write_tsv(folder / "validated.tsv", _lists(n, sub, sub.ids, np.full(n, "validated"), sub.up_votes))
     for name in ("invalidated", "other", "reported"):
         _write_tsv(folder / f"{name}.tsv", _clip_list(pa.table({"path": pa.array([], pa.string()),
