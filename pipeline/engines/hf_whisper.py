@@ -9,9 +9,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from pipeline.commonvoice.languages import decodable
 from pipeline.engines.static_decoder import StaticDecoder
-from pipeline.engines.whisper import say_fallback
+from pipeline.engines.whisper import checkpoint_language
 from pipeline.engines.windows import FULL_WINDOW_S, frames
 
 log = logging.getLogger(__name__)
@@ -67,7 +66,6 @@ class HFWhisper:
         self.torch = torch
         self.device = device
         self.dtype = getattr(torch, dtype)
-        self.language = language
         self.max_new_tokens = max_new_tokens
         self.model = AutoModelForSpeechSeq2Seq.from_pretrained(model_path, dtype=self.dtype, low_cpu_mem_usage=True).to(
             device
@@ -143,13 +141,8 @@ class HFWhisper:
         return BaseModelOutput(last_hidden_state=encoder_forward(self.encoder, x))
 
     def decodable(self, language: str | None) -> str | None:
-        """The language this checkpoint decodes ``language`` as (``languages.decodable``)."""
-        if not self.lang_tokens:
-            return language
-        got = decodable(language, self.lang_tokens)
-        if got != language:
-            say_fallback(language, got)
-        return got
+        """The language this checkpoint decodes ``language`` as (``checkpoint_language``)."""
+        return checkpoint_language(language, self.lang_tokens) if self.lang_tokens else language
 
     def prompt(self, lang: str | None) -> list[int]:
         """The decoder prompt ``generate`` forces: <|startoftranscript|> [language, task] <|notimestamps|>."""

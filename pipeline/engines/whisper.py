@@ -73,16 +73,11 @@ class BatchedWhisper:
         tok = self.model.hf_tokenizer
         self.languages = frozenset(c for c in _LANGUAGE_CODES if tok.token_to_id(f"<|{c}|>") is not None)
         self.language = self.decodable(language)
-        self.suppress = list(get_suppressed_tokens(self._tokenizer(language), [-1]))
+        self.suppress = list(get_suppressed_tokens(self._tokenizer(self.language), [-1]))
 
     def decodable(self, language: str | None) -> str | None:
-        """The language this checkpoint decodes ``language`` as (``languages.decodable``)."""
-        if not self.multilingual:
-            return language
-        got = decodable(language, self.languages)
-        if got != language:
-            say_fallback(language, got)
-        return got
+        """The language this checkpoint decodes ``language`` as (``checkpoint_language``)."""
+        return checkpoint_language(language, self.languages) if self.multilingual else language
 
     @functools.cache  # noqa: B019 (one engine per actor; a handful of languages)
     def _tokenizer(self, language: str | None):
@@ -199,8 +194,17 @@ class BatchedWhisper:
         return out
 
 
+def checkpoint_language(language: str | None, known: frozenset[str] | dict[str, int]) -> str | None:
+    """What a multilingual checkpoint knowing ``known`` decodes ``language`` as (``languages.decodable``),
+    said once in the log when that is not ``language`` itself.  Both engines call it on every row."""
+    got = decodable(language, known)
+    if got != language:
+        _say_fallback(language, got)
+    return got
+
+
 @functools.cache
-def say_fallback(language: str | None, decoded_as: str | None) -> None:
+def _say_fallback(language: str | None, decoded_as: str | None) -> None:
     """Once per process and language: which language a checkpoint without ``language`` decodes instead."""
     log.warning(
         "this Whisper has no <|%s|> token: decoding it as %s", language, decoded_as or "the language it detects"
