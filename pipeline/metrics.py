@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import itertools
+import unicodedata
 from collections.abc import Callable, Iterable
 
 import numpy as np
@@ -20,13 +21,18 @@ def _normalizer(english: bool, fold_diacritics: bool = False) -> Callable[[str],
 
 
 def is_english(language: str | None) -> bool:
-    return language is None or language.lower().split("-")[0] == "en"
+    # None is a language Whisper does not know (``language_check: unsupported``), not English: the English
+    # normalizer's spellings, numbers and fillers would rewrite another language's words.
+    return language is not None and language.lower().split("-")[0] == "en"
 
 
 def normalize_text(text: str, language: str | None = "en", fold_diacritics: bool = False) -> list[str]:
     """Whisper's normalisation for ``language`` (English by default), as a list of words."""
+    # NFKC first, so that full-width brackets are dropped with what they hold, as ASCII ones are: Taiwanese
+    # Hokkien's sentences give a Han word's reading there ("巧（khá）"), which nobody says twice.
     # A lone "." survives the English normalizer (it keeps decimal points); it is not a word.
-    words = _normalizer(is_english(language), fold_diacritics)(text or "").split()
+    text = unicodedata.normalize("NFKC", text or "")
+    words = _normalizer(is_english(language), fold_diacritics)(text).split()
     return [w for w in words if any(c.isalnum() for c in w)]
 
 

@@ -73,6 +73,9 @@ _SPECIAL = {
 FALLBACK = {"yue": "zh"}
 # Whisper languages written without spaces between words: agreement is measured in characters (CER).
 UNSPACED = frozenset({"zh", "yue", "ja", "th", "lo", "my", "km", "bo"})
+# Locales Whisper has no language for, written like one it has: Taiwanese Hokkien's sentences are mainly
+# Han characters (Tâi-lô only in brackets), so a word-level WER would count each sentence as one word.
+WRITTEN_LIKE = {"nan-tw": "zh"}
 # Whisper's English-only checkpoints have 51864 tokens; every multilingual one has more.
 ENGLISH_ONLY_VOCAB = 51864
 
@@ -94,6 +97,14 @@ def whisper_language(locale: str | None) -> str | None:
         return _SPECIAL[locale]
     primary = locale.split("-")[0].lower()
     return primary if primary in whisper_languages() else None
+
+
+def written_as(locale: str | None) -> str | None:
+    """The language whose writing a locale's sentences follow, for normalising them and for measuring
+    agreement in words or characters: Whisper's language for it, else ``WRITTEN_LIKE``'s, else None."""
+    if not locale:
+        return None
+    return whisper_language(locale) or WRITTEN_LIKE.get(locale) or WRITTEN_LIKE.get(locale.lower())
 
 
 def decodable(language: str | None, known: Collection[str]) -> str | None:

@@ -30,7 +30,7 @@ from pipeline.columns import (
     SPEECH_RATIO,
     WER,
 )
-from pipeline.commonvoice.languages import same_language, unspaced, whisper_language
+from pipeline.commonvoice.languages import same_language, unspaced, whisper_language, written_as
 from pipeline.config import CurationConfig
 
 Row = Mapping[str, Any]
@@ -124,7 +124,7 @@ class ForScript(_RowCall):
         return self.gate.code
 
     def fails(self, t: pa.Table) -> tuple[np.ndarray, str | np.ndarray]:
-        rule = lambda loc: unspaced(whisper_language(loc) or self.default) != self.spaced  # noqa: E731
+        rule = lambda loc: unspaced(written_as(loc) or self.default) != self.spaced  # noqa: E731
         mask, code = self.gate.fails(t)
         return mask & true_mask(_per_value(text_of(t, LOCALE), rule, pa.bool_())), code
 

@@ -35,7 +35,7 @@ from pipeline.columns import (
     TRANSCRIPT,
     WER,
 )
-from pipeline.commonvoice.languages import whisper_language
+from pipeline.commonvoice.languages import written_as
 from pipeline.config import CurationConfig
 from pipeline.metrics import agreement
 from pipeline.stage import Stage
@@ -78,7 +78,7 @@ def failed_gates(row: Row, gates: Sequence[Gate]) -> list[str]:
 def measure_agreement(row: dict[str, Any], language: str | None, fold_diacritics: bool = False) -> None:
     """Set ``row``'s ``wer`` and ``cer`` against its prompted sentence, in its locale's language.  From the
     stored transcript and the newest sentence, so a re-decision measures with today's settings."""
-    lang = whisper_language(row.get(LOCALE)) or language
+    lang = written_as(row.get(LOCALE)) or language
     row[WER], row[CER] = agreement(row.get(SENTENCE), row.get(TRANSCRIPT) or "", lang, fold_diacritics)
 
 
@@ -94,7 +94,7 @@ def agreement_columns(
         idx = np.flatnonzero(todo)
         sub = t.take(pa.array(idx)).select([c for c in (LOCALE, SENTENCE, TRANSCRIPT) if c in t.column_names])
         for i, row in zip(idx, sub.to_pylist(), strict=True):
-            lang = whisper_language(row.get(LOCALE)) or language
+            lang = written_as(row.get(LOCALE)) or language
             w, c = agreement(row.get(SENTENCE), row.get(TRANSCRIPT) or "", lang, fold_diacritics)
             wer[i], cer[i] = (np.nan if w is None else w), (np.nan if c is None else c)
     return pa.array(wer, pa.float64(), mask=np.isnan(wer)), pa.array(cer, pa.float64(), mask=np.isnan(cer))

@@ -82,6 +82,19 @@ def test_a_blank_prompted_sentence_is_rejected_not_kept_by_default(sentence):
     assert zh["reasons"] == ["no_sentence"]
 
 
+def test_taiwanese_hokkien_is_measured_in_characters_as_its_han_script_is():
+    """nan-tw has no Whisper language, but its sentences are Han characters with Tâi-lô in brackets: a word-level
+    WER would take each sentence for one word and reject every clip that is not letter-perfect."""
+    # A sentence from Common Voice's nan-tw corpus: its bracketed reading is not said twice.
+    said = _verdict(locale="nan-tw", sentence="七月頓頓飽，八月攏無巧（khá）", transcription="七月頓頓飽八月攏無巧")
+    assert said["cer"] == 0.0 and said["kept"] is True, said
+    close = _verdict(locale="nan-tw", sentence="伊佇學校教冊。", transcription="伊在學校教書")
+    assert close["cer"] == pytest.approx(2 / 6) and close["kept"] is True, close
+    far = _verdict(locale="nan-tw", sentence="伊佇學校教冊。", transcription="今天天氣很好")
+    assert far["kept"] is False and far["reasons"] == ["cer_above"]
+    assert _verdict(locale="ab", sentence="Сара сыԥсадгьыл", transcription="Сара сыԥсадгьыл")["kept"] is True
+
+
 def test_quarantined_rows_get_no_verdict():
     out = _verdict(error="audio is silent", stage="decode")
     assert out["kept"] is False and out["reasons"] == [] and out["wer"] is None

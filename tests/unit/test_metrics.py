@@ -26,6 +26,14 @@ def test_other_languages_use_the_basic_normalizer():
     assert agreement("Qué tal, señor.", "que tal senor", "es")[0] > 0  # accents still count outside English
 
 
+def test_a_language_whisper_does_not_know_is_not_normalised_as_english():
+    """None is an unsupported locale's language (Abkhaz, Kabyle, Romansh...): its words are left as they are,
+    where the English normalizer would turn "ten" into 10 and drop "um" as a filler."""
+    assert normalize_text("Um, ten", "en") == ["10"]
+    assert normalize_text("Um, ten", None) == ["um", "ten"]
+    assert agreement("Um ten", "ten", None)[0] == 0.5
+
+
 def test_corpus_wer_weights_by_reference_words():
     pairs = [("the cat sat", "the cat sat"), ("a b c d e", "a b x d")]  # 0 + 2 edits over 8 words
     assert corpus_wer(pairs) == pytest.approx(2 / 8)

@@ -11,7 +11,7 @@ from pipeline.io.inputs import Unit, open_inputs
 from pipeline.io.table_sink import audio_rows, tally_of
 from pipeline.models import ResolvedModel
 from pipeline.runtime.storage import list_parquet_files, locate
-from pipeline.shards import engine_key, settings_key, shard_of
+from pipeline.shards import _digest, agreement_key, agreement_parts, engine_key, settings_key, shard_of
 from tests.conftest import write_parquet
 
 MODELS = Models(ResolvedModel("w", "/w", "rev1"), ResolvedModel("j", "/j", "rev1"))
@@ -79,6 +79,20 @@ def test_shards_cut_by_id_hash_cover_every_clip_once():
         for k in range(3):
             got = {i for (i,) in ws.rows(f"SELECT id FROM ids WHERE {shard_sql('id', (k, 3))}")}
             assert got == {i for i, o in zip(ids, owners, strict=True) if o == k}
+
+
+def test_the_agreement_rules_of_2026_12_measure_again_only_the_tables_they_changed():
+    """A stored WER/CER is measured again when its key differs.  Rules 2 changed unsupported locales (no
+    Whisper language) and the scripts without word spaces; an English table of millions keeps its key."""
+    from importlib.metadata import version
+
+    def cfg(language):
+        return build_config(overrides=[f"transcriber.language={language}"])
+
+    before = {"normaliser": version("transformers"), "fold_diacritics": True, "language": "en"}
+    assert agreement_parts(cfg("en")) == before and agreement_key(cfg("en")) == _digest(before)
+    assert "rules" not in agreement_parts(cfg("de"))
+    assert agreement_parts(cfg("null"))["rules"] == 2 and agreement_parts(cfg("zh"))["rules"] == 2
 
 
 def test_parquet_splits_are_discovered(tmp_path, monkeypatch):
