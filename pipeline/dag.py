@@ -30,14 +30,15 @@ class Models:
 
 
 def curation_stages(
-    cfg: CurationConfig, models: Models, input_columns: list[str], split: str | None = None
+    cfg: CurationConfig, models: Models, input_columns: list[str], split: str | None = None, scratch: str | None = None
 ) -> list[Stage]:
-    """The stages in DAG order for this config (backend, quality, judge on or off) and input."""
+    """The stages in DAG order for this config (backend, quality, judge on or off) and input; ``scratch``: the
+    temp folder the judge's engine writes to (None: its own)."""
     return [
         decode.stage(cfg),
         *quality.stages(cfg),
         *transcribe.stages(cfg, models.transcriber.path),
-        judge.stage(cfg, models.judge.path, input_columns),
+        judge.stage(cfg, models.judge.path, input_columns, scratch),
         gates.stage(cfg, split),
     ]
 

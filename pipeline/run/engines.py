@@ -19,7 +19,7 @@ from pipeline.io.table_sink import SAMPLE_CAP, TableSink
 from pipeline.result import Tally, add_stats
 from pipeline.run.context import RunContext
 from pipeline.run.tables import Tables
-from pipeline.runtime.ray_init import ensure_ray
+from pipeline.runtime.ray_init import engine_scratch, ensure_ray
 from pipeline.runtime.version import code_version
 from pipeline.shards import agreement_key, engine_key
 from pipeline.show.progress import ConsoleProgress, stage_stats, start_counter, stop_counter
@@ -81,30 +81,32 @@ def run_engines(ctx: RunContext, plan: TablePlan, tables: Tables, now: datetime,
     sink = TableSink(
         tables.clips, tables.audio if cfg.keep_audio else None, tables.schema, constants, cfg.table.rows_per_file
     )
-    stages = curation_stages(cfg, ctx.models, columns, ctx.split)
-    counter, name = start_counter(ctx.run_id)  # every stage counts itself into it
-    display = None
-    if ctx.console is not None:
-        where = ", ".join(ctx.inputs.describe()["inputs"])[:100]
-        ctx.console.say(f"curating {rows.num_rows} clips from {where} into {tables.clips_id}")
-        counted = [s.name for s in stages if s.counted]
-        display = ConsoleProgress(counter, counted, rows.num_rows, ctx.console.out, ctx.console.tty).start()
-    # Bounded: an engine that cannot start (or an actor that cannot be placed) fails the run.
-    DataContext.get_current().execution_no_progress_timeout_s = cfg.stall_timeout_s
-    try:
-        ds = build_curation_dataset(ctx.inputs.dataset(rows, cfg), columns, stages, cfg, progress=name)
-        ds.write_datasink(sink)
-    except Exception as exc:
-        if display is not None:
-            exc.waiting_stage = display.first_unfinished()  # type: ignore[attr-defined]
-        drop_written(sink, tables)
-        raise
-    finally:
-        if display is not None:
-            display.stop()
-        for stage, totals in stage_stats(counter).items():
-            add_stats(out.stages, stage, **totals)
-        stop_counter(counter)
+    # The engines' temporary files go to a folder of this run's, removed when they are done.
+    with engine_scratch() as scratch:
+        stages = curation_stages(cfg, ctx.models, columns, ctx.split, scratch)
+        counter, name = start_counter(ctx.run_id)  # every stage counts itself into it
+        display = None
+        if ctx.console is not None:
+            where = ", ".join(ctx.inputs.describe()["inputs"])[:100]
+            ctx.console.say(f"curating {rows.num_rows} clips from {where} into {tables.clips_id}")
+            counted = [s.name for s in stages if s.counted]
+            display = ConsoleProgress(counter, counted, rows.num_rows, ctx.console.out, ctx.console.tty).start()
+        # Bounded: an engine that cannot start (or an actor that cannot be placed) fails the run.
+        DataContext.get_current().execution_no_progress_timeout_s = cfg.stall_timeout_s
+        try:
+            ds = build_curation_dataset(ctx.inputs.dataset(rows, cfg), columns, stages, cfg, progress=name)
+            ds.write_datasink(sink)
+        except Exception as exc:
+            if display is not None:
+                exc.waiting_stage = display.first_unfinished()  # type: ignore[attr-defined]
+            drop_written(sink, tables)
+            raise
+        finally:
+            if display is not None:
+                display.stop()
+            for stage, totals in stage_stats(counter).items():
+                add_stats(out.stages, stage, **totals)
+            stop_counter(counter)
     out.clips += [f for r in sink.results for f in r["clips"]]
     out.audio += [f for r in sink.results for f in r["audio"]]
     ids = [i for r in sink.results for i in r["ids"]]

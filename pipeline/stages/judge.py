@@ -201,9 +201,11 @@ def vllm_engine_kwargs(cfg: JudgeConfig) -> dict[str, Any]:
     return engine_kwargs
 
 
-def engine_runtime_env(cfg: JudgeConfig) -> dict[str, Any] | None:
-    """The engine actors' Ray runtime env: only the configured environment variables, if any."""
-    return {"env_vars": dict(cfg.engine_env)} if cfg.engine_env else None
+def engine_runtime_env(cfg: JudgeConfig, scratch: str | None = None) -> dict[str, Any] | None:
+    """The engine actors' Ray runtime env: the configured environment variables, and with ``scratch`` (a
+    folder the run removes) the temp folder vLLM's files and sockets go to (``ray_init.engine_scratch``)."""
+    env = {**({"TMPDIR": scratch} if scratch else {}), **cfg.engine_env}
+    return {"env_vars": env} if env else None
 
 
 def driver_chat_template(cfg: JudgeConfig, model_path: str) -> tuple[str, str] | None:
@@ -221,7 +223,9 @@ def driver_chat_template(cfg: JudgeConfig, model_path: str) -> tuple[str, str] |
         return None
 
 
-def add_judge_stage(ds: Dataset, cfg: JudgeConfig, model_path: str, keep: tuple[str, ...]) -> Dataset:
+def add_judge_stage(
+    ds: Dataset, cfg: JudgeConfig, model_path: str, keep: tuple[str, ...], scratch: str | None = None
+) -> Dataset:
     from ray.data.llm import build_processor, vLLMEngineProcessorConfig
 
     engine_kwargs = vllm_engine_kwargs(cfg)
@@ -241,7 +245,7 @@ def add_judge_stage(ds: Dataset, cfg: JudgeConfig, model_path: str, keep: tuple[
             batch_size=cfg.batch_size,
             max_concurrent_batches=cfg.max_concurrent_batches,
             should_continue_on_error=True,
-            runtime_env=engine_runtime_env(cfg),
+            runtime_env=engine_runtime_env(cfg, scratch),
             **extra,
         ),
         preprocess=functools.partial(judge_request, cfg=cfg, template=template),
@@ -261,11 +265,11 @@ def judged_columns(input_columns: list[str]) -> tuple[str, ...]:
     return (*base, *(c for c in input_columns if c not in base and c not in (READ_ERROR, ARR)))
 
 
-def stage(cfg: CurationConfig, model_path: str, input_columns: list[str]) -> Stage:
+def stage(cfg: CurationConfig, model_path: str, input_columns: list[str], scratch: str | None = None) -> Stage:
     """ray.data.llm's processor when the judge scores this locale (judge.locales); else null scores, no engine."""
     keep = judged_columns(input_columns)
     contract = dict(reads=(TRANSCRIPT, ERROR, STAGE), writes=(SCORE, SCORE_EXPECTED), keeps=keep)
     if cfg.judge.enabled:
-        build = functools.partial(add_judge_stage, cfg=cfg.judge, model_path=model_path, keep=keep)
+        build = functools.partial(add_judge_stage, cfg=cfg.judge, model_path=model_path, keep=keep, scratch=scratch)
         return Stage(NAME, build=build, counted=True, **contract)
     return Stage(NAME, call=functools.partial(unjudged, keep=keep), counted=True, **contract)

@@ -8,6 +8,8 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
+from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
@@ -17,6 +19,7 @@ import pytest
 from bench import quality_set
 from bench.labelled_set import _flac, hold_music
 from pipeline.metrics import corpus_wer
+from pipeline.runtime.ray_init import inductor_cache
 from tests.conftest import REPO, encode
 from tests.table import engine_rows, result_of, rows, summaries
 
@@ -35,8 +38,8 @@ def _first(flac: bytes, seconds: float) -> np.ndarray:
 pytestmark = pytest.mark.slow
 
 
-def run_cli(*args: str, timeout: int = 900, code: int = 0) -> subprocess.CompletedProcess:
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1"}
+def run_cli(*args: str, timeout: int = 900, code: int = 0, env: dict | None = None) -> subprocess.CompletedProcess:
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1", **(env or {})}
     proc = subprocess.run(
         [sys.executable, "-m", "pipeline.cli", *args],
         cwd=REPO,
@@ -110,13 +113,21 @@ def curated(tmp_path_factory, sample_table):
     src.parent.mkdir()
     pq.write_table(pa.Table.from_pylist(rows_in + bad, schema=sample_table.schema), src)
     out = tmp / "out"
-    proc = run_cli("run", "--input", str(src), "--output", str(out), "--emit-result")
+    # A temp folder of the run's own, to see what its engines leave in it.  Ray's sessions and torch's
+    # compile cache are meant to outlive a run: they stay where they are (the cache through a link).
+    own_tmp = tmp / "tmp"
+    own_tmp.mkdir()
+    cache = Path(inductor_cache())
+    cache.mkdir(exist_ok=True)
+    (own_tmp / cache.name).symlink_to(cache)
+    env = {"TMPDIR": str(own_tmp), "RAY_TMPDIR": tempfile.gettempdir()}
+    proc = run_cli("run", "--input", str(src), "--output", str(out), "--emit-result", env=env)
     first = rows(out)  # the view right after the engine run, before the cheap runs below change it
-    return out, src, proc, sample_table, first
+    return out, src, proc, sample_table, first, own_tmp
 
 
 def test_the_run_is_one_snapshot_of_the_table(curated):
-    out, _, proc, sample, first = curated
+    out, _, proc, sample, first, _ = curated
     result = result_of(proc.stdout)
     (loc,) = result.locales
     assert loc.table == "curate.en_clips" and not loc.nothing_to_do
@@ -140,8 +151,17 @@ def test_the_run_is_one_snapshot_of_the_table(curated):
         assert r["processed_run"] == result.run_id and r["engine_key"] and r["code_version"]
 
 
+def test_the_engines_leave_nothing_in_the_temp_folder(curated):
+    """vLLM left a file and three sockets in /tmp for each engine Ray stopped, one set a night; the run now
+    gives its engines a temp folder of its own and removes it."""
+    *_, own_tmp = curated
+    # onnxruntime keeps one file, ".ses", which each session rewrites in place: it does not pile up.
+    left = sorted(p.name for p in own_tmp.iterdir() if p.name not in (".ses", Path(inductor_cache()).name))
+    assert left == [], left
+
+
 def test_corrupt_truncated_and_silent_clips_are_quarantined_with_reasons(curated):
-    *_, first = curated
+    *_, first, _ = curated
     q = {rid: r for rid, r in first.items() if r["error"] is not None}
     assert {"corrupt-1", "truncated-1", "silent-1"} <= set(q)
     assert set(q) <= BAD | {"music-1"}
@@ -151,19 +171,19 @@ def test_corrupt_truncated_and_silent_clips_are_quarantined_with_reasons(curated
 
 
 def test_every_id_is_in_the_table_exactly_once(curated):
-    _, _, _, sample, first = curated
+    _, _, _, sample, first, _ = curated
     assert set(first) == set(sample.column("id").to_pylist()) | BAD
 
 
 def test_word_error_rate_at_most_15_percent(curated):
-    _, _, _, sample, first = curated
+    _, _, _, sample, first, _ = curated
     refs = dict(zip(sample.column("id").to_pylist(), sample.column("sentence").to_pylist(), strict=True))
     wer = corpus_wer((refs[r["id"]], r["transcription"]) for r in first.values() if r["id"] in refs)
     assert wer <= 0.15, wer
 
 
 def test_judge_ranks_educational_above_chitchat(curated):
-    _, _, _, sample, first = curated
+    _, _, _, sample, first, _ = curated
     labels = dict(zip(sample.column("id").to_pylist(), sample.column("label").to_pylist(), strict=True))
     by_label: dict[str, list[float]] = {"educational": [], "chitchat": []}
     for r in first.values():
@@ -175,7 +195,7 @@ def test_judge_ranks_educational_above_chitchat(curated):
 
 
 def test_gates_keep_bad_clips_out_and_say_why(curated):
-    *_, proc, _, first = curated
+    *_, proc, _, first, _ = curated
     scored = {rid: r for rid, r in first.items() if r["error"] is None}
     kept = {rid for rid, r in scored.items() if r["kept"]}
     assert not kept & BAD  # music, silence, mismatched and too-short clips are never kept
@@ -198,7 +218,7 @@ def test_gates_keep_bad_clips_out_and_say_why(curated):
 
 
 def test_how_each_clip_sounds_is_measured_and_gated(curated):
-    *_, proc, _, first = curated
+    *_, proc, _, first, _ = curated
     scored = {rid: r for rid, r in first.items() if r["error"] is None}
     assert "noisy" in scored["noisy-1"]["reasons"] and scored["noisy-1"]["snr_db"] < 15
     assert "clipped" in scored["clipped-1"]["reasons"] and scored["clipped-1"]["clipping_ratio"] > 0.001
@@ -228,7 +248,7 @@ def test_the_same_run_again_does_nothing(curated):
 
 
 def test_a_new_threshold_decides_again_from_stored_scores_without_engines(curated):
-    out, src, _, _, first = curated
+    out, src, _, _, first, _ = curated
     proc = run_cli("run", "--input", str(src), "--output", str(out), "--threshold", "4", "--emit-result")
     loc = result_of(proc.stdout).locales[0]
     assert loc.changes["engine_rows"] == 0 and "through the engines" in proc.stdout

@@ -97,6 +97,10 @@ def test_judge_engine_env_per_profile():
     override = "judge.engine_env={VLLM_CPU_OMP_THREADS_BIND: '0'}"
     extra = engine_runtime_env(build_config("local", overrides=[override]).judge)
     assert extra == {"env_vars": {"VLLM_CPU_OMP_THREADS_BIND": "0"}}
+    # A run's own temp folder (ray_init.engine_scratch), under what the config sets; the config wins.
+    assert engine_runtime_env(build_config("cluster").judge, "/s") == {"env_vars": {"TMPDIR": "/s"}}
+    mine = engine_runtime_env(build_config("local", overrides=["judge.engine_env={TMPDIR: /mine}"]).judge, "/s")
+    assert mine == {"env_vars": {"TMPDIR": "/mine"}}
 
 
 def test_transcriber_batching_settings_are_validated():
