@@ -10,6 +10,7 @@ from pathlib import Path
 
 from pipeline.config import SecretInConfigError, build_config, refuse_secrets
 from pipeline.show.console import console_summary
+from pipeline.table.query import add_arguments as query_arguments
 
 SAMPLE = Path(__file__).parent / "sample_data" / "common_voice_sample.parquet"
 RESULT_MARK = "CURATE-RESULT"
@@ -132,6 +133,10 @@ def build_parser() -> tuple[argparse.ArgumentParser, argparse._SubParsersAction]
     hist.add_argument("--locale", default="en")
     hist.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.FIELD=VALUE")
     hist.add_argument("--profile", choices=["local", "cluster"], default="local")
+    q = sub.add_parser("query", help="run SQL (DuckDB) over a table's clips: the view `clips`")
+    q.add_argument("--output", required=True, help="the table root `curate run` wrote")
+    query_arguments(q)
+    q.add_argument("--profile", choices=["local", "cluster"], default="local")
     sub.add_parser("prepare-models", help="assemble and convert the bundled models once")
     return parser, sub
 
@@ -157,6 +162,10 @@ def run_command(args: argparse.Namespace) -> int:
         return export_command(args)
     if args.cmd == "history":
         return history_command(args)
+    if args.cmd == "query":
+        from pipeline.table import query
+
+        return query.run(args, args.output)
     try:
         cfg = _build(args)
     except (SecretInConfigError, ValueError) as exc:

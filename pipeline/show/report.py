@@ -84,7 +84,7 @@ def open_lines(result: RunResult, table: str) -> list[str]:
     out = result.output.rstrip("/")
     locale = next((r.locale for r in result.locales if r.table == table), "en")
     lines = [
-        f"DuckDB:    python -m pipeline.table.query {out} --locale {locale} "
+        f"DuckDB:    curate query --output {out} --locale {locale} "
         '"select id, transcription, score from clips where kept limit 5"',
         f"datasets:  curate export --output {out} --locale {locale} --format hf --to {out}-hf && "
         f"python -c \"import datasets; print(datasets.load_dataset('parquet', data_dir='{out}-hf'))\"",

@@ -160,6 +160,26 @@ def test_the_engines_leave_nothing_in_the_temp_folder(curated):
     assert left == [], left
 
 
+def test_curate_query_writes_every_row_as_csv_or_json_and_a_bad_query_is_one_line(curated):
+    """What the run's summary tells a person to type: the table's rows, in a format a spreadsheet or jq reads."""
+    import csv
+    import io
+
+    out, *_ = curated
+    now = rows(out)
+    sql = "select id, kept, reasons, wer from clips order by id"
+    got = list(csv.DictReader(io.StringIO(run_cli("query", "--output", str(out), "--format", "csv", sql).stdout)))
+    assert [r["id"] for r in got] == sorted(now)
+    assert {r["id"]: (r["kept"] == "true", json.loads(r["reasons"])) for r in got} == {
+        rid: (r["kept"], list(r["reasons"])) for rid, r in now.items()
+    }
+    lines = run_cli("query", "--output", str(out), "--format", "json", sql).stdout.splitlines()
+    assert [json.loads(line)["id"] for line in lines] == sorted(now)
+    bad = run_cli("query", "--output", str(out), "select reason from clips", code=2)
+    assert "Traceback" not in bad.stderr and 'column "reason" not found' in bad.stderr
+    assert bad.stderr.startswith("curate: error: the query did not run: Binder Error")
+
+
 def test_corrupt_truncated_and_silent_clips_are_quarantined_with_reasons(curated):
     *_, first, _ = curated
     q = {rid: r for rid, r in first.items() if r["error"] is not None}

@@ -66,7 +66,7 @@ def test_summary_names_the_table_what_changed_and_how_to_open_it():
     assert "10 clip(s) through the engines; 10 added" in text
     assert "kept         6 (60%)" in text and "    wer_above  2" in text and "at read" in text
     assert "table now    10 clips, 6 kept" in text and "log        /out/_logs/x.log" in text
-    assert "python -m pipeline.table.query /out --locale en" in text and "--format hf --to /out-hf" in text
+    assert "curate query --output /out --locale en" in text and "--format hf --to /out-hf" in text
     result.locales[0].nothing_to_do = True
     assert "every input is already applied" in console_summary(result)
 
