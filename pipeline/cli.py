@@ -184,7 +184,7 @@ def run_command(args: argparse.Namespace) -> int:
     from pipeline.io.schema import InputSchemaError
     from pipeline.models import ModelUnavailableError
     from pipeline.run import run_curation
-    from pipeline.show.console import Console, explain_failure
+    from pipeline.show.console import Console, explain_failure, interrupted_text
     from pipeline.table.catalog import TableError
 
     console = Console.open(verbose=args.verbose)
@@ -209,9 +209,14 @@ def run_command(args: argparse.Namespace) -> int:
         TableError,
         ValueError,
     ) as exc:
-        # User-fixable problems: one clear line, no traceback, nothing started.
-        console.error(f"curate: error: {exc}")
+        # User-fixable problems: one clear line, no traceback.  A log is kept only if engines started.
+        log = console.keep_log(args.output) if ray_started() else console.drop_log()
+        console.error(f"curate: error: {exc}" + (f"\n  full log: {log}" if log else ""))
         return 2
+    except KeyboardInterrupt:
+        logging.getLogger("pipeline").warning("interrupted", exc_info=True)  # where it was, for the log
+        console.error(interrupted_text(console.keep_log(args.output)))
+        return 130
     except Exception as exc:
         logging.getLogger("pipeline").exception("run failed")
         log = console.keep_log(args.output)
@@ -263,6 +268,12 @@ def history_command(args: argparse.Namespace) -> int:
         return 2
     print(history_text(entries))
     return 0
+
+
+def ray_started() -> bool:
+    import ray
+
+    return ray.is_initialized()
 
 
 def parse_shard(text: str) -> tuple[int, int]:

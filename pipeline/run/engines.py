@@ -96,8 +96,8 @@ def run_engines(ctx: RunContext, plan: TablePlan, tables: Tables, now: datetime,
         try:
             ds = build_curation_dataset(ctx.inputs.dataset(rows, cfg), columns, stages, cfg, progress=name)
             ds.write_datasink(sink)
-        except Exception as exc:
-            if display is not None:
+        except BaseException as exc:  # Ctrl-C too: what this run wrote and did not commit goes
+            if display is not None and isinstance(exc, Exception):
                 exc.waiting_stage = display.first_unfinished()  # type: ignore[attr-defined]
             drop_written(sink, tables)
             raise

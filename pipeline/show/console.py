@@ -65,6 +65,26 @@ class Console:
                 self.log_path = target
         return self.log_path
 
+    def drop_log(self) -> None:
+        """Remove the log of a run refused before any engine started: the one line said it all, and
+        such logs piled up in the temp folder (hundreds of a few bytes each)."""
+        if self.log_path is not None:
+            with contextlib.suppress(OSError):
+                self.log_path.unlink()
+            self.log_path = None
+
+
+def interrupted_text(log_path: Path | None) -> str:
+    """What a person reads after Ctrl-C: what the tables hold, and how to finish."""
+    lines = [
+        "curate: interrupted. A commit is all or nothing: the clips tables hold what earlier commits put there,",
+        "  and no clip of the locale that was running (files it wrote are removed now, or by a later run's sweep).",
+        "  Run the same command again to finish: what is committed is not done twice.",
+    ]
+    if log_path:
+        lines.append(f"  full log: {log_path}")
+    return "\n".join(lines)
+
 
 # Ray Data operator names (as they appear in errors) to the pipeline's stage names (``Stage.name``;
 # a unit test keeps the two vocabularies one).  More specific markers come first.

@@ -5,6 +5,8 @@
   counted with marker files in ``CURATE_TEST_FAULT_DIR``, because each attempt runs in a new process.
 - ``CURATE_TEST_KILL_BEFORE_COMMIT=1`` SIGKILLs the writer at that same moment (after writing
   ``killed-before-commit`` into ``CURATE_TEST_FAULT_DIR``), as an OOM killer or a node loss would.
+- ``CURATE_TEST_PAUSE_BEFORE_COMMIT=S`` waits S seconds at that same moment (after writing
+  ``paused-before-commit``), so a test can press Ctrl-C there.
 
 The product has no such switch; tests put this folder on the worker's PYTHONPATH to get one.
 """
@@ -16,8 +18,9 @@ import os
 _spec = os.environ.get("CURATE_TEST_FAULT", "")
 _kill = os.environ.get("CURATE_TEST_KILL_BEFORE_COMMIT") == "1"
 _dir = os.environ.get("CURATE_TEST_FAULT_DIR", "")
+_pause = float(os.environ.get("CURATE_TEST_PAUSE_BEFORE_COMMIT") or 0)
 
-if (_spec or _kill) and _dir:
+if (_spec or _kill or _pause) and _dir:
     import signal
 
     import pipeline.table.commit as _commit
@@ -32,6 +35,12 @@ if (_spec or _kill) and _dir:
             with open(os.path.join(_dir, "killed-before-commit"), "w") as f:
                 f.write(f"{len(files)} data files written, not committed\n")
             os.kill(os.getpid(), signal.SIGKILL)
+        if _pause:
+            import time
+
+            with open(os.path.join(_dir, "paused-before-commit"), "w") as f:
+                f.write(f"{len(files)} data files written, not committed\n")
+            time.sleep(_pause)
         shard_id = f"shard-{shard[0] + 1}-of-{shard[1]}"
         if shard_id == _target:
             done = len([f for f in os.listdir(_dir) if f.startswith(shard_id)])

@@ -15,10 +15,10 @@ import pytest
 from tests.conftest import REPO
 
 
-def _cli(*args):
+def _cli(*args, env=None):
     t0 = time.time()
     proc = subprocess.run(
-        [sys.executable, "-m", "pipeline.cli", *args], cwd=REPO, capture_output=True, text=True, timeout=120
+        [sys.executable, "-m", "pipeline.cli", *args], cwd=REPO, capture_output=True, text=True, timeout=120, env=env
     )
     return proc, time.time() - t0
 
@@ -36,9 +36,17 @@ def test_wrong_schema_fails_before_any_work(tmp_path):
 
 
 @pytest.mark.process
-def test_missing_input_fails_clearly(tmp_path):
-    proc, _ = _cli("run", "--input", str(tmp_path / "nope"), "--output", str(tmp_path / "out"))
-    assert proc.returncode == 2 and "does not exist" in proc.stderr
+def test_missing_input_fails_clearly_and_leaves_no_log_behind(tmp_path):
+    """Refused before any engine started: the one line says it all.  Such runs each left a log in the temp
+    folder (this machine had 562 of them)."""
+    import os
+
+    own_tmp = tmp_path / "tmp"
+    own_tmp.mkdir()
+    env = {**os.environ, "TMPDIR": str(own_tmp)}
+    proc, _ = _cli("run", "--input", str(tmp_path / "nope"), "--output", str(tmp_path / "out"), env=env)
+    assert proc.returncode == 2 and "does not exist" in proc.stderr and "full log" not in proc.stderr
+    assert list(own_tmp.iterdir()) == []
 
 
 def test_unreachable_ray_cluster_is_a_clear_failure(tmp_path):
