@@ -41,13 +41,23 @@ def _member_parts(name: str) -> tuple[str, str, str] | None:
     return parts[0], parts[1], "/".join(parts[2:])
 
 
+# A release's folders are its first members: a tarball that is not one is not read to its end to find out.
+IDENTITY_MEMBERS = 64
+
+
 def tarball_identity(where: Location) -> tuple[str, str]:
+    """(release, locale) of a tarball whatever its name (a browser's "… (1).tar.gz", an API's own name), from
+    its first members; ``InputSchemaError`` when they are not a release's."""
     tar, raw = open_tarball(where)
     try:
-        for member in tar:
+        for i, member in enumerate(tar):
             parts = _member_parts(member.name)
             if parts and is_release_name(parts[0]):
                 return parts[0], parts[1]
+            if i + 1 >= IDENTITY_MEMBERS:
+                break
+    except (tarfile.TarError, OSError, EOFError) as exc:
+        raise InputSchemaError(f"{where.uri}: not a readable tar archive: {exc}") from None
     finally:
         tar.close()
         raw.close()

@@ -10,6 +10,7 @@ sets) and streams clips out of a tarball member by member.  No Ray here: the dat
 from __future__ import annotations
 
 import io
+import logging
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import IO, Literal
@@ -24,6 +25,8 @@ from pipeline.commonvoice.releases import is_delta, parse_tarball_name
 from pipeline.config import StorageConfig
 from pipeline.io.schema import InputSchemaError
 from pipeline.runtime.storage import Location, locate
+
+log = logging.getLogger("pipeline")
 
 REQUIRED_COLUMNS = ("client_id", "path", "sentence")
 # What the reader adds to every row, besides the clip-list columns.
@@ -200,7 +203,7 @@ def discover_releases(root: Location, max_depth: int = 4) -> list[ReleaseSource]
             return
         for e in entries:
             if e.type == pafs.FileType.File and e.base_name.endswith(TARBALL_SUFFIXES):
-                named = parse_tarball_name(e.base_name)
+                named = parse_tarball_name(e.base_name) or _identity(root.at(e.path))
                 if named:
                     found.append(ReleaseSource(root.at(e.path).uri, "tarball", *named, root.at(e.path)))
             elif e.type == pafs.FileType.Directory and depth < max_depth and not e.base_name.startswith(("_", ".")):
@@ -208,6 +211,18 @@ def discover_releases(root: Location, max_depth: int = 4) -> list[ReleaseSource]
 
     visit(root.path, 0)
     return sorted(found, key=lambda s: s.uri)
+
+
+def _identity(where: Location) -> tuple[str, str] | None:
+    """A tarball whose name is not a release's: its first members say which release it is (a renamed
+    download used to be skipped without a word); one that is no release is skipped with a warning."""
+    from pipeline.commonvoice.files import tarball_identity
+
+    try:
+        return tarball_identity(where)
+    except InputSchemaError as exc:
+        log.warning("skipped %s", exc)
+        return None
 
 
 def classify_release_input(where: Location) -> list[ReleaseSource] | None:

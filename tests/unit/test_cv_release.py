@@ -115,6 +115,28 @@ def test_the_view_carries_the_cv_columns_and_every_list(tmp_path, form):
     assert json.loads(view.to_pylist()[0]["releases_json"])[0]["release"] == "cv-corpus-23.0-2025-09-05"
 
 
+def test_a_renamed_tarball_in_a_folder_is_found_by_what_it_holds(tmp_path, caplog):
+    """A browser's second download ("… (1).tar.gz"), or an archive saved under a name of its own, used to be
+    skipped without a word, so a backfill over ~/Downloads said "nothing to do".  A tarball that is not a
+    release is skipped with a warning, after its first members, not read to its end."""
+    r = build_release(tmp_path / "src", clips=2)
+    root = tmp_path / "downloads"
+    root.mkdir()
+    shutil.copy(r.path, root / "cv-corpus-23.0-2025-09-05-en (1).tar.gz")
+    shutil.copy(r.path, root / "mdc-dataset-1234.tgz")
+    with tarfile.open(root / "photos.tar.gz", "w:gz") as tar:
+        for i in range(200):
+            info = tarfile.TarInfo(f"photos/{i}.txt")
+            tar.addfile(info, io.BytesIO(b""))
+    with caplog.at_level("WARNING", logger="pipeline"):
+        found = discover_releases(locate(str(root)))
+    assert sorted((s.uri.rsplit("/", 1)[-1], s.release, s.locale, s.form) for s in found) == [
+        ("cv-corpus-23.0-2025-09-05-en (1).tar.gz", "cv-corpus-23.0-2025-09-05", "en", "tarball"),
+        ("mdc-dataset-1234.tgz", "cv-corpus-23.0-2025-09-05", "en", "tarball"),
+    ]
+    assert "photos.tar.gz: no cv-corpus-<version>-<date>/<locale>/ folder inside" in caplog.text
+
+
 def test_old_schema_release_loads(tmp_path):
     build_release(tmp_path, clips=4, old_schema=True, version="16.1", date="2023-12-06")
     (src,) = discover_releases(locate(str(tmp_path)))
