@@ -54,6 +54,11 @@ def tarball_identity(where: Location) -> tuple[str, str]:
             parts = _member_parts(member.name)
             if parts and is_release_name(parts[0]):
                 return parts[0], parts[1]
+            if member.name.lstrip("./").startswith("sps-corpus-"):
+                raise InputSchemaError(
+                    f"{where.uri}: a Common Voice Spontaneous Speech release ({member.name.split('/')[0]}): its "
+                    "answers have no prompted sentence to agree with; curate reads Scripted Speech (cv-corpus-…)"
+                )
             if i + 1 >= IDENTITY_MEMBERS:
                 break
     except (tarfile.TarError, OSError, EOFError) as exc:

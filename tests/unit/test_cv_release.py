@@ -135,6 +135,12 @@ def test_a_renamed_tarball_in_a_folder_is_found_by_what_it_holds(tmp_path, caplo
         ("mdc-dataset-1234.tgz", "cv-corpus-23.0-2025-09-05", "en", "tarball"),
     ]
     assert "photos.tar.gz: no cv-corpus-<version>-<date>/<locale>/ folder inside" in caplog.text
+    # The other Common Voice track is named for what it is, not as "no release".
+    sps = tmp_path / "sps-corpus-3.0-2026-03-09-en.tar.gz"
+    with tarfile.open(sps, "w:gz") as tar:
+        tar.addfile(tarfile.TarInfo("sps-corpus-3.0-2026-03-09/en/ss-corpus-en.tsv"), io.BytesIO(b""))
+    with pytest.raises(InputSchemaError, match=r"Spontaneous Speech release \(sps-corpus-3\.0-2026-03-09\)"):
+        open_inputs([str(sps)], StorageConfig())
 
 
 def test_old_schema_release_loads(tmp_path):
