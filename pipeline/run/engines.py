@@ -19,7 +19,8 @@ from pipeline.io.table_sink import SAMPLE_CAP, TableSink
 from pipeline.result import Tally, add_stats
 from pipeline.run.context import RunContext
 from pipeline.run.tables import Tables
-from pipeline.runtime.ray_init import engine_scratch, ensure_ray
+from pipeline.runtime.ray_init import ensure_ray
+from pipeline.runtime.scratch import engine_scratch
 from pipeline.runtime.version import code_version
 from pipeline.shards import agreement_key, engine_key
 from pipeline.show.progress import ConsoleProgress, stage_stats, start_counter, stop_counter

@@ -19,7 +19,7 @@ import pytest
 from bench import quality_set
 from bench.labelled_set import _flac, hold_music
 from pipeline.metrics import corpus_wer
-from pipeline.runtime.ray_init import inductor_cache
+from pipeline.runtime.scratch import inductor_cache
 from tests.conftest import REPO, encode
 from tests.table import engine_rows, result_of, rows, summaries
 

@@ -103,10 +103,37 @@ def test_judge_engine_env_per_profile():
     assert mine == {"env_vars": {"TMPDIR": "/mine"}}
 
 
+def test_a_killed_run_s_engine_temp_folder_is_removed_and_a_live_one_is_not(tmp_path):
+    """The folder's ``.owner`` is flock-ed by its run: free means the run is gone (SIGKILL, the OOM killer).
+    Folders without one (the plan's, anyone's) and young ones are left alone."""
+    import fcntl
+    import os
+
+    from pipeline.runtime.scratch import OWNER, sweep_scratch
+
+    def folder(name, age_s=120.0, owner=True):
+        d = tmp_path / name
+        d.mkdir()
+        if owner:
+            (d / OWNER).touch()
+            os.utime(d / OWNER, (os.path.getmtime(d / OWNER) - age_s,) * 2)
+        return d
+
+    dead, live, young = folder("curate-dead0000"), folder("curate-live0000"), folder("curate-young000", age_s=0)
+    plan, other = folder("curate-plan-vm-1-abc", owner=False), folder("photos", owner=True)
+    held = os.open(live / OWNER, os.O_RDWR)
+    fcntl.flock(held, fcntl.LOCK_EX)  # a run at work (here this process; a lock is per open file)
+    try:
+        assert sweep_scratch(str(tmp_path)) == [str(dead)]
+    finally:
+        os.close(held)
+    assert not dead.exists() and all(d.exists() for d in (live, young, plan, other))
+
+
 def test_the_engines_temp_folder_leaves_room_for_vllm_s_socket_names():
     """A socket's path holds 107 characters, and vLLM adds 37 to its temp folder: under a long TMPDIR (a
     test's nested one) the engine could not start.  The scratch folder then goes to /tmp."""
-    from pipeline.runtime.ray_init import SCRATCH_PREFIX, scratch_base
+    from pipeline.runtime.scratch import SCRATCH_PREFIX, scratch_base
 
     short, deep = (
         "/tmp/pytest-of-root/pytest-72/gw1/e2e0/tmp",
