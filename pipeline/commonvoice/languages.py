@@ -104,7 +104,7 @@ def written_as(locale: str | None) -> str | None:
     agreement in words or characters: Whisper's language for it, else ``WRITTEN_LIKE``'s, else None."""
     if not locale:
         return None
-    return whisper_language(locale) or WRITTEN_LIKE.get(locale) or WRITTEN_LIKE.get(locale.lower())
+    return whisper_language(locale) or WRITTEN_LIKE.get(locale.lower())
 
 
 def decodable(language: str | None, known: Collection[str]) -> str | None:

@@ -203,7 +203,7 @@ def vllm_engine_kwargs(cfg: JudgeConfig) -> dict[str, Any]:
 
 def engine_runtime_env(cfg: JudgeConfig, scratch: str | None = None) -> dict[str, Any] | None:
     """The engine actors' Ray runtime env: the configured environment variables, and with ``scratch`` (a
-    folder the run removes) the temp folder vLLM's files and sockets go to (``ray_init.engine_scratch``)."""
+    folder the run removes) the temp folder vLLM's files and sockets go to (``runtime.scratch.engine_scratch``)."""
     env = {**({"TMPDIR": scratch} if scratch else {}), **cfg.engine_env}
     return {"env_vars": env} if env else None
 

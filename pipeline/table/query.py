@@ -53,13 +53,15 @@ def query(
 
 
 def _write_rows(reader, fmt: str, out: IO[str]) -> None:
+    import pyarrow as pa
     import pyarrow.csv as pcsv
 
     header = True
     for batch in reader:
         if fmt == "csv":
-            sink = _Text(out)
-            pcsv.write_csv(_flat(batch), sink, pcsv.WriteOptions(include_header=header))
+            buf = pa.BufferOutputStream()
+            pcsv.write_csv(_flat(batch), buf, pcsv.WriteOptions(include_header=header))
+            out.write(buf.getvalue().to_pybytes().decode("utf-8"))
             header = False
         else:
             for row in batch.to_pylist():
@@ -79,21 +81,6 @@ def _flat(batch):
         for c in batch.columns
     ]  # fmt: skip
     return pa.RecordBatch.from_arrays(cols, names=batch.schema.names)
-
-
-class _Text:
-    """A binary sink over a text stream, for pyarrow's CSV writer."""
-
-    def __init__(self, out: IO[str]) -> None:
-        self.out = out
-        self.closed = False
-
-    def write(self, data) -> int:
-        self.out.write(bytes(data).decode("utf-8"))
-        return len(data)
-
-    def flush(self) -> None:
-        self.out.flush()
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
