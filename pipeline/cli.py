@@ -213,9 +213,11 @@ def run_command(args: argparse.Namespace) -> int:
         log = console.keep_log(args.output) if ray_started() else console.drop_log()
         console.error(f"curate: error: {exc}" + (f"\n  full log: {log}" if log else ""))
         return 2
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as exc:
+        from pipeline.table.commit import CommitInterrupted
+
         logging.getLogger("pipeline").warning("interrupted", exc_info=True)  # where it was, for the log
-        console.error(interrupted_text(console.keep_log(args.output)))
+        console.error(interrupted_text(console.keep_log(args.output), isinstance(exc, CommitInterrupted)))
         return 130
     except Exception as exc:
         logging.getLogger("pipeline").exception("run failed")

@@ -57,7 +57,7 @@ def write_and_commit(
             return False
         with timed(clock, "commit"):
             table = _commit(ctx, plan, tables, written, props, units)
-    except commits.CommitUnknown:
+    except (commits.CommitUnknown, commits.CommitInterrupted):
         log.error("the commit's outcome is unknown: its data files are kept (the table's if it landed; a "
                   "later run's sweep removes them if it did not)")  # fmt: skip
         raise

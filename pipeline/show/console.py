@@ -74,13 +74,20 @@ class Console:
             self.log_path = None
 
 
-def interrupted_text(log_path: Path | None) -> str:
+def interrupted_text(log_path: Path | None, committing: bool = False) -> str:
     """What a person reads after Ctrl-C: what the tables hold, and how to finish."""
-    lines = [
-        "curate: interrupted. A commit is all or nothing: the clips tables hold what earlier commits put there,",
-        "  and no clip of the locale that was running (files it wrote are removed now, or by a later run's sweep).",
-        "  Run the same command again to finish: what is committed is not done twice.",
-    ]
+    lines = (
+        [
+            "curate: interrupted while a commit was in the catalog's hands: it may have landed, so its files are kept.",
+            "  Run the same command again to finish: it finds what landed and does only the rest.",
+        ]
+        if committing
+        else [
+            "curate: interrupted. A commit is all or nothing: the clips tables hold what earlier commits put there,",
+            "  and no clip of the locale that was running (files it wrote are removed now, or by a later run's sweep).",
+            "  Run the same command again to finish: what is committed is not done twice.",
+        ]
+    )
     if log_path:
         lines.append(f"  full log: {log_path}")
     return "\n".join(lines)

@@ -126,6 +126,11 @@ class CommitUnknown(RuntimeError):
     afterwards: the data files are left where they are (a later sweep removes them if unreferenced)."""
 
 
+class CommitInterrupted(KeyboardInterrupt):
+    """Ctrl-C arrived while the catalog committed, and the snapshot landed or cannot be told: its data files
+    must stay (a later sweep removes them if unreferenced).  Still an interrupt, so the run stops as one."""
+
+
 COMMIT_ID = "curate.commit-id"
 
 
@@ -148,6 +153,11 @@ def commit_txn(txn, load: Callable[[], Table], token: str, what: str) -> Table:
     try:
         return txn.commit_transaction()
     except (CommitFailedException, ValidationException):
+        raise
+    except KeyboardInterrupt:
+        # Deleting "our" files now would rob a snapshot that landed just before the interrupt.
+        if _landed(load, token) is not False:
+            raise CommitInterrupted(f"{what}: interrupted while committing; no file was deleted") from None
         raise
     except Exception as exc:
         landed = _landed(load, token)

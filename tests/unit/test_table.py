@@ -393,6 +393,35 @@ def test_a_commit_whose_reply_is_lost_is_checked_before_anything_is_deleted(cata
     assert all(os.path.exists(f.file_path.removeprefix("file://")) for f in more)
 
 
+class _InterruptedAfterCommit(_LosesTheReply):
+    """Ctrl-C lands just after the catalog took the snapshot, before the reply reaches the run."""
+
+    def commit_table(self, *args, **kwargs):
+        self.catalog.commit_table(*args, **kwargs)
+        raise KeyboardInterrupt
+
+
+def test_ctrl_c_as_the_snapshot_lands_deletes_none_of_its_files(catalog, monkeypatch):
+    """The run's handler drops the files of a commit that did not happen; one that did must keep them all."""
+    t = load_or_create(catalog, "curate.t", SCHEMA)
+    _upsert(catalog, _rows(t, a=1))
+    files = commits.write_rows(catalog.load_table("curate.t"), _rows(t, b=2))
+    flaky = _InterruptedAfterCommit(catalog, land=True)
+    real_load = catalog.load_table
+
+    def table_with_flaky_catalog(ident):
+        table = real_load(ident)
+        table.catalog = flaky
+        return table
+
+    monkeypatch.setattr(flaky, "load_table", table_with_flaky_catalog, raising=False)
+    with pytest.raises(commits.CommitInterrupted, match="no file was deleted"):
+        commits.upsert(lambda: flaky.load_table("curate.t"), files, pa.array(["b"]), {"p": "1"})
+    assert _read(catalog) == {"a": 1, "b": 2}
+    referenced = catalog.load_table("curate.t").inspect.files().column("file_path").to_pylist()
+    assert all(os.path.exists(p.removeprefix("file://")) for p in referenced)
+
+
 def test_a_retry_builds_contested_rows_again_from_the_table_as_it_stands(catalog):
     """Writer A planned on snapshot S; writer B committed a newer release's word on clip x first.  A's
     commit finds x in a file B added, and builds its row again on B's: the metadata never moves back and
