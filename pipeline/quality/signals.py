@@ -67,6 +67,26 @@ def snr_db(power: np.ndarray, speech: np.ndarray, pause: np.ndarray) -> float | 
     return float(np.clip(10 * np.log10(signal / noise), -MAX_SNR_DB, MAX_SNR_DB))
 
 
+# The DC blocker's corner: far under speech (a voice's fundamental is 70 Hz and up), over a slow drift.
+DC_CUTOFF_HZ = 15.0
+
+
+def remove_dc(audio: np.ndarray, rate: int) -> np.ndarray:
+    """``audio`` through a one-pole DC blocker (a constant or slowly drifting offset removed), float32.
+
+    Not the clip's mean: speech's own waveform is lopsided, and subtracting its mean would put an offset
+    into the pauses it leaves alone.  The filter starts settled on the first sample, so an offset that is
+    there from the start leaves no step behind."""
+    from scipy.signal import lfilter, lfilter_zi
+
+    if len(audio) == 0:
+        return audio.astype(np.float32)
+    pole = float(np.exp(-2 * np.pi * DC_CUTOFF_HZ / rate))
+    b, a = np.array([1.0, -1.0]), np.array([1.0, -pole])
+    out, _ = lfilter(b, a, audio.astype(np.float64), zi=lfilter_zi(b, a) * float(audio[0]))
+    return out.astype(np.float32)
+
+
 # A pure tone's samples pile up towards its crest, up to 2.3 times as many within 5% of a level as in
 # the band just under it; a plateau holds far more.  Past this factor, a pile-up is a plateau.
 PLATEAU_EXCESS = 2.5
@@ -88,8 +108,10 @@ def clipping_ratio(
     """
     if len(audio) == 0:
         return 0.0
-    mags = np.abs(audio)
-    return max(_rails(mags, level, min_run), _plateau(mags, tolerance, floor, min_run))
+    # The rails are raw values; a plateau is the waveform's shape, so a DC offset (where the quiet samples
+    # pile up) must not pass for one.
+    centred = np.abs(audio - audio.mean(dtype=np.float64))
+    return max(_rails(np.abs(audio), level, min_run), _plateau(centred, tolerance, floor, min_run))
 
 
 def _runs(hot: np.ndarray) -> np.ndarray:

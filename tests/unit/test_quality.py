@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import sys
+from dataclasses import replace
 
 import numpy as np
 import pyarrow as pa
@@ -79,6 +80,32 @@ def test_narrow_band_is_off_by_default_and_quality_can_be_switched_off(degraded)
     for row in rows.values():
         assert row.get("snr_db") is None and row["clipping_ratio"] is None
         assert reasons(row, off) == []  # nothing measured: nothing to judge by
+
+
+def test_a_dc_offset_is_neither_noise_nor_clipping_and_clipping_with_one_still_is(degraded):
+    """A constant offset (a cheap microphone's) made a 46 dB clip ``noisy`` at 0.02 of full scale, and at
+    0.3 ``clipped`` too, since the quiet samples piled up at one level."""
+    cfg = build_config("local")
+    clean = degraded["clean-000"]
+    clips = {"none": clean}
+    for dc in (0.02, 0.3):
+        for encoding in ("mp3", "wav16"):
+            clips[f"dc{dc}-{encoding}"] = replace(clean, audio=clean.audio + dc, encoding=encoding)
+    loud = clean.audio * (8 / np.abs(clean.audio).max())
+    clips["clipped-dc"] = replace(clean, audio=np.clip(loud + 0.2, -1, 1).astype(np.float32), encoding="wav16")
+    rows = measured(clips, cfg)
+    base = rows["none"]["snr_db"]
+    assert base > 30 and reasons(rows["none"], cfg) == []
+    for name in clips:
+        if name.startswith("dc"):
+            row = rows[name]
+            assert reasons(row, cfg) == [], (name, row["snr_db"], row["clipping_ratio"])
+            assert abs(row["snr_db"] - base) < 5 and row["clipping_ratio"] < 1e-3, (name, row["snr_db"], base)
+    assert "clipped" in reasons(rows["clipped-dc"], cfg)
+    # The stages hear the clip without its offset (the stored bytes keep it).
+    offset = pa.table({"id": ["x"], "audio_bytes": [clips["dc0.3-wav16"].encoded()]})
+    arr = np.asarray(decode_audio(offset, cfg.audio, cfg.quality).column("arr")[0].values)
+    assert abs(float(arr.mean())) < 2e-3
 
 
 def test_bandwidth_is_measured_before_resampling():

@@ -95,6 +95,19 @@ def test_decode_resamples_any_rate_and_channels_to_16k_mono(rate, channels):
     assert abs(len(out) - 16_000) <= 2
 
 
+def test_channels_in_opposite_phase_are_not_silence_and_a_silent_channel_is_not_averaged_away():
+    speech = tone(1.0, 16_000)
+    # One channel wired in opposite phase: the mean of the two is zero, each channel speaks.
+    out = decode_clip(encode(np.stack([speech, -speech], axis=1), 16_000), CFG)
+    assert np.sqrt(np.mean(out**2)) > 0.5 * np.sqrt(np.mean(speech**2))
+    # A dead channel beside a live one is an ordinary downmix: half the level, still the speech.
+    half = decode_clip(encode(np.stack([speech, np.zeros_like(speech)], axis=1), 16_000), CFG)
+    assert np.allclose(half, out * 0.5, atol=2e-3)
+    # Six channels of which two cancel the others only in part: still the mean.
+    six = np.stack([speech, speech, speech, -speech, 0.5 * speech, 0.5 * speech], axis=1)
+    assert np.allclose(decode_clip(encode(six, 16_000), CFG), out * 0.5, atol=2e-3)
+
+
 @pytest.mark.parametrize(
     "fmt,subtype", [("WAV", "PCM_16"), ("FLAC", None), ("OGG", "VORBIS"), ("MP3", "MPEG_LAYER_III")]
 )
