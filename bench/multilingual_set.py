@@ -112,12 +112,13 @@ def espeak_available() -> bool:
     return shutil.which("espeak-ng") is not None
 
 
-def speak(text: str, locale: str, speed: int = 150) -> tuple[bytes, float]:
-    """``text`` spoken by espeak-ng in ``locale``'s voice: (MP3 bytes at 48 kHz, seconds)."""
+def speak(text: str, locale: str, speed: int = 150, voice: str | None = None) -> tuple[bytes, float]:
+    """``text`` spoken by espeak-ng in ``locale``'s voice (or ``voice``, an accent): (MP3 bytes at 48 kHz,
+    seconds)."""
     with tempfile.TemporaryDirectory() as tmp:
         wav = Path(tmp) / "x.wav"
         said = SPOKEN.get(text, text)
-        subprocess.run(["espeak-ng", "-v", VOICES[locale], "-s", str(speed), "-w", str(wav), said], check=True,
+        subprocess.run(["espeak-ng", "-v", voice or VOICES[locale], "-s", str(speed), "-w", str(wav), said], check=True,
                        capture_output=True, timeout=60)  # fmt: skip
         audio, rate = sf.read(wav, dtype="float32")
     audio = soxr.resample(audio, rate, RATE)

@@ -47,6 +47,11 @@ def spanish(tmp_path_factory):
     # Read word for word, yet base's detector has heard it as Italian (p 0.75): agreement must outweigh that.
     misheard = multilingual_set.SENTENCES["es"]["chitchat"][5]
     audio.append((*multilingual_set.speak(misheard, "es"), misheard))
+    # The detector's odds move with the CPU's kernels (on one host the clip above was heard as Spanish), so
+    # Spanish read with an Italian accent too: base heard two of these as Italian (p 0.78, 0.82) and forced
+    # in Spanish they agree (WER 0.09, 0.0); it takes one such clip for the test to hold.
+    for sentence, speed in ((said[1], 150), (said[3], 130), (said[6], 150)):
+        audio.append((*multilingual_set.speak(sentence, "es", speed, voice="it"), sentence))
     listed = clip_rows([(mp3, sentence, seconds) for mp3, seconds, sentence in audio], "es", 7_000_000)
     for row, (_, _, sentence) in zip(listed, audio, strict=True):
         row["sentence"] = sentence  # clip_rows puts a quoted English sentence on row 1
@@ -58,7 +63,7 @@ def spanish(tmp_path_factory):
     out = tmp / "out"
     proc = run_cli("run", "--input", str(tarball), "--output", str(out), "--emit-result")
     ids = [row["path"] for row in listed]
-    return out, proc, {"spanish": [*ids[:8], ids[10]], "english": ids[8], "mismatch": ids[9]}
+    return out, proc, {"spanish": [*ids[:8], *ids[10:]], "english": ids[8], "mismatch": ids[9]}
 
 
 def test_a_spanish_release_is_curated_with_the_multilingual_whisper(spanish):
