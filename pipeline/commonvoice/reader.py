@@ -243,3 +243,17 @@ def classify_release_input(where: Location) -> list[ReleaseSource] | None:
         found = discover_releases(where)
         return found or None
     return None
+
+
+def not_an_input(src: str, where: Location, accepted: str) -> str:
+    """Why ``src`` is refused, naming the locale folder to give instead when it is part of an extracted
+    release (its ``clips/``, a TSV, one clip)."""
+    folder = where.fs.get_file_info(where.path).type == pafs.FileType.Directory
+    what = f"{src}: {'holds no input' if folder or where.globbed else 'not an input'} this tool reads"
+    parts = where.path.rstrip("/").rsplit("/", 2)
+    up = 2 if len(parts) == 3 and parts[1] == "clips" else 1  # a clip inside clips/
+    release = "/".join(parts[: len(parts) - up])
+    names = {e.base_name for e in children(where.fs, release)} if not where.globbed and len(parts) > 1 else set()
+    if "clips" in names and any(n.endswith(".tsv") for n in names):
+        what += f" (it is inside the release folder {where.at(release).uri}: give that folder)"
+    return f"{what}; expected {accepted}"

@@ -25,7 +25,7 @@ import pyarrow.parquet as pq
 
 from pipeline.columns import AUDIO, ID
 from pipeline.commonvoice import view as cv_view
-from pipeline.commonvoice.reader import ReleaseSource, classify_release_input
+from pipeline.commonvoice.reader import ReleaseSource, classify_release_input, not_an_input
 from pipeline.commonvoice.releases import is_delta
 from pipeline.config import CurationConfig, StorageConfig
 from pipeline.io.schema import InputLayout, InputSchemaError, check_consistent, inspect_schema, to_canonical, with_ids
@@ -339,9 +339,9 @@ def open_inputs(
             try:
                 parquet += list_parquet_files(where)
             except FileNotFoundError:
-                raise InputSchemaError(f"{src}: holds no input this tool reads; expected {ACCEPTED_FORMS}") from None
+                raise InputSchemaError(not_an_input(src, where, ACCEPTED_FORMS)) from None
         else:
-            raise InputSchemaError(f"{src}: not an input this tool reads; expected {ACCEPTED_FORMS}")
+            raise InputSchemaError(not_an_input(src, where, ACCEPTED_FORMS))
     if releases and parquet:
         raise InputSchemaError("mixing Common Voice releases and Parquet in one run is not supported; run them apart")
     if releases:

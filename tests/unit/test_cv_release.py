@@ -232,6 +232,22 @@ def test_input_forms(tmp_path):
         view_of(broken)
 
 
+def test_a_part_of_an_extracted_release_is_refused_naming_the_folder_to_give(tmp_path):
+    """``--input …/en/clips`` (or a TSV, or one clip) used to get the list of accepted forms alone."""
+    folder = build_release(tmp_path, clips=2, folder=True).path
+    clip = next((folder / "clips").iterdir())
+    for part in (folder / "clips", folder / "validated.tsv", clip):
+        with pytest.raises(InputSchemaError) as err:
+            open_inputs([str(part)], ST)
+        assert f"inside the release folder {folder}: give that folder" in str(err.value), part
+        assert ACCEPTED_FORMS in str(err.value)
+    assert open_inputs([str(folder)], ST).releases[0].form == "folder"
+    (tmp_path / "notes" / "clips").mkdir(parents=True)  # a folder named clips with no TSV beside it: no hint
+    with pytest.raises(InputSchemaError) as err:
+        open_inputs([str(tmp_path / "notes" / "clips")], ST)
+    assert "inside the release" not in str(err.value) and ACCEPTED_FORMS in str(err.value)
+
+
 def test_a_clip_path_is_a_plain_file_name_inside_clips():
     from pipeline.io.clip_files import clip_name_problem
 
