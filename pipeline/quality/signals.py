@@ -75,15 +75,16 @@ def remove_dc(audio: np.ndarray, rate: int) -> np.ndarray:
     """``audio`` through a one-pole DC blocker (a constant or slowly drifting offset removed), float32.
 
     Not the clip's mean: speech's own waveform is lopsided, and subtracting its mean would put an offset
-    into the pauses it leaves alone.  The filter starts settled on the first sample, so an offset that is
-    there from the start leaves no step behind."""
+    into the pauses it leaves alone.  The filter starts settled on the median of the first 10 ms, so an
+    offset that is there from the start leaves no step behind, and a click on the first sample no tail."""
     from scipy.signal import lfilter, lfilter_zi
 
     if len(audio) == 0:
         return audio.astype(np.float32)
     pole = float(np.exp(-2 * np.pi * DC_CUTOFF_HZ / rate))
     b, a = np.array([1.0, -1.0]), np.array([1.0, -pole])
-    out, _ = lfilter(b, a, audio.astype(np.float64), zi=lfilter_zi(b, a) * float(audio[0]))
+    start = float(np.median(audio[: max(1, rate // 100)]))
+    out, _ = lfilter(b, a, audio.astype(np.float64), zi=lfilter_zi(b, a) * start)
     return out.astype(np.float32)
 
 

@@ -14,7 +14,15 @@ import soundfile as sf
 
 from bench import quality_set as qs
 from pipeline.config import build_config
-from pipeline.quality.signals import bandwidth_hz, clipping_ratio, loudness_lufs, snr_db, speech_span, trim_span
+from pipeline.quality.signals import (
+    bandwidth_hz,
+    clipping_ratio,
+    loudness_lufs,
+    remove_dc,
+    snr_db,
+    speech_span,
+    trim_span,
+)
 from pipeline.result import Tally
 from pipeline.stages.decode import decode_audio
 from pipeline.stages.gate_rules import quality_gates
@@ -102,6 +110,11 @@ def test_a_dc_offset_is_neither_noise_nor_clipping_and_clipping_with_one_still_i
             assert reasons(row, cfg) == [], (name, row["snr_db"], row["clipping_ratio"])
             assert abs(row["snr_db"] - base) < 5 and row["clipping_ratio"] < 1e-3, (name, row["snr_db"], base)
     assert "clipped" in reasons(rows["clipped-dc"], cfg)
+    # The blocker starts settled: a constant offset leaves nothing, and a click on the first sample no tail.
+    assert np.abs(remove_dc(np.full(16_000, 0.3, np.float32), 16_000)).max() == 0.0
+    click = np.zeros(16_000, np.float32)
+    click[0] = 0.9
+    assert np.abs(remove_dc(click, 16_000)[1:]).max() < 0.01
     # The stages hear the clip without its offset (the stored bytes keep it).
     offset = pa.table({"id": ["x"], "audio_bytes": [clips["dc0.3-wav16"].encoded()]})
     arr = np.asarray(decode_audio(offset, cfg.audio, cfg.quality).column("arr")[0].values)
