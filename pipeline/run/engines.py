@@ -15,7 +15,7 @@ from pipeline.columns import ID, KEPT
 from pipeline.commonvoice.view import releases_json
 from pipeline.dag import build_curation_dataset, curation_stages
 from pipeline.io.inputs import VIEW_ONLY
-from pipeline.io.table_sink import SAMPLE_CAP, TableSink
+from pipeline.io.table_sink import SAMPLE_CAP, WRITE_REMOTE_ARGS, TableSink
 from pipeline.result import Tally, add_stats
 from pipeline.run.context import RunContext
 from pipeline.run.tables import Tables
@@ -96,7 +96,7 @@ def run_engines(ctx: RunContext, plan: TablePlan, tables: Tables, now: datetime,
         DataContext.get_current().execution_no_progress_timeout_s = cfg.stall_timeout_s
         try:
             ds = build_curation_dataset(ctx.inputs.dataset(rows, cfg), columns, stages, cfg, progress=name)
-            ds.write_datasink(sink)
+            ds.write_datasink(sink, ray_remote_args=WRITE_REMOTE_ARGS)
         except BaseException as exc:  # Ctrl-C too: what this run wrote and did not commit goes
             if display is not None and isinstance(exc, Exception):
                 exc.waiting_stage = display.first_unfinished()  # type: ignore[attr-defined]

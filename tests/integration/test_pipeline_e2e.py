@@ -160,6 +160,18 @@ def test_the_engines_leave_nothing_in_the_temp_folder(curated):
     assert left == [], left
 
 
+def test_the_stages_before_the_write_run_as_rows_come_not_when_a_file_fills(curated):
+    """The write's input waits for ``table.rows_per_file`` rows.  Ray Data fused the judge's last steps, the
+    counters and the gates into it, so they waited too: a 2,000-clip run showed "judge 0/2000 starting" for
+    three minutes while its engine worked.  Ray's own log of the plan it ran shows the write on its own."""
+    out = curated[0]
+    plans = [line for log in (out / "_logs").glob("*.log") for line in log.read_text().splitlines()
+             if "Execution plan" in line and "Write" in line]  # fmt: skip
+    assert plans
+    for plan in plans:
+        assert plan.rstrip().endswith("MapBatches(apply_gates)] -> TaskPoolMapOperator[Write]"), plan
+
+
 def test_curate_query_writes_every_row_as_csv_or_json_and_a_bad_query_is_one_line(curated):
     """What the run's summary tells a person to type: the table's rows, in a format a spreadsheet or jq reads."""
     import csv
