@@ -194,6 +194,21 @@ def test_every_row_comes_out_once_and_a_missing_clip_says_so(tmp_path, folder):
     assert all(decode_clip(row["audio_bytes"], AudioConfig()).size > 16_000 for row in good)
 
 
+def test_a_tarball_is_read_only_until_every_wanted_clip_is_found(tmp_path):
+    """``--limit 2`` on an 80 GB release used to decompress all of it after the two clips were found.  Here
+    the archive is cut short after its first clips: reading on would fail, so the read must stop."""
+    r = build_release(tmp_path, clips=7, missing=False, corrupt=False)
+    _, view = view_of(r.path)
+    first_two = view.filter(pa.compute.is_in(view.column("id"), pa.array([row["path"] for row in r.rows[:2]])))
+    data = r.path.read_bytes()
+    r.path.write_bytes(data[: len(data) * 6 // 10])  # the clips come first, in the rows' order
+    out = pa.concat_tables(list(read_tarball(str(r.path), first_two, ST, 2)))
+    assert sorted(out.column("id").to_pylist()) == sorted(row["path"] for row in r.rows[:2])
+    assert all(out.column("read_error").is_null().to_pylist())
+    with pytest.raises(OSError, match=r"(?i)truncated|end of"):  # all seven: the cut is met
+        list(read_tarball(str(r.path), view, ST, 2))
+
+
 def test_cumulative_releases_give_one_row_per_clip_with_the_newest_word_and_the_history(tmp_path):
     """Full N, then full N+1 listing N's clips again: one row each, N+1's status and split, both in the
     history.  A tarball and its extracted copy are one release, read once (from the folder)."""
