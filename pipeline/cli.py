@@ -23,14 +23,15 @@ def result_line(result) -> str:
 
 def config_args(p: argparse.ArgumentParser) -> None:
     """The flags that build a config, the same on every subcommand that builds one (backfill too)."""
-    p.add_argument("--profile", choices=["local", "cluster"], default="local")
+    p.add_argument("--profile", choices=["local", "cluster"], default="local", help="local (CPU) or cluster (GPUs)")
     p.add_argument("--config", help="YAML or TOML file of config overrides")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.FIELD=VALUE")
-    p.add_argument("--threshold", type=float)
-    p.add_argument("--threshold-on", choices=["score", "score_expected"])
-    p.add_argument("--limit", type=int)
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.FIELD=VALUE",
+                   help="override one config field (repeatable; `curate config` prints them all)")  # fmt: skip
+    p.add_argument("--threshold", type=float, help="the judge's score a clip needs to be kept (default 3)")
+    p.add_argument("--threshold-on", choices=["score", "score_expected"], help="the judge's answer, or its mean")
+    p.add_argument("--limit", type=int, help="curate only the first N clips of the split, by id (a trial run)")
     p.add_argument("--ray-address", help="Ray address; default: a local Ray on this machine")
-    p.add_argument("--no-audio", action="store_true", help="leave audio_bytes out of curated/")
+    p.add_argument("--no-audio", action="store_true", help="do not store the clips' audio (the audio table)")
 
 
 def shortcuts(args: argparse.Namespace) -> dict[str, object]:
