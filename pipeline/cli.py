@@ -185,7 +185,7 @@ def run_command(args: argparse.Namespace) -> int:
     from pipeline.io.schema import InputSchemaError
     from pipeline.models import ModelUnavailableError
     from pipeline.run import run_curation
-    from pipeline.show.console import Console, explain_failure, interrupted_text
+    from pipeline.show.console import Console, explain_failure, full_log_line, interrupted_text
     from pipeline.table.catalog import TableError
 
     console = Console.open(verbose=args.verbose)
@@ -211,22 +211,21 @@ def run_command(args: argparse.Namespace) -> int:
         ValueError,
     ) as exc:
         # User-fixable problems: one clear line, no traceback.  A log is kept only if engines started.
-        log = console.keep_log(args.output) if ray_started() else console.drop_log()
-        console.error(f"curate: error: {exc}" + (f"\n  full log: {log}" if log else ""))
+        log = console.keep_log(args.output, cfg.storage) if ray_started() else console.drop_log()
+        console.error(f"curate: error: {exc}" + full_log_line(log))
         return 2
     except KeyboardInterrupt as exc:
         from pipeline.table.commit import CommitInterrupted
 
         logging.getLogger("pipeline").warning("interrupted", exc_info=True)  # where it was, for the log
-        console.error(interrupted_text(console.keep_log(args.output), isinstance(exc, CommitInterrupted)))
+        console.error(interrupted_text(console.keep_log(args.output, cfg.storage), isinstance(exc, CommitInterrupted)))
         return 130
     except Exception as exc:
         logging.getLogger("pipeline").exception("run failed")
-        log = console.keep_log(args.output)
-        console.error(explain_failure(exc, log, getattr(exc, "waiting_stage", None)))
+        text = explain_failure(exc, console.log_path, getattr(exc, "waiting_stage", None))
+        console.error(text + full_log_line(console.keep_log(args.output, cfg.storage)))
         return 1
-    log = console.keep_log(args.output)
-    result.log = str(log) if log else None
+    result.log = console.keep_log(args.output, cfg.storage)
     console.say()
     console.say(console_summary(result, log=result.log))
     if args.emit_result:

@@ -3,7 +3,8 @@
 Ray, vLLM and CTranslate2 write to the process's file descriptors from C++ and from worker
 processes, so quiet mode moves fds 1 and 2 to a log file before any engine starts (children inherit
 them) and keeps duplicates of the real ones for the console.  ``--verbose`` leaves everything as it
-was.  The log ends up in ``OUTPUT/_logs/`` when the output is local, or stays where the console says.
+was.  The log ends up in ``OUTPUT/_logs/``, on local disk or S3; if it cannot get there it stays in
+the temp folder, and the console says where.
 """
 
 from __future__ import annotations
@@ -18,7 +19,9 @@ import time
 from pathlib import Path
 from typing import IO
 
+from pipeline.config import StorageConfig
 from pipeline.result import RunResult
+from pipeline.runtime.storage import locate
 from pipeline.show.progress import stage_words
 from pipeline.show.report import changes_words, language_words, open_lines
 from pipeline.stages.gate_rules import REASON_NAMES
@@ -27,6 +30,7 @@ from pipeline.stages.gate_rules import REASON_NAMES
 class Console:
     def __init__(self, out: IO[str], err: IO[str], log_path: Path | None):
         self.out, self.err, self.log_path = out, err, log_path
+        self.kept_at: str | None = None  # where keep_log put the log
         self.tty = out.isatty()
 
     @classmethod
@@ -51,19 +55,32 @@ class Console:
         self.err.write(text + "\n")
         self.err.flush()
 
-    def keep_log(self, output: str) -> Path | None:
-        """Move the log into ``OUTPUT/_logs/`` when the output is a local folder that exists."""
+    def keep_log(self, output: str, storage: StorageConfig | None = None) -> str | None:
+        """Put the log in ``OUTPUT/_logs/`` and say where it is now.  A local output gets it moved; an
+        ``s3://`` output gets it uploaded and the temp copy removed (a nightly job left one in the
+        temp folder each night).  When neither works, the log stays where it is, and that is said."""
         if self.log_path is None:
-            return None
+            return self.kept_at
         sys.stdout.flush()
         sys.stderr.flush()
-        if "://" not in output and Path(output).is_dir():
-            target = Path(output) / "_logs" / f"curate-run-{time.strftime('%Y%m%dT%H%M%S')}.log"
+        # The temp name's random part keeps two runs started in the same second (shards) apart.
+        name = f"curate-run-{time.strftime('%Y%m%dT%H%M%S')}-{self.log_path.stem.rsplit('-', 1)[-1]}.log"
+        if output.startswith("s3://"):
+            try:
+                where = locate(f"{output.rstrip('/')}/_logs/{name}", storage)
+                with self.log_path.open("rb") as src, where.fs.open_output_stream(where.path) as dst:
+                    shutil.copyfileobj(src, dst, 1 << 20)
+            except Exception:  # the store may be what failed the run: the local log is still there
+                return str(self.log_path)
+            self.log_path.unlink(missing_ok=True)
+            self.log_path, self.kept_at = None, where.uri
+        elif "://" not in output and Path(output).is_dir():
+            target = Path(output) / "_logs" / name
             target.parent.mkdir(exist_ok=True)
             with contextlib.suppress(OSError):
                 shutil.move(str(self.log_path), target)
-                self.log_path = target
-        return self.log_path
+                self.log_path, self.kept_at = None, str(target)
+        return self.kept_at or (str(self.log_path) if self.log_path else None)
 
     def drop_log(self) -> None:
         """Remove the log of a run refused before any engine started: the one line said it all, and
@@ -74,7 +91,7 @@ class Console:
             self.log_path = None
 
 
-def interrupted_text(log_path: Path | None, committing: bool = False) -> str:
+def interrupted_text(log_path: str | None, committing: bool = False) -> str:
     """What a person reads after Ctrl-C: what the tables hold, and how to finish."""
     lines = (
         [
@@ -88,9 +105,7 @@ def interrupted_text(log_path: Path | None, committing: bool = False) -> str:
             "  Run the same command again to finish: what is committed is not done twice.",
         ]
     )
-    if log_path:
-        lines.append(f"  full log: {log_path}")
-    return "\n".join(lines)
+    return "\n".join(lines) + full_log_line(log_path)
 
 
 # Ray Data operator names (as they appear in errors) to the pipeline's stage names (``Stage.name``;
@@ -166,7 +181,8 @@ def root_cause(log_path: Path | None, stage: str | None = None) -> str | None:
 
 
 def explain_failure(exc: BaseException, log_path: Path | None, waiting_stage: str | None = None) -> str:
-    """One readable paragraph: which stage failed, the engine's own root cause, where the log is."""
+    """One readable paragraph: which stage failed and the engine's own root cause, read from the log
+    before ``keep_log`` moves it (the caller adds where the log went)."""
     text = ANSI.sub("", f"{type(exc).__name__}: {exc}")
     first = text.splitlines()[0][:300] if text else type(exc).__name__
     stage = stage_of(text) or waiting_stage
@@ -178,9 +194,11 @@ def explain_failure(exc: BaseException, log_path: Path | None, waiting_stage: st
     cause = root_cause(log_path, stage)
     if cause and cause not in first:
         lines.append(f"  root cause: {cause}")
-    if log_path:
-        lines.append(f"  full log: {log_path}")
     return "\n".join(lines)
+
+
+def full_log_line(where: str | None) -> str:
+    return f"\n  full log: {where}" if where else ""
 
 
 def _table_lines(rows: list[tuple[str, str]]) -> str:

@@ -13,7 +13,6 @@ import subprocess
 import sys
 import threading
 import time
-from pathlib import Path
 
 import boto3
 import pyarrow.parquet as pq
@@ -75,7 +74,8 @@ def test_transient_outage_is_retried_and_output_is_complete(tmp_path, sample_tab
 
         cutter = threading.Thread(target=outage_when_writing_starts, daemon=True)
         cutter.start()
-        catalog = tmp_path / "catalog.db"
+        catalog, own_tmp = tmp_path / "catalog.db", tmp_path / "tmp"
+        own_tmp.mkdir()
         proc = subprocess.run(
             [
                 sys.executable,
@@ -91,7 +91,7 @@ def test_transient_outage_is_retried_and_output_is_complete(tmp_path, sample_tab
                 *NO_JUDGE_ARGS,
             ],
             cwd=REPO,
-            env=_env(proxy_url),
+            env={**_env(proxy_url), "TMPDIR": str(own_tmp), "RAY_TMPDIR": "/tmp"},
             capture_output=True,
             text=True,
             timeout=900,
@@ -113,9 +113,14 @@ def test_transient_outage_is_retried_and_output_is_complete(tmp_path, sample_tab
                 os.environ.pop(k, None)
         assert sorted(got) == sorted(sample_table.slice(0, 4).column("id").to_pylist())
         everything = proc.stdout + proc.stderr + catalog.read_bytes().decode("latin-1")
-        # The engines' full output went to the run's log (local, since the output is on S3).
+        # The engines' full output went to the run's log, uploaded beside the table (a nightly job used to
+        # leave one in the temp folder each night), and no copy stayed behind.
         (log_line,) = [line for line in proc.stdout.splitlines() if line.strip().startswith("log ")]
-        everything += Path(log_line.split(None, 1)[1]).read_text()
+        log_uri = log_line.split(None, 1)[1]
+        assert log_uri.startswith("s3://cv-data/out/_logs/curate-run-") and log_uri.endswith(".log"), log_line
+        log_text = s3.get_object(Bucket="cv-data", Key=log_uri.removeprefix("s3://cv-data/"))["Body"].read().decode()
+        assert "Started a local Ray instance" in log_text  # the engines' output, not an empty file
+        assert not list(own_tmp.glob("curate-run-*.log"))
         for o in s3.list_objects_v2(Bucket="cv-data", Prefix="out/")["Contents"]:
             everything += s3.get_object(Bucket="cv-data", Key=o["Key"])["Body"].read().decode("latin-1")
         assert SECRET not in everything

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 from pipeline.show.console import console_summary
 from pipeline.show.progress import ConsoleProgress, stage_line, track
 
@@ -83,9 +86,35 @@ def test_a_failure_names_the_stage_and_the_engines_own_cause(tmp_path):
     exc = RuntimeError("The actor died ... ray::MapWorker(MapBatches(vLLMEngineStageUDF)).__init__()")
     text = explain_failure(exc, log)
     assert text.startswith("curate: failed: the judge stage failed")
-    assert "root cause: ValueError: Available memory on node 0" in text and f"full log: {log}" in text
+    assert "root cause: ValueError: Available memory on node 0" in text
     stalled = explain_failure(RuntimeError("ExecutionTimeoutError: no progress for 40 s"), None, "judge")
     assert "the judge stage never got going" in stalled
+
+
+def test_the_log_moves_under_a_local_output_with_a_name_of_its_own(tmp_path):
+    """Two runs that end in the same second (shards of one night) keep two logs; an output that is not a
+    folder leaves the log where it was, and the console says that path."""
+    import io
+    import tempfile
+
+    from pipeline.show.console import Console
+
+    out = tmp_path / "out"
+    out.mkdir()
+    kept = []
+    for text in ("first", "second"):
+        fd, path = tempfile.mkstemp(prefix="curate-run-", suffix=".log", dir=tmp_path)
+        os.write(fd, text.encode())
+        os.close(fd)
+        console = Console(io.StringIO(), io.StringIO(), Path(path))
+        kept.append(console.keep_log(str(out)))
+        assert console.keep_log(str(out)) == kept[-1]  # asked again (a failure after the summary): same
+        assert not Path(path).exists()
+    assert len(set(kept)) == 2 and sorted(Path(k).read_text() for k in kept) == ["first", "second"]
+    assert all(Path(k).parent == out / "_logs" for k in kept)
+    stray = tmp_path / "curate-run-x.log"
+    stray.write_text("x")
+    assert Console(io.StringIO(), io.StringIO(), stray).keep_log(str(tmp_path / "missing")) == str(stray)
 
 
 def test_the_root_cause_comes_from_the_failed_stages_own_process(tmp_path):
