@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import itertools
+import re
 import unicodedata
 from collections.abc import Callable, Iterable
 
@@ -12,12 +13,44 @@ import numpy as np
 
 @functools.cache
 def _normalizer(english: bool, fold_diacritics: bool = False) -> Callable[[str], str]:
-    # Whisper's own normalizers (shipped with transformers): "1" vs "one", "Mr." vs "mister" and
+    # Whisper's English normalizer (shipped with transformers): "1" vs "one", "Mr." vs "mister" and
     # punctuation are not errors.  No spelling map is bundled offline, so British spellings still count.
-    # The basic one (every other language) keeps accents unless asked to fold them.
-    from transformers.models.whisper.english_normalizer import BasicTextNormalizer, EnglishTextNormalizer
+    # Every other language gets Whisper's basic normalizer, with its marks handled as below.
+    from transformers.models.whisper.english_normalizer import EnglishTextNormalizer
 
-    return EnglishTextNormalizer({}) if english else BasicTextNormalizer(remove_diacritics=fold_diacritics)
+    return EnglishTextNormalizer({}) if english else functools.partial(_basic, fold=fold_diacritics)
+
+
+# Combining marks that are a letter's own part: the vowel signs, virama, nukta and nasal marks of the Indic
+# and Southeast Asian scripts (U+0900-U+0DFF Devanagari to Sinhala; Thai, Lao, Tibetan, Myanmar, Khmer).
+_LETTER_MARKS = re.compile("[\u0900-\u0dff\u0e00-\u0fff\u1000-\u109f\u1780-\u17ff\ua8e0-\ua8ff\ua9e0-\ua9ff]")
+_BRACKETED = re.compile(r"[<\[][^>\]]*[>\]]")
+_PARENTHESISED = re.compile(r"\(([^)]+?)\)")
+
+
+@functools.cache
+def _clean_char(c: str, fold: bool) -> str:
+    # Cached per character: a sentence's letters repeat, so this is a dict lookup per character.
+    from transformers.models.whisper.english_normalizer import ADDITIONAL_DIACRITICS
+
+    category = unicodedata.category(c)
+    if category[0] == "M" and (not fold or _LETTER_MARKS.match(c)):
+        return c
+    if fold and c in ADDITIONAL_DIACRITICS:
+        return ADDITIONAL_DIACRITICS[c]
+    if fold and category == "Mn":
+        return ""
+    return " " if category[0] in "MSP" else c
+
+
+def _basic(text: str, fold: bool) -> str:
+    """Whisper's ``BasicTextNormalizer``, except for marks.  Whisper's turns every mark into a space (or
+    drops it when folding accents), which cut an Indic word at each vowel sign and lost the vowels:
+    "मैं आज बाज़ार" read as "म आज ब ज र", and "कल" (tomorrow) equalled "काल" (time).  Here a mark stays with
+    its letter; folding (``gates.fold_diacritics``) drops accents (é, Arabic harakat), never vowel signs."""
+    text = _PARENTHESISED.sub("", _BRACKETED.sub("", text.lower()))
+    text = unicodedata.normalize("NFKD" if fold else "NFKC", text)
+    return " ".join("".join(_clean_char(c, fold) for c in text).lower().split())
 
 
 def is_english(language: str | None) -> bool:

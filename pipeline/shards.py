@@ -63,7 +63,8 @@ def agreement_parts(cfg: CurationConfig) -> dict[str, Any]:
     (the transformers release that ships it), accent folding, and the default language."""
     from importlib.metadata import version
 
-    from pipeline.commonvoice.languages import unspaced
+    from pipeline.commonvoice.languages import by_characters, unspaced
+    from pipeline.metrics import is_english
 
     parts: dict[str, Any] = {
         "normaliser": version("transformers"),
@@ -76,6 +77,10 @@ def agreement_parts(cfg: CurationConfig) -> dict[str, Any]:
         # nan-tw is measured in characters, and full-width brackets are dropped as ASCII ones are.  Only these
         # tables measure again (an English one of 2 M clips would spend about 11 minutes on it).
         parts["rules"] = 2
+    if language is None or by_characters(language) or not (cfg.gates.fold_diacritics or is_english(language)):
+        # Rules 3: a mark stays with its letter (Indic and Southeast Asian vowel signs always; every accent
+        # when accents are not folded), where Whisper's normaliser made it a space.
+        parts["rules"] = 3
     return parts
 
 

@@ -73,6 +73,11 @@ _SPECIAL = {
 FALLBACK = {"yue": "zh"}
 # Whisper languages written without spaces between words: agreement is measured in characters (CER).
 UNSPACED = frozenset({"zh", "yue", "ja", "th", "lo", "my", "km", "bo"})
+# Whisper languages in an Indic script, whose vowels are marks on a consonant (abugidas; Thai, Lao, Burmese,
+# Khmer and Tibetan are ones too, and unspaced): gated on characters as well.  A Whisper's vowel signs,
+# nukta and nasal marks vary where the speaker said the sentence, and a Dravidian word is often a phrase
+# ("கடைக்குப்", to the shop): base's Tamil readings of the right sentence scored WER 1.0 at CER 0.27.
+INDIC = frozenset({"hi", "mr", "ne", "sa", "bn", "as", "pa", "gu", "ta", "te", "kn", "ml", "si"})
 # Locales Whisper has no language for, written like one it has: Taiwanese Hokkien's sentences are mainly
 # Han characters (Tâi-lô only in brackets), so a word-level WER would count each sentence as one word.
 WRITTEN_LIKE = {"nan-tw": "zh"}
@@ -177,6 +182,12 @@ def language_check(locale: str | None) -> LanguageCheck:
 def unspaced(language: str | None) -> bool:
     """Whether ``language`` (a Whisper code) is written without spaces between words."""
     return language in UNSPACED
+
+
+def by_characters(language: str | None) -> bool:
+    """Whether agreement with the sentence is gated on CER (``gates.max_cer_unspaced``) rather than WER:
+    scripts without word spaces, and the Indic scripts."""
+    return language in UNSPACED or language in INDIC
 
 
 class LanguageNotSupportedError(ValueError):

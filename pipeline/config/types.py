@@ -70,8 +70,9 @@ class GatesConfig(Section):
     # sentence's audio 1.0-2.4: 0.75 sits in the gap, forgiving of a small model's errors.
     max_wer: float | None = Field(default=0.75, ge=0)
     max_cer: float | None = Field(default=None, ge=0)
-    # Scripts without word spaces (zh, yue, ja, th, lo, my, km, bo): agreement is gated on CER, with
-    # this ceiling, in place of max_wer (a "word" there is a whole phrase).
+    # Scripts without word spaces (zh, yue, ja, th, lo, my, km, bo) and the Indic scripts (hi, bn, ta, ...;
+    # ``languages.by_characters``): agreement is gated on CER, with this ceiling, in place of max_wer (a
+    # "word" there is a whole phrase, or a Whisper's vowel signs vary).
     max_cer_unspaced: float | None = Field(default=0.5, ge=0)
     # Fold accents before comparing (é = e): Whisper and a sentence's author disagree on accents more
     # often than on words.  Folded WER was lower or equal in es/fr/de (docs/curation.md "Every Common Voice locale").
@@ -91,7 +92,7 @@ class GatesConfig(Section):
     max_truncation_s: float | None = Field(default=0.5, ge=0)
     # Multilingual models only: the language heard must be the locale's, unless the model is unsure, or the
     # transcript decoded in the locale's language agrees with the prompted sentence (WER at most
-    # language_agree_wer; CER at most language_agree_cer where words are not spaced): agreement is
+    # language_agree_wer; CER at most language_agree_cer where gated on characters): agreement is
     # evidence of the language.  null: detection alone decides.
     min_language_prob: float = Field(default=0.5, ge=0, le=1)
     language_agree_wer: float | None = Field(default=0.5, ge=0)

@@ -30,7 +30,7 @@ from pipeline.columns import (
     SPEECH_RATIO,
     WER,
 )
-from pipeline.commonvoice.languages import same_language, unspaced, whisper_language, written_as
+from pipeline.commonvoice.languages import by_characters, same_language, whisper_language, written_as
 from pipeline.config import CurationConfig
 
 Row = Mapping[str, Any]
@@ -112,11 +112,12 @@ class Bound(_RowCall):
 
 @dataclass(frozen=True)
 class ForScript(_RowCall):
-    """``gate`` applied only to rows whose language is written with (``spaced``) or without word spaces:
-    WER means nothing where a "word" is a whole phrase, so those rows are gated on CER instead."""
+    """``gate`` applied only to rows whose agreement is gated on words (``in_words``), or only to those gated
+    on characters (``languages.by_characters``): WER means nothing where a "word" is a whole phrase, and
+    little where a Whisper's vowel signs vary, so those rows are gated on CER instead."""
 
     gate: Gate
-    spaced: bool
+    in_words: bool
     default: str | None
 
     @property
@@ -124,7 +125,7 @@ class ForScript(_RowCall):
         return self.gate.code
 
     def fails(self, t: pa.Table) -> tuple[np.ndarray, str | np.ndarray]:
-        rule = lambda loc: unspaced(written_as(loc) or self.default) != self.spaced  # noqa: E731
+        rule = lambda loc: by_characters(written_as(loc) or self.default) != self.in_words  # noqa: E731
         mask, code = self.gate.fails(t)
         return mask & true_mask(_per_value(text_of(t, LOCALE), rule, pa.bool_())), code
 
@@ -206,12 +207,12 @@ class LanguageMismatch(_RowCall):
         mismatch = true_mask(pc.not_equal(*folded)) & ~unsure
         if self.agree_wer is None and self.agree_cer is None:
             return mismatch, self.code
-        spaced = true_mask(_per_value(expected, lambda lang: not unspaced(lang), pa.bool_()))
+        in_words = true_mask(_per_value(expected, lambda lang: not by_characters(lang), pa.bool_()))
         no = np.zeros(t.num_rows, bool)
         with np.errstate(invalid="ignore"):  # an unmeasured WER/CER (NaN) is no evidence
             wer_ok = floats_of(t, WER) <= self.agree_wer if self.agree_wer is not None else no
             cer_ok = floats_of(t, CER) <= self.agree_cer if self.agree_cer is not None else no
-        return mismatch & ~np.where(spaced, wer_ok, cer_ok), self.code
+        return mismatch & ~np.where(in_words, wer_ok, cer_ok), self.code
 
 
 @dataclass(frozen=True)
@@ -318,9 +319,9 @@ def build_gates(cfg: CurationConfig, split: str | None = None) -> list[Gate]:
     g = cfg.gates
     gates: list[Gate] = [
         *metadata_gates(cfg, split),
-        ForScript(Bound(WER, g.max_wer, "wer_above"), spaced=True, default=cfg.transcriber.language),
-        ForScript(Bound(CER, g.max_cer, "cer_above"), spaced=True, default=cfg.transcriber.language),
-        ForScript(Bound(CER, g.max_cer_unspaced, "cer_above"), spaced=False, default=cfg.transcriber.language),
+        ForScript(Bound(WER, g.max_wer, "wer_above"), in_words=True, default=cfg.transcriber.language),
+        ForScript(Bound(CER, g.max_cer, "cer_above"), in_words=True, default=cfg.transcriber.language),
+        ForScript(Bound(CER, g.max_cer_unspaced, "cer_above"), in_words=False, default=cfg.transcriber.language),
         BlankSentence(),
         NoSpeech(g.no_speech_prob, g.no_speech_logprob),
         Bound(COMPRESSION_RATIO, g.max_compression_ratio, "hallucination"),

@@ -95,6 +95,27 @@ def test_taiwanese_hokkien_is_measured_in_characters_as_its_han_script_is():
     assert _verdict(locale="ab", sentence="Сара сыԥсадгьыл", transcription="Сара сыԥсадгьыл")["kept"] is True
 
 
+def test_indic_scripts_are_measured_in_whole_words_and_gated_on_characters():
+    """Transcripts the bundled base wrote for espeak-ng's Tamil and Hindi (2026-12-06).  Whisper's normalizer
+    made each vowel sign a space, so WER counted fragments without vowels: the Tamil reading below scored
+    0.5 and a wrong vowel none.  Measured in whole words it is 1.0 (no word letter-perfect) at CER 0.27:
+    the speaker said the sentence, so the gate reads characters, as for scripts without spaces."""
+    said = _verdict(locale="ta", sentence="நான் இன்று கடைக்குப் போகிறேன்.", transcription="நாள் இன்றுக்காக் குற்போகிறேன்.")
+    assert said["wer"] == 1.0 and said["cer"] == pytest.approx(0.27, abs=0.01) and said["kept"] is True, said
+    # Another sentence's reading (base heard Malayalam speech as Tamil): rejected on characters.
+    other = _verdict(locale="ta", sentence="சூரியன் கிழக்கில் உதிக்கிறது.", transcription="சொல்றியாம் கிராகக்கிருகினான்.")
+    assert other["kept"] is False and other["reasons"] == ["cer_above"], other
+    # A vowel is a letter: "कल" (tomorrow) is not "काल" (time); the words stay whole.
+    hindi = _verdict(locale="hi", sentence="कल बारिश होगी।", transcription="काल बारिश होगी")
+    assert hindi["wer"] == pytest.approx(1 / 3) and hindi["cer"] > 0 and hindi["kept"] is True, hindi
+    garbled = _verdict(locale="hi", sentence="पानी सौ डिग्री पर उबलता है।", transcription="Pani Sawvibri, Pahubal Taha")
+    assert garbled["kept"] is False and garbled["reasons"] == ["cer_above"], garbled
+    # Detection is outweighed by agreement in characters there too.
+    gate = LanguageMismatch(default="en", min_prob=0.5, agree_wer=0.5, agree_cer=0.35)
+    row = {"locale": "ta", "detected_language": "ml", "detected_language_prob": 0.8, "wer": 1.0}
+    assert gate({**row, "cer": 0.27}) == (True, None) and gate({**row, "cer": 0.6}) == (False, "language_mismatch")
+
+
 def test_quarantined_rows_get_no_verdict():
     out = _verdict(error="audio is silent", stage="decode")
     assert out["kept"] is False and out["reasons"] == [] and out["wer"] is None

@@ -26,6 +26,25 @@ def test_other_languages_use_the_basic_normalizer():
     assert agreement("Qué tal, señor.", "que tal senor", "es")[0] > 0  # accents still count outside English
 
 
+def test_a_mark_stays_with_its_letter_and_only_accents_fold():
+    """Whisper's basic normalizer made every combining mark a space: an Indic word fell apart at each vowel
+    sign and lost it ("मैं आज बाज़ार" was "म आज ब ज र"), and unfolded Arabic fell apart at each haraka."""
+    from transformers.models.whisper.english_normalizer import BasicTextNormalizer
+
+    hindi = "मैं आज बाज़ार जा रहा हूँ।"
+    for fold in (True, False):
+        assert len(normalize_text(hindi, "hi", fold)) == 6
+        assert len(normalize_text("நான் இன்று கடைக்குப் போகிறேன்", "ta", fold)) == 4
+    assert agreement("कल", "काल", "hi")[0] == 1.0  # a vowel sign is a letter, never folded as an accent
+    assert agreement("น้ำเดือด", "นาเดือด", "th")[1] > 0  # Thai's vowel and tone marks count in its CER
+    assert normalize_text("كَتَبَ الوَلَدُ", "ar", True) == ["كتب", "الولد"]  # harakat are accents: folded
+    assert normalize_text("كَتَبَ الوَلَدُ", "ar", False) == ["كَتَبَ", "الوَلَدُ"]  # or kept on their letters
+    # Text without combining marks comes out as Whisper's normalizer gives it.
+    for text in ("¿Qué tal, Señor? [risas] Ça va (bien)!", "Straße, Øre og Æble", "Привет, мир!", "Ἀθῆναι"):
+        for fold in (True, False):
+            assert " ".join(normalize_text(text, "xx", fold)) == BasicTextNormalizer(fold)(text).strip(), text
+
+
 def test_a_language_whisper_does_not_know_is_not_normalised_as_english():
     """None is an unsupported locale's language (Abkhaz, Kabyle, Romansh...): its words are left as they are,
     where the English normalizer would turn "ten" into 10 and drop "um" as a filler."""

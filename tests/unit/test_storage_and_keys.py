@@ -83,7 +83,8 @@ def test_shards_cut_by_id_hash_cover_every_clip_once():
 
 def test_the_agreement_rules_of_2026_12_measure_again_only_the_tables_they_changed():
     """A stored WER/CER is measured again when its key differs.  Rules 2 changed unsupported locales (no
-    Whisper language) and the scripts without word spaces; an English table of millions keeps its key."""
+    Whisper language) and the scripts without word spaces, rules 3 the scripts with vowel signs; an English
+    table of millions keeps its key."""
     from importlib.metadata import version
 
     def cfg(language):
@@ -92,7 +93,14 @@ def test_the_agreement_rules_of_2026_12_measure_again_only_the_tables_they_chang
     before = {"normaliser": version("transformers"), "fold_diacritics": True, "language": "en"}
     assert agreement_parts(cfg("en")) == before and agreement_key(cfg("en")) == _digest(before)
     assert "rules" not in agreement_parts(cfg("de"))
-    assert agreement_parts(cfg("null"))["rules"] == 2 and agreement_parts(cfg("zh"))["rules"] == 2
+    # Rules 3 (marks stay with their letters) changed the Indic scripts, the unspaced ones (Thai's vowel
+    # signs), unsupported locales, and any language but English whose accents are not folded.
+    for language in ("null", "zh", "th", "hi", "ta"):
+        assert agreement_parts(cfg(language))["rules"] == 3, language
+    unfolded = build_config(overrides=["transcriber.language=de", "gates.fold_diacritics=false"])
+    assert agreement_parts(unfolded)["rules"] == 3
+    english = build_config(overrides=["transcriber.language=en", "gates.fold_diacritics=false"])
+    assert "rules" not in agreement_parts(english)
 
 
 def test_parquet_splits_are_discovered(tmp_path, monkeypatch):
