@@ -119,7 +119,7 @@ def standalone_whisper(arrays: list[np.ndarray], cfg, model_path: str) -> dict:
     engine = BatchedWhisper(model_path, compute_type=t.compute_type, cpu_threads=t.cpu_threads, language=t.language)
     load = time.perf_counter() - t0
     t1 = time.perf_counter()
-    texts = [engine.transcribe_one(a).text for a in arrays]
+    texts = [engine.transcribe_one(a, beam_size=t.beam_size).text for a in arrays]
     return {"load_s": load, "clips_per_s": len(arrays) / (time.perf_counter() - t1), "texts": texts}
 
 

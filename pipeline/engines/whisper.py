@@ -2,7 +2,7 @@
 Data stages that call it (``pipeline/stages/transcribe.py``), so it runs and is tested without Ray.
 
 Clips up to 30 s share one encoder pass per batch; longer clips, and decodes that look failed, go
-through faster-whisper's own per-clip ``transcribe`` (chunks over 30 s, temperature fallback).
+through faster-whisper's own per-clip ``transcribe`` (chunks over 30 s, beam search, never sampling).
 """
 
 from __future__ import annotations
@@ -24,13 +24,17 @@ SAMPLE_RATE = 16_000
 # Voice clips are 2-10 s, so batching them amortises the per-call overhead and turns the decoder's
 # matrix-vector products into matrix products.  Clips over 30 s and batched outputs that look like a
 # failed decode (a repetition loop, a very low log-probability) go through ``transcribe`` itself,
-# which chunks long audio and retries with temperature fallback, so batching never costs a clip.
+# which chunks long audio and searches a beam, so batching never costs a clip.
 WINDOW_FRAMES = 3000  # Whisper's 30 s window in mel frames
 FRAMES_PER_S = 100
 
 # faster-whisper's own thresholds for a failed decode (compression ratio, mean log-probability).
 MAX_COMPRESSION_RATIO = 2.4
 MIN_AVG_LOGPROB = -1.0
+# A decode that looks failed is tried again with beam search at temperature 0 (faster-whisper's default
+# beam), never sampled: faster-whisper's temperature fallback samples from CTranslate2's unseeded
+# generator, so such a clip read differently on every run (espeak's Cantonese: four runs, four texts).
+FALLBACK_BEAM = 5
 
 
 @dataclass
@@ -90,15 +94,19 @@ class BatchedWhisper:
     def _prompt(self, language: str | None) -> list[int]:
         return list(self.model.get_prompt(self._tokenizer(language), [], without_timestamps=True))
 
-    def transcribe_one(self, audio: np.ndarray, language: str | None = None) -> Transcript:
-        """faster-whisper's own path: chunks audio over 30 s, temperature fallback on failure."""
+    def transcribe_one(
+        self, audio: np.ndarray, language: str | None = None, beam_size: int = FALLBACK_BEAM
+    ) -> Transcript:
+        """faster-whisper's own path: chunks audio over 30 s; a beam (the batched decode's fallback) at
+        temperature 0, so the same text every run."""
         from faster_whisper.transcribe import get_compression_ratio
 
         language = self.decodable(language) if self.multilingual else None
         segments, info = self.model.transcribe(
             audio,
             language=language,
-            beam_size=self.beam_size,
+            beam_size=beam_size,
+            temperature=0.0,
             # Independent clips: no carried context, no VAD trimming, no timestamps.
             condition_on_previous_text=False,
             vad_filter=False,

@@ -143,7 +143,7 @@ def _closest_own(heard: list[tuple[str, str, str | None]], lang: str) -> int:
 
 
 # Mandarin is not here: espeak-ng's pinyin voice is too far from speech for base to decode it steadily
-# (its temperature fallback samples); test_mandarin_is_judged_by_characters judges what it writes.
+# (most of its decodes look failed); test_mandarin_is_judged_by_characters judges what it writes.
 @pytest.mark.parametrize("locale", ["fr", "de"])
 def test_transcripts_agree_best_with_their_own_sentence(base_engine, locale):
     heard = _heard(base_engine, locale)
@@ -174,5 +174,13 @@ def test_cantonese_on_a_whisper_without_it_is_decoded_as_chinese(base_engine):
     said = ["今日天氣好好。", "我鍾意食點心。", "香港係一個大城市。"]
     audio = [decode_clip(multilingual_set.speak(s, "yue")[0], AudioConfig()) for s in said]
     got = base_engine.transcribe(audio, batch_size=8, min_window_s=10.0, languages=["yue"] * len(audio))
-    han = [sum("\u4e00" <= ch <= "\u9fff" for ch in t.text) for t in got]
-    assert all(n >= 2 for n in han), [t.text for t in got]
+    texts = [t.text for t in got]
+    # No repetition loop; Chinese characters where base heard words (it writes the first clip's Cantonese
+    # syllables out in Latin letters: "Gamya-jin-ei-ho-ho" for gam jat tin hei hou hou).
+    assert all(t.compression_ratio is not None and t.compression_ratio <= 2.4 for t in got), texts
+    assert sum(sum("\u4e00" <= ch <= "\u9fff" for ch in text) >= 2 for text in texts) >= 2, texts
+    # Two of the three decodes look failed and are tried again: by beam search, so the same text every time
+    # (faster-whisper's temperature fallback sampled: this test saw four texts in four runs, and failed on
+    # one that had no Chinese character).
+    again = base_engine.transcribe(audio, batch_size=8, min_window_s=10.0, languages=["yue"] * len(audio))
+    assert [t.text for t in again] == texts
