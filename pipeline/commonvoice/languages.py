@@ -147,10 +147,20 @@ def decoded_as(language: str | None, model_path: str) -> str | None:
     return decodable(language, known) or "the language it detects"
 
 
+# Whisper languages that are one spoken language under two or three names, told apart by script or
+# standard rather than by sound: Hindustani (Hindi, Urdu), Serbo-Croatian (Serbian, Croatian, Bosnian),
+# Norwegian (Bokmål as "no", Nynorsk).  A detector hearing one as the other says nothing about the speech.
+SPOKEN_ALIKE = {"ur": "hi", "hr": "sr", "bs": "sr", "nn": "no"}
+
+
 def same_language(language: str | None) -> str | None:
-    """``language`` with its ``FALLBACK`` folded in, for comparing what a model heard with a locale's
-    language: large-v3 often hears Cantonese as Chinese, and older checkpoints can hear nothing else."""
-    return FALLBACK.get(language, language) if language else language
+    """``language`` with its ``FALLBACK`` and ``SPOKEN_ALIKE`` folded in, for comparing what a model heard
+    with a locale's language: large-v3 often hears Cantonese as Chinese (older checkpoints can hear
+    nothing else), and Urdu as Hindi."""
+    if not language:
+        return language
+    language = FALLBACK.get(language, language)
+    return SPOKEN_ALIKE.get(language, language)
 
 
 def is_multilingual(model_path: str) -> bool:

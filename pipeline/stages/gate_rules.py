@@ -202,7 +202,7 @@ class LanguageMismatch(_RowCall):
         expected = clip_language(t, self.default)
         with np.errstate(invalid="ignore"):
             unsure = p < self.min_prob
-        # Cantonese heard as Chinese is no mismatch (``same_language``); a null on either side is none.
+        # Cantonese heard as Chinese, Urdu as Hindi, is no mismatch (``same_language``); nor is a null.
         folded = [_per_value(a, same_language, pa.string()) for a in (heard, expected)]
         mismatch = true_mask(pc.not_equal(*folded)) & ~unsure
         if self.agree_wer is None and self.agree_cer is None:

@@ -150,6 +150,24 @@ def test_cantonese_heard_as_chinese_is_no_language_mismatch():
     assert gate(english) == (False, "language_mismatch")
 
 
+def test_one_spoken_language_under_two_names_is_no_language_mismatch():
+    """Urdu and Hindi are one spoken language in two scripts (so are Serbian, Croatian and Bosnian, and
+    Norway's two written standards): a detector hearing one as the other, even when sure, says nothing
+    about the speech.  The agreement gates, in the locale's script, still decide."""
+    gate = LanguageMismatch(default="en", min_prob=0.5)
+    for locale, heard in (("ur", "hi"), ("hi", "ur"), ("sr", "hr"), ("nn-NO", "no")):
+        row = {"locale": locale, "detected_language": heard, "detected_language_prob": 0.95}
+        assert gate(row) == (True, None), (locale, heard)
+    assert gate({"locale": "ur", "detected_language": "en", "detected_language_prob": 0.95}) == (
+        False,
+        "language_mismatch",
+    )
+    assert gate({"locale": "hi", "detected_language": "bn", "detected_language_prob": 0.95}) == (
+        False,
+        "language_mismatch",
+    )
+
+
 def test_a_transcript_that_agrees_with_its_sentence_outweighs_detection():
     """Telephone-band Spanish read word for word, heard as Hebrew: kept; English speech forced through the
     Spanish decoder agrees with nothing: still rejected (#33)."""
