@@ -63,7 +63,7 @@ def agreement_parts(cfg: CurationConfig) -> dict[str, Any]:
     (the transformers release that ships it), accent folding, and the default language."""
     from importlib.metadata import version
 
-    from pipeline.commonvoice.languages import by_characters, unspaced
+    from pipeline.commonvoice.languages import by_characters
     from pipeline.metrics import is_english
 
     parts: dict[str, Any] = {
@@ -72,14 +72,12 @@ def agreement_parts(cfg: CurationConfig) -> dict[str, Any]:
         "language": cfg.transcriber.language,
     }
     language = cfg.transcriber.language
-    if language is None or unspaced(language):
-        # Rules 2 changed agreement only here: a language Whisper lacks is no longer normalised as English,
-        # nan-tw is measured in characters, and full-width brackets are dropped as ASCII ones are.  Only these
-        # tables measure again (an English one of 2 M clips would spend about 11 minutes on it).
-        parts["rules"] = 2
     if language is None or by_characters(language) or not (cfg.gates.fold_diacritics or is_english(language)):
-        # Rules 3: a mark stays with its letter (Indic and Southeast Asian vowel signs always; every accent
-        # when accents are not folded), where Whisper's normaliser made it a space.
+        # Rules 2 (a language Whisper lacks no longer normalised as English, nan-tw in characters, full-width
+        # brackets dropped) changed unsupported locales and unspaced scripts; rules 3 (a mark stays with its
+        # letter: Indic and Southeast Asian vowel signs always, every accent when accents are not folded)
+        # those and the Indic scripts and unfolded languages.  Only these tables measure again (an English one
+        # of 2 M clips would spend about 11 minutes on it).
         parts["rules"] = 3
     return parts
 
