@@ -262,6 +262,14 @@ def export(
         with Workspace(min(cfg.table.plan_memory_mb, EXPORT_MEMORY_MB)) as ws:
             load_view(ws, clips, snapshot, release, split)
 
+            if fmt in ("nemo", "webdataset"):
+                clash = export_formats.name_clash(ws, f"(SELECT {ID} FROM rows WHERE {KEPT} AND {ERROR} IS NULL)")
+                if clash:
+                    raise TableError(
+                        f"ids {clash[0]!r} and {clash[1]!r} would share one {fmt} name "
+                        f"({export_formats.sample_key(clash[0])!r}); export them as parquet or hf"
+                    )
+
             def curated() -> Iterator[pa.Table]:
                 for batch in _kept_with_audio(ws, audio):
                     yield trimmed(batch, q.trim_pad_s) if q.trim_silence else batch

@@ -6,7 +6,6 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-import os
 import re
 import tarfile
 from collections.abc import Iterator
@@ -56,14 +55,43 @@ def audio_extension(data: bytes) -> str:
     return "mp3"
 
 
-SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,200}$")
+# A release's id is its clip's file name (``common_voice_en_1.mp3``): its key is the name without the extension.
+RELEASE_FORM = r"(?i)^([A-Za-z0-9_-]+)\.(?:mp3|flac|wav|ogg|opus)$"  # Python's re and DuckDB's RE2 alike
+PLAIN = re.compile(r"[A-Za-z0-9_-]+")
+MAX_KEY = 200  # a file name holds 255 bytes; the audio extension needs the rest
+
+
+def sample_key(rid: str) -> str:
+    """A clip's name in an export, unique for every id and free of dots (WebDataset splits a member's name at
+    its first dot into key and extension, so ``spk1.utt1`` and ``spk1.utt2`` were both sample ``spk1``):
+    a release's clip name without its extension, a plain id as it is, any other id with each byte outside
+    ``A-Za-z0-9_-`` written as ``%XX`` (``spk1%2Eutt1``).  Only ``x`` beside ``x.mp3`` can meet
+    (``name_clash`` finds them before an export writes)."""
+    release = re.match(RELEASE_FORM, rid)
+    if release:
+        key = release.group(1)
+    elif PLAIN.fullmatch(rid):
+        key = rid
+    else:
+        key = "".join(chr(b) if PLAIN.fullmatch(chr(b)) else f"%{b:02X}" for b in rid.encode())
+    if len(key) > MAX_KEY:
+        key = f"{key[: MAX_KEY - 17]}-{hashlib.sha1(rid.encode()).hexdigest()[:16]}"
+    return key
 
 
 def file_name(rid: str, data: bytes) -> str:
-    """A file name for a clip: its id when that is a plain name, else a safe stand-in; the right extension."""
-    base = rid if SAFE_NAME.match(rid) else f"clip-{hashlib.sha1(rid.encode()).hexdigest()[:16]}"
-    ext = audio_extension(data)
-    return base if base.lower().endswith(f".{ext}") else f"{base}.{ext}"
+    """A file name for a clip: its ``sample_key`` and its audio's extension."""
+    return f"{sample_key(rid)}.{audio_extension(data)}"
+
+
+def name_clash(ws: Workspace, rows: str) -> tuple[str, str] | None:
+    """Two ids of ``rows`` that one export name would hold (``x`` and ``x.mp3``), or None."""
+    found = ws.rows(
+        f"""SELECT a.{ID}, b.{ID} FROM {rows} a JOIN {rows} b
+            ON b.{ID} = regexp_extract(a.{ID}, ?, 1) WHERE regexp_matches(a.{ID}, ?) LIMIT 1""",
+        [RELEASE_FORM, RELEASE_FORM],
+    )
+    return tuple(found[0]) if found else None
 
 
 def tables(ws: Workspace, sql: str) -> Iterator[pa.Table]:
@@ -159,7 +187,7 @@ def write_webdataset(dest: Path, batches: Iterator[pa.Table]) -> int:
                     tar = tarfile.open(dest / f"shard-{shard:06d}.tar", "w")  # noqa: SIM115 (closed below)
                     shard += 1
                 data = row.pop(AUDIO)
-                key = re.sub(r"[^A-Za-z0-9_-]", "_", os.path.splitext(row[ID])[0])
+                key = sample_key(row[ID])
                 meta = json.dumps({k: jsonable(v) for k, v in row.items()}, ensure_ascii=False).encode()
                 for suffix, payload in ((audio_extension(data), data), ("json", meta)):
                     info = tarfile.TarInfo(f"{key}.{suffix}")

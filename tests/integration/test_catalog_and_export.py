@@ -16,7 +16,9 @@ import shutil
 import subprocess
 import sys
 
+import pyarrow as pa
 import pyarrow.dataset as pads
+import pyarrow.parquet as pq
 import pytest
 import soundfile as sf
 
@@ -26,6 +28,10 @@ from tests.services import postgres
 from tests.table import rows
 
 pytestmark = pytest.mark.slow
+
+
+def _renamed(rid: str) -> str:
+    return f"speaker.{rid}"
 
 
 @pytest.fixture(scope="module")
@@ -39,9 +45,15 @@ def on_postgres(tmp_path_factory, sample_table):
         pytest.skip(f"PostgreSQL could not be started here: {exc}")
     uri = f"postgresql+psycopg2://{pg['user']}@127.0.0.1:{pg['port']}/{pg['database']}"
     os.environ["PGPASSWORD"] = pg["password"]
-    out = tmp / "out"
+    out, src = tmp / "out", tmp / "ids-with-dots.parquet"
+    # The sample under ids a Parquet input may carry: with a dot, where WebDataset's key ends.
+    renamed = pa.array([_renamed(i) for i in sample_table["id"].to_pylist()])
+    pq.write_table(sample_table.set_column(0, "id", renamed), src)
     try:
-        run_cli("run", "--output", str(out), "--limit", "6", "--set", f"table.catalog_uri={uri}", "--emit-result")
+        run_cli(
+            "run", "--input", str(src), "--output", str(out), "--limit", "6", "--set", f"table.catalog_uri={uri}",
+            "--emit-result",
+        )  # fmt: skip
         yield tmp, out, uri, pg
     finally:
         os.environ.pop("PGPASSWORD", None)
@@ -83,9 +95,8 @@ def test_every_export_loads_in_its_consumers_library(on_postgres, sample_table):
     moved = tmp / "moved"
     got = rows(out, overrides=[f"table.catalog_uri={uri}"])
     kept = {rid for rid, r in got.items() if r["kept"]}
-    originals = dict(
-        zip(sample_table.column("id").to_pylist(), sample_table.column("audio_bytes").to_pylist(), strict=True)
-    )
+    ids = map(_renamed, sample_table.column("id").to_pylist())
+    originals = dict(zip(ids, sample_table.column("audio_bytes").to_pylist(), strict=True))
 
     # Parquet: curated/ with audio byte for byte, scores/ and quarantine/ holding every id once.
     pq_dir = moved / "parquet"
@@ -120,6 +131,7 @@ def test_every_export_loads_in_its_consumers_library(on_postgres, sample_table):
     shards = sorted(str(p) for p in (moved / "webdataset").glob("*.tar"))
     samples = list(wds.WebDataset(shards, shardshuffle=False))
     assert sorted(json.loads(s["json"])["id"] for s in samples) == sorted(kept)
+    assert len({s["__key__"] for s in samples}) == len(kept)  # "speaker.<id>" was sample "speaker" for every id
     for s in samples:
         audio, rate = sf.read(io.BytesIO(s["flac"]))
         assert rate == 48_000 and len(audio) > 48_000
