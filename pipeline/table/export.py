@@ -249,6 +249,11 @@ def export(
     """Write the view as ``fmt`` into ``to``: in a folder beside it first, moved into place when complete."""
     if fmt not in ("parquet", "hf", "nemo", "webdataset"):
         raise ValueError(f"unknown export format {fmt!r}")
+    if "://" in to:
+        # Path() would take "s3://b/x" for a local folder named "s3:" and write there.
+        raise TableError(
+            f"--to {to}: an export is written to a local folder; export there, then copy it (aws s3 sync DIR {to})"
+        )
     clips, audio = open_tables(output, cfg, locale)
     snapshot = snapshot_of(clips, as_of)
     dest = Path(to).resolve()

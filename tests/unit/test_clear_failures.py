@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import os
 import re
 import subprocess
 import sys
@@ -199,3 +200,17 @@ def test_accents_fold_and_unspaced_scripts_are_compared_by_characters():
     # Whisper puts spaces between phrases; the sentence has none: CER ignores them.
     assert agreement("今天天气很好。", "今天 天气很好", "zh")[1] == 0.0
     assert agreement("今天天气很好。", "今天天气", "zh")[1] == 2 / 6
+
+
+@pytest.mark.process
+def test_an_export_to_s3_is_refused_not_written_to_a_local_folder_named_s3(tmp_path):
+    """``Path("s3://b/x-hf")`` is the local folder ``s3:/b/x-hf``: the export went there, silently, while the
+    user looked in the bucket."""
+    proc = subprocess.run(
+        [sys.executable, "-m", "pipeline.cli", "export", "--output", str(tmp_path / "out"), "--format", "hf",
+         "--to", "s3://bucket/curated-hf"],
+        cwd=tmp_path, capture_output=True, text=True, timeout=120, env={**os.environ, "PYTHONPATH": str(REPO)},
+    )  # fmt: skip
+    assert proc.returncode == 2 and "written to a local folder" in proc.stderr and "aws s3 sync" in proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert list(tmp_path.iterdir()) == []

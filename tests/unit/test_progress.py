@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import pytest
+
 from pipeline.show.console import console_summary
 from pipeline.show.progress import ConsoleProgress, stage_line, track
 
@@ -166,3 +168,27 @@ def test_each_stage_counts_itself_rows_in_and_out_its_quarantine_and_seconds(mon
     loc = LocaleResult(locale="en", table="t", audio_table="a", stages=totals)
     run = RunReport(shards=2, tally=loc.tally, locales=[loc, loc], models={}, config={})
     assert "| decode | 10 | 10 | 2 | 1.5 |" in summary_markdown(run, 1.0, "x", "/out")
+
+
+@pytest.mark.parametrize("output", ["/data/out ü", "/data/it's out", "s3://bucket/team data/curated"])
+def test_the_summary_open_lines_paste_into_a_shell_as_they_read(output):
+    """Each line, split as a POSIX shell splits it, gives the command the right output path, and its
+    ``python -c`` reads the folder the export wrote; an s3:// output's export goes to a local folder."""
+    import ast
+    import shlex
+
+    from pipeline.show.report import open_lines
+    from tests.unit.test_report import _result
+
+    result = _result("r1", 6, {})
+    result.output = output
+    query, hf = (line.split(":", 1)[1] for line in open_lines(result, "curate.en_clips"))
+    argv = shlex.split(query)
+    assert argv[:4] == ["curate", "query", "--output", output] and argv[-1].startswith("select id")
+    export, load = (shlex.split(part) for part in hf.split(" && "))
+    to = export[export.index("--to") + 1]
+    assert export[export.index("--output") + 1] == output and "://" not in to
+    assert to == (f"{output}-hf" if "://" not in output else "curated-hf")
+    assert load[:2] == ["python", "-c"]
+    call = ast.parse(load[2]).body[1].value.args[0]  # print(datasets.load_dataset("parquet", data_dir=...))
+    assert ast.literal_eval(call.keywords[0].value) == to
