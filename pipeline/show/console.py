@@ -10,8 +10,10 @@ the temp folder, and the console says where.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import re
+import shlex
 import shutil
 import sys
 import tempfile
@@ -23,7 +25,7 @@ from pipeline.config import StorageConfig
 from pipeline.result import RunResult
 from pipeline.runtime.storage import locate
 from pipeline.show.progress import stage_words
-from pipeline.show.report import changes_words, language_words, open_lines
+from pipeline.show.report import changes_words, language_words
 from pipeline.stages.gate_rules import REASON_NAMES
 
 
@@ -247,3 +249,21 @@ def console_summary(result: RunResult, log: str | None = None) -> str:
     if opened:
         text += "\n\nOpen the curated clips:\n" + "\n".join(f"  {line}" for line in open_lines(result, opened[0].table))
     return text
+
+
+def open_lines(result: RunResult, table: str) -> list[str]:
+    """Copy-paste lines that open ``table``'s curated clips in DuckDB and in Hugging Face ``datasets``, quoted
+    for a shell (an output path may hold spaces or quotes).  An export is written locally: beside a local
+    output, or in the current folder for an ``s3://`` one."""
+    out = result.output.rstrip("/")
+    locale = next((r.locale for r in result.locales if r.table == table), "en")
+    hf = f"{out}-hf" if "://" not in out else f"{out.rsplit('/', 1)[-1]}-hf"
+    data_dir = json.dumps(hf, ensure_ascii=False)  # a Python string literal, in double quotes
+    load = f'import datasets; print(datasets.load_dataset("parquet", data_dir={data_dir}))'
+    query = ["curate", "query", "--output", out, "--locale", locale]
+    export = ["curate", "export", "--output", out, "--locale", locale, "--format", "hf", "--to", hf]
+    return [
+        f"DuckDB:    {shlex.join(query)} "
+        + shlex.quote("select id, transcription, score from clips where kept limit 5"),
+        f"datasets:  {shlex.join(export)} && {shlex.join(['python', '-c', load])}",
+    ]

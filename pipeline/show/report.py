@@ -10,8 +10,6 @@ UI cannot show a local or ``s3://`` file.
 
 from __future__ import annotations
 
-import json
-import shlex
 from dataclasses import dataclass
 from typing import Any
 
@@ -79,24 +77,6 @@ def aggregate(results: list[RunResult]) -> RunReport:
         models=first.models if first else {},
         config=first.config if first else {},
     )
-
-
-def open_lines(result: RunResult, table: str) -> list[str]:
-    """Copy-paste lines that open ``table``'s curated clips in DuckDB and in Hugging Face ``datasets``, quoted
-    for a shell (an output path may hold spaces or quotes).  An export is written locally: beside a local
-    output, or in the current folder for an ``s3://`` one."""
-    out = result.output.rstrip("/")
-    locale = next((r.locale for r in result.locales if r.table == table), "en")
-    hf = f"{out}-hf" if "://" not in out else f"{out.rsplit('/', 1)[-1]}-hf"
-    data_dir = json.dumps(hf, ensure_ascii=False)  # a Python string literal, in double quotes
-    load = f'import datasets; print(datasets.load_dataset("parquet", data_dir={data_dir}))'
-    query = ["curate", "query", "--output", out, "--locale", locale]
-    export = ["curate", "export", "--output", out, "--locale", locale, "--format", "hf", "--to", hf]
-    return [
-        f"DuckDB:    {shlex.join(query)} "
-        + shlex.quote("select id, transcription, score from clips where kept limit 5"),
-        f"datasets:  {shlex.join(export)} && {shlex.join(['python', '-c', load])}",
-    ]
 
 
 def human_bytes(n: int) -> str:

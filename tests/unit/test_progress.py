@@ -177,7 +177,7 @@ def test_the_summary_open_lines_paste_into_a_shell_as_they_read(output):
     import ast
     import shlex
 
-    from pipeline.show.report import open_lines
+    from pipeline.show.console import open_lines
     from tests.unit.test_report import _result
 
     result = _result("r1", 6, {})
