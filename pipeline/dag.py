@@ -66,5 +66,11 @@ def build_curation_dataset(
 
 def apply_stages(ds: Dataset, stages: list[Stage], progress: str | None = None) -> Dataset:
     for stage in stages:
-        ds = stage.apply(ds, progress)
+        try:
+            ds = stage.apply(ds, progress)
+        except Exception as exc:
+            # Raised here, on the driver, before any row ran (the judge's chat template loads its tokenizer
+            # here): the failure is this stage's setting up, whatever stage the progress lines wait on.
+            exc.building_stage = stage.name  # type: ignore[attr-defined]
+            raise
     return ds

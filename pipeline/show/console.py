@@ -187,8 +187,11 @@ def explain_failure(exc: BaseException, log_path: Path | None, waiting_stage: st
     before ``keep_log`` moves it (the caller adds where the log went)."""
     text = ANSI.sub("", f"{type(exc).__name__}: {exc}")
     first = text.splitlines()[0][:300] if text else type(exc).__name__
-    stage = stage_of(text) or waiting_stage
-    if "ExecutionTimeoutError" in text or "no progress" in text.lower():
+    building = getattr(exc, "building_stage", None)
+    stage = building or stage_of(text) or waiting_stage
+    if building:
+        head = f"setting up the {building} stage failed, on this machine before any clip ran"
+    elif "ExecutionTimeoutError" in text or "no progress" in text.lower():
         head = f"no stage moved a row for stall_timeout_s; the {waiting_stage or 'pipeline'} stage never got going"
     else:
         head = f"the {stage} stage failed" if stage else "the run failed"

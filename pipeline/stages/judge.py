@@ -212,7 +212,10 @@ def driver_chat_template(cfg: JudgeConfig, model_path: str) -> tuple[str, str] |
     """The model's chat template split around the transcript, or None to leave templating to ray.data.llm."""
     from transformers import AutoTokenizer
 
-    tokenizer = AutoTokenizer.from_pretrained(model_path)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(model_path)
+    except OSError as exc:  # transformers' own message names neither the model nor its path
+        raise OSError(f"the judge's tokenizer ({model_path}) cannot be loaded: {exc}") from exc
     try:
         return split_chat_template(
             lambda messages: tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True),

@@ -192,3 +192,29 @@ def test_the_summary_open_lines_paste_into_a_shell_as_they_read(output):
     assert load[:2] == ["python", "-c"]
     call = ast.parse(load[2]).body[1].value.args[0]  # print(datasets.load_dataset("parquet", data_dir=...))
     assert ast.literal_eval(call.keywords[0].value) == to
+
+
+def test_a_stage_that_fails_while_the_dag_is_built_is_named_not_the_stage_the_lines_wait_on(tmp_path):
+    """The cluster profile offline: the judge's chat template loads its tokenizer on the driver while the
+    DAG is built, and the hub cannot be reached.  Every progress line still said "starting", and the
+    message blamed the first of them: "the decode stage failed"."""
+    from pipeline.dag import apply_stages
+    from pipeline.show.console import explain_failure
+    from pipeline.stage import Stage
+
+    def offline(ds):
+        raise OSError("We couldn't connect to 'https://huggingface.co' to load the files")
+
+    stages = [Stage("decode", reads=(), call=lambda b: b), Stage("judge", reads=(), build=offline)]
+    log = tmp_path / "run.log"
+    log.write_text("httpcore2.ConnectError: [Errno -2] Name or service not known\n")
+
+    class Plan:  # apply_stages hands each stage the dataset so far; decode's map needs one
+        def map_batches(self, *a, **k):
+            return self
+
+    with pytest.raises(OSError) as caught:
+        apply_stages(Plan(), stages)
+    text = explain_failure(caught.value, log, "decode")
+    assert text.startswith("curate: failed: setting up the judge stage failed, on this machine")
+    assert "huggingface.co" in text and "root cause: ConnectError" in text
