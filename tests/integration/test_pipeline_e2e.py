@@ -145,7 +145,7 @@ def test_the_run_is_one_snapshot_of_the_table(curated):
     assert loc.files and sum(f.rows for f in loc.files) == c.in_
     # The summary names the table and shows how to open it.
     assert "curate.en_clips" in proc.stdout and "Open the curated clips" in proc.stdout
-    assert "datasets.load_dataset('parquet'" in proc.stdout and "DuckDB" in proc.stdout
+    assert 'datasets.load_dataset("parquet"' in proc.stdout and "DuckDB" in proc.stdout
     # Every row carries its provenance.
     for r in first.values():
         assert r["processed_run"] == result.run_id and r["engine_key"] and r["code_version"]
