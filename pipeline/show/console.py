@@ -260,7 +260,8 @@ def open_lines(result: RunResult, table: str) -> list[str]:
     output, or in the current folder for an ``s3://`` one."""
     out = result.output.rstrip("/")
     locale = next((r.locale for r in result.locales if r.table == table), "en")
-    hf = f"{out}-hf" if "://" not in out else f"{out.rsplit('/', 1)[-1]}-hf"
+    local = out.removeprefix("file://")
+    hf = f"{local}-hf" if "://" not in local else f"{local.rsplit('/', 1)[-1]}-hf"
     data_dir = json.dumps(hf, ensure_ascii=False)  # a Python string literal, in double quotes
     load = f'import datasets; print(datasets.load_dataset("parquet", data_dir={data_dir}))'
     query = ["curate", "query", "--output", out, "--locale", locale]

@@ -249,6 +249,7 @@ def export(
     """Write the view as ``fmt`` into ``to``: in a folder beside it first, moved into place when complete."""
     if fmt not in ("parquet", "hf", "nemo", "webdataset"):
         raise ValueError(f"unknown export format {fmt!r}")
+    to = to.removeprefix("file://")
     if "://" in to:
         # Path() would take "s3://b/x" for a local folder named "s3:" and write there.
         raise TableError(

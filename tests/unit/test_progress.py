@@ -170,7 +170,9 @@ def test_each_stage_counts_itself_rows_in_and_out_its_quarantine_and_seconds(mon
     assert "| decode | 10 | 10 | 2 | 1.5 |" in summary_markdown(run, 1.0, "x", "/out")
 
 
-@pytest.mark.parametrize("output", ["/data/out ü", "/data/it's out", "s3://bucket/team data/curated"])
+@pytest.mark.parametrize(
+    "output", ["/data/out ü", "/data/it's out", "s3://bucket/team data/curated", "file:///data/out"]
+)
 def test_the_summary_open_lines_paste_into_a_shell_as_they_read(output):
     """Each line, split as a POSIX shell splits it, gives the command the right output path, and its
     ``python -c`` reads the folder the export wrote; an s3:// output's export goes to a local folder."""
@@ -188,7 +190,8 @@ def test_the_summary_open_lines_paste_into_a_shell_as_they_read(output):
     export, load = (shlex.split(part) for part in hf.split(" && "))
     to = export[export.index("--to") + 1]
     assert export[export.index("--output") + 1] == output and "://" not in to
-    assert to == (f"{output}-hf" if "://" not in output else "curated-hf")
+    local = output.removeprefix("file://")  # a file:// output is a local folder: its export goes beside it
+    assert to == (f"{local}-hf" if "://" not in local else "curated-hf")
     assert load[:2] == ["python", "-c"]
     call = ast.parse(load[2]).body[1].value.args[0]  # print(datasets.load_dataset("parquet", data_dir=...))
     assert ast.literal_eval(call.keywords[0].value) == to
