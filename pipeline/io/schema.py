@@ -40,7 +40,25 @@ def _is_binary(t: pa.DataType) -> bool:
     return pa.types.is_binary(t) or pa.types.is_large_binary(t)
 
 
+def plain(schema: pa.Schema) -> pa.Schema:
+    """``schema`` with each dictionary-encoded column as its values' type: a pandas ``category`` column
+    comes back from Parquet dictionary-encoded, and holds strings all the same."""
+    return pa.schema(
+        [f.with_type(f.type.value_type) if pa.types.is_dictionary(f.type) else f for f in schema],
+        metadata=schema.metadata,
+    )
+
+
+def decoded(t: pa.Table) -> pa.Table:
+    """``t`` with its dictionary-encoded columns decoded (``plain``)."""
+    for i, f in enumerate(t.schema):
+        if pa.types.is_dictionary(f.type):
+            t = t.set_column(i, f.name, pc.cast(t.column(i), f.type.value_type))
+    return t
+
+
 def inspect_schema(schema: pa.Schema, source: str = "input") -> InputLayout:
+    schema = plain(schema)
     names = set(schema.names)
     id_column = ID
     if ID not in names:
@@ -95,5 +113,6 @@ def to_canonical(batch: pa.Table, layout: InputLayout) -> pa.Table:
 
 
 def with_ids(t: pa.Table, layout: InputLayout) -> pa.Table:
-    """``t`` with its ``id`` column (``ids_of``) where its id column was."""
+    """``t`` with its ``id`` column (``ids_of``) where its id column was, and no dictionary-encoded column."""
+    t = decoded(t)
     return t.set_column(t.schema.get_field_index(layout.id_column), ID, ids_of(t, layout))

@@ -109,7 +109,12 @@ def clips_schema(extra: pa.Schema | None = None) -> pa.Schema:
     fields = list(CLIPS)
     if extra is not None:
         names = set(CLIPS.names)
-        fields += [f.with_nullable(True) for f in extra if f.name not in names and f.name not in INTERNAL]
+        # A dictionary-encoded input column (a pandas category) is stored as its values.
+        fields += [
+            f.with_type(f.type.value_type if pa.types.is_dictionary(f.type) else f.type).with_nullable(True)
+            for f in extra
+            if f.name not in names and f.name not in INTERNAL
+        ]
     return pa.schema(fields)
 
 

@@ -162,3 +162,26 @@ def test_duplicate_and_missing_ids_across_a_runs_files_are_held_before_any_engin
     view = {r["id"]: r for r in view_table(inputs, "en", inputs.units("en")).to_pylist()}
     assert view["y"]["copies"] == 2 and view["x"]["copies"] == 1
     assert view["missing-id:b.parquet:1"]["_hold"] == "missing id"
+
+
+def test_pandas_category_columns_are_read_as_their_strings(tmp_path):
+    """pandas writes a ``category`` column dictionary-encoded, and pyarrow reads it back so: the sentence
+    was refused ("column 'sentence' must be a string") and a category pass-through had no table type."""
+    import pandas as pd
+    import pyarrow.parquet as pq
+
+    from pipeline.table.schema import clips_schema, conform
+
+    df = pd.DataFrame({"id": ["a", "b"], "audio_bytes": [b"x", b"y"], "sentence": ["one", "two"], "label": ["k", "k"]})
+    for c in ("id", "sentence", "label"):
+        df[c] = df[c].astype("category")
+    pq.write_table(pa.Table.from_pandas(df, preserve_index=False), tmp_path / "cat.parquet")
+    read = pq.read_table(tmp_path / "cat.parquet")
+    assert pa.types.is_dictionary(read.schema.field("sentence").type)
+    layout = inspect_schema(read.schema)
+    rows = to_canonical(read, layout)
+    assert rows.column("sentence").type == pa.string() and rows.column("sentence").to_pylist() == ["one", "two"]
+    assert rows.column("id").to_pylist() == ["a", "b"]
+    schema = clips_schema(pa.schema([read.schema.field("label")]))
+    assert schema.field("label").type == pa.string()
+    assert conform(rows, schema).column("label").to_pylist() == ["k", "k"]
