@@ -76,12 +76,15 @@ def inspect_schema(schema: pa.Schema, source: str = "input") -> InputLayout:
         audio = "audio_bytes"
     elif "audio" in names:
         t = schema.field("audio").type
-        if not (pa.types.is_struct(t) and t.get_field_index("bytes") >= 0 and _is_binary(t.field("bytes").type)):
-            raise InputSchemaError(f"{source}: column 'audio' must be a struct with binary 'bytes', not {t}")
+        binary = _is_binary(t)  # the encoded clip itself, under the name most tools give it
+        if not binary and not (
+            pa.types.is_struct(t) and t.get_field_index("bytes") >= 0 and _is_binary(t.field("bytes").type)
+        ):
+            raise InputSchemaError(f"{source}: column 'audio' must be binary or a struct with binary 'bytes', not {t}")
         audio = "audio"
     else:
         raise InputSchemaError(
-            f"{source}: no audio column; expected 'audio_bytes' (binary) or 'audio' (struct<bytes, path>)"
+            f"{source}: no audio column; expected 'audio_bytes' (binary) or 'audio' (binary, or struct<bytes, path>)"
         )
     if "sentence" in names and not (
         pa.types.is_string(schema.field("sentence").type) or pa.types.is_large_string(schema.field("sentence").type)
@@ -108,7 +111,8 @@ def to_canonical(batch: pa.Table, layout: InputLayout) -> pa.Table:
     """Rename the HF ``audio`` struct to ``audio_bytes`` and make ``id`` a string column (``ids_of``)."""
     if layout.audio_column == "audio":
         audio = batch.column("audio").combine_chunks()
-        batch = batch.drop_columns(["audio"]).append_column("audio_bytes", audio.field("bytes"))
+        audio = pc.struct_field(audio, "bytes") if pa.types.is_struct(audio.type) else audio
+        batch = batch.drop_columns(["audio"]).append_column("audio_bytes", audio)
     return with_ids(batch, layout)
 
 

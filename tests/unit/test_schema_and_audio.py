@@ -185,3 +185,18 @@ def test_pandas_category_columns_are_read_as_their_strings(tmp_path):
     schema = clips_schema(pa.schema([read.schema.field("label")]))
     assert schema.field("label").type == pa.string()
     assert conform(rows, schema).column("label").to_pylist() == ["k", "k"]
+
+
+def test_audio_may_be_a_binary_column_named_audio_and_a_null_struct_has_no_bytes():
+    """``audio`` holding the encoded clip itself (as polars and most tools name it) was refused for not
+    being Hugging Face's struct; a null struct row must read as null audio (quarantined), not as whatever
+    bytes sit under it."""
+    for typ in (pa.binary(), pa.large_binary()):
+        table = pa.table({"id": ["a", "b"], "audio": pa.array([b"ab", None], typ)})
+        out = to_canonical(table, inspect_schema(table.schema))
+        assert out.column("audio_bytes").to_pylist() == [b"ab", None]
+    struct = pa.StructArray.from_arrays(
+        [pa.array([b"x", b"y"]), pa.array(["p", "q"])], names=["bytes", "path"], mask=pa.array([False, True])
+    )
+    table = pa.table({"id": ["a", "b"], "audio": struct})
+    assert to_canonical(table, inspect_schema(table.schema)).column("audio_bytes").to_pylist() == [b"x", None]
