@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from typing import IO
 
@@ -99,6 +100,9 @@ def run(args: argparse.Namespace, output: str) -> int:
     except (TableError, QueryError, ValueError) as exc:
         print(f"curate: error: {exc}", file=sys.stderr)
         return 2
+    except BrokenPipeError:
+        # The reader had enough (``| head``): no error, and stdout goes nowhere so the exit flush is quiet.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
     return 0
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import subprocess
 import sys
 import tempfile
@@ -187,6 +188,15 @@ def test_curate_query_writes_every_row_as_csv_or_json_and_a_bad_query_is_one_lin
     }
     lines = run_cli("query", "--output", str(out), "--format", "json", sql).stdout.splitlines()
     assert [json.loads(line)["id"] for line in lines] == sorted(now)
+    # Piped into head, which stops reading: no BrokenPipeError traceback, and exit 0.
+    for fmt in ("json", "csv"):
+        cmd = f"{shlex.quote(sys.executable)} -m pipeline.cli query --output {shlex.quote(str(out))} --format {fmt} "
+        piped = subprocess.run(
+            ["bash", "-c", cmd + "'select * from clips, range(300)' | head -1; exit ${PIPESTATUS[0]}"],
+            cwd=REPO, capture_output=True, text=True, timeout=300,
+        )  # fmt: skip
+        assert piped.returncode == 0 and "Traceback" not in piped.stderr, piped.stderr[-2000:]
+        assert len(piped.stdout.splitlines()) == 1
     bad = run_cli("query", "--output", str(out), "select reason from clips", code=2)
     assert "Traceback" not in bad.stderr and 'column "reason" not found' in bad.stderr
     assert bad.stderr.startswith("curate: error: the query did not run: Binder Error")
