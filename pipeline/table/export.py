@@ -255,11 +255,13 @@ def export(
         raise TableError(
             f"--to {to}: an export is written to a local folder; export there, then copy it (aws s3 sync DIR {to})"
         )
+    dest = Path(to).resolve()
+    if dest.exists() and not dest.is_dir():
+        raise TableError(f"{to} is a file: an export is a folder; give a new or empty one")
+    if dest.exists() and any(dest.iterdir()) and not overwrite:
+        raise TableError(f"{to} is not empty: export into a new folder, or give --overwrite to replace it")
     clips, audio = open_tables(output, cfg, locale)
     snapshot = snapshot_of(clips, as_of)
-    dest = Path(to).resolve()
-    if dest.exists() and (not dest.is_dir() or any(dest.iterdir())) and not overwrite:
-        raise TableError(f"{to} is not empty: export into a new folder, or give --overwrite to replace it")
     work = dest.parent / f".{dest.name}.partial-{uuid.uuid4().hex[:8]}"
     work.mkdir(parents=True)
     counts: dict[str, int] = {}

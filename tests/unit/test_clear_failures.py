@@ -203,7 +203,7 @@ def test_accents_fold_and_unspaced_scripts_are_compared_by_characters():
 
 
 @pytest.mark.process
-def test_an_export_to_s3_is_refused_not_written_to_a_local_folder_named_s3(tmp_path):
+def test_an_export_goes_to_a_local_folder_only_never_s3_or_over_a_file(tmp_path):
     """``Path("s3://b/x-hf")`` is the local folder ``s3:/b/x-hf``: the export went there, silently, while the
     user looked in the bucket."""
     proc = subprocess.run(
@@ -214,3 +214,8 @@ def test_an_export_to_s3_is_refused_not_written_to_a_local_folder_named_s3(tmp_p
     assert proc.returncode == 2 and "written to a local folder" in proc.stderr and "aws s3 sync" in proc.stderr
     assert "Traceback" not in proc.stderr
     assert list(tmp_path.iterdir()) == []
+    # A file is never replaced by an export's folder, --overwrite or not.
+    (tmp_path / "notes.txt").write_text("mine")
+    proc, _ = _cli("export", "--output", str(tmp_path / "out"), "--format", "hf", "--to", str(tmp_path / "notes.txt"),
+                   "--overwrite")  # fmt: skip
+    assert proc.returncode == 2 and "is a file" in proc.stderr and (tmp_path / "notes.txt").read_text() == "mine"
