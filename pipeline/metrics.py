@@ -34,6 +34,10 @@ def _clean_char(c: str, fold: bool) -> str:
     from transformers.models.whisper.english_normalizer import ADDITIONAL_DIACRITICS
 
     category = unicodedata.category(c)
+    if category == "Cf":
+        # Invisible format characters are no letters: Persian writes "می‌جوشد" with a zero-width non-joiner
+        # that a transcript may leave out ("میجوشد"); bidi marks, soft hyphens and zero-width spaces alike.
+        return ""
     if category[0] == "M" and (not fold or _LETTER_MARKS.match(c)):
         return c
     if fold and c in ADDITIONAL_DIACRITICS:

@@ -63,7 +63,7 @@ def agreement_parts(cfg: CurationConfig) -> dict[str, Any]:
     (the transformers release that ships it), accent folding, and the default language."""
     from importlib.metadata import version
 
-    from pipeline.commonvoice.languages import by_characters
+    from pipeline.commonvoice.languages import FORMAT_MARKED, by_characters
     from pipeline.metrics import is_english
 
     parts: dict[str, Any] = {
@@ -72,13 +72,19 @@ def agreement_parts(cfg: CurationConfig) -> dict[str, Any]:
         "language": cfg.transcriber.language,
     }
     language = cfg.transcriber.language
-    if language is None or by_characters(language) or not (cfg.gates.fold_diacritics or is_english(language)):
+    if (
+        language is None
+        or by_characters(language)
+        or language in FORMAT_MARKED
+        or not (cfg.gates.fold_diacritics or is_english(language))
+    ):
         # Rules 2 (a language Whisper lacks no longer normalised as English, nan-tw in characters, full-width
         # brackets dropped) changed unsupported locales and unspaced scripts; rules 3 (a mark stays with its
         # letter: Indic and Southeast Asian vowel signs always, every accent when accents are not folded)
-        # those and the Indic scripts and unfolded languages.  Only these tables measure again (an English one
-        # of 2 M clips would spend about 11 minutes on it).
-        parts["rules"] = 3
+        # those and the Indic scripts and unfolded languages; rules 4 (invisible format characters dropped:
+        # zero-width joiners, bidi marks) those and the scripts that hold them.  Only these tables measure
+        # again (an English one of 2 M clips would spend about 11 minutes on it).
+        parts["rules"] = 4
     return parts
 
 

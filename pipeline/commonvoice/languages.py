@@ -78,6 +78,9 @@ UNSPACED = frozenset({"zh", "yue", "ja", "th", "lo", "my", "km", "bo"})
 # nukta and nasal marks vary where the speaker said the sentence, and a Dravidian word is often a phrase
 # ("கடைக்குப்", to the shop): base's Tamil readings of the right sentence scored WER 1.0 at CER 0.27.
 INDIC = frozenset({"hi", "mr", "ne", "sa", "bn", "as", "pa", "gu", "ta", "te", "kn", "ml", "si"})
+# Whisper languages whose writing holds invisible format characters (zero-width non-joiners, bidi marks):
+# Persian's "می‌جوشد", Urdu's, Pashto's, Arabic and Hebrew text with direction marks.
+FORMAT_MARKED = frozenset({"fa", "ur", "ps", "ar", "he", "yi", "sd"})
 # Locales Whisper has no language for, written like one it has: Taiwanese Hokkien's sentences are mainly
 # Han characters (Tâi-lô only in brackets), so a word-level WER would count each sentence as one word.
 WRITTEN_LIKE = {"nan-tw": "zh"}

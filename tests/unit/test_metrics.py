@@ -45,6 +45,19 @@ def test_a_mark_stays_with_its_letter_and_only_accents_fold():
             assert " ".join(normalize_text(text, "xx", fold)) == BasicTextNormalizer(fold)(text).strip(), text
 
 
+def test_invisible_format_characters_are_no_letters():
+    """Persian writes "می‌جوشد" (boils) with a zero-width non-joiner; a transcript that joins it ("میجوشد") read
+    the same word and counted as an error, as did a right-to-left mark or a soft hyphen."""
+    sentence = "آب در صد درجه می\u200cجوشد."
+    for heard in ("آب در صد درجه میجوشد", "آب در صد درجه می\u200cجوشد"):
+        for fold in (True, False):
+            assert agreement(sentence, heard, "fa", fold_diacritics=fold) == (0.0, 0.0), (heard, fold)
+    assert agreement("שלום\u200f עולם", "שלום עולם", "he") == (0.0, 0.0)
+    assert agreement("Foto\u00adsynthese und Zucker", "Fotosynthese und Zucker", "de") == (0.0, 0.0)
+    # A word said as two is still one error: the format character is dropped, not made a space.
+    assert agreement(sentence, "آب در صد درجه می جوشد", "fa", fold_diacritics=True)[0] > 0
+
+
 def test_a_language_whisper_does_not_know_is_not_normalised_as_english():
     """None is an unsupported locale's language (Abkhaz, Kabyle, Romansh...): its words are left as they are,
     where the English normalizer would turn "ten" into 10 and drop "um" as a filler."""
