@@ -17,6 +17,7 @@ SQL that reads as the plan's rules.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import glob
 import itertools
 import logging
@@ -74,6 +75,7 @@ def duck_type(t: pa.DataType) -> str:
 
 
 PREFIX = "curate-plan-"
+OWNER = ".owner"  # flock-ed while its workspace lives (``sweep_stale``)
 
 
 def _host() -> str:
@@ -90,24 +92,42 @@ def _alive(pid: int) -> bool:
     return True
 
 
+def _owned(folder: str) -> bool:
+    """Whether a live workspace holds ``folder``: its ``OWNER`` file is flock-ed for the workspace's life, so a
+    lock this process can take is a killed run's.  A folder from before the lock (no ``OWNER``) is judged by
+    the process its name holds."""
+    try:
+        fd = os.open(os.path.join(folder, OWNER), os.O_RDWR)
+    except FileNotFoundError:
+        pid = int(re.match(r".*-(\d+)-[^-]*$", os.path.basename(folder)).group(1))
+        return pid == os.getpid() or _alive(pid)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        return False
+    except OSError:
+        return True
+    finally:
+        os.close(fd)
+
+
 def sweep_stale(temp_root: str | None = None) -> list[str]:
-    """Remove workspace folders left by runs of this host that were killed (SIGKILL, the OOM killer): a
-    folder is named for its host and process, and is stale once that process is gone.  At a release's size
-    a plan's folder holds gigabytes, and a night killed every week would fill the disk.  Folders of other
-    hosts (a shared temp folder) and of live processes are left alone."""
+    """Remove workspace folders left by runs of this host that were killed (SIGKILL, the OOM killer).  At a
+    release's size a plan's folder holds gigabytes, and a night killed every week would fill the disk.  A
+    folder is stale once its owner lock is free: not its process id, which a container gives its every run
+    alike, so a killed run's folder looked alive to the next.  Folders of other hosts (a shared temp
+    folder) and of live workspaces are left alone."""
     root = temp_root or tempfile.gettempdir()
     pattern = re.compile(re.escape(PREFIX + _host() + "-") + r"(\d+)-")
     removed = []
     with contextlib.suppress(OSError):
         for entry in os.scandir(root):
-            m = pattern.match(entry.name)
-            if not m or not entry.is_dir(follow_symlinks=False):
+            if not pattern.match(entry.name) or not entry.is_dir(follow_symlinks=False):
                 continue
-            pid = int(m.group(1))
-            if pid == os.getpid() or _alive(pid):
-                continue
-            shutil.rmtree(entry.path, ignore_errors=True)
-            removed.append(entry.path)
+            with contextlib.suppress(OSError, AttributeError):
+                if _owned(entry.path):
+                    continue
+                shutil.rmtree(entry.path, ignore_errors=True)
+                removed.append(entry.path)
     if removed:
         log.info("removed %d plan folder(s) left by killed runs: %s", len(removed), ", ".join(removed))
     return removed
@@ -121,7 +141,14 @@ class Workspace:
         import duckdb
 
         sweep_stale(temp_root)
-        self.folder = tempfile.mkdtemp(prefix=f"{PREFIX}{_host()}-{os.getpid()}-", dir=temp_root)
+        # Made under a name no sweep reads, locked, then renamed: it is never seen without its lock held.
+        making = tempfile.mkdtemp(prefix=f".making-{PREFIX}", dir=temp_root)
+        self._owner = os.open(os.path.join(making, OWNER), os.O_CREAT | os.O_RDWR, 0o600)
+        fcntl.flock(self._owner, fcntl.LOCK_EX)
+        self.folder = os.path.join(
+            os.path.dirname(making), f"{PREFIX}{_host()}-{os.getpid()}-{os.path.basename(making)[-8:]}"
+        )
+        os.rename(making, self.folder)
         self.con = duckdb.connect(
             config={
                 "memory_limit": f"{memory_limit_mb}MB",
@@ -144,6 +171,8 @@ class Workspace:
         with contextlib.suppress(Exception):
             self.con.close()
         shutil.rmtree(self.folder, ignore_errors=True)
+        with contextlib.suppress(OSError):
+            os.close(self._owner)
 
     # ------------------------------------------------------------------------------------ data in
 

@@ -176,7 +176,7 @@ def test_a_killed_runs_plan_folder_is_removed_by_the_next_run(tmp_path):
     import subprocess
     import sys
 
-    from pipeline.table.workspace import PREFIX, Workspace, _host
+    from pipeline.table.workspace import OWNER, PREFIX, Workspace, _host
 
     code = (
         "import os, sys, time\n"
@@ -196,9 +196,14 @@ def test_a_killed_runs_plan_folder_is_removed_by_the_next_run(tmp_path):
         assert os.path.isdir(killed_folder)  # SIGKILL left it behind
         other_host = tmp_path / f"{PREFIX}another-host-{killed.pid}-abc"
         other_host.mkdir()
+        # A container gives each night's run the same process id: a killed run's folder named for this
+        # process, its lock free, is stale all the same (it was kept as "this run's own").
+        same_pid = tmp_path / f"{PREFIX}{_host()}-{os.getpid()}-oldnight"
+        same_pid.mkdir()
+        (same_pid / OWNER).touch()
         with Workspace(memory_limit_mb=64, threads=1, temp_root=str(tmp_path)) as ws:
             assert os.path.basename(ws.folder).startswith(f"{PREFIX}{_host()}-{os.getpid()}-")
-            assert not os.path.exists(killed_folder)
+            assert not os.path.exists(killed_folder) and not same_pid.exists()
             assert os.path.isdir(live_folder) and other_host.is_dir()
         assert not os.path.exists(ws.folder)  # its own, on a clean exit
     finally:
