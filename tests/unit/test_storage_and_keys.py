@@ -176,7 +176,8 @@ def test_a_killed_runs_plan_folder_is_removed_by_the_next_run(tmp_path):
     import subprocess
     import sys
 
-    from pipeline.table.workspace import OWNER, PREFIX, Workspace, _host
+    from pipeline.runtime.owner import OWNER
+    from pipeline.table.workspace import PREFIX, Workspace, _host
 
     code = (
         "import os, sys, time\n"
