@@ -15,6 +15,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from pipeline.columns import ID, RESERVED, SENTENCE
+from pipeline.table.schema import plain_type
 
 
 class InputSchemaError(ValueError):
@@ -41,19 +42,16 @@ def _is_binary(t: pa.DataType) -> bool:
 
 
 def plain(schema: pa.Schema) -> pa.Schema:
-    """``schema`` with each dictionary-encoded column as its values' type: a pandas ``category`` column
-    comes back from Parquet dictionary-encoded, and holds strings all the same."""
-    return pa.schema(
-        [f.with_type(f.type.value_type) if pa.types.is_dictionary(f.type) else f for f in schema],
-        metadata=schema.metadata,
-    )
+    """``schema`` with each dictionary-encoded column as its values' type (``plain_type``): a pandas
+    ``category`` column comes back from Parquet dictionary-encoded, and holds strings all the same."""
+    return pa.schema([f.with_type(plain_type(f.type)) for f in schema], metadata=schema.metadata)
 
 
 def decoded(t: pa.Table) -> pa.Table:
     """``t`` with its dictionary-encoded columns decoded (``plain``)."""
     for i, f in enumerate(t.schema):
-        if pa.types.is_dictionary(f.type):
-            t = t.set_column(i, f.name, pc.cast(t.column(i), f.type.value_type))
+        if plain_type(f.type) != f.type:
+            t = t.set_column(i, f.name, pc.cast(t.column(i), plain_type(f.type)))
     return t
 
 

@@ -104,14 +104,19 @@ AUDIO_TABLE = pa.schema(
 INTERNAL = frozenset({"releases_json", "read_error", "_source"})
 
 
+def plain_type(t: pa.DataType) -> pa.DataType:
+    """A dictionary-encoded type (a pandas ``category`` read back from Parquet) as its values' type: how the
+    table stores such a column, and how the input reads it."""
+    return t.value_type if pa.types.is_dictionary(t) else t
+
+
 def clips_schema(extra: pa.Schema | None = None) -> pa.Schema:
     """The clips schema plus an input's own pass-through columns (Parquet mirrors carry their own)."""
     fields = list(CLIPS)
     if extra is not None:
         names = set(CLIPS.names)
-        # A dictionary-encoded input column (a pandas category) is stored as its values.
         fields += [
-            f.with_type(f.type.value_type if pa.types.is_dictionary(f.type) else f.type).with_nullable(True)
+            f.with_type(plain_type(f.type)).with_nullable(True)
             for f in extra
             if f.name not in names and f.name not in INTERNAL
         ]
