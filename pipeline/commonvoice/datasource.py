@@ -5,6 +5,8 @@
   whatever the archive's size.  Several tarballs are read in parallel, one task each.
 - An extracted folder (local or S3) is one read task per ``clips_per_task`` rows of the split, each
   opening its clips by path, so ``clips/`` is read in parallel across the cluster.
+- A task's rows travel by object reference when they are many (a tarball's task holds its whole split:
+  2 M rows of English), so the task Ray ships and names stays small.
 
 Every row of the split comes out exactly once: a clip the release lacks comes out with no audio and
 ``read_error`` = "clip missing from release", and the decode stage quarantines it.
@@ -12,10 +14,10 @@ Every row of the split comes out exactly once: a clip the release lacks comes ou
 
 from __future__ import annotations
 
-import functools
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import pyarrow as pa
+import ray
 from ray.data.block import BlockMetadata
 from ray.data.datasource import Datasource, ReadTask
 
@@ -28,6 +30,9 @@ from pipeline.runtime.storage import locate, resolve_filesystem
 
 # A Common Voice MP3 is ~30-60 KB; only used to size Ray's estimate of the data.
 EST_CLIP_BYTES = 48_000
+# Rows over this size go to the object store, not into the task: Ray warns of a read task over 1 MiB, and
+# names it in the warning by its function's ``__name__``.
+INLINE_ROWS_BYTES = 256 << 10
 
 
 def _block(rows: pa.Table, indices: list[int], audio: list[bytes | None], errors: list[str | None]) -> pa.Table:
@@ -130,6 +135,28 @@ class ReleaseDatasource(Datasource):
                     input_files=[src.uri],
                     exec_stats=None,
                 )
-                fn = functools.partial(read, src.uri, chunk, self.storage, self.cfg.rows_per_block, self.max_clip_bytes)
-                tasks.append(ReadTask(fn, meta, per_task_row_limit=per_task_row_limit))
+                args = (self.storage, self.cfg.rows_per_block, self.max_clip_bytes)
+                tasks.append(
+                    ReadTask(read_fn(read, src.uri, chunk, *args), meta, per_task_row_limit=per_task_row_limit)
+                )
         return tasks
+
+
+def read_fn(
+    read: Callable[..., Iterator[pa.Table]], uri: str, rows: pa.Table, *args
+) -> Callable[[], Iterator[pa.Table]]:
+    """``read(uri, rows, *args)`` as a read task's function: named as ``read`` (Ray reads ``__name__`` off a
+    large task's function; a ``functools.partial`` has none, and failed every tarball of over ~4,000 clips),
+    its rows by object reference when they are many.  Called on the driver, which owns the reference."""
+    if rows.nbytes > INLINE_ROWS_BYTES:
+        ref = ray.put(rows)
+
+        def fn() -> Iterator[pa.Table]:
+            return read(uri, ray.get(ref), *args)
+    else:
+
+        def fn() -> Iterator[pa.Table]:
+            return read(uri, rows, *args)
+
+    fn.__name__ = fn.__qualname__ = read.__name__
+    return fn
