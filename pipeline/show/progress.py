@@ -114,15 +114,24 @@ def _clock(seconds: float) -> str:
     )
 
 
-def stage_line(stage: str, done: int, total: int, rate: float | None, width: int = 24) -> str:
+def remaining_s(done: int, total: int, rate: float | None, upstream_s: float = 0.0) -> float | None:
+    """Seconds until a stage has every row: at its own rate, but never before the stage feeding it (the judge
+    passing rows faster than decode reads them still waits for decode's last row)."""
+    if not rate or done >= total:
+        return None
+    return max((total - done) / rate, upstream_s)
+
+
+def stage_line(stage: str, done: int, total: int, rate: float | None, width: int = 24, upstream_s: float = 0.0) -> str:
     """``decode      12/40     ███████░░░  8.1 rows/s  ETA 0:03``"""
     frac = min(done / total, 1.0) if total else 0.0
     filled = round(width * frac)
     bar = "█" * filled + "░" * (width - filled)
+    left = remaining_s(done, total, rate, upstream_s)
     if total and done >= total:
         eta = "done"
-    elif rate:
-        eta = f"ETA {_clock((total - done) / rate)}"
+    elif left is not None:
+        eta = f"ETA {_clock(left)}"
     else:
         eta = "starting" if done == 0 else ""
     speed = (f"{rate:7.1f}" if rate >= 1 else f"{rate:7.2f}") + " rows/s" if rate else " " * 14
@@ -150,7 +159,7 @@ class ConsoleProgress:
         return self
 
     def _lines(self, counts: dict[str, int]) -> list[str]:
-        now, lines = time.time(), []
+        now, lines, upstream_s = time.time(), [], 0.0
         for s in self.stages:
             done = counts.get(s, 0)
             if done and s not in self._first:
@@ -165,7 +174,8 @@ class ConsoleProgress:
             if rate is None and s in self._finished and end - self.started >= 1.0:
                 # Its rows all came in one poll (a log's 10 s period): the rate since the run started.
                 rate = done / (end - self.started)
-            lines.append(stage_line(s, done, self.total, rate))
+            lines.append(stage_line(s, done, self.total, rate, upstream_s=upstream_s))
+            upstream_s = remaining_s(done, self.total, rate, upstream_s) or upstream_s
         return lines
 
     def _draw(self, counts: dict[str, int], final: bool = False) -> None:

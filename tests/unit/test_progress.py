@@ -25,6 +25,22 @@ def test_stage_lines_say_done_rate_and_eta():
     assert stage_line("judge", 40, 40, 2.0).endswith("done")
 
 
+def test_a_stage_is_never_due_before_the_stage_feeding_it():
+    """Seen on a 5,000-clip release: decode "ETA 7:55" above judge "ETA 4:57", though the judge can only
+    finish after decode's last row."""
+    import io
+    import time
+
+    p = ConsoleProgress(None, ["decode", "judge", "gates"], total=1000, out=io.StringIO(), tty=False)
+    now = time.time()
+    # decode has read 100 rows at 1 row/s; the judge took its last 50 at 10 rows/s; the gates are done.
+    p._first = {"decode": (now - 100, 0), "judge": (now - 5, 50), "gates": (now - 5, 50)}
+    decode, judge, gates = p._lines({"decode": 100, "judge": 100, "gates": 100})
+    assert decode.endswith("ETA 15:00") and judge.endswith("ETA 15:00") and gates.endswith("ETA 15:00")
+    assert "10.0 rows/s" in judge  # its own rate still shows
+    assert stage_line("judge", 100, 1000, 10.0).endswith("ETA 1:30")
+
+
 def test_without_a_counter_a_stage_runs_untouched():
     def stage(batch):
         return batch
