@@ -63,12 +63,24 @@ def is_english(language: str | None) -> bool:
     return language is not None and language.lower().split("-")[0] == "en"
 
 
+@functools.cache
+def _simplified() -> Callable[[str], str]:
+    # OpenCC's Taiwan-to-Simplified chain: Taiwan's variant forms, then Traditional phrases and characters.
+    from opencc import OpenCC
+
+    return OpenCC("tw2s").convert
+
+
 def normalize_text(text: str, language: str | None = "en", fold_diacritics: bool = False) -> list[str]:
     """Whisper's normalisation for ``language`` (English by default), as a list of words."""
+    from pipeline.commonvoice.languages import HAN
+
     # NFKC first, so that full-width brackets are dropped with what they hold, as ASCII ones are: Taiwanese
     # Hokkien's sentences give a Han word's reading there ("巧（khá）"), which nobody says twice.
     # A lone "." survives the English normalizer (it keeps decimal points); it is not a word.
     text = unicodedata.normalize("NFKC", text or "")
+    if language in HAN:
+        text = _simplified()(text)
     words = _normalizer(is_english(language), fold_diacritics)(text).split()
     return [w for w in words if any(c.isalnum() for c in w)]
 

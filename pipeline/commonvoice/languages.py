@@ -73,6 +73,9 @@ _SPECIAL = {
 FALLBACK = {"yue": "zh"}
 # Whisper languages written without spaces between words: agreement is measured in characters (CER).
 UNSPACED = frozenset({"zh", "yue", "ja", "th", "lo", "my", "km", "bo"})
+# Chinese, in Traditional or Simplified characters: a Whisper writes either, whatever the sentence's (base
+# wrote zh-CN's "我们喜欢喝茶" as "我們喜歡喝茶", two errors in six), so both sides are folded to Simplified.
+HAN = frozenset({"zh", "yue"})
 # Whisper languages in an Indic script, whose vowels are marks on a consonant (abugidas; Thai, Lao, Burmese,
 # Khmer and Tibetan are ones too, and unspaced): gated on characters as well.  A Whisper's vowel signs,
 # nukta and nasal marks vary where the speaker said the sentence, and a Dravidian word is often a phrase

@@ -202,6 +202,33 @@ def test_accents_fold_and_unspaced_scripts_are_compared_by_characters():
     assert agreement("今天天气很好。", "今天天气", "zh")[1] == 2 / 6
 
 
+def test_chinese_in_either_script_agrees_with_its_sentence():
+    """Whisper base wrote zh-CN's "我们喜欢喝茶" as "我們喜歡喝茶" (espeak-ng's Mandarin, forced to ``zh``): two
+    errors in six characters that nobody said.  Both sides are folded to Simplified; a wrong character is
+    still one."""
+    from pipeline.stages.gates import measure_agreement
+
+    row = {"locale": "zh-CN", "sentence": "我们喜欢喝茶。", "transcription": "我們喜歡喝茶"}
+    measure_agreement(row, "zh")
+    assert row["cer"] == 0.0
+    for locale, sentence, heard in (
+        ("zh-TW", "這個電腦很貴，臺灣的颱風來了。", "这个电脑很贵，台湾的台风来了"),  # Taiwan's 臺 for 台 too
+        ("zh-HK", "我哋喺度食緊飯", "我哋喺度食紧饭"),
+        ("yue", "我哋喺度食緊飯", "我哋喺度食紧饭"),
+        ("nan-tw", "我欲去學校", "我欲去学校"),  # written like Chinese, though Whisper lacks it
+    ):
+        row = {"locale": locale, "sentence": sentence, "transcription": heard}
+        measure_agreement(row, None)
+        assert row["cer"] == 0.0, locale
+    row = {"locale": "zh-CN", "sentence": "我们喜欢喝茶。", "transcription": "我們喜歡喝酒"}  # tea, not wine
+    measure_agreement(row, "zh")
+    assert row["cer"] == 1 / 6
+    # Japanese keeps its own characters: 學 is not how Japanese writes 学.
+    row = {"locale": "ja", "sentence": "学校", "transcription": "學校"}
+    measure_agreement(row, "ja")
+    assert row["cer"] == 1 / 2
+
+
 @pytest.mark.process
 def test_an_export_goes_to_a_local_folder_only_never_s3_or_over_a_file(tmp_path):
     """``Path("s3://b/x-hf")`` is the local folder ``s3:/b/x-hf``: the export went there, silently, while the
