@@ -41,6 +41,8 @@ from scripts.make_cv_release import SAMPLE
 LOCALES = ("es", "fr", "de", "zh-CN", "ja")
 # Scripts whose vowels are marks, gated on characters (``languages.by_characters``): opt in with --locales.
 INDIC = ("hi", "ta", "bn", "th", "mr", "ml")
+# A language written in two scripts (``languages.FOLDED_SCRIPT``): opt in with --locales.
+TWO_SCRIPTS = ("sr",)
 
 
 def transcribe(engine: BatchedWhisper, clips: list, languages: list) -> tuple[list, float]:
@@ -70,7 +72,7 @@ def kept_by_language_rules(locale: str, sentences: list[str], got: list) -> dict
 
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--locales", nargs="+", default=list(LOCALES), choices=LOCALES + INDIC)
+    ap.add_argument("--locales", nargs="+", default=list(LOCALES), choices=LOCALES + INDIC + TWO_SCRIPTS)
     ap.add_argument("--no-english", action="store_true", help="skip English on the bundled sample")
     args = ap.parse_args(argv)
     locales = args.locales

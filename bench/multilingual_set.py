@@ -23,7 +23,7 @@ RATE = 48_000
 # Mandarin is spoken from pinyin (SPOKEN); Japanese is written in kana, which its dictionary reads.
 VOICES = {
     "en": "en-us", "es": "es", "fr": "fr+m3", "de": "de", "it": "it", "pt": "pt", "zh-CN": "cmn-latn-pinyin",
-    "ja": "ja", "yue": "yue", "hi": "hi", "ta": "ta", "bn": "bn", "th": "th", "mr": "mr", "ml": "ml",
+    "ja": "ja", "yue": "yue", "sr": "sr", "hi": "hi", "ta": "ta", "bn": "bn", "th": "th", "mr": "mr", "ml": "ml",
 }  # fmt: skip
 
 SENTENCES: dict[str, dict[str, list[str]]] = {
@@ -98,6 +98,21 @@ SENTENCES: dict[str, dict[str, list[str]]] = {
         "chitchat": ["今天天气很好。", "我们喜欢喝茶。"],
     },
     "ja": {"educational": ["わたしはがくせいです。"], "chitchat": ["こんにちは、げんきですか。"]},
+    # Written in Cyrillic, as Common Voice's Serbian sentences are; Whisper writes Serbian in Latin letters.
+    "sr": {
+        "educational": [
+            "Вода кључа на сто степени.",
+            "Сунце излази на истоку.",
+            "Срце пумпа крв кроз цело тело.",
+            "Земља обиђе Сунце за годину дана.",
+        ],
+        "chitchat": [
+            "Добар дан, како сте?",
+            "Видимо се сутра на журци.",
+            "Моја мачка опет спава на каучу.",
+            "Хајде да наручимо пицу вечерас.",
+        ],
+    },
     # Scripts whose vowels are marks (docs/curation.md "Vowel signs are letters").  base hears espeak-ng's
     # voices for them poorly: these measure the agreement rules more than the model.
     "hi": {

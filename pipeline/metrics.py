@@ -63,6 +63,14 @@ def is_english(language: str | None) -> bool:
     return language is not None and language.lower().split("-")[0] == "en"
 
 
+# Serbian Cyrillic to Latin, letter for letter (Vuk's alphabet and Gaj's are one to one; lower case only, as
+# the text is lowered first).
+_SERBIAN_LATIN = str.maketrans(
+    dict(zip("абвгдђежзијклмнопрстћуфхцчш", "abvgdđežzijklmnoprstćufhcčš", strict=True))
+    | {"љ": "lj", "њ": "nj", "џ": "dž"}
+)
+
+
 @functools.cache
 def _simplified() -> Callable[[str], str]:
     # OpenCC's Taiwan-to-Simplified chain: Taiwan's variant forms, then Traditional phrases and characters.
@@ -71,16 +79,24 @@ def _simplified() -> Callable[[str], str]:
     return OpenCC("tw2s").convert
 
 
+def fold_script(text: str, language: str | None) -> str:
+    """``text`` in the one script agreement is measured in for ``language`` (``languages.FOLDED_SCRIPT``)."""
+    from pipeline.commonvoice.languages import FOLDED_SCRIPT
+
+    script = FOLDED_SCRIPT.get(language or "")
+    if script == "Hans":
+        return _simplified()(text)
+    if script == "Latn":
+        return text.lower().translate(_SERBIAN_LATIN)
+    return text
+
+
 def normalize_text(text: str, language: str | None = "en", fold_diacritics: bool = False) -> list[str]:
     """Whisper's normalisation for ``language`` (English by default), as a list of words."""
-    from pipeline.commonvoice.languages import HAN
-
     # NFKC first, so that full-width brackets are dropped with what they hold, as ASCII ones are: Taiwanese
     # Hokkien's sentences give a Han word's reading there ("巧（khá）"), which nobody says twice.
     # A lone "." survives the English normalizer (it keeps decimal points); it is not a word.
-    text = unicodedata.normalize("NFKC", text or "")
-    if language in HAN:
-        text = _simplified()(text)
+    text = fold_script(unicodedata.normalize("NFKC", text or ""), language)
     words = _normalizer(is_english(language), fold_diacritics)(text).split()
     return [w for w in words if any(c.isalnum() for c in w)]
 

@@ -73,9 +73,11 @@ _SPECIAL = {
 FALLBACK = {"yue": "zh"}
 # Whisper languages written without spaces between words: agreement is measured in characters (CER).
 UNSPACED = frozenset({"zh", "yue", "ja", "th", "lo", "my", "km", "bo"})
-# Chinese, in Traditional or Simplified characters: a Whisper writes either, whatever the sentence's (base
-# wrote zh-CN's "我们喜欢喝茶" as "我們喜歡喝茶", two errors in six), so both sides are folded to Simplified.
-HAN = frozenset({"zh", "yue"})
+# Languages written in two scripts, either of which a Whisper writes whatever the sentence's, and the one both
+# sides are folded to before agreement is measured: Chinese in Traditional or Simplified characters (base
+# wrote zh-CN's "我们喜欢喝茶" as "我們喜歡喝茶", two errors in six), Serbian in Cyrillic or Latin letters (base
+# wrote "Добар дан, како сте?" as "doma dan kako ste", every word an error).
+FOLDED_SCRIPT = {"zh": "Hans", "yue": "Hans", "sr": "Latn"}
 # Whisper languages in an Indic script, whose vowels are marks on a consonant (abugidas; Thai, Lao, Burmese,
 # Khmer and Tibetan are ones too, and unspaced): gated on characters as well.  A Whisper's vowel signs,
 # nukta and nasal marks vary where the speaker said the sentence, and a Dravidian word is often a phrase
