@@ -71,6 +71,10 @@ _SERBIAN_LATIN = str.maketrans(
 )
 
 
+# Arabic's yeh, alef maksura and kaf, as Persian and Urdu write them.
+_PERSIAN_LETTERS = str.maketrans({"\u064a": "\u06cc", "\u0649": "\u06cc", "\u0643": "\u06a9"})
+
+
 @functools.cache
 def _simplified() -> Callable[[str], str]:
     # OpenCC's Taiwan-to-Simplified chain: Taiwan's variant forms, then Traditional phrases and characters.
@@ -88,6 +92,8 @@ def fold_script(text: str, language: str | None) -> str:
         return _simplified()(text)
     if script == "Latn":
         return text.lower().translate(_SERBIAN_LATIN)
+    if script == "Arab-fa":
+        return text.translate(_PERSIAN_LETTERS)
     return text
 
 

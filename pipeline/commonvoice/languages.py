@@ -76,8 +76,9 @@ UNSPACED = frozenset({"zh", "yue", "ja", "th", "lo", "my", "km", "bo"})
 # Languages written in two scripts, either of which a Whisper writes whatever the sentence's, and the one both
 # sides are folded to before agreement is measured: Chinese in Traditional or Simplified characters (base
 # wrote zh-CN's "我们喜欢喝茶" as "我們喜歡喝茶", two errors in six), Serbian in Cyrillic or Latin letters (base
-# wrote "Добар дан, како сте?" as "doma dan kako ste", every word an error).
-FOLDED_SCRIPT = {"zh": "Hans", "yue": "Hans", "sr": "Latn"}
+# wrote "Добар дан, како сте?" as "doma dan kako ste", every word an error); and Persian and Urdu, whose yeh
+# and kaf are typed as Arabic's (ي ك) as often as as their own (ی ک), the same letters.
+FOLDED_SCRIPT = {"zh": "Hans", "yue": "Hans", "sr": "Latn", "fa": "Arab-fa", "ur": "Arab-fa"}
 # Whisper languages in an Indic script, whose vowels are marks on a consonant (abugidas; Thai, Lao, Burmese,
 # Khmer and Tibetan are ones too, and unspaced): gated on characters as well.  A Whisper's vowel signs,
 # nukta and nasal marks vary where the speaker said the sentence, and a Dravidian word is often a phrase

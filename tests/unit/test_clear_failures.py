@@ -229,7 +229,7 @@ def test_chinese_in_either_script_agrees_with_its_sentence():
     assert row["cer"] == 1 / 2
 
 
-def test_serbian_in_either_alphabet_agrees_with_its_sentence():
+def test_serbian_in_either_alphabet_and_persian_in_either_yeh_agree_with_their_sentences():
     """Common Voice's Serbian sentences are Cyrillic; Whisper base, forced to ``sr``, wrote espeak-ng's
     "Добар дан, како сте?" as "doma dan, kako ste?" (bench/multilingual_eval.py): every word an error until
     both sides are read in Latin letters, where one is."""
@@ -243,6 +243,14 @@ def test_serbian_in_either_alphabet_agrees_with_its_sentence():
         row = {"locale": "sr", "sentence": sentence, "transcription": heard}
         measure_agreement(row, "sr")
         assert row["wer"] == 0.0, sentence
+    # Persian's and Urdu's yeh and kaf typed as Arabic's are the same letters; Arabic keeps its own.
+    for locale in ("fa", "ur"):
+        row = {"locale": locale, "sentence": "کتاب یک", "transcription": "كتاب يك"}
+        measure_agreement(row, locale)
+        assert row["wer"] == 0.0, locale
+    row = {"locale": "ar", "sentence": "على", "transcription": "علي"}  # "on" is not "Ali"
+    measure_agreement(row, "ar")
+    assert row["wer"] == 1.0
     # Russian and Macedonian are not folded: a Latin transcript of them is the wrong writing.
     row = {"locale": "ru", "sentence": "Добрый день", "transcription": "dobryj den"}
     measure_agreement(row, "ru")
