@@ -28,7 +28,7 @@ from pipeline.stages.gate_rules import quality_gates
 from pipeline.stages.quality import DnsmosScorer, measure_quality
 
 RESULTS = Path(__file__).resolve().parent / "results"
-SIGNALS = ("snr_db", "clipping_ratio", "speech_ratio", "loudness_lufs", "dnsmos_ovrl", "bandwidth_hz")
+SIGNALS = ("snr_db", "clipping_ratio", "speech_ratio", "loudness_lufs", "dnsmos_ovrl", "bandwidth_hz", "dropouts")
 # (gate code, signal, config field, upper bound?, sweep values)
 GATES = (
     ("noisy", "snr_db", "min_snr_db", False, (0, 3, 5, 8, 10, 12, 15, 20)),
@@ -37,6 +37,7 @@ GATES = (
     ("too_quiet", "loudness_lufs", "min_loudness_lufs", False, (-60, -55, -50, -45, -40, -35)),
     ("low_mos", "dnsmos_ovrl", "min_dnsmos_ovrl", False, (1.6, 1.8, 2.0, 2.2, 2.4, 2.6)),
     ("narrow_band", "bandwidth_hz", "min_bandwidth_hz", False, (3000, 3800, 4500, 6000)),
+    ("dropouts", "dropouts", "max_dropouts", True, (0, 1, 2, 3)),
 )
 
 

@@ -18,6 +18,8 @@ Conditions (``condition`` column) and the gate each one should fail (``expect``)
 | padded | a 0.6-1.2 s phrase inside 8-10 s of room floor | ``mostly_silence`` |
 | quiet | clean at -58 dBFS RMS | ``too_quiet`` |
 | narrowband | clean through 8 kHz (telephone), stored at 48 kHz | ``narrow_band`` |
+| dropouts | clean with a fifth of its 20 ms frames zeroed at random (lost packets) | ``dropouts`` |
+| gaps | clean with three stretches of 0.1-0.2 s zeroed (buffer underruns) | ``dropouts`` |
 
 Noise mixes at 0 and 5 dB SNR should fail ``noisy`` and ``low_mos``; at 20 dB they should pass; 10 dB
 is left to taste (not counted either way).
@@ -179,7 +181,29 @@ def build(count: int = 10, clean: int = 40, seed: int = 0) -> list[Clip]:
                 add(f"clipped-below@{level}", i, mp3_peak(flat, 0.99), ("clipped",))
             else:
                 add(f"clipped-below@{level}", i, flat, ("clipped",), "wav16")
+    for i in range(count):
+        add("dropouts", i, dropped(base(i + 31), rng), ("dropouts",))
+        add("gaps", i, gapped(base(i + 37), rng), ("dropouts",))
     return clips
+
+
+def dropped(x: np.ndarray, rng: np.random.Generator, share: float = 0.2, ms: float = 20) -> np.ndarray:
+    """``x`` with ``share`` of its ``ms`` frames zeroed at random."""
+    frame = int(RATE * ms / 1000)
+    out = x.copy()
+    for k in np.flatnonzero(rng.random(len(x) // frame) < share):
+        out[k * frame : (k + 1) * frame] = 0
+    return out
+
+
+def gapped(x: np.ndarray, rng: np.random.Generator, gaps: int = 3) -> np.ndarray:
+    """``x`` with ``gaps`` stretches of 0.1-0.2 s zeroed."""
+    out = x.copy()
+    for _ in range(gaps):
+        n = int(rng.uniform(0.1, 0.2) * RATE)
+        start = int(rng.uniform(0.1, 0.9) * (len(x) - n))
+        out[start : start + n] = 0
+    return out
 
 
 def judged(condition: str) -> bool:

@@ -62,6 +62,7 @@ LEGACY_LANGUAGE_PROB = "language_prob"
 # How the clip sounds (docs/curation.md "Acoustic quality").  Measured on the original samples by decode:
 CLIPPING = "clipping_ratio"
 BANDWIDTH = "bandwidth_hz"
+DROPOUTS = "dropouts"  # stretches of digital silence inside speech (quality/signals.py)
 # on the 16 kHz samples with Silero VAD, by measure_quality:
 SNR = "snr_db"
 SPEECH_RATIO = "speech_ratio"
@@ -71,7 +72,7 @@ LOUDNESS = "loudness_lufs"
 # and by the DNSMOS stage, when quality.dnsmos is on.
 DNSMOS = ("dnsmos_sig", "dnsmos_bak", "dnsmos_ovrl", "dnsmos_p808")
 DNSMOS_OVRL = "dnsmos_ovrl"
-NATIVE_SIGNALS = (CLIPPING, BANDWIDTH)
+NATIVE_SIGNALS = (CLIPPING, BANDWIDTH, DROPOUTS)
 VAD_SIGNALS = (SNR, SPEECH_RATIO, LEADING_SILENCE, TRAILING_SILENCE, LOUDNESS)
 # Exports only, with quality.trim_silence: the span each clip's audio was cut to.
 TRIM_START, TRIM_END = "trim_start_s", "trim_end_s"

@@ -114,6 +114,11 @@ class GatesConfig(Section):
     # Off by default: a team training on telephone speech wants 8 kHz audio.  4500 rejects it (8 kHz
     # audio reads 3,900 Hz, wideband 10,000+).
     min_bandwidth_hz: float | None = None
+    # Stretches of digital silence inside speech, in a recording whose pauses hold a noise floor (a lost
+    # packet, a buffer underrun): more than this many rejects.  Every one of the 260 other clips of the
+    # labelled set (clean, noisy, clipped, padded) reads 0 or null; every clip with 20 ms frames zeroed at
+    # random or with three 0.1-0.2 s gaps reads 1 or more (docs/curation.md "Acoustic quality").
+    max_dropouts: float | None = Field(default=0, ge=0)
     # Common Voice's own verdicts, as of the latest release that lists the clip.  None: the statuses
     # the curated split implies (validated for validated/train/dev/test; other adds other; ...).
     keep_cv_status: list[str] | None = None

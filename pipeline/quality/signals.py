@@ -193,3 +193,50 @@ def trim_span(duration: float, leading: float | None, trailing: float | None, pa
     if leading is None or trailing is None or leading + trailing >= duration:
         return None
     return max(0.0, leading - pad), min(duration, duration - trailing + pad)
+
+
+# Dropouts: digital silence inside a recording whose pauses hold a noise floor (a lost packet, a buffer
+# underrun, a bad splice).  On 10 ms frames of the 16 kHz samples.
+DROPOUT_FRAME_S = 0.01
+# A frame this quiet is digital silence: a microphone's floor, even dithered 16-bit, is louder.
+SILENT_DBFS = -100.0
+# A frame this far under the clip's loud frames (their 95th percentile) is a pause.
+PAUSE_BELOW_DB = 35.0
+# A silent stretch is a dropout when a frame within REACH of it is this close to the loud frames: it
+# interrupts speech (a stretch inside a pause loses nothing).
+NEAR_SPEECH_DB = 30.0
+REACH = 2
+# Pauses quieter than this: an MP3 encoder silences such a floor by itself, so silence proves nothing.
+FLOOR_MIN_DBFS = -85.0
+
+
+def dropouts(audio: np.ndarray, rate: int) -> float | None:
+    """How many stretches of digital silence interrupt the speech of a recording that otherwise never falls
+    below its own noise floor.  None where that cannot be told: pauses that are digital silence themselves
+    (a synthesizer's speech, a noise gate) or a floor under ``FLOOR_MIN_DBFS``; leading and trailing
+    silence is not counted."""
+    frame = max(1, int(rate * DROPOUT_FRAME_S))
+    n = len(audio) // frame
+    if n < 3:
+        return None
+    power = (audio[: n * frame].astype(np.float64).reshape(n, frame) ** 2).mean(axis=1)
+    db = 10 * np.log10(power + 1e-20)
+    silent = db < SILENT_DBFS
+    sound = np.flatnonzero(~silent)
+    if sound.size == 0:
+        return None
+    db, silent = db[sound[0] : sound[-1] + 1], silent[sound[0] : sound[-1] + 1]
+    loud = float(np.percentile(db, 95))
+    pause = db < loud - PAUSE_BELOW_DB
+    floor = pause & ~silent
+    if pause.any() and (floor.sum() * 2 < pause.sum() or float(np.median(db[floor])) < FLOOR_MIN_DBFS):
+        return None
+    # Runs of silent frames: [starts, ends) from the edges of the flags.
+    edges = np.diff(silent.astype(np.int8), prepend=0, append=0)
+    starts, ends = np.flatnonzero(edges == 1), np.flatnonzero(edges == -1)
+    near = loud - NEAR_SPEECH_DB
+    count = 0
+    for s, e in zip(starts, ends, strict=True):
+        around = np.concatenate([db[max(0, s - REACH) : s], db[e : e + REACH]])
+        count += bool(around.size and around.max() >= near)
+    return float(count)

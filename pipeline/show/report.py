@@ -261,6 +261,7 @@ def kept_rule(config: dict[str, Any]) -> list[tuple[str, str]]:
     if quality.get("dnsmos") and g.get("min_dnsmos_ovrl") is not None:
         sound.append(f"DNSMOS OVRL ≥ {g['min_dnsmos_ovrl']:g}")
     sound += [f"bandwidth ≥ {g['min_bandwidth_hz']:g} Hz"] if g.get("min_bandwidth_hz") is not None else []
+    sound += [f"dropouts ≤ {g['max_dropouts']:g}"] if g.get("max_dropouts") is not None else []
     rules.append(("how it sounds", ", ".join(sound) if quality.get("enabled", True) and sound else "off"))
     rules.append(
         ("Common Voice", "validated, sentence not reported" if g.get("exclude_reported", True) else "validated")

@@ -1,7 +1,8 @@
 """Decode any clip (FLAC, MP3, WAV, OGG; any rate; mono or stereo) to 16 kHz mono float32.
 
-The two signals only the original samples can tell (clipping at the rails, and the bandwidth a
-resampler would hide) are measured here, before resampling.
+The signals only the original samples can tell (clipping at the rails, the bandwidth a resampler would
+hide, and dropouts, whose digital silence the DC blocker and the resampler fill in) are measured here,
+before resampling.
 """
 
 from __future__ import annotations
@@ -20,8 +21,6 @@ from pipeline.columns import (
     AUDIO,
     AUDIO_SHA,
     AUDIO_SIZE,
-    BANDWIDTH,
-    CLIPPING,
     DURATION,
     ERROR,
     ID,
@@ -30,7 +29,7 @@ from pipeline.columns import (
     STAGE,
 )
 from pipeline.config import AudioConfig, CurationConfig, QualityConfig
-from pipeline.quality.signals import bandwidth_hz, clipping_ratio, remove_dc
+from pipeline.quality.signals import bandwidth_hz, clipping_ratio, dropouts, remove_dc
 from pipeline.stage import READ, Stage
 
 NAME = "decode"
@@ -106,30 +105,31 @@ def decode_clip(data: bytes | None, cfg: AudioConfig) -> np.ndarray:
     return resampled(*read_samples(data, cfg), cfg)
 
 
-def native_signals(mono: np.ndarray, rate: int, cfg: QualityConfig) -> tuple[float, float | None]:
-    """(clipping_ratio, bandwidth_hz) of the original samples."""
+def native_signals(mono: np.ndarray, rate: int, cfg: QualityConfig) -> tuple[float | None, ...]:
+    """The ``NATIVE_SIGNALS`` of the original samples, in that order."""
     return (
         clipping_ratio(mono, cfg.clip_level, cfg.clip_min_run, cfg.clip_tolerance),
         bandwidth_hz(mono, rate, cfg.bandwidth_floor_db),
+        dropouts(mono, rate),
     )
 
 
 def decode_audio(batch: pa.Table, cfg: AudioConfig, quality: QualityConfig | None = None) -> pa.Table:
     """Stage: add ``arr`` (16 kHz samples), ``duration_s``, the bytes' ``audio_sha256`` and ``audio_size``,
-    ``error``/``stage`` for failures, and (``quality.enabled``) ``clipping_ratio`` and ``bandwidth_hz``."""
+    ``error``/``stage`` for failures, and (``quality.enabled``) ``clipping_ratio``, ``bandwidth_hz`` and
+    ``dropouts``."""
     ids = batch.column(ID).to_pylist()
     blobs = batch.column(AUDIO).to_pylist()
     # Set by the release reader for a TSV row whose clip is not in the release.
     read_errors = batch.column(READ_ERROR).to_pylist() if READ_ERROR in batch.schema.names else [None] * len(ids)
     measure = quality is not None and quality.enabled
     arrs, durations, errors, stages, shas, sizes = [], [], [], [], [], []
-    clipping: list[float | None] = []
-    bandwidth: list[float | None] = []
+    native: dict[str, list[float | None]] = {name: [] for name in NATIVE_SIGNALS}
     for i, data in enumerate(blobs):
         err: str | None = None
         stage: str | None = NAME
         arr = np.zeros(0, dtype=np.float32)
-        signals: tuple[float | None, float | None] = (None, None)
+        signals: tuple[float | None, ...] = (None,) * len(NATIVE_SIGNALS)
         if read_errors[i]:
             err, stage = read_errors[i], READ
         else:
@@ -140,8 +140,8 @@ def decode_audio(batch: pa.Table, cfg: AudioConfig, quality: QualityConfig | Non
                     signals = native_signals(mono, rate, quality)
             except DecodeError as exc:
                 err = str(exc)
-        clipping.append(signals[0])
-        bandwidth.append(signals[1])
+        for name, value in zip(NATIVE_SIGNALS, signals, strict=True):
+            native[name].append(value)
         arrs.append(arr)
         durations.append(len(arr) / cfg.target_sample_rate)
         errors.append(err)
@@ -155,16 +155,17 @@ def decode_audio(batch: pa.Table, cfg: AudioConfig, quality: QualityConfig | Non
         given = batch.column("duration_ms").to_pylist()
         ms = [g if g is not None or not arrs[i].size else round(1000 * durations[i]) for i, g in enumerate(given)]
         batch = batch.set_column(batch.schema.get_field_index("duration_ms"), "duration_ms", pa.array(ms, pa.int64()))
-    return (
+    batch = (
         batch.append_column(ARR, pa.array(arrs, type=pa.list_(pa.float32())))
         .append_column(DURATION, pa.array(durations, pa.float64()))
         .append_column(ERROR, pa.array(errors, pa.string()))  # null: the row is healthy
         .append_column(STAGE, pa.array(stages, pa.string()))
         .append_column(AUDIO_SHA, pa.array(shas, pa.string()))
         .append_column(AUDIO_SIZE, pa.array(sizes, pa.int64()))
-        .append_column(CLIPPING, pa.array(clipping, pa.float64()))
-        .append_column(BANDWIDTH, pa.array(bandwidth, pa.float64()))
     )
+    for name, values in native.items():
+        batch = batch.append_column(name, pa.array(values, pa.float64()))
+    return batch
 
 
 def stage(cfg: CurationConfig) -> Stage:

@@ -21,6 +21,7 @@ from pipeline.columns import (
     DETECTED_LANGUAGE,
     DETECTED_LANGUAGE_PROB,
     DNSMOS_OVRL,
+    DROPOUTS,
     DURATION,
     LOCALE,
     LOUDNESS,
@@ -298,6 +299,7 @@ REASON_NAMES = {
     "too_quiet": "too quiet (loudness below the minimum)",
     "low_mos": "poor overall quality (DNSMOS OVRL)",
     "narrow_band": "narrow band (telephone-like bandwidth)",
+    "dropouts": "drops out mid-speech (digital silence inside a recording with a noise floor)",
 }
 
 
@@ -311,6 +313,7 @@ def quality_gates(cfg: CurationConfig) -> list[Gate]:
         Bound(LOUDNESS, g.min_loudness_lufs, "too_quiet", upper=False),
         Bound(DNSMOS_OVRL, g.min_dnsmos_ovrl, "low_mos", upper=False),
         Bound(BANDWIDTH, g.min_bandwidth_hz, "narrow_band", upper=False),
+        Bound(DROPOUTS, g.max_dropouts, "dropouts"),
     ]
 
 

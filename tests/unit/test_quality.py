@@ -17,6 +17,7 @@ from pipeline.config import build_config
 from pipeline.quality.signals import (
     bandwidth_hz,
     clipping_ratio,
+    dropouts,
     loudness_lufs,
     remove_dc,
     snr_db,
@@ -66,6 +67,8 @@ def test_each_degradation_gets_its_own_reason_and_clean_speech_none(degraded):
         "padded": ["mostly_silence"],
         "quiet": ["too_quiet"],
         "narrowband": ["narrow_band"],
+        "dropouts": ["dropouts"],
+        "gaps": ["dropouts"],
     }
     got = {k: reasons(rows[k], cfg) for k in expect}
     assert got == expect
@@ -73,9 +76,39 @@ def test_each_degradation_gets_its_own_reason_and_clean_speech_none(degraded):
         for col in ("snr_db", "speech_ratio", "leading_silence_s", "trailing_silence_s", "loudness_lufs",
                     "clipping_ratio", "bandwidth_hz"):  # fmt: skip
             assert row[col] is not None, (row["id"], col)
-        assert row["dnsmos_ovrl"] is None if "dnsmos_ovrl" in row else True
+    # Dropouts are told only over a floor a microphone could have: the -58 dBFS clip's is under it.
+    assert {k: rows[k]["dropouts"] for k in ("clean-000", "clean-001", "loud", "white@20", "quiet")} == {
+        "clean-000": 0, "clean-001": 0, "loud": 0, "white@20": 0, "quiet": None
+    }  # fmt: skip
+    assert all(row.get("dnsmos_ovrl") is None for row in rows.values())
     # The phrase sits 1-3 s into 8-10 s of room tone.
     assert 1.0 <= rows["padded"]["leading_silence_s"] <= 3.1 and rows["padded"]["trailing_silence_s"] > 4
+
+
+def test_dropouts_are_digital_silence_inside_speech_over_a_floor_and_nothing_else():
+    """A recording never falls below its own noise floor; a lost packet does.  Where the pauses are digital
+    silence themselves (espeak-ng's speech, a noise gate) or the floor is one an MP3 encoder silences by
+    itself, nothing can be told: None, which passes."""
+    rng = np.random.default_rng(5)
+    speech = qs.at_level(qs.speech(1)[0], -20)
+    floor = qs.mix(speech, qs.pink(len(speech), rng), 40)
+    assert dropouts(floor, RATE) == 0
+    assert dropouts(qs.dropped(floor, rng), RATE) >= 2
+    assert dropouts(qs.gapped(floor, rng), RATE) >= 2
+    # Leading and trailing digital silence (a recorder's start) is no dropout.
+    pad = np.zeros(RATE // 2, np.float32)
+    assert dropouts(np.concatenate([pad, floor, pad]), RATE) == 0
+    # A stretch inside a pause, far from any speech, loses nothing.
+    long = np.concatenate([floor, qs.mix(np.zeros(2 * RATE, np.float32), qs.pink(2 * RATE, rng), 0) * 0.01, floor])
+    hole = long.copy()
+    middle = len(floor) + RATE
+    hole[middle : middle + RATE // 20] = 0
+    assert dropouts(hole, RATE) == dropouts(long, RATE) == 0
+    # No floor to judge by: espeak-ng's own digital silence between words, or a floor 90 dB down.
+    assert dropouts(speech, RATE) is None
+    assert dropouts(qs.dropped(speech, rng), RATE) is None
+    assert dropouts(qs.mix(speech, qs.pink(len(speech), rng), 75), RATE) is None
+    assert dropouts(np.zeros(RATE, np.float32), RATE) is None
 
 
 def test_narrow_band_is_off_by_default_and_quality_can_be_switched_off(degraded):
