@@ -70,7 +70,7 @@ class GatesConfig(Section):
     # sentence's audio 1.0-2.4: 0.75 sits in the gap, forgiving of a small model's errors.
     max_wer: float | None = Field(default=0.75, ge=0)
     max_cer: float | None = Field(default=None, ge=0)
-    # Scripts without word spaces (zh, yue, ja, th, lo, my, km, bo) and the Indic scripts (hi, bn, ta, ...;
+    # Scripts without word spaces (zh, yue, ja, th, lo, my, km, bo), Korean and the Indic scripts (hi, bn, ta, ...;
     # ``languages.by_characters``): agreement is gated on CER, with this ceiling, in place of max_wer (a
     # "word" there is a whole phrase, or a Whisper's vowel signs vary).
     max_cer_unspaced: float | None = Field(default=0.5, ge=0)

@@ -197,6 +197,13 @@ def test_accents_fold_and_unspaced_scripts_are_compared_by_characters():
     plain = "la fotosintesis convierte la luz del sol en energia quimica"
     assert agreement(sentence, plain, "es", fold_diacritics=True)[0] == 0.0
     assert agreement(sentence, plain, "es", fold_diacritics=False)[0] == 3 / 10
+    # Korean: one wrong syllable in a three-word sentence (base, on espeak-ng) is CER 0.1, not WER 0.33; a
+    # word spaced apart is no error at all.
+    assert agreement("태양은 동쪽에서 뜹니다.", "태양은 동쪽에서 듭니다", "ko") == (1 / 3, 1 / 10)
+    assert agreement("먹어 봤어요", "먹어봤어요", "ko")[1] == 0.0
+    from pipeline.commonvoice.languages import by_characters
+
+    assert by_characters("ko") and not by_characters("tr")
     # Whisper puts spaces between phrases; the sentence has none: CER ignores them.
     assert agreement("今天天气很好。", "今天 天气很好", "zh")[1] == 0.0
     assert agreement("今天天气很好。", "今天天气", "zh")[1] == 2 / 6
