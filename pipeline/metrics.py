@@ -42,6 +42,10 @@ def _clean_char(c: str, fold: bool) -> str:
         return c
     if fold and c in ADDITIONAL_DIACRITICS:
         return ADDITIONAL_DIACRITICS[c]
+    if fold and c == "ı":
+        # Turkish and Azerbaijani's dotless i, folded as its accent: "Işık" lowers to "işık" (Python's I is
+        # English's), which a transcript's "ışık" missed by one letter though the speaker said the word.
+        return "i"
     if fold and category == "Mn":
         return ""
     return " " if category[0] in "MSP" else c

@@ -78,6 +78,9 @@ UNSPACED = frozenset({"zh", "yue", "ja", "th", "lo", "my", "km", "bo"})
 # at CER 0.1 (base on espeak-ng's "태양은 동쪽에서 뜹니다"): gated on characters, spaces left out, as unspaced
 # scripts are.
 SPACING_VARIES = frozenset({"ko"})
+# Whisper languages written with a dotless ı whose capital is I (Turkish, Azerbaijani): with accents folded,
+# ı is read as i, so a sentence's capital I ("Işık", lowered as English lowers it) meets the transcript's ı.
+DOTLESS_I = frozenset({"tr", "az"})
 # Languages written in two scripts, either of which a Whisper writes whatever the sentence's, and the one both
 # sides are folded to before agreement is measured: Chinese in Traditional or Simplified characters (base
 # wrote zh-CN's "我们喜欢喝茶" as "我們喜歡喝茶", two errors in six), Serbian in Cyrillic or Latin letters (base

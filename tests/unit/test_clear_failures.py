@@ -197,6 +197,9 @@ def test_accents_fold_and_unspaced_scripts_are_compared_by_characters():
     plain = "la fotosintesis convierte la luz del sol en energia quimica"
     assert agreement(sentence, plain, "es", fold_diacritics=True)[0] == 0.0
     assert agreement(sentence, plain, "es", fold_diacritics=False)[0] == 3 / 10
+    # Turkish: Python lowers "Işık" to "işık"; the speaker said "ışık".  With accents folded ı is i.
+    assert agreement("Işık yandı. ILIK BIR GÜN", "ışık yandı ılık bir gün", "tr", fold_diacritics=True)[0] == 0.0
+    assert agreement("Işık", "ışık", "tr", fold_diacritics=False)[0] == 1.0  # folding off: the letters differ
     # Korean: one wrong syllable in a three-word sentence (base, on espeak-ng) is CER 0.1, not WER 0.33; a
     # word spaced apart is no error at all.
     assert agreement("태양은 동쪽에서 뜹니다.", "태양은 동쪽에서 듭니다", "ko") == (1 / 3, 1 / 10)
