@@ -13,8 +13,10 @@ half of one.  A destination that holds anything is refused unless ``overwrite``.
 
 from __future__ import annotations
 
+import glob
 import hashlib
 import io
+import os
 import re
 import shutil
 import uuid
@@ -43,6 +45,7 @@ from pipeline.columns import (
     TRIM_START,
 )
 from pipeline.config import CurationConfig
+from pipeline.runtime.owner import OWNER, abandoned, hold
 from pipeline.table import export_formats
 from pipeline.table.catalog import TableError, table_root
 from pipeline.table.export_formats import ROWS_PER_FILE
@@ -262,8 +265,10 @@ def export(
         raise TableError(f"{to} is not empty: export into a new folder, or give --overwrite to replace it")
     clips, audio = open_tables(output, cfg, locale)
     snapshot = snapshot_of(clips, as_of)
+    sweep_partials(dest)
     work = dest.parent / f".{dest.name}.partial-{uuid.uuid4().hex[:8]}"
     work.mkdir(parents=True)
+    owner = hold(str(work))  # until the swap: a later export to dest sweeps this folder only once it is free
     counts: dict[str, int] = {}
     q = cfg.quality
     try:
@@ -298,11 +303,22 @@ def export(
                 counts["curated"] = export_formats.write_nemo(work, curated(), absolute_paths, dest)
             else:
                 counts["curated"] = export_formats.write_webdataset(work, curated())
+        os.unlink(work / OWNER)  # still locked, so no sweep takes it for a killed export's meanwhile
         _swap(work, dest)
     except BaseException:
         shutil.rmtree(work, ignore_errors=True)
         raise
+    finally:
+        os.close(owner)
     return ExportResult(".".join(clips.name()), snapshot, counts, str(dest))
+
+
+def sweep_partials(dest: Path) -> None:
+    """Remove the work folders that exports to ``dest`` left when they were killed (SIGKILL, the OOM killer):
+    a folder is swept only once its owner lock is free; one with no owner file is left alone."""
+    for path in glob.glob(os.path.join(glob.escape(str(dest.parent)), f".{glob.escape(dest.name)}.partial-*")):
+        if os.path.isdir(path) and not os.path.islink(path) and abandoned(path):
+            shutil.rmtree(path, ignore_errors=True)
 
 
 def _swap(work: Path, dest: Path) -> None:

@@ -147,7 +147,20 @@ def test_every_export_loads_in_its_consumers_library(on_postgres, sample_table):
     # A used folder is refused; --overwrite replaces it whole: one copy of each clip, never two.
     again = _export(out, uri, "webdataset", moved / "webdataset", code=2)
     assert "not empty" in again.stderr and "--overwrite" in again.stderr
+    # A killed export's work folder (its owner lock free) is swept by the next export to the same place; one
+    # whose export still runs (its lock held here) and one of no known owner are left alone.
+    from pipeline.runtime.owner import OWNER, hold
+
+    killed, running, unknown = (moved / f".webdataset.partial-{n}" for n in ("killed00", "running0", "unknown0"))
+    for folder in (killed, running, unknown):
+        (folder / "shard-000000.tar").parent.mkdir(parents=True)
+        (folder / "shard-000000.tar").write_bytes(b"half")
+    (killed / OWNER).touch()
+    lock = hold(str(running))
     _export(out, uri, "webdataset", moved / "webdataset", "--overwrite")
+    assert not killed.exists() and running.exists() and unknown.exists()
+    os.close(lock)
+    shutil.rmtree(running), shutil.rmtree(unknown)
     shards = sorted(str(p) for p in (moved / "webdataset").glob("*.tar"))
     assert sorted(json.loads(s["json"])["id"] for s in wds.WebDataset(shards, shardshuffle=False)) == sorted(kept)
     assert not [p for p in moved.iterdir() if p.name.startswith(".")]  # no partial or old copy left beside it
