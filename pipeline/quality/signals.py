@@ -196,7 +196,7 @@ def trim_span(duration: float, leading: float | None, trailing: float | None, pa
 
 
 # Dropouts: digital silence inside a recording whose pauses hold a noise floor (a lost packet, a buffer
-# underrun, a bad splice).  On 10 ms frames of the 16 kHz samples.
+# underrun, a bad splice).  On 10 ms frames of the clip's own samples, before resampling.
 DROPOUT_FRAME_S = 0.01
 # A frame this quiet is digital silence: a microphone's floor, even dithered 16-bit, is louder.
 SILENT_DBFS = -100.0
