@@ -87,10 +87,16 @@ def _simplified() -> Callable[[str], str]:
     return OpenCC("tw2s").convert
 
 
-def fold_script(text: str, language: str | None) -> str:
-    """``text`` in the one script agreement is measured in for ``language`` (``languages.FOLDED_SCRIPT``)."""
-    from pipeline.commonvoice.languages import FOLDED_SCRIPT
+_GEMINATE_L = re.compile("([lL])\u00b7([lL])")
 
+
+def fold_script(text: str, language: str | None) -> str:
+    """``text`` in the one script agreement is measured in for ``language`` (``languages.FOLDED_SCRIPT``),
+    Catalan's l·l as ll (``languages.GEMINATE_L``)."""
+    from pipeline.commonvoice.languages import FOLDED_SCRIPT, GEMINATE_L
+
+    if language in GEMINATE_L:
+        return _GEMINATE_L.sub(r"\1\2", text)
     script = FOLDED_SCRIPT.get(language or "")
     if script == "Hans":
         return _simplified()(text)

@@ -63,7 +63,14 @@ def agreement_parts(cfg: CurationConfig) -> dict[str, Any]:
     (the transformers release that ships it), accent folding, and the default language."""
     from importlib.metadata import version
 
-    from pipeline.commonvoice.languages import DOTLESS_I, FOLDED_SCRIPT, FORMAT_MARKED, SPACING_VARIES, by_characters
+    from pipeline.commonvoice.languages import (
+        DOTLESS_I,
+        FOLDED_SCRIPT,
+        FORMAT_MARKED,
+        GEMINATE_L,
+        SPACING_VARIES,
+        by_characters,
+    )
     from pipeline.metrics import is_english
 
     parts: dict[str, Any] = {
@@ -85,10 +92,11 @@ def agreement_parts(cfg: CurationConfig) -> dict[str, Any]:
         # zero-width joiners, bidi marks) those and the scripts that hold them.  Only these tables measure
         # again (an English one of 2 M clips would spend about 11 minutes on it).
         parts["rules"] = 4
-    if language is None or language in FOLDED_SCRIPT or language in SPACING_VARIES or language in DOTLESS_I:
+    if language is None or language in {*FOLDED_SCRIPT, *SPACING_VARIES, *DOTLESS_I, *GEMINATE_L}:
         # Rules 5: Chinese folded to Simplified, Serbian to Latin letters, Persian's and Urdu's yeh and kaf to
         # theirs on both sides (and Taiwanese Hokkien, written like Chinese, among the locales Whisper lacks);
-        # Korean measured in characters, spaces left out; Turkish and Azerbaijani's ı folded to i.
+        # Korean measured in characters, spaces left out; Turkish and Azerbaijani's ı folded to i; Catalan's
+        # l·l read as ll.
         parts["rules"] = 5
     return parts
 

@@ -78,6 +78,9 @@ UNSPACED = frozenset({"zh", "yue", "ja", "th", "lo", "my", "km", "bo"})
 # at CER 0.1 (base on espeak-ng's "태양은 동쪽에서 뜹니다"): gated on characters, spaces left out, as unspaced
 # scripts are.
 SPACING_VARIES = frozenset({"ko"})
+# Catalan writes its geminate l as l·l ("col·legi"), which Whisper writes so or as ll ("parallèles" for
+# "paral·leles"): the middle dot is no word break there, and both sides read it as ll.
+GEMINATE_L = frozenset({"ca"})
 # Whisper languages written with a dotless ı whose capital is I (Turkish, Azerbaijani): with accents folded,
 # ı is read as i, so a sentence's capital I ("Işık", lowered as English lowers it) meets the transcript's ı.
 DOTLESS_I = frozenset({"tr", "az"})

@@ -200,6 +200,11 @@ def test_accents_fold_and_unspaced_scripts_are_compared_by_characters():
     # Turkish: Python lowers "Işık" to "işık"; the speaker said "ışık".  With accents folded ı is i.
     assert agreement("Işık yandı. ILIK BIR GÜN", "ışık yandı ılık bir gün", "tr", fold_diacritics=True)[0] == 0.0
     assert agreement("Işık", "ışık", "tr", fold_diacritics=False)[0] == 1.0  # folding off: the letters differ
+    # Catalan: base wrote espeak-ng's "paral·leles" as "parallèles"; l·l (and ŀl) read as ll on both sides.
+    for sentence, heard in (("Les línies són paral·leles.", "Les línies son parallèles"),
+                            ("Molt intel·ligent", "molt intelligent"), ("El coŀlegi", "el col·legi")):  # fmt: skip
+        assert agreement(sentence, heard, "ca", fold_diacritics=True)[0] == 0.0, sentence
+    assert agreement("paral·leles", "parallèles", "es", fold_diacritics=True)[0] == 1.0  # not Catalan: two words
     # Korean: one wrong syllable in a three-word sentence (base, on espeak-ng) is CER 0.1, not WER 0.33; a
     # word spaced apart is no error at all.
     assert agreement("태양은 동쪽에서 뜹니다.", "태양은 동쪽에서 듭니다", "ko") == (1 / 3, 1 / 10)

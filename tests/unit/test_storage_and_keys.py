@@ -86,8 +86,8 @@ def test_the_agreement_rules_of_2026_12_measure_again_only_the_tables_they_chang
     Whisper language) and the scripts without word spaces, rules 3 the scripts with vowel signs; an English
     table of millions keeps its key.  Rules 4 (invisible format characters dropped) those and the scripts
     written with zero-width joiners and bidi marks; rules 5 (Chinese folded to Simplified, Serbian to Latin
-    letters, Persian's and Urdu's yeh and kaf to theirs, Korean in characters, Turkish ı as i) those and the unsupported
-    locales (Taiwanese Hokkien is written like Chinese)."""
+    letters, Persian's and Urdu's yeh and kaf to theirs, Korean in characters, Turkish ı as i, Catalan l·l as
+    ll) those and the unsupported locales (Taiwanese Hokkien is written like Chinese)."""
     from importlib.metadata import version
 
     def cfg(language):
@@ -100,7 +100,7 @@ def test_the_agreement_rules_of_2026_12_measure_again_only_the_tables_they_chang
     # signs), unsupported locales, and any language but English whose accents are not folded.
     for language in ("th", "hi", "ta", "ar"):
         assert agreement_parts(cfg(language))["rules"] == 4, language
-    for language in ("null", "zh", "yue", "sr", "fa", "ur", "ko", "tr", "az"):
+    for language in ("null", "zh", "yue", "sr", "fa", "ur", "ko", "tr", "az", "ca"):
         assert agreement_parts(cfg(language))["rules"] == 5, language
     unfolded = build_config(overrides=["transcriber.language=de", "gates.fold_diacritics=false"])
     assert agreement_parts(unfolded)["rules"] == 4
