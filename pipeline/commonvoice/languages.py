@@ -218,7 +218,7 @@ def unspaced(language: str | None) -> bool:
 def by_characters(language: str | None) -> bool:
     """Whether agreement with the sentence is gated on CER (``gates.max_cer_unspaced``) rather than WER:
     scripts without word spaces, Korean, and the Indic scripts."""
-    return language in UNSPACED or language in SPACING_VARIES or language in INDIC
+    return unspaced(language) or language in INDIC
 
 
 class LanguageNotSupportedError(ValueError):
