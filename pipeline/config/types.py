@@ -202,10 +202,13 @@ class CurationConfig(Section):
     ray_job: RayJobConfig = Field(default_factory=RayJobConfig)
     storage: StorageConfig = Field(default_factory=StorageConfig)
     table: TableConfig = Field(default_factory=TableConfig)
-    threshold: float = 3.0
+    # The judge answers 1..5 (its mean, ``score_expected``, lies there too): a threshold outside keeps every
+    # clip or none.
+    threshold: float = Field(default=3.0, ge=1, le=5)
     threshold_on: Literal["score", "score_expected"] = "score"
     keep_audio: bool = True
-    limit: int | None = None
+    # A trial run's clip count; 0 would curate nothing and report the table up to date.
+    limit: int | None = Field(default=None, ge=1)
     ray_address: str | None = None
     # Rows per block after reading, so Whisper's output streams to the judge batch by batch instead of
     # one file-sized block at a time.  None: the transcriber's batch size; 0: keep the reader's blocks.

@@ -35,7 +35,7 @@ def test_every_subcommand_that_builds_a_config_takes_every_config_flag():
         assert config_flags <= _flags(subs[name]), name
 
 
-@pytest.mark.parametrize("flag", ["--threshold-on=score_expected", "--no-audio", "--threshold=0.4", "--limit=3"])
+@pytest.mark.parametrize("flag", ["--threshold-on=score_expected", "--no-audio", "--threshold=4.5", "--limit=3"])
 def test_backfill_hands_each_shortcut_on(flag):
     args = entry.build_parser().parse_args(["backfill", "--source-root", "r", "--output-root", "o", flag])
     given = {k: v for k, v in cli.shortcuts(args).items() if v is not None}

@@ -69,6 +69,22 @@ def test_unknown_fields_are_errors_not_silently_ignored():
         parse_override("novalue")
 
 
+@pytest.mark.parametrize(
+    ("fields", "message"),
+    [
+        (dict(limit=0), r"limit: Input should be greater than or equal to 1"),
+        (dict(limit=-3), r"limit: Input should be greater than or equal to 1"),
+        (dict(threshold=7), r"threshold: Input should be less than or equal to 5"),
+        (dict(threshold=0.4, threshold_on="score_expected"), r"threshold: Input should be greater than or equal to 1"),
+    ],
+)
+def test_a_limit_or_threshold_that_would_curate_nothing_is_an_error(fields, message):
+    # --limit 0 reported a fresh table "already up to date"; -3 failed inside DuckDB after Ray started; a
+    # threshold past the judge's 1..5 rejected every clip for judge_below.
+    with pytest.raises(ValueError, match=message):
+        build_config(**fields)
+
+
 def test_judge_engine_kwargs_per_profile():
     from pipeline.stages.judge import vllm_engine_kwargs
 
