@@ -83,6 +83,19 @@ class TableRoot:
     def catalog_uri(self) -> str:
         return redact_uri(self.catalog_kwargs["uri"])
 
+    def overlap(self, path: str) -> str | None:
+        """The table's own local folder or file (its root, warehouse or SQLite catalog) that ``path`` is,
+        holds or lies inside; None when apart from all of them."""
+        uri, warehouse = self.catalog_kwargs["uri"], self.catalog_kwargs["warehouse"]
+        own = [_abs(p) for p in (self.output, warehouse) if _local(p)]
+        if uri.startswith("sqlite:///"):
+            own.append(os.path.abspath(uri[len("sqlite:///") :]))
+        path = os.path.realpath(path)
+        for mine in map(os.path.realpath, own):
+            if os.path.commonpath([path, mine]) in (path, mine):
+                return mine
+        return None
+
     def catalog(self) -> Catalog:
         from pyiceberg.catalog import load_catalog
 

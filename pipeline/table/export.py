@@ -259,6 +259,9 @@ def export(
             f"--to {to}: an export is written to a local folder; export there, then copy it (aws s3 sync DIR {to})"
         )
     dest = Path(to).resolve()
+    mine = table_root(output, cfg).overlap(str(dest))
+    if mine:  # --overwrite would delete the table; inside its root, the next run refuses the root
+        raise TableError(f"--to {to} overlaps the table's own {mine}: export to a folder outside the table root")
     if dest.exists() and not dest.is_dir():
         raise TableError(f"{to} is a file: an export is a folder; give a new or empty one")
     if dest.exists() and any(dest.iterdir()) and not overwrite:

@@ -19,7 +19,7 @@ from typing import IO
 from pipeline.config import CurationConfig, build_config
 from pipeline.table.catalog import TableError
 from pipeline.table.export import load_view, open_tables, snapshot_of
-from pipeline.table.workspace import Workspace
+from pipeline.table.workspace import Workspace, quote
 
 DEFAULT_SQL = "select count(*) as clips, count(*) filter (where kept) as kept from clips"
 FORMATS = ("table", "csv", "json")
@@ -41,6 +41,7 @@ def query(
     with Workspace(cfg.table.plan_memory_mb) as ws:
         load_view(ws, clips, snapshot_of(clips, as_of), None, None)
         ws.run("CREATE VIEW clips AS SELECT * FROM rows")
+        read_only(ws)
         try:
             rel = ws.con.sql(sql)
             if rel is None:
@@ -49,8 +50,24 @@ def query(
                 print(rel, file=out)
                 return
             _write_rows(rel.fetch_record_batch(), fmt, out)
+        except duckdb.PermissionException as exc:
+            raise QueryError(
+                f"the query did not run: {str(exc).strip()} (curate query reads the view clips and nothing else; "
+                "--format csv or json writes its rows to stdout)"
+            ) from None
         except duckdb.Error as exc:
             raise QueryError(f"the query did not run: {str(exc).strip()}") from None
+
+
+def read_only(ws: Workspace) -> None:
+    """From here on the SQL reads the view's data files and nothing else: no other file or URL, no ATTACH of
+    the catalog, no COPY onto a path, no extension.  DuckDB refuses to turn external access back on, and to
+    change the allowed paths while it is off."""
+    files = [p for (p,) in ws.rows("SELECT _path FROM table_file_paths")] if ws.exists("table_file_paths") else []
+    ws.run(f"SET allowed_directories = [{quote(ws.folder + os.sep)}]")  # the workspace's own Parquet
+    if files:
+        ws.run(f"SET allowed_paths = [{', '.join(quote(p) for p in files)}]")
+    ws.run("SET enable_external_access = false")
 
 
 def _write_rows(reader, fmt: str, out: IO[str]) -> None:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import shlex
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -200,6 +201,34 @@ def test_curate_query_writes_every_row_as_csv_or_json_and_a_bad_query_is_one_lin
     bad = run_cli("query", "--output", str(out), "select reason from clips", code=2)
     assert "Traceback" not in bad.stderr and 'column "reason" not found' in bad.stderr
     assert bad.stderr.startswith("curate: error: the query did not run: Binder Error")
+    # The SQL reads the view and nothing else: no other file, no write, not the catalog (a COPY onto a path
+    # or an ATTACH of catalog.db could damage the table), and DuckDB will not turn that back on.
+    secret = out.parent / "query-secret.csv"
+    secret.write_text("token\nplanted-query-secret\n")
+    stolen = out.parent / "stolen.csv"
+    for sql, says in (
+        (f"select * from read_csv({str(secret)!r})", "reads the view clips and nothing else"),
+        (f"copy (select * from clips) to {str(stolen)!r}", "--format csv or json writes its rows"),
+        (f"attach {str(out / 'catalog.db')!r} as catalog (type sqlite)", "disabled through configuration"),
+        ("set enable_external_access = true", "Cannot enable external access"),
+    ):
+        refused = run_cli("query", "--output", str(out), sql, code=2)
+        assert "planted-query-secret" not in refused.stdout + refused.stderr
+        assert refused.stderr.startswith("curate: error: the query did not run:") and says in refused.stderr, sql
+    assert not stolen.exists()
+
+
+def test_an_export_never_replaces_or_enters_the_table_it_reads(curated, tmp_path):
+    """``--to OUTPUT --overwrite`` moved the table root aside and deleted it; ``--to OUTPUT/hf`` left a
+    folder the next run refuses the root for."""
+    table = tmp_path / "table"
+    shutil.copytree(curated[0], table)
+    before = rows(table)
+    for to in (table, tmp_path, table / "hf"):
+        refused = run_cli("export", "--output", str(table), "--format", "hf", "--to", str(to), "--overwrite", code=2)
+        assert "overlaps the table's own" in refused.stderr and "Traceback" not in refused.stderr, to
+    assert sorted(p.name for p in table.iterdir()) == sorted(p.name for p in curated[0].iterdir())
+    assert rows(table) == before
 
 
 def test_corrupt_truncated_and_silent_clips_are_quarantined_with_reasons(curated):

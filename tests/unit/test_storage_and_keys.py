@@ -215,3 +215,31 @@ def test_a_killed_runs_plan_folder_is_removed_by_the_next_run(tmp_path):
         for p in (killed, live):
             p.kill()
             p.wait(timeout=30)
+
+
+def test_a_path_over_or_inside_the_table_s_own_files_is_found(tmp_path):
+    """``curate export --to OUTPUT --overwrite`` swapped the table root away and deleted it, catalog and
+    warehouse; an export inside the root made the next night's run refuse the root."""
+    from pipeline.table.catalog import table_root
+
+    out = tmp_path / "data" / "out"
+    root = table_root(str(out), build_config())
+    for path in (out, out.parent, tmp_path, out / "hf", out / "warehouse" / "x"):
+        assert root.overlap(str(path)) == str(out), path
+    for path in (tmp_path / "data" / "out-hf", tmp_path / "data" / "o", tmp_path / "elsewhere"):
+        assert root.overlap(str(path)) is None, path
+    os.makedirs(out)
+    os.symlink(out, tmp_path / "link")
+    assert root.overlap(str(tmp_path / "link")) == str(out)
+    # A warehouse and a SQLite catalog kept apart from the root are the table's too; an S3 warehouse is not local.
+    apart = table_root(
+        str(out),
+        build_config(
+            overrides=[f"table.warehouse={tmp_path / 'wh'}", f"table.catalog_uri=sqlite:///{tmp_path}/c/cat.db"]
+        ),
+    )
+    assert apart.overlap(str(tmp_path / "wh" / "ns")) == str(tmp_path / "wh")
+    assert apart.overlap(str(tmp_path / "c")) == str(tmp_path / "c" / "cat.db")
+    assert apart.overlap(str(tmp_path / "c2")) is None
+    on_s3 = table_root("s3://bucket/out", build_config(overrides=["table.catalog_uri=http://catalog:8181"]))
+    assert on_s3.overlap("/") is None
