@@ -43,7 +43,7 @@ def write_and_commit(
     try:
         if plan.engine.num_rows:
             with timed(clock, "engines"):
-                run_engines(ctx, plan, tables, now, written)
+                run_engines(ctx, result.locale, plan, tables, now, written)
         with timed(clock, "updates"):
             _write_updates(ctx, plan, tables, now, written)
         result.changes = _changes(plan, written)

@@ -23,7 +23,7 @@ from pipeline.runtime.ray_init import ensure_ray
 from pipeline.runtime.scratch import engine_scratch
 from pipeline.runtime.version import code_version
 from pipeline.shards import agreement_key, engine_key
-from pipeline.show.progress import ConsoleProgress, stage_stats, start_counter, stop_counter
+from pipeline.show.progress import ConsoleProgress, stage_stats, start_counter, start_line, stop_counter
 from pipeline.table import commit as commits
 from pipeline.table.plan import TablePlan
 
@@ -61,7 +61,7 @@ class Written:
                                  for i in self.ids], pa.string())  # fmt: skip
 
 
-def run_engines(ctx: RunContext, plan: TablePlan, tables: Tables, now: datetime, out: Written) -> None:
+def run_engines(ctx: RunContext, locale: str, plan: TablePlan, tables: Tables, now: datetime, out: Written) -> None:
     """Whisper and the judge on the plan's engine rows; their uncommitted files, ids and tally into ``out``."""
     cfg = ctx.cfg
     rows = releases_json(plan.engine).drop_columns(["releases"])
@@ -88,8 +88,7 @@ def run_engines(ctx: RunContext, plan: TablePlan, tables: Tables, now: datetime,
         counter, name = start_counter(ctx.run_id)  # every stage counts itself into it
         display = None
         if ctx.console is not None:
-            where = ", ".join(ctx.inputs.describe()["inputs"])[:100]
-            ctx.console.say(f"curating {rows.num_rows} clips from {where} into {tables.clips_id}")
+            ctx.console.say(start_line(rows.num_rows, ctx.inputs.describe(), locale, tables.clips_id))
             counted = [s.name for s in stages if s.counted]
             display = ConsoleProgress(counter, counted, rows.num_rows, ctx.console.out, ctx.console.tty).start()
         # Bounded: an engine that cannot start (or an actor that cannot be placed) fails the run.

@@ -138,6 +138,19 @@ def stage_line(stage: str, done: int, total: int, rate: float | None, width: int
     return f"{stage:<11}{done:>7}/{total:<7} {bar} {speed}  {eta}".rstrip()
 
 
+def start_line(clips: int, inputs: dict[str, Any], locale: str, table: str, width: int = 100) -> str:
+    """The line a locale's progress starts with: how many clips, from where (``inputs.describe()``'s sources
+    of this locale, as many as fit in ``width`` characters, then how many more), into which table."""
+    # A folder of several locales: this locale's releases, not every one of them.
+    sources = [r["uri"] for r in inputs.get("releases", []) if r["locale"] == locale] or inputs["inputs"]
+    shown: list[str] = []
+    for i, uri in enumerate(sources):
+        if shown and len(", ".join([*shown, uri])) > width:
+            return f"curating {clips} clips from {', '.join(shown)} and {len(sources) - i} more into {table}"
+        shown.append(uri)
+    return f"curating {clips} clips from {', '.join(shown)} into {table}"
+
+
 class ConsoleProgress:
     """Polls the counter and draws the stage lines until ``stop()``."""
 

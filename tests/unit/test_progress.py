@@ -237,3 +237,17 @@ def test_a_stage_that_fails_while_the_dag_is_built_is_named_not_the_stage_the_li
     text = explain_failure(caught.value, log, "decode")
     assert text.startswith("curate: failed: setting up the judge stage failed, on this machine")
     assert "huggingface.co" in text and "root cause: ConnectError" in text
+
+
+def test_the_start_line_names_the_locale_s_sources_that_fit_and_counts_the_rest():
+    from pipeline.show.progress import start_line
+
+    folder = [f"/data/cv-corpus-23.0-2025-09-05/{loc}" for loc in ("de", "es", "fr")]
+    given = {"inputs": folder, "releases": [{"uri": u, "locale": u[-2:]} for u in folder]}
+    # A folder of several locales: each locale's line named every locale's folder, cut at 100 characters.
+    assert start_line(20, given, "es", "curate.es_clips") == f"curating 20 clips from {folder[1]} into curate.es_clips"
+    many = [f"/data/cv-corpus-{v}.0-2025-09-05-de.tar.gz" for v in range(17, 24)]
+    line = start_line(5, {"inputs": many, "releases": [{"uri": u, "locale": "de"} for u in many]}, "de", "t")
+    assert line == f"curating 5 clips from {many[0]}, {many[1]} and 5 more into t"  # whole names only
+    parquet = ["/" + "x" * 150, "/data/b.parquet"]
+    assert start_line(1, {"inputs": parquet}, "en", "t") == f"curating 1 clips from {parquet[0]} and 1 more into t"
