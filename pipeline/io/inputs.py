@@ -11,7 +11,6 @@ naming them, so the CLI exits 2 before Ray or a model starts.
 from __future__ import annotations
 
 import dataclasses
-import functools
 import hashlib
 import json
 from collections.abc import Iterator
@@ -28,7 +27,14 @@ from pipeline.commonvoice import view as cv_view
 from pipeline.commonvoice.reader import ReleaseSource, classify_release_input, not_an_input
 from pipeline.commonvoice.releases import is_delta
 from pipeline.config import CurationConfig, StorageConfig
-from pipeline.io.schema import InputLayout, InputSchemaError, check_consistent, inspect_schema, to_canonical, with_ids
+from pipeline.io.schema import (
+    InputLayout,
+    InputSchemaError,
+    PlannedRows,
+    check_consistent,
+    inspect_schema,
+    with_ids,
+)
 from pipeline.runtime.storage import Location, list_parquet_files, locate
 from pipeline.table.workspace import Workspace
 
@@ -286,9 +292,7 @@ class ParquetInputs:
         # The plan's columns the files lack (the locale, the history) join each read row by id.
         read = {*self.schema.names} - {self.layout.id_column} | {ID}  # the columns a read row has
         extra = rows.select([ID, *(c for c in rows.column_names if c not in read and c not in VIEW_ONLY)])
-        return ds.map_batches(
-            functools.partial(_canonical_rows, layout=self.layout, extra=extra), batch_format="pyarrow"
-        )
+        return ds.map_batches(PlannedRows(self.layout, ray.put(extra)), batch_format="pyarrow")
 
     def describe(self) -> dict[str, Any]:
         return {"form": self.form, "inputs": [f.uri for f in self.files]}
@@ -299,13 +303,6 @@ def view_table(inputs: ReleaseInputs | ParquetInputs, locale: str, units: list[U
     with Workspace(memory_limit_mb=256) as ws:
         inputs.load_view(ws, locale, units)
         return cv_view.releases_json(ws.arrow("SELECT * FROM view ORDER BY id"))
-
-
-def _canonical_rows(batch: pa.Table, layout: InputLayout, extra: pa.Table) -> pa.Table:
-    """The rows of ``batch`` the plan wants (``extra``'s ids), with ``extra``'s columns joined on."""
-    batch = to_canonical(batch, layout)
-    batch = batch.filter(pc.is_in(batch.column(ID), value_set=extra.column(ID)))
-    return batch.join(extra, keys=ID, join_type="inner")
 
 
 def _is_parquet_source(where: Location) -> bool:

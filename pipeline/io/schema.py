@@ -9,6 +9,8 @@ Every other column passes through to the curated output.
 
 from __future__ import annotations
 
+import threading
+import time
 from dataclasses import dataclass
 
 import pyarrow as pa
@@ -118,3 +120,72 @@ def with_ids(t: pa.Table, layout: InputLayout) -> pa.Table:
     """``t`` with its ``id`` column (``ids_of``) where its id column was, and no dictionary-encoded column."""
     t = decoded(t)
     return t.set_column(t.schema.get_field_index(layout.id_column), ID, ids_of(t, layout))
+
+
+class PlannedRows:
+    """``map_batches`` call: a Parquet batch as canonical rows (``to_canonical``), only those the plan wants,
+    each with the plan's own columns (``plan``: ``id`` and the columns the files lack) joined on by id.
+
+    The plan travels by object reference, and the index of its ids is built once per worker process: a
+    hash join of each batch with a 2 M-row plan built the plan's hash table again every batch (5 s a batch
+    of 1,000 rows; 1.4 ms against the index, built in 0.8 s)."""
+
+    def __init__(self, layout: InputLayout, plan):  # a pa.Table, or a Ray ObjectRef of one
+        self.layout, self.plan = layout, plan
+
+    def __call__(self, batch: pa.Table) -> pa.Table:
+        plan, index = _indexed(self.plan)
+        batch = to_canonical(batch, self.layout)
+        at = index.get_indexer(batch.column(ID).to_pandas())
+        wanted = at >= 0
+        batch = batch.filter(pa.array(wanted))
+        joined = plan.take(pa.array(at[wanted])).drop_columns([ID])
+        return pa.Table.from_arrays([*batch.columns, *joined.columns], [*batch.column_names, *joined.column_names])
+
+
+# This process's plan (one run's at a time) and its index, dropped once idle for IDLE_S: a cluster's
+# worker keeps no plan after its run (a read throttled by slow engines builds it again, 0.8 s a block).
+_INDEXED: dict[object, tuple[pa.Table, object]] = {}
+_LOCK = threading.Lock()
+_USED = [0.0, False]  # when last used; whether the sweeper runs
+IDLE_S = 60.0
+
+
+def _indexed(plan) -> tuple[pa.Table, object]:
+    import pandas as pd
+
+    key = plan if not isinstance(plan, pa.Table) else id(plan)  # a cached table is alive: its id is its own
+    with _LOCK:
+        _USED[0] = time.monotonic()
+        if not _USED[1]:
+            threading.Thread(target=_sweep, name="plan-index-sweep", daemon=True).start()
+            _USED[1] = True
+        if key in _INDEXED:
+            return _INDEXED[key]
+    table = plan
+    if not isinstance(plan, pa.Table):
+        import ray
+
+        table = ray.get(plan)
+    index = pd.Index(table.column(ID).to_pandas())
+    if not index.is_unique:
+        raise ValueError("the plan lists an id twice")
+    with _LOCK:
+        _INDEXED.clear()
+        _INDEXED[key] = (table, index)
+    return table, index
+
+
+def _sweep() -> None:
+    while True:
+        time.sleep(IDLE_S / 4)
+        drop_if_idle(time.monotonic())
+
+
+def drop_if_idle(now: float) -> bool:
+    """Drop the cached plan if unused for ``IDLE_S`` at ``now``; whether one was dropped."""
+    with _LOCK:
+        if _INDEXED and now - _USED[0] > IDLE_S:
+            _INDEXED.clear()
+            return True
+    return False
