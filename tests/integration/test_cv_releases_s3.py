@@ -110,3 +110,18 @@ def test_the_tables_with_their_warehouse_on_s3(tmp_path, monkeypatch):
         got = catalog.load_table("curate.en_clips").scan().to_arrow().to_pylist()
         assert sorted((r["id"], r["v"]) for r in got) == [("a", 1), ("b", 3), ("c", 4)]
         assert catalog.load_table("curate.en_audio").scan().to_arrow().num_rows == 1
+
+        # curate query on an S3 table: its data files are copied into the workspace, which the query may read
+        # once external access is off; nothing else.
+        import io
+
+        from pipeline.table.query import QueryError, query
+
+        out = io.StringIO()
+        query(
+            "s3://curated/cv", "select string_agg(id, '' order by id) ids, sum(v) v from clips", cfg, fmt="csv", out=out
+        )
+        assert out.getvalue().splitlines() == ['"ids","v"', '"abc",8']
+        (tmp_path / "private.csv").write_text("x\nsecret\n")
+        with pytest.raises(QueryError, match="reads the view clips and nothing else"):
+            query("s3://curated/cv", f"select * from read_csv('{tmp_path}/private.csv')", cfg, out=io.StringIO())
