@@ -188,6 +188,8 @@ class ParquetInputs:
             try:
                 meta = pq.read_metadata(f.path, filesystem=f.fs)
             except (pa.ArrowInvalid, OSError) as exc:
+                if not f.path.endswith(".parquet"):  # a glob over a release's clips or TSVs
+                    raise InputSchemaError(not_an_input(f.uri, f, ACCEPTED_FORMS)) from None
                 raise InputSchemaError(
                     f"{f.uri}: not a readable Parquet file ({exc}); expected {ACCEPTED_FORMS}"
                 ) from None

@@ -251,7 +251,8 @@ def test_a_part_of_an_extracted_release_is_refused_naming_the_folder_to_give(tmp
     """``--input …/en/clips`` (or a TSV, or one clip) used to get the list of accepted forms alone."""
     folder = build_release(tmp_path, clips=2, folder=True).path
     clip = next((folder / "clips").iterdir())
-    for part in (folder / "clips", folder / "validated.tsv", clip):
+    # A glob over its clips or TSVs was read as Parquet ("not a readable Parquet file").
+    for part in (folder / "clips", folder / "validated.tsv", clip, folder / "clips" / "*.mp3", folder / "*.tsv"):
         with pytest.raises(InputSchemaError) as err:
             open_inputs([str(part)], ST)
         assert f"inside the release folder {folder}: give that folder" in str(err.value), part
