@@ -143,6 +143,7 @@ def _changes(plan: TablePlan, written: Written) -> dict[str, int]:
     for key in ("updated", "unchanged", "held", "unscored", "not_selected"):
         c[key] = plan.counts.get(key, 0)
     c["deleted_from_release"] = plan.counts.get("withdrawn", 0)
+    c["selected"] = plan.counts.get("selected", 0)  # the clips the curated list holds (in this shard)
     return dict(c)
 
 

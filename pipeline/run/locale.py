@@ -85,9 +85,19 @@ def said(ctx: RunContext, result: LocaleResult, committed: bool) -> LocaleResult
     if not committed:  # nothing changed: no snapshot, no tag; the units are recorded as applied
         result.nothing_to_do = True
         if ctx.console:
-            ctx.console.say(f"{result.table}: nothing changed: every clip the inputs list is already up to date")
+            ctx.console.say(f"{result.table}: nothing changed: {unchanged_why(ctx, result.changes)}")
         log.info("%s: nothing changed (%s); no snapshot", result.table, result.changes)
         return result
     log.info("%s: seconds per step %s", result.table, {k: round(v, 1) for k, v in result.timings.items()})
     log.info("committed %s snapshot %s (%s): %s", result.table, result.snapshot_id, result.tag, result.changes)
     return result
+
+
+def unchanged_why(ctx: RunContext, changes: dict[str, int]) -> str:
+    """Why a run changed nothing: every clip is up to date, or its list held none to curate (an empty
+    ``other.tsv``, a shard no clip hashes to), which "up to date" would hide."""
+    if changes.get("selected", 1):
+        return "every clip the inputs list is already up to date"
+    listed = f"{ctx.inputs.curated_list}.tsv" if ctx.inputs.curated_list else "the input"
+    shard = f" in shard {ctx.shard[0] + 1}/{ctx.shard[1]}" if ctx.shard[1] > 1 else ""
+    return f"{listed} lists no clip to curate{shard}"

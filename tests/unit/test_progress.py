@@ -251,3 +251,21 @@ def test_the_start_line_names_the_locale_s_sources_that_fit_and_counts_the_rest(
     assert line == f"curating 5 clips from {many[0]}, {many[1]} and 5 more into t"  # whole names only
     parquet = ["/" + "x" * 150, "/data/b.parquet"]
     assert start_line(1, {"inputs": parquet}, "en", "t") == f"curating 1 clips from {parquet[0]} and 1 more into t"
+
+
+def test_a_run_that_changed_nothing_says_whether_its_list_held_any_clip():
+    """``--split other`` on a delta whose other.tsv is a header alone said "every clip the inputs list is
+    already up to date" of a table that had none."""
+    from types import SimpleNamespace
+
+    from pipeline.run.locale import unchanged_why
+
+    def ctx(listed, shard=(0, 1)):
+        return SimpleNamespace(inputs=SimpleNamespace(curated_list=listed), shard=shard)
+
+    assert unchanged_why(ctx("other"), {"selected": 0}) == "other.tsv lists no clip to curate"
+    assert (
+        unchanged_why(ctx("validated", (2, 4)), {"selected": 0}) == "validated.tsv lists no clip to curate in shard 3/4"
+    )
+    assert unchanged_why(ctx(None), {"selected": 0}) == "the input lists no clip to curate"
+    assert unchanged_why(ctx("validated"), {"selected": 7}) == "every clip the inputs list is already up to date"
