@@ -3,6 +3,7 @@ Ray's job table, an actor's runtime env, a flow's parameters or a log), and what
 
 from __future__ import annotations
 
+import functools
 import re
 from typing import TYPE_CHECKING, Any
 
@@ -27,7 +28,26 @@ SECRET_ADVICE = (
 
 
 def _secret_key(key: str) -> bool:
-    return key not in NOT_SECRET and bool(SECRET_KEY.search(key))
+    return key not in NOT_SECRET and key not in _declared() and bool(SECRET_KEY.search(key))
+
+
+@functools.cache
+def _declared() -> frozenset[str]:
+    """Every field name of the typed config: settings whatever their names say (``max_new_tokens`` was
+    refused as an override and shown as "***"); only free-form keys (``engine_env``, ``engine_kwargs``) and
+    unknown ones are judged by their names."""
+    from pydantic import BaseModel
+
+    from pipeline.config.types import CurationConfig
+
+    names: set[str] = set()
+    todo: list[type[BaseModel]] = [CurationConfig]
+    while todo:
+        for name, field in todo.pop().model_fields.items():
+            names.add(name)
+            if isinstance(field.annotation, type) and issubclass(field.annotation, BaseModel):
+                todo.append(field.annotation)
+    return frozenset(names)
 
 
 def secret_overrides(overrides: list[str] | None) -> list[str]:
@@ -90,7 +110,7 @@ def redact(value: Any) -> Any:
     """``value`` with every entry under a secret-looking key replaced by "***", and the password of any URL
     too, at any depth."""
     if isinstance(value, dict):
-        return {k: "***" if SECRET_KEY.search(str(k)) else redact(v) for k, v in value.items()}
+        return {k: "***" if _secret_key(str(k)) else redact(v) for k, v in value.items()}
     if isinstance(value, list):
         return [redact(v) for v in value]
     if isinstance(value, str) and _CREDENTIALS_IN_URL.match(value):

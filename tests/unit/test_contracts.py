@@ -201,3 +201,27 @@ def test_nested_keys_and_urls_with_credentials_are_refused_and_never_shown():
     assert "s3cr3t-url" not in shown and "http://curate:***@127.0.0.1:9000" in shown
     # A password-less URL, or a key that only looks like one, is no secret.
     refuse_secrets(build_config(overrides=["storage.s3_endpoint_url=http://127.0.0.1:9000"]))
+
+
+def test_a_typed_setting_is_never_taken_for_a_secret_by_its_name():
+    """``transcriber.max_new_tokens`` holds "token": ``curate config`` and ``curate backfill`` refused it as an
+    override, the flows did too, and every shown config (``curate config``, the run's log, the artifacts)
+    printed it as "***"."""
+    from flows.curation import flow_config
+    from pipeline.config import build_config, redact, refuse_secrets, secret_overrides
+
+    assert secret_overrides(["transcriber.max_new_tokens=64"]) == []
+    cfg = build_config(overrides=["transcriber.max_new_tokens=64"])
+    refuse_secrets(cfg, ["transcriber.max_new_tokens=64"])
+    assert redact(cfg.model_dump())["transcriber"]["max_new_tokens"] == 64
+    assert cfg.public_dict()["transcriber"]["max_new_tokens"] == 64
+    assert (
+        flow_config("curate_dataset", config_overrides=["transcriber.max_new_tokens=64"]).transcriber.max_new_tokens
+        == 64
+    )
+    # A free-form engine key is still judged by its name, and so is a key the config does not declare.
+    assert secret_overrides(["judge.engine_env.HF_TOKEN=x", "storage.auth_token=x"]) == [
+        "judge.engine_env.HF_TOKEN",
+        "storage.auth_token",
+    ]
+    assert redact({"engine_env": {"HF_TOKEN": "hf_x"}}) == {"engine_env": {"HF_TOKEN": "***"}}
