@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 
 class Section(BaseModel):
@@ -19,6 +19,13 @@ SEED_SYSTEM_PROMPT = (
     "(not educational) to 5 (very educational). Only output your score, nothing else (no "
     "explanation, no comments, no other text). Acceptable outputs: 1, 2, 3, 4, 5"
 )
+
+
+# The bundled Whispers ship in both backends' forms, the same weights: CTranslate2's and transformers'.
+BUNDLED_WHISPER_FORMS = {
+    "bundled:whisper-tiny.en": "bundled:whisper-tiny.en-hf",
+    "bundled:whisper-base": "bundled:whisper-base-hf",
+}
 
 
 class TranscriberConfig(Section):
@@ -78,6 +85,22 @@ class TranscriberConfig(Section):
     # ``compile_decoder`` puts its step under torch.compile: off until bench/gpu_check.py measures it.
     decoder: Literal["generate", "static"] = "static"
     compile_decoder: bool = False
+
+    @model_validator(mode="before")
+    @classmethod
+    def _bundled_whisper_in_the_backend_s_form(cls, data: Any) -> Any:
+        """A bundled Whisper is read in the form its backend loads: ``--set transcriber.backend=transformers``
+        alone handed the CTranslate2 folder to transformers ("Can't load feature extractor")."""
+        if not isinstance(data, dict):
+            return data
+        forms = dict(BUNDLED_WHISPER_FORMS)
+        if data.get("backend", cls.model_fields["backend"].default) != "transformers":
+            forms = {hf: ct2 for ct2, hf in forms.items()}
+        data = dict(data)
+        for name in ("model", "multilingual_model"):
+            ref = data.get(name, cls.model_fields[name].default)
+            data[name] = forms.get(ref, ref) if isinstance(ref, str) else ref
+        return data
 
 
 class JudgeConfig(Section):

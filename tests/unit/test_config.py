@@ -197,3 +197,21 @@ def test_secrets_in_free_form_engine_settings_are_redacted_in_what_we_write():
     assert public["judge"]["engine_kwargs"] == {"api_key": "***", "hf_overrides": {"auth_header": "***", "rope": 1}}
     assert "hf_abc" not in str(public) and "sk-123" not in str(public)
     assert cfg.judge.engine_env["HF_TOKEN"] == "hf_abc"  # the engine itself still gets it
+
+
+def test_a_bundled_whisper_is_read_in_its_backend_s_form():
+    """``--set transcriber.backend=transformers`` alone handed the CTranslate2 folder of the default
+    ``bundled:whisper-tiny.en`` to transformers, and the run failed ("Can't load feature extractor")."""
+    hf = build_config(overrides=["transcriber.backend=transformers"]).transcriber
+    assert (hf.model, hf.multilingual_model) == ("bundled:whisper-tiny.en-hf", "bundled:whisper-base-hf")
+    ct2 = build_config(overrides=["transcriber.model=bundled:whisper-base-hf"]).transcriber
+    assert ct2.backend == "ctranslate2" and ct2.model == "bundled:whisper-base"
+    # A hub id or a path is the user's: left as given, in either backend.
+    hub = build_config("cluster", overrides=["transcriber.model=openai/whisper-small"]).transcriber
+    assert hub.model == "openai/whisper-small"
+    assert (
+        build_config(
+            overrides=["transcriber.backend=transformers", "transcriber.multilingual_model=null"]
+        ).transcriber.multilingual_model
+        is None
+    )
