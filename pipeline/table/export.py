@@ -123,6 +123,14 @@ def load_view(ws: Workspace, clips, snapshot: int, release: str | None, split: s
     elif split is not None:
         where = f"split = {quote(split)}"
     ws.run(f"CREATE OR REPLACE VIEW rows AS SELECT * EXCLUDE (_file, _fno) FROM existing WHERE {where}")
+    if (release or split) and not ws.rows("SELECT 1 FROM rows LIMIT 1"):  # a typo, not an empty export
+        have = ws.rows("SELECT DISTINCT unnest(releases).release AS r FROM existing ORDER BY r")
+        splits = ws.rows("SELECT DISTINCT split FROM existing WHERE split IS NOT NULL ORDER BY split")
+        asked = " ".join(f"--{k} {v}" for k, v in (("release", release), ("split", split)) if v)
+        raise TableError(
+            f"no clip of the table is in {asked}; its releases: {', '.join(r for (r,) in have if r) or 'none'}; "
+            f"its splits: {', '.join(s for (s,) in splits) or 'none'}"
+        )
 
 
 def view(

@@ -115,6 +115,12 @@ def test_a_clip_drawn_out_of_train_leaves_the_train_export(quarter, tmp_path):
     assert today and not set(left) & today
     assert today == {rid for rid, r in now.items() if r["kept"] and r["split"] == "train"}
     assert set(left) <= exported("--release", N, "--split", "train")
+    # A release or split no clip has is a typo: it wrote an empty export, exit 0, for a trainer to load.
+    for typo in (["--split", "trian"], ["--release", N.rsplit("-", 3)[0]]):
+        to = tmp_path / "typo"
+        refused = run_cli("export", "--output", str(out), "--format", "parquet", "--to", str(to), *typo, code=2)
+        assert f"no clip of the table is in {' '.join(typo)}; its releases: " in refused.stderr, refused.stderr
+        assert N in refused.stderr and "train" in refused.stderr and not to.exists()
 
 
 def test_an_extracted_delta_release_with_the_pre_v17_columns(tmp_path):
