@@ -97,6 +97,7 @@ class LogTail:
 
     def __init__(self, client, job_id: str):
         self.lines: list[str] = []
+        self.taken = 0  # lines drained so far: the log's first lines, in order
         self.partial = ""
         self.lock = threading.Lock()
         self.thread = threading.Thread(target=self._run, args=(client, job_id), daemon=True, name="ray-job-tail")
@@ -117,7 +118,16 @@ class LogTail:
     def drain(self) -> list[str]:
         with self.lock:
             out, self.lines = self.lines, []
+            self.taken += len(out)
         return out
+
+    def rest(self, whole: str) -> list[str]:
+        """The lines of the whole log (read at the end) that were never drained: the websocket can close
+        before the job's last lines (code 1006 as the job ends), which then reached no one."""
+        lines = whole.split("\n")
+        if lines and lines[-1] == "":
+            lines.pop()
+        return lines[self.taken :]
 
 
 @dataclass(frozen=True)
@@ -197,7 +207,10 @@ class RayJobLauncher:
                 within(t, f"stopping job {job_id} at {where}", client.stop_job, job_id)
             raise
         # Once, at the end: the whole log, for its last lines and the result line a tail may still hold.
-        full = within(t, f"reading job {job_id}'s log at {where}", client.get_job_logs, job_id).splitlines()
+        whole = within(t, f"reading job {job_id}'s log at {where}", client.get_job_logs, job_id)
+        forward(tail.drain())
+        forward(tail.rest(whole))
+        full = whole.splitlines()
         if status != JobStatus.SUCCEEDED:
             info = within(t, f"reading job {job_id} at {where}", client.get_job_info, job_id)
             raise RayJobFailed(f"Ray job {job_id} for {spec.shard_id} ended {status}: {info.message}")

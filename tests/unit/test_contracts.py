@@ -225,3 +225,25 @@ def test_a_typed_setting_is_never_taken_for_a_secret_by_its_name():
         "storage.auth_token",
     ]
     assert redact({"engine_env": {"HF_TOKEN": "hf_x"}}) == {"engine_env": {"HF_TOKEN": "***"}}
+
+
+def test_a_ray_job_s_lines_its_log_tail_missed_are_forwarded_from_the_whole_log():
+    """The Jobs API's websocket closed as a job ended (code 1006, seen in CI-AM): its last lines, the
+    "committed …" one among them, never reached the Prefect run's log."""
+    from pipeline.launch.ray_jobs import LogTail
+
+    class BrokenTail:  # the Jobs API client's tail, closing after two chunks
+        async def tail_job_logs(self, job_id):
+            yield "2026 INFO pipeline: view took 0.0 s\n2026 INFO pipe"
+            yield "line: plan took 0.1 s\n"
+            raise ConnectionError("WebSocket closed with close code 1006")
+
+    tail = LogTail(BrokenTail(), "job")
+    tail.thread.join(timeout=10)
+    assert tail.drain() == ["2026 INFO pipeline: view took 0.0 s", "2026 INFO pipeline: plan took 0.1 s"]
+    whole = (
+        "2026 INFO pipeline: view took 0.0 s\n2026 INFO pipeline: plan took 0.1 s\n"
+        "2026 INFO pipeline: committed curate.en_clips snapshot 1\nCURATE-RESULT {}\n"
+    )
+    assert tail.rest(whole) == ["2026 INFO pipeline: committed curate.en_clips snapshot 1", "CURATE-RESULT {}"]
+    assert tail.rest(whole.rstrip("\n")) == tail.rest(whole)  # with or without a last newline
