@@ -153,9 +153,9 @@ def run_command(args: argparse.Namespace) -> int:
 
     if args.cmd == "prepare-models":
         from pipeline.models import resolve_model
+        from pipeline.models.resolve import BUNDLED, BUNDLED_PREFIX
 
-        bundled = ("whisper-tiny.en", "whisper-tiny.en-hf", "whisper-base", "qwen2.5-coder-0.5b-instruct")
-        for ref in (f"bundled:{name}" for name in bundled):
+        for ref in (f"{BUNDLED_PREFIX}{name}" for name in BUNDLED):
             print(ref, "->", resolve_model(ref).path)
         return 0
 

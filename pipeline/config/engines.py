@@ -6,6 +6,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from pipeline.models.resolve import WHISPER_FORMS
+
 
 class Section(BaseModel):
     """Every section of the config: unknown keys are refused, assignments validated."""
@@ -19,13 +21,6 @@ SEED_SYSTEM_PROMPT = (
     "(not educational) to 5 (very educational). Only output your score, nothing else (no "
     "explanation, no comments, no other text). Acceptable outputs: 1, 2, 3, 4, 5"
 )
-
-
-# The bundled Whispers ship in both backends' forms, the same weights: CTranslate2's and transformers'.
-BUNDLED_WHISPER_FORMS = {
-    "bundled:whisper-tiny.en": "bundled:whisper-tiny.en-hf",
-    "bundled:whisper-base": "bundled:whisper-base-hf",
-}
 
 
 class TranscriberConfig(Section):
@@ -93,7 +88,7 @@ class TranscriberConfig(Section):
         alone handed the CTranslate2 folder to transformers ("Can't load feature extractor")."""
         if not isinstance(data, dict):
             return data
-        forms = dict(BUNDLED_WHISPER_FORMS)
+        forms = dict(WHISPER_FORMS)
         if data.get("backend", cls.model_fields["backend"].default) != "transformers":
             forms = {hf: ct2 for ct2, hf in forms.items()}
         data = dict(data)

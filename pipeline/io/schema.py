@@ -145,21 +145,23 @@ class PlannedRows:
 
 # This process's plan (one run's at a time) and its index, dropped once idle for IDLE_S: a cluster's
 # worker keeps no plan after its run (a read throttled by slow engines builds it again, 0.8 s a block).
-_INDEXED: dict[object, tuple[pa.Table, object]] = {}
-_LOCK = threading.Lock()
-_USED = [0.0, False]  # when last used; whether the sweeper runs
 IDLE_S = 60.0
+_LOCK = threading.Lock()
+_INDEXED: dict[object, tuple[pa.Table, object]] = {}
+_last_used = 0.0
+_sweeper: threading.Thread | None = None
 
 
 def _indexed(plan) -> tuple[pa.Table, object]:
     import pandas as pd
 
+    global _last_used, _sweeper
     key = plan if not isinstance(plan, pa.Table) else id(plan)  # a cached table is alive: its id is its own
     with _LOCK:
-        _USED[0] = time.monotonic()
-        if not _USED[1]:
-            threading.Thread(target=_sweep, name="plan-index-sweep", daemon=True).start()
-            _USED[1] = True
+        _last_used = time.monotonic()
+        if _sweeper is None:
+            _sweeper = threading.Thread(target=_sweep, name="plan-index-sweep", daemon=True)
+            _sweeper.start()
         if key in _INDEXED:
             return _INDEXED[key]
     table = plan
@@ -185,7 +187,7 @@ def _sweep() -> None:
 def drop_if_idle(now: float) -> bool:
     """Drop the cached plan if unused for ``IDLE_S`` at ``now``; whether one was dropped."""
     with _LOCK:
-        if _INDEXED and now - _USED[0] > IDLE_S:
+        if _INDEXED and now - _last_used > IDLE_S:
             _INDEXED.clear()
             return True
     return False

@@ -56,16 +56,8 @@ def resolve_model(ref: str) -> ResolvedModel:
         # Hub ids resolve inside the engine; the revision is whatever the hub (or its cache) serves.
         return ResolvedModel(ref=ref, path=ref, revision=os.environ.get("CURATE_MODEL_REVISION", "main"))
     name = ref[len(BUNDLED_PREFIX) :]
-    if name == "whisper-tiny.en":
-        return _bundled_whisper(ref)
-    if name == "whisper-tiny.en-hf":
-        return _bundled_whisper_hf(ref)
-    if name == "whisper-base":
-        return _bundled_whisper_base(ref)
-    if name == "whisper-base-hf":
-        return _bundled_whisper_base_hf(ref)
-    if name == "qwen2.5-coder-0.5b-instruct":
-        return _bundled_judge(ref)
+    if name in BUNDLED:
+        return BUNDLED[name](ref)
     raise ModelUnavailableError(f"unknown bundled model {name!r}")
 
 
@@ -198,3 +190,19 @@ def _convert_gguf_to_hf(work: Path) -> None:
     tok.save_pretrained(work)
     del model
     shutil.rmtree(src)  # the 600 MB GGUF is not needed once converted
+
+
+# Every bundled model by name (``bundled:NAME``), and what builds it: ``resolve_model`` and
+# ``curate prepare-models`` read this one list.
+BUNDLED = {
+    "whisper-tiny.en": _bundled_whisper,
+    "whisper-tiny.en-hf": _bundled_whisper_hf,
+    "whisper-base": _bundled_whisper_base,
+    "whisper-base-hf": _bundled_whisper_base_hf,
+    "qwen2.5-coder-0.5b-instruct": _bundled_judge,
+}
+# The bundled Whispers ship in both backends' forms, the same weights: CTranslate2's -> transformers'.
+WHISPER_FORMS = {
+    f"{BUNDLED_PREFIX}whisper-tiny.en": f"{BUNDLED_PREFIX}whisper-tiny.en-hf",
+    f"{BUNDLED_PREFIX}whisper-base": f"{BUNDLED_PREFIX}whisper-base-hf",
+}

@@ -215,3 +215,14 @@ def test_a_bundled_whisper_is_read_in_its_backend_s_form():
         ).transcriber.multilingual_model
         is None
     )
+
+
+def test_every_bundled_whisper_form_is_a_bundled_model():
+    """The bundled models are listed once (``models.resolve.BUNDLED``): the backends' forms the config maps
+    between, and what ``curate prepare-models`` builds, are names from that list."""
+    from pipeline.models.resolve import BUNDLED, BUNDLED_PREFIX, WHISPER_FORMS
+
+    for ref in (*WHISPER_FORMS, *WHISPER_FORMS.values()):
+        assert ref.startswith(BUNDLED_PREFIX) and ref.removeprefix(BUNDLED_PREFIX) in BUNDLED
+    assert build_config().transcriber.model.removeprefix(BUNDLED_PREFIX) in BUNDLED
+    assert build_config().judge.model.removeprefix(BUNDLED_PREFIX) in BUNDLED
