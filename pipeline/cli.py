@@ -104,7 +104,7 @@ def build_parser() -> tuple[argparse.ArgumentParser, argparse._SubParsersAction]
         "export", help="write a view of the dataset's table as Parquet, Hugging Face, NeMo or WebDataset"
     )
     exp.add_argument("--output", required=True, help="the table root `curate run` wrote")
-    exp.add_argument("--locale", default="en")
+    exp.add_argument("--locale", help="the locale's table (default: the table root's one locale)")
     exp.add_argument(
         "--as-of",
         help="a tag (nightly-2026-12-01, run-…), a snapshot id, or an ISO time (2026-12-01T02:00Z: the snapshot "
@@ -131,7 +131,7 @@ def build_parser() -> tuple[argparse.ArgumentParser, argparse._SubParsersAction]
     exp.add_argument("--profile", choices=["local", "cluster"], default="local")
     hist = sub.add_parser("history", help="list a table's snapshots and tags: what each run changed, and when")
     hist.add_argument("--output", required=True, help="the table root `curate run` wrote")
-    hist.add_argument("--locale", default="en")
+    hist.add_argument("--locale", help="the locale's table (default: the table root's one locale)")
     hist.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.FIELD=VALUE")
     hist.add_argument("--profile", choices=["local", "cluster"], default="local")
     q = sub.add_parser("query", help="run SQL (DuckDB) over a table's clips: the view `clips`")

@@ -161,6 +161,34 @@ class TableRoot:
         slug = locale_slug(locale)
         return f"{self.namespace}.{slug}_clips", f"{self.namespace}.{slug}_audio"
 
+    def locales(self, catalog: Catalog) -> list[str]:
+        """The locales this root holds a clips table of, as their runs named them (``sv-SE``, not ``sv_se``)."""
+        from pyiceberg.exceptions import NoSuchNamespaceError
+
+        try:
+            names = sorted(t[-1] for t in catalog.list_tables(self.namespace) if t[-1].endswith("_clips"))
+        except NoSuchNamespaceError:
+            return []
+        found = []
+        for name in names:
+            snap = catalog.load_table(f"{self.namespace}.{name}").current_snapshot()
+            props = snap.summary.additional_properties if snap and snap.summary else {}
+            found.append(props.get("curate.locale") or name.removesuffix("_clips"))
+        return found
+
+    def pick_locale(self, catalog: Catalog, locale: str | None) -> str:
+        """``locale``, or with none given the one locale the root holds; a ``TableError`` naming the
+        root's locales when it has no table of ``locale``, or several and none was given."""
+        have = self.locales(catalog)
+        if locale is None and len(have) == 1:
+            return have[0]
+        if locale is not None and any(locale_slug(h) == locale_slug(locale) for h in have):
+            return locale
+        if not have:
+            return locale or "en"  # the caller's load names the missing table
+        where = f"{self.output} has no table of locale {locale!r}" if locale else f"{self.output} holds several locales"
+        raise TableError(f"{where}; its locales: {', '.join(have)} (pass one as --locale)")
+
 
 def table_root(output: str, cfg: CurationConfig) -> TableRoot:
     """The catalog and warehouse for ``output``, from the config and the environment."""

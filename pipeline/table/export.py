@@ -92,15 +92,16 @@ def snapshot_of(table, as_of: str | None) -> int:
     return snap.snapshot_id
 
 
-def open_tables(output: str, cfg: CurationConfig, locale: str):
-    """(clips table, audio table) of an existing table root; never creates a catalog or a table."""
+def open_tables(output: str, cfg: CurationConfig, locale: str | None):
+    """(clips table, audio table) of an existing table root, of ``locale`` (None: the root's one locale);
+    never creates a catalog or a table."""
     from pyiceberg.exceptions import NoSuchNamespaceError, NoSuchTableError
 
     root = table_root(output, cfg)
     if root.fresh:
         raise TableError(f"{output} is not a table root (no catalog.db there): check --output")
     catalog = root.catalog()
-    clips_id, audio_id = root.identifiers(locale)
+    clips_id, audio_id = root.identifiers(root.pick_locale(catalog, locale))
     try:
         return catalog.load_table(clips_id), catalog.load_table(audio_id)
     except (NoSuchTableError, NoSuchNamespaceError):
@@ -136,7 +137,7 @@ def load_view(ws: Workspace, clips, snapshot: int, release: str | None, split: s
 def view(
     output: str,
     cfg: CurationConfig,
-    locale: str,
+    locale: str | None,
     as_of: str | None = None,
     release: str | None = None,
     split: str | None = None,
@@ -248,7 +249,7 @@ def _replace(t: pa.Table, name: str, values: pa.Array) -> pa.Table:
 def export(
     output: str,
     cfg: CurationConfig,
-    locale: str,
+    locale: str | None,
     fmt: Format,
     to: str,
     as_of: str | None = None,

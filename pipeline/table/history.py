@@ -23,8 +23,8 @@ class Entry:
     current: bool = False
 
 
-def history(output: str, cfg: CurationConfig, locale: str) -> list[Entry]:
-    """Every snapshot of ``locale``'s clips table at ``output``, oldest first."""
+def history(output: str, cfg: CurationConfig, locale: str | None) -> list[Entry]:
+    """Every snapshot of ``locale``'s clips table at ``output`` (None: its one locale), oldest first."""
     from pipeline.table.export import open_tables
 
     clips, _ = open_tables(output, cfg, locale)

@@ -1,5 +1,5 @@
-"""Query a locale's clips table with DuckDB: ``curate query --output OUTPUT [--locale en] "SQL"`` (or
-``python -m pipeline.table.query OUTPUT [--locale en] "SQL"``).
+"""Query a locale's clips table with DuckDB: ``curate query --output OUTPUT [--locale de] "SQL"`` (or
+``python -m pipeline.table.query OUTPUT [--locale de] "SQL"``).
 
 The table is the view ``clips`` (its current snapshot, or ``--as-of TAG|SNAPSHOT|ISO time``), read by DuckDB
 from the table's data files as the query needs them, so a table of millions of clips is queried in
@@ -30,7 +30,7 @@ class QueryError(ValueError):
 
 
 def query(
-    output: str, sql: str, cfg: CurationConfig, locale: str = "en", as_of: str | None = None,
+    output: str, sql: str, cfg: CurationConfig, locale: str | None = None, as_of: str | None = None,
     fmt: str = "table", out: IO[str] | None = None,
 ) -> None:  # fmt: skip
     """Run ``sql`` against the view ``clips`` and write its rows to ``out`` (stdout) as ``fmt``."""
@@ -103,7 +103,7 @@ def _flat(batch):
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("sql", nargs="?", default=DEFAULT_SQL, help="SQL over the view `clips` (default: counts)")
-    p.add_argument("--locale", default="en")
+    p.add_argument("--locale", help="the locale's table (default: the table root's one locale)")
     p.add_argument("--as-of", help="a tag, a snapshot id, or an ISO time; default: the current snapshot")
     p.add_argument("--format", choices=FORMATS, default="table", help="table (elided to fit), csv or json lines")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.FIELD=VALUE")

@@ -535,3 +535,37 @@ def test_open_time_metadata_and_tags_retry_when_another_writer_commits_first(cat
     load = lambda: catalog.load_table("curate.t")  # noqa: E731
     assert table_upkeep.tag(load, snap, "run-20261205T000000Z") == "run-20261205T000000Z"
     assert raced and load().refs()["run-20261205T000000Z"].snapshot_id == snap
+
+
+def test_history_export_and_query_take_the_root_s_one_locale_or_name_its_locales(tmp_path, capsys):
+    """A German root with no ``--locale``: the commands used to look for ``curate.en_clips`` and list table
+    names (``curate.zh_cn_clips``) a person must turn back into a locale.  One locale is taken; among
+    several, or for a missing one, the error names them as runs do (``zh-CN``)."""
+    from pipeline.cli import main
+
+    out = str(tmp_path / "out")
+    root = table_root(out, build_config())
+    catalog = root.catalog()
+    clips_id, _ = root.identifiers("de")
+    table = load_or_create(catalog, clips_id, SCHEMA)
+    files = commits.write_rows(table, _rows(table, a=1))
+    commits.upsert(lambda: catalog.load_table(clips_id), files, pa.array(["a"]), {"curate.locale": "de"})
+    load_or_create(catalog, root.identifiers("de")[1], SCHEMA)
+    assert root.pick_locale(catalog, None) == "de" and root.pick_locale(catalog, "DE") == "DE"
+    assert main(["history", "--output", out]) == 0
+    assert str(catalog.load_table(clips_id).current_snapshot().snapshot_id) in capsys.readouterr().out
+    with pytest.raises(TableError, match=r"no table of locale 'en'; its locales: de \(pass one as --locale\)"):
+        root.pick_locale(catalog, "en")
+
+    table = load_or_create(catalog, root.identifiers("zh-CN")[0], SCHEMA)
+    files = commits.write_rows(table, _rows(table, b=2))
+    zh = {"curate.locale": "zh-CN"}
+    commits.upsert(lambda: catalog.load_table("curate.zh_cn_clips"), files, pa.array(["b"]), zh)
+    load_or_create(catalog, root.identifiers("zh-CN")[1], SCHEMA)
+    assert root.locales(catalog) == ["de", "zh-CN"]
+    for cmd in (["history"], ["query", "select 1"], ["export", "--format", "parquet", "--to", str(tmp_path / "x")]):
+        assert main([cmd[0], "--output", out, *cmd[1:]]) == 2
+        err = capsys.readouterr().err.strip()
+        assert err == f"curate: error: {out} holds several locales; its locales: de, zh-CN (pass one as --locale)"
+    assert main(["history", "--output", out, "--locale", "zh-CN"]) == 0
+    assert not (tmp_path / "x").exists()
