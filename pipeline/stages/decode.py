@@ -60,7 +60,9 @@ def read_samples(data: bytes | None, cfg: AudioConfig) -> tuple[np.ndarray, int]
     except DecodeError:
         raise
     except Exception as exc:  # libsndfile raises several types for corrupt input
-        raise DecodeError(f"cannot decode audio: {exc}") from None
+        # libsndfile's own words, not "Error opening <_io.BytesIO object at 0x…>": one reason per kind of
+        # damage, the same on every row, so a night's quarantine groups by it.
+        raise DecodeError(f"cannot decode audio: {getattr(exc, 'error_string', None) or exc}") from None
     if audio.shape[0] == 0:
         raise DecodeError("audio has no samples")
     mono = downmix(audio)
