@@ -44,6 +44,9 @@ def flow_overrides(args) -> list[str]:
 
 def backfill_command(args) -> int:
     os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", EPHEMERAL_STARTUP_TIMEOUT_S)
+    # The temporary server is ours, not the user's: it sends no usage telemetry from their data machine, and
+    # offline it no longer opens the run with "ERROR ... Failed to send telemetry".  Set it to opt in.
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     from flows.backfill import backfill
     from pipeline.config import SecretInConfigError, build_config, refuse_secrets
     from pipeline.io.schema import InputSchemaError

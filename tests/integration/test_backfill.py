@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -38,6 +39,9 @@ def test_curate_backfill_over_full_n_delta_and_full_n_plus_1(tmp_path):
     first = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=1200)
     assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
     assert "found: 3" in first.stdout and "curate.en_clips (validated): snapshot" in first.stdout
+    # A run that went well shows no ERROR line: offline, Prefect's temporary server opened every backfill with
+    # "ERROR | prefect.server.services.telemetry - Failed to send telemetry".
+    assert not re.search(r"\| ERROR +\|", first.stdout + first.stderr), first.stdout + first.stderr
     got = rows(out)
     # Every validated clip of full N+1 once; the moved ones too, with their reason.
     assert sorted(got) == sorted({*c.current, *c.moved})
