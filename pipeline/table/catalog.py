@@ -190,9 +190,26 @@ class TableRoot:
         raise TableError(f"{where}; its locales: {', '.join(have)} (pass one as --locale)")
 
 
+# In the catalog's and the warehouse's URIs these begin a query or a fragment: "out#1" put the table's
+# metadata at "out" and "out?x" its SQLite catalog at "out", beside the root, and the run then failed.
+URI_SPECIAL = "#?"
+
+
+def _uri_safe(path: str, what: str) -> None:
+    bad = [c for c in URI_SPECIAL if c in path]
+    if bad:
+        raise TableError(
+            f"{what} {path}: a table's folder cannot hold {' or '.join(repr(c) for c in bad)} (its catalog and "
+            "warehouse are URIs, where that ends the path); choose another folder. Nothing was written"
+        )
+
+
 def table_root(output: str, cfg: CurationConfig) -> TableRoot:
     """The catalog and warehouse for ``output``, from the config and the environment."""
     t, storage = cfg.table, cfg.storage
+    _uri_safe(output, "output")
+    if t.warehouse:
+        _uri_safe(t.warehouse, "table.warehouse")
     uri = os.environ.get("CURATE_CATALOG_URI") or t.catalog_uri
     if t.warehouse:
         # A plain path becomes a file:// URI, so every data file the table references names its scheme.

@@ -289,3 +289,16 @@ def test_an_export_goes_to_a_local_folder_only_never_s3_or_over_a_file(tmp_path)
     proc, _ = _cli("export", "--output", str(tmp_path / "out"), "--format", "hf", "--to", str(tmp_path / "notes.txt"),
                    "--overwrite")  # fmt: skip
     assert proc.returncode == 2 and "is a file" in proc.stderr and (tmp_path / "notes.txt").read_text() == "mine"
+
+
+@pytest.mark.process
+def test_an_output_whose_path_holds_a_uri_character_is_refused_and_nothing_lands_beside_it(tmp_path):
+    """``--output out#1`` wrote the table's metadata to ``out`` (beside the root) and then failed; ``out?x``
+    put the SQLite catalog at ``out``.  Both are refused, exit 2, before anything is written."""
+    for name, char in (("out#1", "'#'"), ("out?x", "'?'")):
+        proc, _ = _cli("run", "--output", str(tmp_path / name), "--set", "judge.enabled=false")
+        assert proc.returncode == 2 and f"a table's folder cannot hold {char}" in proc.stderr, proc.stderr
+        assert "Traceback" not in proc.stderr
+    proc, _ = _cli("run", "--output", str(tmp_path / "out"), "--set", f"table.warehouse={tmp_path}/wh#2")
+    assert proc.returncode == 2 and "table.warehouse" in proc.stderr, proc.stderr
+    assert list(tmp_path.iterdir()) == []
