@@ -27,14 +27,7 @@ from pipeline.commonvoice import view as cv_view
 from pipeline.commonvoice.reader import ReleaseSource, classify_release_input, not_an_input
 from pipeline.commonvoice.releases import is_delta
 from pipeline.config import CurationConfig, StorageConfig
-from pipeline.io.schema import (
-    InputLayout,
-    InputSchemaError,
-    PlannedRows,
-    check_consistent,
-    inspect_schema,
-    with_ids,
-)
+from pipeline.io.schema import InputLayout, InputSchemaError, PlannedRows, check_consistent, inspect_schema, with_ids
 from pipeline.runtime.storage import Location, list_parquet_files, locate
 from pipeline.table.workspace import Workspace
 
@@ -176,6 +169,7 @@ class ParquetInputs:
 
     files: list[Location]  # resolved by open_inputs: nothing here resolves a filesystem again
     default_locale: str = "en"
+    notes: list[str] = field(default_factory=list)  # what the listing left out, and why
     layout: InputLayout = field(init=False)
     schema: pa.Schema = field(init=False)
     form = "parquet"
@@ -327,6 +321,7 @@ def open_inputs(
     """Classify every source, refuse mixtures and unknown forms, and read what must be known up front."""
     releases: list[ReleaseSource] = []
     parquet: list[Location] = []
+    notes: list[str] = []
     for src in sources:
         where = locate(src, storage)  # once: every helper below takes the resolved location
         if not where.globbed and where.fs.get_file_info(where.path).type == pafs.FileType.NotFound:
@@ -336,7 +331,7 @@ def open_inputs(
             releases += found
         elif _is_parquet_source(where):
             try:
-                parquet += list_parquet_files(where)
+                parquet += list_parquet_files(where, notes)
             except FileNotFoundError:
                 raise InputSchemaError(not_an_input(src, where, ACCEPTED_FORMS)) from None
         else:
@@ -346,4 +341,4 @@ def open_inputs(
     if releases:
         found = sorted(set(releases), key=lambda r: r.uri)
         return ReleaseInputs(found, split or DEFAULT_SPLIT, storage, max_tsv_bytes=max_tsv_bytes)
-    return ParquetInputs(sorted(set(parquet), key=lambda f: f.uri), default_locale)
+    return ParquetInputs(sorted(set(parquet), key=lambda f: f.uri), default_locale, notes)

@@ -95,8 +95,10 @@ def run_curation(
     per_locale = locale_setups(cfg, models, sorted(inputs.locales()))
     split = getattr(inputs, "split", split)
     root.preflight(cfg.storage)
-    for note in getattr(inputs, "notes", []):
+    for note in inputs.notes:  # a copy of a release not read twice, a table's files left out: said on screen
         log.warning("%s", note)
+        if console is not None:
+            console.say(f"note: {note}")
     results = []
     for locale, (locale_cfg, locale_models) in per_locale.items():
         ctx = RunContext(locale_cfg, root, inputs, locale_models, split, run_id, shard, force, console)
@@ -109,7 +111,7 @@ def run_curation(
         form=inputs.form,
         split=split,
         sources=list(sources),
-        notes=list(getattr(inputs, "notes", [])),
+        notes=list(inputs.notes),
         locales=results,
         wall_time_s=round(time.time() - started, 2),
         models=model_info(cfg, models),

@@ -106,12 +106,22 @@ def locate(uri: str, storage: StorageConfig | None = None) -> Location:
     return Location(uri, fs, path)
 
 
-def list_parquet_files(where: Location) -> list[Location]:
-    """Every Parquet file a source names (a file, a directory, or a glob), sorted.
+def _iceberg_data(infos: list[pafs.FileInfo]) -> list[str]:
+    """The folders holding an Iceberg table's data files (``T/data/`` beside ``T/metadata/*.metadata.json``)
+    among ``infos``: a table's files are not inputs (they hold replaced rows too), and a table root kept
+    inside an input folder would be read as one on the next night."""
+    metadata = [os.path.dirname(i.path) for i in infos if i.path.endswith(".metadata.json")]
+    return sorted({f"{os.path.dirname(m)}/data/" for m in metadata if os.path.basename(m) == "metadata"})
+
+
+def list_parquet_files(where: Location, notes: list[str] | None = None) -> list[Location]:
+    """Every Parquet file a source names (a file, a directory, or a glob), sorted, but an Iceberg table's
+    (said in ``notes``).
 
     Sorting makes shard planning deterministic: the same input always gives the same shards.
     """
     fs, path = where.fs, where.path
+    infos: list[pafs.FileInfo] = []
     if where.globbed:
         base = path
         while any(c in base for c in _GLOB_CHARS):
@@ -134,6 +144,12 @@ def list_parquet_files(where: Location) -> list[Location]:
             ]
         else:
             raise FileNotFoundError(f"input {where.uri!r} does not exist")
+    tables = _iceberg_data(infos)
+    kept = [p for p in found if not p.startswith(tuple(tables))]
+    if len(kept) < len(found) and notes is not None:
+        left = ", ".join(t.removesuffix("/data/") for t in tables)
+        notes.append(f"{where.uri}: left out {len(found) - len(kept)} data file(s) of Iceberg tables there ({left})")
+    found = kept
     if not found:
         raise FileNotFoundError(f"no Parquet files under {where.uri!r}")
     return [where.at(p) for p in sorted(found)]

@@ -53,6 +53,29 @@ def test_listing_is_sorted_and_skips_private_dirs(tmp_path):
         list_parquet_files(locate(str(tmp_path / "nope")))
 
 
+def test_a_table_root_inside_a_parquet_folder_is_not_read_as_input(tmp_path):
+    """``--input mirror --output mirror/curated`` curated the mirror, and the next night read the table's own
+    data files as input ("no audio column") and failed.  An Iceberg table's data files (``T/data/`` beside
+    ``T/metadata/*.metadata.json``) are left out of a folder's or a glob's listing, and the run says so."""
+    from pipeline.config import StorageConfig
+
+    write_parquet([{"id": "a", "audio_bytes": b"x"}], tmp_path / "mirror.parquet")
+    table = tmp_path / "curated" / "warehouse" / "curate" / "en_clips"
+    (table / "metadata").mkdir(parents=True)
+    (table / "metadata" / "00001-abc.metadata.json").write_text("{}")
+    write_parquet([{"id": "1"}], table / "data" / "00000-0-abc.parquet")
+    write_parquet([{"id": "2"}], tmp_path / "curated" / "data" / "loose.parquet")  # no metadata beside: an input
+    for src in (str(tmp_path), str(tmp_path / "**" / "*.parquet")):
+        notes: list[str] = []
+        found = [f.uri.split(str(tmp_path))[1] for f in list_parquet_files(locate(src), notes)]
+        assert found == ["/curated/data/loose.parquet", "/mirror.parquet"], src
+        assert notes == [f"{src}: left out 1 data file(s) of Iceberg tables there ({table})"]
+    (tmp_path / "curated" / "data" / "loose.parquet").unlink()
+    inputs = open_inputs([str(tmp_path)], StorageConfig())
+    assert [f.uri for f in inputs.files] == [str(tmp_path / "mirror.parquet")]
+    assert inputs.notes and str(table) in inputs.notes[0]
+
+
 def test_double_star_glob_spans_directories(tmp_path):
     for name in ["cv/en/dev/a.parquet", "cv/en/test/b.parquet", "cv/en/test/notes.txt"]:
         write_parquet([{"id": "1"}], tmp_path / name)
