@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import socket
 import time
 
 import ray
@@ -14,11 +15,37 @@ log = logging.getLogger("pipeline")
 STARTS = 3
 
 
+class RayUnreachableError(ValueError):
+    """The configured cluster's address does not answer: the user's to fix, said in one line."""
+
+
+def check_reachable(address: str, tries: int = 3, timeout_s: float = 5.0) -> None:
+    """Fail in seconds, naming ``address``, when nothing answers there: ``ray.init`` waited on an unknown host
+    for minutes, printing nothing (its GCS client retries without end).  ``auto`` is Ray's own to find."""
+    if address in ("auto", "local"):
+        return
+    host, _, port = address.removeprefix("ray://").rpartition(":")
+    if not host or not port.isdigit():
+        raise RayUnreachableError(f"ray_address {address!r}: expected HOST:PORT (the head's GCS port, 6379), auto, "
+                                  "or http://HEAD:8265 for Ray Jobs")  # fmt: skip
+    for attempt in range(1, tries + 1):
+        try:
+            with socket.create_connection((host.strip("[]"), int(port)), timeout=timeout_s):
+                return
+        except OSError as exc:
+            if attempt == tries:
+                raise RayUnreachableError(
+                    f"cannot reach the Ray cluster at {address} ({exc}); check --ray-address or RAY_ADDRESS"
+                ) from None
+            time.sleep(2)
+
+
 def ensure_ray(cfg: CurationConfig) -> None:
     if ray.is_initialized():
         return
     address = cfg.ray_address or os.environ.get("RAY_ADDRESS")
     if address:
+        check_reachable(address)
         ray.init(address=address, log_to_driver=True)
     else:
         # Logical CPUs above the core count: the Whisper and vLLM actors sit on theirs while the

@@ -302,3 +302,28 @@ def test_an_output_whose_path_holds_a_uri_character_is_refused_and_nothing_lands
     proc, _ = _cli("run", "--output", str(tmp_path / "out"), "--set", f"table.warehouse={tmp_path}/wh#2")
     assert proc.returncode == 2 and "table.warehouse" in proc.stderr, proc.stderr
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.process
+def test_a_ray_address_nothing_answers_at_fails_in_seconds_naming_it(tmp_path):
+    """``curate run --ray-address nonsense:1`` sat for minutes printing nothing (Ray's GCS client retries
+    without end; killed at 5 min).  Nothing listening, an unknown host or an address of no form is one line."""
+    import socket
+
+    from pipeline.runtime.ray_init import RayUnreachableError, check_reachable
+    from tests.services import free_port
+
+    port = free_port()
+    proc, _ = _cli("run", "--output", str(tmp_path / "out"), "--ray-address", f"127.0.0.1:{port}", "--limit", "1")
+    assert proc.returncode == 2, proc.stderr
+    assert f"cannot reach the Ray cluster at 127.0.0.1:{port}" in proc.stderr and "Traceback" not in proc.stderr
+    with pytest.raises(RayUnreachableError, match="expected HOST:PORT"):
+        check_reachable("head-node")
+    with pytest.raises(RayUnreachableError, match=r"cannot reach the Ray cluster at no-such-host\.invalid:6379"):
+        check_reachable("no-such-host.invalid:6379", tries=1)
+    with socket.socket() as listening:
+        listening.bind(("127.0.0.1", 0))
+        listening.listen()
+        check_reachable(f"127.0.0.1:{listening.getsockname()[1]}")
+        check_reachable(f"ray://127.0.0.1:{listening.getsockname()[1]}")
+    check_reachable("auto")
