@@ -56,7 +56,7 @@ def backfill_command(args) -> int:
     try:  # checked before any flow run exists: a bad config is the caller's to fix, not a run to retry
         cfg = build_config(args.profile, file=args.config, overrides=overrides)
         refuse_secrets(cfg, overrides=overrides, where="curate backfill")
-    except ValueError as exc:  # SecretInConfigError included; the message names keys, never values
+    except (ValueError, OSError) as exc:  # SecretInConfigError included (names keys, never values); OSError: --config
         print(f"curate: error: {exc}", file=sys.stderr)
         return 2
     try:

@@ -169,7 +169,7 @@ def run_command(args: argparse.Namespace) -> int:
         return query.run(args, args.output)
     try:
         cfg = _build(args)
-    except (SecretInConfigError, ValueError) as exc:
+    except (SecretInConfigError, ValueError, OSError) as exc:  # OSError: a --config file not there or unreadable
         print(f"curate: error: {str(exc).splitlines()[0]}", file=sys.stderr)
         return 2
     if args.cmd == "config":

@@ -55,6 +55,21 @@ def test_a_config_file_parameter_reads_only_config_files_and_never_quotes_them(t
         build_config(file=tmp_path / "missing.yaml")
 
 
+def test_a_config_file_that_is_not_there_is_one_line_from_every_command(tmp_path, capsys):
+    """``curate run|config|backfill --config missing.yaml`` ended in a traceback (FileNotFoundError)."""
+    from flows.cli import main
+
+    missing = tmp_path / "missing.yaml"
+    for argv in (
+        ["run", "--output", str(tmp_path / "out")],
+        ["config"],
+        ["backfill", "--source-root", str(tmp_path), "--output-root", str(tmp_path / "out")],
+    ):
+        assert main([*argv, "--config", str(missing)]) == 2
+        assert capsys.readouterr().err.strip() == f"curate: error: {missing}: no such config file", argv
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_parse_override_types_values():
     assert parse_override("judge.engine_kwargs.enforce_eager=true") == {
         "judge": {"engine_kwargs": {"enforce_eager": True}}
