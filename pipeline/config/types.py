@@ -17,11 +17,11 @@ class AudioConfig(Section):
     # one place, rather than configurable and quietly wrong for both.
     target_sample_rate: Literal[16_000] = 16_000
     # Far above any real Common Voice clip (~100 KB); larger payloads are quarantined undecoded.
-    max_clip_bytes: int = 20 * 1024 * 1024
+    max_clip_bytes: int = Field(default=20 * 1024 * 1024, ge=1)
     # Decoded audio longer than this is quarantined rather than transcribed.
-    max_duration_s: float = 600.0
-    decode_batch_size: int = 16
-    decode_num_cpus: float = 1.0
+    max_duration_s: float = Field(default=600.0, gt=0)
+    decode_batch_size: int = Field(default=16, ge=1)
+    decode_num_cpus: float = Field(default=1.0, ge=0)
 
 
 class QualityConfig(Section):

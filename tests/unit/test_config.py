@@ -1,3 +1,5 @@
+import re
+
 import pytest
 
 from pipeline.config import SEED_SYSTEM_PROMPT, build_config, parse_override
@@ -98,6 +100,31 @@ def test_a_limit_or_threshold_that_would_curate_nothing_is_an_error(fields, mess
     # threshold past the judge's 1..5 rejected every clip for judge_below.
     with pytest.raises(ValueError, match=message):
         build_config(**fields)
+
+
+@pytest.mark.parametrize(
+    "override",
+    [
+        "transcriber.batch_size=0",
+        "transcriber.num_actors=0",
+        "transcriber.beam_size=0",
+        "transcriber.max_new_tokens=-1",
+        "transcriber.num_gpus_per_actor=-1",
+        "judge.batch_size=0",
+        "judge.concurrency=0",
+        "judge.gpu_memory_utilization=0",
+        "judge.gpu_memory_utilization=1.5",
+        "judge.top_logprobs=0",
+        "audio.decode_batch_size=0",
+        "audio.max_duration_s=0",
+    ],
+)
+def test_an_engine_setting_no_engine_can_run_with_is_an_error(override):
+    """``--set transcriber.batch_size=0`` was taken, and the run failed in Ray ("Batch size can't be negative
+    or 0") after creating the table root and a log; now it is an invalid config, exit 2, before any work."""
+    section_field = override.split("=")[0]
+    with pytest.raises(ValueError, match=re.escape(section_field)):
+        build_config(overrides=[override])
 
 
 def test_judge_engine_kwargs_per_profile():
