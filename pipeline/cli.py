@@ -254,6 +254,9 @@ def export_command(args: argparse.Namespace) -> int:
     except (TableError, ValueError) as exc:
         print(f"curate: error: {exc}", file=sys.stderr)
         return 2
+    except OSError as exc:  # --to where nothing can be written (read-only, full, a pseudo filesystem): no partial left
+        print(f"curate: failed: cannot write the export to {args.to}: {exc}", file=sys.stderr)
+        return 1
     parts = ", ".join(f"{n} {kind}" for kind, n in done.rows.items())
     print(f"exported {done.table} at snapshot {done.snapshot_id} as {args.format}: {parts} -> {done.to}")
     return 0

@@ -229,6 +229,10 @@ def test_an_export_never_replaces_or_enters_the_table_it_reads(curated, tmp_path
         assert "overlaps the table's own" in refused.stderr and "Traceback" not in refused.stderr, to
     assert sorted(p.name for p in table.iterdir()) == sorted(p.name for p in curated[0].iterdir())
     assert rows(table) == before
+    # Where nothing can be written: one line, no traceback (it was a FileNotFoundError's).
+    failed = run_cli("export", "--output", str(table), "--format", "hf", "--to", "/proc/curate-export", code=1)
+    assert failed.stderr.strip().startswith("curate: failed: cannot write the export to /proc/curate-export: ")
+    assert "Traceback" not in failed.stderr
 
 
 def test_corrupt_truncated_and_silent_clips_are_quarantined_with_reasons(curated):
