@@ -170,10 +170,10 @@ class TableRoot:
         except NoSuchNamespaceError:
             return []
         found = []
-        for name in names:
-            snap = catalog.load_table(f"{self.namespace}.{name}").current_snapshot()
-            props = snap.summary.additional_properties if snap and snap.summary else {}
-            found.append(props.get("curate.locale") or name.removesuffix("_clips"))
+        for name in names:  # the newest run's word (a compaction's snapshot names no locale)
+            said = [s.summary.additional_properties.get("curate.locale") for s in
+                    catalog.load_table(f"{self.namespace}.{name}").snapshots() if s.summary]  # fmt: skip
+            found.append(next((loc for loc in reversed(said) if loc), name.removesuffix("_clips")))
         return found
 
     def pick_locale(self, catalog: Catalog, locale: str | None) -> str:

@@ -562,6 +562,8 @@ def test_history_export_and_query_take_the_root_s_one_locale_or_name_its_locales
     zh = {"curate.locale": "zh-CN"}
     commits.upsert(lambda: catalog.load_table("curate.zh_cn_clips"), files, pa.array(["b"]), zh)
     load_or_create(catalog, root.identifiers("zh-CN")[1], SCHEMA)
+    files = commits.write_rows(table, _rows(table, b=2))  # a snapshot that names no locale, as a compaction's
+    commits.upsert(lambda: catalog.load_table("curate.zh_cn_clips"), files, pa.array(["b"]), {"p": "1"})
     assert root.locales(catalog) == ["de", "zh-CN"]
     for cmd in (["history"], ["query", "select 1"], ["export", "--format", "parquet", "--to", str(tmp_path / "x")]):
         assert main([cmd[0], "--output", out, *cmd[1:]]) == 2
