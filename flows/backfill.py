@@ -2,8 +2,10 @@
 
 Two kinds of root:
 - Common Voice releases (tarballs and extracted locale folders, full and delta, local or S3): every
-  locale's releases go to its own table in one run, in release order, so a clip that cumulative
-  releases list again is scored once and takes the newest release's status, split and votes.
+  locale's releases go to its own table in one run of that locale, in release order, so a clip that
+  cumulative releases list again is scored once and takes the newest release's status, split and votes.
+  A locale whose run fails (a download cut short) fails alone: the others are curated, and the backfill
+  fails at the end naming it.
 - Parquet mirrors laid out as ``<root>/<split>/*.parquet``: each split's folder is one run.
 
 The tables' snapshots are the ledger: a release already applied (same content, same engines and
@@ -23,6 +25,14 @@ from pipeline.runtime.storage import locate
 from pipeline.shards import discover_splits, slug
 
 DEFAULT_RELEASE_SPLITS = ("validated",)
+
+
+class BackfillIncomplete(RuntimeError):
+    """Some locales' runs failed; ``result`` is what the others committed (``found``, ``tables``)."""
+
+    def __init__(self, result: dict, failed: list[str]):
+        super().__init__(f"{len(failed)} run(s) failed, the rest committed: {'; '.join(failed)}")
+        self.result, self.failed = result, failed
 
 
 def run_name() -> str:
@@ -73,12 +83,24 @@ def backfill(
     )
     storage = cfg.storage
     runs: list[tuple[str, dict]] = []
+    failed: list[str] = []
     releases = discover_releases(locate(source_root, storage))
     if releases:
         names = sorted({f"{r.release}/{r.locale}" for r in releases})
         logger.info("found %d release(s) under %s: %s", len(names), source_root, ", ".join(names))
-        for split in splits or DEFAULT_RELEASE_SPLITS:
-            runs.append((split, curate_dataset(source=source_root, split=split, **common)))
+        by_locale: dict[str, list[str]] = {}
+        for r in releases:
+            by_locale.setdefault(r.locale, []).append(r.uri)
+        for locale, uris in sorted(by_locale.items()):
+            for split in splits or DEFAULT_RELEASE_SPLITS:
+                # Each locale its own run, and its own artifacts and trend (``common-voice-de-validated-*``):
+                # a download of one cut short stops none of the others.
+                mine = {**common, "dataset": f"{dataset}-{locale}"}
+                try:
+                    runs.append((split, curate_dataset(source=sorted(uris), split=split, **mine)))
+                except Exception as exc:
+                    failed.append(f"{locale} ({split}): {str(exc).splitlines()[0][:300]}")
+                    logger.error("%s (%s) failed; the other locales go on: %s", locale, split, failed[-1])
     else:
         found = discover_splits(source_root, storage)
         names = sorted(found)
@@ -88,6 +110,8 @@ def backfill(
             runs.append((split, curate_dataset(source=found[split], split=split, **common)))
     tables = [{"split": split, **t} for split, summary in runs for t in summary["tables"]]
     result = {"found": names, "tables": tables}
+    if failed:
+        raise BackfillIncomplete(result, failed)
     applied = [t for t in tables if not t["nothing_to_do"]]
     done = f"{len(applied)} table(s) updated" if applied else "nothing to do"
     return Completed(message=f"{done}; {len(names)} source(s) found", data=result)

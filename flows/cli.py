@@ -47,7 +47,7 @@ def backfill_command(args) -> int:
     # The temporary server is ours, not the user's: it sends no usage telemetry from their data machine, and
     # offline it no longer opens the run with "ERROR ... Failed to send telemetry".  Set it to opt in.
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
-    from flows.backfill import backfill
+    from flows.backfill import BackfillIncomplete, backfill
     from pipeline.config import SecretInConfigError, build_config, refuse_secrets
     from pipeline.io.schema import InputSchemaError
     from pipeline.table.catalog import TableError
@@ -59,6 +59,7 @@ def backfill_command(args) -> int:
     except (ValueError, OSError) as exc:  # SecretInConfigError included (names keys, never values); OSError: --config
         print(f"curate: error: {exc}", file=sys.stderr)
         return 2
+    failed = None
     try:
         result = backfill(
             source_root=args.source_root,
@@ -71,6 +72,8 @@ def backfill_command(args) -> int:
     except (InputSchemaError, FileNotFoundError, TableError, SecretInConfigError) as exc:
         print(f"curate: error: {exc}", file=sys.stderr)
         return 2
+    except BackfillIncomplete as exc:  # what the other locales committed is said first, then what failed
+        result, failed = exc.result, exc.failed
     print()
     print(f"found: {len(result['found'])} ({', '.join(result['found']) or 'none'})")
     for t in result["tables"]:
@@ -78,10 +81,12 @@ def backfill_command(args) -> int:
             print(f"  {t['table']} ({t['split']}): nothing to do")
         else:
             print(f"  {t['table']} ({t['split']}): snapshot {t['snapshot']}, tag {t['tag']}")
-    if all(t["nothing_to_do"] for t in result["tables"]):
+    if all(t["nothing_to_do"] for t in result["tables"]) and not failed:
         print("nothing to do: every input is already in the tables")
     print(f"output: {args.output_root}")
-    return 0
+    for line in failed or []:
+        print(f"curate: failed: {line}", file=sys.stderr)
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":

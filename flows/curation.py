@@ -85,7 +85,7 @@ def run_shards_on_ray(
     task_runner=ThreadPoolTaskRunner(max_workers=1),
 )
 def curate_dataset(
-    source: str,
+    source: str | list[str],
     output_root: str,
     dataset: str = "common-voice",
     split: str = "validated",
@@ -103,8 +103,8 @@ def curate_dataset(
     alert_min_nights: int = 3,
 ) -> State:
     """Curate one split of ``source`` into the dataset's tables at ``output_root``: Common Voice releases
-    (a tarball, an extracted locale folder, or a folder/prefix holding several, full and delta alike) or
-    Parquet (a file, directory, glob or s3:// prefix).
+    (a tarball, an extracted locale folder, or a folder/prefix holding several, full and delta alike, or a
+    list of them) or Parquet (a file, directory, glob or s3:// prefix).
 
     ``num_shards`` (default 1: one engine start-up) cuts the clips by a hash of their id into parallel
     shard tasks.  ``limit`` caps clips per shard.  ``ray_address``: none (embedded local Ray), ``auto``
@@ -131,8 +131,10 @@ def curate_dataset(
             apply_credentials_block(credentials_block)
     if cfg.table.tag is None:
         cfg = cfg.model_copy(update={"table": cfg.table.model_copy(update={"tag": night_tag()})})
-    specs = plan_shards([source], output_root, split, num_shards)
-    logger.info("planned %d shard(s) for %s (%s)", len(specs), source, split)
+    sources = [source] if isinstance(source, str) else list(source)
+    shown = ", ".join(sources)
+    specs = plan_shards(sources, output_root, split, num_shards)
+    logger.info("planned %d shard(s) for %s (%s)", len(specs), shown, split)
     progress_id = create_progress_artifact(
         progress=0.0, key=slug(f"{dataset}-{split}-progress"), description="shards finished"
     )
@@ -154,7 +156,7 @@ def curate_dataset(
         else:
             results = run_shards(specs, cfg, force, progress_id, credentials_block)
     summary = publish(
-        results, source, output_root, dataset, split, time.time() - started, alert_kept_drop_points, alert_min_nights
+        results, shown, output_root, dataset, split, time.time() - started, alert_kept_drop_points, alert_min_nights
     )
     message = (
         "nothing to do: every input already in the table" if summary["nothing_to_do"] else outcome(summary["counts"])

@@ -73,7 +73,8 @@ def run_name() -> str:
     """``validated-en-2026-12-02``: what was curated, and the night it was scheduled for (in the schedule's
     timezone); a manual run says so and when it started: ``validated-en-manual-2026-12-04-1530``."""
     p = flow_run.parameters
-    what = source_label(p["source"], p.get("dataset") or "dataset")
+    source = p["source"] if isinstance(p["source"], str) else p["source"][0]  # a backfill's: one locale's list
+    what = source_label(source, p.get("dataset") or "dataset")
     base = f"{slug(p.get('split') or 'validated')}-{slug(what)}"
     night = tonight()
     return f"{base}-{night}" if night else f"{base}-manual-{datetime.now(UTC):%Y-%m-%d-%H%M}"

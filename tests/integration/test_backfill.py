@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from flows.backfill import backfill
-from scripts.make_cv_release import build_cumulative
+from scripts.make_cv_release import build_cumulative, build_release
 from tests.conftest import NO_JUDGE, NO_JUDGE_ARGS
 from tests.integration.conftest import split_sample
 from tests.table import engine_rows, rows, summaries
@@ -21,9 +21,13 @@ pytestmark = pytest.mark.slow
 
 def test_curate_backfill_over_full_n_delta_and_full_n_plus_1(tmp_path):
     """`curate backfill` on the embedded default (ephemeral Prefect), as a user runs it: one engine start-up
-    for the three releases, each clip through the engines once, the newest release's word on every clip."""
+    for the three releases, each clip through the engines once, the newest release's word on every clip.
+    Beside them a German download cut short: it fails alone (it failed the whole backfill, every locale)."""
     root = tmp_path / "downloads"
     c = build_cumulative(root, clips=8, new=4)
+    whole = build_release(tmp_path / "de", clips=2, locale="de", version="22.0").path
+    cut = root / whole.name
+    cut.write_bytes(whole.read_bytes()[: whole.stat().st_size // 2])
     out = tmp_path / "curated"
     env = {**os.environ, "PREFECT_HOME": str(tmp_path / "prefect-home"), "HF_HUB_OFFLINE": "1"}
     cmd = [
@@ -37,11 +41,11 @@ def test_curate_backfill_over_full_n_delta_and_full_n_plus_1(tmp_path):
     ]
 
     first = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=1200)
-    assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
-    assert "found: 3" in first.stdout and "curate.en_clips (validated): snapshot" in first.stdout
-    # A run that went well shows no ERROR line: offline, Prefect's temporary server opened every backfill with
-    # "ERROR | prefect.server.services.telemetry - Failed to send telemetry".
-    assert not re.search(r"\| ERROR +\|", first.stdout + first.stderr), first.stdout + first.stderr
+    assert first.returncode == 1, first.stdout[-3000:] + first.stderr[-3000:]
+    assert "found: 4" in first.stdout and "curate.en_clips (validated): snapshot" in first.stdout
+    failed = [ln for ln in first.stderr.splitlines() if ln.startswith("curate: failed: ")]
+    assert len(failed) == 1 and failed[0].startswith("curate: failed: de (validated): "), first.stderr[-3000:]
+    assert f"{cut}: broken tar archive" in failed[0]
     got = rows(out)
     # Every validated clip of full N+1 once; the moved ones too, with their reason.
     assert sorted(got) == sorted({*c.current, *c.moved})
@@ -63,8 +67,12 @@ def test_curate_backfill_over_full_n_delta_and_full_n_plus_1(tmp_path):
     }
 
     before = summaries(out)
+    cut.unlink()  # the download thrown away, to be fetched again
     second = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
     assert second.returncode == 0, second.stdout[-3000:] + second.stderr[-3000:]
+    # A run that went well shows no ERROR line: offline, Prefect's temporary server opened every backfill with
+    # "ERROR | prefect.server.services.telemetry - Failed to send telemetry".
+    assert not re.search(r"\| ERROR +\|", second.stdout + second.stderr), second.stdout + second.stderr
     assert "nothing to do: every input is already in the tables" in second.stdout
     assert summaries(out) == before  # no new snapshot
     assert "through the engines" not in second.stdout  # no engine started
