@@ -6,7 +6,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
 import sys
 
 from pipeline import cli as pipeline_cli
@@ -42,6 +44,33 @@ def flow_overrides(args) -> list[str]:
     return [*args.overrides, *(f"{k}={v}" for k, v in pipeline_cli.shortcuts(args).items() if v is not None)]
 
 
+def stop_on_ctrl_c() -> None:
+    """Ctrl-C reaches Prefect's temporary server too (one process group), and the flow engine, left
+    without its API, hung past every further Ctrl-C.  The first one now stops the running shard (its child
+    and everything it started; a commit cut short leaves nothing), then the server, says what the tables
+    hold, and exits 130."""
+
+    def stop(signum, frame) -> None:
+        from pipeline.launch.process import RUNNING, stop_shard
+
+        print(
+            "\ncurate: interrupted. Each locale's table holds what its run committed; a run cut short left "
+            "nothing. Run the same command again to finish.",
+            file=sys.stderr,
+            flush=True,
+        )
+        for pid in list(RUNNING):
+            stop_shard(pid, deadline_s=10)
+        with contextlib.suppress(Exception):
+            from prefect.server.api.server import SubprocessASGIServer
+
+            for server in list(SubprocessASGIServer._instances.values()):
+                server.stop()
+        os._exit(130)
+
+    signal.signal(signal.SIGINT, stop)
+
+
 def backfill_command(args) -> int:
     os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", EPHEMERAL_STARTUP_TIMEOUT_S)
     # The temporary server is ours, not the user's: it sends no usage telemetry from their data machine, and
@@ -59,6 +88,8 @@ def backfill_command(args) -> int:
     except (ValueError, OSError) as exc:  # SecretInConfigError included (names keys, never values); OSError: --config
         print(f"curate: error: {exc}", file=sys.stderr)
         return 2
+    if not os.environ.get("PREFECT_API_URL"):
+        stop_on_ctrl_c()
     failed = None
     try:
         result = backfill(

@@ -101,19 +101,32 @@ def table_lock(output_root: str) -> str:
 
 
 def ensure_table_lock(name: str) -> None:
-    """Create the limit (1 slot) if missing: Prefect only enforces limits that exist."""
+    """Create the limit (1 slot) if missing: Prefect only enforces limits that exist.
+
+    Under Prefect's temporary server (``curate backfill`` with no ``PREFECT_API_URL``) a slot already taken
+    is a killed run's: the server keeps leases in memory, so the slot of a backfill stopped by Ctrl-C or
+    SIGKILL outlived it in ~/.prefect's database, and every later backfill of the table waited on it
+    forever.  Such a slot is freed (two backfills of one table at once would then both work: the commit
+    keeps every id once, at the cost of engine work done twice)."""
     from prefect import get_client
-    from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate
+    from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate, GlobalConcurrencyLimitUpdate
     from prefect.exceptions import ObjectAlreadyExists, ObjectNotFound
+    from prefect.settings import get_current_settings
     from prefect.utilities.asyncutils import run_coro_as_sync
+
+    temporary = get_current_settings().api.url is None
 
     async def create() -> None:
         async with get_client() as client:
             try:
-                await client.read_global_concurrency_limit_by_name(name)
+                limit = await client.read_global_concurrency_limit_by_name(name)
             except ObjectNotFound:
                 with contextlib.suppress(ObjectAlreadyExists):  # another run created it first
                     await client.create_global_concurrency_limit(GlobalConcurrencyLimitCreate(name=name, limit=1))
+                return
+            if temporary and limit.active_slots:
+                get_run_logger().warning("%s: freeing the slot a killed run left taken", name)
+                await client.update_global_concurrency_limit(name, GlobalConcurrencyLimitUpdate(active_slots=0))
 
     run_coro_as_sync(create())
 

@@ -20,6 +20,9 @@ from pipeline.result import RunResult
 from pipeline.shards import ShardSpec
 from pipeline.show.console import ANSI
 
+# The shard children this process runs now, by PID: what an interrupt of the whole command stops.
+RUNNING: set[int] = set()
+
 
 def with_parent_death(cmd: list[str]) -> list[str]:
     """``cmd`` under ``setpriv --pdeathsig KILL``: the kernel kills the child when the flow-run process's
@@ -112,6 +115,7 @@ class ChildProcessLauncher:
             text=True,
             start_new_session=True,  # setsid() in C, before exec: everything it starts is in its session
         )
+        RUNNING.add(proc.pid)
         proc.stdin.write(child_cfg.model_dump_json())
         proc.stdin.close()
         tail: list[str] = []
@@ -143,6 +147,7 @@ class ChildProcessLauncher:
             stop_shard(proc.pid)  # cancelled: leave nothing running
             raise
         finally:
+            RUNNING.discard(proc.pid)
             if watchdog:
                 watchdog.cancel()
         if timed_out.is_set():

@@ -64,3 +64,49 @@ def test_ctrl_c_before_the_commit_says_what_the_table_holds_and_leaves_no_file(t
     clips, _ = tables(out)
     assert clips.current_snapshot() is None
     assert not list(own_tmp.glob("curate-run-*.log"))  # the log moved, not copied
+
+
+def test_ctrl_c_on_a_backfill_stops_its_shard_and_server_and_exits(tmp_path):
+    """Ctrl-C reaches every process of the terminal's group, Prefect's temporary server among them: the
+    backfill's flow engine, left without its API, printed connection errors and hung past three more
+    Ctrl-Cs.  Now the first one stops the running shard (its child and its Ray) and the server, says what
+    the tables hold, and exits 130; nothing of the run is left running, and the next backfill finishes."""
+    import psutil
+
+    from scripts.make_cv_release import build_release
+
+    root, out = tmp_path / "downloads", tmp_path / "curated"
+    build_release(root, clips=3, locale="en", version="22.0", missing=False, corrupt=False)
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PREFECT_HOME": str(tmp_path / "prefect-home")}
+    env.pop("PREFECT_API_URL", None)
+    cmd = [str(REPO / ".venv" / "bin" / "curate"), "backfill", "--source-root", str(root), "--output-root", str(out),
+           *NO_JUDGE_ARGS]  # fmt: skip
+    proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            start_new_session=True)  # fmt: skip
+    seen: list[str] = []
+    try:
+        for line in proc.stdout:  # until the shard's child is at work
+            seen.append(line)
+            if "[shard-1-of-1] curating" in line:
+                break
+        assert proc.poll() is None, "".join(seen[-40:])
+        shards = [
+            p for p in psutil.Process(proc.pid).children(recursive=True) if "pipeline.cli" in " ".join(p.cmdline())
+        ]
+        assert shards, "".join(seen[-40:])
+        os.killpg(proc.pid, signal.SIGINT)  # what Ctrl-C in a terminal sends: the whole foreground group
+        rest, _ = proc.communicate(timeout=120)
+    finally:
+        stop_tree(proc.pid)
+    assert proc.returncode == 130, "".join(seen[-20:]) + rest[-3000:]
+    assert "curate: interrupted. Each locale's table holds what its run committed" in rest, rest[-3000:]
+    assert "Traceback" not in rest and "All connection attempts failed" not in rest, rest[-3000:]
+    time.sleep(1)
+    assert not [p for p in shards if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
+
+    again = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=900)
+    assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
+    assert "curate.en_clips (validated): snapshot" in again.stdout
+    # The table's lock slot the interrupted run held was freed: the temporary server keeps leases in memory,
+    # so it outlived the run in the database, and this backfill waited on it forever.
+    assert "freeing the slot a killed run left taken" in again.stdout + again.stderr
