@@ -101,10 +101,12 @@ def open_tables(output: str, cfg: CurationConfig, locale: str | None):
     if root.fresh:
         raise TableError(f"{output} is not a table root (no catalog.db there): check --output")
     catalog = root.catalog()
-    clips_id, audio_id = root.identifiers(root.pick_locale(catalog, locale))
+    # The root's locales are listed (a metadata read per table) only when needed: none given, or not there.
+    clips_id, audio_id = root.identifiers(locale or root.pick_locale(catalog, None))
     try:
         return catalog.load_table(clips_id), catalog.load_table(audio_id)
     except (NoSuchTableError, NoSuchNamespaceError):
+        root.pick_locale(catalog, locale)  # a root without this locale: its locales, named as runs named them
         try:
             have = [".".join(t) for t in catalog.list_tables(root.namespace)]
         except NoSuchNamespaceError:
