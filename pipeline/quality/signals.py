@@ -208,6 +208,20 @@ NEAR_SPEECH_DB = 30.0
 REACH = 2
 # Pauses quieter than this: an MP3 encoder silences such a floor by itself, so silence proves nothing.
 FLOOR_MIN_DBFS = -85.0
+# A floor is a pause that holds: this many frames in a row under the pause line and over digital silence.
+# Synthesized speech (espeak-ng) has none, only a frame or two where a word fades into its own digital
+# silence (more once resampled and MP3-encoded), which must not count as one.
+FLOOR_RUN = 3
+
+
+def _runs_of(flags: np.ndarray, at_least: int) -> np.ndarray:
+    """``flags`` kept only where they stand in runs of ``at_least`` or more."""
+    edges = np.diff(flags.astype(np.int8), prepend=0, append=0)
+    starts, ends = np.flatnonzero(edges == 1), np.flatnonzero(edges == -1)
+    out = np.zeros_like(flags)
+    for s, e in zip(starts[ends - starts >= at_least], ends[ends - starts >= at_least], strict=True):
+        out[s:e] = True
+    return out
 
 
 def dropouts(audio: np.ndarray, rate: int) -> float | None:
@@ -228,7 +242,7 @@ def dropouts(audio: np.ndarray, rate: int) -> float | None:
     db, silent = db[sound[0] : sound[-1] + 1], silent[sound[0] : sound[-1] + 1]
     loud = float(np.percentile(db, 95))
     pause = db < loud - PAUSE_BELOW_DB
-    floor = pause & ~silent
+    floor = _runs_of(pause & ~silent, FLOOR_RUN)
     if pause.any() and (floor.sum() * 2 < pause.sum() or float(np.median(db[floor])) < FLOOR_MIN_DBFS):
         return None
     # Runs of silent frames: [starts, ends) from the edges of the flags.
