@@ -16,16 +16,18 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 
+import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import ray
 from ray.data.block import BlockMetadata
 from ray.data.datasource import Datasource, ReadTask
 
-from pipeline.columns import AUDIO, READ_ERROR
-from pipeline.commonvoice.files import iter_tarball_clips
+from pipeline.columns import AUDIO, ID, READ_ERROR
+from pipeline.commonvoice.files import clip_names, iter_tarball_clips
 from pipeline.commonvoice.reader import MISSING_CLIP, ReleaseSource
 from pipeline.config import ReaderConfig, StorageConfig
-from pipeline.io.clip_files import read_clip
+from pipeline.io.clip_files import MAX_NAME_BYTES, read_clip
 from pipeline.runtime.storage import locate, resolve_filesystem
 
 # A Common Voice MP3 is ~30-60 KB; only used to size Ray's estimate of the data.
@@ -91,6 +93,34 @@ def read_folder_chunk(
             audio.append(data)
             errors.append(error)
         yield _block(rows, idx, audio, errors)
+
+
+# A plain file name inside clips/ (no separator, no control character, not "." or ".."); any other is left to
+# the read, which quarantines it with its own reason.
+PLAIN_NAME = r"^[^/\\\x00-\x1f\x7f]+$"
+
+
+def absent_clips(rows: pa.Table, releases: list[ReleaseSource], storage: StorageConfig, list_from: int) -> pa.Array:
+    """Which of ``rows`` (engine work, with ``_source``) name a clip its extracted release's ``clips/`` lacks,
+    from one listing of that folder.  Only a folder with ``list_from`` rows to read or more is listed (fewer
+    cost the DAG little); a tarball's absent clips are known once it is read, so never here."""
+    absent = np.zeros(rows.num_rows, bool)
+    by_uri = {s.uri: s for s in releases}
+    sources, ids = rows.column("_source"), rows.column(ID)
+    counts = pc.value_counts(sources).to_pylist() if rows.num_rows else []
+    for uri, n in ((c["values"], c["counts"]) for c in counts):
+        if by_uri[uri].form != "folder" or n < list_from:
+            continue
+        plain = pc.and_(
+            pc.match_substring_regex(ids, PLAIN_NAME),
+            pc.and_(
+                pc.less_equal(pc.binary_length(ids), MAX_NAME_BYTES), pc.invert(pc.is_in(ids, pa.array([".", ".."])))
+            ),
+        )
+        listed = pc.is_in(ids, value_set=clip_names(by_uri[uri].located(storage)))
+        mine = pc.and_(pc.equal(sources, uri), pc.and_(plain, pc.invert(listed)))
+        absent |= mine.to_numpy(zero_copy_only=False)
+    return pa.array(absent)
 
 
 class ReleaseDatasource(Datasource):

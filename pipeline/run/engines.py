@@ -9,9 +9,12 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 import pyarrow as pa
+import pyarrow.compute as pc
 from ray.data import DataContext
 
-from pipeline.columns import ID, KEPT
+from pipeline.columns import DURATION, ERROR, ID, KEPT, STAGE, TRANSCRIPT
+from pipeline.commonvoice.datasource import absent_clips
+from pipeline.commonvoice.reader import MISSING_CLIP
 from pipeline.commonvoice.view import releases_json
 from pipeline.dag import build_curation_dataset, curation_stages
 from pipeline.io.inputs import VIEW_ONLY
@@ -24,8 +27,11 @@ from pipeline.runtime.scratch import engine_scratch
 from pipeline.runtime.version import code_version
 from pipeline.shards import agreement_key, engine_key
 from pipeline.show.progress import ConsoleProgress, stage_stats, start_counter, start_line, stop_counter
+from pipeline.stage import READ
+from pipeline.stages.gates import NAME as GATES
 from pipeline.table import commit as commits
 from pipeline.table.plan import TablePlan
+from pipeline.table.schema import conform
 
 log = logging.getLogger("pipeline")
 
@@ -66,6 +72,12 @@ def run_engines(ctx: RunContext, locale: str, plan: TablePlan, tables: Tables, n
     cfg = ctx.cfg
     rows = releases_json(plan.engine).drop_columns(["releases"])
     columns = [c for c in rows.column_names if c not in VIEW_ONLY]
+    absent = (
+        absent_clips(rows, ctx.inputs.releases, cfg.storage, cfg.reader.list_clips_from)
+        if ctx.inputs.form == "common-voice"
+        else pa.array([False] * rows.num_rows)
+    )
+    todo = rows.filter(pc.invert(absent))
     ensure_ray(cfg)
     constants = {
         "engine_key": engine_key(cfg, ctx.models),
@@ -89,13 +101,20 @@ def run_engines(ctx: RunContext, locale: str, plan: TablePlan, tables: Tables, n
         display = None
         if ctx.console is not None:
             ctx.console.say(start_line(rows.num_rows, ctx.inputs.describe(), locale, tables.clips_id))
+            if todo.num_rows < rows.num_rows:
+                ctx.console.say(f"note: {rows.num_rows - todo.num_rows} of them are not in their release's clips/ "
+                                f"folder: stored quarantined ({MISSING_CLIP}), not read")  # fmt: skip
             counted = [s.name for s in stages if s.counted]
-            display = ConsoleProgress(counter, counted, rows.num_rows, ctx.console.out, ctx.console.tty).start()
+            display = ConsoleProgress(counter, counted, todo.num_rows, ctx.console.out, ctx.console.tty).start()
         # Bounded: an engine that cannot start (or an actor that cannot be placed) fails the run.
         DataContext.get_current().execution_no_progress_timeout_s = cfg.stall_timeout_s
         try:
-            ds = build_curation_dataset(ctx.inputs.dataset(rows, cfg), columns, stages, cfg, progress=name)
-            ds.write_datasink(sink, ray_remote_args=WRITE_REMOTE_ARGS)
+            held = rows.filter(absent)
+            for start in range(0, held.num_rows, HELD_ROWS_PER_FILE):
+                sink.results += sink.write([held_at_read(held.slice(start, HELD_ROWS_PER_FILE), stages, tables)], None)
+            if todo.num_rows:
+                ds = build_curation_dataset(ctx.inputs.dataset(todo, cfg), columns, stages, cfg, progress=name)
+                ds.write_datasink(sink, ray_remote_args=WRITE_REMOTE_ARGS)
         except BaseException as exc:  # Ctrl-C too: what this run wrote and did not commit goes
             if display is not None and isinstance(exc, Exception):
                 exc.waiting_stage = display.first_unfinished()  # type: ignore[attr-defined]
@@ -134,6 +153,26 @@ def run_engines(ctx: RunContext, locale: str, plan: TablePlan, tables: Tables, n
         elif bool(before[rid]) != bool(kept):
             out.changes["redecided"] += 1
             out.changes["withdrawn"] += bool(before[rid]) and not kept
+
+
+# Rows per data file of the clips stored quarantined without the DAG (a folder's absent clips).
+HELD_ROWS_PER_FILE = 100_000
+
+
+def held_at_read(rows: pa.Table, stages: list, tables: Tables) -> pa.Table:
+    """``rows`` whose clip the release lacks, as the DAG would have stored them: quarantined at read (no
+    audio, an empty transcript, no verdict of the gates), without passing through its stages."""
+    n = rows.num_rows
+    batch = conform(rows, tables.schema)
+    for col, values in (
+        (ERROR, pa.array([MISSING_CLIP] * n, pa.string())),
+        (STAGE, pa.array([READ] * n, pa.string())),
+        (DURATION, pa.array([0.0] * n, pa.float64())),
+        (TRANSCRIPT, pa.array([""] * n, pa.string())),
+    ):
+        batch = batch.set_column(batch.schema.get_field_index(col), col, values)
+    gates = next(s for s in stages if s.name == GATES)
+    return gates.call(batch.drop_columns([c for c in gates.writes if c in batch.column_names]))
 
 
 def drop_written(sink: TableSink, tables: Tables) -> None:

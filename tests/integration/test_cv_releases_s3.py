@@ -8,6 +8,7 @@ import boto3
 import pytest
 import ray
 
+from pipeline.commonvoice.datasource import absent_clips
 from pipeline.commonvoice.reader import MISSING_CLIP
 from pipeline.config import StorageConfig, build_config
 from pipeline.io.inputs import ReleaseInputs, open_inputs, view_table
@@ -45,6 +46,9 @@ def test_releases_on_s3_read_every_row_once(tmp_path, monkeypatch):
         ]
         view = view_table(inputs, "en", inputs.units("en"))
         assert view.num_rows == 11
+        # The folder's absent clip is known from one listing of its clips/ prefix; the tarball's once read.
+        absent = absent_clips(view, inputs.releases, storage, list_from=0)
+        assert view.filter(absent).column("id").to_pylist() == [delta.missing]
 
         cfg = build_config(overrides=[f"storage.s3_endpoint_url={endpoint}", "reader.clips_per_task=2"])
         ray.init(address="local", num_cpus=2, include_dashboard=False, _node_ip_address="127.0.0.1")
