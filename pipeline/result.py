@@ -104,7 +104,7 @@ class LocaleResult(_Model):
     language: str | None = None
     decoded_as: str | None = None  # the language it is decoded as when the Whisper lacks it (yue on base)
     language_check: str | None = None
-    judge: str | None = None  # the judge's ref, or "off (judge.locales)": the gates decided alone
+    judge: str | None = None  # the judge's ref, or "off (judge.locales)" / "off (judge.enabled)": gates alone
     nothing_to_do: bool = False
     snapshot_id: int | None = None
     tag: str | None = None

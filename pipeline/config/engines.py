@@ -104,7 +104,8 @@ class JudgeConfig(Section):
     # summary says so.  The bundled 0.5B judge ranked none of es/fr/de (retired bench/judge_languages.py,
     # docs/curation.md "Every Common Voice locale"), so the embedded default judges English only.
     locales: list[str] | None = ["en"]
-    # Set per locale from ``locales`` by the run; False skips the engine (score columns are null).
+    # False: no locale is judged (the engine is not started, score columns are null, the gates decide
+    # alone).  The run also turns it off per locale outside ``locales``.
     enabled: bool = True
     system_prompt: str = SEED_SYSTEM_PROMPT
     batch_size: int = Field(default=16, ge=1)
@@ -150,3 +151,10 @@ class JudgeConfig(Section):
         from pipeline.runtime.hardware import judge_dtype
 
         return judge_dtype(cpu_flags, on_gpu=self.num_gpus_per_actor > 0) if self.dtype == "auto" else self.dtype
+
+    def off_for(self, locale: str) -> str | None:
+        """The setting that keeps the judge off ``locale`` (``judge.locales`` or ``judge.enabled``), or None
+        when it scores it."""
+        if self.locales is not None and locale not in self.locales:
+            return "judge.locales"
+        return None if self.enabled else "judge.enabled"

@@ -48,8 +48,9 @@ def locale_setups(cfg: CurationConfig, models: Models, locales: list[str]) -> di
         if language is None:
             log.warning("%s: Whisper has no language for this locale; its clips are gated on agreement alone "
                         "(language_check: unsupported)", locale)  # fmt: skip
-        judged = cfg.judge.locales is None or locale in cfg.judge.locales
-        if not judged:
+        off = cfg.judge.off_for(locale)
+        judged = off is None
+        if off == "judge.locales":
             log.info("%s: the judge scores only %s (judge.locales); the gates decide alone", locale,
                      ", ".join(cfg.judge.locales))  # fmt: skip
         local = cfg.model_copy(

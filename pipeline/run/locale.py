@@ -59,7 +59,7 @@ def new_result(ctx: RunContext, locale: str) -> LocaleResult:
         language=cfg.transcriber.language,
         decoded_as=decoded_as(cfg.transcriber.language, ctx.models.transcriber.path),
         language_check=language_check(locale),
-        judge=f"{ctx.models.judge.ref}" if cfg.judge.enabled else "off (judge.locales)",
+        judge=f"off ({off})" if (off := cfg.judge.off_for(locale)) else f"{ctx.models.judge.ref}",
     )
 
 

@@ -297,3 +297,25 @@ def test_every_reason_a_gate_can_give_has_a_human_name():
         # Common Voice's status gate gives one code per status (CV_STATUS_CODES).
         codes = {g.code for g in gates if not isinstance(g, CvStatus)} | set(CV_STATUS_CODES.values())
         assert codes - set(REASON_NAMES) == set(), codes - set(REASON_NAMES)
+
+
+def test_judge_enabled_false_switches_the_judge_off_in_every_locale_and_says_which_setting():
+    """``--set judge.enabled=false`` was printed by ``curate config`` and accepted, then overwritten per locale
+    from judge.locales: the judge started and scored English anyway."""
+    from pipeline.config import build_config
+    from pipeline.dag import Models
+    from pipeline.models.resolve import ResolvedModel
+    from pipeline.run import locale_setups
+
+    whisper = ResolvedModel("openai/whisper-large-v3", "openai/whisper-large-v3", "main")
+    models = Models(transcriber=whisper, judge=ResolvedModel("some/judge", "some/judge", "main"))
+    on = build_config(overrides=["transcriber.model=openai/whisper-large-v3"])
+    off = build_config(overrides=["transcriber.model=openai/whisper-large-v3", "judge.enabled=false"])
+    assert {loc: c.judge.enabled for loc, (c, _) in locale_setups(on, models, ["en", "de"]).items()} == {
+        "en": True, "de": False
+    }  # fmt: skip
+    assert {loc: c.judge.enabled for loc, (c, _) in locale_setups(off, models, ["en", "de"]).items()} == {
+        "en": False, "de": False
+    }  # fmt: skip
+    assert (on.judge.off_for("en"), on.judge.off_for("de")) == (None, "judge.locales")
+    assert (off.judge.off_for("en"), off.judge.off_for("de")) == ("judge.enabled", "judge.locales")
