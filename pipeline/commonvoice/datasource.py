@@ -100,16 +100,24 @@ def read_folder_chunk(
 PLAIN_NAME = r"^[^/\\\x00-\x1f\x7f]+$"
 
 
-def absent_clips(rows: pa.Table, releases: list[ReleaseSource], storage: StorageConfig, list_from: int) -> pa.Array:
-    """Which of ``rows`` (engine work, with ``_source``) name a clip its extracted release's ``clips/`` lacks,
-    from one listing of that folder.  Only a folder with ``list_from`` rows to read or more is listed (fewer
-    cost the DAG little); a tarball's absent clips are known once it is read, so never here."""
+def absent_clips(
+    rows: pa.Table,
+    releases: list[ReleaseSource],
+    storage: StorageConfig,
+    list_from: int,
+    members: Callable[[str], pa.Array] | None = None,
+) -> pa.Array:
+    """Which of ``rows`` (engine work, with ``_source``) name a clip their release lacks: an extracted
+    folder's from one listing of its ``clips/``, a tarball's from ``members(uri)`` (its ``clips/`` members,
+    noted when its TSVs were read, in the same pass; None: not known).  Only a release with ``list_from``
+    rows to read or more is looked at: fewer cost the DAG little."""
     absent = np.zeros(rows.num_rows, bool)
     by_uri = {s.uri: s for s in releases}
     sources, ids = rows.column("_source"), rows.column(ID)
     counts = pc.value_counts(sources).to_pylist() if rows.num_rows else []
     for uri, n in ((c["values"], c["counts"]) for c in counts):
-        if by_uri[uri].form != "folder" or n < list_from:
+        src = by_uri[uri]
+        if n < list_from or (src.form == "tarball" and members is None):
             continue
         plain = pc.and_(
             pc.match_substring_regex(ids, PLAIN_NAME),
@@ -117,7 +125,8 @@ def absent_clips(rows: pa.Table, releases: list[ReleaseSource], storage: Storage
                 pc.less_equal(pc.binary_length(ids), MAX_NAME_BYTES), pc.invert(pc.is_in(ids, pa.array([".", ".."])))
             ),
         )
-        listed = pc.is_in(ids, value_set=clip_names(by_uri[uri].located(storage)))
+        names = members(uri) if src.form == "tarball" else clip_names(src.located(storage))
+        listed = pc.is_in(ids, value_set=names)
         mine = pc.and_(pc.equal(sources, uri), pc.and_(plain, pc.invert(listed)))
         absent |= mine.to_numpy(zero_copy_only=False)
     return pa.array(absent)

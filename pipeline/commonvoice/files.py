@@ -7,7 +7,7 @@ import io
 import os
 import stat
 import tarfile
-from collections.abc import Container, Iterator
+from collections.abc import Callable, Container, Iterator
 from typing import IO
 
 import pyarrow as pa
@@ -108,11 +108,15 @@ def _folder_tsv_file(where: Location, info: pafs.FileInfo, limit: int) -> Iterat
         yield from iter_tsv(_Bounded(f, limit, name), name)
 
 
-def release_tsvs(where: Location, form: str, limit: int = 8 << 30) -> Iterator[tuple[str, Iterator[pa.Table]]]:
+def release_tsvs(
+    where: Location, form: str, limit: int = 8 << 30, members: Callable[[str], None] | None = None
+) -> Iterator[tuple[str, Iterator[pa.Table]]]:
     """(stem, its tables) for every top-level TSV of a release's locale folder, each read as it comes.
 
     A tarball is read in one streaming pass to its end, so a TSV stored after ``clips/`` (or between
     clips) is read like one stored first; each table must be taken before the next TSV is asked for.
+    ``members`` is told the name of every ``clips/`` member on the way: once the pass ends, those are the
+    tarball's clips, and a clip the lists name that is not among them is absent.
     A TSV is read only if it is a regular file inside the release (never a link leading out of it) and
     at most ``limit`` bytes, by its size and by what is actually read.
     """
@@ -122,6 +126,8 @@ def release_tsvs(where: Location, form: str, limit: int = 8 << 30) -> Iterator[t
         try:
             for member in tar:
                 parts = _member_parts(member.name)
+                if members is not None and parts and parts[2].startswith("clips/"):
+                    members(parts[2][len("clips/") :])
                 if not parts or "/" in parts[2] or not parts[2].endswith(".tsv") or not member.isfile():
                     continue
                 if member.size > limit:

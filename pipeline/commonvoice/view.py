@@ -47,6 +47,9 @@ ROWS = pa.schema(
 )
 DURATIONS = pa.schema([("release", pa.string()), ("clip", pa.string()), ("ms", pa.int64()), ("_ord", pa.int64())])
 REPORTED = pa.schema([("release", pa.string()), ("sentence_id", pa.string()), ("sentence", pa.string())])
+# A tarball's clips/ members (read with its TSVs, in the same pass): which clips it holds.
+MEMBERS = pa.schema([("_source", pa.string()), ("id", pa.string())])
+MEMBER_BATCH = 100_000
 
 
 class _Order:
@@ -92,12 +95,25 @@ def ingest_release(
     wanted = {*KNOWN_SPLITS, split}
     _clips_inside(src, storage)
     seen = []
+    names: list[str] = []
+
+    def member(name: str) -> None:
+        names.append(name)
+        if len(names) >= MEMBER_BATCH:
+            flush()
+
+    def flush() -> None:
+        members.write(pa.table([pa.array([src.uri] * len(names), pa.string()), pa.array(names, pa.string())], MEMBERS))
+        names.clear()
+
     with (
         ws.writer("cv_rows", ROWS) as rows,
         ws.writer("cv_durations", DURATIONS) as durations,
         ws.writer("cv_reported", REPORTED) as reported,
+        ws.writer("cv_members", MEMBERS) as members,
     ):
-        for stem, tables in release_tsvs(src.located(storage), src.form, max_tsv_bytes):
+        tell = member if src.form == "tarball" else None
+        for stem, tables in release_tsvs(src.located(storage), src.form, max_tsv_bytes, tell):
             seen.append(stem)
             where = f"{src.uri}:{stem}.tsv"
             if stem == "clip_durations":
@@ -121,6 +137,7 @@ def ingest_release(
             elif stem in wanted:
                 for t in tables:
                     rows.write(_clip_rows(t, src, stem, src.locale, order))
+        flush()
     if split not in seen:
         lists = sorted(a for a in seen if a not in NOT_CLIP_LISTS)
         kind = "delta release" if src.delta else "release"

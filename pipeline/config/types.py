@@ -155,9 +155,9 @@ class ReaderConfig(Section):
     # A clip list larger than this is refused before it is read (by its size, and by what is read): an
     # English validated.tsv is about 0.5 GB; a TSV linked to /dev/zero or a sparse file is not a release.
     max_tsv_bytes: int = Field(default=8 << 30, ge=1)
-    # An extracted folder with this many clips to read or more has its clips/ listed once first: the rows
-    # whose clip is not there are stored quarantined ("clip missing from release") without passing
-    # through the engines' stages, which cost about 2 ms a row even so.
+    # A release with this many clips to read or more is checked for absent clips first (a folder's clips/
+    # listed once; a tarball's members noted as its TSVs were read): the rows whose clip it lacks are
+    # stored quarantined ("clip missing from release") without the engines' stages, ~2 ms a row even so.
     list_clips_from: int = Field(default=1000, ge=0)
 
 

@@ -73,7 +73,7 @@ def run_engines(ctx: RunContext, locale: str, plan: TablePlan, tables: Tables, n
     rows = releases_json(plan.engine).drop_columns(["releases"])
     columns = [c for c in rows.column_names if c not in VIEW_ONLY]
     absent = (
-        absent_clips(rows, ctx.inputs.releases, cfg.storage, cfg.reader.list_clips_from)
+        absent_clips(rows, ctx.inputs.releases, cfg.storage, cfg.reader.list_clips_from, plan.members)
         if ctx.inputs.form == "common-voice"
         else pa.array([False] * rows.num_rows)
     )
@@ -102,8 +102,8 @@ def run_engines(ctx: RunContext, locale: str, plan: TablePlan, tables: Tables, n
         if ctx.console is not None:
             ctx.console.say(start_line(rows.num_rows, ctx.inputs.describe(), locale, tables.clips_id))
             if todo.num_rows < rows.num_rows:
-                ctx.console.say(f"note: {rows.num_rows - todo.num_rows} of them are not in their release's clips/ "
-                                f"folder: stored quarantined ({MISSING_CLIP}), not read")  # fmt: skip
+                ctx.console.say(f"note: {rows.num_rows - todo.num_rows} of them are not in their release's clips/: "
+                                f"stored quarantined ({MISSING_CLIP}), not read")  # fmt: skip
             counted = [s.name for s in stages if s.counted]
             display = ConsoleProgress(counter, counted, todo.num_rows, ctx.console.out, ctx.console.tty).start()
         # Bounded: an engine that cannot start (or an actor that cannot be placed) fails the run.

@@ -152,7 +152,7 @@ def test_an_extracted_delta_release_with_the_pre_v17_columns(tmp_path):
         "run", "--input", str(rel.path), "--output", str(out), *NO_JUDGE_ARGS,
         "--set", "reader.list_clips_from=0", "--emit-result",
     )  # fmt: skip
-    assert "note: 1 of them are not in their release's clips/ folder: stored quarantined" in ran.stdout, ran.stdout
+    assert "note: 1 of them are not in their release's clips/: stored quarantined" in ran.stdout, ran.stdout
     assert result_of(ran.stdout).locales[0].stages["decode"]["in"] == len(rel.rows) - 1
     got = rows(out)
     assert sorted(got) == sorted(r["path"] for r in rel.rows)

@@ -30,6 +30,7 @@ from pipeline.runtime.storage import locate
 from pipeline.stages.decode import decode_clip
 from pipeline.stages.gate_rules import metadata_gates
 from pipeline.stages.gates import reasons_of
+from pipeline.table.workspace import Workspace
 from scripts.make_cv_release import QUOTED_SENTENCE, _reported, build_release, clip_rows, sample_clips, write_release
 from tests.conftest import SAMPLE
 
@@ -353,6 +354,16 @@ def test_a_folders_absent_clips_are_known_from_one_listing_of_clips(tmp_path):
     rows = pa.table({"id": ids + [r["path"] for r in tarball.rows], "_source": [f_uri] * len(ids) + [t_uri] * 4})
     absent = absent_clips(rows, inputs.releases, ST, list_from=0)
     assert rows.filter(absent).column("id").to_pylist() == [folder.missing]
+    # A tarball's clips/ members are noted as its TSVs are read (one pass to its end, TSVs first or last).
+    with Workspace() as ws:
+        inputs.load_view(ws, "en", inputs.units("en"))
+        members = lambda uri: ws.arrow("SELECT id FROM cv_members WHERE _source = ?", [uri]).column("id")  # noqa: E731
+        assert sorted(members(t_uri).to_pylist()) == sorted(
+            r["path"] for r in tarball.rows if r["path"] != tarball.missing
+        )
+        assert members(f_uri).to_pylist() == []  # a folder's are listed when needed, not noted
+        absent = absent_clips(rows, inputs.releases, ST, list_from=0, members=members)
+    assert rows.filter(absent).column("id").to_pylist() == [folder.missing, tarball.missing]
     # A folder with fewer rows to read than list_from is not listed: the read finds its absent clips.
     assert not any(absent_clips(rows, inputs.releases, ST, list_from=len(ids) + 1).to_pylist())
     # A folder without clips/ lists nothing: every plain name is absent.
