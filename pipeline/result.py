@@ -109,7 +109,8 @@ class LocaleResult(_Model):
     snapshot_id: int | None = None
     tag: str | None = None
     units: list[str] = Field(default_factory=list)  # the sources applied
-    # added, rescored, updated, redecided, withdrawn, unchanged, held, not_selected, engine_rows
+    # added, rescored, updated, redecided, withdrawn, unchanged, held, not_selected, engine_rows, absent (of
+    # engine_rows: not in their release, stored quarantined without the engines)
     changes: dict[str, int] = Field(default_factory=dict)
     tally: Tally = Field(default_factory=Tally)  # of the rows this run wrote
     files: list[DataFileInfo] = Field(default_factory=list)

@@ -137,7 +137,7 @@ def _write_updates(ctx: RunContext, plan: TablePlan, tables: Tables, now: dateti
 
 def _changes(plan: TablePlan, written: Written) -> dict[str, int]:
     """What changed tonight: clips added, scored again, updated, re-decided and withdrawn."""
-    c = Counter({k: written.changes.get(k, 0) for k in ("added", "redecided", "withdrawn")})
+    c = Counter({k: written.changes.get(k, 0) for k in ("added", "redecided", "withdrawn", "absent")})
     c["rescored"] = plan.engine_kept_before.num_rows
     c["engine_rows"] = plan.engine.num_rows
     for key in ("updated", "unchanged", "held", "unscored", "not_selected"):

@@ -110,6 +110,7 @@ def run_engines(ctx: RunContext, locale: str, plan: TablePlan, tables: Tables, n
         DataContext.get_current().execution_no_progress_timeout_s = cfg.stall_timeout_s
         try:
             held = rows.filter(absent)
+            out.changes["absent"] += held.num_rows  # planned for the engines, stored without them
             for start in range(0, held.num_rows, HELD_ROWS_PER_FILE):
                 sink.results += sink.write([held_at_read(held.slice(start, HELD_ROWS_PER_FILE), stages, tables)], None)
             if todo.num_rows:

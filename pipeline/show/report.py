@@ -284,8 +284,10 @@ def locale_line(r: LocaleResult) -> str:
 
 
 def changes_words(ch: dict[str, int]) -> str:
+    absent = ch.get("absent", 0)
+    not_read = f", {absent} not in their release (not read)" if absent else ""
     return (
-        f"{ch.get('engine_rows', 0)} clip(s) through the engines; {ch.get('added', 0)} added, "
+        f"{ch.get('engine_rows', 0) - absent} clip(s) through the engines{not_read}; {ch.get('added', 0)} added, "
         f"{ch.get('updated', 0)} updated, {ch.get('redecided', 0)} re-decided, {ch.get('withdrawn', 0)} withdrawn"
     )
 

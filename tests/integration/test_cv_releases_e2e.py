@@ -153,7 +153,9 @@ def test_an_extracted_delta_release_with_the_pre_v17_columns(tmp_path):
         "--set", "reader.list_clips_from=0", "--emit-result",
     )  # fmt: skip
     assert "note: 1 of them are not in their release's clips/: stored quarantined" in ran.stdout, ran.stdout
-    assert result_of(ran.stdout).locales[0].stages["decode"]["in"] == len(rel.rows) - 1
+    loc = result_of(ran.stdout).locales[0]
+    assert loc.stages["decode"]["in"] == len(rel.rows) - 1 and loc.changes["absent"] == 1
+    assert f"{len(rel.rows) - 1} clip(s) through the engines, 1 not in their release (not read);" in ran.stdout
     got = rows(out)
     assert sorted(got) == sorted(r["path"] for r in rel.rows)
     assert_quarantined_at_read(got[rel.missing])

@@ -151,3 +151,11 @@ def test_the_summary_has_a_row_per_locale_saying_how_it_was_heard_and_judged():
     assert "| locale rw | 10 in, 5 kept; " in md and "language check: unsupported (agreement gates only)" in md
     yue = es.locales[0].model_copy(update={"locale": "yue", "language": "yue", "decoded_as": "zh"})
     assert report.language_words(yue) == "yue (this Whisper has no yue: decoded as zh); language check: whisper"
+
+
+def test_the_changes_line_counts_clips_not_in_their_release_apart_from_the_engines_work():
+    from pipeline.show.report import changes_words
+
+    assert changes_words({"engine_rows": 20, "added": 20}).startswith("20 clip(s) through the engines; 20 added")
+    line = changes_words({"engine_rows": 200_020, "absent": 200_000, "added": 200_020})
+    assert line.startswith("20 clip(s) through the engines, 200000 not in their release (not read); 200020 added")
