@@ -186,8 +186,9 @@ class TableSink(Datasink[list[dict[str, Any]]]):
             {
                 "clips": clips,
                 "audio": audio,
-                "ids": table.column(ID).to_pylist(),
-                "kept": dict(zip(table.column(ID).to_pylist(), table.column(KEPT).to_pylist(), strict=True)),
+                # Arrow, not Python lists: the driver gathers every write's, a first night's 2 M+ ids.
+                "ids": table.column(ID).combine_chunks(),
+                "kept": table.column(KEPT).combine_chunks(),
                 "tally": tally_of(table).model_dump(by_alias=True),
                 "rejected": rejected_sample(table, SAMPLE_CAP),
             }

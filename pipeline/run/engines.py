@@ -8,6 +8,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from datetime import datetime
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 from ray.data import DataContext
@@ -40,13 +41,24 @@ class RowAccountingError(RuntimeError):
     """Rows out did not equal rows in: something was lost or duplicated."""
 
 
-def check_ids(expected: Counter, written: Counter) -> None:
-    """Every id that went to the engines came out exactly once: none lost, none doubled."""
-    if expected != written:
-        lost, extra = expected - written, written - expected
+def _id_counts(ids: pa.Array | pa.ChunkedArray, name: str) -> pa.Table:
+    return (
+        pa.table({ID: pc.cast(ids, pa.string())}).group_by(ID).aggregate([([], "count_all")]).rename_columns([ID, name])
+    )
+
+
+def check_ids(expected: pa.Array | pa.ChunkedArray, written: pa.Array | pa.ChunkedArray) -> None:
+    """Every id that went to the engines came out exactly once: none lost, none doubled.  Columnar: a first
+    night holds every clip of the release (2 M+ of English)."""
+    both = _id_counts(expected, "n_in").join(_id_counts(written, "n_out"), ID, join_type="full outer")
+    n_in, n_out = (pc.fill_null(both.column(c), 0) for c in ("n_in", "n_out"))
+    lost, extra = pc.max_element_wise(pc.subtract(n_in, n_out), 0), pc.max_element_wise(pc.subtract(n_out, n_in), 0)
+    n_lost, n_extra = pc.sum(lost).as_py() or 0, pc.sum(extra).as_py() or 0
+    if n_lost or n_extra:
+        lost_ids = both.filter(pc.greater(lost, 0)).column(ID).slice(0, 5).to_pylist()
+        extra_ids = both.filter(pc.greater(extra, 0)).column(ID).slice(0, 5).to_pylist()
         raise RowAccountingError(
-            f"ids out differ from ids in: {sum(lost.values())} lost (e.g. {list(lost)[:5]}), "
-            f"{sum(extra.values())} extra (e.g. {list(extra)[:5]})"
+            f"ids out differ from ids in: {n_lost} lost (e.g. {lost_ids}), {n_extra} extra (e.g. {extra_ids})"
         )
 
 
@@ -109,10 +121,11 @@ def run_engines(ctx: RunContext, locale: str, plan: TablePlan, tables: Tables, n
         # Bounded: an engine that cannot start (or an actor that cannot be placed) fails the run.
         DataContext.get_current().execution_no_progress_timeout_s = cfg.stall_timeout_s
         try:
-            held = rows.filter(absent)
-            out.changes["absent"] += held.num_rows  # planned for the engines, stored without them
-            for start in range(0, held.num_rows, HELD_ROWS_PER_FILE):
-                sink.results += sink.write([held_at_read(held.slice(start, HELD_ROWS_PER_FILE), stages, tables)], None)
+            held = np.flatnonzero(absent.to_numpy(zero_copy_only=False))
+            out.changes["absent"] += len(held)  # planned for the engines, stored without them
+            for start in range(0, len(held), HELD_ROWS_PER_FILE):  # a file's rows at a time, never all copied
+                some = rows.take(pa.array(held[start : start + HELD_ROWS_PER_FILE]))
+                sink.results += sink.write([held_at_read(some, stages, tables)], None)
             if todo.num_rows:
                 ds = build_curation_dataset(ctx.inputs.dataset(todo, cfg), columns, stages, cfg, progress=name)
                 ds.write_datasink(sink, ray_remote_args=WRITE_REMOTE_ARGS)
@@ -129,31 +142,39 @@ def run_engines(ctx: RunContext, locale: str, plan: TablePlan, tables: Tables, n
             stop_counter(counter)
     out.clips += [f for r in sink.results for f in r["clips"]]
     out.audio += [f for r in sink.results for f in r["audio"]]
-    ids = [i for r in sink.results for i in r["ids"]]
+    written = pa.table(
+        {
+            ID: pa.chunked_array([pc.cast(r["ids"], pa.string()) for r in sink.results], pa.string()),
+            KEPT: pa.chunked_array([pc.cast(r["kept"], pa.bool_()) for r in sink.results], pa.bool_()),
+        }
+    )
     try:
-        check_ids(Counter(rows.column(ID).to_pylist()), Counter(ids))
+        check_ids(rows.column(ID), written.column(ID))
     except RowAccountingError:
         drop_written(sink, tables)
         out.clips, out.audio = [], []
         raise
-    out.ids.append(ids)
+    out.ids.append(written.column(ID))
     out.tallies += [Tally.model_validate(r["tally"]) for r in sink.results]
     out.rejected += [row for r in sink.results for row in r["rejected"]][:SAMPLE_CAP]
-    # What the engines changed: new clips added, and the kept flag of clips scored again.
-    kept_now = {i: k for r in sink.results for i, k in r["kept"].items()}
-    before = dict(
-        zip(
-            plan.engine_kept_before.column(ID).to_pylist(),
-            plan.engine_kept_before.column(KEPT).to_pylist(),
-            strict=True,
-        )
+    out.changes.update(kept_changes(plan.engine_kept_before, written))
+
+
+def kept_changes(before: pa.Table, now: pa.Table) -> Counter:
+    """What the engines changed, from (id, kept) before (the engine rows the table held) and now: clips
+    added, and clips scored again whose kept flag moved (re-decided; withdrawn: kept before, not now)."""
+    old = before.select([ID, KEPT]).rename_columns([ID, "_before"])
+    both = now.select([ID, KEPT]).join(old.cast(pa.schema([(ID, pa.string()), ("_before", pa.bool_())])), ID)
+    was, kept = pc.fill_null(both.column("_before"), False), pc.fill_null(both.column(KEPT), False)
+    known = pc.is_valid(both.column("_before"))
+    moved = pc.and_(known, pc.not_equal(was, kept))
+    return Counter(
+        {
+            "added": pc.sum(pc.invert(known)).as_py() or 0,
+            "redecided": pc.sum(moved).as_py() or 0,
+            "withdrawn": pc.sum(pc.and_(moved, was)).as_py() or 0,
+        }
     )
-    for rid, kept in kept_now.items():
-        if rid not in before:
-            out.changes["added"] += 1
-        elif bool(before[rid]) != bool(kept):
-            out.changes["redecided"] += 1
-            out.changes["withdrawn"] += bool(before[rid]) and not kept
 
 
 # Rows per data file of the clips stored quarantined without the DAG (a folder's absent clips).

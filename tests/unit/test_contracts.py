@@ -142,16 +142,32 @@ def test_one_place_picks_the_launcher():
 
 
 def test_the_commit_checks_ids_not_just_counts():
-    from collections import Counter
+    import pyarrow as pa
 
     from pipeline.run.engines import RowAccountingError, check_ids
 
-    inp = Counter({"a": 1, "b": 1, "c": 1})
-    check_ids(inp, Counter({"a": 1, "b": 1, "c": 1}))
+    inp = pa.array(["a", "b", "c"])
+    check_ids(inp, pa.chunked_array([["c", "a"], ["b"]]))
     with pytest.raises(RowAccountingError, match=r"1 lost \(e.g. \['b'\]\), 1 extra \(e.g. \['a2'\]\)"):
-        check_ids(inp, Counter({"a": 1, "a2": 1, "c": 1}))  # same count, wrong ids
-    with pytest.raises(RowAccountingError, match="1 extra"):
-        check_ids(inp, Counter({"a": 2, "b": 1, "c": 1}))  # a doubled id
+        check_ids(inp, pa.array(["a", "a2", "c"]))  # same count, wrong ids
+    with pytest.raises(RowAccountingError, match=r"0 lost \(e.g. \[\]\), 1 extra \(e.g. \['a'\]\)"):
+        check_ids(inp, pa.array(["a", "b", "c", "a"]))  # a doubled id
+    with pytest.raises(RowAccountingError, match=r"3 lost"):
+        check_ids(inp, pa.array([], pa.string()))
+    check_ids(pa.array([], pa.string()), pa.chunked_array([], pa.string()))
+
+
+def test_what_the_engines_changed_is_counted_by_id_columnar():
+    """Added (new to the table), re-decided (kept moved) and withdrawn (kept before, not now), from (id, kept)
+    tables: a first night's engine rows are every clip of the release."""
+    import pyarrow as pa
+
+    from pipeline.run.engines import kept_changes
+
+    before = pa.table({"id": pa.array(["k", "r", "s"], pa.large_string()), "kept": [True, False, True]})
+    now = pa.table({"id": ["n1", "n2", "k", "r", "s"], "kept": [True, None, False, True, True]})
+    assert kept_changes(before, now) == {"added": 2, "redecided": 2, "withdrawn": 1}
+    assert kept_changes(before.slice(0, 0), now.slice(0, 0)) == {"added": 0, "redecided": 0, "withdrawn": 0}
 
 
 def test_every_entry_point_refuses_a_secret_with_one_rule(tmp_path):
