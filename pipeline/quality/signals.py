@@ -115,10 +115,16 @@ def clipping_ratio(
     return max(_rails(np.abs(audio), level, min_run), _plateau(centred, tolerance, floor, min_run))
 
 
+def _run_bounds(flags: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """[starts, ends) of the runs of consecutive True values, from the edges of the flags."""
+    edges = np.diff(flags.astype(np.int8), prepend=0, append=0)
+    return np.flatnonzero(edges == 1), np.flatnonzero(edges == -1)
+
+
 def _runs(hot: np.ndarray) -> np.ndarray:
     """Lengths of the runs of consecutive True samples."""
-    edges = np.diff(np.concatenate(([0], hot.view(np.int8), [0])))
-    return np.flatnonzero(edges == -1) - np.flatnonzero(edges == 1)
+    starts, ends = _run_bounds(hot)
+    return ends - starts
 
 
 def _rails(mags: np.ndarray, level: float, min_run: int) -> float:
@@ -216,10 +222,10 @@ FLOOR_RUN = 3
 
 def _runs_of(flags: np.ndarray, at_least: int) -> np.ndarray:
     """``flags`` kept only where they stand in runs of ``at_least`` or more."""
-    edges = np.diff(flags.astype(np.int8), prepend=0, append=0)
-    starts, ends = np.flatnonzero(edges == 1), np.flatnonzero(edges == -1)
+    starts, ends = _run_bounds(flags)
+    long = ends - starts >= at_least
     out = np.zeros_like(flags)
-    for s, e in zip(starts[ends - starts >= at_least], ends[ends - starts >= at_least], strict=True):
+    for s, e in zip(starts[long], ends[long], strict=True):
         out[s:e] = True
     return out
 
@@ -245,9 +251,7 @@ def dropouts(audio: np.ndarray, rate: int) -> float | None:
     floor = _runs_of(pause & ~silent, FLOOR_RUN)
     if pause.any() and (floor.sum() * 2 < pause.sum() or float(np.median(db[floor])) < FLOOR_MIN_DBFS):
         return None
-    # Runs of silent frames: [starts, ends) from the edges of the flags.
-    edges = np.diff(silent.astype(np.int8), prepend=0, append=0)
-    starts, ends = np.flatnonzero(edges == 1), np.flatnonzero(edges == -1)
+    starts, ends = _run_bounds(silent)
     near = loud - NEAR_SPEECH_DB
     count = 0
     for s, e in zip(starts, ends, strict=True):
