@@ -115,16 +115,19 @@ def absent_clips(
     by_uri = {s.uri: s for s in releases}
     sources, ids = rows.column("_source"), rows.column(ID)
     counts = pc.value_counts(sources).to_pylist() if rows.num_rows else []
+    plain = None
     for uri, n in ((c["values"], c["counts"]) for c in counts):
         src = by_uri[uri]
         if n < list_from or (src.form == "tarball" and members is None):
             continue
-        plain = pc.and_(
-            pc.match_substring_regex(ids, PLAIN_NAME),
-            pc.and_(
-                pc.less_equal(pc.binary_length(ids), MAX_NAME_BYTES), pc.invert(pc.is_in(ids, pa.array([".", ".."])))
-            ),
-        )
+        if plain is None:  # once, for every source's rows
+            plain = pc.and_(
+                pc.match_substring_regex(ids, PLAIN_NAME),
+                pc.and_(
+                    pc.less_equal(pc.binary_length(ids), MAX_NAME_BYTES),
+                    pc.invert(pc.is_in(ids, pa.array([".", ".."]))),
+                ),
+            )
         names = members(uri) if src.form == "tarball" else clip_names(src.located(storage))
         listed = pc.is_in(ids, value_set=names)
         mine = pc.and_(pc.equal(sources, uri), pc.and_(plain, pc.invert(listed)))

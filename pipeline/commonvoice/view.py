@@ -146,6 +146,11 @@ def ingest_release(
         )
 
 
+def tarball_members(ws: Workspace, source: str) -> pa.Array:
+    """The ``clips/`` members of tarball ``source``, as ``ingest_release`` noted them in its TSVs' pass."""
+    return ws.arrow("SELECT id FROM cv_members WHERE _source = ?", [source]).column("id").combine_chunks()
+
+
 def _clips_inside(src: ReleaseSource, storage: StorageConfig | None) -> None:
     """An extracted release's ``clips/`` on a local disk must be inside it: a link to a folder elsewhere would
     make the reader open files the release does not hold."""

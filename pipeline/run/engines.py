@@ -3,6 +3,7 @@ uncommitted data files, with every id checked to come out exactly once."""
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections import Counter
 from dataclasses import dataclass, field
@@ -16,7 +17,7 @@ from ray.data import DataContext
 from pipeline.columns import DURATION, ERROR, ID, KEPT, STAGE, TRANSCRIPT
 from pipeline.commonvoice.datasource import absent_clips
 from pipeline.commonvoice.reader import MISSING_CLIP
-from pipeline.commonvoice.view import releases_json
+from pipeline.commonvoice.view import releases_json, tarball_members
 from pipeline.dag import build_curation_dataset, curation_stages
 from pipeline.io.inputs import VIEW_ONLY
 from pipeline.io.table_sink import SAMPLE_CAP, WRITE_REMOTE_ARGS, TableSink
@@ -84,11 +85,10 @@ def run_engines(ctx: RunContext, locale: str, plan: TablePlan, tables: Tables, n
     cfg = ctx.cfg
     rows = releases_json(plan.engine).drop_columns(["releases"])
     columns = [c for c in rows.column_names if c not in VIEW_ONLY]
-    absent = (
-        absent_clips(rows, ctx.inputs.releases, cfg.storage, cfg.reader.list_clips_from, plan.members)
-        if ctx.inputs.form == "common-voice"
-        else pa.array([False] * rows.num_rows)
-    )
+    absent = pa.array([False] * rows.num_rows)
+    if ctx.inputs.form == "common-voice":
+        members = functools.partial(tarball_members, plan.ws)
+        absent = absent_clips(rows, ctx.inputs.releases, cfg.storage, cfg.reader.list_clips_from, members)
     todo = rows.filter(pc.invert(absent))
     ensure_ray(cfg)
     constants = {

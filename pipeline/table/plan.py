@@ -115,10 +115,6 @@ class TablePlan:
     engine_kept_before: pa.Table | None = None
     base: int | None = None  # the table's snapshot the plan read
 
-    def members(self, source: str) -> pa.Array:
-        """The ``clips/`` members of tarball ``source``, as its TSVs' pass noted them (``cv_members``)."""
-        return self.ws.arrow("SELECT id FROM cv_members WHERE _source = ?", [source]).column(ID).combine_chunks()
-
     def replaced(self) -> WorkspaceReplaced:
         """Where the rows this plan replaces are: the engine rows' and the written updates' data files, as
         the plan's snapshot holds them.  Complete once ``updates()`` has been read to its end."""
