@@ -98,7 +98,8 @@ def run_engines(ctx: RunContext, locale: str, plan: TablePlan, tables: Tables, n
         "updated_run": ctx.run_id,
         "request_key": ctx.settings,
         "transcriber": f"{ctx.models.transcriber.ref}@{ctx.models.transcriber.revision}",
-        "judge": f"{ctx.models.judge.ref}@{ctx.models.judge.revision}",
+        # Null where the judge is off (judge.locales, judge.enabled): no model scored these rows.
+        "judge": f"{ctx.models.judge.ref}@{ctx.models.judge.revision}" if cfg.judge.enabled else None,
         "code_version": code_version(),
         "processed_at": now,
         "updated_at": now,

@@ -76,6 +76,9 @@ def test_a_spanish_release_is_curated_with_the_multilingual_whisper(spanish):
     assert re.search(r"judge\s+off \(judge.locales\)", proc.stdout), proc.stdout
     table = rows(out, locale="es")
     assert set(table) == {*ids["spanish"], ids["english"], ids["mismatch"]}  # header-only TSVs: no error
+    # No judge scored Spanish, so no row names one (it named the English judge's model).
+    assert all(r["score"] is None and r["judge"] is None for r in table.values()), table
+    assert all(r["transcriber"].startswith("bundled:whisper-base@") for r in table.values()), table
     for cid in ids["spanish"]:
         assert table[cid]["wer"] is not None and table[cid]["detected_language"] is not None, table[cid]
     heard_spanish = [cid for cid in ids["spanish"] if table[cid]["detected_language"] == "es"]
