@@ -18,6 +18,7 @@ BENCHMARKS = {
     "gates_eval": "the curation gates on the labelled set: good kept, bad kept (the WER ceiling)",
     "quality_eval": "the acoustic-quality gates: per-gate precision/recall, sweeps (their defaults)",
     "multilingual_eval": "Whisper base on espeak-ng es/fr/de/zh/ja: WER/CER, detect vs force, folding",
+    "numbers_eval": "numbers spelled out before agreement (de/es/fr/it on espeak-ng): WER either way",
     "judge_dtype": "the judge in bfloat16 against float32 on this CPU (judge.dtype=auto)",
     "cv_memory": "peak memory while reading release tarballs of several sizes",
     "table_commit": "the table's own costs: commit time, files per snapshot, compaction over 30 nights",

@@ -72,6 +72,7 @@ def agreement_parts(cfg: CurationConfig) -> dict[str, Any]:
         by_characters,
     )
     from pipeline.metrics import is_english
+    from pipeline.numbers import spells_numbers
 
     parts: dict[str, Any] = {
         "normaliser": version("transformers"),
@@ -98,6 +99,10 @@ def agreement_parts(cfg: CurationConfig) -> dict[str, Any]:
         # Korean measured in characters, spaces left out; Turkish and Azerbaijani's ı folded to i; Catalan's
         # l·l read as ll.
         parts["rules"] = 5
+    if language is None or spells_numbers(language):
+        # Rules 6: numbers spelled out in the language on both sides (pipeline.numbers): "10" is "zehn"
+        # (and Taiwanese Hokkien, written like Chinese, among the locales Whisper lacks).
+        parts["rules"] = 6
     return parts
 
 

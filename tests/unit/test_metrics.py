@@ -90,3 +90,38 @@ def test_expected_bins_cover_one_to_five_and_close_the_last_bin():
     assert bins[1] == (1.5, 2.0, 1)
     assert bins[-1] == (4.5, 5.0, 2)
     assert sum(c for _, _, c in bins) == 5
+
+
+def test_numbers_written_as_digits_agree_with_the_sentence_that_spells_them():
+    """Common Voice's sentences spell numbers out and Whisper writes digits: base heard German "um zehn Uhr"
+    as "um 10 Uhr" (one error in seven words nobody said wrong), and "drei, zwei, eins" as "3, 2, 1" (WER 1)."""
+    said = [
+        ("de", "Der Zug fährt um zehn Uhr ab.", "Der Zug fährt um 10 Uhr ab."),
+        ("de", "Drei, zwei, eins.", "3, 2, 1."),
+        ("de", "Er wurde neunzehnhundertneunzig geboren.", "Er wurde 1990 geboren."),  # a year, as said
+        ("es", "Éramos veinte personas en la sala.", "Éramos 20 personas en la sala."),
+        ("es", "Tengo cinco manzanas.", "Tengo 5 manzanas."),
+        ("fr", "Elle a dix-huit ans.", "Elle a 18 ans."),
+        ("fr", "Il y a septante personnes.", "Il y a 70 personnes."),  # Belgian and Swiss French
+        ("fr", "Dix mille personnes.", "10 000 personnes."),  # digits grouped in thousands are one number
+        ("pt", "Ela tem dezesseis anos.", "Ela tem 16 anos."),  # Brazil's spelling
+        ("pt", "Ela tem dezasseis anos.", "Ela tem 16 anos."),  # Portugal's
+        ("ru", "Ей восемнадцать лет.", "Ей 18 лет."),
+        ("nl", "In negentienhonderdnegentig.", "In 1990."),
+        ("fa", "هجده سال", "۱۸ سال"),  # Persian digits are digits
+        ("ja", "十月に行きます。", "10月に行きます。"),
+        ("zh", "我一九九零年出生。", "我1990年出生。"),  # read digit by digit
+        ("zh", "一百个人", "100个人"),
+    ]
+    for language, sentence, heard in said:
+        assert agreement(sentence, heard, language, fold_diacritics=True) == (0.0, 0.0), (language, heard)
+    # A sentence holding digits (a Parquet mirror's) reads the same way, and a wrong number is still wrong.
+    assert agreement("Tengo 5 manzanas.", "Tengo cinco manzanas.", "es", fold_diacritics=True) == (0.0, 0.0)
+    assert agreement("我1990年出生。", "我一九九零年出生。", "zh")[1] == 0.0  # spelled as the transcript says it
+    assert agreement("Tengo 5 manzanas.", "", "es") == (1.0, 1.0)
+    assert agreement("x " + "9" * 5000, "x " + "9" * 5000, "de") == (0.0, 0.0)  # a run no one says: left as is
+    assert agreement("Der Zug fährt um zehn Uhr ab.", "Der Zug fährt um 11 Uhr ab.", "de")[0] == pytest.approx(1 / 7)
+    # English keeps Whisper's own number rules; a language num2words cannot spell keeps its digits.
+    assert agreement("He is eighteen.", "He is 18.") == (0.0, 0.0)
+    assert agreement("मैं 18 साल का हूँ", "मैं 18 साल का हूँ", "hi") == (0.0, 0.0)
+    assert normalize_text("18", "hi") == ["18"]
