@@ -79,6 +79,10 @@ _SERBIAN_LATIN = str.maketrans(
 _PERSIAN_LETTERS = str.maketrans({"\u064a": "\u06cc", "\u0649": "\u06cc", "\u0643": "\u06a9"})
 
 
+# Katakana ァ..ヶ to hiragana ぁ..ゖ (the same syllables, 0x60 apart); ー and the kanji stay as they are.
+_HIRAGANA = {k: k - 0x60 for k in range(0x30A1, 0x30F7)}
+
+
 @functools.cache
 def _simplified() -> Callable[[str], str]:
     # OpenCC's Taiwan-to-Simplified chain: Taiwan's variant forms, then Traditional phrases and characters.
@@ -104,6 +108,8 @@ def fold_script(text: str, language: str | None) -> str:
         return text.lower().translate(_SERBIAN_LATIN)
     if script == "Arab-fa":
         return text.translate(_PERSIAN_LETTERS)
+    if script == "Hira":
+        return text.translate(_HIRAGANA)
     return text
 
 

@@ -103,6 +103,8 @@ def agreement_parts(cfg: CurationConfig) -> dict[str, Any]:
         # Rules 6: numbers spelled out in the language on both sides (pipeline.numbers): "10" is "zehn"
         # (and Taiwanese Hokkien, written like Chinese, among the locales Whisper lacks).
         parts["rules"] = 6
+    if FOLDED_SCRIPT.get(language or "") == "Hira":
+        parts["rules"] = 7  # Rules 7: Japanese's katakana read as hiragana on both sides.
     return parts
 
 

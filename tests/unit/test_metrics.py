@@ -125,3 +125,13 @@ def test_numbers_written_as_digits_agree_with_the_sentence_that_spells_them():
     assert agreement("He is eighteen.", "He is 18.") == (0.0, 0.0)
     assert agreement("मैं 18 साल का हूँ", "मैं 18 साल का हूँ", "hi") == (0.0, 0.0)
     assert normalize_text("18", "hi") == ["18"]
+
+
+def test_japanese_katakana_and_hiragana_are_one_syllabary():
+    """base wrote espeak-ng's "こんにちは、げんきですか。" as "コンビチハ、元気でスウカ": CER 1.0, every character
+    counted wrong, where the syllables were mostly right.  Both kana are read as hiragana; kanji stay."""
+    assert agreement("こんにちは", "コンニチハ", "ja") == (0.0, 0.0)
+    assert agreement("コーヒーをのみます", "こーひーをのみます", "ja") == (0.0, 0.0)
+    assert agreement("こんにちは", "ｺﾝﾆﾁﾊ", "ja") == (0.0, 0.0)  # half-width katakana, through NFKC
+    assert agreement("げんきです", "元気です", "ja")[1] > 0  # a kanji is not its reading
+    assert agreement("こんにちは", "コンニチハ", "zh")[1] > 0  # only Japanese is folded
