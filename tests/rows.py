@@ -19,4 +19,4 @@ def same_rows(got: dict[str, dict], want: dict[str, dict]) -> None:
                 assert got[rid][col] == row[col], (rid, col, got[rid][col], row[col])
         for col in APPROX:
             if row.get(col) is not None:
-                assert got[rid][col] == pytest.approx(row[col], rel=1e-2, abs=1e-2), (rid, col)
+                assert got[rid][col] == pytest.approx(row[col], rel=1e-2, abs=1e-2), (rid, col, got[rid][col], row[col])
