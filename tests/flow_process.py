@@ -51,7 +51,7 @@ def start_flow(kwargs: dict, env: dict[str, str], log: Path) -> subprocess.Popen
 
 def flow_result(log: Path) -> dict:
     # Anywhere in a line: Ray's progress bars, forwarded to the same file, end without a newline, so the
-    # marker can follow one on its line (CI-H: "…5.04 row/s]\x1b[A\x1b[AFLOW-RESULT {…}").
+    # marker can follow one on its line (CI-AS: "…5.04 row/s]\x1b[A\x1b[AFLOW-RESULT {…}").
     lines = [ln.split("FLOW-RESULT ", 1)[1] for ln in log.read_text().splitlines() if "FLOW-RESULT " in ln]
     assert lines, log.read_text()[-6000:]
     return json.loads(lines[-1])

@@ -79,7 +79,8 @@ def _run(src, out, env) -> tuple[subprocess.Popen, Path]:
         proc = subprocess.Popen(
             # The judge in float32: in bfloat16 (judge.dtype=auto on a CPU with AVX512-BF16) its logprobs move
             # with the batch's shape, and the two runs' batches differ (the mixed one quarantines its bad
-            # clips before the judge), so a near tie flipped one clip's answer from 4 to 3 (CI-H).
+            # clips before the judge): CI-AS saw a score_expected move by over 1%, and a rerun one clip's
+            # answer flip from 4 to 3 on a near tie.
             [*CURATE_RUN, "--input", str(src), "--output", str(out), "--set", "judge.dtype=float32"],
             cwd=REPO,
             env=env,
