@@ -75,8 +75,11 @@ _SERBIAN_LATIN = str.maketrans(
 )
 
 
-# Arabic's yeh, alef maksura and kaf, as Persian and Urdu write them.
-_PERSIAN_LETTERS = str.maketrans({"\u064a": "\u06cc", "\u0649": "\u06cc", "\u0643": "\u06a9"})
+# Arabic's yeh, alef maksura and kaf, as Persian and Urdu write them; the tatweel (a stretch, no letter) dropped.
+_PERSIAN_LETTERS = str.maketrans({"\u064a": "\u06cc", "\u0649": "\u06cc", "\u0643": "\u06a9", "\u0640": None})
+# Arabic's teh marbuta as heh and alef maksura as yeh (ة/ه, ى/ي: written either way at a word's end, the usual
+# normalisation of Arabic ASR scoring); the tatweel dropped.
+_ARABIC_LETTERS = str.maketrans({"\u0629": "\u0647", "\u0649": "\u064a", "\u0640": None})
 
 
 # Katakana ァ..ヶ to hiragana ぁ..ゖ (the same syllables, 0x60 apart); ー and the kanji stay as they are.
@@ -108,6 +111,8 @@ def fold_script(text: str, language: str | None) -> str:
         return text.lower().translate(_SERBIAN_LATIN)
     if script == "Arab-fa":
         return text.translate(_PERSIAN_LETTERS)
+    if script == "Arab":
+        return text.translate(_ARABIC_LETTERS)
     if script == "Hira":
         return text.translate(_HIRAGANA)
     return text

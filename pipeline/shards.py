@@ -105,6 +105,9 @@ def agreement_parts(cfg: CurationConfig) -> dict[str, Any]:
         parts["rules"] = 6
     if FOLDED_SCRIPT.get(language or "") == "Hira":
         parts["rules"] = 7  # Rules 7: Japanese's katakana read as hiragana on both sides.
+    if FOLDED_SCRIPT.get(language or "", "").startswith("Arab"):
+        # Rules 8: Arabic's ة and ى read as ه and ي on both sides, and the tatweel dropped (Persian, Urdu too).
+        parts["rules"] = 8
     return parts
 
 

@@ -89,8 +89,11 @@ DOTLESS_I = frozenset({"tr", "az"})
 # wrote zh-CN's "我们喜欢喝茶" as "我們喜歡喝茶", two errors in six), Serbian in Cyrillic or Latin letters (base
 # wrote "Добар дан, како сте?" as "doma dan kako ste", every word an error); and Persian and Urdu, whose yeh
 # and kaf are typed as Arabic's (ي ك) as often as as their own (ی ک), the same letters; and Japanese's two
-# kana, one syllabary in two forms (base wrote "こんにちは" as "コンニチハ"), read as hiragana.
-FOLDED_SCRIPT = {"zh": "Hans", "yue": "Hans", "sr": "Latn", "fa": "Arab-fa", "ur": "Arab-fa", "ja": "Hira"}
+# kana, one syllabary in two forms (base wrote "こんにちは" as "コンニチハ"), read as hiragana; and Arabic's
+# teh marbuta and alef maksura, typed as heh and yeh as often as not at a word's end (ة/ه, ى/ي).
+FOLDED_SCRIPT = {
+    "zh": "Hans", "yue": "Hans", "sr": "Latn", "fa": "Arab-fa", "ur": "Arab-fa", "ja": "Hira", "ar": "Arab",
+}  # fmt: skip
 # Whisper languages in an Indic script, whose vowels are marks on a consonant (abugidas; Thai, Lao, Burmese,
 # Khmer and Tibetan are ones too, and unspaced): gated on characters as well.  A Whisper's vowel signs,
 # nukta and nasal marks vary where the speaker said the sentence, and a Dravidian word is often a phrase

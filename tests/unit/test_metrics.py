@@ -135,3 +135,17 @@ def test_japanese_katakana_and_hiragana_are_one_syllabary():
     assert agreement("こんにちは", "ｺﾝﾆﾁﾊ", "ja") == (0.0, 0.0)  # half-width katakana, through NFKC
     assert agreement("げんきです", "元気です", "ja")[1] > 0  # a kanji is not its reading
     assert agreement("こんにちは", "コンニチハ", "zh")[1] > 0  # only Japanese is folded
+
+
+def test_arabic_teh_marbuta_alef_maksura_and_tatweel():
+    """Arabic writes a word's last ة as ه and its ى as ي about as often as not ("المدرسة", "المدرسه"), and
+    stretches a word with a tatweel ("كـتاب"): the same words, each counted an error.  Both sides read ة as ه
+    and ى as ي, without the tatweel; Persian and Urdu drop the tatweel too."""
+    sentence = "ذهبت إلى المدرسة مع صديقتي."
+    for heard in ("ذهبت الي المدرسه مع صديقتي", "ذهبت إلي المدرسة مع صديقتى", "ذهبـت إلى المدرســة مع صديقتي"):
+        assert agreement(sentence, heard, "ar", fold_diacritics=True) == (0.0, 0.0), heard
+    assert agreement("كتاب جديد", "كـتاب جديد", "ar", fold_diacritics=False) == (0.0, 0.0)
+    assert agreement("کتاب خوب", "کتـاب خوب", "fa") == (0.0, 0.0)
+    # Another word is still an error, and only Arabic-script languages are folded.
+    assert agreement(sentence, "ذهبت الي المدينة مع صديقتي", "ar")[0] > 0
+    assert agreement("المدرسة", "المدرسه", "he")[0] > 0
