@@ -14,6 +14,9 @@ from pipeline.table.query import add_arguments as query_arguments
 
 SAMPLE = Path(__file__).parent / "sample_data" / "common_voice_sample.parquet"
 RESULT_MARK = "CURATE-RESULT"
+# With --emit-result the run names its temporary log first, so that a launcher that has to kill it (a shard
+# past its time, a cancelled flow) can keep that log where the run would have (``launch.process``).
+LOG_MARK = "CURATE-LOG"
 
 
 def result_line(result) -> str:
@@ -189,6 +192,8 @@ def run_command(args: argparse.Namespace) -> int:
     from pipeline.table.catalog import TableError
 
     console = Console.open(verbose=args.verbose)
+    if args.emit_result and console.log_path is not None:
+        console.say(f"{LOG_MARK} {console.log_path}")
     sources = args.input or [str(SAMPLE)]
     try:
         index, count = parse_shard(args.shard)

@@ -9,16 +9,18 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
-from pipeline.cli import RESULT_MARK
+from pipeline.cli import LOG_MARK, RESULT_MARK
 from pipeline.config import CurationConfig
 from pipeline.launch.base import ShardFailed, ShardRefused, ShardTimedOut, parse_result, shard_cli_args
 from pipeline.result import RunResult
 from pipeline.shards import ShardSpec
-from pipeline.show.console import ANSI
+from pipeline.show.console import ANSI, Console
 
 # The shard children this process runs now, by PID: what an interrupt of the whole command stops.
 RUNNING: set[int] = set()
@@ -65,6 +67,23 @@ def stop_shard(pid: int, deadline_s: float = 30.0) -> None:
             with contextlib.suppress(psutil.Error):
                 p.kill()
         psutil.wait_procs(procs, timeout=5)
+
+
+def child_log(line: str) -> Path | None:
+    """The temporary log a child's ``LOG_MARK`` line names, if it is one a run makes (``curate-run-*.log``
+    in the temp folder): the line comes from a process we started, but a path is moved only if it is that."""
+    path = Path(line[len(LOG_MARK) :].strip())
+    in_temp = path.parent == Path(tempfile.gettempdir())
+    return path if in_temp and path.name.startswith("curate-run-") and path.suffix == ".log" else None
+
+
+def keep_child_log(path: Path | None, output: str, cfg: CurationConfig) -> str:
+    """A killed (or crashed) child's log, left in the temp folder, put in ``OUTPUT/_logs/`` as the child
+    would have: ``"; its log: WHERE"``, or nothing when the child kept it itself or there was none."""
+    if path is None or not path.exists():
+        return ""
+    where = Console(sys.stdout, sys.stderr, path).keep_log(output, cfg.storage)
+    return f"; its log: {where}" if where else ""
 
 
 @dataclass(frozen=True)
@@ -120,6 +139,7 @@ class ChildProcessLauncher:
         proc.stdin.close()
         tail: list[str] = []
         result_line = ""
+        log_path: Path | None = None
         timed_out = threading.Event()
 
         def stop_on_timeout() -> None:
@@ -139,26 +159,32 @@ class ChildProcessLauncher:
                 if line.startswith(RESULT_MARK):
                     result_line = line  # for us, not for the run's log
                     continue
+                if line.startswith(LOG_MARK):
+                    log_path = child_log(line)
+                    continue
                 tail = [*tail[-40:], line]
                 if line.strip():  # keep the indent: the summary nests reasons under "rejected"
                     log.info("[%s] %s", spec.shard_id, line)
             code = proc.wait()
         except BaseException:
             stop_shard(proc.pid)  # cancelled: leave nothing running
+            keep_child_log(log_path, spec.output, cfg)
             raise
         finally:
             RUNNING.discard(proc.pid)
             if watchdog:
                 watchdog.cancel()
+        # A child that was killed (or died) kept no log of its own: it is kept here, and named.
+        kept = keep_child_log(log_path, spec.output, cfg)
         if timed_out.is_set():
             raise ShardTimedOut(
                 f"{spec.shard_id} ran past shard_timeout_s ({cfg.shard_timeout_s:g} s); its processes were "
-                "stopped and nothing was committed"
+                f"stopped and nothing was committed{kept}"
             )
         if code == 2:
             raise ShardRefused(
                 f"{spec.shard_id}: " + next((ln for ln in tail if "curate: error:" in ln), tail[-1] if tail else "")
             )
         if code != 0:
-            raise ShardFailed(f"{spec.shard_id} exited with {code}:\n" + "\n".join(tail[-15:]))
+            raise ShardFailed(f"{spec.shard_id} exited with {code}{kept}:\n" + "\n".join(tail[-15:]))
         return parse_result([result_line], f"shard {spec.shard_id}")

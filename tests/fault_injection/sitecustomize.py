@@ -34,6 +34,11 @@ if (_spec or _kill or _pause) and _dir:
         if _kill:
             with open(os.path.join(_dir, "killed-before-commit"), "w") as f:
                 f.write(f"{len(files)} data files written, not committed\n")
+            # The run's temporary log (its stdout and stderr point at it) goes with the test's files: a
+            # killed run cannot keep it, and it was left in the temp folder by every CI run.
+            log = os.readlink("/proc/self/fd/2") if os.path.exists("/proc/self/fd/2") else ""
+            if os.path.basename(log).startswith("curate-run-"):
+                os.replace(log, os.path.join(_dir, os.path.basename(log)))
             os.kill(os.getpid(), signal.SIGKILL)
         if _pause:
             import time

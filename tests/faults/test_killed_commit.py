@@ -64,6 +64,7 @@ def test_a_writer_killed_before_the_commit_loses_nothing(tmp_path):
     code = _run(out, "4", killed, tmp_path / "killed.log")
     assert code == -signal.SIGKILL, (tmp_path / "killed.log").read_text()[-3000:]
     assert "data files written, not committed" in (faults / "killed-before-commit").read_text()
+    assert len(list(faults.glob("curate-run-*.log"))) == 1  # its log, moved here from the temp folder
 
     # The previous snapshot is the table, and every file it references is there and reads.
     assert [s["_id"] for s in summaries(out, overrides=_overrides(out))] == [snap["_id"]]

@@ -61,6 +61,12 @@ def test_a_shard_past_its_time_limit_is_stopped_and_fails_with_the_reason(tmp_pa
     (exc,) = outcome
     assert isinstance(exc, ShardTimedOut)
     assert "ran past shard_timeout_s (75 s); its processes were stopped" in str(exc)
+    # The killed child kept no log of its own: the launcher put it where the run would have, and names it
+    # (it was left in the temp folder, unnamed, each time).
+    kept = Path(str(exc).rsplit("its log: ", 1)[1])
+    assert kept.parent == Path(spec.output) / "_logs" and kept.name.startswith("curate-run-"), str(exc)
+    # The run's own log: Ray's progress shows the judge's actor waiting for its GPU.
+    assert "vLLMEngineStageUDF" in kept.read_text() and "1 GPU" in kept.read_text()
     assert len(seen) > 3  # the child, and the Ray it started
     assert not (Path(spec.output) / "warehouse").exists() or not any(
         (Path(spec.output) / "warehouse").rglob("*.parquet")

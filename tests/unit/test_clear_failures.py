@@ -332,3 +332,31 @@ def test_a_ray_address_nothing_answers_at_fails_in_seconds_naming_it(tmp_path):
         check_reachable(f"127.0.0.1:{listening.getsockname()[1]}")
         check_reachable(f"ray://127.0.0.1:{listening.getsockname()[1]}")
     check_reachable("auto")
+
+
+def test_a_shard_child_s_log_line_moves_only_a_run_s_temporary_log(tmp_path):
+    """A shard's child names its temporary log (``CURATE-LOG``) so that the launcher can keep it when it must
+    kill the child; the launcher moves only a ``curate-run-*.log`` in the temp folder, whatever the line says."""
+    import tempfile
+    from pathlib import Path
+
+    from pipeline.cli import LOG_MARK
+    from pipeline.config import build_config
+    from pipeline.launch.process import child_log, keep_child_log
+
+    fd, made = tempfile.mkstemp(prefix="curate-run-", suffix=".log")
+    os.write(fd, b"the run's log\n")
+    os.close(fd)
+    try:
+        assert child_log(f"{LOG_MARK} {made}") == Path(made)
+        for other in ("/etc/passwd", str(tmp_path / "curate-run-x.log"), f"{tempfile.gettempdir()}/curate-run-x.txt",
+                      f"{tempfile.gettempdir()}/../etc/curate-run-x.log"):  # fmt: skip
+            assert child_log(f"{LOG_MARK} {other}") is None, other
+        out = tmp_path / "out"
+        out.mkdir()
+        said = keep_child_log(Path(made), str(out), build_config())
+        (kept,) = (out / "_logs").glob("curate-run-*.log")
+        assert said == f"; its log: {kept}" and kept.read_text() == "the run's log\n" and not Path(made).exists()
+        assert keep_child_log(Path(made), str(out), build_config()) == ""  # kept already (by the child): nothing
+    finally:
+        Path(made).unlink(missing_ok=True)  # a failed assertion leaves no file behind
