@@ -32,6 +32,12 @@ from prefect.utilities.asyncutils import run_coro_as_sync
 
 REPO = Path(__file__).resolve().parents[1]
 POOL = "audio-curation"
+# What a long-lived Prefect server for these flows runs with (docker/compose.yaml, docs/operations.md).  A
+# table's lock is a global concurrency slot held under a lease; Prefect 3.7 keeps leases in memory by
+# default, so a server restart mid-run forgot the lease, the run's release found nothing to release, and
+# the slot stayed taken: every later run of that table waited on it for ever.  On disk (PREFECT_HOME's
+# ``concurrency_leases``), the lease outlives the restart and is released.
+SERVER_ENV = {"PREFECT_SERVER_CONCURRENCY_LEASE_STORAGE": "prefect.server.concurrency.lease_storage.filesystem"}
 SAMPLE = str(REPO / "pipeline" / "sample_data" / "common_voice_sample.parquet")
 
 

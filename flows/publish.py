@@ -127,6 +127,16 @@ def ensure_table_lock(name: str) -> None:
             if temporary and limit.active_slots:
                 get_run_logger().warning("%s: freeing the slot a killed run left taken", name)
                 await client.update_global_concurrency_limit(name, GlobalConcurrencyLimitUpdate(active_slots=0))
+            elif limit.active_slots:
+                # What a person needs when the wait does not end: a server that kept its leases in memory
+                # (deployments.deploy.SERVER_ENV) and restarted mid-run left its slot taken for good.
+                get_run_logger().warning(
+                    "%s is taken: this run waits for the run of these tables that holds it. If none is running "
+                    "(a Prefect server restart with leases in memory leaves it taken), free it with "
+                    "`prefect gcl update %s --active-slots 0`",
+                    name,
+                    name,
+                )
 
     run_coro_as_sync(create())
 

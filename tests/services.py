@@ -17,6 +17,8 @@ from pathlib import Path
 
 import psutil
 
+from deployments.deploy import SERVER_ENV
+
 VENV_BIN = Path(os.sys.executable).parent
 
 
@@ -83,6 +85,7 @@ class PrefectServer:
             # The scheduler looks for runs to create every 5 s instead of 60: a test waits for a night's
             # run to be created by the server itself, not for a loop's period.
             "PREFECT_SERVER_SERVICES_SCHEDULER_LOOP_SECONDS": "5",
+            **SERVER_ENV,  # as the product's server runs: leases on disk, so a restart frees no slot early or never
         }
         self.starts += 1
         with open(self.log_dir / f"prefect-server-{self.starts}.log", "w") as log:

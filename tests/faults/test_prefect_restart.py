@@ -2,7 +2,8 @@
 
 The flow run (its own process, pointed at a real ``prefect server start``) loses its API for the
 length of a restart: state changes and log shipping wait on the client's retries.  The shard's child
-process does not need the API at all.  The run must complete and every id be written exactly once.
+process does not need the API at all.  The run must complete, every id be written exactly once, and the
+table's lock be free again (the server runs as the product's does, with its leases on disk).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from prefect import get_client
 from prefect.settings import PREFECT_API_URL, temporary_settings
 from prefect.utilities.asyncutils import run_coro_as_sync
 
+from flows.publish import table_lock
 from tests.conftest import NO_JUDGE
 from tests.flow_process import flow_result, start_flow
 from tests.integration.conftest import split_sample
@@ -60,8 +62,15 @@ def test_a_prefect_server_restart_mid_run_loses_and_doubles_nothing(tmp_path, sa
             async with get_client() as client:
                 return (await client.read_flow_run(result["flow_run_id"])).state.type.value
 
+        async def slots_taken():
+            async with get_client() as client:
+                return (await client.read_global_concurrency_limit_by_name(table_lock(str(out)))).active_slots
+
         with temporary_settings({PREFECT_API_URL: api}):
             assert run_coro_as_sync(final_state()) == "COMPLETED"
+            # The table's lock is free for the next night.  With leases in memory (Prefect's default) the
+            # restart forgot the run's lease, its release freed nothing, and every later run waited on it.
+            assert run_coro_as_sync(slots_taken()) == 0
     finally:
         server.close()
 

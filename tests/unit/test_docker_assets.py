@@ -53,6 +53,18 @@ def test_prefect_server_uses_postgres_and_api_auth(compose):
     assert "PREFECT_API_AUTH_STRING" in compose["services"]["prefect-worker"]["environment"]
 
 
+def test_prefect_server_keeps_leases_on_a_volume(compose):
+    """The settings the tests' own server runs with (``deployments.deploy.SERVER_ENV``: leases on disk, so a
+    restart leaves no table lock taken), with PREFECT_HOME, where they are kept, on a named volume."""
+    from deployments.deploy import SERVER_ENV
+
+    server = compose["services"]["prefect-server"]
+    assert SERVER_ENV.items() <= server["environment"].items()
+    home = server["environment"]["PREFECT_HOME"]
+    mounts = {v.split(":")[1]: v.split(":")[0] for v in server["volumes"]}
+    assert any(home.startswith(at) and name in compose["volumes"] for at, name in mounts.items()), (home, mounts)
+
+
 def test_ports_bind_loopback_only(compose):
     for name, svc in compose["services"].items():
         for port in svc.get("ports", []):
