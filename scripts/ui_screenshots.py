@@ -24,6 +24,8 @@ import time
 import urllib.request
 from pathlib import Path
 
+from deployments.deploy import SERVER_ENV
+
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 CHROMIUM_FLAGS = [
@@ -113,6 +115,7 @@ def main(argv: list[str] | None = None) -> None:
         "PREFECT_UI_API_URL": base,
         "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
         "PREFECT_WORKER_QUERY_SECONDS": "2",
+        **SERVER_ENV,  # the server as the product runs it
         "HF_HUB_OFFLINE": "1",
     }
     procs: list[subprocess.Popen] = []
