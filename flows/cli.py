@@ -1,7 +1,8 @@
 """``curate``: the product's command line.  ``run``/``config``/``prepare-models`` come from
 ``pipeline.cli`` (no Prefect there); this module adds ``backfill``, which runs the Prefect flow.
 
-``curate backfill`` uses Prefect's ephemeral mode (no server) unless ``PREFECT_API_URL`` is set.
+``curate backfill`` uses Prefect's ephemeral mode (a temporary server, ``flows.temporary_server``)
+unless a Prefect API URL is set.
 """
 
 from __future__ import annotations
@@ -88,8 +89,13 @@ def backfill_command(args) -> int:
     except (ValueError, OSError) as exc:  # SecretInConfigError included (names keys, never values); OSError: --config
         print(f"curate: error: {exc}", file=sys.stderr)
         return 2
-    if not os.environ.get("PREFECT_API_URL"):
+    from prefect.settings import get_current_settings
+
+    if get_current_settings().api.url is None:  # Prefect's temporary server: ours to stop, however we end
+        from flows.temporary_server import start_temporary_server
+
         stop_on_ctrl_c()
+        start_temporary_server()
     failed = None
     try:
         result = backfill(

@@ -110,3 +110,27 @@ def test_ctrl_c_on_a_backfill_stops_its_shard_and_server_and_exits(tmp_path):
     # The table's lock slot the interrupted run held was freed: the temporary server keeps leases in memory,
     # so it outlived the run in the database, and this backfill waited on it forever.
     assert "freeing the slot a killed run left taken" in again.stdout + again.stderr
+
+
+def test_a_sigkilled_backfill_leaves_no_temporary_prefect_server(tmp_path):
+    """Prefect stops its temporary server from ``atexit``: a backfill killed by SIGKILL (an OOM killer)
+    left it running for good, one more each time.  ``curate backfill`` starts it through
+    ``flows.temporary_server``, whose watchdog stops it once the backfill is gone, however it ended."""
+    import psutil
+
+    env = {**os.environ, "PREFECT_HOME": str(tmp_path / "prefect-home"), "PREFECT_SERVER_ANALYTICS_ENABLED": "false"}
+    env.pop("PREFECT_API_URL", None)
+    parent = subprocess.Popen(
+        [sys.executable, "-c", "import time; from flows.temporary_server import start_temporary_server as s; "
+         "print(s(), flush=True); time.sleep(600)"],
+        cwd=REPO, env=env, stdout=subprocess.PIPE, text=True, start_new_session=True,
+    )  # fmt: skip
+    try:
+        server = psutil.Process(int(parent.stdout.readline()))  # printed once the server answers
+        assert "prefect.server.api.server:create_app" in " ".join(server.cmdline())
+        parent.kill()
+        parent.wait(timeout=10)
+        server.wait(timeout=60)  # raises psutil.TimeoutExpired while it runs on
+        assert not server.is_running()
+    finally:
+        stop_tree(parent.pid)
