@@ -91,7 +91,13 @@ def backfill_command(args) -> int:
         return 2
     from prefect.settings import get_current_settings
 
-    if get_current_settings().api.url is None:  # Prefect's temporary server: ours to stop, however we end
+    settings = get_current_settings()
+    if settings.api.url is None and not settings.server.ephemeral.enabled:
+        print("curate: error: no Prefect server: set PREFECT_API_URL, or allow Prefect's temporary server "
+              "(PREFECT_SERVER_ALLOW_EPHEMERAL_MODE=true)", file=sys.stderr)  # fmt: skip
+        return 2
+    if settings.api.url is None:
+        # Prefect's temporary server: ours to stop, however this process ends.
         from flows.temporary_server import start_temporary_server
 
         stop_on_ctrl_c()

@@ -50,6 +50,26 @@ def test_missing_input_fails_clearly_and_leaves_no_log_behind(tmp_path):
     assert list(own_tmp.iterdir()) == []
 
 
+@pytest.mark.process
+def test_backfill_without_any_prefect_server_is_one_line(tmp_path):
+    """No PREFECT_API_URL and Prefect's temporary server turned off: ``curate backfill`` printed Prefect's
+    traceback ("No Prefect API URL provided"), exit 1.  One line, exit 2, before anything is read."""
+    import os
+
+    env = {**os.environ, "PREFECT_SERVER_ALLOW_EPHEMERAL_MODE": "false", "PREFECT_HOME": str(tmp_path / "home")}
+    env.pop("PREFECT_API_URL", None)
+    proc = subprocess.run(
+        [sys.executable, "-m", "flows.cli", "backfill", "--source-root", str(tmp_path), "--output-root",
+         str(tmp_path / "out")], cwd=REPO, capture_output=True, text=True, timeout=120, env=env,
+    )  # fmt: skip
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert proc.stderr.strip().splitlines() == [
+        "curate: error: no Prefect server: set PREFECT_API_URL, or allow Prefect's temporary server "
+        "(PREFECT_SERVER_ALLOW_EPHEMERAL_MODE=true)"
+    ]
+    assert not (tmp_path / "out").exists()
+
+
 def test_unreachable_ray_cluster_is_a_clear_failure(tmp_path):
     import pytest
 
