@@ -90,7 +90,10 @@ def build_parser() -> tuple[argparse.ArgumentParser, argparse._SubParsersAction]
     run.add_argument("--run-id", help="the run's id (recorded in its snapshots); default: a new one")
     run.add_argument("--force", action="store_true", help="score every curated clip again, even if the table has it")
     run.add_argument(
-        "--emit-result", action="store_true", help=f"print the result as one '{RESULT_MARK} <json>' line at the end"
+        "--emit-result",
+        action="store_true",
+        help=f"print the result as one '{RESULT_MARK} <json>' line at the end (and first its temporary log's path, "
+        f"'{LOG_MARK} <path>', for a launcher that may have to kill it)",
     )
     run.add_argument(
         "--output", required=True, help="the dataset's table root: a folder (catalog.db + warehouse/) or s3:// prefix"
