@@ -367,3 +367,43 @@ def test_alerts_fire_for_a_failed_night_and_for_a_kept_drop(nightly):
     assert got, hook.received
     base = final.name.split(" · ")[0]
     assert "kept 0.0% tonight" in got["text"] and base in got["text"] and "the night before" in got["text"]
+
+
+def test_a_run_that_finds_its_table_lock_taken_says_how_to_free_it(prefect_api, tmp_path):
+    """A slot taken when no run holds it (a server restarted with its leases in memory) made every later run
+    of the table wait, silently.  A run that finds it taken says so in its log, with the command that
+    frees it."""
+    from prefect import flow
+    from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate, GlobalConcurrencyLimitUpdate
+    from prefect.client.schemas.filters import LogFilter, LogFilterFlowRunId
+    from prefect.logging.handlers import APILogWorker
+    from prefect.runtime import flow_run
+
+    from flows.publish import ensure_table_lock, table_lock
+
+    name = table_lock(str(tmp_path / "out"))
+
+    @flow
+    def starts_a_night() -> str:
+        ensure_table_lock(name)
+        return flow_run.get_id()
+
+    async def take_the_slot() -> None:
+        async with get_client() as client:
+            await client.create_global_concurrency_limit(GlobalConcurrencyLimitCreate(name=name, limit=1))
+            await client.update_global_concurrency_limit(name, GlobalConcurrencyLimitUpdate(active_slots=1))
+
+    async def logged(run_id: str) -> list[str]:
+        async with get_client() as client:
+            logs = await client.read_logs(LogFilter(flow_run_id=LogFilterFlowRunId(any_=[run_id])))
+            await client.delete_global_concurrency_limit_by_name(name)
+        return [entry.message for entry in logs]
+
+    with temporary_settings({PREFECT_API_URL: prefect_api}):
+        run_coro_as_sync(take_the_slot())
+        run_id = starts_a_night()
+        APILogWorker.drain_all(timeout=60)  # the run's logs reach the server before they are read
+        messages = run_coro_as_sync(logged(run_id))
+    assert any(f"{name} is taken" in m and f"prefect gcl update {name} --active-slots 0" in m for m in messages), (
+        messages
+    )
