@@ -77,6 +77,9 @@ def backfill_command(args) -> int:
     # The temporary server is ours, not the user's: it sends no usage telemetry from their data machine, and
     # offline it no longer opens the run with "ERROR ... Failed to send telemetry".  Set it to opt in.
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    # Nor does Prefect's client, which on a new machine opened an interactive backfill with "Prefect collects
+    # anonymous usage data…" (it reads DO_NOT_TRACK when imported, below).  DO_NOT_TRACK=0 opts in.
+    os.environ.setdefault("DO_NOT_TRACK", "1")
     from flows.backfill import BackfillIncomplete, backfill
     from pipeline.config import SecretInConfigError, build_config, refuse_secrets
     from pipeline.io.schema import InputSchemaError

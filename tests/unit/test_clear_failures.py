@@ -70,6 +70,42 @@ def test_backfill_without_any_prefect_server_is_one_line(tmp_path):
     assert not (tmp_path / "out").exists()
 
 
+@pytest.mark.process
+def test_an_interactive_backfill_on_a_new_machine_shows_no_telemetry_notice(tmp_path):
+    """In a terminal, on a machine Prefect had not seen (a new PREFECT_HOME), ``curate backfill`` opened with
+    Prefect's "collects anonymous usage data" notice, while the product turns the temporary server's
+    analytics off.  Its client's telemetry is off too (DO_NOT_TRACK), unless the user opts in."""
+    import os
+    import pty
+
+    from prefect._internal.analytics.ci_detection import CI_ENV_VARS  # Prefect is silent in CI: not here
+
+    env = {k: v for k, v in os.environ.items() if k not in CI_ENV_VARS and k != "DO_NOT_TRACK"}
+    env["PREFECT_HOME"] = str(tmp_path / "new-home")
+    env.pop("PREFECT_API_URL", None)
+    leader, follower = pty.openpty()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "flows.cli", "backfill", "--source-root", str(tmp_path), "--output-root",
+         str(tmp_path / "out"), "--set", "judge.batch_size=0"],  # refused after Prefect is imported
+        cwd=REPO, env=env, stdout=follower, stderr=follower, stdin=subprocess.DEVNULL,
+    )  # fmt: skip
+    os.close(follower)
+    seen = b""
+    while True:
+        try:
+            chunk = os.read(leader, 4096)
+        except OSError:  # the terminal closed: the command ended
+            break
+        if not chunk:
+            break
+        seen += chunk
+    os.close(leader)
+    assert proc.wait(timeout=120) == 2, seen.decode(errors="replace")
+    text = seen.decode(errors="replace")
+    assert "curate: error:" in text and "batch_size" in text, text
+    assert "usage data" not in text, text
+
+
 def test_unreachable_ray_cluster_is_a_clear_failure(tmp_path):
     import pytest
 
