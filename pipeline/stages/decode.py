@@ -42,6 +42,11 @@ class DecodeError(ValueError):
     pass
 
 
+# libsndfile's words for a stream too short to hold one frame, which only make sense for a path on disk;
+# the bytes here never are one.
+_MISREAD = {"File does not exist or is not a regular file (possibly a pipe?).": "no audio frame in it (truncated?)"}
+
+
 def read_samples(data: bytes | None, cfg: AudioConfig) -> tuple[np.ndarray, int]:
     """One clip's bytes to mono float32 at its own rate; ``DecodeError`` with a reason."""
     if data is None:
@@ -62,7 +67,8 @@ def read_samples(data: bytes | None, cfg: AudioConfig) -> tuple[np.ndarray, int]
     except Exception as exc:  # libsndfile raises several types for corrupt input
         # libsndfile's own words, not "Error opening <_io.BytesIO object at 0x…>": one reason per kind of
         # damage, the same on every row, so a night's quarantine groups by it.
-        raise DecodeError(f"cannot decode audio: {getattr(exc, 'error_string', None) or exc}") from None
+        said = getattr(exc, "error_string", None) or str(exc)
+        raise DecodeError(f"cannot decode audio: {_MISREAD.get(said, said)}") from None
     if audio.shape[0] == 0:
         raise DecodeError("audio has no samples")
     mono = downmix(audio)
@@ -108,10 +114,13 @@ def decode_clip(data: bytes | None, cfg: AudioConfig) -> np.ndarray:
 
 
 def native_signals(mono: np.ndarray, rate: int, cfg: QualityConfig) -> tuple[float | None, ...]:
-    """The ``NATIVE_SIGNALS`` of the original samples, in that order."""
+    """The ``NATIVE_SIGNALS`` of the original samples, in that order.  Clipping is at the rails and dropouts
+    are digital silence, so both read the samples as they are; the bandwidth reads them without their DC
+    offset, whose power at 0 Hz would raise the spectrum's peak and so cut the band short (an offset of 0.3
+    made 10.7 kHz of band read as 6.9)."""
     return (
         clipping_ratio(mono, cfg.clip_level, cfg.clip_min_run, cfg.clip_tolerance),
-        bandwidth_hz(mono, rate, cfg.bandwidth_floor_db),
+        bandwidth_hz(remove_dc(mono, rate), rate, cfg.bandwidth_floor_db),
         dropouts(mono, rate),
     )
 

@@ -201,6 +201,21 @@ def test_bandwidth_is_measured_before_resampling():
     assert bandwidth_hz(wide, 48000) > 20000
 
 
+def test_a_dc_offset_does_not_narrow_the_measured_bandwidth():
+    """An offset's power sits at 0 Hz, above the speech's peak: the band must be read without it."""
+    from scipy.signal import butter, lfilter
+
+    from pipeline.config import QualityConfig
+    from pipeline.stages.decode import native_signals
+
+    b, a = butter(8, 6000 / 24000)
+    band = lfilter(b, a, np.random.default_rng(0).normal(0, 0.1, 3 * 48000)).astype(np.float32)
+    clean = native_signals(band, 48000, QualityConfig())[1]
+    assert clean > 9000
+    for offset in (0.05, 0.3, -0.3):
+        assert native_signals(band + offset, 48000, QualityConfig())[1] == pytest.approx(clean, rel=0.05)
+
+
 def test_clipping_is_heard_below_full_scale_and_through_mp3_and_loud_clean_speech_is_not():
     t = np.arange(3 * 48000) / 48000
     sine = np.sin(2 * np.pi * 220 * t)

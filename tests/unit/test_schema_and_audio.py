@@ -157,6 +157,8 @@ def test_decode_all_four_formats(fmt, subtype):
         (None, "null"),
         (b"", "empty"),
         (b"\x00garbage" * 50, "cannot decode"),
+        # an MP3's first 64 bytes: libsndfile says "File does not exist", about bytes in memory
+        (encode(np.full(16_000, 0.1, np.float32), 16_000, "MP3")[:64], r"cannot decode audio: no audio frame in it"),
         (encode(np.zeros(16_000, np.float32), 16_000), "silent"),
     ],
 )
