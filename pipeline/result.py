@@ -56,6 +56,9 @@ class Tally(_Model):
     # Rejected rows per gate code, and quarantined rows per stage (a row can fail several gates).
     reasons: dict[str, int] = Field(default_factory=dict)
     quarantined_by_stage: dict[str, int] = Field(default_factory=dict)
+    # Quarantined rows per stage and reason (its numbers as N: ``quarantine_kind``), the commonest
+    # ``KINDS_PER_STAGE`` of each stage; the rest under ``OTHER_KINDS``.
+    quarantined_why: dict[str, dict[str, int]] = Field(default_factory=dict)
     # Judged rows' WER against the prompted sentence, binned (0..1 in tenths, then >1), and of them the
     # kept; the sum and count give the mean a night's trend compares.
     wer_bins: dict[str, int] = Field(default_factory=dict)
@@ -182,9 +185,25 @@ def combine(tallies: Iterable[Tally]) -> Tally:
             mine, theirs = getattr(out, field), getattr(t, field)
             for k, v in theirs.items():
                 mine[k] = mine.get(k, 0) + v
-        for field in ("signal_bins", "signal_bins_kept"):
+        for field in ("signal_bins", "signal_bins_kept", "quarantined_why"):
             for signal, bins in getattr(t, field).items():
                 mine = getattr(out, field).setdefault(signal, {})
                 for k, v in bins.items():
                     mine[k] = mine.get(k, 0) + v
+    out.quarantined_why = {stage: commonest(kinds) for stage, kinds in out.quarantined_why.items()}
+    return out
+
+
+KINDS_PER_STAGE = 8
+OTHER_KINDS = "other reasons"
+
+
+def commonest(kinds: dict[str, int], keep: int = KINDS_PER_STAGE) -> dict[str, int]:
+    """``kinds`` (reason -> rows), the ``keep`` commonest first, the rest summed under ``OTHER_KINDS``: a
+    run's tally stays small however many kinds of damage its rows had."""
+    ranked = sorted(kinds.items(), key=lambda kv: (kv[0] == OTHER_KINDS, -kv[1], kv[0]))
+    out = dict(ranked[:keep])
+    rest = sum(n for _, n in ranked[keep:])
+    if rest:
+        out[OTHER_KINDS] = out.get(OTHER_KINDS, 0) + rest
     return out

@@ -35,7 +35,7 @@ from pipeline.columns import (
     WER,
 )
 from pipeline.metrics import SIGNAL_EDGES, expected_score_bins, score_histogram, signal_histogram, wer_histogram
-from pipeline.result import Counts, Histogram, ScoreBin, Tally
+from pipeline.result import Counts, Histogram, ScoreBin, Tally, commonest
 from pipeline.stage import WRITE, Stage
 from pipeline.stages.gates import reason_counts
 from pipeline.table.schema import AUDIO_TABLE, conform
@@ -72,6 +72,7 @@ def tally_of(table: pa.Table) -> Tally:
         quarantined_by_stage=_value_counts(
             pc.fill_null(pc.cast(table.filter(failed).column(STAGE), pa.string()), "unknown")
         ),
+        quarantined_why=quarantine_kinds(table.filter(failed)),
         wer_bins=wer_histogram(wers),
         wer_bins_kept=wer_histogram(kept_rows.column(WER)),
         wer_sum=pc.sum(wers).as_py() or 0.0,
@@ -79,6 +80,31 @@ def tally_of(table: pa.Table) -> Tally:
         signal_bins=_signal_bins(healthy),
         signal_bins_kept=_signal_bins(kept_rows),
     )
+
+
+# A number in a quarantine reason (a clip's seconds or bytes) differs per row; a setting's (after "=") and
+# a constant's (after "(": "audio is empty (0 bytes)") do not.  RE2 has no lookbehind, so the character
+# before the number is matched and put back.
+_NUMBER = r"(^|[^=\w.(])\d+(?:\.\d+)?"
+MAX_KIND_CHARS = 120
+
+
+def quarantine_kind(errors) -> pa.ChunkedArray:
+    """Each quarantine reason as its kind: its numbers as N, at most ``MAX_KIND_CHARS`` long."""
+    text = pc.replace_substring_regex(pc.fill_null(pc.cast(errors, pa.string()), ""), _NUMBER, r"\1N")
+    return pc.utf8_slice_codeunits(text, 0, MAX_KIND_CHARS)
+
+
+def quarantine_kinds(failed: pa.Table) -> dict[str, dict[str, int]]:
+    """Quarantined rows per stage and kind of reason, counted by Arrow, the commonest kinds of each stage."""
+    if not failed.num_rows:
+        return {}
+    stage = pc.fill_null(pc.cast(failed.column(STAGE), pa.string()), "unknown")
+    pairs = pa.table({"stage": stage, "kind": quarantine_kind(failed.column(ERROR))})
+    out: dict[str, dict[str, int]] = {}
+    for row in pairs.group_by(["stage", "kind"]).aggregate([([], "count_all")]).to_pylist():
+        out.setdefault(row["stage"], {})[row["kind"]] = row["count_all"]
+    return {st: commonest(kinds) for st, kinds in out.items()}
 
 
 def _text(col) -> pa.ChunkedArray:

@@ -24,7 +24,7 @@ from typing import IO
 from pipeline.config import StorageConfig
 from pipeline.result import RunResult
 from pipeline.runtime.storage import locate
-from pipeline.show.progress import stage_words
+from pipeline.show.progress import stage_words, why_quarantined
 from pipeline.show.report import changes_words, language_words
 from pipeline.stages.gate_rules import REASON_NAMES
 
@@ -236,7 +236,8 @@ def console_summary(result: RunResult, log: str | None = None) -> str:
             rows.append((f"  {code}", f"{n}  {REASON_NAMES.get(code, '')}".rstrip()))
         rows.append(("quarantined", f"{c.quarantined}"))
         for stage, n in sorted(r.tally.quarantined_by_stage.items()):
-            rows.append((f"  at {stage}", f"{n}"))
+            why = why_quarantined(r.tally.quarantined_why.get(stage, {}))
+            rows.append((f"  at {stage}", f"{n}  {why}".rstrip()))
         if r.stages:
             rows.append(("stages", "as each counted itself"))
             rows += [(f"  {stage}", stage_words(t)) for stage, t in r.stages.items()]

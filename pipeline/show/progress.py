@@ -254,3 +254,10 @@ def stage_words(t: dict[str, float], sep: str = ",") -> str:
         return f"{int(t['in'])} | {int(t['out'])} | {int(t['quarantined'])} | {busy}"
     busy = f"busy {busy} s" if t.get("seconds") else "busy: its engine's"
     return f"{int(t['in'])} in, {int(t['out'])} out, {int(t['quarantined'])} quarantined, {busy}"
+
+
+def why_quarantined(kinds: dict[str, int], shown: int = 3) -> str:
+    """A stage's commonest kinds of quarantine reason, with their rows: ``empty transcript (2)``."""
+    ranked = sorted(kinds.items(), key=lambda kv: -kv[1])
+    said = "; ".join(f"{kind or 'no reason given'} ({n})" for kind, n in ranked[:shown])
+    return said + ("; …" if len(ranked) > shown else "")

@@ -15,7 +15,7 @@ from typing import Any
 
 from pipeline.metrics import SCORE_CHOICES, SIGNAL_GATES, WER_BINS, signal_bin_edges
 from pipeline.result import LocaleResult, ModelInfo, RunResult, Tally, add_stats, combine
-from pipeline.show.progress import stage_words
+from pipeline.show.progress import stage_words, why_quarantined
 from pipeline.stages.gate_rules import REASON_NAMES
 
 SIGNAL_TITLES = {
@@ -226,7 +226,10 @@ def histogram_markdown(report: RunReport) -> str:
     reasons = [(code, t.reasons[code]) for code in REASON_NAMES if t.reasons.get(code)]
     reasons += [(code, n) for code, n in sorted(t.reasons.items()) if code not in REASON_NAMES]
     items2 = [(f"rejected: `{code}`, {REASON_NAMES.get(code, code)}", n) for code, n in reasons]
-    items2 += [(f"quarantined at `{stage}`", n) for stage, n in sorted(t.quarantined_by_stage.items())]
+    items2 += [
+        (f"quarantined at `{stage}`: {_cell(why_quarantined(t.quarantined_why.get(stage, {})))}".rstrip(": "), n)
+        for stage, n in sorted(t.quarantined_by_stage.items())
+    ]
     if items2:
         lines += ["| reason | rows | share of the run | |", "|---|---:|---:|---|"]
         total = t.counts.in_
@@ -281,6 +284,11 @@ def locale_line(r: LocaleResult) -> str:
     """How a locale was heard and judged, on one line of the summary artifact."""
     judge = f"; judge {r.judge}" if r.judge else ""
     return f"{r.transcriber}, {language_words(r)}{judge}"
+
+
+def _cell(text: str) -> str:
+    """``text`` safe in a Markdown table's cell: a reason may hold a pipe or a newline."""
+    return text.replace("|", "¦").replace("\n", " ")
 
 
 def changes_words(ch: dict[str, int]) -> str:

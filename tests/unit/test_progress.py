@@ -85,7 +85,8 @@ def test_summary_names_the_table_what_changed_and_how_to_open_it():
     text = console_summary(result, log="/out/_logs/x.log")
     assert "curate.en_clips  (snapshot 42, tag nightly-2026-12-01)" in text
     assert "10 clip(s) through the engines; 10 added" in text
-    assert "kept         6 (60%)" in text and "    wer_above  2" in text and "at read" in text
+    assert "kept         6 (60%)" in text and "    wer_above  2" in text
+    assert "    at read    1  clip missing from release (1)" in text  # why, not only where
     assert "table now    10 clips, 6 kept" in text and "log        /out/_logs/x.log" in text
     assert "curate query --output /out --locale en" in text and "--format hf --to /out-hf" in text
     result.locales[0].nothing_to_do = True

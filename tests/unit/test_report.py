@@ -13,6 +13,7 @@ def _result(shard: str, kept: int, reasons: dict[str, int]) -> RunResult:
         audio_seconds=72.0,
         reasons=reasons,
         quarantined_by_stage={"read": 1},
+        quarantined_why={"read": {"clip missing from release": 1}},
         wer_bins={"0.0-0.1": kept, ">1.0": 1},
         wer_bins_kept={"0.0-0.1": kept},
         wer_sum=0.05 * kept + 1.5,
@@ -61,7 +62,9 @@ def test_histograms_split_kept_and_rejected_on_one_scale_and_mark_the_thresholds
     assert "| 2 | 0 | 6 | 33% | " + "░" * 8 + " |" in md
     assert "| 3 ◀ threshold ≥ 3 | 0 | 0 | 0% |" in md
     assert "| 0.7-0.8 ◀ max_wer 0.75 |" in md and "| >1.0 | 0 | 2 |" in md
-    assert "rejected: `judge_below`" in md and "| quarantined at `read` | 2 | 10% |" in md
+    assert (
+        "rejected: `judge_below`" in md and "| quarantined at `read`: clip missing from release (2) | 2 | 10% |" in md
+    )
     assert run.changes == {"added": 12}
 
 
@@ -159,3 +162,23 @@ def test_the_changes_line_counts_clips_not_in_their_release_apart_from_the_engin
     assert changes_words({"engine_rows": 20, "added": 20}).startswith("20 clip(s) through the engines; 20 added")
     line = changes_words({"engine_rows": 200_020, "absent": 200_000, "added": 200_020})
     assert line.startswith("20 clip(s) through the engines, 200000 not in their release (not read); 200020 added")
+
+
+def test_why_rows_were_quarantined_adds_up_across_shards_and_stays_small():
+    """The kinds of quarantine reason per stage sum across shards; past ``KINDS_PER_STAGE`` the rarest go under
+    one "other reasons" entry, and a reason's pipe cannot break the Markdown table."""
+    from pipeline.result import KINDS_PER_STAGE, OTHER_KINDS, combine
+
+    a, b = _result("s1", 7, {}), _result("s2", 5, {})
+    b.locales[0].tally.quarantined_why = {"read": {"clip missing from release": 1, "a | b": 1}}
+    b.locales[0].tally.quarantined_by_stage = {"read": 2}
+    t = combine([a.locales[0].tally, b.locales[0].tally])
+    assert t.quarantined_why == {"read": {"clip missing from release": 2, "a | b": 1}}
+    md = report.histogram_markdown(report.aggregate([a, b]))
+    assert "| quarantined at `read`: clip missing from release (2); a ¦ b (1) | 3 | 15% |" in md
+    many = {f"kind {i}": 100 - i for i in range(KINDS_PER_STAGE + 5)}
+    (capped,) = combine(
+        [a.locales[0].tally.model_copy(update={"quarantined_why": {"decode": many}})]
+    ).quarantined_why.values()
+    assert len(capped) == KINDS_PER_STAGE + 1 and sum(capped.values()) == sum(many.values())
+    assert capped[OTHER_KINDS] == sum(100 - i for i in range(KINDS_PER_STAGE, KINDS_PER_STAGE + 5))

@@ -17,6 +17,26 @@ from tests.conftest import write_parquet
 MODELS = Models(ResolvedModel("w", "/w", "rev1"), ResolvedModel("j", "/j", "rev1"))
 
 
+def test_quarantine_reasons_are_counted_by_kind_their_numbers_as_n():
+    """A clip's own seconds and bytes differ per row, a setting's value does not: one kind per cause."""
+    from pipeline.io.table_sink import quarantine_kinds
+
+    errors = ["audio is 700.5 s, over max_duration_s=600.0", "audio is 612.0 s, over max_duration_s=600.0",
+              "audio is 2049 bytes, over max_clip_bytes=1024", "audio is empty (0 bytes)", "empty transcript",
+              None]  # fmt: skip
+    stages = ["decode", "decode", "decode", "decode", "transcribe", None]
+    decode = {
+        "audio is N s, over max_duration_s=600.0": 2,
+        "audio is N bytes, over max_clip_bytes=1024": 1,
+        "audio is empty (0 bytes)": 1,
+    }
+    assert quarantine_kinds(pa.table({"error": errors, "stage": stages})) == {
+        "decode": decode,
+        "transcribe": {"empty transcript": 1},
+        "unknown": {"": 1},
+    }
+
+
 def test_the_tally_counts_every_row_once_by_outcome():
     table = pa.table(
         {
@@ -37,6 +57,7 @@ def test_the_tally_counts_every_row_once_by_outcome():
     )
     tally = tally_of(table)
     assert tally.reasons == {"judge_below": 1} and tally.quarantined_by_stage == {"decode": 1}
+    assert tally.quarantined_why == {"decode": {"bad": 1}}
     assert tally.counts.model_dump(by_alias=True) == {"in": 3, "kept": 1, "rejected": 1, "quarantined": 1}
     assert tally.wer_bins["0.0-0.1"] == 1 and tally.wer_bins["0.1-0.2"] == 1
     # Two clips with the same bytes share one audio row; a quarantined row has none.
