@@ -34,6 +34,12 @@ def test_wrong_schema_fails_before_any_work(tmp_path):
     assert "Traceback" not in proc.stderr
     assert "Started a local Ray instance" not in proc.stderr + proc.stdout
     assert not (tmp_path / "out").exists()
+    # A good file whose name holds "?": Ray Data's read found no file there, after the plan had run.
+    odd = tmp_path / "cv?v=1.parquet"
+    odd.write_bytes((REPO / "pipeline" / "sample_data" / "common_voice_sample.parquet").read_bytes())
+    proc, _ = _cli("run", "--input", str(odd), "--output", str(tmp_path / "out"))
+    assert proc.returncode == 2 and "cannot read a file whose name holds '?'; rename it" in proc.stderr
+    assert "Traceback" not in proc.stderr and not (tmp_path / "out").exists()
 
 
 @pytest.mark.process
