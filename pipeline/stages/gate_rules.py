@@ -29,6 +29,7 @@ from pipeline.columns import (
     SENTENCE,
     SNR,
     SPEECH_RATIO,
+    TRANSCRIPT,
     WER,
 )
 from pipeline.commonvoice.languages import by_characters, same_language, whisper_language, written_as
@@ -162,7 +163,8 @@ class Truncated(_RowCall):
 
 @dataclass(frozen=True)
 class NoSpeech(_RowCall):
-    """Whisper's own silence rule: "no speech" is likely *and* the decode is unsure."""
+    """Whisper's own silence rule: "no speech" is likely *and* the decode is unsure; or Whisper wrote nothing
+    at all (that rule dropped every window: noise, music, a hiss)."""
 
     prob: float
     logprob: float
@@ -171,7 +173,12 @@ class NoSpeech(_RowCall):
     def fails(self, t: pa.Table) -> tuple[np.ndarray, str]:
         p, lp = floats_of(t, NO_SPEECH_PROB), floats_of(t, AVG_LOGPROB)
         with np.errstate(invalid="ignore"):
-            return (p > self.prob) & (np.isnan(lp) | (lp < self.logprob)), self.code
+            return blank_transcript(t) | ((p > self.prob) & (np.isnan(lp) | (lp < self.logprob))), self.code
+
+
+def blank_transcript(t: pa.Table) -> np.ndarray:
+    """Rows whose transcript is there and holds nothing but whitespace: Whisper heard no speech."""
+    return true_mask(pc.equal(pc.utf8_trim_whitespace(text_of(t, TRANSCRIPT)), ""))
 
 
 def clip_language(t: pa.Table, default: str | None) -> pa.Array:
@@ -223,10 +230,11 @@ class JudgeAtLeast(_RowCall):
     code: str = "judge_below"
 
     def fails(self, t: pa.Table) -> tuple[np.ndarray, str]:
-        # A judged row without a value never gets here: the judge stage quarantines it.
+        # A row of a judged locale without a value fails, but for a blank transcript, which the judge leaves
+        # unscored (nothing was said; ``no_speech`` rejects it): a judge's failure is quarantined upstream.
         v = floats_of(t, self.column)
         with np.errstate(invalid="ignore"):
-            return np.isnan(v) | (v < self.threshold), self.code
+            return (np.isnan(v) & ~blank_transcript(t)) | (v < self.threshold), self.code
 
 
 # Common Voice's statuses, and the code a row gets when its status is not one the run keeps.

@@ -32,6 +32,7 @@ from pipeline.columns import (
     SCORE,
     SCORE_EXPECTED,
     SENTENCE,
+    STAGE,
     TRANSCRIPT,
     WER,
 )
@@ -116,7 +117,7 @@ def decide_table(
     sentence (``_old_sentence``, when the plan gives it) or the normaliser's settings (``agreement_key``).
     """
     n = t.num_rows
-    t = _legacy_detection(t)
+    t = _legacy_empty_transcript(_legacy_detection(t))
     quarantined = pc.is_valid(t.column(ERROR)).to_numpy(zero_copy_only=False) if ERROR in t.column_names else None
     quarantined = np.zeros(n, bool) if quarantined is None else quarantined
     # A release's own row (an unscored clip's) has no engine_key column at all: never scored.
@@ -158,6 +159,23 @@ def _legacy_detection(t: pa.Table) -> pa.Table:
     t = _column(t, DETECTED_LANGUAGE, pc.if_else(old, pc.cast(t.column(LANGUAGE), pa.string()), detected))
     t = _column(t, DETECTED_LANGUAGE_PROB, pc.if_else(old, pc.cast(t.column(LEGACY_LANGUAGE_PROB), pa.float64()), prob))
     return _column(t, LEGACY_LANGUAGE_PROB, pa.nulls(n, t.schema.field(LEGACY_LANGUAGE_PROB).type))
+
+
+# What an empty transcript was stored as before the no-speech gate read it: a quarantined row.
+LEGACY_EMPTY = "empty transcript"
+
+
+def _legacy_empty_transcript(t: pa.Table) -> pa.Table:
+    """A row stored quarantined for its empty transcript (before such a row was rejected as ``no_speech``):
+    healthy again, so today's gates decide it from its stored signals."""
+    if ERROR not in t.column_names or STAGE not in t.column_names:
+        return t
+    old = true_mask(pc.and_(pc.equal(text_of(t, ERROR), LEGACY_EMPTY), pc.equal(text_of(t, STAGE), "transcribe")))
+    if not old.any():
+        return t
+    keep = pa.array(~old)
+    t = _column(t, ERROR, pc.if_else(keep, t.column(ERROR), pa.scalar(None, t.schema.field(ERROR).type)))
+    return _column(t, STAGE, pc.if_else(keep, t.column(STAGE), pa.scalar(None, t.schema.field(STAGE).type)))
 
 
 def _column(t: pa.Table, name: str, values) -> pa.Table:

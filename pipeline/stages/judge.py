@@ -165,7 +165,7 @@ def finalize_judgement(row: dict[str, Any], keep: tuple[str, ...]) -> dict[str, 
     """
     out = {k: row.get(k) for k in keep}
     out[SCORE], out[SCORE_EXPECTED] = None, None
-    if out[ERROR]:
+    if out[ERROR] or not (out.get(TRANSCRIPT) or "").strip():  # nothing was said: nothing to score
         return out
     engine_error = row.get("__inference_error__") or ""
     if engine_error:

@@ -57,10 +57,9 @@ def _set_errors(batch: pa.Table, errors: list[str | None], stages: list[str | No
 def _finish(
     batch: pa.Table, transcripts: list[Transcript], errors: list[str | None], stages: list[str | None]
 ) -> pa.Table:
-    """Attach transcripts and Whisper's confidence; an empty transcript is quarantined (nothing to judge)."""
-    for i, t in enumerate(transcripts):
-        if not errors[i] and not t.text.strip():
-            errors[i], stages[i] = "empty transcript", NAME
+    """Attach transcripts and Whisper's confidence.  An empty transcript is Whisper's own verdict that the clip
+    holds no speech (its no-speech rule dropped every window): the gates reject it (``no_speech``), the judge
+    leaves it unscored."""
     batch = _set_errors(batch, errors, stages)
     drop = [c for c in (ARR, FEATURES, TOKENS, *CONFIDENCE) if c in batch.schema.names]
     batch = batch.drop_columns(drop).append_column(TRANSCRIPT, pa.array([t.text for t in transcripts], pa.string()))

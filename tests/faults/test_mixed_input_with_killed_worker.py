@@ -58,7 +58,6 @@ def good_and_bad(sample: pa.Table) -> tuple[list[dict], dict[str, str]]:
         "empty": ("empty", b"", "audio is empty"),
         "null": ("null", None, "audio is null"),
         "silent": ("silent", encode(np.zeros(32_000, np.float32), 16_000), "audio is silent"),
-        "noise": ("noise", encode(noise, 16_000), "empty transcript"),
         "huge": ("huge", rng.bytes(100 * 1024 * 1024), "over max_clip_bytes"),
         "dup-a": ("dup", sample.column("audio_bytes")[21].as_py(), "duplicate id"),  # one row, held back
         "dup-b": ("dup", sample.column("audio_bytes")[22].as_py(), "duplicate id"),
@@ -66,6 +65,8 @@ def good_and_bad(sample: pa.Table) -> tuple[list[dict], dict[str, str]]:
     }
     bad_rows = [{**proto, "id": rid, "audio_bytes": blob} for rid, blob, _ in bad.values()]
     reasons = {k: r for k, (_, _, r) in bad.items()}
+    # Noise decodes and transcribes to nothing: not a failure but a verdict, so a rejected row, not quarantined.
+    bad_rows.append({**proto, "id": "noise", "audio_bytes": encode(noise, 16_000)})
     return rows, {"rows": bad_rows, "reasons": reasons}
 
 
@@ -144,13 +145,15 @@ def test_mixed_input_with_a_killed_worker_equals_a_clean_run(tmp_path, sample_ta
 
     clean_scores, _ = _read(tmp_path / "clean-out")
     scores, quarantine = _read(tmp_path / "mixed-out")
+    noise = scores.pop("noise")
+    assert noise["kept"] is False and "no_speech" in noise["reasons"] and noise["transcription"] == "", noise
 
     # Good clips: each exactly once (the table holds an id once), and row for row what the clean run
     # wrote (transcripts, scores, kept, reasons; Whisper's and the judge's floats within 1%).
     same_rows(scores, clean_scores)
 
     # Bad clips: every one in quarantine, with its reason; two rows under one id are one row.
-    assert len(quarantine) == len(bad["rows"]) - 1
+    assert len(quarantine) == len(bad["rows"]) - 2  # the two "dup" rows are one; noise is rejected
     for key, reason in bad["reasons"].items():
         rid = {"dup-a": "dup", "dup-b": "dup"}.get(key, key)
         if rid == "no-id":

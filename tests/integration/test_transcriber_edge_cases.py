@@ -10,6 +10,8 @@ from pipeline.config import build_config
 from pipeline.metrics import normalize_text
 from pipeline.models import resolve_model
 from pipeline.stages.decode import decode_audio
+from pipeline.stages.gate_rules import build_gates
+from pipeline.stages.gates import failed_gates
 from pipeline.stages.transcribe import FasterWhisperTranscriber
 from tests.conftest import encode
 
@@ -49,6 +51,8 @@ def test_noise_and_music_do_not_become_curated_text(transcriber):
     tt = np.arange(16_000 * 4) / 16_000
     chord = (0.2 * sum(np.sin(2 * np.pi * f * tt) for f in (261.6, 329.6, 392.0))).astype(np.float32)
     out = _run(cfg, t, ["noise", "music"], [encode(noise, 16_000), encode(chord, 16_000)])
+    gates = build_gates(cfg)
     for row in out:
-        # Whisper's own no-speech gate drops the window, so the row is quarantined, not judged.
-        assert row["error"] == "empty transcript" and row["stage"] == "transcribe", row
+        # Whisper's own no-speech rule drops the window: no text, and the gates reject the clip as no speech.
+        assert row["error"] is None and row["transcription"] == "", row
+        assert "no_speech" in failed_gates({**row, "sentence": "Plants use sunlight."}, gates), row

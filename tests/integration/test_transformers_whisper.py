@@ -102,10 +102,7 @@ def test_transformers_backend_matches_direct_generate(tmp_path, tiny_whisper, ra
             tokens = model.generate(feats, max_new_tokens=8)
         want = proc.batch_decode(tokens, skip_special_tokens=True)[0].strip()
         row = got[r["id"]]
-        if want:
-            assert row["error"] is None and row["transcription"] == want
-        else:
-            assert row["error"] == "empty transcript"
+        assert row["error"] is None and row["transcription"] == want  # no text: the gates reject it (no_speech)
 
 
 def test_transformers_backend_with_real_tiny_en_weights(tmp_path, ray_local, sample_table):

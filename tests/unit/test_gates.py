@@ -116,6 +116,27 @@ def test_indic_scripts_are_measured_in_whole_words_and_gated_on_characters():
     assert gate({**row, "cer": 0.27}) == (True, None) and gate({**row, "cer": 0.6}) == (False, "language_mismatch")
 
 
+def test_an_empty_transcript_is_rejected_as_no_speech_and_an_old_quarantined_one_is_decided_again():
+    """Whisper wrote nothing (its no-speech rule dropped every window: noise, music, a hiss): a verdict on the
+    clip, so a rejection with its reason, not a quarantined row.  A table row stored quarantined so before is
+    decided by today's gates when the plan decides it again."""
+    out = _verdict(transcription=" ", no_speech_prob=None, avg_logprob=None, score=None, score_expected=None)
+    assert out["kept"] is False and "no_speech" in out["reasons"] and out["wer"] == 1.0, out
+    assert "judge_below" not in out["reasons"]  # the judge left it unscored: nothing was said
+    assert "judge_below" in _verdict(score=None, score_expected=None)["reasons"]  # a spoken clip must be scored
+    cfg = build_config()
+    stored = {**GOOD, "id": "a", "engine_key": "k", "transcription": "", "score": None, "score_expected": None,
+              "error": "empty transcript", "stage": "transcribe", "speech_ratio": 0.0}  # fmt: skip
+    other = {**stored, "id": "b", "error": "cannot decode audio: Format not recognised.", "stage": "decode"}
+    a, b = decide_table(
+        pa.Table.from_pylist([stored, other]), build_gates(cfg), [], language="en", fold_diacritics=False,
+        agreement_key="a",
+    ).to_pylist()  # fmt: skip
+    assert (a["error"], a["stage"], a["kept"]) == (None, None, False)
+    assert {"no_speech", "wer_above", "mostly_silence"} <= set(a["reasons"]), a
+    assert (b["error"], b["stage"], b["reasons"]) == (other["error"], "decode", [])  # still quarantined
+
+
 def test_quarantined_rows_get_no_verdict():
     out = _verdict(error="audio is silent", stage="decode")
     assert out["kept"] is False and out["reasons"] == [] and out["wer"] is None

@@ -80,6 +80,14 @@ def test_finalize_turns_engine_error_into_quarantine():
     assert out["error"] == "judge engine error: boom" and out["stage"] == "judge" and out["score"] is None
 
 
+def test_an_empty_transcript_is_left_unscored_not_quarantined():
+    """Whisper heard no speech: the gates reject the clip (no_speech); the judge's answer to "-" is no score."""
+    row = {"id": "a", "transcription": "", "error": None, "stage": None, "generated_text": "1",
+           "logprobs": [{"1": {"logprob": 0.0, "decoded_token": "1"}}]}  # fmt: skip
+    out = finalize_judgement(row, KEEP)
+    assert out["error"] is None and out["score"] is None and out["score_expected"] is None
+
+
 def test_finalize_turns_unparseable_answer_into_quarantine():
     row = {"id": "a", "transcription": "t", "error": None, "stage": None, "generated_text": "maybe"}
     out = finalize_judgement(row, KEEP)
