@@ -167,15 +167,17 @@ LEGACY_EMPTY = "empty transcript"
 
 def _legacy_empty_transcript(t: pa.Table) -> pa.Table:
     """A row stored quarantined for its empty transcript (before such a row was rejected as ``no_speech``):
-    healthy again, so today's gates decide it from its stored signals."""
+    healthy again, so today's gates decide it from its stored signals, its WER measured (no agreement key)."""
     if ERROR not in t.column_names or STAGE not in t.column_names:
         return t
     old = true_mask(pc.and_(pc.equal(text_of(t, ERROR), LEGACY_EMPTY), pc.equal(text_of(t, STAGE), "transcribe")))
     if not old.any():
         return t
     keep = pa.array(~old)
-    t = _column(t, ERROR, pc.if_else(keep, t.column(ERROR), pa.scalar(None, t.schema.field(ERROR).type)))
-    return _column(t, STAGE, pc.if_else(keep, t.column(STAGE), pa.scalar(None, t.schema.field(STAGE).type)))
+    for col in (ERROR, STAGE, AGREEMENT_KEY):
+        if col in t.column_names:
+            t = _column(t, col, pc.if_else(keep, t.column(col), pa.scalar(None, t.schema.field(col).type)))
+    return t
 
 
 def _column(t: pa.Table, name: str, values) -> pa.Table:

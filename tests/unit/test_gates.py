@@ -126,13 +126,14 @@ def test_an_empty_transcript_is_rejected_as_no_speech_and_an_old_quarantined_one
     assert "judge_below" in _verdict(score=None, score_expected=None)["reasons"]  # a spoken clip must be scored
     cfg = build_config()
     stored = {**GOOD, "id": "a", "engine_key": "k", "transcription": "", "score": None, "score_expected": None,
-              "error": "empty transcript", "stage": "transcribe", "speech_ratio": 0.0}  # fmt: skip
+              "error": "empty transcript", "stage": "transcribe", "speech_ratio": 0.0, "wer": None,
+              "agreement_key": "a"}  # fmt: skip
     other = {**stored, "id": "b", "error": "cannot decode audio: Format not recognised.", "stage": "decode"}
     a, b = decide_table(
         pa.Table.from_pylist([stored, other]), build_gates(cfg), [], language="en", fold_diacritics=False,
         agreement_key="a",
     ).to_pylist()  # fmt: skip
-    assert (a["error"], a["stage"], a["kept"]) == (None, None, False)
+    assert (a["error"], a["stage"], a["kept"], a["wer"], a["agreement_key"]) == (None, None, False, 1.0, "a")
     assert {"no_speech", "wer_above", "mostly_silence"} <= set(a["reasons"]), a
     assert (b["error"], b["stage"], b["reasons"]) == (other["error"], "decode", [])  # still quarantined
 
