@@ -96,7 +96,8 @@ def measure(got: pa.Table, speech: bool) -> dict:
     if ns.size:
         m["no_speech_mean"] = float(ns.mean())
         m["no_speech_over_0.6"] = float((ns > 0.6).mean())
-    lp = np.array([r["avg_logprob"] for r in ok], dtype=float)
+    # An empty transcript (no speech heard) is a healthy row now, whose decode may have no log-prob.
+    lp = np.array([r["avg_logprob"] for r in ok if r["avg_logprob"] is not None], dtype=float)
     if lp.size:
         m["avg_logprob_mean"] = float(lp.mean())
     if not speech:
