@@ -210,9 +210,10 @@ class LanguageMismatch(_RowCall):
         expected = clip_language(t, self.default)
         with np.errstate(invalid="ignore"):
             unsure = p < self.min_prob
-        # Cantonese heard as Chinese, Urdu as Hindi, is no mismatch (``same_language``); nor is a null.
+        # Cantonese heard as Chinese, Urdu as Hindi, is no mismatch (``same_language``); nor is a null, nor a
+        # clip in which Whisper heard no speech (its detection of noise is no language; ``no_speech`` says it).
         folded = [_per_value(a, same_language, pa.string()) for a in (heard, expected)]
-        mismatch = true_mask(pc.not_equal(*folded)) & ~unsure
+        mismatch = true_mask(pc.not_equal(*folded)) & ~unsure & ~blank_transcript(t)
         if self.agree_wer is None and self.agree_cer is None:
             return mismatch, self.code
         in_words = true_mask(_per_value(expected, lambda lang: not by_characters(lang), pa.bool_()))

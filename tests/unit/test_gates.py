@@ -123,6 +123,11 @@ def test_an_empty_transcript_is_rejected_as_no_speech_and_an_old_quarantined_one
     out = _verdict(transcription=" ", no_speech_prob=None, avg_logprob=None, score=None, score_expected=None)
     assert out["kept"] is False and "no_speech" in out["reasons"] and out["wer"] == 1.0, out
     assert "judge_below" not in out["reasons"]  # the judge left it unscored: nothing was said
+    # Noise in a Portuguese release, "detected" as Norwegian: no speech, so no language to mismatch.
+    noise = {"locale": "pt", "detected_language": "nn", "detected_language_prob": 0.9, "wer": 1.0, "cer": 1.0}
+    gate = LanguageMismatch(default="en", min_prob=0.5, agree_wer=0.5, agree_cer=0.35)
+    assert gate({**noise, "transcription": ""}) == (True, None)
+    assert gate({**noise, "transcription": "outra frase"}) == (False, "language_mismatch")
     assert "judge_below" in _verdict(score=None, score_expected=None)["reasons"]  # a spoken clip must be scored
     cfg = build_config()
     stored = {**GOOD, "id": "a", "engine_key": "k", "transcription": "", "score": None, "score_expected": None,
