@@ -225,16 +225,18 @@ def histogram_markdown(report: RunReport) -> str:
     lines += ["", "## Why rows were not kept", ""]
     reasons = [(code, t.reasons[code]) for code in REASON_NAMES if t.reasons.get(code)]
     reasons += [(code, n) for code, n in sorted(t.reasons.items()) if code not in REASON_NAMES]
-    items2 = [(f"rejected: `{code}`, {REASON_NAMES.get(code, code)}", n) for code, n in reasons]
+    items2 = [(f"rejected: `{code}`, {REASON_NAMES.get(code, code)}", n, "") for code, n in reasons]
+    # Why, last: a long list of reasons in the first column pushed the counts off the artifact's page.
     items2 += [
-        (f"quarantined at `{stage}`: {_cell(why_quarantined(t.quarantined_why.get(stage, {})))}".rstrip(": "), n)
+        (f"quarantined at `{stage}`", n, _cell(why_quarantined(t.quarantined_why.get(stage, {}))))
         for stage, n in sorted(t.quarantined_by_stage.items())
     ]
     if items2:
-        lines += ["| reason | rows | share of the run | |", "|---|---:|---:|---|"]
+        lines += ["| reason | rows | share of the run | | what it was |", "|---|---:|---:|---|---|"]
         total = t.counts.in_
         lines += [
-            f"| {label} | {n} | {100 * n / total:.0f}% | {'░' * round(BAR_WIDTH * n / total)} |" for label, n in items2
+            f"| {label} | {n} | {100 * n / total:.0f}% | {'░' * round(BAR_WIDTH * n / total)} | {why} |"
+            for label, n, why in items2
         ]
     else:
         lines.append("Every row was kept.")

@@ -62,9 +62,9 @@ def test_histograms_split_kept_and_rejected_on_one_scale_and_mark_the_thresholds
     assert "| 2 | 0 | 6 | 33% | " + "░" * 8 + " |" in md
     assert "| 3 ◀ threshold ≥ 3 | 0 | 0 | 0% |" in md
     assert "| 0.7-0.8 ◀ max_wer 0.75 |" in md and "| >1.0 | 0 | 2 |" in md
-    assert (
-        "rejected: `judge_below`" in md and "| quarantined at `read`: clip missing from release (2) | 2 | 10% |" in md
-    )
+    assert "rejected: `judge_below`" in md
+    (row,) = [line for line in md.splitlines() if line.startswith("| quarantined at `read` | 2 | 10% |")]
+    assert row.endswith("| clip missing from release (2) |")
     assert run.changes == {"added": 12}
 
 
@@ -175,7 +175,8 @@ def test_why_rows_were_quarantined_adds_up_across_shards_and_stays_small():
     t = combine([a.locales[0].tally, b.locales[0].tally])
     assert t.quarantined_why == {"read": {"clip missing from release": 2, "a | b": 1}}
     md = report.histogram_markdown(report.aggregate([a, b]))
-    assert "| quarantined at `read`: clip missing from release (2); a ¦ b (1) | 3 | 15% |" in md
+    (row,) = [line for line in md.splitlines() if line.startswith("| quarantined at `read` | 3 | 15% |")]
+    assert row.endswith("| clip missing from release (2); a ¦ b (1) |")  # why, after the counts
     many = {f"kind {i}": 100 - i for i in range(KINDS_PER_STAGE + 5)}
     (capped,) = combine(
         [a.locales[0].tally.model_copy(update={"quarantined_why": {"decode": many}})]
