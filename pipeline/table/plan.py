@@ -34,7 +34,7 @@ from typing import Protocol
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from pipeline.columns import ERROR, ID, KEPT, REASONS, STAGE
+from pipeline.columns import AGREEMENT_KEY, ERROR, ID, KEPT, REASONS, STAGE
 from pipeline.commonvoice.releases import release_key
 from pipeline.table import plan_sql as sql
 from pipeline.table.plan_sql import COMPARED, FILE, METADATA, OLD_KEPT, OLD_REASONS, OLD_SENTENCE, shard_sql
@@ -145,9 +145,10 @@ class TablePlan:
                 if kind == "unscored":
                     t = _set(t, ERROR, pa.nulls(t.num_rows, pa.string()))
                     t = _set(t, STAGE, pa.nulls(t.num_rows, pa.string()))
+                stored_key = t.column(AGREEMENT_KEY) if AGREEMENT_KEY in t.column_names else None
                 decided = self.decide(t)
                 if kind == "candidate":
-                    changed = _changed(decided)
+                    changed = _changed(decided, stored_key)
                     n = int(pc.sum(changed).as_py() or 0)
                     self.counts["updated"] += n
                     self.counts["unchanged"] += decided.num_rows - n
@@ -163,15 +164,22 @@ def _set(t: pa.Table, name: str, values) -> pa.Table:
     return t.append_column(name, values)
 
 
-def _changed(t: pa.Table) -> pa.Array:
-    """Rows whose metadata (SQL's ``_meta_changed``), ``kept`` or ``reasons`` differ from the table's."""
+def _changed(t: pa.Table, stored_key: pa.ChunkedArray | None = None) -> pa.Array:
+    """Rows whose metadata (SQL's ``_meta_changed``), ``kept`` or ``reasons`` differ from the table's, or whose
+    WER/CER the decision measured under another agreement key than the stored one: written once with the new
+    key, or every later run would measure them again (a whole table, when a setting or the rules changed)."""
     kept = pc.fill_null(t.column(KEPT), False)
     before = pc.fill_null(t.column(OLD_KEPT), False)
     as_text = lambda col: pc.fill_null(pc.binary_join(pc.fill_null(col, []), "\x1f"), "")  # noqa: E731
-    return pc.or_(
+    changed = pc.or_(
         pc.or_(pc.fill_null(t.column("_meta_changed"), True), pc.not_equal(kept, before)),
         pc.not_equal(as_text(t.column(REASONS)), as_text(t.column(OLD_REASONS))),
     )
+    if stored_key is None or AGREEMENT_KEY not in t.column_names:
+        return changed
+    key = t.column(AGREEMENT_KEY)
+    rekeyed = pc.fill_null(pc.not_equal(key, stored_key), pc.is_valid(key))  # no key stored: now one is
+    return pc.or_(changed, pc.fill_null(rekeyed, False))
 
 
 def plan_table(

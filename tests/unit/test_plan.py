@@ -180,3 +180,45 @@ def test_a_clip_first_seen_already_moved_enters_unscored_with_its_reason():
     assert not p.engine
     (got,) = p.updates
     assert not got["kept"] and got["reasons"] == ["cv_invalidated"] and got.get("score") is None
+
+
+def test_rows_measured_under_new_agreement_rules_are_written_once_then_left_alone(monkeypatch):
+    """A new agreement key (a setting, or new normaliser rules) measures a table's WER again.  A row whose
+    WER, kept and reasons come out the same is still written once, with the new key: left with the old
+    key, every later run measured the whole table again."""
+    import functools
+
+    from pipeline.stages import gates as gates_module
+    from pipeline.stages.gates import decide_table
+    from pipeline.table.plan import Rules, plan_table
+    from pipeline.table.plan_rows import as_rows, load_rows
+    from pipeline.table.workspace import Workspace
+
+    measured = []
+    real = gates_module._measure
+    monkeypatch.setattr(gates_module, "_measure", lambda triples, fold: measured.extend(triples) or real(triples, fold))
+
+    said = {"a.mp3": "the sun is a star", "b.mp3": "water boils at one hundred degrees"}
+
+    def run(existing, key):
+        rows = [incoming(rid, N1, sentence=said[rid]) for rid in existing]
+        decide = functools.partial(decide_table, gates=GATES, unscored_gates=[], language="en",
+                                   fold_diacritics=True, agreement_key=key)  # fmt: skip
+        with Workspace(memory_limit_mb=128, threads=1) as ws:
+            load_rows(ws, rows, existing)
+            return as_rows(plan_table(ws, Rules(engine_key="k1", split="validated"), decide))
+
+    table = {
+        rid: {**scored(incoming(rid, N1, sentence=s)), "transcription": s.capitalize() + ".", "agreement_key": "old"}
+        for rid, s in said.items()
+    }
+    p = run(table, "new")
+    assert not p.engine and len(measured) == 2
+    assert {r["id"]: (r["agreement_key"], r["wer"], r["kept"]) for r in p.updates} == {
+        "a.mp3": ("new", 0.0, True),
+        "b.mp3": ("new", 0.0, True),
+    }
+    assert p.counts["updated"] == 2
+    measured.clear()
+    p = run({r["id"]: r for r in p.updates}, "new")
+    assert not p.updates and not measured and p.counts["unchanged"] == 2
