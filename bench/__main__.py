@@ -23,6 +23,7 @@ BENCHMARKS = {
     "cv_memory": "peak memory while reading release tarballs of several sizes",
     "table_commit": "the table's own costs: commit time, files per snapshot, compaction over 30 nights",
     "release_scale": "a full release and a nightly delta against a table of 0.2-2 M clips: non-engine time, RSS",
+    "remeasure": "a whole table's WER/CER measured again (a new agreement key) at 0.1-2 M rows: rows/s, RSS",
     "parquet_scale": "a Parquet mirror of 0.2-2 M rows read for the engines, its rows joined to the plan: wall, RSS",
     "export_scale": "curate export of a release-sized table (audio stubs): peak RSS and wall per format",
     "dnsmos_memory": "a DNSMOS actor's memory: onnxruntime's CPU arena and windows per call",

@@ -120,12 +120,19 @@ def fold_script(text: str, language: str | None) -> str:
 
 def normalize_text(text: str, language: str | None = "en", fold_diacritics: bool = False) -> list[str]:
     """Whisper's normalisation for ``language`` (English by default), as a list of words."""
+    return list(_normalized(text or "", language, fold_diacritics))
+
+
+# Whisper's English normaliser costs ~100 us a call; a sentence read by several speakers, and a transcript
+# that reads it, are the same text again.
+@functools.lru_cache(maxsize=1 << 16)
+def _normalized(text: str, language: str | None, fold_diacritics: bool) -> tuple[str, ...]:
     # NFKC first, so that full-width brackets are dropped with what they hold, as ASCII ones are: Taiwanese
     # Hokkien's sentences give a Han word's reading there ("巧（khá）"), which nobody says twice.
     # A lone "." survives the English normalizer (it keeps decimal points); it is not a word.
     text = fold_script(unicodedata.normalize("NFKC", text or ""), language)
     words = _normalizer(is_english(language), fold_diacritics)(text).split()
-    return [w for w in words if any(c.isalnum() for c in w)]
+    return tuple(w for w in words if any(c.isalnum() for c in w))
 
 
 _DIGIT = re.compile(r"\d")

@@ -91,7 +91,7 @@ def agreement_parts(cfg: CurationConfig) -> dict[str, Any]:
         # letter: Indic and Southeast Asian vowel signs always, every accent when accents are not folded)
         # those and the Indic scripts and unfolded languages; rules 4 (invisible format characters dropped:
         # zero-width joiners, bidi marks) those and the scripts that hold them.  Only these tables measure
-        # again (an English one of 2 M clips would spend about 11 minutes on it).
+        # again (an English one of 2 M clips spends about 4 minutes on it on two cores: docs/benchmarks.md).
         parts["rules"] = 4
     if language is None or language in {*FOLDED_SCRIPT, *SPACING_VARIES, *DOTLESS_I, *GEMINATE_L}:
         # Rules 5: Chinese folded to Simplified, Serbian to Latin letters, Persian's and Urdu's yeh and kaf to

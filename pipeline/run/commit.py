@@ -19,6 +19,7 @@ from pipeline.result import DataFileInfo, LocaleResult, combine
 from pipeline.run.context import RunContext, model_info, timed
 from pipeline.run.engines import Written, run_engines
 from pipeline.run.tables import Tables
+from pipeline.runtime import cores
 from pipeline.runtime.version import code_version
 from pipeline.table import audio as audio_table
 from pipeline.table import commit as commits
@@ -132,7 +133,10 @@ def _write_updates(ctx: RunContext, plan: TablePlan, tables: Tables, now: dateti
                 out.rejected += rejected_sample(t, SAMPLE_CAP - len(out.rejected))
             yield t
 
-    out.clips += commits.write_stream(tables.clips, tables.schema, rows())
+    try:
+        out.clips += commits.write_stream(tables.clips, tables.schema, rows())
+    finally:
+        cores.shutdown()  # the processes that measured WER again, if any, are not needed past the updates
 
 
 def _changes(plan: TablePlan, written: Written) -> dict[str, int]:

@@ -39,6 +39,7 @@ from pipeline.columns import (
 from pipeline.commonvoice.languages import written_as
 from pipeline.config import CurationConfig
 from pipeline.metrics import agreement
+from pipeline.runtime.cores import map_chunks
 from pipeline.stage import Stage
 from pipeline.stages.gate_rules import Gate, Row, build_gates, clip_language, floats_of, text_of, true_mask
 
@@ -83,21 +84,47 @@ def measure_agreement(row: dict[str, Any], language: str | None, fold_diacritics
     row[WER], row[CER] = agreement(row.get(SENTENCE), row.get(TRANSCRIPT) or "", lang, fold_diacritics)
 
 
+# A plan's batch is measured in worker processes from this many distinct (language, sentence, transcript)
+# triples; fewer are measured here, where starting the workers (about 2 s) would cost more than it saves.
+PARALLEL_MIN = 20_000
+CHUNK = 2_048
+
+
+def _measure(triples: list[tuple[str | None, str | None, str | None]], fold: bool) -> list[tuple]:
+    """(WER, CER) of each (language, sentence, transcript); module-level, so a worker process can run it."""
+    return [agreement(sentence, transcript or "", lang, fold) for lang, sentence, transcript in triples]
+
+
 def agreement_columns(
     t: pa.Table, language: str | None, fold_diacritics: bool = False, only: np.ndarray | None = None
 ) -> tuple[pa.Array, pa.Array]:
     """(wer, cer) of every row of ``t`` against its sentence; with ``only`` (a mask), measured for those rows
-    and taken from ``t``'s stored ``wer``/``cer`` for the rest (nothing they depend on changed)."""
+    and taken from ``t``'s stored ``wer``/``cer`` for the rest (nothing they depend on changed).
+
+    Each distinct (language, sentence, transcript) is measured once: a sentence is read by several
+    speakers, and a clip read right is often transcribed alike.  Whisper's normaliser is Python, so a
+    plan measuring a whole table again (a new agreement key) spreads the work over the machine's cores
+    (``runtime.cores``)."""
     n = t.num_rows
     wer, cer = floats_of(t, WER).copy(), floats_of(t, CER).copy()
     todo = np.ones(n, bool) if only is None else only
     if todo.any():
         idx = np.flatnonzero(todo)
-        sub = t.take(pa.array(idx)).select([c for c in (LOCALE, SENTENCE, TRANSCRIPT) if c in t.column_names])
-        for i, row in zip(idx, sub.to_pylist(), strict=True):
-            lang = written_as(row.get(LOCALE)) or language
-            w, c = agreement(row.get(SENTENCE), row.get(TRANSCRIPT) or "", lang, fold_diacritics)
-            wer[i], cer[i] = (np.nan if w is None else w), (np.nan if c is None else c)
+        sub = t.take(pa.array(idx))
+        lang_of = functools.cache(lambda loc: written_as(loc) or language)
+        langs = [lang_of(loc) for loc in text_of(sub, LOCALE).to_pylist()]
+        triples = list(
+            zip(langs, text_of(sub, SENTENCE).to_pylist(), text_of(sub, TRANSCRIPT).to_pylist(), strict=True)
+        )
+        distinct = list(dict.fromkeys(triples))
+        if len(distinct) < PARALLEL_MIN:
+            measured = _measure(distinct, fold_diacritics)
+        else:
+            measured = map_chunks(_measure, distinct, CHUNK, fold_diacritics)
+        values = np.array([(np.nan if w is None else w, np.nan if c is None else c) for w, c in measured], float)
+        where = {key: i for i, key in enumerate(distinct)}
+        pos = np.fromiter((where[key] for key in triples), np.int64, len(triples))
+        wer[idx], cer[idx] = values[pos, 0], values[pos, 1]
     return pa.array(wer, pa.float64(), mask=np.isnan(wer)), pa.array(cer, pa.float64(), mask=np.isnan(cer))
 
 
