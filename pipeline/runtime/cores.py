@@ -6,8 +6,8 @@ that to one core; a table of millions of rows is measured in chunks by a pool of
 
 The pool starts on the first call that needs it (spawned, so no thread or lock of the parent's crosses
 over), serves the rest of the run, and is shut down after the run's updates and at exit; a worker whose
-driver was killed exits by itself.  A pool that cannot start or breaks leaves
-the work to this process, with a log line: slower, never lost.
+driver was killed exits by itself.  A pool that cannot start or breaks leaves the work to this process,
+with a log line: slower, never lost.
 """
 
 from __future__ import annotations
