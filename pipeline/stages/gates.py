@@ -96,15 +96,19 @@ def _measure(triples: list[tuple[str | None, str | None, str | None]], fold: boo
 
 
 def agreement_columns(
-    t: pa.Table, language: str | None, fold_diacritics: bool = False, only: np.ndarray | None = None
+    t: pa.Table,
+    language: str | None,
+    fold_diacritics: bool = False,
+    only: np.ndarray | None = None,
+    processes: bool = False,
 ) -> tuple[pa.Array, pa.Array]:
     """(wer, cer) of every row of ``t`` against its sentence; with ``only`` (a mask), measured for those rows
     and taken from ``t``'s stored ``wer``/``cer`` for the rest (nothing they depend on changed).
 
     Each distinct (language, sentence, transcript) is measured once: a sentence is read by several
-    speakers, and a clip read right is often transcribed alike.  Whisper's normaliser is Python, so a
-    plan measuring a whole table again (a new agreement key) spreads the work over the machine's cores
-    (``runtime.cores``)."""
+    speakers, and a clip read right is often transcribed alike.  Whisper's normaliser is Python, so with
+    ``processes`` (the plan's decision, in the driver, measuring a whole table again under a new agreement
+    key) a large batch is spread over the machine's cores (``runtime.cores``); a Ray stage never starts a pool."""
     n = t.num_rows
     wer, cer = floats_of(t, WER).copy(), floats_of(t, CER).copy()
     todo = np.ones(n, bool) if only is None else only
@@ -117,7 +121,7 @@ def agreement_columns(
             zip(langs, text_of(sub, SENTENCE).to_pylist(), text_of(sub, TRANSCRIPT).to_pylist(), strict=True)
         )
         distinct = list(dict.fromkeys(triples))
-        if len(distinct) < PARALLEL_MIN:
+        if not processes or len(distinct) < PARALLEL_MIN:
             measured = _measure(distinct, fold_diacritics)
         else:
             measured = map_chunks(_measure, distinct, CHUNK, fold_diacritics)
@@ -159,7 +163,7 @@ def decide_table(
             pc.and_(pc.is_null(text_of(t, SENTENCE)), pc.is_null(text_of(t, "_old_sentence"))),
         )
         remeasure |= scored & ~true_mask(same)
-    wer, cer = agreement_columns(t, language, fold_diacritics, only=remeasure)
+    wer, cer = agreement_columns(t, language, fold_diacritics, only=remeasure, processes=True)
     t = _column(_column(t, WER, wer), CER, cer)
     on = pa.array(scored)
     empty = pa.array([[]] * n, pa.list_(pa.string()))

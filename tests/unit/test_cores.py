@@ -66,7 +66,8 @@ def test_worker_processes_measure_what_one_process_measures(monkeypatch):
     real = cores._get_pool
     monkeypatch.setattr(cores, "_get_pool", lambda: spawned.append(1) or real())
     try:
-        wer, cer = agreement_columns(t, "en", fold_diacritics=True, only=only)
+        assert agreement_columns(t, "en", fold_diacritics=True, only=only) is not None and not spawned  # a stage's call
+        wer, cer = agreement_columns(t, "en", fold_diacritics=True, only=only, processes=True)
     finally:
         cores.shutdown()
     assert spawned, "the pool was not used"
