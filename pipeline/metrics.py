@@ -130,7 +130,7 @@ def _normalized(text: str, language: str | None, fold_diacritics: bool) -> tuple
     # NFKC first, so that full-width brackets are dropped with what they hold, as ASCII ones are: Taiwanese
     # Hokkien's sentences give a Han word's reading there ("巧（khá）"), which nobody says twice.
     # A lone "." survives the English normalizer (it keeps decimal points); it is not a word.
-    text = fold_script(unicodedata.normalize("NFKC", text or ""), language)
+    text = fold_script(unicodedata.normalize("NFKC", text), language)
     words = _normalizer(is_english(language), fold_diacritics)(text).split()
     return tuple(w for w in words if any(c.isalnum() for c in w))
 

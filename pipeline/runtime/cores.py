@@ -28,21 +28,19 @@ T = TypeVar("T")
 R = TypeVar("R")
 
 MAX_WORKERS = 8  # a driver shares its host with Ray's workers; more buys little for a step of minutes
+WATCH_S = 1.0  # how often a worker checks that its driver is alive
 
 _pool: cf.ProcessPoolExecutor | None = None
 _lock = threading.Lock()
 
 
-def usable_cores() -> int:
-    """The cores this process may run on (its affinity, as a container or ``taskset`` limits it)."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not Linux
-        return os.cpu_count() or 1
-
-
 def _workers() -> int:
-    return max(1, min(usable_cores(), MAX_WORKERS))
+    """The cores this process may run on (its affinity, as a container or ``taskset`` limits it), capped."""
+    try:
+        usable = len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        usable = os.cpu_count() or 1
+    return max(1, min(usable, MAX_WORKERS))
 
 
 def _exit_with(parent: int) -> None:
@@ -55,9 +53,6 @@ def _exit_with(parent: int) -> None:
         os._exit(0)
 
     threading.Thread(target=watch, name="exit-with-parent", daemon=True).start()
-
-
-WATCH_S = 1.0
 
 
 def _get_pool() -> cf.ProcessPoolExecutor:

@@ -179,7 +179,7 @@ def _changed(t: pa.Table, stored_key: pa.ChunkedArray | None = None) -> pa.Array
         return changed
     key = t.column(AGREEMENT_KEY)
     rekeyed = pc.fill_null(pc.not_equal(key, stored_key), pc.is_valid(key))  # no key stored: now one is
-    return pc.or_(changed, pc.fill_null(rekeyed, False))
+    return pc.or_(changed, rekeyed)
 
 
 def plan_table(
