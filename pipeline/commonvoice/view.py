@@ -29,6 +29,7 @@ from pipeline.commonvoice.releases import rank_table
 from pipeline.config import StorageConfig
 from pipeline.io.clip_files import outside
 from pipeline.io.schema import InputSchemaError
+from pipeline.table.schema import releases_to_json
 from pipeline.table.workspace import Workspace, quote
 
 # Which list decides a clip's status when a release lists it twice (it should not): the harshest.
@@ -284,7 +285,4 @@ def load_release(src: ReleaseSource, split: str, storage: StorageConfig | None =
 def releases_json(t: pa.Table) -> pa.Table:
     """``t`` with ``releases_json``: the history as JSON text, as the DAG carries it (Ray Data's LLM
     stage flattens nested columns)."""
-    import json
-
-    text = [json.dumps(h or [], separators=(",", ":")) for h in t.column("releases").to_pylist()]
-    return t.append_column("releases_json", pa.array(text, pa.string()))
+    return t.append_column("releases_json", releases_to_json(t.column("releases")))

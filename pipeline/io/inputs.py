@@ -144,7 +144,7 @@ class ReleaseInputs:
 
         by_uri = {s.uri: s for s in self.releases}
         parts = []
-        for uri in sorted(set(rows.column("_source").to_pylist())):
+        for uri in sorted(pc.unique(rows.column("_source")).to_pylist()):
             part = rows.filter(pc.equal(rows.column("_source"), uri))
             # Without its filesystem: a worker resolves its own (nothing of this process's S3 client travels).
             src = dataclasses.replace(by_uri[uri], where=None)
@@ -287,7 +287,7 @@ class ParquetInputs:
         import ray
 
         by_uri = {f.uri: f for f in self.files}
-        files = [by_uri[u] for u in sorted(set(rows.column("_source").to_pylist()))]
+        files = [by_uri[u] for u in sorted(pc.unique(rows.column("_source")).to_pylist())]
         ds = ray.data.read_parquet([f.path for f in files], filesystem=files[0].fs)
         # The plan's columns the files lack (the locale, the history) join each read row by id.
         read = {*self.schema.names} - {self.layout.id_column} | {ID}  # the columns a read row has

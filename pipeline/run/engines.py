@@ -48,9 +48,19 @@ def _id_counts(ids: pa.Array | pa.ChunkedArray, name: str) -> pa.Table:
     )
 
 
+def _sorted(ids: pa.Array | pa.ChunkedArray) -> pa.ChunkedArray:
+    ids = pa.chunked_array([ids]) if isinstance(ids, pa.Array) else ids
+    ids = pc.cast(ids, pa.string())
+    return pc.take(ids, pc.sort_indices(ids))
+
+
 def check_ids(expected: pa.Array | pa.ChunkedArray, written: pa.Array | pa.ChunkedArray) -> None:
     """Every id that went to the engines came out exactly once: none lost, none doubled.  Columnar: a first
-    night holds every clip of the release (2 M+ of English)."""
+    night holds every clip of the release (2 M+ of English).  The two sorted are equal when all is well (a
+    quarter of the memory of counting each id and joining the counts, 800 MB at 2 M); only a mismatch is
+    counted, to name the ids."""
+    if len(expected) == len(written) and _sorted(expected).equals(_sorted(written)):
+        return
     both = _id_counts(expected, "n_in").join(_id_counts(written, "n_out"), ID, join_type="full outer")
     n_in, n_out = (pc.fill_null(both.column(c), 0) for c in ("n_in", "n_out"))
     lost, extra = pc.max_element_wise(pc.subtract(n_in, n_out), 0), pc.max_element_wise(pc.subtract(n_out, n_in), 0)
@@ -83,13 +93,14 @@ class Written:
 def run_engines(ctx: RunContext, locale: str, plan: TablePlan, tables: Tables, now: datetime, out: Written) -> None:
     """Whisper and the judge on the plan's engine rows; their uncommitted files, ids and tally into ``out``."""
     cfg = ctx.cfg
-    rows = releases_json(plan.engine).drop_columns(["releases"])
-    columns = [c for c in rows.column_names if c not in VIEW_ONLY]
+    # The DAG carries the history as JSON text; rows stored without it (absent clips) keep the list as it is.
+    rows = releases_json(plan.engine)
+    columns = [c for c in rows.column_names if c not in VIEW_ONLY and c != "releases"]
     absent = pa.array([False] * rows.num_rows)
     if ctx.inputs.form == "common-voice":
         members = functools.partial(tarball_members, plan.ws)
         absent = absent_clips(rows, ctx.inputs.releases, cfg.storage, cfg.reader.list_clips_from, members)
-    todo = rows.filter(pc.invert(absent))
+    todo = rows.filter(pc.invert(absent)).drop_columns(["releases"])
     ensure_ray(cfg)
     constants = {
         "engine_key": engine_key(cfg, ctx.models),

@@ -21,6 +21,7 @@ from pipeline.columns import (
     SENTENCE,
     TRANSCRIPT,
 )
+from pipeline.table.schema import releases_to_json
 from pipeline.table.workspace import Workspace
 
 Format = Literal["parquet", "hf", "nemo", "webdataset"]
@@ -30,7 +31,7 @@ ROWS_PER_FILE = 2000
 def flat(rows: pa.Table) -> pa.Table:
     """Scalar columns for consumers that dislike nested ones: the release history as JSON text."""
     if "releases" in rows.column_names:
-        text = pa.array([json.dumps(v or []) for v in rows.column("releases").to_pylist()], pa.string())
+        text = releases_to_json(rows.column("releases"))
         rows = rows.set_column(rows.schema.get_field_index("releases"), "releases", text)
     casts = []
     for f in rows.schema:

@@ -155,6 +155,10 @@ def test_the_commit_checks_ids_not_just_counts():
     with pytest.raises(RowAccountingError, match=r"3 lost"):
         check_ids(inp, pa.array([], pa.string()))
     check_ids(pa.array([], pa.string()), pa.chunked_array([], pa.string()))
+    # Same length, every id present, one doubled and one lost: the sorted lists differ, so it is counted.
+    with pytest.raises(RowAccountingError, match=r"1 lost \(e.g. \['a'\]\), 1 extra \(e.g. \['b'\]\)"):
+        check_ids(pa.array(["a", "a", "b"]), pa.array(["b", "a", "b"]))
+    check_ids(pa.array(["a", "a", "b"]), pa.chunked_array([pa.array(["b", "a"], pa.large_string()), ["a"]]))
 
 
 def test_what_the_engines_changed_is_counted_by_id_columnar():

@@ -237,3 +237,31 @@ def test_audio_may_be_a_binary_column_named_audio_and_a_null_struct_has_no_bytes
     )
     table = pa.table({"id": ["a", "b"], "audio": struct})
     assert to_canonical(table, inspect_schema(table.schema)).column("audio_bytes").to_pylist() == [b"x", None]
+
+
+def test_the_release_history_travels_as_json_and_back_row_for_row():
+    """The DAG carries a clip's history as JSON text (``releases_json``), written and read in DuckDB: the
+    text json.loads reads back to the same history, json.dumps' text reads back too, and the order holds
+    over many of DuckDB's vectors (a first night hands it millions of rows at once)."""
+    import json
+
+    from pipeline.table.schema import RELEASE_ENTRY, conform, releases_from_json, releases_to_json
+
+    odd = [{"release": 'cv "23.0"\n\\ü\x01', "status": None, "split": "tr\tain"}]
+    few = [odd, [], None, [{"release": "r1", "status": "validated", "split": "train"}] * 3]
+    text = releases_to_json(pa.array(few, pa.list_(RELEASE_ENTRY)))
+    assert [json.loads(t) for t in text.to_pylist()] == [odd, [], [], few[3]]
+    assert releases_from_json(text).to_pylist() == [odd, [], [], few[3]]
+    assert releases_from_json(pa.array([json.dumps(odd), "", None])).to_pylist() == [odd, [], []]
+
+    n = 300_000  # about 150 of DuckDB's vectors, and more than one of its row groups
+    many = pa.array([[{"release": f"r{i}", "status": None, "split": None}] * (i % 3) for i in range(n)],
+                    pa.list_(RELEASE_ENTRY))  # fmt: skip
+    back = releases_from_json(releases_to_json(many))
+    assert back.equals(pa.chunked_array([many]))
+
+    # conform (what every data file is written through) rebuilds the list from the text.
+    from pipeline.table.schema import CLIPS
+
+    rows = pa.table({"id": ["a", "b"], "releases_json": releases_to_json(pa.array(few[:2], pa.list_(RELEASE_ENTRY)))})
+    assert conform(rows, CLIPS).column("releases").to_pylist() == [odd, []]
