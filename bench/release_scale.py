@@ -2,6 +2,7 @@
 delta against a clips table of N scored rows, through the real CLI.
 
     .venv/bin/python -m bench.release_scale [--sizes 200000 1000000 2000000] [--new 1000] [--judge]
+    .venv/bin/python -m bench.release_scale --first-night [--sizes 2000000] [--new 20]
 
 For each N, in a fresh output root:
 
@@ -24,6 +25,9 @@ Recorded per run: its wall time; the engines' seconds (the run's own ``timings``
 process's start); the driver's peak RSS (``VmHWM``, polled); the data files the snapshot added and
 removed; the table's snapshot count.  The judge is off unless ``--judge`` (its time is the engines').
 Results: ``bench/results/release-scale-<utc>.json``.
+
+``--first-night``: instead, per N, an empty table and a full release (an extracted folder) listing N clips
+of which ``--new`` have audio (``first_night`` below); results ``bench/results/first-night-<utc>.json``.
 """
 
 from __future__ import annotations
@@ -425,12 +429,48 @@ def bench_size(n: int, new: int, judge: bool, keep: Path | None = None) -> dict:
             shutil.rmtree(work, ignore_errors=True)
 
 
+def first_night(n: int, new: int, judge: bool) -> dict:
+    """A first night: an empty table and a full release listing ``n`` clips, as an extracted folder that
+    holds only ``new`` of them (a partial extraction, or a list ahead of its clips): every listed row is
+    planned for the engines, the absent ones stored quarantined without them.  What is measured is the
+    work around the engines on every row of a release: the view, the plan, the history each row carries
+    as JSON, the absent rows' writes, the ids checked to come out once, and the commit."""
+    overrides = [] if judge else ["judge.locales=[]"]
+    sets = [a for o in overrides for a in ("--set", o)]
+    rng = np.random.default_rng(n)
+    work = Path(tempfile.mkdtemp(prefix=f"first-night-{n}-"))
+    try:
+        folder = work / "downloads" / FULL / "en"
+        folder.mkdir(parents=True)
+        sentence = np.array(SENTENCES, dtype=object)[rng.integers(0, len(SENTENCES), n)]
+        s = Seeded(ids=_ids(FIRST_ID, n), client_id=_hex(rng, n, 128, 20_000), sentence_id=_hex(rng, n, 64, 50_000),
+                   sentence=pa.array(sentence, pa.string()), up_votes=rng.integers(2, 6, n),
+                   split=np.full(n, None, dtype=object), duration_ms=np.zeros(n))  # fmt: skip
+        listed = _lists(n, s, s.ids, np.full(n, "validated", dtype=object), s.up_votes)
+        made = _new_clips(folder, FIRST_ID + n, new)
+        _write_tsv(folder / "validated.tsv", pa.concat_tables([listed, _clip_list(made).cast(listed.schema)]))
+        for name in ("invalidated", "other", "reported"):
+            _write_tsv(folder / f"{name}.tsv", listed.slice(0, 0))
+        _write_tsv(
+            folder / "clip_durations.tsv", pa.table({"clip": made.column("path"), "duration[ms]": made.column("ms")})
+        )
+        out = work / "out"
+        run = _record(
+            run_cli(["--input", str(folder), "--output", str(out), *sets], work / "first.log"), out, overrides
+        )
+        return {"rows": n + new, "with_audio": new, "first_night": run}
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--sizes", type=int, nargs="+", default=[200_000, 1_000_000, 2_000_000])
     ap.add_argument("--new", type=int, default=1000, help="new clips with audio in the full release and the delta")
     ap.add_argument("--judge", action="store_true", help="run the judge too (its time is the engines')")
     ap.add_argument("--keep", type=Path, help="keep each size's folders under this directory")
+    ap.add_argument("--first-night", action="store_true",
+                    help="instead: an empty table and a release listing N clips, --new of them with audio")  # fmt: skip
     args = ap.parse_args()
     from bench.common import write_results
     from pipeline.runtime.hardware import cpu_flags, describe
@@ -440,10 +480,14 @@ def main() -> None:
     path = None
     for n in args.sizes:
         print(f"release scale: N = {n:,}", flush=True)
-        r = bench_size(n, args.new, args.judge, args.keep)
-        print(json.dumps({k: r[k] for k in ("rows", "full", "delta", "upserts")}, indent=1), flush=True)
+        if args.first_night:
+            r = first_night(n, args.new, args.judge)
+            print(json.dumps(r, indent=1), flush=True)
+        else:
+            r = bench_size(n, args.new, args.judge, args.keep)
+            print(json.dumps({k: r[k] for k in ("rows", "full", "delta", "upserts")}, indent=1), flush=True)
         out["sizes"].append(r)
-        path = write_results("release-scale-", out, path)
+        path = write_results("first-night-" if args.first_night else "release-scale-", out, path)
     print(f"wrote {path}")
 
 
