@@ -146,10 +146,11 @@ _HISTORY_SPEC = "[{" + ",".join(f'"{f.name}":"VARCHAR"' for f in RELEASE_ENTRY) 
 @functools.cache
 def _duckdb():
     """One in-memory DuckDB per process, one thread (a Ray worker has its own cores' share): opening one
-    costs about 14 ms, a cursor on it 1 ms, and the sink calls this for every block it writes."""
+    costs about 14 ms, a cursor on it 1 ms, and the sink calls this for every data file it writes.  Not a
+    ``Workspace``: that one has a spill folder, and gives up row order, which this codec is."""
     import duckdb
 
-    return duckdb.connect(config={"threads": 1})
+    return duckdb.connect(config={"threads": 1, "preserve_insertion_order": True})
 
 
 def _column_sql(values: pa.Array | pa.ChunkedArray, expr: str) -> pa.ChunkedArray:
