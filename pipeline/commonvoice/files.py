@@ -19,16 +19,26 @@ from pipeline.io.clip_files import outside, read_bounded, too_large
 from pipeline.io.schema import InputSchemaError
 from pipeline.runtime.storage import Location
 
+GZIP_MAGIC = b"\x1f\x8b"
+
 
 def open_tarball(where: Location) -> tuple[tarfile.TarFile, IO[bytes]]:
     """A tarball opened as a *stream* (``r|*``): members in order, nothing seeks, nothing is extracted.
 
-    Works the same for a local file and an S3 object; memory holds one member at a time.
+    Works the same for a local file and an S3 object; memory holds one member at a time.  Whether it is
+    compressed is told by its first bytes, never its name: Arrow inflates a file named ``.gz`` by itself,
+    so a plain tar under that name (a browser that unpacked the download) failed mid-run with "zlib
+    inflate failed".  Gzip is inflated by Arrow (C, off the GIL); anything else ``r|*`` tells itself.
     """
-    raw = where.fs.open_input_stream(where.path)
+    try:
+        with where.fs.open_input_stream(where.path, compression=None) as head:
+            gzipped = head.read(len(GZIP_MAGIC)) == GZIP_MAGIC
+        raw = where.fs.open_input_stream(where.path, compression="gzip" if gzipped else None)
+    except OSError as exc:
+        raise InputSchemaError(f"{where.uri}: cannot be read: {exc}") from None
     try:
         return tarfile.open(fileobj=raw, mode="r|*"), raw
-    except tarfile.TarError as exc:
+    except (tarfile.TarError, OSError, EOFError) as exc:
         raw.close()
         raise InputSchemaError(f"{where.uri}: not a readable tar archive: {exc}") from None
 

@@ -6,6 +6,7 @@ Fixtures are real releases built by ``scripts/make_cv_release.py`` (real MP3s, C
 from __future__ import annotations
 
 import functools
+import gzip
 import io
 import json
 import shutil
@@ -209,6 +210,38 @@ def test_a_tarball_is_read_only_until_every_wanted_clip_is_found(tmp_path):
     assert all(out.column("read_error").is_null().to_pylist())
     with pytest.raises(OSError, match=r"(?i)truncated|end of"):  # all seven: the cut is met
         list(read_tarball(str(r.path), view, ST, 2))
+
+
+@pytest.mark.parametrize(
+    "name, gzipped",
+    [
+        ("cv-corpus-23.0-2025-09-05-en.tar.gz", False),  # a browser unpacked the download, kept its name
+        ("cv-corpus-23.0-2025-09-05-en.tar", True),  # gzip under a plain tar's name
+        ("mdc-dataset-1234.tgz", True),
+        ("cv-corpus-23.0-2025-09-05-en.tar", False),
+    ],
+)
+def test_a_tarball_is_read_by_what_it_holds_not_by_its_name(tmp_path, name, gzipped):
+    """Arrow inflated any file named ``.gz`` by itself, so a plain tar named ``.tar.gz`` (Safari unpacks a
+    download and keeps the name) passed discovery and then failed the run with "zlib inflate failed"."""
+    r = build_release(tmp_path / "built", clips=7)
+    with gzip.open(r.path) as f:
+        plain = f.read()
+    stored = tmp_path / name
+    stored.write_bytes(gzip.compress(plain) if gzipped else plain)
+    inputs, view = view_of(stored)
+    assert view.num_rows == 7 and inputs.releases[0].release == "cv-corpus-23.0-2025-09-05"
+    out = pa.concat_tables(list(read_tarball(str(stored), view, ST, 3)))
+    assert sorted(out.column("id").to_pylist()) == sorted(row["path"] for row in r.rows)
+    found = [row for row in out.to_pylist() if row["id"] != r.missing]
+    assert all(row["audio_bytes"] and row["read_error"] is None for row in found)
+
+
+def test_a_file_that_is_no_tarball_under_a_tarballs_name_is_refused_clearly(tmp_path):
+    bogus = tmp_path / "cv-corpus-23.0-2025-09-05-en.tar.gz"
+    bogus.write_bytes(b"<html>Sign in to download</html>" * 40)  # what a login page saves as
+    with pytest.raises(InputSchemaError, match=r"not a readable tar archive"):
+        view_of(bogus)
 
 
 def test_cumulative_releases_give_one_row_per_clip_with_the_newest_word_and_the_history(tmp_path):
