@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from pipeline.columns import ID, RESERVED, SENTENCE
+from pipeline.columns import ID, READ_ERROR, RESERVED, SENTENCE
 from pipeline.table.schema import plain_type
 
 
@@ -107,11 +107,23 @@ def check_consistent(layouts: dict[str, InputLayout]) -> InputLayout:
     return first
 
 
+# A Hugging Face row whose audio was never embedded: ``datasets`` writes ``{bytes: null, path: ...}``.
+# Under the summary's 120 characters a reason.
+PATH_ONLY = "audio.path with no audio.bytes: a path in an input is never opened; embed the audio (embed_external_files)"
+
+
 def to_canonical(batch: pa.Table, layout: InputLayout) -> pa.Table:
-    """Rename the HF ``audio`` struct to ``audio_bytes`` and make ``id`` a string column (``ids_of``)."""
+    """Rename the HF ``audio`` struct to ``audio_bytes`` and make ``id`` a string column (``ids_of``).  A
+    struct with a ``path`` also gives ``read_error``: ``PATH_ONLY`` where it names a file but holds no
+    bytes, so that row is quarantined saying why, not as "audio is null"."""
     if layout.audio_column == "audio":
         audio = batch.column("audio").combine_chunks()
-        audio = pc.struct_field(audio, "bytes") if pa.types.is_struct(audio.type) else audio
+        if pa.types.is_struct(audio.type):
+            data = pc.struct_field(audio, "bytes")
+            if audio.type.get_field_index("path") >= 0:
+                path_only = pc.and_(pc.is_null(data), pc.is_valid(pc.struct_field(audio, "path")))
+                batch = batch.append_column(READ_ERROR, pc.if_else(path_only, PATH_ONLY, pa.scalar(None, pa.string())))
+            audio = data
         batch = batch.drop_columns(["audio"]).append_column("audio_bytes", audio)
     return with_ids(batch, layout)
 

@@ -5,7 +5,7 @@ import pyarrow as pa
 import pytest
 
 from pipeline.config import AudioConfig
-from pipeline.io.schema import InputSchemaError, check_consistent, inspect_schema, to_canonical
+from pipeline.io.schema import PATH_ONLY, InputSchemaError, check_consistent, inspect_schema, to_canonical
 from pipeline.stages.decode import DecodeError, decode_audio, decode_clip
 from tests.conftest import encode, tone
 
@@ -237,6 +237,21 @@ def test_audio_may_be_a_binary_column_named_audio_and_a_null_struct_has_no_bytes
     )
     table = pa.table({"id": ["a", "b"], "audio": struct})
     assert to_canonical(table, inspect_schema(table.schema)).column("audio_bytes").to_pylist() == [b"x", None]
+
+
+def test_a_hugging_face_row_with_a_path_and_no_bytes_is_quarantined_saying_so_and_the_path_is_not_read(tmp_path):
+    """``datasets`` writes ``{bytes: null, path: ...}`` for audio it never embedded; such a row read as "audio is
+    null".  The path is the input's word, never opened, even when it names a real clip."""
+    real = tmp_path / "real.wav"
+    real.write_bytes(encode(tone(0.5, 16_000), 16_000))
+    audio_t = pa.struct([("bytes", pa.binary()), ("path", pa.string())])
+    good = encode(tone(0.5, 48_000), 48_000)
+    rows = [{"bytes": good, "path": "a.mp3"}, {"bytes": None, "path": str(real)}, {"bytes": None, "path": None}, None]
+    table = pa.table({"id": ["a", "b", "c", "d"], "audio": pa.array(rows, audio_t)})
+    out = decode_audio(to_canonical(table, inspect_schema(table.schema)), CFG)
+    assert out.column("error").to_pylist() == [None, PATH_ONLY, "audio is null", "audio is null"]
+    assert out.column("stage").to_pylist() == [None, "read", "decode", "decode"]
+    assert "read_error" not in out.column_names and out.column("duration_s").to_pylist()[1] == 0.0
 
 
 def test_the_release_history_travels_as_json_and_back_row_for_row():
