@@ -6,9 +6,10 @@ import argparse
 import json
 import logging
 import sys
+import uuid
 from pathlib import Path
 
-from pipeline.config import SecretInConfigError, build_config, refuse_secrets
+from pipeline.config import CurationConfig, SecretInConfigError, build_config, refuse_secrets
 from pipeline.show.console import console_summary
 from pipeline.table.query import add_arguments as query_arguments
 
@@ -189,15 +190,24 @@ def run_command(args: argparse.Namespace) -> int:
 
     from pipeline.commonvoice.languages import LanguageNotSupportedError
     from pipeline.io.schema import InputSchemaError
+    from pipeline.launch import RayJobLauncher, launcher_for
     from pipeline.models import ModelUnavailableError
     from pipeline.run import run_curation
     from pipeline.show.console import Console, explain_failure, full_log_line, interrupted_text
     from pipeline.table.catalog import TableError
 
+    sources = args.input or [str(SAMPLE)]
+    try:  # the one place an address picks where a run goes: http:// is a Ray Job, ray:// is refused
+        remote = isinstance(launcher_for(cfg.ray_address), RayJobLauncher)
+    except ValueError as exc:
+        print(f"curate: error: {exc}", file=sys.stderr)
+        return 2
+    if remote:
+        return run_as_ray_job(cfg, args, sources)
+
     console = Console.open(verbose=args.verbose)
     if args.emit_result and console.log_path is not None:
         console.say(f"{LOG_MARK} {console.log_path}")
-    sources = args.input or [str(SAMPLE)]
     try:
         index, count = parse_shard(args.shard)
         result = run_curation(
@@ -238,6 +248,35 @@ def run_command(args: argparse.Namespace) -> int:
     console.say(console_summary(result, log=result.log))
     if args.emit_result:
         console.say(result_line(result))
+    return 0
+
+
+def run_as_ray_job(cfg: CurationConfig, args: argparse.Namespace, sources: list[str]) -> int:
+    """``--ray-address http://HEAD:8265``: this run as a Ray Job on that cluster (``launch.ray_jobs.run_from_here``).
+    Its inputs and output are the cluster's to reach: s3://, or paths its nodes share."""
+    from pipeline.launch import RayJobFailed
+    from pipeline.launch.ray_jobs import run_from_here
+    from pipeline.shards import ShardSpec
+    from pipeline.show.console import interrupted_text
+
+    try:
+        refuse_secrets(cfg, args.overrides, where="curate run")  # the job's entrypoint carries the config
+        spec = ShardSpec(tuple(sources), args.split or "validated", *parse_shard(args.shard), args.output)
+        print(f"curating {', '.join(sources)} into {args.output} as a Ray Job on {cfg.ray_address}", flush=True)
+        result = run_from_here(cfg, spec, args.run_id or uuid.uuid4().hex[:12], args.force, sys.stdout)
+    except (SecretInConfigError, ValueError) as exc:  # a cluster that is not there, or refuses us, too
+        print(f"curate: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(interrupted_text(None, False), file=sys.stderr)
+        return 130
+    except RayJobFailed as exc:  # the job's own lines are above; Ray's message then repeats its log's tail
+        print(f"curate: failed: {str(exc).splitlines()[0].split(', last available logs')[0]}", file=sys.stderr)
+        return 1
+    print()
+    print(console_summary(result, log=result.log))
+    if args.emit_result:
+        print(result_line(result))
     return 0
 
 

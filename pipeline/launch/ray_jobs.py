@@ -30,6 +30,10 @@ class RayJobUnreachable(RayJobFailed):
     pass
 
 
+class ClusterRefused(ValueError):
+    """The dashboard is not there, or it refuses us (token auth): the user's to fix, said in one line."""
+
+
 def within(timeout_s: float, what: str, fn, *args, **kwargs):
     """``fn(*args, **kwargs)``, or ``RayJobUnreachable`` when it has not returned after ``timeout_s``.
 
@@ -215,3 +219,25 @@ class RayJobLauncher:
             info = within(t, f"reading job {job_id} at {where}", client.get_job_info, job_id)
             raise RayJobFailed(f"Ray job {job_id} for {spec.shard_id} ended {status}: {info.message}")
         return parse_result(full, f"Ray job {job_id}")
+
+
+def run_from_here(cfg: CurationConfig, spec: ShardSpec, run_id: str, force: bool, out) -> RunResult:
+    """``curate run --ray-address http://HEAD:8265``: ``spec`` as a Ray Job through the flow's own launcher,
+    the job's lines written to ``out`` as they come, the job stopped if this process is stopped."""
+    log = logging.getLogger("pipeline.ray-job")
+    shown = logging.StreamHandler(out)
+    shown.setFormatter(logging.Formatter("%(message)s"))
+    log.addHandler(shown)
+    log.propagate = False
+    try:
+        return RayJobLauncher(cfg.ray_address).launch(spec, cfg, log, run_id, force=force)
+    except ConnectionError as exc:  # Ray's client says so when nothing answers at the address
+        raise ClusterRefused(f"{str(exc).rstrip('.')}; check --ray-address or RAY_ADDRESS") from None
+    except Exception as exc:
+        from ray.exceptions import AuthenticationError
+
+        if isinstance(exc, AuthenticationError):  # token auth, Ray's default since 2.60: its words say where it goes
+            raise ClusterRefused(f"the Ray cluster at {cfg.ray_address} refused us: {exc}") from None
+        raise
+    finally:
+        log.removeHandler(shown)

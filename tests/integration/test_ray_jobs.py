@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import time
 from pathlib import Path
 
@@ -14,6 +15,7 @@ from prefect.utilities.asyncutils import run_coro_as_sync
 from flows.curation import curate_dataset
 from tests.conftest import NO_JUDGE
 from tests.integration.conftest import split_sample
+from tests.integration.test_pipeline_e2e import run_cli
 from tests.services import ray_head
 from tests.table import rows, summaries
 
@@ -50,6 +52,16 @@ def test_flow_submits_shards_as_ray_jobs(tmp_path, sample_table, monkeypatch):
         # Ray's job table (what `ray job list` and the REST API show) holds no credential.
         job_table = json.dumps([j.dict() for j in jobs], default=str)
         assert SECRET not in job_table
+        # `curate run --ray-address http://HEAD:8265` goes the same way, as a Ray Job of its own, its lines and
+        # its summary on this screen (it used to fail at once, parsing the URL as HOST:PORT).
+        cli = run_cli("run", "--ray-address", head["dashboard"], "--input", str(src), "--output", str(tmp_path / "cli"),
+                      "--split", "dev", "--limit", "2", "--set", NO_JUDGE, timeout=600)  # fmt: skip
+        assert f"as a Ray Job on {head['dashboard']}" in cli.stdout
+        assert "pipeline: " in cli.stdout and "committed" in cli.stdout  # the job's own lines, forwarded
+        assert re.search(r"^  in +2$", cli.stdout, re.M) and len(rows(tmp_path / "cli")) == 2
+        assert SECRET not in json.dumps(
+            [j.dict() for j in JobSubmissionClient(head["dashboard"]).list_jobs()], default=str
+        )
 
     assert result["counts"]["in"] == 3
     got = rows(out)

@@ -33,7 +33,7 @@ def test_wrong_schema_fails_before_any_work(tmp_path):
     assert "no audio column; expected 'audio_bytes'" in proc.stderr
     assert "Traceback" not in proc.stderr
     assert "Started a local Ray instance" not in proc.stderr + proc.stdout
-    assert not (tmp_path / "out").exists()
+    assert not (tmp_path / "job").exists()  # nothing submitted, nothing written
     # A good file whose name holds "?": Ray Data's read found no file there, after the plan had run.
     odd = tmp_path / "cv?v=1.parquet"
     odd.write_bytes((REPO / "pipeline" / "sample_data" / "common_voice_sample.parquet").read_bytes())
@@ -73,7 +73,7 @@ def test_backfill_without_any_prefect_server_is_one_line(tmp_path):
         "curate: error: no Prefect server: set PREFECT_API_URL, or allow Prefect's temporary server "
         "(PREFECT_SERVER_ALLOW_EPHEMERAL_MODE=true)"
     ]
-    assert not (tmp_path / "out").exists()
+    assert not (tmp_path / "job").exists()  # nothing submitted, nothing written
 
 
 @pytest.mark.process
@@ -165,7 +165,7 @@ def test_malformed_release_tsv_fails_before_any_work(tmp_path):
     assert "curate: error:" in proc.stderr and "validated.tsv: line 3: expected 13 fields, got 14" in proc.stderr
     assert "Traceback" not in proc.stderr
     assert "Started a local Ray instance" not in proc.stderr + proc.stdout
-    assert not (tmp_path / "out").exists()
+    assert not (tmp_path / "job").exists()  # nothing submitted, nothing written
 
 
 @pytest.mark.process
@@ -198,7 +198,7 @@ def test_a_non_english_locale_without_a_multilingual_model_stops_before_any_work
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     assert "locale(s) pt need a multilingual Whisper" in proc.stderr and "multilingual_model" in proc.stderr
     assert "Started a local Ray instance" not in proc.stderr + proc.stdout
-    assert not (tmp_path / "out").exists()
+    assert not (tmp_path / "job").exists()  # nothing submitted, nothing written
 
 
 def test_every_locale_gets_a_whisper_that_hears_it():
@@ -384,6 +384,13 @@ def test_a_ray_address_nothing_answers_at_fails_in_seconds_naming_it(tmp_path):
     proc, _ = _cli("run", "--output", str(tmp_path / "out"), "--ray-address", f"127.0.0.1:{port}", "--limit", "1")
     assert proc.returncode == 2, proc.stderr
     assert f"cannot reach the Ray cluster at 127.0.0.1:{port}" in proc.stderr and "Traceback" not in proc.stderr
+    # A dashboard's address is a Ray Job (``tests/integration/test_ray_jobs.py`` runs one); none there is one line.
+    proc, _ = _cli("run", "--output", str(tmp_path / "job"), "--ray-address", f"http://127.0.0.1:{port}")
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
+    assert f"Failed to connect to Ray at address: http://127.0.0.1:{port}; check --ray-address" in proc.stderr
+    proc, _ = _cli("run", "--output", str(tmp_path / "job"), "--ray-address", f"ray://127.0.0.1:{port}")
+    assert proc.returncode == 2 and "ray:// client connections die on a 30 s network drop" in proc.stderr
+    assert not (tmp_path / "job").exists()  # nothing submitted, nothing written
     with pytest.raises(RayUnreachableError, match="expected HOST:PORT"):
         check_reachable("head-node")
     with pytest.raises(RayUnreachableError, match=r"cannot reach the Ray cluster at no-such-host\.invalid:6379"):
