@@ -74,8 +74,12 @@ def resolve_filesystem(uri: str, storage: StorageConfig | None = None) -> tuple[
     if uri.startswith("file://"):
         uri = uri[len("file://") :]
     if "://" in uri:
-        fs, path = pafs.FileSystem.from_uri(uri)
-        return fs, path
+        # Arrow would take gs:// or hdfs:// too, but nothing else here speaks them (paths are rebuilt as S3's),
+        # and gs:// without a route to Google waited minutes in silence.
+        raise ValueError(
+            f"{uri}: only local paths and s3:// are read or written (Google Cloud Storage through its S3 interface: "
+            "--set storage.s3_endpoint_url=https://storage.googleapis.com; a web address: download it first)"
+        )
     return pafs.LocalFileSystem(), os.path.abspath(uri)
 
 

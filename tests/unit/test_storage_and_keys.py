@@ -209,6 +209,17 @@ def test_one_s3_filesystem_per_settings_and_credentials(monkeypatch):
     assert c is not a
 
 
+@pytest.mark.parametrize("uri", ["gs://bucket/cv.tar.gz", "https://example.com/cv.tar.gz", "hdfs://nn/x", "abfs://c/x"])
+def test_a_scheme_other_than_s3_is_refused_naming_what_is_read(uri, tmp_path):
+    """Arrow took gs:// and hdfs:// too, but every path is rebuilt as S3's, and gs:// with no route to Google
+    sat for minutes printing nothing; https:// said "Unrecognized filesystem type"."""
+    from pipeline.runtime.storage import resolve_filesystem
+
+    with pytest.raises(ValueError, match=r"only local paths and s3:// are read or written \(Google Cloud Storage"):
+        resolve_filesystem(uri)
+    assert resolve_filesystem(f"file://{tmp_path}")[1] == str(tmp_path)
+
+
 def test_a_shard_s_run_id_is_the_same_for_each_retry_and_distinct_per_split():
     """A Ray Job's submission id comes from the run id: a retry must find its own job, never another
     split's job of the same flow run (#31)."""
