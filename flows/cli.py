@@ -83,12 +83,15 @@ def backfill_command(args) -> int:
     from flows.backfill import BackfillIncomplete, backfill
     from pipeline.config import SecretInConfigError, build_config, refuse_secrets
     from pipeline.io.schema import InputSchemaError
+    from pipeline.runtime.storage import locate
     from pipeline.table.catalog import TableError
 
     overrides = flow_overrides(args)
     try:  # checked before any flow run exists: a bad config is the caller's to fix, not a run to retry
         cfg = build_config(args.profile, file=args.config, overrides=overrides)
         refuse_secrets(cfg, overrides=overrides, where="curate backfill")
+        for root in (args.source_root, args.output_root):  # a scheme nothing here reads (gs://, https://)
+            locate(root, cfg.storage)
     except (ValueError, OSError) as exc:  # SecretInConfigError included (names keys, never values); OSError: --config
         print(f"curate: error: {exc}", file=sys.stderr)
         return 2

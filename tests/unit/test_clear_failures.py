@@ -33,7 +33,7 @@ def test_wrong_schema_fails_before_any_work(tmp_path):
     assert "no audio column; expected 'audio_bytes'" in proc.stderr
     assert "Traceback" not in proc.stderr
     assert "Started a local Ray instance" not in proc.stderr + proc.stdout
-    assert not (tmp_path / "job").exists()  # nothing submitted, nothing written
+    assert not (tmp_path / "out").exists()
     # A good file whose name holds "?": Ray Data's read found no file there, after the plan had run.
     odd = tmp_path / "cv?v=1.parquet"
     odd.write_bytes((REPO / "pipeline" / "sample_data" / "common_voice_sample.parquet").read_bytes())
@@ -73,7 +73,14 @@ def test_backfill_without_any_prefect_server_is_one_line(tmp_path):
         "curate: error: no Prefect server: set PREFECT_API_URL, or allow Prefect's temporary server "
         "(PREFECT_SERVER_ALLOW_EPHEMERAL_MODE=true)"
     ]
-    assert not (tmp_path / "job").exists()  # nothing submitted, nothing written
+    assert not (tmp_path / "out").exists()
+    # A root no reader here speaks: one line before any flow run (it was the flow's traceback).
+    proc = subprocess.run(
+        [sys.executable, "-m", "flows.cli", "backfill", "--source-root", "gs://bucket/cv", "--output-root",
+         str(tmp_path / "out")], cwd=REPO, capture_output=True, text=True, timeout=120, env=env,
+    )  # fmt: skip
+    assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1, proc.stderr[-2000:]
+    assert proc.stderr.startswith("curate: error: gs://bucket/cv: only local paths and s3:// are read or written")
 
 
 @pytest.mark.process
@@ -165,7 +172,7 @@ def test_malformed_release_tsv_fails_before_any_work(tmp_path):
     assert "curate: error:" in proc.stderr and "validated.tsv: line 3: expected 13 fields, got 14" in proc.stderr
     assert "Traceback" not in proc.stderr
     assert "Started a local Ray instance" not in proc.stderr + proc.stdout
-    assert not (tmp_path / "job").exists()  # nothing submitted, nothing written
+    assert not (tmp_path / "out").exists()
 
 
 @pytest.mark.process
@@ -198,7 +205,7 @@ def test_a_non_english_locale_without_a_multilingual_model_stops_before_any_work
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     assert "locale(s) pt need a multilingual Whisper" in proc.stderr and "multilingual_model" in proc.stderr
     assert "Started a local Ray instance" not in proc.stderr + proc.stdout
-    assert not (tmp_path / "job").exists()  # nothing submitted, nothing written
+    assert not (tmp_path / "out").exists()
 
 
 def test_every_locale_gets_a_whisper_that_hears_it():
