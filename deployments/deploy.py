@@ -200,6 +200,13 @@ def main(argv: list[str] | None = None) -> None:
         help="URL the alert automations POST to (default: $CURATE_ALERT_WEBHOOK; none: the UI's event feed only)",
     )
     a = p.parse_args(argv)
+    from pipeline.runtime.storage import locate
+
+    try:  # a scheme nothing here reads fails now, not on the first night
+        for root in filter(None, (a.source, a.source_root, a.output_root)):
+            locate(root)
+    except ValueError as exc:
+        p.error(str(exc))
     ids = deploy_all(
         source=a.source,
         output_root=a.output_root,
