@@ -44,6 +44,12 @@ def ensure_ray(cfg: CurationConfig) -> None:
     if ray.is_initialized():
         return
     address = cfg.ray_address or os.environ.get("RAY_ADDRESS")
+    if address and address.startswith(("http://", "https://")):
+        # What `ray job submit` reads: a dashboard, which ray.init cannot join (RAY_ADDRESS set for the Jobs CLI).
+        raise RayUnreachableError(
+            f"RAY_ADDRESS={address} is a Ray dashboard (Ray Jobs): give it as --ray-address to run there as a Ray "
+            "Job, or unset RAY_ADDRESS to run on a Ray of this machine"
+        )
     if address:
         check_reachable(address)
         ray.init(address=address, log_to_driver=True)

@@ -398,6 +398,11 @@ def test_a_ray_address_nothing_answers_at_fails_in_seconds_naming_it(tmp_path):
     proc, _ = _cli("run", "--output", str(tmp_path / "job"), "--ray-address", f"ray://127.0.0.1:{port}")
     assert proc.returncode == 2 and "ray:// client connections die on a 30 s network drop" in proc.stderr
     assert not (tmp_path / "job").exists()  # nothing submitted, nothing written
+    # RAY_ADDRESS as `ray job submit` reads it (a dashboard) is no address ray.init can join: said so.
+    env = {**os.environ, "RAY_ADDRESS": f"http://127.0.0.1:{port}"}
+    proc, _ = _cli("run", "--output", str(tmp_path / "env"), "--limit", "1", env=env)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
+    assert f"RAY_ADDRESS=http://127.0.0.1:{port} is a Ray dashboard (Ray Jobs): give it as --ray-address" in proc.stderr
     with pytest.raises(RayUnreachableError, match="expected HOST:PORT"):
         check_reachable("head-node")
     with pytest.raises(RayUnreachableError, match=r"cannot reach the Ray cluster at no-such-host\.invalid:6379"):
