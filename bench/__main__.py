@@ -25,6 +25,7 @@ BENCHMARKS = {
     "release_scale": "a full release and a nightly delta against a table of 0.2-2 M clips: non-engine time, RSS",
     "remeasure": "a whole table's WER/CER measured again (a new agreement key) at 0.1-2 M rows: rows/s, RSS",
     "parquet_scale": "a Parquet mirror of 0.2-2 M rows read for the engines, its rows joined to the plan: wall, RSS",
+    "parquet_limit": "a --limit trial run over a Parquet mirror of real-sized rows: the planned rows' row groups read",
     "export_scale": "curate export of a release-sized table (audio stubs): peak RSS and wall per format",
     "dnsmos_memory": "a DNSMOS actor's memory: onnxruntime's CPU arena and windows per call",
     "window_eval": "Whisper's encoder window, 30 s against auto: WER, speed, no-speech/language odds (CPU)",

@@ -286,9 +286,11 @@ class ParquetInputs:
     def dataset(self, rows: pa.Table, cfg: CurationConfig):
         import ray
 
+        from pipeline.io.parquet_rows import read_planned
+
         by_uri = {f.uri: f for f in self.files}
         files = [by_uri[u] for u in sorted(pc.unique(rows.column("_source")).to_pylist())]
-        ds = ray.data.read_parquet([f.path for f in files], filesystem=files[0].fs)
+        ds = read_planned(files, rows, self.layout, cfg.storage)
         # The plan's columns the files lack (the locale, the history) join each read row by id.
         read = {*self.schema.names} - {self.layout.id_column} | {ID}  # the columns a read row has
         extra = rows.select([ID, *(c for c in rows.column_names if c not in read and c not in VIEW_ONLY)])
