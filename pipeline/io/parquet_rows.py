@@ -11,6 +11,7 @@ picked by ``PlannedRows``, so what comes out is what a whole read gives.
 from __future__ import annotations
 
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pyarrow as pa
@@ -27,6 +28,7 @@ from pipeline.runtime.storage import Location, resolve_filesystem
 # A file is read by row groups when the groups holding its planned rows are under this share of its groups.
 SPARSE_SHARE = 0.5
 ROW_GROUPS_PER_TASK = 16
+FOOTER_THREADS = 16
 ROWS_PER_BATCH = 256  # a batch of audio rows at a time, whatever a row group's size
 EST_ROW_BYTES = 48_000  # only to size Ray's estimate of the data
 
@@ -42,20 +44,26 @@ def row_groups_holding(pf: pq.ParquetFile, layout: InputLayout, ids: pa.Array) -
 def row_group_reads(files: list[Location], rows: pa.Table, layout: InputLayout) -> list[tuple[str, list[int], int]]:
     """(uri, row groups to read, rows a group) for every file, or none when no file is worth reading by row
     groups (then each is read whole, as Ray Data reads Parquet).  A file's groups are all of them unless few
-    hold its planned rows (``SPARSE_SHARE``); a file that is mostly planned is not looked into."""
-    reads, sparse = [], False
-    for f in files:
-        mine = rows.filter(pc.equal(rows.column("_source"), f.uri)).column(ID)
+    hold its planned rows (``SPARSE_SHARE``); a file that is mostly planned is not looked into.  Files are
+    looked at ``FOOTER_THREADS`` at a time: on S3 each is a request or two."""
+    grouped = rows.select(["_source", ID]).group_by("_source").aggregate([(ID, "list")])
+    lists = grouped.column(f"{ID}_list").combine_chunks()
+    ids_of_file = dict(zip(grouped.column("_source").to_pylist(), lists, strict=True))
+
+    def one(f: Location) -> tuple[str, list[int], int, bool]:
+        mine = ids_of_file[f.uri].values
         with f.fs.open_input_file(f.path) as handle:
             pf = pq.ParquetFile(handle)
             total, n = pf.num_row_groups, pf.metadata.num_rows
-            groups = list(range(total))
             if total > 1 and len(mine) < SPARSE_SHARE * n:
                 held = row_groups_holding(pf, layout, mine)
                 if len(held) < SPARSE_SHARE * total:
-                    groups, sparse = held, True
-        reads.append((f.uri, groups, max(1, n // max(1, total))))
-    return reads if sparse else []
+                    return f.uri, held, max(1, n // total), True
+        return f.uri, list(range(total)), max(1, n // max(1, total)), False
+
+    with ThreadPoolExecutor(FOOTER_THREADS) as pool:
+        looked = list(pool.map(one, files))
+    return [(uri, groups, per) for uri, groups, per, _ in looked] if any(s for *_, s in looked) else []
 
 
 def read_planned(files: list[Location], rows: pa.Table, layout: InputLayout, storage: StorageConfig):
