@@ -9,6 +9,7 @@ import shlex
 import sys
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -146,8 +147,10 @@ class RayJobLauncher:
         log: logging.Logger,
         run_id: str,
         force: bool = False,
+        on_job: Callable[[str], None] | None = None,
     ) -> RunResult:
-        """Submit the shard as a Ray Job, stream its logs into this run, stop it if we are cancelled.
+        """Submit the shard as a Ray Job, stream its logs into this run, stop it if we are cancelled.  ``on_job``
+        is told the job's id once it is submitted (or found).
 
         Every call to the Jobs API has a deadline (``ray_job.call_timeout_s``).  Credentials are the
         cluster's own (its nodes' environment): a job's runtime env is in Ray's job table.
@@ -174,6 +177,8 @@ class RayJobLauncher:
             metadata={"shard": spec.shard_id, "split": spec.split, "run": run_id},
         )
         log.info("following Ray job %s for %s at %s", job_id, spec.shard_id, self.address)
+        if on_job is not None:
+            on_job(job_id)
         tail = LogTail(client, job_id)
         status, submitted, started = None, time.monotonic(), None
 
@@ -229,8 +234,12 @@ def run_from_here(cfg: CurationConfig, spec: ShardSpec, run_id: str, force: bool
     shown.setFormatter(logging.Formatter("%(message)s"))
     log.addHandler(shown)
     log.propagate = False
+    jobs: list[str] = []
     try:
-        return RayJobLauncher(cfg.ray_address).launch(spec, cfg, log, run_id, force=force)
+        result = RayJobLauncher(cfg.ray_address).launch(spec, cfg, log, run_id, force=force, on_job=jobs.append)
+        # The run's whole log is the job's (it runs --verbose): say how to read it.
+        result.log = result.log or f"ray job logs {jobs[-1]} --address {cfg.ray_address}"
+        return result
     except ConnectionError as exc:  # Ray's client says so when nothing answers at the address
         raise ClusterRefused(f"{str(exc).rstrip('.')}; check --ray-address or RAY_ADDRESS") from None
     except Exception as exc:

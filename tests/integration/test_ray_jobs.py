@@ -59,6 +59,10 @@ def test_flow_submits_shards_as_ray_jobs(tmp_path, sample_table, monkeypatch):
         assert f"as a Ray Job on {head['dashboard']}" in cli.stdout
         assert "pipeline: " in cli.stdout and "committed" in cli.stdout  # the job's own lines, forwarded
         assert re.search(r"^  in +2$", cli.stdout, re.M) and len(rows(tmp_path / "cli")) == 2
+        job = re.search(
+            rf"^  log +ray job logs (curate-\S+) --address {re.escape(head['dashboard'])}$", cli.stdout, re.M
+        )
+        assert job and "committed" in JobSubmissionClient(head["dashboard"]).get_job_logs(job.group(1))
         assert SECRET not in json.dumps(
             [j.dict() for j in JobSubmissionClient(head["dashboard"]).list_jobs()], default=str
         )
