@@ -234,6 +234,8 @@ def run_from_here(cfg: CurationConfig, spec: ShardSpec, run_id: str, force: bool
     shown.setFormatter(logging.Formatter("%(message)s"))
     log.addHandler(shown)
     log.propagate = False
+    from ray.exceptions import AuthenticationError
+
     jobs: list[str] = []
     try:
         result = RayJobLauncher(cfg.ray_address).launch(spec, cfg, log, run_id, force=force, on_job=jobs.append)
@@ -242,11 +244,7 @@ def run_from_here(cfg: CurationConfig, spec: ShardSpec, run_id: str, force: bool
         return result
     except ConnectionError as exc:  # Ray's client says so when nothing answers at the address
         raise ClusterRefused(f"{str(exc).rstrip('.')}; check --ray-address or RAY_ADDRESS") from None
-    except Exception as exc:
-        from ray.exceptions import AuthenticationError
-
-        if isinstance(exc, AuthenticationError):  # token auth, Ray's default since 2.60: its words say where it goes
-            raise ClusterRefused(f"the Ray cluster at {cfg.ray_address} refused us: {exc}") from None
-        raise
+    except AuthenticationError as exc:  # token auth, Ray's default since 2.60: its words say where the token goes
+        raise ClusterRefused(f"the Ray cluster at {cfg.ray_address} refused us: {exc}") from None
     finally:
         log.removeHandler(shown)
