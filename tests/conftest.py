@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import io
 import os
+import secrets
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -20,6 +22,29 @@ os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")
 # Ray 2.60 clusters (embedded ones too) use token auth, and Ray reads this once, at import: a client
 # made later without it gets "Authentication required" from a `ray start` head.
 os.environ.setdefault("RAY_AUTH_MODE", "token")
+
+
+def _ray_token_file() -> str:
+    """The tests' own Ray token, made before any test runs.  Ray writes ~/.ray/auth_token at the first
+    local cluster it starts, so on a clean machine a test that only connects (a Ray Job client) failed
+    with "couldn't find an authentication token" when it ran before every test that starts one."""
+    path = Path(tempfile.gettempdir()) / f"curate-tests-ray-token-{os.getuid()}"
+    if not path.exists():
+        # Linked into place whole: xdist's workers import this file at the same moment.
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".")
+        with os.fdopen(fd, "w") as f:
+            f.write(secrets.token_hex(32))
+        try:
+            os.link(tmp, path)
+        except FileExistsError:
+            pass
+        finally:
+            os.unlink(tmp)
+    return str(path)
+
+
+if "RAY_AUTH_TOKEN" not in os.environ:
+    os.environ.setdefault("RAY_AUTH_TOKEN_PATH", _ray_token_file())
 
 REPO = Path(__file__).resolve().parents[1]
 # The judge's engine takes about a minute to start on two cores (vLLM's import and engine).  A test whose

@@ -395,6 +395,14 @@ def test_a_ray_address_nothing_answers_at_fails_in_seconds_naming_it(tmp_path):
     proc, _ = _cli("run", "--output", str(tmp_path / "job"), "--ray-address", f"http://127.0.0.1:{port}")
     assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
     assert f"Failed to connect to Ray at address: http://127.0.0.1:{port}; check --ray-address" in proc.stderr
+    # A machine that has no Ray token yet (none in the environment, none in ~/.ray): one line saying so.
+    bare = {k: v for k, v in os.environ.items() if k not in ("RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH")}
+    (tmp_path / "home").mkdir()
+    args = ("run", "--output", str(tmp_path / "job"), "--ray-address", f"http://127.0.0.1:{port}")
+    proc, _ = _cli(*args, env={**bare, "HOME": str(tmp_path / "home")})
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
+    assert f"the Ray cluster at http://127.0.0.1:{port} refused us: Token authentication is enabled" in proc.stderr
+    assert not (tmp_path / "home" / ".ray").exists()  # a client never makes a token of its own
     proc, _ = _cli("run", "--output", str(tmp_path / "job"), "--ray-address", f"ray://127.0.0.1:{port}")
     assert proc.returncode == 2 and "ray:// client connections die on a 30 s network drop" in proc.stderr
     assert not (tmp_path / "job").exists()  # nothing submitted, nothing written
