@@ -16,14 +16,15 @@ demo: install
 	$(VENV)/bin/curate run --output output/demo
 
 ## Set up, then run lint and the whole test suite (unit + real-engine integration tests).
-## Two workers, each module on one (its module fixtures stay shared): most slow tests wait on an engine
-## or a server most of their time, so two overlap on two cores (docs/testing.md has the figures).
+## Three workers, each module on one (its module fixtures stay shared): the suite mixes engine start-ups,
+## which keep a core busy, with waits (a stall timeout, a cron minute, a shard's time limit) that leave
+## one idle; a third worker fills those on two cores (docs/testing.md has the figures).
 test: install
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadscope
 
-TEST_WORKERS ?= 2
+TEST_WORKERS ?= 3
 
 ## Pure logic only: no process, no server, no engine (a test that starts one fails); under a minute.
 test-unit: install
