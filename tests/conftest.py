@@ -43,8 +43,8 @@ def _ray_token_file() -> str:
     return str(path)
 
 
-if "RAY_AUTH_TOKEN" not in os.environ:
-    os.environ.setdefault("RAY_AUTH_TOKEN_PATH", _ray_token_file())
+if "RAY_AUTH_TOKEN" not in os.environ and "RAY_AUTH_TOKEN_PATH" not in os.environ:
+    os.environ["RAY_AUTH_TOKEN_PATH"] = _ray_token_file()
 
 REPO = Path(__file__).resolve().parents[1]
 # The judge's engine takes about a minute to start on two cores (vLLM's import and engine).  A test whose
