@@ -24,8 +24,8 @@ test: install
 	$(VENV)/bin/ruff format --check .
 	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadscope
 
-## Three where at least 18 GiB are free (three workers' engines held up to 15.3 GiB at once), else two.
-TEST_WORKERS ?= $(shell awk '/^MemAvailable/ {print ($$2 >= 18 * 1024 * 1024) ? 3 : 2}' /proc/meminfo 2>/dev/null || echo 2)
+## Three where at least 20 GiB are free (three workers' engines held up to 18.3 GiB at once), else two.
+TEST_WORKERS ?= $(shell awk '/^MemAvailable/ {print ($$2 >= 20 * 1024 * 1024) ? 3 : 2}' /proc/meminfo 2>/dev/null || echo 2)
 
 ## Pure logic only: no process, no server, no engine (a test that starts one fails); under a minute.
 test-unit: install
