@@ -16,6 +16,7 @@ from typing import Any
 from pipeline.config import CurationConfig
 from pipeline.launch.base import OUR_LINE, JobTimedOut, RayJobFailed, parse_result, shard_cli_args
 from pipeline.result import RunResult
+from pipeline.runtime.ray_init import quoted_python
 from pipeline.shards import ShardSpec
 from pipeline.show.console import ANSI
 
@@ -172,7 +173,7 @@ class RayJobLauncher:
             log,
             call_timeout_s=t,
             entrypoint=entrypoint,
-            runtime_env={"env_vars": env},
+            runtime_env={"env_vars": env, **quoted_python()},  # every worker of the job has it
             entrypoint_num_cpus=limits.entrypoint_num_cpus,
             metadata={"shard": spec.shard_id, "split": spec.split, "run": run_id},
         )

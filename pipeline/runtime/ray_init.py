@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import logging
 import os
+import shlex
 import socket
+import sys
 import time
 
 import ray
@@ -13,6 +15,22 @@ from pipeline.config import CurationConfig
 
 log = logging.getLogger("pipeline")
 STARTS = 3
+
+
+def shell_unsafe(path: str) -> bool:
+    """Whether ``path`` holds what a command line splits on (a space, a quote): a tool that pastes it in
+    unquoted runs something else."""
+    return shlex.quote(path) != path
+
+
+def quoted_python() -> dict[str, str]:
+    """A runtime env's ``py_executable`` where this Python's path needs shell quoting, else nothing.
+
+    Ray starts a worker that has a runtime env with ``bash -c "exec <python> ..."``, the interpreter's path
+    unquoted (ray/_private/runtime_env/context.py): from a checkout under ``/home/Jo Smith`` such a worker
+    died at start and its actor waited, pending, until the stall timeout.  ``py_executable`` is a shell
+    command, so the quoted path goes there.  A cluster's workers run the same Python as its driver."""
+    return {"py_executable": shlex.quote(sys.executable)} if shell_unsafe(sys.executable) else {}
 
 
 class RayUnreachableError(ValueError):

