@@ -12,6 +12,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import shlex
 import shutil
 import subprocess
 import sys
@@ -169,7 +170,9 @@ def test_every_export_loads_in_its_consumers_library(on_postgres, sample_table):
     readme = (REPO / "README.md").read_text()
     for tool in ("duckdb", "polars"):
         (line,) = [ln for ln in readme.splitlines() if ln.startswith(f'.venv/bin/python -c "import {tool}')]
-        line = line.replace("sqlite:///output/demo/catalog.db", uri).replace(".venv/bin/python", sys.executable, 1)
+        line = line.replace("sqlite:///output/demo/catalog.db", uri).replace(
+            ".venv/bin/python", shlex.quote(sys.executable), 1
+        )
         proc = subprocess.run(
             ["bash", "-c", line], cwd=REPO, env=os.environ, capture_output=True, text=True, timeout=120
         )

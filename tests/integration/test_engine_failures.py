@@ -35,10 +35,11 @@ def test_a_judge_engine_that_cannot_start_fails_with_its_root_cause(tmp_path):
 
 def test_a_judge_that_can_never_be_placed_fails_after_the_stall_timeout(tmp_path):
     # A GPU judge on a CPU-only machine: its actor waits for a GPU forever, unless the run is bounded.
-    proc, took = _run(tmp_path, "judge.num_gpus_per_actor=1", "stall_timeout_s=40")
+    # 120 s: on a 2-core AVX2-only EPYC beside two other test workers, Whisper had not moved a row by 40 s.
+    proc, took = _run(tmp_path, "judge.num_gpus_per_actor=1", "stall_timeout_s=120")
     assert proc.returncode == 1, proc.stdout[-2000:] + proc.stderr[-2000:]
     assert "no stage moved a row for stall_timeout_s; the judge stage never got going" in proc.stderr
-    assert took < 300
+    assert took < 480
 
 
 def test_a_judge_engine_that_dies_on_its_first_request_is_not_restarted_forever(tmp_path):
@@ -47,7 +48,9 @@ def test_a_judge_engine_that_dies_on_its_first_request_is_not_restarted_forever(
     # actor so Ray replaces it, and Ray Data's default replaces it forever; judge.engine_restarts
     # (1) bounds that, so the run fails with the compiler error instead of looping until the stall
     # timeout.  Without the bound this ends after 600 s with "no stage moved a row" instead.
-    proc, _ = _run(tmp_path, "judge.engine_env={CXX: /nonexistent/g++}")
+    # TORCHDYNAMO_DISABLE=0: from a checkout whose path holds a space the CPU judge runs eager and
+    # compiles nothing (docs/install.md); this test needs the compile.
+    proc, _ = _run(tmp_path, "judge.engine_env={CXX: /nonexistent/g++, TORCHDYNAMO_DISABLE: '0'}")
     assert proc.returncode == 1, proc.stdout[-2000:] + proc.stderr[-2000:]
     assert "curate: failed: the judge stage failed" in proc.stderr
     assert "root cause: InductorError: InvalidCxxCompiler" in proc.stderr

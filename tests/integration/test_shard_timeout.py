@@ -35,9 +35,10 @@ def test_a_shard_past_its_time_limit_is_stopped_and_fails_with_the_reason(tmp_pa
     (spec,) = plan_shards([str(path)], str(tmp_path / "out"), "dev")
     # A judge that asks for a GPU this machine lacks can never be placed: the shard is certainly still
     # running when its time is up, however fast or slow the machine is (the stall timeout is far off).
-    # 75 s, so that even a busy machine has started the shard's Ray by then (at 40 s one CI run beside a
-    # benchmark saw only the child and two of Ray's processes).
-    cfg = build_config(overrides=["shard_timeout_s=75", "judge.num_gpus_per_actor=1", "stall_timeout_s=3600"])
+    # 120 s, so that even a busy machine has started the shard's Ray and its judge stage by then (at 40 s
+    # one CI run beside a benchmark saw only the child and two of Ray's processes; at 75 s a 2-core
+    # AVX2-only EPYC running two other test workers had not yet started the judge's stage).
+    cfg = build_config(overrides=["shard_timeout_s=120", "judge.num_gpus_per_actor=1", "stall_timeout_s=3600"])
     seen: set[int] = set()
     outcome: list[BaseException] = []
 
@@ -60,7 +61,7 @@ def test_a_shard_past_its_time_limit_is_stopped_and_fails_with_the_reason(tmp_pa
     worker.join()
     (exc,) = outcome
     assert isinstance(exc, ShardTimedOut)
-    assert "ran past shard_timeout_s (75 s); its processes were stopped" in str(exc)
+    assert "ran past shard_timeout_s (120 s); its processes were stopped" in str(exc)
     # The killed child kept no log of its own: the launcher put it where the run would have, and names it
     # (it was left in the temp folder, unnamed, each time).
     kept = Path(str(exc).rsplit("its log: ", 1)[1])

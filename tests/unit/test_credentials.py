@@ -13,7 +13,9 @@ from tasks.credentials import apply_credentials_block
 
 @pytest.fixture(scope="module")
 def prefect_api():
-    with prefect_test_harness():
+    # None: the suite's PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS (tests/conftest.py), not the harness's
+    # own 30 s, which a 2-core AVX2-only EPYC running two other test workers missed.
+    with prefect_test_harness(server_startup_timeout=None):
         yield
 
 
