@@ -23,6 +23,12 @@ def shell_unsafe(path: str) -> bool:
     return shlex.quote(path) != path
 
 
+def install_path_unsafe() -> bool:
+    """Whether this Python's install (its interpreter, its site-packages under ``sys.prefix``) sits under a
+    path that tools splitting a command line would break, such as torch's compiler (docs/install.md)."""
+    return shell_unsafe(sys.prefix) or shell_unsafe(sys.executable)
+
+
 def quoted_python() -> dict[str, str]:
     """A runtime env's ``py_executable`` where this Python's path needs shell quoting, else nothing.
 

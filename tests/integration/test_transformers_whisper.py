@@ -6,8 +6,6 @@ and saves it locally: the real loading, ``generate`` and ``batch_decode`` code r
 
 from __future__ import annotations
 
-import sys
-
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -16,7 +14,7 @@ import ray
 
 from pipeline.config import build_config
 from pipeline.dag import apply_stages
-from pipeline.runtime.ray_init import shell_unsafe
+from pipeline.runtime.ray_init import install_path_unsafe
 from pipeline.stages import transcribe
 from pipeline.stages.decode import decode_audio
 from tests.conftest import encode, tone
@@ -25,7 +23,7 @@ pytestmark = pytest.mark.slow
 
 # torch's compiler splits g++'s command line on spaces: under such a path nothing compiles (docs/install.md).
 compiles = pytest.mark.skipif(
-    shell_unsafe(sys.prefix) or shell_unsafe(sys.executable),
+    install_path_unsafe(),
     reason="torch's compiler cannot build from a checkout whose path holds a space",
 )
 
