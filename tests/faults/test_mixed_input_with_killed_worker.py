@@ -27,7 +27,7 @@ from tests.conftest import REPO, encode
 from tests.rows import same_rows
 from tests.table import rows
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.judge]
 
 
 def _reencode(flac: bytes, rate: int, fmt: str, subtype: str | None, stereo: bool) -> bytes:

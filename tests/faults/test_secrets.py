@@ -29,7 +29,7 @@ from tests.integration.conftest import split_sample
 from tests.services import VENV_BIN, ray_head
 from tests.table import rows
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.judge]
 
 SECRET = "planted-Secret-9e4d2c-leak-me-not"
 

@@ -28,7 +28,7 @@ from tests.integration.test_pipeline_e2e import run_cli
 from tests.services import postgres
 from tests.table import rows
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.judge]
 
 
 def _renamed(rid: str) -> str:

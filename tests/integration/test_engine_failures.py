@@ -10,7 +10,7 @@ import pytest
 
 from tests.conftest import REPO
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.judge]
 
 
 def _run(tmp_path, *sets: str, timeout: int = 600) -> tuple[subprocess.CompletedProcess, float]:
@@ -25,12 +25,14 @@ def _run(tmp_path, *sets: str, timeout: int = 600) -> tuple[subprocess.Completed
 def test_a_judge_engine_that_cannot_start_fails_with_its_root_cause(tmp_path):
     # An impossible KV cache: vLLM's engine process refuses it; the driver only sees "Engine core
     # initialization failed", so the message must carry the engine's own reason.
-    proc, took = _run(tmp_path, "judge.kv_cache_memory_bytes=100000000000000")
+    # Bounded by the engine's own error, not by waiting out the stall timeout (600 s by default): a
+    # wall-clock bound here failed on a busy 2-core host (415 s beside two other test workers).
+    proc, _ = _run(tmp_path, "judge.kv_cache_memory_bytes=100000000000000", timeout=1200)
     assert proc.returncode == 1, proc.stdout[-2000:] + proc.stderr[-2000:]
     assert "curate: failed: the judge stage failed" in proc.stderr
     assert "root cause: ValueError: Available memory on node" in proc.stderr
     assert "full log:" in proc.stderr and "Traceback" not in proc.stderr
-    assert took < 400
+    assert "no stage moved a row" not in proc.stderr
 
 
 def test_a_judge_that_can_never_be_placed_fails_after_the_stall_timeout(tmp_path):
@@ -50,7 +52,7 @@ def test_a_judge_engine_that_dies_on_its_first_request_is_not_restarted_forever(
     # timeout.  Without the bound this ends after 600 s with "no stage moved a row" instead.
     # TORCHDYNAMO_DISABLE=0: from a checkout whose path holds a space the CPU judge runs eager and
     # compiles nothing (docs/install.md); this test needs the compile.
-    proc, _ = _run(tmp_path, "judge.engine_env={CXX: /nonexistent/g++, TORCHDYNAMO_DISABLE: '0'}")
+    proc, _ = _run(tmp_path, "judge.engine_env={CXX: /nonexistent/g++, TORCHDYNAMO_DISABLE: '0'}", timeout=1200)
     assert proc.returncode == 1, proc.stdout[-2000:] + proc.stderr[-2000:]
     assert "curate: failed: the judge stage failed" in proc.stderr
     assert "root cause: InductorError: InvalidCxxCompiler" in proc.stderr

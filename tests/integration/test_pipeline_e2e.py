@@ -37,7 +37,7 @@ def _first(flac: bytes, seconds: float) -> np.ndarray:
     return audio[: int(seconds * rate)]
 
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.judge]
 
 
 def run_cli(*args: str, timeout: int = 900, code: int = 0, env: dict | None = None) -> subprocess.CompletedProcess:
