@@ -92,7 +92,9 @@ def test_english_speech_in_a_spanish_release_is_a_language_mismatch(spanish):
     row = rows(out, locale="es")[ids["english"]]
     assert row["language"] == "es" and not row["kept"], row
     if row["detected_language_prob"] >= 0.5:
-        assert row["detected_language"] == "en" and "language_mismatch" in row["reasons"], row
+        # Confidently not Spanish: what base names it moves with the CPU's kernels too (English on most
+        # hosts; Latin at p 0.51 with AVX2 kernels on a Zen 4, bench/isa_avx2), the gate is the same.
+        assert row["detected_language"] != "es" and "language_mismatch" in row["reasons"], row
     else:
         # Detection's odds move with the CPU's kernels: on a 2-core AVX2-only EPYC base heard this clip as
         # Latin at p 0.43, too weak to decide, and the agreement gate rejected it alone.
