@@ -18,11 +18,12 @@ demo: install
 ## Set up, then run lint and the whole test suite (unit + real-engine integration tests).
 ## Three workers, each module on one (its module fixtures stay shared): the suite mixes engine start-ups,
 ## which keep a core busy, with waits (a stall timeout, a cron minute, a shard's time limit) that leave
-## one idle; a third worker fills those on two cores (docs/testing.md has the figures).
+## one idle; a third worker fills those on two cores (docs/testing.md has the figures).  Modules go out
+## longest first (tests/scheduling.py), not xdist's most-tests-first, so the workers end together.
 test: install
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
-	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadscope
+	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadscope --no-loadscope-reorder
 
 ## Three where at least 20 GiB are free (three workers' engines held up to 18.3 GiB at once), else two.
 TEST_WORKERS ?= $(shell awk '/^MemAvailable/ {print ($$2 >= 20 * 1024 * 1024) ? 3 : 2}' /proc/meminfo 2>/dev/null || echo 2)

@@ -9,6 +9,7 @@ import os
 import secrets
 import tempfile
 import time
+from collections import defaultdict
 from pathlib import Path
 
 import numpy as np
@@ -16,6 +17,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import soundfile as sf
+
+from tests.scheduling import load_seconds, module_order, write_seconds
 
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["TRANSFORMERS_OFFLINE"] = "1"
@@ -156,6 +159,38 @@ def _try_lock(handle) -> bool:
     except BlockingIOError:
         return False
     return True
+
+
+def _module(nodeid: str) -> str:
+    return nodeid.split("::", 1)[0]
+
+
+def pytest_collection_modifyitems(config, items):
+    """Under xdist (its workers collect, each the same way), modules in tests/scheduling.py's order:
+    longest first.  ``make test`` passes ``--no-loadscope-reorder`` so that xdist keeps it."""
+    if not hasattr(config, "workerinput"):
+        return
+    markers: dict[str, set[str]] = {}
+    for item in items:
+        markers.setdefault(_module(item.nodeid), set()).update(m.name for m in item.iter_markers())
+    rank = {m: i for i, m in enumerate(module_order(markers, load_seconds()))}
+    items.sort(key=lambda item: rank[_module(item.nodeid)])  # stable: a module's tests keep their order
+
+
+# CURATE_RECORD_MODULE_SECONDS=1: the run's seconds per module (setup, call and teardown) replace those
+# in tests/module_seconds.json, written once by the controller (xdist forwards every worker's reports).
+_RECORD = os.environ.get("CURATE_RECORD_MODULE_SECONDS") == "1"
+_seconds: defaultdict[str, float] = defaultdict(float)
+
+
+def pytest_runtest_logreport(report):
+    if _RECORD:
+        _seconds[_module(report.nodeid)] += report.duration
+
+
+def pytest_sessionfinish(session):
+    if _RECORD and _seconds and not hasattr(session.config, "workerinput"):
+        write_seconds({**load_seconds(), **_seconds})
 
 
 @pytest.fixture(autouse=True)
